@@ -1,0 +1,41 @@
+"""The dense network's parameters: one flat buffer, with (W, b) views per layer."""
+import numpy as np
+
+ACTIVATION_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+LOSS_CODES = {"mse": 0, "binary_crossentropy": 1, "cross_entropy": 2}
+OPTIMIZER_CODES = {"sgd": 0, "adam": 1, "adamw": 2}
+
+
+def layer_sizes(n_features, hidden, n_outputs):
+    """[n_in, h1, ..., n_out] as int64."""
+    return np.array([n_features, *hidden, n_outputs], dtype=np.int64)
+
+
+def n_params(sizes):
+    return int(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])))
+
+
+def unpack(flat, sizes):
+    """Views [(W, b), ...] into ``flat``; W is shaped (n_in, n_out), row-major."""
+    out, pos = [], 0
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        a, b = int(a), int(b)
+        W = flat[pos:pos + a * b].reshape(a, b)
+        pos += a * b
+        out.append((W, flat[pos:pos + b]))
+        pos += b
+    return out
+
+
+def init_params(sizes, activation, seed, dtype):
+    """Seeded initialisation: He normal for relu, Glorot uniform otherwise; zero biases."""
+    rng = np.random.default_rng([seed, 0x1417])  # a stream of its own, apart from the record order
+    theta = np.zeros(n_params(sizes), dtype=dtype)
+    for W, _ in unpack(theta, sizes):
+        fan_in, fan_out = W.shape
+        if activation == "relu":
+            W[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=W.shape)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+    return theta

@@ -1,0 +1,139 @@
+"""How records, batches, steps and epochs relate: the schedule arithmetic and the record order.
+
+One epoch is one pass over all records. The records are split into batches of
+``batch_size`` (the last one smaller, unless dropped). One step trains on one batch,
+so ``steps_per_epoch`` is the number of batches.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Plan", "plan", "steps_per_epoch", "last_batch_size", "epoch_order", "schedule_lines"]
+
+_U64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _int_arg(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def steps_per_epoch(n_records, batch_size, drop_last=False):
+    """Number of batches (= steps) in one epoch: ceil(n / B), or floor(n / B) with drop_last."""
+    n = _int_arg("n_records", n_records, 1)
+    b = _int_arg("batch_size", batch_size, 1)
+    if drop_last:
+        if n < b:
+            raise ValueError(
+                f"drop_last=True with batch_size={b} larger than n_records={n} leaves no full batch; "
+                "use a smaller batch_size or drop_last=False")
+        return n // b
+    return math.ceil(n / b)
+
+
+def last_batch_size(n_records, batch_size, drop_last=False):
+    """Size of the last batch of an epoch (``batch_size`` when it divides evenly or is dropped)."""
+    n = _int_arg("n_records", n_records, 1)
+    b = _int_arg("batch_size", batch_size, 1)
+    if b >= n and not drop_last:
+        return n
+    steps_per_epoch(n, b, drop_last)  # validates drop_last
+    return b if (drop_last or n % b == 0) else n % b
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The schedule of a run: how many steps, and how big each batch is."""
+
+    n_records: int
+    batch_size: int
+    epochs: int
+    drop_last: bool
+    steps_per_epoch: int
+    last_batch_size: int
+    total_steps: int
+
+    @property
+    def effective_batch_size(self):
+        """Rows in a full batch: ``batch_size``, or all records when the batch is larger than the data."""
+        return min(self.batch_size, self.n_records)
+
+    @property
+    def epoch_starts(self):
+        """Step index at which each epoch begins (the epoch boundaries)."""
+        return np.arange(self.epochs, dtype=np.int64) * self.steps_per_epoch
+
+    def batch_sizes(self):
+        """Size of the batch of every step of one epoch."""
+        sizes = np.full(self.steps_per_epoch, self.effective_batch_size, dtype=np.int64)
+        sizes[-1] = self.last_batch_size
+        return sizes
+
+    def describe(self):
+        """One line of arithmetic, e.g. ``1000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps``."""
+        last = "" if self.last_batch_size == self.effective_batch_size else f" (last batch {self.last_batch_size})"
+        dropped = self.n_records - self.steps_per_epoch * self.effective_batch_size if self.drop_last else 0
+        drop = f", {dropped} records dropped per epoch" if dropped else ""
+        unit = "step" if self.steps_per_epoch == 1 else "steps"
+        return (f"{self.n_records} records / batch {self.batch_size} -> {self.steps_per_epoch} {unit} per epoch"
+                f"{last}{drop} x {self.epochs} epochs = {self.total_steps} steps")
+
+
+def plan(n_records, batch_size, epochs, drop_last=False):
+    """Return the :class:`Plan` for ``n_records`` records, ``batch_size`` and ``epochs``."""
+    e = _int_arg("epochs", epochs, 1)
+    spe = steps_per_epoch(n_records, batch_size, drop_last)
+    return Plan(int(n_records), int(batch_size), e, bool(drop_last), spe,
+                last_batch_size(n_records, batch_size, drop_last), spe * e)
+
+
+def _mix64(z):
+    """splitmix64's finaliser on numpy uint64 (wraps mod 2**64)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mix64_int(z):
+    z &= _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return z ^ (z >> 31)
+
+
+def epoch_order(n_records, seed, epoch, shuffle=True):
+    """The order in which epoch ``epoch`` (0-based) visits the records.
+
+    A permutation of ``range(n_records)`` that is a pure function of
+    ``(n_records, seed, epoch)``: every record gets the key
+    ``mix64(stream + (i + 1) * golden)`` with ``stream = mix64(mix64(seed) ^ epoch)``,
+    and the order sorts the keys (ties by index). The Cython kernel computes the
+    same permutation in C. With ``shuffle=False`` it is the identity.
+    """
+    n = _int_arg("n_records", n_records, 1)
+    s = _int_arg("seed", seed, 0)
+    e = _int_arg("epoch", epoch, 0)
+    if s > _U64:
+        raise ValueError(f"seed must be < 2**64, got {seed!r}")
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    stream = _mix64_int(_mix64_int(s) ^ (e & _U64))
+    with np.errstate(over="ignore"):
+        i = np.arange(1, n + 1, dtype=np.uint64)
+        keys = _mix64(np.uint64(stream) + i * np.uint64(_GOLDEN))
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def schedule_lines(n_records, batch_size, epochs, drop_last=False):
+    """Yield the seed's ``Epoch: e, Batch: b, Step: s`` line for every step (all 1-based)."""
+    p = plan(n_records, batch_size, epochs, drop_last)
+    step = 0
+    for e in range(p.epochs):
+        for b in range(p.steps_per_epoch):
+            step += 1
+            yield f"Epoch: {e + 1}, Batch: {b + 1}, Step: {step}"

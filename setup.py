@@ -1,0 +1,37 @@
+"""Builds the Cython extension; the metadata lives in pyproject.toml.
+
+FASTBATCH_DEBUG=1 builds with bounds and wraparound checks on (slow; for finding bugs).
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTBATCH_DEBUG", "") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+}
+
+# Portable flags only: no -march=native in what others install.
+COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+extensions = [
+    Extension(
+        "fastbatch._kernel",
+        ["fastbatch/_kernel.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES,
+                          force=DEBUG, annotate=False),
+)
