@@ -145,7 +145,7 @@ cdef void matmul_bias(floating *A, floating *W, floating *bias, floating *Z,
         for j in range(n_out):
             z[j] = bias[j]
     if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(b'N', b'N', n_out, rows, n_in, <floating>1, W, n_out, A, n_in, <floating>1, Z, n_out)
+        gemm(c'N', c'N', n_out, rows, n_in, <floating>1, W, n_out, A, n_in, <floating>1, Z, n_out)
         return
     for r in range(rows):
         z = Z + r * n_out
@@ -169,7 +169,7 @@ cdef void grad_weights(floating *A, floating *D, floating *gW, floating *gb,
         for j in range(n_out):
             gb[j] += d[j]
     if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(b'N', b'T', n_out, n_in, rows, <floating>1, D, n_out, A, n_in, <floating>0, gW, n_out)
+        gemm(c'N', c'T', n_out, n_in, rows, <floating>1, D, n_out, A, n_in, <floating>0, gW, n_out)
         return
     memset(gW, 0, n_in * n_out * sizeof(floating))
     for r in range(rows):
@@ -188,7 +188,7 @@ cdef void back_through(floating *D, floating *W, floating *out, int rows, int n_
     cdef floating *d
     cdef floating *w
     if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(b'T', b'N', n_in, rows, n_out, <floating>1, W, n_out, D, n_out, <floating>0, out, n_in)
+        gemm(c'T', c'N', n_in, rows, n_out, <floating>1, W, n_out, D, n_out, <floating>0, out, n_in)
         return
     for r in range(rows):
         d = D + r * n_out

@@ -1,5 +1,6 @@
 """Checking and converting what users pass in, once, before any state changes."""
 import math
+import mmap
 import numbers
 
 import numpy as np
@@ -165,7 +166,24 @@ def _all_finite(arr, chunk=1 << 16):
         part = arr[start:start + chunk]
         if not np.isfinite(part.sum()) and not np.isfinite(part).all():
             return False
+        if isinstance(arr, np.memmap) and start % (chunk * 16) == 0:
+            release_pages(arr)
+    release_pages(arr)
     return True
+
+
+def release_pages(X):
+    """Drop the pages of a memory-mapped X from resident memory (re-read from the file when needed)."""
+    if not isinstance(X, np.memmap):
+        return
+    base = X
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            base.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def resolve_loss(loss, y):

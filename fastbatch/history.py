@@ -1,0 +1,80 @@
+"""History: what a run has done so far, step by step and epoch by epoch."""
+import numpy as np
+
+
+class History:
+    """The record of a training run, as numpy arrays over all steps so far.
+
+    Attributes
+    ----------
+    loss, learning_rate : ndarray of float64, one entry per step
+        The mean loss of each step's batch (before its update) and the rate it used.
+    epoch, batch, batch_size : ndarray of int64, one entry per step
+        Which epoch (0-based) and batch within it each step trained on, and its size.
+    epoch_starts : ndarray of int64
+        The step index at which each started epoch begins (the epoch boundaries).
+    epoch_loss : ndarray of float64
+        Per started epoch, the mean of its step losses weighted by batch size.
+    val_loss, val_accuracy : ndarray of float64
+        Per finished epoch, on the validation data (empty without validation).
+    steps_per_epoch, n_records : int
+    """
+
+    def __init__(self, loss, learning_rate, epoch, batch, batch_size, epoch_starts,
+                 steps_per_epoch, n_records, val_loss=(), val_accuracy=()):
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.epoch = epoch
+        self.batch = batch
+        self.batch_size = batch_size
+        self.epoch_starts = np.asarray(epoch_starts, dtype=np.int64)
+        self.steps_per_epoch = steps_per_epoch
+        self.n_records = n_records
+        self.val_loss = np.asarray(val_loss, dtype=np.float64)
+        self.val_accuracy = np.asarray(val_accuracy, dtype=np.float64)
+
+    @property
+    def n_steps(self):
+        return len(self.loss)
+
+    @property
+    def step(self):
+        """The global index of every step: 0, 1, 2, ..."""
+        return np.arange(self.n_steps, dtype=np.int64)
+
+    @property
+    def records_seen(self):
+        """Records trained on up to and including each step."""
+        return np.cumsum(self.batch_size)
+
+    @property
+    def epoch_loss(self):
+        if not self.n_steps:
+            return np.empty(0)
+        ends = np.append(self.epoch_starts[1:], self.n_steps)
+        w = self.batch_size.astype(np.float64)
+        wl = np.add.reduceat(self.loss * w, self.epoch_starts)
+        ws = np.add.reduceat(w, self.epoch_starts)
+        return (wl / ws)[: len(ends)]
+
+    def as_dict(self):
+        """Plain arrays, e.g. for ``np.savez`` or a DataFrame."""
+        return {"step": self.step, "epoch": self.epoch, "batch": self.batch,
+                "batch_size": self.batch_size, "loss": self.loss,
+                "learning_rate": self.learning_rate, "records_seen": self.records_seen}
+
+    def to_csv(self, path):
+        """Write one row per step: step,epoch,batch,batch_size,loss,learning_rate,records_seen."""
+        cols = self.as_dict()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(",".join(cols) + "\n")
+            for row in zip(*cols.values()):
+                f.write(",".join(repr(float(v)) if isinstance(v, np.floating) else str(int(v)) for v in row) + "\n")
+
+    def __len__(self):
+        return self.n_steps
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.4g}" if self.n_steps else ""
+        return (f"History({self.n_steps} steps, {len(self.epoch_starts)} epochs, "
+                f"{self.steps_per_epoch} steps per epoch over {self.n_records} records{last})")

@@ -1,0 +1,578 @@
+"""The Trainer: one training run of a dense network, driven in steps and epochs.
+
+Everything is checked and converted here, once; the backends (``_kernel.pyx`` and
+``_numpy_backend.py``) only run steps.
+"""
+import math
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from . import _numpy_backend, _validation as V
+from .callbacks import Callback
+from ._network import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES, init_params, layer_sizes, n_params, unpack
+from .errors import DivergenceError
+from .history import History
+from .schedule import plan as make_plan
+from .schedules import make_schedule
+
+try:
+    from . import _kernel
+except ImportError:  # pragma: no cover - only when the extension was not built
+    _kernel = None
+
+DONE, STOPPED, NONFINITE, TIME_UP = 0, 1, 2, 3
+PROGRESS_SECONDS = 0.1   # on_progress is called at least this often
+MMAP_CHUNK_BYTES = 64 << 20  # a memory-mapped X is released from memory after this much is read
+
+DEFAULTS = dict(
+    hidden=(32,), activation="relu", loss="auto", batch_size=64, epochs=5, learning_rate=0.01,
+    optimizer="sgd", momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    shuffle=True, drop_last=False, seed=0, dtype="float32", backend="cython",
+    validation_split=0.0, patience=None, lr_schedule="constant", warmup_steps=0,
+)
+
+
+class Trainer:
+    """One mini-batch training run of a dense network with a budget of ``epochs`` epochs.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Widths of the hidden layers; ``()`` is linear / logistic / softmax regression.
+    activation : {"relu", "tanh", "sigmoid", "identity"}
+        Activation of the hidden layers; the output layer is linear (logits).
+    loss : {"auto", "mse", "binary_crossentropy", "cross_entropy"}
+        ``"auto"`` picks cross_entropy for integer/bool labels and mse for float targets.
+    batch_size, epochs : int
+        Records per step, and passes over all records in the run.
+    learning_rate : float
+        The rate (the base of ``lr_schedule``). It may be changed between ``fit`` calls.
+    optimizer : {"sgd", "adam", "adamw"}
+        As ``torch.optim.SGD`` (with ``momentum``, ``nesterov``), ``Adam`` and ``AdamW``
+        (with ``betas``, ``eps``); ``weight_decay`` applies to weights and biases.
+    shuffle, drop_last : bool
+        Visit the records of epoch e in ``epoch_order(n, seed, e)``; drop the last short batch.
+    seed : int
+        Seeds the initial parameters and the record order.
+    dtype : {"float32", "float64"}
+    backend : {"cython", "numpy"}
+        The compiled kernel, or the plain numpy reference (same results).
+    validation_split : float in [0, 1)
+        Hold out this fraction of the records (a seeded random split) to validate each epoch.
+    patience : int or None
+        Early stopping: end the run when the validation loss (the training epoch loss
+        without validation) has not improved for this many epochs, restoring the best params.
+    lr_schedule : str, dict or Schedule
+        "constant", "step", "exponential", "cosine" or "plateau" (see ``fastbatch.schedules``).
+    warmup_steps : int
+        Linear warm-up of the rate over the first steps.
+    """
+
+    def __init__(self, **params):
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"Trainer got unknown parameter(s) {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+        cfg = V.check_config({**DEFAULTS, **params})
+        if cfg["backend"] == "cython" and _kernel is None:
+            raise ImportError("the Cython kernel is not built; reinstall fastbatch (pip install -e .) "
+                              "or use backend='numpy'")
+        self._schedule = make_schedule(cfg["lr_schedule"], cfg["warmup_steps"])
+        cfg["lr_schedule"] = self._schedule.config()
+        self._cfg = cfg
+        self._learning_rate = cfg["learning_rate"]
+        self._stop = np.zeros(1, dtype=np.uint8)
+        self._fit_lock = threading.Lock()
+        self._pending_params = None
+        self._cache = None
+        self.reset()
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def config(self):
+        """The run's parameters (a copy)."""
+        return {**self._cfg, "learning_rate": self._learning_rate}
+
+    def __getattr__(self, name):
+        cfg = self.__dict__.get("_cfg")
+        if cfg is not None and name in cfg:
+            return cfg[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def learning_rate(self):
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        """Change the rate; it applies from the next step (History.learning_rate records it)."""
+        self._learning_rate = V.check_float("learning_rate", value, 0.0, low_open=True)
+
+    def __repr__(self):
+        diff = ", ".join(f"{k}={v!r}" for k, v in self.config.items()
+                         if k in DEFAULTS and v != DEFAULTS[k] and k != "lr_schedule")
+        return f"Trainer({diff}) at step {self.step}/{self.total_steps or '?'}"
+
+    # ------------------------------------------------------------------ position in the run
+
+    def reset(self):
+        """Start the run over: the next ``fit`` initialises the params and trains from step 0."""
+        self._check_not_fitting("reset")
+        self._run = None
+        self._theta = self._m = self._v = None
+        self._sizes = None
+        self._step = 0
+        self._opt_t = 0
+        self._stopped_early = False
+        self._best = None
+        self._val_loss, self._val_acc = [], []
+        self._hist = None
+        self._schedule = make_schedule(self._cfg["lr_schedule"])
+        self._cache = None
+
+    @property
+    def started(self):
+        return self._run is not None
+
+    @property
+    def step(self):
+        """Steps done so far in this run."""
+        return self._step
+
+    @property
+    def epoch(self):
+        """The epoch the next step belongs to (0-based)."""
+        return self._step // self._run["plan"].steps_per_epoch if self._run else 0
+
+    @property
+    def plan(self):
+        """The run's :class:`~fastbatch.schedule.Plan` (None before the first fit)."""
+        return self._run["plan"] if self._run else None
+
+    @property
+    def total_steps(self):
+        return self._run["plan"].total_steps if self._run else None
+
+    @property
+    def finished(self):
+        """True when the epoch budget is spent (or early stopping ended the run)."""
+        return bool(self._run) and (self._stopped_early or self._step >= self._run["plan"].total_steps)
+
+    @property
+    def history(self):
+        """The :class:`History` of all steps so far."""
+        if self._run is None:
+            empty = np.empty(0)
+            return History(empty, empty, np.empty(0, np.int64), np.empty(0, np.int64),
+                           np.empty(0, np.int64), [], 0, 0)
+        h, s, spe = self._hist, self._step, self._run["plan"].steps_per_epoch
+        n_epochs = -(-s // spe)
+        return History(h["loss"][:s], h["lr"][:s], h["epoch"][:s], h["batch"][:s], h["batch_size"][:s],
+                       np.arange(n_epochs, dtype=np.int64) * spe, spe, self._run["n_records"],
+                       list(self._val_loss), list(self._val_acc))
+
+    def stop(self):
+        """Ask a running ``fit`` to return after the current step (safe from any thread)."""
+        self._stop[0] = 1
+
+    # ------------------------------------------------------------------ params
+
+    def get_params(self):
+        """Copies of the params, ``[(W, b), ...]`` with W shaped (n_in, n_out)."""
+        if self._theta is None:
+            if self._pending_params is not None:
+                return [(W.copy(), b.copy()) for W, b in self._pending_params]
+            raise RuntimeError("this trainer has no params yet: call fit() first (or set_params())")
+        return [(W.copy(), b.copy()) for W, b in unpack(self._theta, self._sizes)]
+
+    def set_params(self, params):
+        """Set the params; before the first ``fit`` they replace the seeded initialisation."""
+        self._check_not_fitting("set_params")
+        dtype = np.dtype(self._cfg["dtype"])
+        try:
+            layers = [(np.asarray(W), np.asarray(b)) for W, b in params]
+        except (TypeError, ValueError):
+            raise TypeError("params must be a list of (W, b) pairs, W shaped (n_in, n_out)") from None
+        n_hidden = len(self._cfg["hidden"])
+        if len(layers) != n_hidden + 1:
+            raise ValueError(f"params must have {n_hidden + 1} (W, b) layers for hidden={self._cfg['hidden']}, "
+                             f"got {len(layers)}")
+        sizes = [layers[0][0].shape[0] if layers[0][0].ndim == 2 else -1]
+        for i, (W, b) in enumerate(layers):
+            if W.ndim != 2 or b.shape != (W.shape[1],) or W.shape[0] != sizes[-1]:
+                raise ValueError(f"params layer {i}: W must be (n_in, n_out) chaining from the previous layer "
+                                 f"and b (n_out,); got W {W.shape}, b {b.shape}")
+            if W.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
+                raise TypeError(f"params layer {i} must hold real numbers, got {W.dtype} / {b.dtype}")
+            if not (np.isfinite(W).all() and np.isfinite(b).all()):
+                raise ValueError(f"params layer {i} holds NaN or infinite values")
+            sizes.append(W.shape[1])
+        if tuple(sizes[1:-1]) != self._cfg["hidden"]:
+            raise ValueError(f"params have hidden widths {tuple(sizes[1:-1])}, this trainer has {self._cfg['hidden']}")
+        if self._theta is not None:
+            if tuple(sizes) != tuple(self._sizes):
+                raise ValueError(f"params have layer sizes {tuple(sizes)}, the run has {tuple(self._sizes)}")
+            for (W, b), (W0, b0) in zip(layers, unpack(self._theta, self._sizes)):
+                W0[...] = W
+                b0[...] = b
+        else:
+            self._pending_params = [(W.astype(dtype), b.astype(dtype)) for W, b in layers]
+
+    # ------------------------------------------------------------------ data
+
+    def _prepare(self, X, y, first_call):
+        """Check and convert (X, y) once; nothing of the trainer changes here."""
+        c = self._cache
+        if c is not None and c["X_in"] is X and c["y_in"] is y:
+            return c
+        dtype = np.dtype(self._cfg["dtype"])
+        run = self._run
+        Xc = V.check_X(X, dtype, n_features=None if first_call else run["n_features"])
+        loss = V.resolve_loss(self._cfg["loss"], y) if first_call else run["loss"]
+        n = Xc.shape[0]
+        targets, labels, k = V.check_y(y, loss, n, dtype, None if first_call else run["n_outputs"])
+        if not first_call and n != run["n_records_all"]:
+            raise ValueError(f"X has {n} records, but this run was started with {run['n_records_all']}; "
+                             "call reset() to start a new run on other data")
+        if self._pending_params is not None and first_call:
+            p = self._pending_params
+            if p[0][0].shape[0] != Xc.shape[1] or p[-1][0].shape[1] != k:
+                raise ValueError(f"the params set with set_params map {p[0][0].shape[0]} features to "
+                                 f"{p[-1][0].shape[1]} outputs, but the data has {Xc.shape[1]} features "
+                                 f"and needs {k} outputs")
+        split = self._cfg["validation_split"]
+        val = None
+        if split > 0:
+            n_val = int(round(n * split))
+            if n_val < 1 or n - n_val < 1:
+                raise ValueError(f"validation_split={split} of {n} records leaves "
+                                 f"{n_val} for validation and {n - n_val} for training; both need at least 1")
+            perm = np.random.default_rng([self._cfg["seed"], 0x5A11]).permutation(n)
+            tr_idx, va_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+            val = (Xc[va_idx], targets[va_idx] if targets.size else targets,
+                   labels[va_idx] if labels.size else labels)
+            Xc = Xc[tr_idx]
+            targets = targets[tr_idx] if targets.size else targets
+            labels = labels[tr_idx] if labels.size else labels
+        plan = make_plan(Xc.shape[0], self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])
+        return {"X_in": X, "y_in": y, "X": Xc, "targets": targets, "labels": labels, "loss": loss,
+                "n_outputs": k, "plan": plan, "val": val, "n_records_all": n}
+
+    def _check_validation_data(self, validation_data, loss, k):
+        if validation_data is None:
+            return None
+        try:
+            Xv, yv = validation_data
+        except (TypeError, ValueError):
+            raise TypeError("validation_data must be a pair (X_val, y_val)") from None
+        dtype = np.dtype(self._cfg["dtype"])
+        Xv = V.check_X(Xv, dtype, name="validation_data X", n_features=None)
+        t, l, _ = V.check_y(yv, loss, Xv.shape[0], dtype, k, name="validation_data y")
+        return Xv, t, l
+
+    def _start_run(self, data):
+        """Bind the run to its data's shape and initialise params and optimizer state."""
+        dtype = np.dtype(self._cfg["dtype"])
+        X = data["X"]
+        self._sizes = layer_sizes(X.shape[1], self._cfg["hidden"], data["n_outputs"])
+        if self._pending_params is not None:
+            self._theta = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in self._pending_params])
+            self._theta = np.ascontiguousarray(self._theta, dtype=dtype)
+            self._pending_params = None
+        else:
+            self._theta = init_params(self._sizes, self._cfg["activation"], self._cfg["seed"], dtype)
+        self._m = np.zeros_like(self._theta)
+        self._v = np.zeros_like(self._theta)
+        plan = data["plan"]
+        self._run = {"plan": plan, "n_records": X.shape[0], "n_features": X.shape[1], "loss": data["loss"],
+                     "n_outputs": data["n_outputs"], "n_records_all": data["n_records_all"]}
+        total = plan.total_steps
+        step = np.arange(total, dtype=np.int64)
+        epoch = step // plan.steps_per_epoch
+        self._hist = {"loss": np.zeros(total), "lr": np.zeros(total), "epoch": epoch,
+                      "batch": step - epoch * plan.steps_per_epoch,
+                      "batch_size": np.tile(plan.batch_sizes(), plan.epochs)}
+
+    # ------------------------------------------------------------------ training
+
+    def _check_not_fitting(self, what):
+        if self._fit_lock.locked():
+            raise RuntimeError(f"cannot {what}() while fit() is running on this trainer in another thread")
+
+    def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None):
+        """Train until the epoch budget is spent, or for ``steps`` more steps.
+
+        Continues from where the run stands: pieces of ``fit`` give bit-identical
+        results to one uninterrupted call. Returns the :class:`History` so far.
+
+        Parameters
+        ----------
+        X : array-like (n_records, n_features), or a memory-mapped ``.npy`` (np.load(..., mmap_mode="r"))
+        y : array-like (n_records,) labels or targets, or (n_records, k) mse targets
+        steps : int, optional
+            Advance at most this many steps (fewer if the run ends).
+        on_progress : callable(History), optional
+            Called from the training thread at least every 0.1 s and at each epoch end.
+        validation_data : (X_val, y_val), optional
+            Validated at each epoch end (instead of ``validation_split``).
+        callbacks : list of fastbatch.callbacks.Callback, optional
+            Step, epoch and run hooks; a hook that returns True stops the run.
+        """
+        if steps is not None:
+            steps = V.check_int("steps", steps, 1)
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be callable, got {on_progress!r}")
+        callbacks = list(callbacks or [])
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit() is already running on this trainer in another thread; "
+                               "use one trainer per thread")
+        try:
+            first = self._run is None
+            data = self._prepare(X, y, first)
+            val = self._check_validation_data(validation_data, data["loss"], data["n_outputs"]) or data["val"]
+            if self.finished:
+                warnings.warn(f"this run is finished ({self._step} of {self.total_steps} steps); fit() "
+                              "trains nothing. Call reset() to start over or make a new Trainer.",
+                              RuntimeWarning, stacklevel=2)
+                return self.history
+            # from here on the trainer changes
+            self._cache = data
+            if first:
+                self._start_run(data)
+            self._stop[0] = 0
+            return self._train(data, steps, on_progress, val, callbacks)
+        finally:
+            self._fit_lock.release()
+
+    def _backend(self):
+        return _kernel if self._cfg["backend"] == "cython" else _numpy_backend
+
+    def _call_kernel(self, data, start, n_steps, lrs, max_seconds):
+        cfg, plan = self._cfg, self._run["plan"]
+        b1, b2 = cfg["betas"]
+        X = data["X"]
+        n_steps = min(n_steps, len(lrs))
+        return self._backend().train_steps(
+            X, data["targets"] if data["targets"].size else np.empty((0, 0), X.dtype), data["labels"],
+            self._sizes, self._theta, self._m, self._v, lrs[:n_steps], self._hist["loss"][start:start + n_steps],
+            start, n_steps, self._opt_t + (start - self._step), plan.batch_size, plan.steps_per_epoch,
+            cfg["shuffle"], cfg["seed"], ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[self._run["loss"]],
+            OPTIMIZER_CODES[cfg["optimizer"]], cfg["momentum"], cfg["nesterov"], b1, b2, cfg["eps"],
+            cfg["weight_decay"], self._stop, max_seconds)
+
+    def _train(self, data, steps, on_progress, val, callbacks):
+        plan = self._run["plan"]
+        spe = plan.steps_per_epoch
+        end = plan.total_steps if steps is None else min(plan.total_steps, self._step + steps)
+        step_hooks = any(_overrides(cb, "on_step_end") for cb in callbacks)
+        epoch_hooks = bool(on_progress or val or callbacks or self._cfg["patience"]
+                           or self._schedule.name == "plateau")
+        mapped = isinstance(data["X"], np.memmap)
+        chunk_cap = max(1, MMAP_CHUNK_BYTES // max(1, plan.effective_batch_size * data["X"].strides[0])) \
+            if mapped else None
+        if self._step == 0 and _fire(callbacks, "on_run_begin", self):
+            return self.history
+        last_report = time.perf_counter()
+        snap = [np.empty_like(self._theta) for _ in range(3)]
+        while self._step < end and not self._stopped_early:
+            start = self._step
+            n = end - start
+            if epoch_hooks:
+                n = min(n, spe - start % spe)  # stop at the epoch's end for its hooks
+            if step_hooks:
+                n = 1
+            if chunk_cap:
+                n = min(n, chunk_cap)
+            steps_idx = np.arange(start, start + n)
+            lrs = self._learning_rate * self._schedule.factors(steps_idx, spe, plan.total_steps)
+            for s, a in zip(snap, (self._theta, self._m, self._v)):
+                np.copyto(s, a)
+            done, status = self._call_kernel(data, start, n, lrs, PROGRESS_SECONDS if on_progress else 3600.0)
+            if status == NONFINITE or not np.isfinite(self._theta).all():
+                self._diverged(data, start, done, status, lrs, snap)
+            self._hist["lr"][start:start + done] = lrs[:done]
+            self._step += done
+            self._opt_t += done
+            if mapped:
+                V.release_pages(data["X"])
+            if step_hooks and done and _fire(callbacks, "on_step_end", self, self._step - 1,
+                                              float(self._hist["loss"][self._step - 1])):
+                break
+            epoch_end = self._step % spe == 0 and done > 0
+            if epoch_end and self._end_epoch(val, callbacks):
+                break
+            now = time.perf_counter()
+            if on_progress and (epoch_end or now - last_report >= PROGRESS_SECONDS or status == STOPPED):
+                on_progress(self.history)
+                last_report = now
+            if status == STOPPED:
+                break
+        if self.finished:
+            _fire(callbacks, "on_run_end", self)
+        return self.history
+
+    def _end_epoch(self, val, callbacks):
+        """Validation, schedule, early stopping and callbacks at an epoch end; True to stop the run."""
+        epoch = self._step // self._run["plan"].steps_per_epoch - 1
+        h = self.history
+        metric = float(h.epoch_loss[-1])
+        logs = {"epoch": epoch, "loss": metric}
+        if val is not None:
+            res = self._evaluate_arrays(*val)
+            self._val_loss.append(res["loss"])
+            self._val_acc.append(res.get("accuracy", math.nan))
+            metric = res["loss"]
+            logs.update(val_loss=res["loss"], val_accuracy=self._val_acc[-1])
+        self._schedule.on_epoch_end(metric)
+        patience = self._cfg["patience"]
+        if patience:
+            if self._best is None or metric < self._best["metric"]:
+                self._best = {"metric": metric, "epoch": epoch, "theta": self._theta.copy()}
+            elif epoch - self._best["epoch"] >= patience:
+                self._theta[...] = self._best["theta"]
+                self._stopped_early = True
+                logs["stopped_early"] = True
+        return bool(_fire(callbacks, "on_epoch_end", self, epoch, logs)) or self._stopped_early
+
+    def _diverged(self, data, start, done, status, lrs, snap):
+        """Rewind to just before the first bad step and raise DivergenceError."""
+        bad = start + done
+        what = "the loss"
+        if not np.isfinite(self._theta).all():
+            # params went non-finite at some step before `bad`: replay from the snapshot to find it
+            lo, hi = 0, done  # finite after lo steps, non-finite after hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                self._restore(snap)
+                self._call_kernel(data, start, mid, lrs, 3600.0)
+                if np.isfinite(self._theta).all():
+                    lo = mid
+                else:
+                    hi = mid
+            self._restore(snap)
+            if lo:
+                self._call_kernel(data, start, lo, lrs, 3600.0)
+            bad, what = start + lo, "the params"
+        done = bad - start
+        self._hist["lr"][start:bad] = lrs[:done]
+        self._hist["loss"][bad:] = 0
+        self._step = bad
+        self._opt_t += done
+        spe = self._run["plan"].steps_per_epoch
+        raise DivergenceError(bad, bad // spe, bad % spe, float(lrs[done]), what)
+
+    def _restore(self, snap):
+        for s, a in zip(snap, (self._theta, self._m, self._v)):
+            np.copyto(a, s)
+
+    # ------------------------------------------------------------------ using the model
+
+    def _forward(self, X):
+        if self._theta is None:
+            raise RuntimeError("this trainer has not been trained yet: call fit() before predict()/evaluate()")
+        Xc = V.check_X(X, np.dtype(self._cfg["dtype"]), n_features=self._run["n_features"])
+        act = self._cfg["activation"]
+        layers = unpack(self._theta, self._sizes)
+        out = np.empty((Xc.shape[0], int(self._sizes[-1])), dtype=Xc.dtype)
+        for lo in range(0, Xc.shape[0], 8192):  # in chunks: bounded memory for big (or mapped) X
+            a = np.asarray(Xc[lo:lo + 8192])
+            for i, (W, b) in enumerate(layers):
+                a = a @ W + b
+                if i < len(layers) - 1:
+                    a = _numpy_backend._activate(ACTIVATION_CODES[act], a)
+            out[lo:lo + 8192] = a
+        return out
+
+    def decision_function(self, X):
+        """The logits (network outputs) for X."""
+        return self._forward(X)
+
+    def predict(self, X):
+        """Class labels (cross_entropy, binary_crossentropy) or the outputs (mse; 1-D for one output)."""
+        z = self._forward(X)
+        loss = self._run["loss"]
+        if loss == "cross_entropy":
+            return z.argmax(axis=1)
+        if loss == "binary_crossentropy":
+            return (z[:, 0] > 0).astype(np.int64)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes); not defined for mse."""
+        z = self._forward(X).astype(np.float64)
+        loss = self._run["loss"]
+        if loss == "cross_entropy":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        if loss == "binary_crossentropy":
+            p = _sigmoid(z[:, 0])
+            return np.column_stack([1 - p, p])
+        raise ValueError("predict_proba needs a classification loss (cross_entropy or binary_crossentropy); "
+                         "this run uses mse")
+
+    def evaluate(self, X, y):
+        """Mean loss over (X, y) and, for classification, accuracy: ``{"loss": ..., "accuracy": ...}``."""
+        if self._theta is None:
+            raise RuntimeError("this trainer has not been trained yet: call fit() before evaluate()")
+        dtype = np.dtype(self._cfg["dtype"])
+        Xc = V.check_X(X, dtype, n_features=self._run["n_features"])
+        t, l, _ = V.check_y(y, self._run["loss"], Xc.shape[0], dtype, self._run["n_outputs"])
+        return self._evaluate_arrays(Xc, t, l)
+
+    def _evaluate_arrays(self, Xc, targets, labels):
+        z = self._forward(Xc)
+        code = LOSS_CODES[self._run["loss"]]
+        with np.errstate(over="ignore"):
+            loss, _ = _numpy_backend.loss_and_grad(code, z, targets if targets.size else None,
+                                                   labels if labels.size else None)
+        out = {"loss": loss}
+        if code == 2:
+            out["accuracy"] = float(np.mean(z.argmax(axis=1) == labels))
+        elif code == 1:
+            out["accuracy"] = float(np.mean((z[:, 0] > 0) == (targets[:, 0] > 0.5)))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path):
+        """Write a checkpoint (config, params, optimizer state, position, history); atomic, no pickle."""
+        from .checkpoint import save
+        self._check_not_fitting("save")
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """A Trainer restored from a checkpoint written by :meth:`save`."""
+        from .checkpoint import load
+        return load(cls, path)
+
+    # pickling (for joblib / Dask): the checkpoint's arrays, never the lock or the cache
+    def __getstate__(self):
+        from .checkpoint import to_arrays
+        return to_arrays(self)
+
+    def __setstate__(self, state):
+        from .checkpoint import from_arrays
+        from_arrays(self, state)
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _overrides(cb, hook):
+    fn = getattr(cb, hook, None)
+    return fn is not None and getattr(fn, "__func__", fn) is not getattr(Callback, hook)
+
+
+def _fire(callbacks, hook, *args):
+    stop = False
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            stop |= bool(fn(*args))
+    return stop
