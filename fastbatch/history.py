@@ -20,18 +20,34 @@ class History:
     steps_per_epoch, n_records : int
     """
 
-    def __init__(self, loss, learning_rate, epoch, batch, batch_size, epoch_starts,
-                 steps_per_epoch, n_records, val_loss=(), val_accuracy=()):
+    def __init__(self, loss, learning_rate, epoch_batch_sizes, steps_per_epoch, n_records,
+                 val_loss=(), val_accuracy=()):
         self.loss = loss
         self.learning_rate = learning_rate
-        self.epoch = epoch
-        self.batch = batch
-        self.batch_size = batch_size
-        self.epoch_starts = np.asarray(epoch_starts, dtype=np.int64)
+        # one epoch's batch sizes: every step's epoch, batch and size follow from them
+        self._sizes = np.asarray(epoch_batch_sizes, dtype=np.int64)
         self.steps_per_epoch = steps_per_epoch
         self.n_records = n_records
         self.val_loss = np.asarray(val_loss, dtype=np.float64)
         self.val_accuracy = np.asarray(val_accuracy, dtype=np.float64)
+
+    @property
+    def epoch(self):
+        return self.step // self.steps_per_epoch if self.steps_per_epoch else self.step
+
+    @property
+    def batch(self):
+        return self.step % self.steps_per_epoch if self.steps_per_epoch else self.step
+
+    @property
+    def batch_size(self):
+        return self._sizes[self.batch] if self.n_steps else np.empty(0, dtype=np.int64)
+
+    @property
+    def epoch_starts(self):
+        if not self.steps_per_epoch:
+            return np.empty(0, dtype=np.int64)
+        return np.arange(0, self.n_steps, self.steps_per_epoch, dtype=np.int64)
 
     @property
     def n_steps(self):

@@ -165,18 +165,18 @@ class Trainer:
     def history(self):
         """The :class:`History` of all steps so far."""
         if self._run is None:
-            empty = np.empty(0)
-            return History(empty, empty, np.empty(0, np.int64), np.empty(0, np.int64),
-                           np.empty(0, np.int64), [], 0, 0)
-        h, s, spe = self._hist, self._step, self._run["plan"].steps_per_epoch
-        n_epochs = -(-s // spe)
-        return History(h["loss"][:s], h["lr"][:s], h["epoch"][:s], h["batch"][:s], h["batch_size"][:s],
-                       np.arange(n_epochs, dtype=np.int64) * spe, spe, self._run["n_records"],
-                       list(self._val_loss), list(self._val_acc))
+            return History(np.empty(0), np.empty(0), [], 0, 0)
+        h, s, plan = self._hist, self._step, self._run["plan"]
+        return History(h["loss"][:s], h["lr"][:s], plan.batch_sizes(), plan.steps_per_epoch,
+                       self._run["n_records"], list(self._val_loss), list(self._val_acc))
 
     def stop(self):
-        """Ask a running ``fit`` to return after the current step (safe from any thread)."""
-        self._stop[0] = 1
+        """Ask a running ``fit`` to return after the current step (safe from any thread).
+
+        A no-op when no fit is running: it never stops a later fit.
+        """
+        if self._fit_lock.locked():
+            self._stop[0] = 1
 
     # ------------------------------------------------------------------ params
 
@@ -289,12 +289,7 @@ class Trainer:
         plan = data["plan"]
         self._run = {"plan": plan, "n_records": X.shape[0], "n_features": X.shape[1], "loss": data["loss"],
                      "n_outputs": data["n_outputs"], "n_records_all": data["n_records_all"]}
-        total = plan.total_steps
-        step = np.arange(total, dtype=np.int64)
-        epoch = step // plan.steps_per_epoch
-        self._hist = {"loss": np.zeros(total), "lr": np.zeros(total), "epoch": epoch,
-                      "batch": step - epoch * plan.steps_per_epoch,
-                      "batch_size": np.tile(plan.batch_sizes(), plan.epochs)}
+        self._hist = {"loss": np.zeros(plan.total_steps), "lr": np.zeros(plan.total_steps)}
 
     # ------------------------------------------------------------------ training
 
@@ -342,9 +337,9 @@ class Trainer:
             self._cache = data
             if first:
                 self._start_run(data)
-            self._stop[0] = 0
             return self._train(data, steps, on_progress, val, callbacks)
         finally:
+            self._stop[0] = 0
             self._fit_lock.release()
 
     def _backend(self):

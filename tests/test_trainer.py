@@ -1,0 +1,220 @@
+"""The Trainer API: a run of epochs, continued in pieces, stopped, reset, used."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from conftest import make_data
+
+BACKENDS = ["cython", "numpy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seed_run_history(seed_data, backend):
+    X, y = seed_data
+    tr = fb.Trainer(batch_size=64, epochs=5, backend=backend)
+    h = tr.fit(X, y)
+    assert h.n_steps == 80 and h.steps_per_epoch == 16 and h.n_records == 1000
+    assert list(h.epoch_starts) == [0, 16, 32, 48, 64]
+    assert list(h.batch_size[:16]) == [64] * 15 + [40]
+    assert list(np.bincount(h.epoch)) == [16] * 5
+    assert list(h.batch[14:18]) == [14, 15, 0, 1]
+    assert h.records_seen[-1] == 5000
+    w = h.batch_size[:16] / 1000
+    assert h.epoch_loss[0] == pytest.approx(np.sum(h.loss[:16] * w))
+    assert len(h.epoch_loss) == 5
+    assert np.all(h.learning_rate == 0.01)
+    assert tr.finished and tr.step == 80
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pieces", [[1, 1, 5, 13, 100], [16, 16, 48], [79, 1], [3] * 26 + [2]])
+def test_fit_in_pieces_is_bit_identical(seed_data, backend, pieces):
+    X, y = seed_data
+    kw = dict(hidden=(16, 8), optimizer="adam", learning_rate=0.01, batch_size=64, epochs=5, backend=backend)
+    whole = fb.Trainer(**kw)
+    hw = whole.fit(X, y)
+    tr = fb.Trainer(**kw)
+    for p in pieces:
+        before = tr.step
+        h = tr.fit(X, y, steps=p)
+        assert h.n_steps == min(before + p, 80)
+    assert np.array_equal(h.loss, hw.loss)
+    for (a, b), (c, d) in zip(tr.get_params(), whole.get_params()):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+def test_finished_run_warns_and_trains_nothing(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=1)
+    tr.fit(X, y)
+    p = tr.get_params()
+    with pytest.warns(RuntimeWarning, match="finished"):
+        h = tr.fit(X, y)
+    assert h.n_steps == 16
+    assert np.array_equal(p[0][0], tr.get_params()[0][0])
+
+
+def test_reset_starts_over(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=2)
+    h1 = tr.fit(X, y).loss.copy()
+    tr.reset()
+    assert tr.step == 0 and not tr.finished
+    assert np.array_equal(tr.fit(X, y).loss, h1)
+
+
+def test_batch_larger_than_data_is_one_step_per_epoch(seed_data):
+    X, y = seed_data
+    h = fb.Trainer(batch_size=10**9, epochs=3).fit(X, y)
+    assert h.n_steps == 3 and list(h.batch_size) == [1000] * 3
+
+
+def test_drop_last(seed_data):
+    X, y = seed_data
+    h = fb.Trainer(batch_size=64, epochs=2, drop_last=True).fit(X, y)
+    assert h.n_steps == 30 and set(h.batch_size) == {64}
+    with pytest.raises(ValueError, match="drop_last"):
+        fb.Trainer(batch_size=2000, drop_last=True).fit(X, y)
+
+
+def test_stop_from_another_thread_then_continue_bit_identically():
+    X, y = make_data(n=2000, d=10)
+    kw = dict(hidden=(32,), batch_size=1, epochs=1000, learning_rate=0.01)
+    tr = fb.Trainer(**kw)
+
+    def stop_soon():
+        while not tr._fit_lock.locked():
+            time.sleep(0.001)
+        time.sleep(0.05)
+        tr.stop()
+
+    t = threading.Thread(target=stop_soon)
+    t.start()
+    h = tr.fit(X, y)
+    t.join()
+    stopped_at = tr.step
+    assert 0 < stopped_at < tr.total_steps and h.n_steps == stopped_at
+    tr.fit(X, y, steps=1000)
+    ref = fb.Trainer(**kw)
+    assert np.array_equal(tr.history.loss, ref.fit(X, y, steps=stopped_at + 1000).loss)
+    assert np.array_equal(tr.get_params()[0][0], ref.get_params()[0][0])
+
+
+def test_stop_takes_effect_within_a_step():
+    # a long run is stopped from the progress hook; fit returns right after the step it was on
+    X, y = make_data(n=5000, d=10)
+    tr = fb.Trainer(batch_size=1, epochs=100)
+    calls = []
+
+    def on_progress(h):
+        calls.append(h.n_steps)
+        tr.stop()
+
+    h = tr.fit(X, y, on_progress=on_progress)
+    assert len(calls) >= 1 and h.n_steps == calls[-1] < 500000
+
+
+def test_progress_hook_at_epoch_ends_and_often():
+    X, y = make_data(n=300, d=4)
+    seen = []
+    h = fb.Trainer(batch_size=32, epochs=4).fit(X, y, on_progress=lambda h: seen.append(h.n_steps))
+    assert seen == [10, 20, 30, 40] and h.n_steps == 40
+    # a slow run still reports at least every 0.1 s
+    X, y = make_data(n=20000, d=10)
+    stamps = []
+    fb.Trainer(batch_size=1, epochs=2, backend="numpy").fit(
+        X, y, steps=6000, on_progress=lambda h: stamps.append(time.perf_counter()))
+    assert len(stamps) >= 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_learns_the_seed_problem(seed_data, backend):
+    # random labels: learning them means fitting the 1000 records, well below chance (ln 2)
+    X, y = seed_data
+    tr = fb.Trainer(hidden=(64,), optimizer="adam", learning_rate=0.01, batch_size=32, epochs=150,
+                    backend=backend)
+    h = tr.fit(X, y)
+    assert h.epoch_loss[0] > 0.65
+    assert h.epoch_loss[-1] < 0.45
+    assert tr.evaluate(X, y)["accuracy"] > 0.8
+
+
+def test_learns_a_real_pattern():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 2))
+    y = ((X[:, 0] * X[:, 1]) > 0).astype(int)  # XOR of signs: needs the hidden layer
+    tr = fb.Trainer(hidden=(16,), optimizer="adam", learning_rate=0.02, batch_size=32, epochs=30)
+    tr.fit(X[:1500], y[:1500])
+    assert tr.evaluate(X[1500:], y[1500:])["accuracy"] > 0.9
+
+
+def test_predict_proba_and_losses():
+    X, y = make_data(n=100, loss="cross_entropy", k=4)
+    tr = fb.Trainer(epochs=2).fit(X, y) and None
+    tr = fb.Trainer(epochs=2)
+    tr.fit(X, y)
+    p = tr.predict_proba(X)
+    assert p.shape == (100, 4) and np.allclose(p.sum(axis=1), 1)
+    assert np.array_equal(tr.predict(X), p.argmax(axis=1))
+    # binary_crossentropy: one logit, proba has two columns
+    Xb, yb = make_data(n=100, loss="binary_crossentropy")
+    tb = fb.Trainer(loss="binary_crossentropy", epochs=2)
+    tb.fit(Xb, yb)
+    assert tb.get_params()[-1][0].shape[1] == 1
+    pb = tb.predict_proba(Xb)
+    assert pb.shape == (100, 2) and set(np.unique(tb.predict(Xb))) <= {0, 1}
+    # mse with float targets: "auto" picks mse
+    Xr, yr = make_data(n=100, loss="mse", k=1)
+    trr = fb.Trainer(epochs=2)
+    trr.fit(Xr, yr)
+    assert trr.predict(Xr).shape == (100,)
+    assert set(trr.evaluate(Xr, yr)) == {"loss"}
+    with pytest.raises(ValueError, match="predict_proba"):
+        trr.predict_proba(Xr)
+
+
+def test_evaluate_loss_equals_a_full_batch_step_loss(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=1)
+    tr.fit(X, y)
+    probe = fb.Trainer(batch_size=1000, epochs=1, learning_rate=1e-30)
+    probe.set_params(tr.get_params())
+    assert probe.fit(X, y).loss[0] == pytest.approx(tr.evaluate(X, y)["loss"], rel=1e-5)
+
+
+def test_set_params_before_fit_and_get_params_copies(seed_data):
+    X, y = seed_data
+    rng = np.random.default_rng(1)
+    params = [(rng.normal(size=(10, 32)), np.zeros(32)), (rng.normal(size=(32, 2)), np.zeros(2))]
+    tr = fb.Trainer(epochs=1, learning_rate=1e-30)
+    tr.set_params(params)
+    tr.fit(X, y)
+    got = tr.get_params()
+    assert np.allclose(got[0][0], params[0][0].astype(np.float32))
+    got[0][0][:] = 0
+    assert not np.allclose(tr.get_params()[0][0], 0)
+
+
+def test_learning_rate_change_applies_from_next_step(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=1)
+    tr.fit(X, y, steps=5)
+    tr.learning_rate = 0.5
+    h = tr.fit(X, y)
+    assert np.all(h.learning_rate[:5] == 0.01) and np.all(h.learning_rate[5:] == 0.5)
+
+
+def test_linear_model_with_no_hidden_layer(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(hidden=(), epochs=2)
+    tr.fit(X, y)
+    assert [W.shape for W, _ in tr.get_params()] == [(10, 2)]
+
+
+def test_repr_and_config():
+    tr = fb.Trainer(batch_size=32)
+    assert "batch_size=32" in repr(tr)
+    assert tr.batch_size == 32 and tr.config["epochs"] == 5
