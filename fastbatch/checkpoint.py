@@ -162,6 +162,7 @@ def from_arrays(trainer, arrays):
     loss = _float_array(arrays["loss"], np.float64, step, "loss")
     lr = _float_array(arrays["lr"], np.float64, step, "lr")
     trainer._start_run(data)
+    trainer._reserve(step)
     trainer._theta[...] = theta
     trainer._m[...] = m
     trainer._v[...] = v

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - only when the extension was not built
 
 DONE, STOPPED, NONFINITE, TIME_UP = 0, 1, 2, 3
 PROGRESS_SECONDS = 0.1   # on_progress is called at least this often
+MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
 MMAP_CHUNK_BYTES = 64 << 20  # a memory-mapped X is released from memory after this much is read
 
 DEFAULTS = dict(
@@ -289,7 +290,18 @@ class Trainer:
         plan = data["plan"]
         self._run = {"plan": plan, "n_records": X.shape[0], "n_features": X.shape[1], "loss": data["loss"],
                      "n_outputs": data["n_outputs"], "n_records_all": data["n_records_all"]}
-        self._hist = {"loss": np.zeros(plan.total_steps), "lr": np.zeros(plan.total_steps)}
+        self._hist = {"loss": np.zeros(0), "lr": np.zeros(0)}
+
+    def _reserve(self, end):
+        """Grow the history buffers (by doubling) to hold ``end`` steps: amortised, never per step."""
+        cap = len(self._hist["loss"])
+        if end <= cap:
+            return
+        cap = min(max(end, 2 * cap, 1024), self._run["plan"].total_steps)
+        for key, old in self._hist.items():
+            new = np.zeros(cap)
+            new[:len(old)] = old
+            self._hist[key] = new
 
     # ------------------------------------------------------------------ training
 
@@ -374,7 +386,7 @@ class Trainer:
         snap = [np.empty_like(self._theta) for _ in range(3)]
         while self._step < end and not self._stopped_early:
             start = self._step
-            n = end - start
+            n = min(end - start, MAX_CHUNK_STEPS)
             if epoch_hooks:
                 n = min(n, spe - start % spe)  # stop at the epoch's end for its hooks
             if step_hooks:
@@ -383,6 +395,7 @@ class Trainer:
                 n = min(n, chunk_cap)
             steps_idx = np.arange(start, start + n)
             lrs = self._learning_rate * self._schedule.factors(steps_idx, spe, plan.total_steps)
+            self._reserve(start + n)
             for s, a in zip(snap, (self._theta, self._m, self._v)):
                 np.copyto(s, a)
             done, status = self._call_kernel(data, start, n, lrs, PROGRESS_SECONDS if on_progress else 3600.0)
@@ -453,7 +466,7 @@ class Trainer:
             bad, what = start + lo, "the params"
         done = bad - start
         self._hist["lr"][start:bad] = lrs[:done]
-        self._hist["loss"][bad:] = 0
+        self._hist["loss"][bad:start + len(lrs)] = 0
         self._step = bad
         self._opt_t += done
         spe = self._run["plan"].steps_per_epoch
