@@ -1,10 +1,10 @@
 """fastbatch: fast mini-batch training of small dense networks, in records, batches, steps and epochs."""
 from .callbacks import Callback, LambdaCallback
-from .errors import DivergenceError
+from .errors import DivergenceError, NotFittedError
 from .history import History
 from .schedule import Plan, epoch_order, last_batch_size, plan, schedule_lines, steps_per_epoch
 from .trainer import Trainer
 
 __version__ = "0.1.0"
 __all__ = ["Trainer", "History", "Plan", "plan", "steps_per_epoch", "last_batch_size", "epoch_order",
-           "schedule_lines", "DivergenceError", "Callback", "LambdaCallback"]
+           "schedule_lines", "DivergenceError", "NotFittedError", "Callback", "LambdaCallback"]

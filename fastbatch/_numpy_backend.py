@@ -85,6 +85,15 @@ def train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step,
                 batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
                 momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status)."""
+    with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
+        return _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
+                            batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
+                            momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds)
+
+
+def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
+                 batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
+                 momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds):
     n = X.shape[0]
     B = min(batch_size, n)
     params, ms, vs = unpack(theta, sizes), unpack(m, sizes), unpack(v, sizes)

@@ -14,3 +14,7 @@ class DivergenceError(FloatingPointError):
             f"training diverged at step {step} (epoch {epoch}, batch {batch}): {what} became NaN or infinite "
             f"with learning_rate={learning_rate:g}. Try a smaller learning rate, or scale the inputs "
             f"(e.g. standardise each feature); the trainer keeps the params from before step {step}.")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The trainer has no params yet: call fit() (or set_params()) first."""

@@ -13,7 +13,7 @@ import numpy as np
 from . import _numpy_backend, _validation as V
 from .callbacks import Callback
 from ._network import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES, init_params, layer_sizes, n_params, unpack
-from .errors import DivergenceError
+from .errors import DivergenceError, NotFittedError
 from .history import History
 from .schedule import plan as make_plan
 from .schedules import make_schedule
@@ -186,7 +186,7 @@ class Trainer:
         if self._theta is None:
             if self._pending_params is not None:
                 return [(W.copy(), b.copy()) for W, b in self._pending_params]
-            raise RuntimeError("this trainer has no params yet: call fit() first (or set_params())")
+            raise NotFittedError("this trainer has no params yet: call fit() first (or set_params())")
         return [(W.copy(), b.copy()) for W, b in unpack(self._theta, self._sizes)]
 
     def set_params(self, params):
@@ -480,7 +480,7 @@ class Trainer:
 
     def _forward(self, X):
         if self._theta is None:
-            raise RuntimeError("this trainer has not been trained yet: call fit() before predict()/evaluate()")
+            raise NotFittedError("this trainer has not been trained yet: call fit() before predict()")
         Xc = V.check_X(X, np.dtype(self._cfg["dtype"]), n_features=self._run["n_features"])
         act = self._cfg["activation"]
         layers = unpack(self._theta, self._sizes)
@@ -524,7 +524,7 @@ class Trainer:
     def evaluate(self, X, y):
         """Mean loss over (X, y) and, for classification, accuracy: ``{"loss": ..., "accuracy": ...}``."""
         if self._theta is None:
-            raise RuntimeError("this trainer has not been trained yet: call fit() before evaluate()")
+            raise NotFittedError("this trainer has not been trained yet: call fit() before evaluate()")
         dtype = np.dtype(self._cfg["dtype"])
         Xc = V.check_X(X, dtype, n_features=self._run["n_features"])
         t, l, _ = V.check_y(y, self._run["loss"], Xc.shape[0], dtype, self._run["n_outputs"])

@@ -1,0 +1,201 @@
+"""Checkpoints: exact resumption (even mid-epoch, in a new process), atomic writes, hostile files refused."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from conftest import make_data
+
+KW = dict(hidden=(12, 6), optimizer="adam", learning_rate=0.01, batch_size=16, epochs=4, seed=7,
+          weight_decay=1e-3, lr_schedule="cosine", warmup_steps=5)
+
+
+def data():
+    return make_data(n=150, d=5, loss="cross_entropy", k=3)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("at", [0, 1, 9, 10, 23, 39])  # before, mid-epoch, at an epoch boundary (10 steps/epoch)
+def test_save_load_continue_is_bit_identical(tmp_path, backend, at):
+    X, y = data()
+    ref = fb.Trainer(backend=backend, **KW)
+    href = ref.fit(X, y)
+    tr = fb.Trainer(backend=backend, **KW)
+    if at:
+        tr.fit(X, y, steps=at)
+    path = tmp_path / "run.npz"
+    tr.save(path)
+    back = fb.Trainer.load(path)
+    assert back.step == at and back.config == tr.config
+    h = back.fit(X, y)
+    assert np.array_equal(h.loss, href.loss)
+    assert np.array_equal(h.learning_rate, href.learning_rate)
+    for (a, b), (c, d) in zip(back.get_params(), ref.get_params()):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+def test_resume_in_a_new_process(tmp_path):
+    X, y = data()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=13)
+    tr.save(tmp_path / "ck.npz")
+    code = (
+        "import numpy as np, fastbatch as fb, sys\n"
+        "d = sys.argv[1]\n"
+        "tr = fb.Trainer.load(d + '/ck.npz')\n"
+        "h = tr.fit(np.load(d + '/X.npy'), np.load(d + '/y.npy'))\n"
+        "np.save(d + '/loss.npy', h.loss)\n"
+        "tr.save(d + '/done.npz')\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    ref = fb.Trainer(**KW)
+    assert np.array_equal(np.load(tmp_path / "loss.npy"), ref.fit(X, y).loss)
+    done = fb.Trainer.load(tmp_path / "done.npz")
+    assert done.finished
+    assert np.array_equal(done.get_params()[0][0], ref.get_params()[0][0])
+
+
+def test_unstarted_trainer_with_set_params_round_trips(tmp_path):
+    tr = fb.Trainer(hidden=(3,))
+    params = [(np.ones((5, 3)), np.zeros(3)), (np.ones((3, 3)), np.zeros(3))]
+    tr.set_params(params)
+    tr.save(tmp_path / "a.npz")
+    back = fb.Trainer.load(tmp_path / "a.npz")
+    assert np.array_equal(back.get_params()[0][0], np.ones((5, 3), np.float32))
+    fresh = fb.Trainer()
+    fresh.save(tmp_path / "b.npz")
+    assert fb.Trainer.load(tmp_path / "b.npz").step == 0
+
+
+def test_early_stopping_and_plateau_state_round_trip(tmp_path):
+    X, y = data()
+    kw = dict(KW, lr_schedule={"name": "plateau", "patience": 1, "factor": 0.5}, patience=3, epochs=8,
+              validation_split=0.2)
+    ref = fb.Trainer(**kw)
+    href = ref.fit(X, y)
+    tr = fb.Trainer(**kw)
+    tr.fit(X, y, steps=25)
+    tr.save(tmp_path / "p.npz")
+    back = fb.Trainer.load(tmp_path / "p.npz")
+    h = back.fit(X, y)
+    assert np.array_equal(h.loss, href.loss) and np.array_equal(h.val_loss, href.val_loss)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError):
+        fb.Trainer.load("no/such/checkpoint.npz")
+
+
+def make_checkpoint(tmp_path):
+    X, y = data()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=5)
+    path = tmp_path / "ck.npz"
+    tr.save(path)
+    return path
+
+
+def rewrite(path, change):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_hostile_files_are_refused(tmp_path):
+    good = make_checkpoint(tmp_path)
+    raw = good.read_bytes()
+    cases = {}
+    cases["empty"] = b""
+    cases["truncated"] = raw[: len(raw) // 2]
+    cases["foreign text"] = b"hello, I am not a checkpoint\n" * 10
+    (tmp_path / "other.npz").write_bytes(b"")
+    np.savez(tmp_path / "foreign.npz", a=np.arange(3))
+    cases["foreign npz"] = (tmp_path / "foreign.npz").read_bytes()
+    flipped = bytearray(raw)
+    flipped[len(raw) // 3] ^= 0xFF
+    cases["flipped byte"] = bytes(flipped)
+    for name, content in cases.items():
+        p = tmp_path / f"{name}.npz"
+        p.write_bytes(content)
+        with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+            fb.Trainer.load(p)
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a.__setitem__("theta", a["theta"] * 2),                                   # numbers altered
+    lambda a: a.__setitem__("header", np.array(json.dumps({"format": "fastbatch-checkpoint", "version": 99}))),
+    lambda a: a.__setitem__("obj", np.array([{"x": 1}], dtype=object)),                 # a pickled object
+])
+def test_tampered_files_are_refused(tmp_path, change):
+    path = make_checkpoint(tmp_path)
+    rewrite(path, change)
+    with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+        fb.Trainer.load(path)
+
+
+def test_consistent_but_wrong_contents_are_refused(tmp_path):
+    # a forger who also recomputes the digest still cannot smuggle in a wrong shape or config
+    from fastbatch import checkpoint
+    path = make_checkpoint(tmp_path)
+    for change in (lambda a: a.__setitem__("theta", a["theta"][:-1]),
+                   lambda a: a.__setitem__("config", np.array(json.dumps({"batch_size": -1}))),
+                   lambda a: a.__setitem__("m", np.full_like(a["m"], np.nan))):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "header"}
+        change(arrays)
+        header = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "sha256": checkpoint._digest(arrays)}
+        arrays["header"] = np.array(json.dumps(header))
+        bad = tmp_path / "forged.npz"
+        with open(bad, "wb") as f:
+            np.savez(f, **arrays)
+        with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+            fb.Trainer.load(bad)
+
+
+def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = make_checkpoint(tmp_path)
+    before = path.read_bytes()
+    X, y = data()
+    tr = fb.Trainer.load(path)
+    tr.fit(X, y, steps=3)
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tr.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert fb.Trainer.load(path).step == 5
+
+
+def test_no_pickle_in_the_file(tmp_path):
+    path = make_checkpoint(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            with z.open(name) as f:
+                head = f.read(10)
+            assert head.startswith(b"\x93NUMPY")
+    with np.load(path, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_pickle_round_trip_for_other_processes():
+    import pickle
+    X, y = data()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=17)
+    back = pickle.loads(pickle.dumps(tr))
+    ref = fb.Trainer(**KW)
+    assert np.array_equal(back.fit(X, y).loss, ref.fit(X, y).loss)

@@ -1,0 +1,244 @@
+"""Bad input gets a clear error naming the parameter and value, and leaves no trace."""
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from conftest import make_data
+
+BAD_PARAMS = [
+    ("batch_size", 0, ValueError), ("batch_size", -3, ValueError), ("batch_size", 2.5, TypeError),
+    ("batch_size", True, TypeError), ("batch_size", "64", TypeError), ("batch_size", None, TypeError),
+    ("epochs", 0, ValueError), ("epochs", 1.5, TypeError), ("epochs", False, TypeError), ("epochs", "5", TypeError),
+    ("learning_rate", 0.0, ValueError), ("learning_rate", -0.1, ValueError), ("learning_rate", float("nan"), ValueError),
+    ("learning_rate", float("inf"), ValueError), ("learning_rate", "0.1", TypeError),
+    ("momentum", -0.5, ValueError), ("weight_decay", -1e-3, ValueError),
+    ("betas", (1.0, 0.999), ValueError), ("betas", (0.9, -0.1), ValueError), ("betas", 0.9, TypeError),
+    ("eps", -1e-8, ValueError),
+    ("optimizer", "rmsprop", ValueError), ("loss", "hinge", ValueError), ("activation", "gelu", ValueError),
+    ("backend", "cuda", ValueError), ("dtype", "float16", ValueError), ("dtype", int, TypeError),
+    ("hidden", (0,), ValueError), ("hidden", (32, -1), ValueError), ("hidden", (2.5,), ValueError),
+    ("hidden", "32", TypeError), ("seed", -1, ValueError), ("seed", 1.5, TypeError), ("seed", "0", TypeError),
+    ("shuffle", "yes", TypeError), ("drop_last", 1, TypeError), ("nesterov", True, ValueError),  # needs momentum
+    ("validation_split", 1.0, ValueError), ("patience", 0, ValueError),
+]
+
+
+@pytest.mark.parametrize("name, value, exc", BAD_PARAMS, ids=[f"{n}={v!r}" for n, v, _ in BAD_PARAMS])
+def test_bad_parameter_is_named(name, value, exc):
+    with pytest.raises(exc) as info:
+        fb.Trainer(**{name: value})
+    msg = str(info.value)
+    assert name.split("[")[0] in msg or (name == "nesterov" and "nesterov" in msg)
+    if name in ("optimizer", "loss", "activation", "backend", "dtype") and exc is ValueError:
+        assert "'" in msg and "one of" in msg  # the choices are listed
+
+
+def test_unknown_parameter():
+    with pytest.raises(TypeError, match="lr"):
+        fb.Trainer(lr=0.1)
+
+
+def state_of(tr):
+    if not tr.started:
+        return None
+    return (tr.step, [p.copy() for pair in tr.get_params() for p in pair], tr._m.copy(), tr._v.copy(),
+            tr.history.loss.copy(), tr._opt_t)
+
+
+def assert_same_state(a, b):
+    assert (a is None) == (b is None)
+    if a is None:
+        return
+    assert a[0] == b[0] and a[5] == b[5]
+    for x, y in zip(a[1], b[1]):
+        assert np.array_equal(x, y)
+    assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]) and np.array_equal(a[4], b[4])
+
+
+X0, Y0 = make_data(n=50, d=4, loss="cross_entropy", k=3)
+BAD_DATA = [
+    ("X 1-D", np.zeros(50), Y0, ValueError, "2-D"),
+    ("X 3-D", np.zeros((50, 4, 1)), Y0, ValueError, "2-D"),
+    ("X empty", np.zeros((0, 4)), Y0[:0], ValueError, "at least one"),
+    ("X no features", np.zeros((50, 0)), Y0, ValueError, "at least one"),
+    ("X NaN", np.where(np.arange(200).reshape(50, 4) == 7, np.nan, X0), Y0, ValueError, "NaN"),
+    ("X inf", np.where(np.arange(200).reshape(50, 4) == 7, np.inf, X0), Y0, ValueError, "infinite"),
+    ("X strings", np.array([["a"] * 4] * 50), Y0, TypeError, "strings"),
+    ("X objects", np.array([[object()] * 4] * 50), Y0, TypeError, "objects"),
+    ("X complex", X0 + 1j, Y0, TypeError, "complex"),
+    ("X None", None, Y0, TypeError, "X"),
+    ("X ragged", [[1, 2], [3]], [0, 1], TypeError, "X"),
+    ("y short", X0, Y0[:-1], ValueError, "49"),
+    ("y 3-D", X0, Y0.reshape(50, 1, 1), ValueError, "y"),
+    ("y negative label", X0, np.where(np.arange(50) == 3, -1, Y0), ValueError, "negative"),
+    ("y NaN", X0, np.where(np.arange(50) == 3, np.nan, Y0.astype(float)), ValueError, "NaN"),
+    ("y strings", X0, np.array(["a"] * 50), TypeError, "y"),
+]
+
+
+@pytest.mark.parametrize("what, X, y, exc, words", BAD_DATA, ids=[c[0] for c in BAD_DATA])
+@pytest.mark.parametrize("started", [False, True])
+def test_bad_data_is_refused_and_leaves_no_trace(what, X, y, exc, words, started):
+    tr = fb.Trainer(epochs=3, batch_size=8)
+    if started:
+        tr.fit(X0, Y0, steps=5)
+    before = state_of(tr)
+    with pytest.raises(exc, match=words):
+        tr.fit(X, y)
+    assert_same_state(before, state_of(tr))
+    tr.fit(X0, Y0)  # still usable
+    assert tr.finished
+
+
+@pytest.mark.parametrize("loss, y, words", [
+    ("cross_entropy", np.full(50, 0.5), "fractional"),
+    ("binary_crossentropy", np.full(50, 2.0), "0 or 1"),
+    ("binary_crossentropy", np.zeros((50, 2)), "one 0/1 label"),
+])
+def test_labels_that_do_not_fit_the_loss(loss, y, words):
+    with pytest.raises(ValueError, match=words):
+        fb.Trainer(loss=loss).fit(X0, y)
+
+
+def test_continuing_with_other_shapes_is_refused():
+    tr = fb.Trainer(epochs=3, batch_size=8)
+    tr.fit(X0, Y0, steps=3)
+    before = state_of(tr)
+    with pytest.raises(ValueError, match="features"):
+        tr.fit(X0[:, :3], Y0)
+    with pytest.raises(ValueError, match="label 7"):
+        tr.fit(X0, np.where(np.arange(50) == 1, 7, Y0))
+    with pytest.raises(ValueError, match="records"):
+        tr.fit(X0[:40], Y0[:40])
+    with pytest.raises(ValueError, match="steps"):
+        tr.fit(X0, Y0, steps=0)
+    with pytest.raises(TypeError, match="on_progress"):
+        tr.fit(X0, Y0, on_progress=5)
+    assert_same_state(before, state_of(tr))
+
+
+def test_predict_before_training_and_with_wrong_features():
+    tr = fb.Trainer()
+    with pytest.raises(fb.NotFittedError, match="fit"):
+        tr.predict(X0)
+    with pytest.raises(ValueError, match="fit"):
+        tr.evaluate(X0, Y0)
+    tr.fit(X0, Y0)
+    with pytest.raises(ValueError, match="5 features"):
+        tr.predict(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="2-D"):
+        tr.predict(np.zeros(4))
+
+
+def test_set_params_checks_shapes():
+    tr = fb.Trainer(hidden=(3,))
+    with pytest.raises(ValueError, match="layers"):
+        tr.set_params([(np.zeros((4, 3)), np.zeros(3))])
+    with pytest.raises(ValueError, match="layer 1"):
+        tr.set_params([(np.zeros((4, 3)), np.zeros(3)), (np.zeros((2, 3)), np.zeros(3))])
+    with pytest.raises(ValueError, match="NaN"):
+        tr.set_params([(np.full((4, 3), np.nan), np.zeros(3)), (np.zeros((3, 3)), np.zeros(3))])
+    tr.set_params([(np.zeros((4, 3)), np.zeros(3)), (np.zeros((3, 5)), np.zeros(5))])
+    with pytest.raises(ValueError, match="5 outputs|outputs"):
+        tr.fit(X0, Y0)  # labels 0..2 need 3 outputs, the params have 5: refused, not silently used
+    assert not tr.started
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "int", "float64-for-float32", "list", "bool-y"])
+def test_other_layouts_and_dtypes_are_converted(layout):
+    X, y = X0, Y0
+    ref = fb.Trainer(epochs=2, batch_size=8).fit(X, y).loss
+    if layout == "fortran":
+        X = np.asfortranarray(X)
+    elif layout == "strided":
+        big = np.zeros((50, 8))
+        big[:, ::2] = X
+        X = big[:, ::2]
+    elif layout == "int":
+        X = (X * 100).astype(np.int32)
+        ref = fb.Trainer(epochs=2, batch_size=8).fit(X.astype(np.float32), y).loss
+    elif layout == "list":
+        X, y = X.tolist(), y.tolist()
+    elif layout == "bool-y":
+        y = y > 0
+        ref = fb.Trainer(epochs=2, batch_size=8).fit(X, y.astype(int)).loss
+    h = fb.Trainer(epochs=2, batch_size=8).fit(X, y)
+    assert np.array_equal(h.loss, ref)
+
+
+def test_c_contiguous_input_of_the_right_dtype_is_not_copied():
+    X = np.ascontiguousarray(X0, dtype=np.float32)
+    tr = fb.Trainer(epochs=1, batch_size=8)
+    tr.fit(X, Y0)
+    assert tr._cache["X"] is X
+
+
+def test_divergence_raises_and_keeps_the_last_good_state():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5)) * 1e3
+    y = rng.normal(size=200) * 1e3
+    tr = fb.Trainer(hidden=(8,), learning_rate=10.0, batch_size=10, epochs=50)
+    with pytest.raises(fb.DivergenceError, match="learning rate") as info:
+        tr.fit(X, y)
+    err = info.value
+    assert isinstance(err, FloatingPointError)
+    assert err.step == tr.step and err.epoch == tr.step // 20
+    assert f"step {err.step}" in str(err) and f"epoch {err.epoch}" in str(err)
+    assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in tr.get_params())
+    assert np.isfinite(tr.history.loss).all() and tr.history.n_steps == err.step
+    # the same run, replayed to just before the bad step, is what the trainer kept
+    ref = fb.Trainer(hidden=(8,), learning_rate=10.0, batch_size=10, epochs=50)
+    if err.step:
+        ref.fit(X, y, steps=err.step)
+        for (a, b), (c, d) in zip(tr.get_params(), ref.get_params()):
+            assert np.array_equal(a, c) and np.array_equal(b, d)
+    # trying again stops at the same step without corrupting anything; reset starts over
+    with pytest.raises(fb.DivergenceError) as again:
+        tr.fit(X, y)
+    assert again.value.step == err.step == tr.step
+    tr.reset()
+    tr.learning_rate = 1e-7
+    assert np.isfinite(tr.fit(X, y, steps=5).loss).all()
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_divergence_found_in_the_params_too(backend):
+    # relu can hide NaN weights from the loss; the params check still catches the step
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 3))
+    y = rng.integers(0, 2, 100)
+    tr = fb.Trainer(hidden=(4,), batch_size=10, epochs=5, learning_rate=0.1, backend=backend)
+    tr.fit(X, y, steps=3)
+    params = tr.get_params()
+    tr2 = fb.Trainer(hidden=(4,), batch_size=10, epochs=5, learning_rate=1e38, backend=backend)
+    tr2.set_params(params)
+    with pytest.raises(fb.DivergenceError):
+        tr2.fit(X * 1e30, y)
+    assert all(np.isfinite(W).all() for W, _ in tr2.get_params())
+
+
+def test_two_fits_at_once_on_one_trainer_are_refused():
+    import threading
+    X, y = make_data(n=5000, d=10)
+    tr = fb.Trainer(batch_size=1, epochs=200)
+    errors = []
+    started = threading.Event()
+
+    def second():
+        started.wait()
+        while not tr._fit_lock.locked():
+            pass
+        try:
+            tr.fit(X, y)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        finally:
+            tr.stop()
+
+    t = threading.Thread(target=second)
+    t.start()
+    started.set()
+    tr.fit(X, y)
+    t.join()
+    assert errors and "already running" in errors[0]
+    assert np.isfinite(tr.history.loss).all()
