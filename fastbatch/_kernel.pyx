@@ -393,8 +393,9 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
     return DONE
 
 
-def train_steps(floating[:, ::1] X, floating[:, ::1] targets, int64_t[::1] labels, int64_t[::1] sizes,
-                floating[::1] theta, floating[::1] m, floating[::1] v, double[::1] lrs, double[::1] losses,
+def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const int64_t[::1] labels,
+                const int64_t[::1] sizes,
+                floating[::1] theta, floating[::1] m, floating[::1] v, const double[::1] lrs, double[::1] losses,
                 int64_t start_step, int64_t n_steps, int64_t opt_t,
                 int64_t batch_size, int64_t steps_per_epoch, bint shuffle, uint64_t seed,
                 int activation, int loss, int optimizer, double momentum, bint nesterov,
@@ -432,12 +433,13 @@ def train_steps(floating[:, ::1] X, floating[:, ::1] targets, int64_t[::1] label
     cdef int64_t[::1] order = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] order2 = np.empty(n, dtype=np.int64)
     cdef uint64_t[::1] keys = np.empty(2 * n, dtype=np.uint64)
-    cdef floating *T = &targets[0, 0] if targets.shape[0] > 0 else NULL
-    cdef int64_t *lab = &labels[0] if labels.shape[0] > 0 else NULL
+    # read-only inputs (e.g. a memory-mapped X) are only ever read through these pointers
+    cdef floating *T = <floating *> &targets[0, 0] if targets.shape[0] > 0 else NULL
+    cdef int64_t *lab = <int64_t *> &labels[0] if labels.shape[0] > 0 else NULL
     try:
         with nogil:
-            status = run(&X[0, 0], T, lab, &sizes[0], n_layers, &theta[0], &m[0], &v[0], &G[0],
-                         &lrs[0], &losses[0], start_step, n_steps, opt_t, n, batch_size,
+            status = run(<floating *> &X[0, 0], T, lab, <int64_t *> &sizes[0], n_layers, &theta[0], &m[0],
+                         &v[0], &G[0], <double *> &lrs[0], &losses[0], start_step, n_steps, opt_t, n, batch_size,
                          steps_per_epoch, shuffle, seed, activation, loss, optimizer,
                          momentum, nesterov, beta1, beta2, eps, weight_decay,
                          &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0],
