@@ -25,6 +25,9 @@ def to_arrays(trainer):
     cfg["betas"] = list(cfg["betas"])
     arrays = {"config": np.array(json.dumps(cfg))}
     run = trainer._run
+    if run is not None and run.get("generator"):
+        raise ValueError("a fit_batches() run cannot be checkpointed (its data lives in your generator); "
+                         "save after reset(), or train with fit(X, y)")
     if trainer._pending_params is not None:
         flat = [np.concatenate([W.ravel(), b]) for W, b in trainer._pending_params]
         arrays["pending_theta"] = np.concatenate(flat)

@@ -21,9 +21,11 @@ class History:
     """
 
     def __init__(self, loss, learning_rate, epoch_batch_sizes, steps_per_epoch, n_records,
-                 val_loss=(), val_accuracy=()):
+                 val_loss=(), val_accuracy=(), per_step=None):
         self.loss = loss
         self.learning_rate = learning_rate
+        # fit_batches runs give every step's epoch, batch and size explicitly
+        self._per_step = per_step
         # one epoch's batch sizes: every step's epoch, batch and size follow from them
         self._sizes = np.asarray(epoch_batch_sizes, dtype=np.int64)
         self.steps_per_epoch = steps_per_epoch
@@ -33,18 +35,26 @@ class History:
 
     @property
     def epoch(self):
+        if self._per_step is not None:
+            return self._per_step["epoch"]
         return self.step // self.steps_per_epoch if self.steps_per_epoch else self.step
 
     @property
     def batch(self):
+        if self._per_step is not None:
+            return self._per_step["batch"]
         return self.step % self.steps_per_epoch if self.steps_per_epoch else self.step
 
     @property
     def batch_size(self):
+        if self._per_step is not None:
+            return self._per_step["batch_size"]
         return self._sizes[self.batch] if self.n_steps else np.empty(0, dtype=np.int64)
 
     @property
     def epoch_starts(self):
+        if self._per_step is not None:
+            return np.flatnonzero(self._per_step["batch"] == 0).astype(np.int64)
         if not self.steps_per_epoch:
             return np.empty(0, dtype=np.int64)
         return np.arange(0, self.n_steps, self.steps_per_epoch, dtype=np.int64)

@@ -146,6 +146,8 @@ class Trainer:
     @property
     def epoch(self):
         """The epoch the next step belongs to (0-based)."""
+        if self._run and self._run.get("generator"):
+            return self._run["epoch"]
         return self._step // self._run["plan"].steps_per_epoch if self._run else 0
 
     @property
@@ -155,12 +157,17 @@ class Trainer:
 
     @property
     def total_steps(self):
-        return self._run["plan"].total_steps if self._run else None
+        """Steps in the whole run (None before the first fit, and for fit_batches runs)."""
+        return self._run["plan"].total_steps if self._run and self._run["plan"] else None
 
     @property
     def finished(self):
         """True when the epoch budget is spent (or early stopping ended the run)."""
-        return bool(self._run) and (self._stopped_early or self._step >= self._run["plan"].total_steps)
+        if not self._run:
+            return False
+        if self._run.get("generator"):
+            return self._stopped_early or self._run["epoch"] >= self._cfg["epochs"]
+        return self._stopped_early or self._step >= self._run["plan"].total_steps
 
     @property
     def history(self):
@@ -168,6 +175,10 @@ class Trainer:
         if self._run is None:
             return History(np.empty(0), np.empty(0), [], 0, 0)
         h, s, plan = self._hist, self._step, self._run["plan"]
+        if plan is None:  # a fit_batches run
+            per_step = {k: h[k][:s].astype(np.int64) for k in ("epoch", "batch", "batch_size")}
+            return History(h["loss"][:s], h["lr"][:s], [], self._run["steps_per_epoch"] or 0,
+                           self._run["n_records"] or 0, list(self._val_loss), list(self._val_acc), per_step)
         return History(h["loss"][:s], h["lr"][:s], plan.batch_sizes(), plan.steps_per_epoch,
                        self._run["n_records"], list(self._val_loss), list(self._val_acc))
 
@@ -297,7 +308,9 @@ class Trainer:
         cap = len(self._hist["loss"])
         if end <= cap:
             return
-        cap = min(max(end, 2 * cap, 1024), self._run["plan"].total_steps)
+        cap = max(end, 2 * cap, 1024)
+        if self._run["plan"] is not None:
+            cap = min(cap, self._run["plan"].total_steps)
         for key, old in self._hist.items():
             new = np.zeros(cap)
             new[:len(old)] = old
@@ -353,6 +366,127 @@ class Trainer:
         finally:
             self._stop[0] = 0
             self._fit_lock.release()
+
+    def fit_batches(self, batches, on_progress=None, validation_data=None, callbacks=None, n_outputs=None):
+        """Train from ``batches()``, a callable returning a fresh iterable of (X_batch, y_batch) each epoch.
+
+        The seed's ``data_generator``: each batch is one step, each pass over the
+        iterable one epoch, up to ``epochs`` epochs. With ``drop_last=True`` a batch
+        smaller than ``batch_size`` (the last, partial one) is skipped; otherwise it
+        is trained on like any other. A run stopped mid-epoch resumes by skipping the
+        batches it already trained on. For cross_entropy pass ``n_outputs`` (the
+        number of classes) unless the first batch shows the largest label.
+        """
+        if not callable(batches):
+            raise TypeError(f"batches must be a callable returning an iterable of (X, y) batches, got {batches!r}")
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be callable, got {on_progress!r}")
+        if n_outputs is not None:
+            n_outputs = V.check_int("n_outputs", n_outputs, 1)
+        if self._run is not None and not self._run.get("generator"):
+            raise ValueError("this run was started with fit(X, y); call reset() before fit_batches()")
+        callbacks = list(callbacks or [])
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit() is already running on this trainer in another thread; "
+                               "use one trainer per thread")
+        try:
+            if self.finished:
+                warnings.warn("this run is finished; fit_batches() trains nothing. Call reset() to start over.",
+                              RuntimeWarning, stacklevel=2)
+                return self.history
+            return self._train_batches(batches, on_progress, validation_data, callbacks, n_outputs)
+        finally:
+            self._stop[0] = 0
+            self._fit_lock.release()
+
+    def _train_batches(self, batches, on_progress, validation_data, callbacks, n_outputs):
+        dtype = np.dtype(self._cfg["dtype"])
+        cfg = self._cfg
+        last_report = time.perf_counter()
+        val = None
+        while not self.finished:
+            run = self._run
+            skip = run["batch"] if run else 0  # batches of this epoch already trained on
+            k = -1
+            for k, (xb, yb) in enumerate(batches()):
+                if k < skip:
+                    continue
+                run = self._run
+                first = run is None
+                Xb = V.check_X(xb, dtype, name="X batch", n_features=None if first else run["n_features"])
+                loss = V.resolve_loss(cfg["loss"], yb) if first else run["loss"]
+                t, lab, kk = V.check_y(yb, loss, Xb.shape[0], dtype, n_outputs if first else run["n_outputs"],
+                                       name="y batch")
+                if val is None:
+                    val = self._check_validation_data(validation_data, loss, kk)
+                if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
+                    continue
+                if first:
+                    self._start_generator_run(Xb.shape[1], loss, kk)
+                    if _fire(callbacks, "on_run_begin", self):
+                        return self.history
+                    run = self._run
+                step = self._step
+                self._reserve(step + 1)
+                spe = run["steps_per_epoch"] or (run["batch"] + 1)
+                lrs = self._learning_rate * self._schedule.factors(
+                    [run["epoch"] * spe + run["batch"]], spe, spe * cfg["epochs"])
+                snap = [a.copy() for a in (self._theta, self._m, self._v)]
+                done, status = self._backend().train_steps(
+                    Xb, t if t.size else np.empty((0, 0), dtype), lab, self._sizes, self._theta, self._m, self._v,
+                    lrs, self._hist["loss"][step:step + 1], 0, 1, self._opt_t, Xb.shape[0], 1, False, 0,
+                    ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[loss], OPTIMIZER_CODES[cfg["optimizer"]],
+                    cfg["momentum"], cfg["nesterov"], *cfg["betas"], cfg["eps"], cfg["weight_decay"],
+                    self._stop, 3600.0)
+                if status == STOPPED:
+                    return self.history
+                if status == NONFINITE or not np.isfinite(self._theta).all():
+                    self._restore(snap)
+                    raise DivergenceError(step, run["epoch"], run["batch"], float(lrs[0]),
+                                          "the loss" if status == NONFINITE else "the params")
+                for key, value in (("lr", lrs[0]), ("epoch", run["epoch"]), ("batch", run["batch"]),
+                                   ("batch_size", Xb.shape[0])):
+                    self._hist[key][step] = value
+                self._step += 1
+                self._opt_t += 1
+                run["batch"] += 1
+                run["records"] += Xb.shape[0]
+                if _overrides_any(callbacks, "on_step_end") and _fire(
+                        callbacks, "on_step_end", self, step, float(self._hist["loss"][step])):
+                    return self.history
+                now = time.perf_counter()
+                if on_progress and now - last_report >= PROGRESS_SECONDS:
+                    on_progress(self.history)
+                    last_report = now
+                if self._stop[0]:
+                    return self.history
+            if self._run is None:
+                raise ValueError("batches() yielded no batch to train on" if k < 0 else
+                                 "every batch was smaller than batch_size and drop_last=True dropped them all")
+            run = self._run
+            if run["batch"] == 0:
+                raise ValueError(f"batches() yielded no batch in epoch {run['epoch']}")
+            if run["steps_per_epoch"] is None:
+                run["steps_per_epoch"], run["n_records"] = run["batch"], run["records"]
+            epoch = run["epoch"]
+            run["epoch"] += 1
+            run["batch"] = 0
+            run["records"] = 0
+            stop = self._end_epoch(epoch, val, callbacks)
+            if on_progress:
+                on_progress(self.history)
+                last_report = time.perf_counter()
+            if stop:
+                break
+        if self.finished:
+            _fire(callbacks, "on_run_end", self)
+        return self.history
+
+    def _start_generator_run(self, n_features, loss, n_outputs):
+        self._start_run({"X": np.empty((1, n_features)), "n_outputs": n_outputs, "loss": loss,
+                         "plan": None, "n_records_all": None})
+        self._run.update(generator=True, epoch=0, batch=0, records=0, steps_per_epoch=None, n_records=None)
+        self._hist.update(epoch=np.zeros(0), batch=np.zeros(0), batch_size=np.zeros(0))
 
     def _backend(self):
         return _kernel if self._cfg["backend"] == "cython" else _numpy_backend
@@ -410,7 +544,7 @@ class Trainer:
                                               float(self._hist["loss"][self._step - 1])):
                 break
             epoch_end = self._step % spe == 0 and done > 0
-            if epoch_end and self._end_epoch(val, callbacks):
+            if epoch_end and self._end_epoch(self._step // spe - 1, val, callbacks):
                 break
             now = time.perf_counter()
             if on_progress and (epoch_end or now - last_report >= PROGRESS_SECONDS or status == STOPPED):
@@ -422,9 +556,8 @@ class Trainer:
             _fire(callbacks, "on_run_end", self)
         return self.history
 
-    def _end_epoch(self, val, callbacks):
+    def _end_epoch(self, epoch, val, callbacks):
         """Validation, schedule, early stopping and callbacks at an epoch end; True to stop the run."""
-        epoch = self._step // self._run["plan"].steps_per_epoch - 1
         h = self.history
         metric = float(h.epoch_loss[-1])
         logs = {"epoch": epoch, "loss": metric}
@@ -575,6 +708,10 @@ def _sigmoid(z):
 def _overrides(cb, hook):
     fn = getattr(cb, hook, None)
     return fn is not None and getattr(fn, "__func__", fn) is not getattr(Callback, hook)
+
+
+def _overrides_any(callbacks, hook):
+    return any(_overrides(cb, hook) for cb in callbacks)
 
 
 def _fire(callbacks, hook, *args):

@@ -1,0 +1,113 @@
+"""Data the way people have it: generators of batches, and memory-mapped files larger than memory."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+
+
+def seed_generator(X, y, batch_size):
+    """The seed's data_generator: consecutive batches, the last one partial."""
+    def batches():
+        for i in range(0, len(X), batch_size):
+            yield X[i:i + batch_size], y[i:i + batch_size]
+    return batches
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_fit_batches_counts_like_fit(seed_data, drop_last):
+    X, y = seed_data
+    kw = dict(batch_size=64, epochs=5, shuffle=False, drop_last=drop_last)
+    ref = fb.Trainer(**kw).fit(X, y)
+    tr = fb.Trainer(**kw)
+    h = tr.fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    assert h.n_steps == ref.n_steps == (75 if drop_last else 80)
+    assert h.steps_per_epoch == ref.steps_per_epoch
+    assert list(h.epoch_starts) == list(ref.epoch_starts)
+    assert np.array_equal(h.batch_size, ref.batch_size)
+    assert np.array_equal(h.epoch, ref.epoch) and np.array_equal(h.batch, ref.batch)
+    # unshuffled fit visits the same consecutive batches: the same training
+    np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-5)
+    np.testing.assert_allclose(h.epoch_loss, ref.epoch_loss, rtol=1e-5)
+    assert tr.finished
+
+
+def test_fit_batches_stops_and_resumes_mid_epoch(seed_data):
+    X, y = seed_data
+    kw = dict(batch_size=64, epochs=3, shuffle=False)
+    ref = fb.Trainer(**kw).fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    tr = fb.Trainer(**kw)
+    calls = []
+    cb = fb.LambdaCallback(on_step_end=lambda t, step, loss: calls.append(step) or step == 20)
+    h = tr.fit_batches(seed_generator(X, y, 64), n_outputs=2, callbacks=[cb])
+    assert h.n_steps == 21 and calls[-1] == 20
+    h = tr.fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    assert np.array_equal(h.loss, ref.loss)
+
+
+def test_fit_batches_checks_each_batch(seed_data):
+    X, y = seed_data
+
+    def bad():
+        yield X[:10], y[:10]
+        yield X[:10, :5], y[:10]
+
+    tr = fb.Trainer()
+    with pytest.raises(ValueError, match="features"):
+        tr.fit_batches(bad)
+    with pytest.raises(TypeError, match="callable"):
+        fb.Trainer().fit_batches([(X, y)])
+    with pytest.raises(ValueError, match="no batch"):
+        fb.Trainer().fit_batches(lambda: iter(()))
+    started = fb.Trainer(epochs=1)
+    started.fit(X, y, steps=1)
+    with pytest.raises(ValueError, match="reset"):
+        started.fit_batches(seed_generator(X, y, 64))
+
+
+def test_memmap_input_is_not_copied(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((3000, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 3000)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    tr = fb.Trainer(epochs=2, batch_size=32)
+    h = tr.fit(Xm, y)
+    assert isinstance(tr._cache["X"], np.memmap)  # trained straight from the map
+    assert np.array_equal(h.loss, fb.Trainer(epochs=2, batch_size=32).fit(X, y).loss)
+
+
+RSS_SCRIPT = r"""
+import sys, numpy as np, fastbatch as fb, psutil
+path, n = sys.argv[1], int(sys.argv[2])
+X = np.load(path, mmap_mode="r")
+y = (np.arange(n) % 2)
+tr = fb.Trainer(hidden=(16,), batch_size=256, epochs=1)
+peak = 0
+def watch(h):
+    global peak
+    peak = max(peak, psutil.Process().memory_info().rss)
+h = tr.fit(X, y, on_progress=watch)
+watch(h)
+print(peak, h.n_steps)
+"""
+
+
+def test_memmap_file_larger_than_the_memory_it_uses(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    n, d = 1_200_000, 64           # 307 MB of float32 on disk
+    path = tmp_path / "big.npy"
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    for i in range(0, n, 100_000):
+        X[i:i + 100_000] = np.random.default_rng(i).random((min(100_000, n - i), d), dtype=np.float32)
+    X.flush()
+    del X
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path), str(n)],
+                         capture_output=True, text=True, check=True)
+    peak, steps = map(int, out.stdout.split())
+    assert steps == -(-n // 256)
+    size = os.path.getsize(path)
+    assert peak < 0.5 * size + 150e6, f"peak RSS {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB file"
