@@ -1,0 +1,117 @@
+"""Learning-rate schedules, validation, early stopping and callbacks on the Trainer."""
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import schedules
+from conftest import make_data
+
+
+def test_schedule_factors():
+    steps = np.arange(40)
+    assert np.all(schedules.Constant().factors(steps, 10, 40) == 1)
+    f = schedules.StepDecay(step_epochs=2, gamma=0.5).factors(steps, 10, 40)
+    assert list(f[[0, 19, 20, 39]]) == [1, 1, 0.5, 0.5]
+    f = schedules.Exponential(gamma=0.9).factors(steps, 10, 40)
+    assert f[10] == pytest.approx(0.9) and f[39] == pytest.approx(0.9 ** 3)
+    f = schedules.Cosine(min_factor=0.1).factors(steps, 10, 40)
+    assert f[0] == pytest.approx(1) and f[-1] == pytest.approx(0.1) and np.all(np.diff(f) <= 0)
+    f = schedules.Constant(warmup_steps=4).factors(steps, 10, 40)
+    assert list(f[:5]) == [0.25, 0.5, 0.75, 1, 1]
+
+
+def test_plateau_reduces_after_patience():
+    s = schedules.ReduceOnPlateau(factor=0.5, patience=2)
+    for metric in [1.0, 0.9, 0.95, 0.96]:
+        s.on_epoch_end(metric)
+    assert s.factors([0], 10, 10)[0] == 0.5
+
+
+@pytest.mark.parametrize("spec", ["bogus", {"name": "step", "gamma": -1}, {"name": "cosine", "min_factor": 2}])
+def test_bad_schedules(spec):
+    with pytest.raises((ValueError, TypeError)):
+        fb.Trainer(lr_schedule=spec)
+
+
+def test_every_step_records_its_rate(seed_data):
+    X, y = seed_data
+    h = fb.Trainer(learning_rate=0.1, lr_schedule="cosine", warmup_steps=10, epochs=3).fit(X, y)
+    expect = 0.1 * schedules.Cosine(warmup_steps=10).factors(np.arange(48), 16, 48)
+    np.testing.assert_allclose(h.learning_rate, expect)
+    # and the kernel used them: the same run on the numpy reference gives the same losses
+    hn = fb.Trainer(learning_rate=0.1, lr_schedule="cosine", warmup_steps=10, epochs=3, backend="numpy").fit(X, y)
+    np.testing.assert_allclose(h.loss, hn.loss, rtol=1e-5)
+    flat = fb.Trainer(learning_rate=0.1, epochs=3).fit(X, y)
+    assert not np.allclose(flat.loss[1:], h.loss[1:])
+
+
+def test_validation_split_is_seeded_and_random(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(validation_split=0.2, epochs=3)
+    h = tr.fit(X, y)
+    assert h.n_records == 800 and h.steps_per_epoch == 13
+    assert len(h.val_loss) == 3 and len(h.val_accuracy) == 3
+    assert np.all(np.isfinite(h.val_loss)) and np.all((h.val_accuracy >= 0) & (h.val_accuracy <= 1))
+    # not the last records: the held-out rows are spread over the data
+    held = tr._cache["val"][0]
+    rows = {tuple(r) for r in np.asarray(X, np.float32)[-200:]}
+    assert sum(tuple(r) in rows for r in held) < 120
+    assert np.array_equal(fb.Trainer(validation_split=0.2, epochs=3).fit(X, y).val_loss, h.val_loss)
+
+
+def test_validation_data_matches_evaluate(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=2)
+    h = tr.fit(X[:800], y[:800], validation_data=(X[800:], y[800:]))
+    assert h.val_loss[-1] == pytest.approx(tr.evaluate(X[800:], y[800:])["loss"])
+    with pytest.raises(ValueError, match="features"):
+        fb.Trainer().fit(X, y, validation_data=(X[:, :3], y))
+
+
+def test_early_stopping_restores_the_best_params():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 20))
+    y = rng.integers(0, 2, 60)            # noise: validation loss soon rises
+    Xv = rng.normal(size=(200, 20))
+    yv = rng.integers(0, 2, 200)
+    tr = fb.Trainer(hidden=(64,), optimizer="adam", learning_rate=0.02, batch_size=8, epochs=200, patience=3)
+    h = tr.fit(X, y, validation_data=(Xv, yv))
+    assert tr.finished and h.n_steps < 200 * 8
+    best = int(np.argmin(h.val_loss))
+    assert len(h.val_loss) == best + 4     # stopped `patience` epochs after the best
+    assert tr.evaluate(Xv, yv)["loss"] == pytest.approx(h.val_loss[best], rel=1e-5)
+
+
+def test_callbacks_at_each_level_and_stopping(seed_data):
+    X, y = seed_data
+    events = []
+
+    class Spy(fb.Callback):
+        def on_run_begin(self, trainer):
+            events.append("begin")
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            events.append(("epoch", epoch, round(logs["loss"], 6)))
+            return epoch == 2
+
+        def on_run_end(self, trainer):
+            events.append("end")
+
+    tr = fb.Trainer(epochs=5)
+    h = tr.fit(X, y, callbacks=[Spy()])
+    assert events[0] == "begin" and [e[1] for e in events[1:]] == [0, 1, 2]
+    assert h.n_steps == 48 and not tr.finished and "end" not in events
+    assert events[1][2] == round(h.epoch_loss[0], 6)
+    tr.fit(X, y)
+    assert tr.finished and h.n_steps == 48
+
+
+def test_step_callback_sees_every_step(seed_data):
+    X, y = seed_data
+    seen = []
+    cb = fb.LambdaCallback(on_step_end=lambda tr, step, loss: seen.append((step, loss)))
+    h = fb.Trainer(epochs=2).fit(X, y, callbacks=[cb])
+    assert [s for s, _ in seen] == list(range(32))
+    assert np.array_equal([l for _, l in seen], h.loss)
+    with pytest.raises(TypeError):
+        fb.LambdaCallback(on_step_end=3)
