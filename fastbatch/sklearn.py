@@ -1,0 +1,446 @@
+"""scikit-learn estimators over the :class:`~fastbatch.Trainer`: ``FastBatchClassifier``, ``FastBatchRegressor``.
+
+They take the Trainer's parameters under the Trainer's names and drive a Trainer for
+every fit (one training loop: nothing here runs steps itself)::
+
+    from fastbatch.sklearn import FastBatchClassifier
+    clf = FastBatchClassifier(hidden=(32,), epochs=20).fit(X, y)
+    clf.predict(X), clf.predict_proba(X), clf.score(X, y)
+
+scikit-learn is an optional extra (``pip install fastbatch[sklearn]``); ``import fastbatch``
+never imports it.
+
+``partial_fit`` and the Trainer's "one run, same data" model
+-------------------------------------------------------------
+A Trainer run is bound to its data's number of records (its plan of steps per epoch).
+``partial_fit`` keeps one open-ended run (a budget of ``PARTIAL_FIT_EPOCHS`` epochs) and
+trains one more epoch of it per call, ``fit(X, y, steps=steps_per_epoch)``, on the X it is
+given: so while the calls pass the same number of records (the usual stream of equal
+chunks), they continue one run exactly, optimizer state (momentum, Adam moments) and
+learning-rate schedule included. When a call passes a different number of records, a new
+run starts from the current params: the optimizer state and the schedule start over.
+Early stopping (``patience``) and ``validation_split`` apply to ``fit`` only, as in
+scikit-learn's ``MLPClassifier``; a ``"cosine"`` schedule in ``partial_fit`` spans the
+open-ended budget (so it stays close to the base rate).
+"""
+try:
+    import sklearn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError("fastbatch.sklearn needs scikit-learn, which is not installed; "
+                      "install it with: pip install fastbatch[sklearn]") from exc
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
+from ._network import init_params, layer_sizes, unpack
+from .schedule import plan as make_plan
+from .trainer import Trainer
+
+__all__ = ["FastBatchClassifier", "FastBatchRegressor"]
+
+# the epoch budget of partial_fit's open-ended run (calls past it start a new run)
+PARTIAL_FIT_EPOCHS = 1_000_000
+
+# the Trainer parameters the estimators take, in the Trainer's names (loss is set by the estimator)
+TRAINER_PARAMS = ("hidden", "activation", "batch_size", "epochs", "learning_rate", "optimizer", "momentum",
+                  "nesterov", "betas", "eps", "weight_decay", "shuffle", "drop_last", "seed", "dtype",
+                  "backend", "validation_split", "patience", "lr_schedule", "warmup_steps")
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    hidden : tuple of int, default=(32,)
+        Widths of the hidden layers; ``()`` is a linear model.
+    activation : {"relu", "tanh", "sigmoid", "identity"}, default="relu"
+        Activation of the hidden layers.
+    batch_size : int, default=32
+        Records per step.
+    epochs : int, default=20
+        Passes over the records in ``fit`` (``partial_fit`` runs one per call).
+    learning_rate : float, default=0.01
+        The base rate of ``lr_schedule``.
+    optimizer : {"sgd", "adam", "adamw"}, default="adam"
+        As ``torch.optim.SGD`` / ``Adam`` / ``AdamW``.
+    momentum : float, default=0.0
+        SGD momentum.
+    nesterov : bool, default=False
+        Nesterov momentum (needs ``momentum > 0``).
+    betas : (float, float), default=(0.9, 0.999)
+        Adam's moment decay rates.
+    eps : float, default=1e-8
+        Adam's denominator term.
+    weight_decay : float, default=0.0
+        L2 penalty (SGD, Adam) or decoupled decay (AdamW).
+    shuffle : bool, default=True
+        Visit the records in a seeded new order each epoch.
+    drop_last : bool, default=False
+        Drop the last, short batch of each epoch.
+    seed : int, default=0
+        Seeds the initial params and the record order (the role of scikit-learn's
+        ``random_state``; fastbatch keeps the Trainer's name).
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the params and of training.
+    backend : {"cython", "numpy"}, default="cython"
+        The compiled kernel or the numpy reference (same results).
+    validation_split : float in [0, 1), default=0.0
+        Fraction of the records held out to validate each epoch (``fit`` only).
+    patience : int or None, default=None
+        Early stopping after this many epochs without improvement (``fit`` only).
+    lr_schedule : str or dict, default="constant"
+        "constant", "step", "exponential", "cosine" or "plateau" (see ``fastbatch.schedules``).
+    warmup_steps : int, default=0
+        Linear warm-up of the rate over the first steps.
+
+    Defaults differ from the Trainer's in ``batch_size``, ``epochs`` and ``optimizer``
+    (Adam, like scikit-learn's ``MLPClassifier``), so that a default fit is a good fit.
+"""
+
+_ATTRS_DOC = """
+    trainer_ : fastbatch.Trainer
+        The Trainer of the last run (``fit`` makes a new one each time).
+    history_ : fastbatch.History
+        ``trainer_.history``: the last run's steps, epochs, losses, validation.
+    loss_curve_ : ndarray of float64
+        The loss of every step (of every ``partial_fit`` call since the last ``fit``).
+    epoch_loss_ : ndarray of float64
+        The mean loss of every epoch (ditto).
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Records trained on (as ``MLPClassifier.t_``).
+    n_features_in_ : int
+        Number of features seen in fit.
+"""
+
+
+class _FastBatchEstimator(BaseEstimator):
+    """Shared front: stores the params, drives the Trainer, keeps the fitted attributes."""
+
+    _loss = None  # set by the subclasses
+
+    def __init__(self, *, hidden=(32,), activation="relu", batch_size=32, epochs=20, learning_rate=0.01,
+                 optimizer="adam", momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=0.0, shuffle=True, drop_last=False, seed=0, dtype="float32",
+                 backend="cython", validation_split=0.0, patience=None, lr_schedule="constant",
+                 warmup_steps=0):
+        self.hidden = hidden
+        self.activation = activation
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.dtype = dtype
+        self.backend = backend
+        self.validation_split = validation_split
+        self.patience = patience
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
+
+    # ------------------------------------------------------------------ driving the Trainer
+
+    def _new_trainer(self, partial):
+        params = {name: getattr(self, name) for name in TRAINER_PARAMS}
+        if partial:
+            params.update(epochs=PARTIAL_FIT_EPOCHS, validation_split=0.0, patience=None)
+        return Trainer(loss=self._loss, **params)  # checks every parameter: ValueError / TypeError
+
+    def _fit(self, X, y_train):
+        """A new run over (X, y_train), ``epochs`` epochs."""
+        trainer = self._new_trainer(partial=False)
+        trainer.fit(X, y_train)
+        self.trainer_ = trainer
+        self._partial_run = False
+        self.loss_curve_ = np.empty(0)
+        self.epoch_loss_ = np.empty(0)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._record(trainer.history, 0)
+        return self
+
+    def _partial_fit(self, X, y_train):
+        """One more epoch of the open-ended partial_fit run (a new run if the record count changed)."""
+        trainer = getattr(self, "trainer_", None)
+        n = X.shape[0]
+        same_run = (trainer is not None and self._partial_run and trainer.plan is not None
+                    and trainer.plan.n_records == n and not trainer.finished)
+        if not same_run:
+            params = trainer.get_params() if trainer is not None and trainer.started else None
+            trainer = self._new_trainer(partial=True)
+            y_train = self._start_partial_run(trainer, X.shape[1], y_train, params)
+        else:
+            y_train = self._continue_partial_run(y_train)
+        steps = make_plan(n, trainer.batch_size, 1, trainer.drop_last).steps_per_epoch
+        done = trainer.step
+        trainer.fit(X, y_train, steps=steps)
+        if trainer is not getattr(self, "trainer_", None):
+            self.trainer_ = trainer
+            self._partial_run = True
+        if not hasattr(self, "loss_curve_"):
+            self.loss_curve_, self.epoch_loss_, self.n_iter_, self.t_ = np.empty(0), np.empty(0), 0, 0
+        self._record(trainer.history, done)
+        return self
+
+    def _start_partial_run(self, trainer, n_features, y_train, params):
+        """Carry ``params`` (if any) into the new run; return y as the run's targets."""
+        if params is not None:
+            trainer.set_params(params)
+        return y_train
+
+    def _continue_partial_run(self, y_train):
+        return y_train
+
+    def _record(self, history, done):
+        """Append the steps from ``done`` on of ``history`` to the fitted attributes."""
+        new = history.loss[done:]
+        self.history_ = history
+        self.loss_curve_ = np.concatenate([self.loss_curve_, new])
+        spe = history.steps_per_epoch
+        first_epoch = done // spe if spe else 0
+        self.epoch_loss_ = np.concatenate([self.epoch_loss_, history.epoch_loss[first_epoch:]])
+        self.n_iter_ += len(history.epoch_loss) - first_epoch
+        self.t_ += int(history.batch_size[done:].sum())
+
+    def _outputs(self, X):
+        check_is_fitted(self, "trainer_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
+        z = self.trainer_.decision_function(X).astype(np.float64)
+        perm = getattr(self, "_perm", None)
+        return z if perm is None else z[:, perm]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
+    __doc__ = ("""A dense network classifier trained in mini-batches by a :class:`fastbatch.Trainer`.
+
+    Labels can be anything :func:`numpy.unique` sorts (strings, -1/1, ...): they are
+    encoded as 0..k-1 (``classes_`` maps back) and trained with ``cross_entropy`` over k
+    logits (two logits for two classes).
+""" + _COMMON_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels, sorted.""" + _ATTRS_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbatch.sklearn import FastBatchClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)); y = np.where(X[:, 0] > 0, "yes", "no")
+    >>> clf = FastBatchClassifier(epochs=10).fit(X, y)
+    >>> clf.classes_.tolist()
+    ['no', 'yes']
+    """)
+
+    _loss = "cross_entropy"
+
+    def fit(self, X, y):
+        """Train a new network on (X, y) for ``epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features)
+        y : array-like of shape (n_records,)
+            Class labels of any sortable type.
+
+        Returns
+        -------
+        self : FastBatchClassifier
+        """
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self.classes_, y_train = np.unique(y, return_inverse=True)
+        self._perm = np.arange(max(len(self.classes_), 2))
+        return self._fit(X, y_train.astype(np.int64).reshape(-1))
+
+    def partial_fit(self, X, y, classes=None):
+        """Train one more epoch on (X, y), continuing from the current network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features)
+        y : array-like of shape (n_records,)
+        classes : array-like, optional
+            All the labels that will ever appear; required on the first call (as
+            ``SGDClassifier.partial_fit``), and must not change afterwards.
+
+        Returns
+        -------
+        self : FastBatchClassifier
+        """
+        first = not hasattr(self, "classes_")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C", reset=first)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit "
+                                 "(all the labels that will ever appear)")
+            classes = np.unique(np.asarray(classes))
+            if classes.size == 0:
+                raise ValueError("classes must hold at least one label, got an empty array")
+            self.classes_ = classes
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(f"classes={np.asarray(classes)!r} differs from the classes of the first "
+                             f"partial_fit call, {self.classes_!r}")
+        y_train = np.searchsorted(self.classes_, y)
+        unseen = (y_train >= len(self.classes_)) | (self.classes_[np.minimum(y_train, len(self.classes_) - 1)] != y)
+        if unseen.any():
+            raise ValueError(f"y holds labels not in classes: {np.unique(y[unseen])!r}; "
+                             f"classes are {self.classes_!r}")
+        return self._partial_fit(X, y_train.astype(np.int64))
+
+    # The Trainer sizes a cross_entropy network from the labels it sees first (max label + 1)
+    # and refuses params of another size; a partial_fit chunk may miss classes. So each new
+    # run puts a class that is present at the last output (the label that sizes the network),
+    # by permuting the output units: softmax cross-entropy does not care about their order.
+    # ``_perm[c]`` is the output unit of class c.
+
+    def _start_partial_run(self, trainer, n_features, y_train, params):
+        k = max(len(self.classes_), 2)
+        perm = np.arange(k)
+        if k > 2 and not (y_train == k - 1).any():
+            top = int(y_train.max())
+            perm[[top, k - 1]] = perm[[k - 1, top]]
+        if params is None:  # the Trainer's own seeded init, for all k classes
+            sizes = layer_sizes(n_features, trainer.hidden, k)
+            params = unpack(init_params(sizes, trainer.activation, trainer.seed, np.dtype(trainer.dtype)), sizes)
+        else:  # back to class order
+            W, b = params[-1]
+            params[-1] = (W[:, self._perm], b[self._perm])
+        W, b = params[-1]
+        W_out, b_out = np.empty_like(W), np.empty_like(b)
+        W_out[:, perm], b_out[perm] = W, b
+        trainer.set_params(params[:-1] + [(W_out, b_out)])
+        self._perm = perm
+        return perm[y_train]
+
+    def _continue_partial_run(self, y_train):
+        return self._perm[y_train]
+
+    def decision_function(self, X):
+        """Scores: the logits, shape (n, k); for two classes the log-odds of ``classes_[1]``, shape (n,)."""
+        z = self._outputs(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        z = self._outputs(X)
+        if z.shape[1] == 2:  # from the log-odds, so proba ranks exactly as decision_function
+            p = _sigmoid(z[:, 1] - z[:, 0])
+            proba = np.column_stack([1.0 - p, p])
+        else:
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            proba = e / e.sum(axis=1, keepdims=True)
+        return proba[:, :len(self.classes_)]  # one class: the second logit was never a label
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most likely label of each record, from ``classes_``."""
+        z = self._outputs(X)[:, :len(self.classes_)]
+        return self.classes_[z.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
+    __doc__ = ("""A dense network regressor (mse loss) trained in mini-batches by a :class:`fastbatch.Trainer`.
+
+    ``y`` may be 1-D, or 2-D (n_records, k) for k outputs.
+""" + _COMMON_DOC + """
+    Attributes
+    ----------""" + _ATTRS_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbatch.sklearn import FastBatchRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3)); y = X @ [1.0, -2.0, 0.5]
+    >>> reg = FastBatchRegressor(epochs=30).fit(X, y)
+    >>> reg.score(X, y) > 0.9
+    True
+    """)
+
+    _loss = "mse"
+
+    def _check(self, X, y, reset):
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C", reset=reset,
+                             multi_output=True, y_numeric=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if reset:
+            self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        elif (1 if y.ndim == 1 else y.shape[1]) != self._n_outputs:
+            raise ValueError(f"y has {1 if y.ndim == 1 else y.shape[1]} target columns, but this "
+                             f"regressor was fitted with {self._n_outputs}")
+        self._y_1d = y.ndim == 1
+        # a fresh array object each call: the Trainer caches converted data by identity
+        return X, np.asarray(y, dtype=np.float64).view()
+
+    def fit(self, X, y):
+        """Train a new network on (X, y) for ``epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features)
+        y : array-like of shape (n_records,) or (n_records, n_outputs)
+
+        Returns
+        -------
+        self : FastBatchRegressor
+        """
+        X, y = self._check(X, y, reset=True)
+        return self._fit(X, y)
+
+    def partial_fit(self, X, y):
+        """Train one more epoch on (X, y), continuing from the current network.
+
+        Returns
+        -------
+        self : FastBatchRegressor
+        """
+        first = not hasattr(self, "trainer_")
+        X, y = self._check(X, y, reset=first)
+        return self._partial_fit(X, y)
+
+    def predict(self, X):
+        """The predicted targets, shape (n,) (or (n, n_outputs) when fitted on 2-D y)."""
+        z = self._outputs(X)
+        return z[:, 0] if self._y_1d else z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))

@@ -1,0 +1,232 @@
+"""The scikit-learn estimators: sklearn's own checks, label encoding, partial_fit, and one training loop."""
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import fastbatch as fb  # noqa: E402
+from fastbatch.sklearn import FastBatchClassifier, FastBatchRegressor  # noqa: E402
+
+
+def expected_failed_checks(estimator):
+    if estimator.dtype == "float32":
+        # float32 matrix products round differently for different numbers of rows (BLAS
+        # kernels), so predictions on a subset differ from those on all rows at ~1e-7;
+        # the same check passes with dtype="float64" (also in this suite)
+        return {"check_methods_subset_invariance": "float32 BLAS rounding depends on the number of rows"}
+    return {}
+
+
+@parametrize_with_checks([FastBatchClassifier(), FastBatchRegressor(),
+                          FastBatchClassifier(dtype="float64"), FastBatchRegressor(dtype="float64")],
+                         expected_failed_checks=expected_failed_checks)
+def test_sklearn_check_estimator(estimator, check):
+    check(estimator)
+
+
+def blobs(n=300, k=3, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d))
+    y = rng.integers(0, k, n)
+    return centers[y] + rng.normal(size=(n, d)), y
+
+
+def test_importing_fastbatch_does_not_import_sklearn():
+    code = "import sys, fastbatch; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_sklearn_gives_a_clear_import_error():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "try:\n    import fastbatch.sklearn\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install fastbatch[sklearn]" in out.stdout
+
+
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog", "emu"]), np.array([-1, 1, 7]), np.array([30, 10, 20])])
+def test_classifier_encodes_any_labels(labels):
+    X, yi = blobs()
+    y = labels[yi]
+    clf = FastBatchClassifier(epochs=10).fit(X, y)
+    assert list(clf.classes_) == sorted(labels)
+    pred = clf.predict(X)
+    assert pred.dtype == y.dtype and set(pred) <= set(labels)
+    assert clf.score(X, y) > 0.95
+    proba = clf.predict_proba(X)
+    assert proba.shape == (300, 3) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(clf.classes_[proba.argmax(axis=1)], pred)
+
+
+def test_binary_decision_function_is_the_log_odds_of_classes_1():
+    X, yi = blobs(k=2)
+    y = np.array([-1, 1])[yi]
+    clf = FastBatchClassifier(epochs=5).fit(X, y)
+    d = clf.decision_function(X)
+    assert d.shape == (300,)
+    assert np.array_equal(np.where(d > 0, 1, -1), clf.predict(X))
+    assert np.allclose(clf.predict_proba(X)[:, 1], 1 / (1 + np.exp(-d)))
+
+
+@pytest.mark.parametrize("Est, loss", [(FastBatchClassifier, "cross_entropy"), (FastBatchRegressor, "mse")])
+def test_fit_is_the_trainers_run(Est, loss):
+    """One training loop: the estimator's fit is exactly Trainer.fit with the same parameters."""
+    X, y = blobs()
+    yt = y if loss == "cross_entropy" else X @ np.arange(4.0)
+    kw = dict(hidden=(8, 4), batch_size=16, epochs=3, learning_rate=0.05, optimizer="sgd", momentum=0.9, seed=3)
+    est = Est(**kw).fit(X, yt)
+    h = fb.Trainer(loss=loss, **kw).fit(X, yt)
+    assert np.array_equal(est.loss_curve_, h.loss)
+    assert np.array_equal(est.epoch_loss_, h.epoch_loss)
+    assert est.n_iter_ == 3 and est.t_ == 900 and est.n_features_in_ == 4
+    assert est.history_.n_steps == len(est.loss_curve_) == 3 * 19
+    assert isinstance(est.trainer_, fb.Trainer) and est.trainer_.finished
+
+
+def test_fit_starts_over():
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=2)
+    first = clf.fit(X, y).loss_curve_.copy()
+    t1 = clf.trainer_
+    assert np.array_equal(clf.fit(X, y).loss_curve_, first)
+    assert clf.trainer_ is not t1 and clf.n_iter_ == 2
+
+
+def test_partial_fit_on_the_same_data_continues_one_run_exactly():
+    """k partial_fit calls on the same records == fit with epochs=k (optimizer state carried)."""
+    X, y = blobs()
+    kw = dict(optimizer="adam", batch_size=32, seed=1)
+    clf = FastBatchClassifier(**kw)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    ref = FastBatchClassifier(epochs=3, **kw).fit(X, y)
+    assert np.array_equal(clf.loss_curve_, ref.loss_curve_)
+    assert np.array_equal(clf.predict_proba(X), ref.predict_proba(X))
+    assert clf.n_iter_ == 3 and clf.t_ == 900 and len(clf.epoch_loss_) == 3
+
+
+def test_partial_fit_chunks_of_equal_size_stay_in_one_run():
+    X, y = blobs(n=400)
+    clf = FastBatchClassifier()
+    clf.partial_fit(X[:200], y[:200], classes=np.unique(y))
+    tr = clf.trainer_
+    for _ in range(4):
+        clf.partial_fit(X[200:], y[200:])
+        clf.partial_fit(X[:200], y[:200])
+    assert clf.trainer_ is tr and tr.step == 9 * 7
+    assert clf.n_iter_ == 9 and clf.t_ == 1800
+    assert clf.score(X, y) > 0.95
+
+
+def test_partial_fit_first_chunk_may_miss_classes():
+    X, y = blobs(n=400, k=4)
+    labels = np.array(["a", "b", "c", "d"])
+    clf = FastBatchClassifier(batch_size=16)
+    first = np.flatnonzero(y < 2)[:100]  # only "a" and "b"
+    clf.partial_fit(X[first], labels[y[first]], classes=labels)
+    assert clf.predict_proba(X).shape == (400, 4)
+    tr = clf.trainer_
+    for _ in range(5):
+        clf.partial_fit(X[:100], labels[y[:100]])  # same record count: the same run, now with all classes
+    assert clf.trainer_ is tr
+    assert clf.score(X[:100], labels[y[:100]]) > 0.9
+    for _ in range(5):
+        clf.partial_fit(X, labels[y])  # another record count: a new run from the current params
+    assert clf.trainer_ is not tr
+    assert clf.score(X, labels[y]) > 0.95
+    assert set(clf.predict(X)) == set(labels)
+
+
+def test_partial_fit_new_record_count_carries_the_params():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    reg = FastBatchRegressor(batch_size=64)
+    for _ in range(20):
+        reg.partial_fit(X[:100], y[:100])
+    before = reg.trainer_.evaluate(X[100:], y[100:])["loss"]
+    reg.partial_fit(X[100:], y[100:])  # 50 records: one batch, a new run
+    assert reg.loss_curve_[-1] == pytest.approx(before, rel=1e-5)
+    assert reg.loss_curve_[-1] < reg.loss_curve_[0] / 5
+    assert len(reg.loss_curve_) == 20 * 2 + 1 and reg.n_iter_ == 21
+
+
+def test_partial_fit_after_fit_continues_from_the_fitted_network():
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=3).fit(X, y)
+    last = clf.epoch_loss_[-1]
+    clf.partial_fit(X, y)
+    assert clf.n_iter_ == 4 and len(clf.epoch_loss_) == 4
+    assert clf.epoch_loss_[-1] < last * 1.5  # continued, not restarted (the first epoch's loss is far higher)
+    assert clf.epoch_loss_[-1] < clf.epoch_loss_[0] / 2
+
+
+def test_partial_fit_checks_classes():
+    X, y = blobs()
+    clf = FastBatchClassifier()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="differs"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="not in classes"):
+        clf.partial_fit(X, np.where(y == 2, 5, y))
+    with pytest.raises(ValueError, match="4 features"):
+        clf.partial_fit(X[:, :3], y)
+
+
+def test_bad_parameters_raise_at_fit_naming_them():
+    X, y = blobs()
+    clf = FastBatchClassifier(batch_size=0, activation="softplus")  # __init__ only stores
+    with pytest.raises(ValueError, match="activation"):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        FastBatchRegressor(batch_size=0).fit(X, y.astype(float))
+    with pytest.raises(TypeError, match="seed"):
+        FastBatchClassifier(seed=1.5).fit(X, y)
+    assert not hasattr(clf, "trainer_")
+
+
+def test_regressor_multi_output_and_validation_history():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    Y = np.column_stack([X @ [1.0, -2.0, 0.5], X[:, 0] - X[:, 2]])
+    reg = FastBatchRegressor(epochs=30, validation_split=0.2).fit(X, Y)
+    assert reg.predict(X).shape == (300, 2) and reg.predict(X).dtype == np.float64
+    assert reg.score(X, Y) > 0.95
+    assert len(reg.history_.val_loss) == 30 and reg.history_.n_records == 240
+    assert reg.t_ == 30 * 240
+
+
+def test_early_stopping_ends_before_the_budget():
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=200, validation_split=0.3, patience=2, learning_rate=0.05).fit(X, y)
+    assert clf.n_iter_ < 200 and clf.trainer_.finished
+
+
+def test_pickled_estimator_continues_identically():
+    X, y = blobs()
+    clf = FastBatchClassifier(optimizer="adam")
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    clf.partial_fit(X[:100], y[:100])
+    twin = pickle.loads(pickle.dumps(clf))
+    for est in (clf, twin):
+        est.partial_fit(X[:100], y[:100])
+    assert np.array_equal(clf.loss_curve_, twin.loss_curve_)
+    assert np.array_equal(clf.predict_proba(X), twin.predict_proba(X))
+
+
+def test_grid_search_and_cross_validation():
+    X, y = blobs()
+    search = GridSearchCV(FastBatchClassifier(epochs=5), {"hidden": [(4,), (16,)], "learning_rate": [0.01, 0.001]},
+                          cv=3).fit(X, y)
+    assert search.best_score_ > 0.9 and set(search.best_params_) == {"hidden", "learning_rate"}
+    scores = cross_val_score(FastBatchRegressor(epochs=10), X, X @ np.ones(4), cv=3)
+    assert scores.min() > 0.8
