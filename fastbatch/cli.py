@@ -1,0 +1,425 @@
+"""The ``fastbatch`` command: plan a schedule, train, evaluate and predict from the shell.
+
+    fastbatch plan --records 1000 --batch-size 64 --epochs 5 --steps
+    fastbatch train data.csv --target label --hidden 32,16 --epochs 10 --out-dir run/
+    fastbatch train data.csv --target label --resume run/data-checkpoint.npz
+    fastbatch evaluate run/data-checkpoint.npz data.csv --target label
+    fastbatch predict run/data-checkpoint.npz data.csv --target label --out preds.csv
+    fastbatch demo
+
+Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop). Exit codes:
+0 done, 1 bad files, columns or data (or a diverged run), 2 bad usage or options,
+130 interrupted (after saving a checkpoint to resume from).
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+OUTPUT_SUFFIXES = {"history": "-history.csv", "checkpoint": "-checkpoint.npz", "plot": "-loss.png"}
+
+
+class UsageError(Exception):
+    """Bad options: reported with exit code 2."""
+
+
+# ---------------------------------------------------------------------- the parser
+
+def _hidden(text):
+    """``"32,16"`` -> (32, 16); ``""`` or ``"none"`` -> () (a linear model)."""
+    if text.strip().lower() in ("", "none", "()"):
+        return ()
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 32,16; got {text!r}") from None
+
+
+def _schedule(text):
+    """A schedule name, or a JSON object like ``{"name": "step", "step_epochs": 2}``."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    return text
+
+
+def _add_trainer_options(p):
+    g = p.add_argument_group("training options (defaults: the Trainer's)")
+    g.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 32,16 ('none' for a linear model)")
+    g.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity"])
+    g.add_argument("--loss", choices=["auto", "mse", "binary_crossentropy", "cross_entropy"])
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--learning-rate", "--lr", type=float)
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--nesterov", action="store_true", default=None)
+    g.add_argument("--beta1", type=float)
+    g.add_argument("--beta2", type=float)
+    g.add_argument("--eps", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
+    g.add_argument("--drop-last", action="store_true", default=None)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--dtype", choices=["float32", "float64"])
+    g.add_argument("--backend", choices=["cython", "numpy"])
+    g.add_argument("--validation-split", type=float)
+    g.add_argument("--patience", type=int)
+    g.add_argument("--lr-schedule", type=_schedule,
+                   help="constant, step, exponential, cosine, plateau, or JSON such as "
+                        "'{\"name\": \"step\", \"step_epochs\": 2}'")
+    g.add_argument("--warmup-steps", type=int)
+
+
+TRAINER_FLAGS = ("hidden", "activation", "loss", "batch_size", "epochs", "learning_rate", "optimizer", "momentum",
+                 "nesterov", "eps", "weight_decay", "shuffle", "drop_last", "seed", "dtype", "backend",
+                 "validation_split", "patience", "lr_schedule", "warmup_steps")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastbatch", description="Mini-batch training of small dense networks: records, batches, steps, epochs.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"fastbatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("plan", help="print the schedule: steps per epoch, last batch size, total steps")
+    p.add_argument("--records", type=int, required=True, help="number of records (rows)")
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--drop-last", action="store_true", help="drop each epoch's last, short batch")
+    p.add_argument("--steps", action="store_true", help="also print every 'Epoch: e, Batch: b, Step: s' line")
+
+    p = sub.add_parser("train", help="train on a .csv/.npy/.npz file; write history CSV, checkpoint, loss plot")
+    p.add_argument("data", help="the data: .csv with a header, or .npz with arrays X and y, or .npy")
+    p.add_argument("--target", help="the target column (a CSV column name)")
+    p.add_argument("--out-dir", help="where to write the outputs (default: next to the data, "
+                                     "or ./fastbatch-run when that folder is not writable)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT on the same data")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trainer_options(p)
+
+    p = sub.add_parser("evaluate", help="mean loss (and accuracy) of a checkpoint's network on data")
+    p.add_argument("checkpoint")
+    p.add_argument("data")
+    p.add_argument("--target", help="the target column (a CSV column name)")
+
+    p = sub.add_parser("predict", help="predictions of a checkpoint's network for data")
+    p.add_argument("checkpoint")
+    p.add_argument("data")
+    p.add_argument("--target", help="a target column to leave out of the features, if the data has one")
+    p.add_argument("--out", help="write the predictions to this CSV (default: print them)")
+
+    p = sub.add_parser("demo", help="the seed's demo (as python -m fastbatch)")
+    p.add_argument("--steps", action="store_true", help="print every step's line")
+    return parser
+
+
+# ---------------------------------------------------------------------- main
+
+def main(argv=None):
+    """Run the ``fastbatch`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2, message printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    from .errors import DivergenceError
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        _err(f"fastbatch {args.command}: {exc}")
+        return EXIT_USAGE
+    except DivergenceError as exc:
+        _err(f"fastbatch {args.command}: {exc}")
+        return EXIT_DATA
+    except BrokenPipeError:  # e.g. `fastbatch plan ... --steps | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return EXIT_DATA
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:  # FileNotFoundError is an OSError
+        _err(f"fastbatch {args.command}: {_describe(exc)}")
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        _err("fastbatch: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _err(message):
+    print(message, file=sys.stderr)
+
+
+def _describe(exc):
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file: {exc.filename}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc)
+
+
+# ---------------------------------------------------------------------- plan
+
+def cmd_plan(args):
+    from .schedule import plan, schedule_lines
+    try:
+        p = plan(args.records, args.batch_size, args.epochs, args.drop_last)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    print(p.describe())
+    print(f"steps per epoch: {p.steps_per_epoch}")
+    print(f"last batch size: {p.last_batch_size}")
+    print(f"total steps: {p.total_steps}")
+    if args.steps:
+        for line in schedule_lines(args.records, args.batch_size, args.epochs, args.drop_last):
+            print(line)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- train
+
+def _trainer_options(args):
+    """The Trainer parameters given on the command line (the rest keep the Trainer's defaults)."""
+    opts = {k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k) is not None}
+    if args.beta1 is not None or args.beta2 is not None:
+        from .trainer import DEFAULTS
+        b1, b2 = DEFAULTS["betas"]
+        opts["betas"] = (b1 if args.beta1 is None else args.beta1, b2 if args.beta2 is None else args.beta2)
+    return opts
+
+
+def _out_paths(args):
+    stem = os.path.splitext(os.path.basename(args.data))[0] or "run"
+    out_dir = args.out_dir
+    if out_dir is None:
+        out_dir = os.path.dirname(os.path.abspath(args.data))
+        if not os.access(out_dir, os.W_OK):
+            out_dir = "fastbatch-run"
+    os.makedirs(out_dir, exist_ok=True)
+    return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def cmd_train(args):
+    from .trainer import Trainer
+    opts = _trainer_options(args)
+    if args.resume:
+        changed = sorted(set(opts) - {"learning_rate"})
+        if changed:
+            raise UsageError("--resume continues the checkpoint's run with its own options; only "
+                             f"--learning-rate may change, got --{', --'.join(k.replace('_', '-') for k in changed)}")
+        trainer = Trainer.load(args.resume)
+        if "learning_rate" in opts:
+            try:
+                trainer.learning_rate = opts["learning_rate"]
+            except (ValueError, TypeError) as exc:
+                raise UsageError(str(exc)) from None
+        if trainer.finished:
+            _err(f"fastbatch train: the run in {args.resume} is finished ({trainer.step} of "
+                 f"{trainer.total_steps} steps); nothing to train. Start a new run without --resume.")
+            return EXIT_DATA
+    else:
+        try:
+            trainer = Trainer(**opts)  # checks every option before any data is read
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+    X, y = _load(args.data, args.target)
+    paths = _out_paths(args)
+    progress = None if args.quiet else Progress(trainer)
+    status = EXIT_OK
+    from .errors import DivergenceError
+    previous = signal.getsignal(signal.SIGINT)
+    interrupted = []
+
+    def on_sigint(signum, frame):  # a cooperative stop: fit returns after the current step
+        interrupted.append(True)
+        trainer.stop()
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+
+    in_main_thread = _in_main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        trainer.fit(X, y, on_progress=progress)
+    except DivergenceError as exc:
+        _err(f"fastbatch train: {exc}")
+        status = EXIT_DATA
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+        if progress:
+            progress.close()
+    if not trainer.started:
+        return status or EXIT_DATA
+    _write_outputs(trainer, paths)
+    h = trainer.history
+    summary = [trainer.plan.describe(),
+               f"trained {h.n_steps} of {trainer.total_steps} steps, {len(h.epoch_starts)} epochs, "
+               f"last epoch loss {h.epoch_loss[-1]:.6g}" if h.n_steps else "trained 0 steps"]
+    if len(h.val_loss):
+        summary.append(f"validation loss {h.val_loss[-1]:.6g}"
+                       + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))
+    summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", f"loss plot:  {paths['plot']}"]
+    print("\n".join(summary))
+    if interrupted:
+        _err(f"fastbatch train: interrupted at step {trainer.step}; continue with "
+             f"--resume {paths['checkpoint']}")
+        return EXIT_INTERRUPTED
+    if status == EXIT_DATA:
+        _err(f"fastbatch train: the checkpoint holds the params from before the bad step; continue with "
+             f"--resume {paths['checkpoint']} --learning-rate <smaller>")
+    return status
+
+
+def _in_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _write_outputs(trainer, paths):
+    from ._png import write_loss_png
+    h = trainer.history
+    h.to_csv(paths["history"])
+    trainer.save(paths["checkpoint"])
+    write_loss_png(paths["plot"], h.loss, h.epoch_starts)
+
+
+class Progress:
+    """``on_progress`` for ``Trainer.fit``: a tqdm bar when tqdm is installed, else one rewritten text line."""
+
+    def __init__(self, trainer, file=None):
+        self.trainer = trainer
+        self.file = file or sys.stderr
+        self.bar = None
+        self.t0 = self.seen0 = self.step0 = None
+        self.last_len = 0
+        try:
+            import tqdm
+            self._tqdm = tqdm.tqdm
+        except ImportError:
+            self._tqdm = None
+
+    def __call__(self, history):
+        now = time.perf_counter()
+        total = self.trainer.total_steps
+        steps = history.n_steps
+        seen = int(history.records_seen[-1]) if steps else 0
+        if self.t0 is None:  # the first report: this call's steps are the start
+            self.t0, self.seen0, self.step0 = now, seen, steps
+            self._start(total, steps)
+        dt = max(now - self.t0, 1e-9)
+        rate = (seen - self.seen0) / dt
+        step_rate = (steps - self.step0) / dt
+        epoch = int(history.epoch[-1]) + 1 if steps else 0
+        epochs = total // history.steps_per_epoch if history.steps_per_epoch else 0
+        loss = float(history.loss[-1]) if steps else float("nan")
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {epoch}/{epochs}, loss {loss:.4g}, {rate:,.0f} records/s", refresh=False)
+            self.bar.update(steps - self.bar.n)
+            return
+        eta = (total - steps) / step_rate if step_rate > 0 else float("nan")
+        line = (f"step {steps}/{total}  epoch {epoch}/{epochs}  loss {loss:.4g}  {rate:,.0f} records/s  "
+                f"ETA {_seconds(eta)}")
+        self.file.write("\r" + line.ljust(self.last_len))
+        self.file.flush()
+        self.last_len = len(line)
+
+    def _start(self, total, steps):
+        if self._tqdm is not None:
+            self.bar = self._tqdm(total=total, initial=steps, unit="step", file=self.file, dynamic_ncols=True,
+                                  desc="training")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.last_len:
+            self.file.write("\n")
+            self.file.flush()
+
+
+def _seconds(s):
+    if s != s:  # NaN: no rate yet
+        return "?"
+    if s < 60:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ---------------------------------------------------------------------- evaluate / predict
+
+def _load(path, target):
+    from . import datasets
+    return datasets.load(path, target=target)
+
+
+def cmd_evaluate(args):
+    from .trainer import Trainer
+    trainer = Trainer.load(args.checkpoint)
+    if not trainer.started:
+        raise ValueError(f"{args.checkpoint} holds an untrained network (no run started)")
+    X, y = _load(args.data, args.target)
+    res = trainer.evaluate(X, y)
+    line = f"loss {res['loss']:.6g}"
+    if "accuracy" in res:
+        line += f"  accuracy {res['accuracy']:.4f}"
+    print(f"{line}  ({X.shape[0]} records)")
+    return EXIT_OK
+
+
+def cmd_predict(args):
+    import numpy as np
+    from .trainer import Trainer
+    trainer = Trainer.load(args.checkpoint)
+    if not trainer.started:
+        raise ValueError(f"{args.checkpoint} holds an untrained network (no run started)")
+    X, _ = _load(args.data, args.target)
+    pred = np.asarray(trainer.predict(X))
+    pred = pred.reshape(len(pred), -1)
+    cols = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j}" for j in range(pred.shape[1])]
+    fmt = [_fmt_int if pred.dtype.kind in "iub" else _fmt_float] * pred.shape[1]
+    try:
+        proba = trainer.predict_proba(X)
+    except ValueError:  # an mse network has no probabilities
+        proba = np.empty((len(pred), 0))
+    cols += [f"proba_{j}" for j in range(proba.shape[1])]
+    fmt += [_fmt_float] * proba.shape[1]
+    lines = [",".join(cols)]
+    for a, b in zip(pred, proba):
+        lines.append(",".join(f(v) for f, v in zip(fmt, (*a, *b))))
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"{len(pred)} predictions written to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _fmt_int(v):
+    return str(int(v))
+
+
+def _fmt_float(v):
+    return repr(float(v))
+
+
+def cmd_demo(args):
+    from . import demo
+    return demo.main(show_every_step=args.steps)
+
+
+COMMANDS = {"plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "demo": cmd_demo}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

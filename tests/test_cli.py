@@ -1,0 +1,309 @@
+"""The ``fastbatch`` command: plan, train (outputs, resume, errors), evaluate, predict, demo; the PNG writer."""
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import cli
+from fastbatch._png import encode_png, loss_image, write_loss_png
+
+needs_datasets = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(fb.__file__), "datasets.py")),
+                                    reason="fastbatch.datasets is not there yet")
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+# ---------------------------------------------------------------------- plan, demo, usage
+
+def test_plan_prints_the_schedule(capsys):
+    code, out, _ = run(capsys, "plan", "--records", 1000, "--batch-size", 64, "--epochs", 5)
+    assert code == 0
+    assert "steps per epoch: 16" in out and "last batch size: 40" in out and "total steps: 80" in out
+    assert "Epoch:" not in out
+
+
+def test_plan_steps_lists_every_step(capsys):
+    code, out, _ = run(capsys, "plan", "--records", 10, "--batch-size", 4, "--epochs", 2, "--drop-last", "--steps")
+    lines = [x for x in out.splitlines() if x.startswith("Epoch:")]
+    assert code == 0 and "steps per epoch: 2" in out and "total steps: 4" in out
+    assert lines == list(fb.schedule_lines(10, 4, 2, drop_last=True))
+    assert lines[-1] == "Epoch: 2, Batch: 2, Step: 4"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["plan", "--records", "10", "--batch-size", "0", "--epochs", "1"], "batch_size"),
+    (["plan", "--records", "10", "--batch-size", "64", "--epochs", "1", "--drop-last"], "drop_last"),
+    (["plan", "--records", "ten", "--batch-size", "4", "--epochs", "1"], "invalid int"),
+    (["plan", "--records", "10"], "required"),
+    ([], "required"),
+    (["fly"], "invalid choice"),
+    (["train", "x.csv", "--hidden", "32,abc"], "layer widths"),
+    (["train", "x.csv", "--optimizer", "lbfgs"], "invalid choice"),
+])
+def test_usage_errors_exit_2_with_a_message(capsys, argv, words):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and words in err and out == ""
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and "--learning-rate" in out and "--warmup-steps" in out and "--resume" in out
+
+
+def test_demo_runs_the_seed_demo(capsys):
+    code, out, _ = run(capsys, "demo")
+    assert code == 0 and "x 5 epochs = 80 steps" in out and "epoch 5: loss" in out
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "fastbatch")
+    if not os.path.exists(exe):
+        pytest.skip("the fastbatch console script is not installed in this environment")
+    out = subprocess.run([exe, "plan", "--records", "1000", "--batch-size", "64", "--epochs", "5"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "total steps: 80" in out.stdout
+
+
+# ---------------------------------------------------------------------- the PNG writer
+
+def decode_png(data):
+    """A minimal reader for what encode_png writes (8-bit RGB, filter 0)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        n, = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + n
+    w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, color) == (8, 2) and b"IEND" in chunks
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(h, 1 + 3 * w)
+    assert (raw[:, 0] == 0).all()
+    return raw[:, 1:].reshape(h, w, 3)
+
+
+def test_png_round_trips():
+    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    assert np.array_equal(decode_png(encode_png(img)), img)
+
+
+@pytest.mark.parametrize("n", [1, 2, 80, 100_000])
+def test_loss_plot_draws_the_line_and_epoch_boundaries(tmp_path, n):
+    loss = np.linspace(2.0, 0.5, n)
+    starts = np.arange(0, n, max(n // 4, 1))
+    path = tmp_path / "loss.png"
+    write_loss_png(path, loss, starts, width=200, height=100)
+    img = decode_png(path.read_bytes())
+    assert img.shape == (100, 200, 3)
+    blue = (img == (31, 119, 180)).all(axis=2)
+    assert blue.any()
+    if n > 1:  # a falling line: drawn high on the left, low on the right
+        ys, xs = np.nonzero(blue)
+        assert ys[xs < 40].mean() < ys[xs > 160].mean()
+        assert blue[:, 25:175].any(axis=0).all()  # connected: every column in between is drawn
+    if n >= 4:
+        grey = (img == (170, 170, 170)).all(axis=2).any(axis=0)
+        assert grey.sum() >= 3  # the boundaries of epochs 2, 3, 4
+
+
+def test_loss_plot_of_a_flat_or_empty_loss():
+    assert (loss_image(np.full(10, 0.3), [0, 5], 100, 60) == (31, 119, 180)).all(axis=2).any()
+    assert not (loss_image([], [], 100, 60) == (31, 119, 180)).all(axis=2).any()
+
+
+# ---------------------------------------------------------------------- the progress line
+
+def test_plain_progress_line_without_tqdm(seed_data):
+    import io
+    X, y = seed_data
+    tr = fb.Trainer(epochs=3)
+    buf = io.StringIO()
+    progress = cli.Progress(tr, file=buf)
+    progress._tqdm = None  # as when tqdm is not installed
+    tr.fit(X, y, on_progress=progress)
+    progress.close()
+    text = buf.getvalue()
+    assert "step 48/48" in text and "epoch 3/3" in text and "records/s" in text and "ETA" in text
+    assert text.endswith("\n")
+
+
+# ---------------------------------------------------------------------- train / evaluate / predict
+
+def write_csv(path, X, y, target="label"):
+    cols = [f"f{j}" for j in range(X.shape[1])]
+    with open(path, "w") as f:
+        f.write(",".join(cols + [target]) + "\n")
+        for row, t in zip(X, y):
+            f.write(",".join(repr(float(v)) for v in row) + f",{t}\n")
+
+
+@pytest.fixture
+def csv_data(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    path = tmp_path / "points.csv"
+    write_csv(path, X, y)
+    return path, X, y
+
+
+TRAIN_OPTS = ["--hidden", "8", "--epochs", "3", "--batch-size", "32", "--learning-rate", "0.1", "--seed", "3"]
+
+
+@needs_datasets
+def test_train_writes_history_checkpoint_and_plot(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    out_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", path, "--target", "label", "--out-dir", out_dir, *TRAIN_OPTS)
+    assert code == 0, err
+    assert "300 records / batch 32 -> 10 steps per epoch" in out
+    tr = fb.Trainer.load(out_dir / "points-checkpoint.npz")
+    assert tr.finished and tr.step == 30
+    rows = (out_dir / "points-history.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,batch,batch_size,loss,learning_rate,records_seen" and len(rows) == 31
+    assert decode_png((out_dir / "points-loss.png").read_bytes()).shape[2] == 3
+    # one training loop: the command's run is the Trainer's run with the same options
+    ref = fb.Trainer(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3)
+    assert np.array_equal(ref.fit(X, y).loss, tr.history.loss)
+    assert "training" in err  # the progress bar (tqdm) or line went to stderr
+
+
+@needs_datasets
+def test_train_defaults_to_writing_next_to_the_data(capsys, csv_data):
+    path, _, _ = csv_data
+    code, _, err = run(capsys, "train", path, "--target", "label", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert (path.parent / "points-checkpoint.npz").exists() and (path.parent / "points-loss.png").exists()
+    assert err == ""  # --quiet: no progress
+
+
+@needs_datasets
+def test_resume_continues_bit_identically(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    kw = dict(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3, optimizer="adam")
+    whole = fb.Trainer(**kw).fit(X, y)
+    part = fb.Trainer(**kw)
+    part.fit(X, y, steps=13)
+    part.save(tmp_path / "mid.npz")
+    code, out, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "mid.npz",
+                         "--out-dir", tmp_path, "--quiet")
+    assert code == 0, err
+    done = fb.Trainer.load(tmp_path / "points-checkpoint.npz")
+    assert done.finished and np.array_equal(done.history.loss, whole.loss)
+    # a finished run has nothing left to train
+    code, _, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "points-checkpoint.npz",
+                       "--out-dir", tmp_path, "--quiet")
+    assert code == 1 and "finished" in err
+    # a resumed run keeps its options (only the rate may change)
+    code, _, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "mid.npz", "--epochs", "9")
+    assert code == 2 and "--epochs" in err
+
+
+@needs_datasets
+def test_evaluate_and_predict(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "points-checkpoint.npz"
+    tr = fb.Trainer.load(ckpt)
+    code, out, err = run(capsys, "evaluate", ckpt, path, "--target", "label")
+    res = tr.evaluate(X, y)
+    assert code == 0, err
+    assert f"loss {res['loss']:.6g}" in out and f"accuracy {res['accuracy']:.4f}" in out and "300 records" in out
+    preds = tmp_path / "preds.csv"
+    code, out, err = run(capsys, "predict", ckpt, path, "--target", "label", "--out", preds)
+    assert code == 0, err
+    rows = preds.read_text().splitlines()
+    assert rows[0] == "prediction,proba_0,proba_1" and len(rows) == 301
+    got = np.array([int(r.split(",")[0]) for r in rows[1:]])
+    assert np.array_equal(got, tr.predict(X))
+    code, out, _ = run(capsys, "predict", ckpt, path, "--target", "label")
+    assert code == 0 and out.splitlines() == rows
+
+
+@needs_datasets
+def test_npz_data_and_regression(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = X @ [1.0, -1.0, 0.5]
+    np.savez(tmp_path / "reg.npz", X=X, y=y)
+    code, out, err = run(capsys, "train", tmp_path / "reg.npz", "--epochs", "20", "--optimizer", "adam",
+                         "--out-dir", tmp_path, "--quiet", "--validation-split", "0.2")
+    assert code == 0, err
+    assert "validation loss" in out and "accuracy" not in out
+    code, out, _ = run(capsys, "predict", tmp_path / "reg-checkpoint.npz", tmp_path / "reg.npz")
+    assert code == 0 and out.splitlines()[0] == "prediction" and len(out.splitlines()) == 201
+
+
+@needs_datasets
+@pytest.mark.parametrize("make_argv, code_expected, words", [
+    (lambda p, d: ["train", d / "nope.csv", "--target", "label"], 1, "nope.csv"),
+    (lambda p, d: ["train", p, "--target", "no_such_column"], 1, "no_such_column"),
+    (lambda p, d: ["train", p, "--target", "label", "--batch-size", "0"], 2, "batch_size"),
+    (lambda p, d: ["train", p, "--target", "label", "--activation", "relu", "--lr-schedule", "wiggly"], 2,
+     "lr_schedule"),
+    (lambda p, d: ["train", p, "--target", "label", "--nesterov"], 2, "nesterov"),
+    (lambda p, d: ["evaluate", p, p, "--target", "label"], 1, "checkpoint"),
+    (lambda p, d: ["predict", d / "missing.npz", p], 1, "missing.npz"),
+])
+def test_bad_files_columns_and_options(capsys, csv_data, tmp_path, make_argv, code_expected, words):
+    path, _, _ = csv_data
+    code, out, err = run(capsys, *make_argv(path, tmp_path))
+    assert code == code_expected and words in err, err
+    assert err.startswith("fastbatch ")
+
+
+@needs_datasets
+def test_bad_data_exits_1(capsys, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b,label\n1.0,nan,0\n2.0,3.0,1\n")
+    code, _, err = run(capsys, "train", path, "--target", "label", "--quiet")
+    assert code == 1 and err.startswith("fastbatch train:")
+
+
+@needs_datasets
+def test_divergence_exits_1_and_keeps_a_checkpoint_to_resume(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)) * 1e3
+    np.savez(tmp_path / "wild.npz", X=X, y=X.sum(axis=1) * 1e3)
+    code, _, err = run(capsys, "train", tmp_path / "wild.npz", "--learning-rate", "1e6", "--out-dir", tmp_path,
+                       "--quiet", "--epochs", "5")
+    assert code == 1 and "diverged" in err and "--resume" in err
+    tr = fb.Trainer.load(tmp_path / "wild-checkpoint.npz")
+    assert np.isfinite(tr.get_params()[0][0]).all()
+
+
+@needs_datasets
+def test_ctrl_c_saves_a_checkpoint_to_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", X=rng.normal(size=(20000, 20)), y=rng.integers(0, 2, 20000))
+    cmd = [sys.executable, "-m", "fastbatch.cli", "train", str(tmp_path / "big.npz"), "--epochs", "100000",
+           "--batch-size", "8", "--backend", "numpy", "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stderr.read(1)  # the first progress output: training is under way
+        assert first, "no progress output"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    tr = fb.Trainer.load(tmp_path / "big-checkpoint.npz")
+    assert 0 < tr.step < tr.total_steps
