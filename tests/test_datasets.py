@@ -1,0 +1,147 @@
+"""fastbatch.datasets: the generators and the file loaders."""
+import numpy as np
+import pytest
+
+from fastbatch import datasets
+
+
+def test_random_is_the_seeds_data(seed_data):
+    X, y = datasets.make("random", 1000, 10, seed=0)
+    X0, y0 = seed_data
+    assert X.dtype == np.float64 and y.dtype == np.int64
+    assert np.array_equal(X, X0) and np.array_equal(y, y0)
+    assert X.min() >= 0 and X.max() < 1 and set(np.unique(y)) == {0, 1}
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+@pytest.mark.parametrize("d", [2, 5])
+def test_shapes_types_and_determinism(name, d):
+    X, y = datasets.make(name, 301, d, seed=3)
+    assert X.shape == (301, d) and X.dtype == np.float64 and X.flags.c_contiguous
+    assert y.shape == (301,) and y.dtype == np.int64
+    assert set(np.unique(y)) == set(range(datasets.n_classes(name)))
+    X2, y2 = datasets.make(name, 301, d, seed=3)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    X3, _ = datasets.make(name, 301, d, seed=4)
+    assert not np.array_equal(X, X3)
+
+
+@pytest.mark.parametrize("name", sorted(datasets.TWO_FEATURE))
+def test_padding_keeps_the_two_informative_features(name):
+    X2, y2 = datasets.make(name, 200, 2, seed=1)
+    X5, y5 = datasets.make(name, 200, 5, seed=1)
+    assert np.array_equal(X2, X5[:, :2]) and np.array_equal(y2, y5)
+    assert abs(X5[:, 2:].mean()) < 0.3 and 0.7 < X5[:, 2:].std() < 1.3
+
+
+@pytest.mark.parametrize("name", sorted(datasets.TWO_FEATURE))
+def test_classes_are_balanced_and_learnable_by_their_rule(name):
+    X, y = datasets.make(name, 1000, 2, seed=0)
+    counts = np.bincount(y)
+    assert counts.max() - counts.min() <= 1
+    if name == "xor":
+        assert np.array_equal(y, ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(int))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        datasets.make("circles", 10, 2, 0)
+    with pytest.raises(ValueError, match="n_features must be >= 2"):
+        datasets.make("moons", 10, 1, 0)
+    with pytest.raises(ValueError, match="n_records"):
+        datasets.make("random", 0, 2, 0)
+    with pytest.raises(TypeError, match="seed"):
+        datasets.make("random", 10, 2, 1.5)
+
+
+# ---------------------------------------------------------------------- files
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_csv_default_target_is_the_last_column(tmp_path):
+    p = write(tmp_path, "d.csv", "a,b,label\n1,2,0\n3,4.5,1\n5,6,1\n")
+    X, y = datasets.load(p)
+    assert X.tolist() == [[1, 2], [3, 4.5], [5, 6]]
+    assert y.tolist() == [0, 1, 1] and y.dtype == np.int64
+
+
+@pytest.mark.parametrize("target", ["a", 0, "0", -3])
+def test_csv_target_by_name_or_index(tmp_path, target):
+    p = write(tmp_path, "d.csv", "a,b,c\n1,2,3\n4,5,6\n")
+    X, y = datasets.load(p, target=target)
+    assert y.tolist() == [1, 4] and X.tolist() == [[2, 3], [5, 6]]
+
+
+def test_csv_float_target_and_class_names(tmp_path):
+    X, y = datasets.load(write(tmp_path, "f.csv", "x,t\n1,0.5\n2,1.0\n"))
+    assert y.dtype == np.float64 and y.tolist() == [0.5, 1.0]
+    X, y = datasets.load(write(tmp_path, "n.csv", "x,kind\n1,dog\n2,cat\n3,dog\n"))
+    assert y.tolist() == [1, 0, 1] and y.dtype == np.int64
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "is empty"),
+    ("a,b\n", "no records"),
+    ("a\n1\n2\n", "at least one feature"),
+    ("a,b\n1,2\n3\n", "line 3: 1 values"),
+    ("a,b\n1,2\nx,3\n", "line 3, column 'a': 'x' is not a number"),
+    ("a,b\nnan,1\n", "not finite"),
+])
+def test_bad_csv_files(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.load(write(tmp_path, "bad.csv", text))
+
+
+def test_bad_target_columns(tmp_path):
+    p = write(tmp_path, "d.csv", "a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"target column 'z' not found.*\['a', 'b'\]"):
+        datasets.load(p, target="z")
+    with pytest.raises(ValueError, match="index 5 is out of range"):
+        datasets.load(p, target=5)
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        datasets.load(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match="must end in .csv, .npy or .npz"):
+        datasets.load(write(tmp_path, "d.txt", "a,b\n1,2\n"))
+
+
+def test_npy_target_column(tmp_path):
+    a = np.array([[0.1, 0.2, 1.0], [0.3, 0.4, 0.0]])
+    np.save(tmp_path / "d.npy", a)
+    X, y = datasets.load(tmp_path / "d.npy")
+    assert X.tolist() == [[0.1, 0.2], [0.3, 0.4]] and y.tolist() == [1, 0] and y.dtype == np.int64
+    X, y = datasets.load(tmp_path / "d.npy", target=0)
+    assert y.tolist() == [0.1, 0.3] and X.shape == (2, 2)
+    np.save(tmp_path / "v.npy", np.arange(3.0))
+    with pytest.raises(ValueError, match="expected a 2-D array"):
+        datasets.load(tmp_path / "v.npy")
+    with pytest.raises(ValueError, match="no column names"):
+        datasets.load(tmp_path / "d.npy", target="label")
+
+
+def test_npz_with_X_and_y(tmp_path):
+    X0, y0 = datasets.make("moons", 50, 2, seed=0)
+    np.savez(tmp_path / "d.npz", X=X0, y=y0)
+    X, y = datasets.load(tmp_path / "d.npz")
+    assert np.array_equal(X, X0) and np.array_equal(y, y0)
+    np.savez(tmp_path / "bad.npz", features=X0)
+    with pytest.raises(ValueError, match="needs arrays named 'X' and 'y'"):
+        datasets.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", X=X0, y=y0[:10])
+    with pytest.raises(ValueError, match="y has shape"):
+        datasets.load(tmp_path / "short.npz")
+
+
+def test_loaded_data_trains(tmp_path):
+    import fastbatch as fb
+    X0, y0 = datasets.make("xor", 200, 2, seed=0)
+    np.save(tmp_path / "xor.npy", np.column_stack([X0, y0]))
+    X, y = datasets.load(tmp_path / "xor.npy")
+    h = fb.Trainer(batch_size=32, epochs=2, backend="numpy").fit(X, y)
+    assert h.n_steps == 14
