@@ -1,0 +1,96 @@
+"""The benches run in --quick mode, print their table, write valid JSON, and the contenders agree on the loss.
+
+Timings are never asserted: they depend on the machine.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCHES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches")
+LOSS_RTOL = {"float32": 1e-3, "float64": 1e-9}
+
+
+def run_bench(script, tmp_path, *args):
+    out = tmp_path / (script + ".json")
+    proc = subprocess.run([sys.executable, os.path.join(BENCHES, script + ".py"), "--quick", "--threads", "1",
+                           "--json", str(out), *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out) as f:
+        return proc.stdout, json.load(f)
+
+
+def check_agreement(doc, contender, dtype):
+    rows = [r for r in doc["results"] if r["contender"] == contender and r["dtype"] == dtype]
+    assert rows, f"no {contender} rows"
+    for r in rows:
+        ref = next(x for x in doc["results"] if x["contender"] == "numpy" and x["workload"] == r["workload"]
+                   and x["batch"] == r["batch"] and x["dtype"] == dtype)
+        assert r["final_loss"] == pytest.approx(ref["final_loss"], rel=LOSS_RTOL[dtype]), (r, ref)
+        assert r["loss_rel_diff"] <= LOSS_RTOL[dtype]
+
+
+def check_table(stdout, doc, contenders):
+    assert "us/step" in stdout and "records/s" in stdout and "% peak" in stdout
+    assert doc["threads"] == 1 and doc["gemm_peak_gflops"]
+    workloads = {r["workload"] for r in doc["results"]}
+    assert workloads == {"seed", "digits", "wide"}
+    for r in doc["results"]:
+        assert r["contender"] in contenders
+        assert r["us_per_step"] > 0 and r["records_per_s"] > 0 and r["gflops"] > 0
+        assert r["final_loss"] == r["final_loss"]  # not NaN
+        if r["contender"] == "numpy":
+            assert r["speedup"] == pytest.approx(1.0)
+    for name in {r["contender"] for r in doc["results"]}:
+        assert any(line.split()[2:3] == [name] for line in stdout.splitlines()), f"no table row for {name}"
+
+
+@pytest.fixture(scope="module")
+def tmp_module(tmp_path_factory):
+    return tmp_path_factory.mktemp("benches")
+
+
+def test_bench_vs_numpy_quick(tmp_module):
+    stdout, doc = run_bench("bench_vs_numpy", tmp_module)
+    check_table(stdout, doc, {"numpy", "fastbatch"})
+    check_agreement(doc, "fastbatch", "float32")
+    assert "targets" in stdout
+
+
+def test_bench_vs_numpy_quick_float64(tmp_path):
+    stdout, doc = run_bench("bench_vs_numpy", tmp_path, "--dtype", "float64", "--workloads", "seed,wide",
+                            "--no-memory")
+    assert {r["dtype"] for r in doc["results"]} == {"float64"}
+    check_agreement(doc, "fastbatch", "float64")
+
+
+def test_bench_vs_peers_quick(tmp_module):
+    stdout, doc = run_bench("bench_vs_peers", tmp_module)
+    check_table(stdout, doc, {"numpy", "fastbatch", "torch", "sklearn"})
+    check_agreement(doc, "fastbatch", "float32")
+    if importlib.util.find_spec("torch"):
+        check_agreement(doc, "torch", "float32")
+    else:
+        assert "torch is not installed" in stdout
+    if importlib.util.find_spec("sklearn"):
+        rows = [r for r in doc["results"] if r["contender"] == "sklearn"]
+        assert rows and all(r["loss_rel_diff"] is None for r in rows)  # its loss is its own
+
+
+def test_plot_sweep(tmp_module):
+    if not (importlib.util.find_spec("matplotlib")
+            or (importlib.util.find_spec("pyqtgraph") and importlib.util.find_spec("PySide6"))):
+        pytest.skip("neither matplotlib nor pyqtgraph + PySide6 is installed")
+    src = tmp_module / "bench_vs_numpy.json"
+    if not src.exists():
+        run_bench("bench_vs_numpy", tmp_module)
+    png = tmp_module / "sweep.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, os.path.join(BENCHES, "plot_sweep.py"), str(src), "-o", str(png)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
