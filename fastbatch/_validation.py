@@ -150,7 +150,10 @@ def check_X(X, dtype, name="X", n_features=None):
             raise TypeError(f"{name} must hold real numbers, got an array of {what} (dtype {raw.dtype})")
         if raw.ndim != 2:
             raise ValueError(f"{name} must be 2-D (records x features), got shape {raw.shape}")
-        arr = np.ascontiguousarray(raw, dtype=dtype)
+        if isinstance(X, np.memmap) and raw.size:
+            arr = take_rows(X, None, dtype)  # converted once, into a file of its own: never loaded whole
+        else:
+            arr = np.ascontiguousarray(raw, dtype=dtype)
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one record and one feature, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
@@ -158,6 +161,30 @@ def check_X(X, dtype, name="X", n_features=None):
     if not _all_finite(arr):
         raise ValueError(f"{name} holds NaN or infinite values; clean or impute them first")
     return arr
+
+
+def take_rows(X, rows, dtype, chunk=1 << 16):
+    """X[rows] (all rows when None) as C-contiguous ``dtype``.
+
+    For a memory-mapped X the result is a memory map of a temporary file (deleted
+    when the map is dropped), written in chunks, so neither is ever held whole in memory.
+    """
+    n = X.shape[0] if rows is None else len(rows)
+    if not isinstance(X, np.memmap):
+        out = X if rows is None else X[rows]
+        return np.ascontiguousarray(out, dtype=dtype)
+    import tempfile
+    out = np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=(n, X.shape[1]))
+    for start in range(0, n, chunk):
+        src = slice(start, start + chunk) if rows is None else rows[start:start + chunk]
+        out[start:start + chunk] = X[src]
+        if start % (chunk * 16) == 0:
+            release_pages(X)
+            release_pages(out)
+    out.flush()
+    release_pages(X)
+    release_pages(out)
+    return out
 
 
 def _all_finite(arr, chunk=1 << 16):

@@ -264,9 +264,9 @@ class Trainer:
                                  f"{n_val} for validation and {n - n_val} for training; both need at least 1")
             perm = np.random.default_rng([self._cfg["seed"], 0x5A11]).permutation(n)
             tr_idx, va_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
-            val = (Xc[va_idx], targets[va_idx] if targets.size else targets,
+            val = (V.take_rows(Xc, va_idx, dtype), targets[va_idx] if targets.size else targets,
                    labels[va_idx] if labels.size else labels)
-            Xc = Xc[tr_idx]
+            Xc = V.take_rows(Xc, tr_idx, dtype)
             targets = targets[tr_idx] if targets.size else targets
             labels = labels[tr_idx] if labels.size else labels
         plan = make_plan(Xc.shape[0], self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])

@@ -111,3 +111,18 @@ def test_memmap_file_larger_than_the_memory_it_uses(tmp_path):
     assert steps == -(-n // 256)
     size = os.path.getsize(path)
     assert peak < 0.5 * size + 150e6, f"peak RSS {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB file"
+
+
+@pytest.mark.parametrize("case", ["float64 file", "validation split"])
+def test_memmap_conversions_stay_on_disk(tmp_path, case):
+    rng = np.random.default_rng(0)
+    X = rng.random((2000, 6))
+    y = rng.integers(0, 2, 2000)
+    np.save(tmp_path / "X.npy", X if case == "float64 file" else X.astype(np.float32))
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    kw = dict(epochs=2, batch_size=32, validation_split=0.25 if case == "validation split" else 0.0)
+    tr = fb.Trainer(**kw)
+    h = tr.fit(Xm, y)
+    assert isinstance(tr._cache["X"], np.memmap) and tr._cache["X"].dtype == np.float32
+    ref = fb.Trainer(**kw).fit(X.astype(np.float32), y)
+    assert np.array_equal(h.loss, ref.loss) and np.array_equal(h.val_loss, ref.val_loss)
