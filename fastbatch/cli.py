@@ -83,6 +83,9 @@ TRAINER_FLAGS = ("hidden", "activation", "loss", "batch_size", "epochs", "learni
                  "validation_split", "patience", "lr_schedule", "warmup_steps")
 
 
+TARGET_HELP = "the target column: a CSV header name or a column index (default: the last column; .npz: y)"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastbatch", description="Mini-batch training of small dense networks: records, batches, steps, epochs.")
@@ -99,8 +102,8 @@ def build_parser():
     p.add_argument("--steps", action="store_true", help="also print every 'Epoch: e, Batch: b, Step: s' line")
 
     p = sub.add_parser("train", help="train on a .csv/.npy/.npz file; write history CSV, checkpoint, loss plot")
-    p.add_argument("data", help="the data: .csv with a header, or .npz with arrays X and y, or .npy")
-    p.add_argument("--target", help="the target column (a CSV column name)")
+    p.add_argument("data", help="the data: .csv with a header, .npy (a 2-D array), or .npz with arrays X and y")
+    p.add_argument("--target", help=TARGET_HELP)
     p.add_argument("--out-dir", help="where to write the outputs (default: next to the data, "
                                      "or ./fastbatch-run when that folder is not writable)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT on the same data")
@@ -110,12 +113,13 @@ def build_parser():
     p = sub.add_parser("evaluate", help="mean loss (and accuracy) of a checkpoint's network on data")
     p.add_argument("checkpoint")
     p.add_argument("data")
-    p.add_argument("--target", help="the target column (a CSV column name)")
+    p.add_argument("--target", help=TARGET_HELP)
 
     p = sub.add_parser("predict", help="predictions of a checkpoint's network for data")
     p.add_argument("checkpoint")
     p.add_argument("data")
-    p.add_argument("--target", help="a target column to leave out of the features, if the data has one")
+    p.add_argument("--target", help="a target column to leave out of the features (without it, a file with "
+                                    "one column more than the network's inputs has its last column left out)")
     p.add_argument("--out", help="write the predictions to this CSV (default: print them)")
 
     p = sub.add_parser("demo", help="the seed's demo (as python -m fastbatch)")
@@ -360,6 +364,20 @@ def _load(path, target):
     return datasets.load(path, target=target)
 
 
+def _load_features(path, target, n_features):
+    """The features of a data file for a network of ``n_features`` inputs.
+
+    With ``target`` given, that column is left out. Without it, a .csv/.npy file with exactly
+    ``n_features`` columns is all features; otherwise its last column is taken as the target.
+    """
+    import numpy as np
+    X, y = _load(path, target)
+    plain = os.path.splitext(os.fspath(path))[1].lower() in (".csv", ".npy")
+    if target is None and plain and X.shape[1] + 1 == n_features and np.ndim(y) == 1:
+        X = np.column_stack([X, y.astype(np.float64)])  # the last column was a feature, not a target
+    return X
+
+
 def cmd_evaluate(args):
     from .trainer import Trainer
     trainer = Trainer.load(args.checkpoint)
@@ -380,7 +398,7 @@ def cmd_predict(args):
     trainer = Trainer.load(args.checkpoint)
     if not trainer.started:
         raise ValueError(f"{args.checkpoint} holds an untrained network (no run started)")
-    X, _ = _load(args.data, args.target)
+    X = _load_features(args.data, args.target, trainer.get_params()[0][0].shape[0])
     pred = np.asarray(trainer.predict(X))
     pred = pred.reshape(len(pred), -1)
     cols = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j}" for j in range(pred.shape[1])]
