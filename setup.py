@@ -28,6 +28,7 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
+        depends=["fastbatch/_kernel_helpers.h", "fastbatch/_kernel_dense.h"],
     ),
 ]
 

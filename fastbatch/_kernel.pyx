@@ -8,7 +8,7 @@ reports a non-finite loss through its status and the Trainer raises.
 """
 import numpy as np
 
-from libc.math cimport exp, log, log1p, sqrt, tanh, fabs, isfinite
+from libc.math cimport exp, expf, log, logf, log1p, sqrt, tanh, fabs, isfinite
 from libc.stdint cimport uint64_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
@@ -60,8 +60,6 @@ cdef void epoch_order_c(int64_t n, uint64_t seed, uint64_t epoch, bint shuffle, 
     """order := the records sorted by key mix64(stream + (i+1) * golden), ties by index (= schedule.epoch_order)."""
     cdef int64_t i, j, pos
     cdef uint64_t stream, key
-    cdef int64_t counts[256]
-    cdef int shift
     for i in range(n):
         order[i] = i
     if not shuffle or n < 2:
@@ -69,41 +67,47 @@ cdef void epoch_order_c(int64_t n, uint64_t seed, uint64_t epoch, bint shuffle, 
     stream = mix64(mix64(seed) ^ epoch)
     for i in range(n):
         keys[i] = mix64(stream + <uint64_t>(i + 1) * GOLDEN)
-    if n <= 32:  # insertion sort (stable) for tiny epochs
-        for i in range(1, n):
-            key = keys[i]
-            j = i - 1
-            while j >= 0 and keys[j] > key:
-                keys[j + 1] = keys[j]
-                order[j + 1] = order[j]
-                j -= 1
-            keys[j + 1] = key
-            order[j + 1] = i
-        return
-    # LSD radix sort, 8 bits a pass: stable, so ties keep index order
-    cdef uint64_t *ksrc = keys
-    cdef uint64_t *kdst = keys2
-    cdef int64_t *osrc = order
-    cdef int64_t *odst = order2
-    cdef uint64_t *kt
-    cdef int64_t *ot
-    for shift in range(0, 64, 8):
-        memset(counts, 0, sizeof(counts))
-        for i in range(n):
-            counts[(ksrc[i] >> shift) & 255] += 1
-        pos = 0
-        for j in range(256):
-            i = counts[j]
-            counts[j] = pos
-            pos += i
-        for i in range(n):
-            j = (ksrc[i] >> shift) & 255
-            kdst[counts[j]] = ksrc[i]
-            odst[counts[j]] = osrc[i]
-            counts[j] += 1
-        kt = ksrc; ksrc = kdst; kdst = kt
-        ot = osrc; osrc = odst; odst = ot
-    # 8 passes: the result is back in `order`
+    if n > 32:  # bucket the keys by their top bits first: they are uniform, so buckets hold ~1 record
+        bucket_by_top_bits(n, keys, order, keys2, order2)
+    # insertion sort (stable): all of a tiny epoch, else only within buckets
+    for i in range(1, n):
+        key = keys[i]
+        if keys[i - 1] <= key:
+            continue
+        j = i - 1
+        pos = order[i]
+        while j >= 0 and keys[j] > key:
+            keys[j + 1] = keys[j]
+            order[j + 1] = order[j]
+            j -= 1
+        keys[j + 1] = key
+        order[j + 1] = pos
+
+
+cdef void bucket_by_top_bits(int64_t n, uint64_t *keys, int64_t *order, uint64_t *keys2,
+                             int64_t *order2) noexcept nogil:
+    """Stable counting sort of (keys, order) by the keys' top floor(log2 n) bits (2 <= n)."""
+    cdef int bits = 0
+    cdef int64_t i, pos, c, n_buckets
+    cdef uint64_t b
+    while (<int64_t>2 << bits) <= n and bits < 62:
+        bits += 1
+    n_buckets = <int64_t>1 << bits  # <= n: order2 holds the counts
+    cdef int64_t *counts = order2
+    memset(counts, 0, n_buckets * sizeof(int64_t))
+    for i in range(n):
+        counts[keys[i] >> (64 - bits)] += 1
+    pos = 0
+    for i in range(n_buckets):
+        c = counts[i]
+        counts[i] = pos
+        pos += c
+    for i in range(n):  # order[i] is still i: each record's index goes along with its key
+        b = keys[i] >> (64 - bits)
+        keys2[counts[b]] = keys[i]
+        order[counts[b]] = i
+        counts[b] += 1
+    memcpy(keys, keys2, n * sizeof(uint64_t))
 
 
 def epoch_order(int64_t n, uint64_t seed, uint64_t epoch, bint shuffle=True):
@@ -123,6 +127,52 @@ def epoch_order(int64_t n, uint64_t seed, uint64_t epoch, bint shuffle=True):
 
 # ---------------------------------------------------------------- dense algebra (row-major)
 
+cdef extern from "_kernel_helpers.h" nogil:
+    void fb_ab_f(const float *A, const float *B, const float *bias, float *C, int rows, int k, int n)
+    void fb_ab_d(const double *A, const double *B, const double *bias, double *C, int rows, int k, int n)
+    void fb_abt_f(const float *A, const float *B, const float *bias, float *C, int rows, int k, int n)
+    void fb_abt_d(const double *A, const double *B, const double *bias, double *C, int rows, int k, int n)
+    void fb_atb_acc_f(const float *A, const float *B, float *C, int rows, int p, int q)
+    void fb_atb_acc_d(const double *A, const double *B, double *C, int rows, int p, int q)
+    void fb_transpose_f(const float *B, float *Bt, int k, int n)
+    void fb_transpose_d(const double *B, double *Bt, int k, int n)
+    void fb_colsum_f(const float *D, float *out, int rows, int n)
+    void fb_colsum_d(const double *D, double *out, int rows, int n)
+
+
+cdef inline void small_ab(floating *A, floating *B, floating *bias, floating *C, int rows, int k, int n) noexcept nogil:
+    """C := A @ B (+ bias)   (A: rows x k, B: k x n): register-blocked loops along n."""
+    if floating is float:
+        fb_ab_f(A, B, bias, C, rows, k, n)
+    else:
+        fb_ab_d(A, B, bias, C, rows, k, n)
+
+
+cdef inline void small_abt(floating *A, floating *B, floating *bias, floating *C, int rows, int k, int n) noexcept nogil:
+    """C := A @ B.T (+ bias)   (A: rows x k, B: n x k): dot products along k."""
+    if floating is float:
+        fb_abt_f(A, B, bias, C, rows, k, n)
+    else:
+        fb_abt_d(A, B, bias, C, rows, k, n)
+
+
+cdef inline void small_atb(floating *A, floating *B, floating *C, int rows, int p, int q) noexcept nogil:
+    """C := A.T @ B   (A: rows x p, B: rows x q, C: p x q)."""
+    memset(C, 0, <long>p * q * sizeof(floating))
+    if floating is float:
+        fb_atb_acc_f(A, B, C, rows, p, q)
+    else:
+        fb_atb_acc_d(A, B, C, rows, p, q)
+
+
+cdef inline void transpose(floating *B, floating *Bt, int k, int n) noexcept nogil:
+    """Bt := B.T   (B: k x n)."""
+    if floating is float:
+        fb_transpose_f(B, Bt, k, n)
+    else:
+        fb_transpose_d(B, Bt, k, n)
+
+
 cdef inline void gemm(char transa, char transb, int m, int n, int k, floating alpha,
                       floating *a, int lda, floating *b, int ldb, floating beta,
                       floating *c, int ldc) noexcept nogil:
@@ -133,71 +183,12 @@ cdef inline void gemm(char transa, char transb, int m, int n, int k, floating al
         dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
-cdef void matmul_bias(floating *A, floating *W, floating *bias, floating *Z,
-                      int rows, int n_in, int n_out) noexcept nogil:
-    """Z := A @ W + bias   (A: rows x n_in, W: n_in x n_out)."""
-    cdef int r, i, j
-    cdef floating a
-    cdef floating *z
-    cdef floating *w
-    for r in range(rows):
-        z = Z + r * n_out
-        for j in range(n_out):
-            z[j] = bias[j]
-    if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(c'N', c'N', n_out, rows, n_in, <floating>1, W, n_out, A, n_in, <floating>1, Z, n_out)
-        return
-    for r in range(rows):
-        z = Z + r * n_out
-        for i in range(n_in):
-            a = A[r * n_in + i]
-            w = W + i * n_out
-            for j in range(n_out):
-                z[j] += a * w[j]
-
-
-cdef void grad_weights(floating *A, floating *D, floating *gW, floating *gb,
-                       int rows, int n_in, int n_out) noexcept nogil:
-    """gW := A.T @ D,  gb := sum of D's rows."""
-    cdef int r, i, j
-    cdef floating a
-    cdef floating *d
-    cdef floating *g
-    memset(gb, 0, n_out * sizeof(floating))
-    for r in range(rows):
-        d = D + r * n_out
-        for j in range(n_out):
-            gb[j] += d[j]
-    if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(c'N', c'T', n_out, n_in, rows, <floating>1, D, n_out, A, n_in, <floating>0, gW, n_out)
-        return
-    memset(gW, 0, n_in * n_out * sizeof(floating))
-    for r in range(rows):
-        d = D + r * n_out
-        for i in range(n_in):
-            a = A[r * n_in + i]
-            g = gW + i * n_out
-            for j in range(n_out):
-                g[j] += a * d[j]
-
-
-cdef void back_through(floating *D, floating *W, floating *out, int rows, int n_in, int n_out) noexcept nogil:
-    """out := D @ W.T   (D: rows x n_out, W: n_in x n_out)."""
-    cdef int r, i, j
-    cdef floating s
-    cdef floating *d
-    cdef floating *w
-    if <long>rows * n_in * n_out >= BLAS_MIN_MACS:
-        gemm(c'T', c'N', n_in, rows, n_out, <floating>1, W, n_out, D, n_out, <floating>0, out, n_in)
-        return
-    for r in range(rows):
-        d = D + r * n_out
-        for i in range(n_in):
-            w = W + i * n_out
-            s = 0
-            for j in range(n_out):
-                s += d[j] * w[j]
-            out[r * n_in + i] = s
+cdef inline void column_sums(floating *D, floating *out, int rows, int n) noexcept nogil:
+    """out := the sum of D's rows   (D: rows x n)."""
+    if floating is float:
+        fb_colsum_f(D, out, rows, n)
+    else:
+        fb_colsum_d(D, out, rows, n)
 
 
 # ---------------------------------------------------------------- activations, forward next to backward
@@ -260,21 +251,29 @@ cdef double loss_grad(int code, floating *Zl, floating *T, int64_t *labels, int6
             s = 1 / (1 + e) if z >= 0 else e / (1 + e)
             D[r] = <floating>((s - y) * scale)
         return total * scale
-    for r in range(rows):  # cross-entropy: softmax over k logits
+    cdef floating fmax, fs, fscale = <floating>scale
+    for r in range(rows):  # cross-entropy: softmax over k logits, in the network's precision
         zr = Zl + r * k; dr = D + r * k
-        zmax = zr[0]
+        fmax = zr[0]
         for j in range(1, k):
-            if zr[j] > zmax:
-                zmax = zr[j]
-        s = 0
+            if zr[j] > fmax:
+                fmax = zr[j]
+        fs = 0
         for j in range(k):
-            e = exp(zr[j] - zmax)
-            dr[j] = <floating>e
-            s += e
-        total += log(s) - (zr[labels[idx[r]]] - zmax)
+            dr[j] = expf(zr[j] - fmax) if floating is float else exp(zr[j] - fmax)
+            fs += dr[j]
+        total += (logf(fs) if floating is float else log(fs)) - (zr[labels[idx[r]]] - fmax)
+    # a second pass re-adds each row (the same sum): reading back a row just written
+    # would stall on store forwarding for every record
+    for r in range(rows):
+        dr = D + r * k
+        fs = 0
         for j in range(k):
-            dr[j] = <floating>((dr[j] / s) * scale)
-        dr[labels[idx[r]]] -= <floating>scale
+            fs += dr[j]
+        fs = fscale / fs
+        for j in range(k):
+            dr[j] *= fs
+        dr[labels[idx[r]]] -= fscale
     return total * scale
 
 
@@ -317,13 +316,14 @@ cdef void update(int opt, floating *p, floating *g, floating *m, floating *v, lo
 
 # ---------------------------------------------------------------- the loop
 
-cdef inline long total_params(int64_t *sizes, int n_layers) noexcept nogil:
-    cdef long total = 0
-    cdef int l
-    for l in range(n_layers):
-        total += sizes[l] * sizes[l + 1] + sizes[l + 1]
-    return total
+cdef inline bint use_blas(int rows, int n_in, int n_out) noexcept nogil:
+    """Whether a layer's products go to BLAS gemm rather than the small loops."""
+    return <long>rows * n_in * n_out >= BLAS_MIN_MACS
 
+
+cdef inline bint out_major(int n_in, int n_out) noexcept nogil:
+    """Narrow layers (few outputs) run the small loops on W.T, so they vectorise along n_in."""
+    return n_out < 8 and n_in > n_out
 
 
 cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_layers,
@@ -332,18 +332,22 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
              int64_t spe, bint shuffle, uint64_t seed, int act, int loss, int opt,
              double momentum, bint nesterov, double beta1, double beta2, double eps, double wd,
              const uint8_t *stop, double max_seconds, int64_t check_every,
-             floating **acts, floating *D0, floating *D1,
+             floating **acts, floating *D0, floating *D1, floating *WT, floating *GT,
              int64_t *order, uint64_t *keys, uint64_t *keys2, int64_t *order2,
              int64_t *done) noexcept nogil:
     cdef int64_t i, step, epoch, k, epoch_now = -1, r, start
     cdef int l, rows, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
-    cdef long off, n_params = total_params(sizes, n_layers)
+    cdef long off, n_w
     cdef int64_t B = batch_size if batch_size < n else n
     cdef double deadline = fb_now() + max_seconds
     cdef double step_loss
+    # momentum-free SGD without decay: a BLAS layer's gemm writes W -= lr * A.T @ D in place
+    cdef bint plain_sgd = opt == 0 and momentum == 0 and wd == 0
     cdef floating *D
     cdef floating *Dn
     cdef floating *tmp
+    cdef floating *W
+    cdef floating *A
     cdef int64_t *idx
     for i in range(n_steps):
         done[0] = i
@@ -367,28 +371,64 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
         off = 0
         for l in range(n_layers):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
-            matmul_bias(acts[l], theta + off, theta + off + n_in * n_out, acts[l + 1], rows, n_in, n_out)
+            n_w = <long>n_in * n_out
+            W = theta + off
+            if use_blas(rows, n_in, n_out):
+                for r in range(rows):
+                    memcpy(acts[l + 1] + <long>r * n_out, W + n_w, n_out * sizeof(floating))
+                gemm(c'N', c'N', n_out, rows, n_in, <floating>1, W, n_out, acts[l], n_in,
+                     <floating>1, acts[l + 1], n_out)
+            elif out_major(n_in, n_out):
+                transpose(W, WT + off, n_in, n_out)
+                small_abt(acts[l], WT + off, W + n_w, acts[l + 1], rows, n_in, n_out)
+            else:
+                small_ab(acts[l], W, W + n_w, acts[l + 1], rows, n_in, n_out)
             if l < n_layers - 1:
                 activate(act, acts[l + 1], <long>rows * n_out)
-            off += n_in * n_out + n_out
+            off += n_w + n_out
         step_loss = loss_grad(loss, acts[n_layers], T, labels, idx, D0, rows, k_out)
         if not isfinite(step_loss):
             return NONFINITE
         losses[i] = step_loss
 
-        # backward: the delta goes through W before any update
+        # backward: the delta goes through W before W changes
         D = D0; Dn = D1
         for l in range(n_layers - 1, -1, -1):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
-            off -= n_in * n_out + n_out
-            grad_weights(acts[l], D, G + off, G + off + n_in * n_out, rows, n_in, n_out)
+            n_w = <long>n_in * n_out
+            off -= n_w + n_out
+            W = theta + off; A = acts[l]
+            column_sums(D, G + off + n_w, rows, n_out)
+            if use_blas(rows, n_in, n_out):
+                if l > 0:  # Dn := D @ W.T
+                    gemm(c'T', c'N', n_in, rows, n_out, <floating>1, W, n_out, D, n_out, <floating>0, Dn, n_in)
+                if plain_sgd:  # W := W - lr * A.T @ D
+                    gemm(c'N', c'T', n_out, n_in, rows, -<floating>lrs[i], D, n_out, A, n_in, <floating>1, W, n_out)
+                else:  # gW := A.T @ D
+                    gemm(c'N', c'T', n_out, n_in, rows, <floating>1, D, n_out, A, n_in, <floating>0, G + off, n_out)
+            elif out_major(n_in, n_out):
+                small_atb(D, A, GT, rows, n_out, n_in)
+                transpose(GT, G + off, n_out, n_in)
+                if l > 0:
+                    small_ab(D, WT + off, NULL, Dn, rows, n_out, n_in)
+            else:
+                small_atb(A, D, G + off, rows, n_in, n_out)
+                if l > 0:
+                    small_abt(D, W, NULL, Dn, rows, n_out, n_in)
             if l > 0:
-                back_through(D, theta + off, Dn, rows, n_in, n_out)
                 activation_backward(act, acts[l], Dn, <long>rows * n_in)
                 tmp = D; D = Dn; Dn = tmp
 
-        update(opt, theta, G, m, v, n_params, lrs[i], opt_t + i + 1,
-               momentum, nesterov, beta1, beta2, eps, wd)
+        for l in range(n_layers):
+            n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
+            n_w = <long>n_in * n_out
+            if plain_sgd and use_blas(rows, n_in, n_out):  # W is done: only b is left
+                update(opt, theta + off + n_w, G + off + n_w, m + off + n_w, v + off + n_w, n_out,
+                       lrs[i], opt_t + i + 1, momentum, nesterov, beta1, beta2, eps, wd)
+            else:
+                update(opt, theta + off, G + off, m + off, v + off, n_w + n_out,
+                       lrs[i], opt_t + i + 1, momentum, nesterov, beta1, beta2, eps, wd)
+            off += n_w + n_out
     done[0] = n_steps
     return DONE
 
@@ -430,6 +470,8 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
     cdef floating[::1] D0 = np.empty(B * widest, dtype=dt)
     cdef floating[::1] D1 = np.empty(B * widest, dtype=dt)
     cdef floating[::1] G = np.empty(theta.shape[0], dtype=dt)
+    cdef floating[::1] WT = np.empty(theta.shape[0], dtype=dt)
+    cdef floating[::1] GT = np.empty(theta.shape[0], dtype=dt)
     cdef int64_t[::1] order = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] order2 = np.empty(n, dtype=np.int64)
     cdef uint64_t[::1] keys = np.empty(2 * n, dtype=np.uint64)
@@ -442,7 +484,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                          &v[0], &G[0], <double *> &lrs[0], &losses[0], start_step, n_steps, opt_t, n, batch_size,
                          steps_per_epoch, shuffle, seed, activation, loss, optimizer,
                          momentum, nesterov, beta1, beta2, eps, weight_decay,
-                         &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0],
+                         &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0], &WT[0], &GT[0],
                          &order[0], &keys[0], &keys[n], &order2[0], &done)
     finally:
         free(acts)
