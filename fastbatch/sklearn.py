@@ -179,28 +179,38 @@ class _FastBatchEstimator(BaseEstimator):
         n = X.shape[0]
         same_run = (trainer is not None and self._partial_run and trainer.plan is not None
                     and trainer.plan.n_records == n and not trainer.finished)
+        commit = None
         if not same_run:
             params = trainer.get_params() if trainer is not None and trainer.started else None
             trainer = self._new_trainer(partial=True)
-            y_train = self._start_partial_run(trainer, X.shape[1], y_train, params)
+            y_train, commit = self._start_partial_run(trainer, X.shape[1], y_train, params)
         else:
             y_train = self._continue_partial_run(y_train)
         steps = make_plan(n, trainer.batch_size, 1, trainer.drop_last).steps_per_epoch
         done = trainer.step
-        trainer.fit(X, y_train, steps=steps)
-        if trainer is not getattr(self, "trainer_", None):
-            self.trainer_ = trainer
-            self._partial_run = True
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_, self.epoch_loss_, self.n_iter_, self.t_ = np.empty(0), np.empty(0), 0, 0
+        try:
+            trainer.fit(X, y_train, steps=steps)
+        except BaseException:
+            if same_run:  # the trainer keeps the steps before the error (e.g. DivergenceError): so do we
+                self._record(trainer.history, done)
+            raise  # a new run that failed is dropped: the estimator stays as it was
+        if not same_run:
+            self.trainer_ = trainer
+            self._partial_run = True
+            commit()
         self._record(trainer.history, done)
         return self
 
     def _start_partial_run(self, trainer, n_features, y_train, params):
-        """Carry ``params`` (if any) into the new run; return y as the run's targets."""
+        """Carry ``params`` (if any) into the new run; return (y as the run's targets, commit).
+
+        ``commit()`` is called once the run's first fit succeeded.
+        """
         if params is not None:
             trainer.set_params(params)
-        return y_train
+        return y_train, lambda: None
 
     def _continue_partial_run(self, y_train):
         return y_train
@@ -270,8 +280,9 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_, y_train = np.unique(y, return_inverse=True)
+        self._fit(X, y_train.astype(np.int64).reshape(-1))
         self._perm = np.arange(max(len(self.classes_), 2))
-        return self._fit(X, y_train.astype(np.int64).reshape(-1))
+        return self
 
     def partial_fit(self, X, y, classes=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -332,8 +343,10 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         W_out, b_out = np.empty_like(W), np.empty_like(b)
         W_out[:, perm], b_out[perm] = W, b
         trainer.set_params(params[:-1] + [(W_out, b_out)])
-        self._perm = perm
-        return perm[y_train]
+
+        def commit():
+            self._perm = perm
+        return perm[y_train], commit
 
     def _continue_partial_run(self, y_train):
         return self._perm[y_train]

@@ -230,3 +230,15 @@ def test_grid_search_and_cross_validation():
     assert search.best_score_ > 0.9 and set(search.best_params_) == {"hidden", "learning_rate"}
     scores = cross_val_score(FastBatchRegressor(epochs=10), X, X @ np.ones(4), cv=3)
     assert scores.min() > 0.8
+
+
+def test_a_failed_partial_fit_run_leaves_the_estimator_as_it_was():
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=3).fit(X * 1e3, y)
+    before = clf.predict_proba(X)
+    tr, curve = clf.trainer_, clf.loss_curve_.copy()
+    clf.set_params(learning_rate=1e12, optimizer="sgd")
+    with pytest.raises(fb.DivergenceError):
+        clf.partial_fit(X[:100] * 1e3, y[:100])  # another record count: a new run, which diverges
+    assert clf.trainer_ is tr and np.array_equal(clf.loss_curve_, curve)
+    assert np.array_equal(clf.predict_proba(X), before)
