@@ -41,7 +41,7 @@ cdef enum:
 
 # below this many multiply-adds a gemm call costs more than it saves
 cdef enum:
-    BLAS_MIN_MACS = 8192
+    BLAS_MIN_MACS = 32768
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 
