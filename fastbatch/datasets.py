@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "n_classes"]
+__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "columns", "n_classes"]
 
 NAMES = ("random", "blobs", "moons", "spirals", "xor")
 TWO_FEATURE = frozenset({"blobs", "moons", "spirals", "xor"})
@@ -249,3 +249,29 @@ def _load_npz(path):
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise ValueError(f"{path!r}: y has shape {y.shape} but X has {X.shape[0]} records")
     return X.astype(np.float64), y
+
+
+def columns(path):
+    """The column names of a data file, to choose the target from.
+
+    A ``.csv`` file's header; ``["0", "1", ...]`` for a ``.npy`` array; ``None`` for a
+    ``.npz`` archive, whose ``y`` array is the target.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for row in csv.reader(f):
+                if row and any(c.strip() for c in row):
+                    return [c.strip() for c in row]
+        raise ValueError(f"{path!r} is empty: a CSV needs a header row and at least one record")
+    if ext == ".npy":
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        if a.ndim != 2:
+            raise ValueError(f"{path!r} holds an array of shape {a.shape}; expected a 2-D array")
+        return [str(j) for j in range(a.shape[1])]
+    if ext == ".npz":
+        return None
+    raise ValueError(f"cannot read {path!r}: the file must end in .csv, .npy or .npz, got {ext or 'no suffix'!r}")

@@ -145,3 +145,13 @@ def test_loaded_data_trains(tmp_path):
     X, y = datasets.load(tmp_path / "xor.npy")
     h = fb.Trainer(batch_size=32, epochs=2, backend="numpy").fit(X, y)
     assert h.n_steps == 14
+
+
+def test_columns_of_files(tmp_path):
+    assert datasets.columns(write(tmp_path, "d.csv", "\nx1, x2 ,label\n1,2,0\n")) == ["x1", "x2", "label"]
+    np.save(tmp_path / "d.npy", np.zeros((4, 3)))
+    assert datasets.columns(tmp_path / "d.npy") == ["0", "1", "2"]
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 3)), y=np.zeros(4))
+    assert datasets.columns(tmp_path / "d.npz") is None
+    with pytest.raises(FileNotFoundError):
+        datasets.columns(tmp_path / "missing.csv")

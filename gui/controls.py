@@ -1,0 +1,261 @@
+"""The control panel: data, network and training settings, the transport buttons and the exports."""
+import os
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+                               QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
+
+from fastbatch import datasets
+
+DATASETS = [("random", "random records (the seed's)"), ("blobs", "blobs (3 classes)"), ("moons", "two moons"),
+            ("spirals", "spirals"), ("xor", "XOR"), ("file", "file (.csv / .npy / .npz)")]
+OPTIMIZERS = ["sgd", "adam", "adamw"]
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]
+BACKENDS = ["cython", "numpy"]
+
+# name: (objectName, minimum, maximum, default); the CLI checks its flags against the same ranges
+SPIN_RANGES = {
+    "records": ("recordsSpin", 1, 2_000_000, 1000),
+    "features": ("featuresSpin", 1, 1000, 10),
+    "seed": ("seedSpin", 0, 2_147_483_647, 0),
+    "hidden": ("hiddenSpin", 0, 1024, 32),
+    "layers": ("layersSpin", 1, 4, 1),
+    "batch_size": ("batchSizeSpin", 1, 2_000_000, 64),
+    "epochs": ("epochsSpin", 1, 1_000_000, 5),
+    "learning_rate": ("learningRateSpin", 1e-5, 10.0, 0.1),
+    "validation_split": ("validationSplitSpin", 0.0, 0.9, 0.0),
+}
+# what cannot change in the middle of a run
+RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "activation", "batch_size", "epochs",
+             "optimizer", "backend", "validation_split", "shuffle", "drop_last", "target", "load_file")
+
+
+def _spin(name):
+    obj, lo, hi, default = SPIN_RANGES[name]
+    if isinstance(default, float):
+        w = QDoubleSpinBox()
+        w.setDecimals(5 if name == "learning_rate" else 2)
+        w.setSingleStep(0.05)
+        if name == "learning_rate":
+            w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
+    else:
+        w = QSpinBox()
+        w.setGroupSeparatorShown(hi >= 10_000)
+        if name in ("records", "batch_size", "epochs"):
+            w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
+    w.setObjectName(obj)
+    w.setRange(lo, hi)
+    w.setValue(default)
+    w.setKeyboardTracking(False)  # typing "128" is one change, not three
+    w.setAlignment(Qt.AlignRight)
+    return w
+
+
+def _combo(obj, items):
+    w = QComboBox()
+    w.setObjectName(obj)
+    for item in items:
+        if isinstance(item, tuple):
+            w.addItem(item[1], item[0])
+        else:
+            w.addItem(item, item)
+    return w
+
+
+def _button(obj, text, tip):
+    b = QPushButton(text)
+    b.setObjectName(obj)
+    b.setToolTip(tip)
+    return b
+
+
+class ControlPanel(QWidget):
+    """All the settings; ``changed`` fires on any edit, ``config()`` reads them."""
+
+    changed = Signal()
+    fileChosen = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("controlPanel")
+        self.data_path = None
+        self.w = {}
+        w = self.w
+        for name in SPIN_RANGES:
+            w[name] = _spin(name)
+        w["dataset"] = _combo("datasetCombo", DATASETS)
+        w["optimizer"] = _combo("optimizerCombo", OPTIMIZERS)
+        w["activation"] = _combo("activationCombo", ACTIVATIONS)
+        w["backend"] = _combo("backendCombo", BACKENDS)
+        w["target"] = _combo("targetCombo", [])
+        w["shuffle"] = QCheckBox("shuffle records each epoch")
+        w["shuffle"].setObjectName("shuffleCheck")
+        w["shuffle"].setChecked(True)
+        w["drop_last"] = QCheckBox("drop the last short batch")
+        w["drop_last"].setObjectName("dropLastCheck")
+        w["load_file"] = _button("loadFileButton", "Load file…", "Load records from a .csv (header row), .npy or .npz")
+        self.file_label = QLabel("no file")
+        self.file_label.setObjectName("fileLabel")
+        self.file_label.setStyleSheet("color: #666")
+        self.file_label.setWordWrap(True)
+
+        w["records"].setToolTip("records (rows) in the generated dataset")
+        w["features"].setToolTip("features (columns); the 2-D datasets pad extra ones with noise")
+        w["hidden"].setToolTip("units in each hidden layer (0: no hidden layer, a linear model)")
+        w["batch_size"].setToolTip("records per step")
+        w["epochs"].setToolTip("passes over all records")
+        w["learning_rate"].setToolTip("step size; change it while paused and it applies from the next step")
+        w["validation_split"].setToolTip("fraction of the records held out to validate at each epoch end")
+
+        data = QGroupBox("Data")
+        f = QFormLayout(data)
+        f.addRow("dataset", w["dataset"])
+        row = QHBoxLayout()
+        row.addWidget(w["load_file"])
+        row.addWidget(self.file_label, 1)
+        f.addRow(row)
+        f.addRow("target column", w["target"])
+        f.addRow("records", w["records"])
+        f.addRow("features", w["features"])
+        f.addRow("seed", w["seed"])
+
+        net = QGroupBox("Network")
+        f = QFormLayout(net)
+        f.addRow("hidden units", w["hidden"])
+        f.addRow("hidden layers", w["layers"])
+        f.addRow("activation", w["activation"])
+
+        train = QGroupBox("Training")
+        f = QFormLayout(train)
+        f.addRow("batch size", w["batch_size"])
+        f.addRow("epochs", w["epochs"])
+        f.addRow("learning rate", w["learning_rate"])
+        f.addRow("optimizer", w["optimizer"])
+        f.addRow("backend", w["backend"])
+        f.addRow("validation split", w["validation_split"])
+        f.addRow(w["shuffle"])
+        f.addRow(w["drop_last"])
+
+        self.start_button = _button("startButton", "▶  Start", "Start a new run with these settings")
+        self.pause_button = _button("pauseButton", "Pause", "Pause the run (Resume continues it exactly)")
+        self.step_batch_button = _button("stepBatchButton", "Step 1 batch", "Train on one batch: one step")
+        self.step_epoch_button = _button("stepEpochButton", "Step 1 epoch", "Train to the end of the current epoch")
+        self.stop_button = _button("stopButton", "■  Stop", "End the run (within one step); the curve stays")
+        self.reset_button = _button("resetButton", "↺  Reset", "Discard the current run and start over")
+        self.start_button.setStyleSheet("QPushButton:enabled { font-weight: bold; }")
+        transport = QGroupBox("Run")
+        g = QGridLayout(transport)
+        g.addWidget(self.start_button, 0, 0)
+        g.addWidget(self.pause_button, 0, 1)
+        g.addWidget(self.step_batch_button, 1, 0)
+        g.addWidget(self.step_epoch_button, 1, 1)
+        g.addWidget(self.stop_button, 2, 0)
+        g.addWidget(self.reset_button, 2, 1)
+
+        self.export_csv_button = _button("exportCsvButton", "Export CSV…",
+                                         "step,epoch,batch,batch_size,loss,learning_rate,records_seen")
+        self.export_png_button = _button("exportPngButton", "Export PNG…", "Save the loss plot as a picture")
+        self.clear_runs_button = _button("clearRunsButton", "Clear runs", "Remove all runs from the plot")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        for box in (data, net, train, transport):
+            layout.addWidget(box)
+        layout.addStretch(1)
+
+        for name, widget in w.items():
+            if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+                widget.valueChanged.connect(self.changed)
+            elif isinstance(widget, QComboBox):
+                widget.currentIndexChanged.connect(self.changed)
+            elif isinstance(widget, QCheckBox):
+                widget.toggled.connect(self.changed)
+        w["dataset"].currentIndexChanged.connect(self._dataset_changed)
+        w["load_file"].clicked.connect(self._choose_file)
+        self._dataset_changed()
+
+    # ------------------------------------------------------------------ reading and writing the settings
+
+    def config(self):
+        """The settings as plain values."""
+        w = self.w
+        c = {name: w[name].value() for name in SPIN_RANGES}
+        for name in ("dataset", "optimizer", "activation", "backend"):
+            c[name] = w[name].currentData()
+        c["shuffle"] = w["shuffle"].isChecked()
+        c["drop_last"] = w["drop_last"].isChecked()
+        c["data_path"] = self.data_path
+        c["target"] = w["target"].currentData()
+        return c
+
+    def trainer_params(self):
+        """Keyword arguments for ``fastbatch.Trainer``."""
+        c = self.config()
+        hidden = (c["hidden"],) * c["layers"] if c["hidden"] else ()
+        return dict(hidden=hidden, activation=c["activation"], batch_size=c["batch_size"], epochs=c["epochs"],
+                    learning_rate=c["learning_rate"], optimizer=c["optimizer"], shuffle=c["shuffle"],
+                    drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
+                    validation_split=c["validation_split"])
+
+    def set_value(self, name, value):
+        """Set one setting as a person would (fires ``changed``)."""
+        widget = self.w[name]
+        if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            widget.setValue(value)
+        elif isinstance(widget, QComboBox):
+            i = widget.findData(value)
+            if i < 0:
+                raise ValueError(f"{name} must be one of {[widget.itemData(j) for j in range(widget.count())]}, "
+                                 f"got {value!r}")
+            widget.setCurrentIndex(i)
+        else:
+            widget.setChecked(bool(value))
+
+    def set_data_file(self, path, target=None):
+        """Use the data file ``path`` (target column by name or index; default the last column)."""
+        names = datasets.columns(path)  # raises for a missing or unreadable file
+        self.data_path = os.fspath(path)
+        tc = self.w["target"]
+        tc.blockSignals(True)
+        tc.clear()
+        if names is None:
+            tc.addItem("y (from the .npz)", None)
+        else:
+            for j, name in enumerate(names):
+                tc.addItem(name if name == str(j) else f"{name}  (column {j})", name)
+            tc.setCurrentIndex(len(names) - 1)
+            if target is not None:
+                t = str(target)
+                i = tc.findData(t)
+                if i < 0 and t.lstrip("-").isdigit() and -len(names) <= int(t) < len(names):
+                    i = int(t) % len(names)
+                if i < 0:
+                    raise ValueError(f"target column {target!r} not found in {path!r}; the columns are {names}")
+                tc.setCurrentIndex(i)
+        tc.blockSignals(False)
+        self.file_label.setText(os.path.basename(self.data_path))
+        self.file_label.setToolTip(self.data_path)
+        self.set_value("dataset", "file")
+        self._dataset_changed()
+        self.changed.emit()
+
+    def _choose_file(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Load records", "", "Data (*.csv *.npy *.npz);;All files (*)")
+        if path:
+            self.fileChosen.emit(path)
+
+    def _dataset_changed(self):
+        is_file = self.w["dataset"].currentData() == "file"
+        self.w["target"].setEnabled(is_file and self.data_path is not None)
+        for name in ("records", "features"):
+            self.w[name].setEnabled(not is_file)
+
+    def set_editable(self, running, paused):
+        """Lock what cannot change mid-run; the learning rate may change while paused."""
+        locked = running or paused
+        for name in RUN_FIXED:
+            self.w[name].setEnabled(not locked)
+        if not locked:
+            self._dataset_changed()
+        self.w["learning_rate"].setEnabled(not running)
+        self.clear_runs_button.setEnabled(not running)
