@@ -235,17 +235,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _prepare(self, X, y, first_call):
+    def _prepare(self, X, y, first_call, n_outputs=None):
         """Check and convert (X, y) once; nothing of the trainer changes here."""
         c = self._cache
-        if c is not None and c["X_in"] is X and c["y_in"] is y:
+        if c is not None and c["X_in"] is X and c["y_in"] is y and n_outputs in (None, c["n_outputs"]):
             return c
         dtype = np.dtype(self._cfg["dtype"])
         run = self._run
         Xc = V.check_X(X, dtype, n_features=None if first_call else run["n_features"])
         loss = V.resolve_loss(self._cfg["loss"], y) if first_call else run["loss"]
         n = Xc.shape[0]
-        targets, labels, k = V.check_y(y, loss, n, dtype, None if first_call else run["n_outputs"])
+        targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if first_call else run["n_outputs"])
+        if n_outputs is not None and n_outputs != k:
+            raise ValueError(f"n_outputs={n_outputs} does not fit the run, which has {k} outputs")
         if not first_call and n != run["n_records_all"]:
             raise ValueError(f"X has {n} records, but this run was started with {run['n_records_all']}; "
                              "call reset() to start a new run on other data")
@@ -322,7 +324,7 @@ class Trainer:
         if self._fit_lock.locked():
             raise RuntimeError(f"cannot {what}() while fit() is running on this trainer in another thread")
 
-    def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None):
+    def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None, n_outputs=None):
         """Train until the epoch budget is spent, or for ``steps`` more steps.
 
         Continues from where the run stands: pieces of ``fit`` give bit-identical
@@ -340,9 +342,14 @@ class Trainer:
             Validated at each epoch end (instead of ``validation_split``).
         callbacks : list of fastbatch.callbacks.Callback, optional
             Step, epoch and run hooks; a hook that returns True stops the run.
+        n_outputs : int, optional
+            The network's outputs: for cross_entropy the number of classes, when the
+            labels of this data do not show the largest one (default: largest label + 1).
         """
         if steps is not None:
             steps = V.check_int("steps", steps, 1)
+        if n_outputs is not None:
+            n_outputs = V.check_int("n_outputs", n_outputs, 1)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable, got {on_progress!r}")
         callbacks = list(callbacks or [])
@@ -351,7 +358,7 @@ class Trainer:
                                "use one trainer per thread")
         try:
             first = self._run is None
-            data = self._prepare(X, y, first)
+            data = self._prepare(X, y, first, n_outputs)
             val = self._check_validation_data(validation_data, data["loss"], data["n_outputs"]) or data["val"]
             if self.finished:
                 warnings.warn(f"this run is finished ({self._step} of {self.total_steps} steps); fit() "

@@ -218,3 +218,15 @@ def test_repr_and_config():
     tr = fb.Trainer(batch_size=32)
     assert "batch_size=32" in repr(tr)
     assert tr.batch_size == 32 and tr.config["epochs"] == 5
+
+
+def test_n_outputs_for_labels_that_do_not_show_every_class():
+    X, y = make_data(n=50, loss="cross_entropy", k=2)
+    tr = fb.Trainer(epochs=1)
+    tr.fit(X, y, n_outputs=4)
+    assert tr.predict_proba(X).shape == (50, 4)
+    tr.reset()
+    with pytest.raises(ValueError, match="label"):
+        tr.fit(X, y + 3, n_outputs=4)
+    with pytest.raises(ValueError, match="n_outputs"):
+        fb.Trainer().fit(X, y, n_outputs=0)
