@@ -319,12 +319,27 @@ def derive(row, ref, flops_rec, peak_gflops, is_ref=False):
     return row
 
 
+def fastbatch_version():
+    """fastbatch's version and the git commit of its source, '+dirty' when the kernel has local changes."""
+    import subprocess
+    import fastbatch
+    here = os.path.dirname(os.path.abspath(fastbatch.__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return fastbatch.__version__ + (f" (git {commit}{'+dirty' if dirty else ''})" if commit else "")
+
+
 def header_lines(title, threads, how, peaks, args):
     import numpy as np
     lines = [title,
              f"command: python {' '.join([os.path.basename(sys.argv[0])] + list(args))}".rstrip(),
              f"cpu: {cpu_model()} ({default_threads()} usable cores); threads: {threads} (pinned via {how})",
-             f"python {platform.python_version()}, numpy {np.__version__}"]
+             f"python {platform.python_version()}, numpy {np.__version__}, fastbatch {fastbatch_version()}"]
     for lib, version, n, fname in blas_pools():
         lines.append(f"pool: {lib} {version} x{n} ({fname})")
     for dt, p in peaks.items():

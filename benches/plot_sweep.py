@@ -24,7 +24,8 @@ def load(paths, dtype):
     for path in paths:
         with open(path) as f:
             doc = json.load(f)
-        sub = sub or f"{doc.get('cpu', '?')}, {doc.get('threads', '?')} threads, {dtype}"
+        n = doc.get("threads", "?")
+        sub = sub or f"{doc.get('cpu', '?')}, {n} thread{'' if n == 1 else 's'}, {dtype}"
         peak = doc.get("gemm_peak_gflops", {}).get(dtype)
         taken = {(w, c) for w in series for c in series[w]}
         for r in doc["results"]:
