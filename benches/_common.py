@@ -229,7 +229,7 @@ def peak_memory(fn, *args):
             tracemalloc.stop()
 
 
-def measure(runners, n, batch, check_steps, repeats, target_seconds, memory=True, log=None):
+def measure(runners, n, batch, check_steps, repeats, target_seconds, memory=True, log=None, settle=1.0):
     """Time each runner on one (workload, batch): the method every bench shares.
 
     1. agreement + warm-up: each runner starts from the shared initial params and runs
@@ -257,6 +257,10 @@ def measure(runners, n, batch, check_steps, repeats, target_seconds, memory=True
     samples = {r.name: [] for r in runners}
     for _ in range(repeats):
         for r in runners:
+            # let the previous contender's BLAS / OpenMP threads stop spinning first: idle
+            # OpenBLAS threads busy-wait for a while (here over 0.3 s), and two thread pools
+            # on the same two cores slow each other down threefold to a hundredfold
+            time.sleep(settle)
             t, (_, records) = timed(r.run, ks[r.name])
             samples[r.name].append((t, records))
     for r in runners:
@@ -388,6 +392,9 @@ def add_arguments(parser, default_json):
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="threads for every contender (default: the usable cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per contender; the median is shown")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds of idle before each measurement, so the previous contender's "
+                             "BLAS threads stop spinning (default 1.0; --quick: 0)")
     parser.add_argument("--seconds", type=float, default=0.2, help="target duration of one measurement")
     parser.add_argument("--records", type=int, default=None, help="records per workload (default: per workload)")
     parser.add_argument("--data", default="synthetic", choices=["synthetic", "real"],
@@ -410,7 +417,7 @@ def check_steps_for(n, batch, quick):
 def run_suite(title, args, argv, make_runners, summarize=None):
     """Measure every (dtype, workload, batch), print the table as it goes, write the JSON; return the rows."""
     if args.quick:
-        args.repeats, args.seconds = 1, min(args.seconds, 0.02)
+        args.repeats, args.seconds, args.settle = 1, min(args.seconds, 0.02), 0.0
         if args.batches == BATCHES:
             args.batches = QUICK_BATCHES
     how = pin_threads(args.threads)
@@ -438,7 +445,7 @@ def run_suite(title, args, argv, make_runners, summarize=None):
                 runners = make_runners(X=X, y=y, sizes=sizes, init=init, batch=batch, lr=args.lr,
                                        seed=args.seed, dtype=dtype)
                 res = measure(runners, n, batch, check_steps_for(n, batch, args.quick), args.repeats,
-                              args.seconds, memory=not args.no_memory)
+                              args.seconds, memory=not args.no_memory, settle=args.settle)
                 ref = res.get("numpy")
                 for r in runners:
                     row = {"workload": name, "sizes": sizes, "n_records": n, "dtype": dtype, "batch": batch,
