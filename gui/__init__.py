@@ -1,0 +1,7 @@
+"""fastbatch_gui: the desktop app that shows records, batches, steps and epochs while a network trains.
+
+``fastbatch-gui`` runs it (see ``app.py``); ``from fastbatch_gui.window import MainWindow`` embeds it.
+"""
+from ._pyside_fix import guard_singletons
+
+SINGLETON_GUARD_APPLIED = guard_singletons()

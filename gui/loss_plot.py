@@ -65,7 +65,7 @@ class RunTrace:
         self.epoch_means = _Grow()
         self.val_loss = np.empty(0)
         many = plan.epochs > MAX_EPOCH_SYMBOLS
-        self.curve = plot_item.plot([], [], pen=pg.mkPen(color, width=1.2), name=label)
+        self.curve = plot_item.plot([], [], pen=pg.mkPen(color, width=1), name=label)
         self.curve.setDownsampling(auto=True, method="peak")
         self.curve.setClipToView(True)
         mean_kw = (dict(pen=pg.mkPen(color, width=2.5)) if many else
@@ -136,7 +136,7 @@ class RunTrace:
         alpha = 255 if current else 110
         c = pg.mkColor(self.color)
         c.setAlpha(alpha)
-        self.curve.setPen(pg.mkPen(c, width=1.2 if current else 1.0))
+        self.curve.setPen(pg.mkPen(c, width=1))
         self.means_item.setVisible(True)
         self.val_item.setVisible(True)
 
@@ -156,7 +156,6 @@ class LossPlot(pg.PlotWidget):
         self._epoch_every = 1
         self._dirty = False
         pi = self.getPlotItem()
-        pi.showGrid(x=True, y=True, alpha=0.2)
         pi.setLabel("left", "loss")
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.getAxis("bottom").enableAutoSIPrefix(False)

@@ -1,0 +1,238 @@
+"""The main window driven as a person would: spin boxes, buttons, and what the plot then shows."""
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QDoubleSpinBox, QPushButton, QSpinBox
+
+from fastbatch_gui.loss_plot import MAX_EPOCH_LINES
+
+
+
+def set_spins(window, **values):
+    """Set controls by name, as a person would (each change fires the window's handlers)."""
+    for name, value in values.items():
+        window.controls.set_value(name, value)
+
+
+def find(window, cls, name):
+    w = window.findChild(cls, name)
+    assert w is not None, f"no {cls.__name__} named {name}"
+    return w
+
+
+def run_to_end(qtbot, window, button="startButton", timeout=20_000):
+    with qtbot.waitSignal(window.runEnded, timeout=timeout) as blocker:
+        find(window, QPushButton, button).click()
+    return blocker.args[0]
+
+
+def test_widgets_have_their_object_names(window):
+    for cls, name in [(QSpinBox, "recordsSpin"), (QSpinBox, "featuresSpin"), (QSpinBox, "batchSizeSpin"),
+                      (QSpinBox, "epochsSpin"), (QDoubleSpinBox, "learningRateSpin"), (QSpinBox, "hiddenSpin"),
+                      (QSpinBox, "seedSpin"), (QDoubleSpinBox, "validationSplitSpin"),
+                      (QPushButton, "startButton"), (QPushButton, "stopButton"), (QPushButton, "pauseButton"),
+                      (QPushButton, "stepBatchButton"), (QPushButton, "stepEpochButton"),
+                      (QPushButton, "resetButton")]:
+        find(window, cls, name)
+    assert window.loss_plot.objectName() == "lossPlot"
+    assert window.findChild(type(window.readout), "readoutLabel") is window.readout
+
+
+def test_readout_follows_the_spin_boxes(window):
+    set_spins(window, records=1000, batch_size=64, epochs=5)
+    assert window.readout_text() == "1000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps"
+    find(window, QSpinBox, "batchSizeSpin").setValue(100)
+    assert window.readout_text() == "1000 records / batch 100 -> 10 steps per epoch x 5 epochs = 50 steps"
+    find(window, QSpinBox, "recordsSpin").setValue(1001)
+    find(window, QSpinBox, "epochsSpin").setValue(3)
+    assert "11 steps per epoch (last batch 1) x 3 epochs = 33 steps" in window.readout_text()
+    set_spins(window, validation_split=0.2)
+    assert window.readout_text().startswith("801 records / batch 100 -> 9 steps per epoch")
+    assert "200 records held out for validation" in window.readout_text()
+
+
+def test_drop_last_error_disables_start_instead_of_crashing(window):
+    set_spins(window, records=50, batch_size=64)
+    start = find(window, QPushButton, "startButton")
+    assert start.isEnabled()
+    set_spins(window, drop_last=True)
+    assert "drop_last=True with batch_size=64 larger than n_records=50" in window.readout_text()
+    assert not start.isEnabled() and not find(window, QPushButton, "stepBatchButton").isEnabled()
+    start.click()  # a disabled button does nothing
+    assert window.trainer is None
+    set_spins(window, batch_size=25)
+    assert start.isEnabled()
+    assert window.readout_text() == "50 records / batch 25 -> 2 steps per epoch x 5 epochs = 10 steps"
+
+
+def test_a_run_plots_every_step_and_each_epoch_line(qtbot, window):
+    set_spins(window, records=1000, batch_size=64, epochs=5, learning_rate=0.1)
+    assert run_to_end(qtbot, window) == "finished"
+    plot = window.loss_plot
+    assert plot.n_plotted_steps == 80
+    assert plot.n_epoch_lines == 5
+    assert [line.value() for _, line in plot.epoch_lines] == [0, 16, 32, 48, 64]
+    assert [line.label.format for _, line in plot.epoch_lines] == [f"epoch {e}" for e in range(1, 6)]
+    assert len(plot.current.epoch_means.view()) == 5
+    assert np.allclose(plot.current.epoch_means.view(), window.trainer.history.epoch_loss)
+    assert plot.legend_labels() == ["batch 64, lr 0.1"]
+    assert window.status_labels["step"].text() == "step 80 / 80"
+    assert window.progress_bar.value() == window.progress_bar.maximum() == 80
+    # the run is over: everything is editable again
+    assert find(window, QSpinBox, "recordsSpin").isEnabled() and find(window, QPushButton, "startButton").isEnabled()
+    assert not find(window, QPushButton, "stopButton").isEnabled()
+
+
+def test_x_axis_switch_log_y_and_hover(qtbot, window):
+    set_spins(window, records=1000, batch_size=64, epochs=5)
+    run_to_end(qtbot, window)
+    plot = window.loss_plot
+    window.x_axis_combo.setCurrentIndex(window.x_axis_combo.findData("epoch"))
+    plot.redraw()
+    xs = plot.current.curve.xData
+    assert xs[-1] == pytest.approx(5.0) and xs[15] == pytest.approx(1.0)
+    assert [line.value() for _, line in plot.epoch_lines] == [0, 1, 2, 3, 4]
+    window.x_axis_combo.setCurrentIndex(window.x_axis_combo.findData("records"))
+    plot.redraw()
+    assert plot.current.curve.xData[-1] == 5000 and plot.current.curve.xData[15] == 1000
+    assert plot.show_hover_at(1000 + 64) == (
+        f"step 17 · epoch 2 · batch 1 (64 records)\nloss {window.trainer.history.loss[16]:.5g}")
+    window.log_y_check.setChecked(True)
+    assert plot.getPlotItem().ctrl.logYCheck.isChecked()
+
+
+def test_stop_mid_run(qtbot, window):
+    set_spins(window, records=2000, batch_size=1, epochs=1000)  # 2,000,000 steps: far more than we wait for
+    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+        find(window, QPushButton, "startButton").click()
+    assert window.state == "running"
+    for name in ("recordsSpin", "batchSizeSpin", "epochsSpin", "learningRateSpin"):
+        assert not window.findChild(QSpinBox if name != "learningRateSpin" else QDoubleSpinBox, name).isEnabled()
+    assert not find(window, QPushButton, "startButton").isEnabled()
+    with qtbot.waitSignal(window.runEnded, timeout=5_000) as blocker:
+        find(window, QPushButton, "stopButton").click()
+    assert blocker.args == ["stopped"]
+    tr = window.trainer
+    assert 0 < tr.step < tr.total_steps and not tr.finished
+    assert window.loss_plot.n_plotted_steps == tr.step
+    assert window.state == "idle" and find(window, QSpinBox, "recordsSpin").isEnabled()
+
+
+def test_event_loop_keeps_ticking_during_a_batch_size_1_run(qtbot, window):
+    set_spins(window, records=1000, batch_size=1, epochs=1000)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    with qtbot.waitSignal(window.worker.started, timeout=5_000):
+        find(window, QPushButton, "startButton").click()
+    timer.start()
+    qtbot.wait(1500)
+    timer.stop()
+    steps = window.trainer.step
+    with qtbot.waitSignal(window.runEnded, timeout=5_000):
+        find(window, QPushButton, "stopButton").click()
+    assert steps > 1000  # it really trained meanwhile
+    gaps = np.diff(ticks)
+    assert len(ticks) > 20 and gaps.max() < 0.100, f"longest gap {gaps.max() * 1000:.0f} ms"
+
+
+def test_pause_step_learning_rate_change_and_resume(qtbot, window):
+    set_spins(window, records=1000, batch_size=64, epochs=5, learning_rate=0.1)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert window.state == "paused" and window.trainer.step == 1
+    assert find(window, QPushButton, "pauseButton").text().endswith("Resume")
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepEpochButton").click()
+    assert window.trainer.step == 16 and window.loss_plot.n_plotted_steps == 16
+    # settings that fix the run are locked; the learning rate is not
+    assert not find(window, QSpinBox, "batchSizeSpin").isEnabled()
+    lr_spin = find(window, QDoubleSpinBox, "learningRateSpin")
+    assert lr_spin.isEnabled()
+    lr_spin.setValue(0.05)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    h = window.trainer.history
+    assert list(h.learning_rate) == [0.1] * 16 + [0.05]
+    assert [(s, r) for s, r, _ in window.loss_plot.lr_lines] == [(16, 0.05)]
+    assert window.loss_plot.lr_lines[0][2].label.format == "lr 0.05"
+    assert run_to_end(qtbot, window, "pauseButton") == "finished"  # Resume
+    assert window.trainer.step == 80 and window.loss_plot.n_plotted_steps == 80
+
+
+def test_reset_discards_the_run(qtbot, window):
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepEpochButton").click()
+    assert window.loss_plot.current is not None
+    find(window, QPushButton, "resetButton").click()
+    assert window.trainer is None and window.loss_plot.current is None and window.state == "idle"
+    assert find(window, QSpinBox, "recordsSpin").isEnabled()
+    assert window.status_labels["step"].text() == "no run yet"
+
+
+def test_last_runs_stay_overlaid_with_a_legend(qtbot, window):
+    for batch in (64, 32, 16, 128):
+        set_spins(window, records=500, batch_size=batch, epochs=2)
+        run_to_end(qtbot, window)
+    assert window.loss_plot.legend_labels() == ["batch 32, lr 0.1", "batch 16, lr 0.1", "batch 128, lr 0.1"]
+    assert [r.n for r in window.loss_plot.runs] == [32, 64, 8]
+
+
+def test_thousands_of_epochs_get_a_capped_number_of_lines(qtbot, window):
+    set_spins(window, records=20, batch_size=20, epochs=5000)
+    run_to_end(qtbot, window)
+    plot = window.loss_plot
+    assert plot.n_plotted_steps == 5000
+    assert 0 < plot.n_epoch_lines <= MAX_EPOCH_LINES
+    assert plot.epoch_lines[1][0] == 500  # a line every 500 epochs
+
+
+def test_decision_surface_for_two_feature_data(qtbot, window):
+    set_spins(window, dataset="moons", features=2, records=400, batch_size=32, epochs=3)
+    qtbot.waitUntil(lambda: window.surface_plot.isVisible(), timeout=2_000)
+    run_to_end(qtbot, window)
+    surface = window.surface_plot
+    qtbot.waitUntil(lambda: surface.steps_shown == 39, timeout=2_000)
+    img = surface.image.image
+    assert img.shape == (120, 120, 3) and img.dtype == np.uint8
+    assert img.std() > 0  # the network separates something: the picture is not flat
+    set_spins(window, dataset="random", features=10)
+    qtbot.waitUntil(lambda: not surface.isVisible(), timeout=2_000)
+
+
+def test_validation_loss_is_plotted_per_epoch(qtbot, window):
+    set_spins(window, dataset="xor", features=2, records=500, batch_size=50, epochs=4, validation_split=0.2)
+    run_to_end(qtbot, window)
+    trace = window.loss_plot.current
+    assert window.trainer.history.n_steps == 32
+    assert len(trace.val_item.yData) == 4
+    assert np.allclose(trace.val_item.yData, window.trainer.history.val_loss)
+
+
+def test_loaded_csv_with_a_chosen_target(qtbot, window, tmp_path):
+    from fastbatch import datasets
+    X, y = datasets.make("blobs", 120, 2, seed=1)
+    path = tmp_path / "blobs.csv"
+    rows = ["kind,x0,x1"] + [f"{c},{a},{b}" for (a, b), c in zip(X, y)]
+    path.write_text("\n".join(rows) + "\n")
+    assert window.load_file(str(path), target="kind")
+    assert not find(window, QSpinBox, "recordsSpin").isEnabled()
+    set_spins(window, batch_size=50, epochs=2)
+    assert window.readout_text() == "120 records / batch 50 -> 3 steps per epoch (last batch 20) x 2 epochs = 6 steps"
+    run_to_end(qtbot, window)
+    assert window.trainer.history.n_steps == 6
+    assert window.trainer.predict_proba(X).shape == (120, 3)
+
+
+def test_exports(qtbot, window, tmp_path):
+    set_spins(window, records=1000, batch_size=64, epochs=5)
+    run_to_end(qtbot, window)
+    window.export_history(tmp_path / "h.csv")
+    window.export_plot(tmp_path / "p.png")
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert lines[0] == "step,epoch,batch,batch_size,loss,learning_rate,records_seen"
+    assert len(lines) == 81 and lines[-1].startswith("79,4,15,40,") and lines[-1].endswith(",5000")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
