@@ -68,14 +68,16 @@ class RunTrace:
         self.curve = plot_item.plot([], [], pen=pg.mkPen(color, width=1), name=label)
         self.curve.setDownsampling(auto=True, method="peak")
         self.curve.setClipToView(True)
-        mean_kw = (dict(pen=pg.mkPen(color, width=2.5)) if many else
-                   dict(pen=None, symbol="o", symbolSize=9, symbolBrush=color, symbolPen=pg.mkPen("w", width=1.5)))
+        dark = pg.mkColor(color).darker(170)
+        mean_kw = (dict(pen=pg.mkPen(dark, width=2.5)) if many else
+                   dict(pen=None, symbol="o", symbolSize=9, symbolBrush=dark, symbolPen=pg.mkPen("w", width=1.5)))
         self.means_item = plot_item.plot([], [], **mean_kw)
-        val_kw = dict(pen=pg.mkPen(color, width=2, style=Qt.DashLine))
+        val_kw = dict(pen=pg.mkPen(dark, width=2, style=Qt.DashLine))
         if not many:
-            val_kw.update(symbol="t1", symbolSize=10, symbolBrush="w", symbolPen=pg.mkPen(color, width=2))
+            val_kw.update(symbol="t1", symbolSize=10, symbolBrush="w", symbolPen=pg.mkPen(dark, width=2))
         self.val_item = plot_item.plot([], [], **val_kw)
         for item in (self.means_item, self.val_item):
+            item.setZValue(10)  # over the per-step curves
             item.setDownsampling(auto=True, method="peak")
             item.setClipToView(True)
         self.items = [self.curve, self.means_item, self.val_item]
@@ -161,7 +163,7 @@ class LossPlot(pg.PlotWidget):
         pi.getAxis("bottom").enableAutoSIPrefix(False)
         pi.setLabel("bottom", X_AXES[self.axis])
         pi.setMenuEnabled(False)
-        self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", brush=pg.mkBrush(255, 255, 255, 220),
+        self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", labelTextColor="#222222", brush=pg.mkBrush(255, 255, 255, 220),
                                    pen=pg.mkPen("#bbbbbb"))
         self.hover_text = ""
         self._hover_label = pg.TextItem("", color="#222222", anchor=(0, 1), fill=pg.mkBrush(255, 255, 240, 230),

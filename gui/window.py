@@ -156,15 +156,16 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self):
         sb = self.statusBar()
         self.status_labels = {}
-        for key, width in (("step", 140), ("epoch", 110), ("batch", 110), ("rate", 240), ("elapsed", 110)):
+        for key, width in (("step", 90), ("epoch", 80), ("batch", 80), ("rate", 80), ("elapsed", 80)):
             label = QLabel()
             label.setObjectName(f"{key}Status")
             label.setMinimumWidth(width)
+            label.setContentsMargins(4, 0, 8, 0)
             sb.addWidget(label)
             self.status_labels[key] = label
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progressBar")
-        self.progress_bar.setMaximumWidth(220)
+        self.progress_bar.setMaximumWidth(170)
         self.progress_bar.setFormat("%p%")
         sb.addPermanentWidget(self.progress_bar)
         self._update_status()
