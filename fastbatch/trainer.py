@@ -623,10 +623,12 @@ class Trainer:
             raise NotFittedError("this trainer has not been trained yet: call fit() before predict()")
         Xc = V.check_X(X, np.dtype(self._cfg["dtype"]), n_features=self._run["n_features"])
         act = self._cfg["activation"]
-        layers = unpack(self._theta, self._sizes)
-        out = np.empty((Xc.shape[0], int(self._sizes[-1])), dtype=Xc.dtype)
+        # inference in float64: a record's outputs then do not depend on which other records
+        # share its matrix product (float32 BLAS rounds differently for different row counts)
+        layers = [(W.astype(np.float64), b.astype(np.float64)) for W, b in unpack(self._theta, self._sizes)]
+        out = np.empty((Xc.shape[0], int(self._sizes[-1])))
         for lo in range(0, Xc.shape[0], 8192):  # in chunks: bounded memory for big (or mapped) X
-            a = np.asarray(Xc[lo:lo + 8192])
+            a = np.asarray(Xc[lo:lo + 8192], dtype=np.float64)
             for i, (W, b) in enumerate(layers):
                 a = a @ W + b
                 if i < len(layers) - 1:

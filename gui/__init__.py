@@ -2,6 +2,3 @@
 
 ``fastbatch-gui`` runs it (see ``app.py``); ``from fastbatch_gui.window import MainWindow`` embeds it.
 """
-from ._pyside_fix import guard_singletons
-
-SINGLETON_GUARD_APPLIED = guard_singletons()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from conftest import make_data
+from helpers import make_data
 
 LOSSES = ["mse", "binary_crossentropy", "cross_entropy"]
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]

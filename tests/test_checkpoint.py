@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from conftest import make_data
+from helpers import make_data
 
 KW = dict(hidden=(12, 6), optimizer="adam", learning_rate=0.01, batch_size=16, epochs=4, seed=7,
           weight_decay=1e-3, lr_schedule="cosine", warmup_steps=5)

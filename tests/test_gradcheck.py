@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from conftest import make_data
+from helpers import make_data
 
 
 def flat(params):

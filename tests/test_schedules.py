@@ -4,7 +4,7 @@ import pytest
 
 import fastbatch as fb
 from fastbatch import schedules
-from conftest import make_data
+from helpers import make_data
 
 
 def test_schedule_factors():

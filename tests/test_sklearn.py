@@ -15,18 +15,8 @@ import fastbatch as fb  # noqa: E402
 from fastbatch.sklearn import FastBatchClassifier, FastBatchRegressor  # noqa: E402
 
 
-def expected_failed_checks(estimator):
-    if estimator.dtype == "float32":
-        # float32 matrix products round differently for different numbers of rows (BLAS
-        # kernels), so predictions on a subset differ from those on all rows at ~1e-7;
-        # the same check passes with dtype="float64" (also in this suite)
-        return {"check_methods_subset_invariance": "float32 BLAS rounding depends on the number of rows"}
-    return {}
-
-
 @parametrize_with_checks([FastBatchClassifier(), FastBatchRegressor(),
-                          FastBatchClassifier(dtype="float64"), FastBatchRegressor(dtype="float64")],
-                         expected_failed_checks=expected_failed_checks)
+                          FastBatchClassifier(dtype="float64"), FastBatchRegressor(dtype="float64")])
 def test_sklearn_check_estimator(estimator, check):
     check(estimator)
 

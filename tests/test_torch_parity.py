@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from conftest import make_data
+from helpers import make_data
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from conftest import make_data
+from helpers import make_data
 
 BAD_PARAMS = [
     ("batch_size", 0, ValueError), ("batch_size", -3, ValueError), ("batch_size", 2.5, TypeError),

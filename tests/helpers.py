@@ -1,0 +1,15 @@
+"""Shared test data."""
+import numpy as np
+
+
+def make_data(n=60, d=5, loss="cross_entropy", k=3, seed=0):
+    """Random records with targets for ``loss`` (k classes, or k regression targets)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if loss == "cross_entropy":
+        y = rng.integers(0, k, n)
+    elif loss == "binary_crossentropy":
+        y = rng.integers(0, 2, n).astype(np.float64)
+    else:
+        y = rng.normal(size=(n, k)) if k > 1 else rng.normal(size=n)
+    return X, y
