@@ -322,6 +322,8 @@ class MainWindow(QMainWindow):
         """A new Trainer and a new trace on the plot; False (with the error shown) when that fails."""
         if self.plan_error is not None:
             return False
+        # a preview still pending from the last settings change must not clear this run's surface
+        self._data_timer.stop()
         try:
             X, y = self.data()
             self.trainer = fb.Trainer(**self.controls.trainer_params())

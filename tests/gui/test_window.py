@@ -203,6 +203,14 @@ def test_decision_surface_for_two_feature_data(qtbot, window):
     qtbot.waitUntil(lambda: not surface.isVisible(), timeout=2_000)
 
 
+def test_a_quick_run_keeps_its_surface(qtbot, window):
+    # Start right after the settings change: the pending preview must not wipe the result
+    set_spins(window, dataset="moons", features=2, records=200, batch_size=50, epochs=2)
+    run_to_end(qtbot, window)
+    qtbot.wait(400)  # longer than the preview's settle delay
+    assert window.surface_plot.steps_shown == 8 and window.surface_plot.image.image is not None
+
+
 def test_validation_loss_is_plotted_per_epoch(qtbot, window):
     set_spins(window, dataset="xor", features=2, records=500, batch_size=50, epochs=4, validation_split=0.2)
     run_to_end(qtbot, window)
