@@ -40,7 +40,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-from ._network import init_params, layer_sizes, unpack
 from .schedule import plan as make_plan
 from .trainer import Trainer
 
@@ -163,7 +162,7 @@ class _FastBatchEstimator(BaseEstimator):
     def _fit(self, X, y_train):
         """A new run over (X, y_train), ``epochs`` epochs."""
         trainer = self._new_trainer(partial=False)
-        trainer.fit(X, y_train)
+        trainer.fit(X, y_train, n_outputs=self._network_outputs())
         self.trainer_ = trainer
         self._partial_run = False
         self.loss_curve_ = np.empty(0)
@@ -179,19 +178,17 @@ class _FastBatchEstimator(BaseEstimator):
         n = X.shape[0]
         same_run = (trainer is not None and self._partial_run and trainer.plan is not None
                     and trainer.plan.n_records == n and not trainer.finished)
-        commit = None
-        if not same_run:
+        if not same_run:  # a new run, from the current network if there is one
             params = trainer.get_params() if trainer is not None and trainer.started else None
             trainer = self._new_trainer(partial=True)
-            y_train, commit = self._start_partial_run(trainer, X.shape[1], y_train, params)
-        else:
-            y_train = self._continue_partial_run(y_train)
+            if params is not None:
+                trainer.set_params(params)
         steps = make_plan(n, trainer.batch_size, 1, trainer.drop_last).steps_per_epoch
         done = trainer.step
         if not hasattr(self, "loss_curve_"):
             self.loss_curve_, self.epoch_loss_, self.n_iter_, self.t_ = np.empty(0), np.empty(0), 0, 0
         try:
-            trainer.fit(X, y_train, steps=steps)
+            trainer.fit(X, y_train, steps=steps, n_outputs=self._network_outputs())
         except BaseException:
             if same_run:  # the trainer keeps the steps before the error (e.g. DivergenceError): so do we
                 self._record(trainer.history, done)
@@ -199,21 +196,12 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-            commit()
         self._record(trainer.history, done)
         return self
 
-    def _start_partial_run(self, trainer, n_features, y_train, params):
-        """Carry ``params`` (if any) into the new run; return (y as the run's targets, commit).
-
-        ``commit()`` is called once the run's first fit succeeded.
-        """
-        if params is not None:
-            trainer.set_params(params)
-        return y_train, lambda: None
-
-    def _continue_partial_run(self, y_train):
-        return y_train
+    def _network_outputs(self):
+        """The network's outputs when the targets alone do not tell (None: let the Trainer decide)."""
+        return None
 
     def _record(self, history, done):
         """Append the steps from ``done`` on of ``history`` to the fitted attributes."""
@@ -229,9 +217,7 @@ class _FastBatchEstimator(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
-        z = self.trainer_.decision_function(X).astype(np.float64)
-        perm = getattr(self, "_perm", None)
-        return z if perm is None else z[:, perm]
+        return self.trainer_.decision_function(X).astype(np.float64)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -280,9 +266,7 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_, y_train = np.unique(y, return_inverse=True)
-        self._fit(X, y_train.astype(np.int64).reshape(-1))
-        self._perm = np.arange(max(len(self.classes_), 2))
-        return self
+        return self._fit(X, y_train.astype(np.int64).reshape(-1))
 
     def partial_fit(self, X, y, classes=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -321,35 +305,9 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
                              f"classes are {self.classes_!r}")
         return self._partial_fit(X, y_train.astype(np.int64))
 
-    # The Trainer sizes a cross_entropy network from the labels it sees first (max label + 1)
-    # and refuses params of another size; a partial_fit chunk may miss classes. So each new
-    # run puts a class that is present at the last output (the label that sizes the network),
-    # by permuting the output units: softmax cross-entropy does not care about their order.
-    # ``_perm[c]`` is the output unit of class c.
-
-    def _start_partial_run(self, trainer, n_features, y_train, params):
-        k = max(len(self.classes_), 2)
-        perm = np.arange(k)
-        if k > 2 and not (y_train == k - 1).any():
-            top = int(y_train.max())
-            perm[[top, k - 1]] = perm[[k - 1, top]]
-        if params is None:  # the Trainer's own seeded init, for all k classes
-            sizes = layer_sizes(n_features, trainer.hidden, k)
-            params = unpack(init_params(sizes, trainer.activation, trainer.seed, np.dtype(trainer.dtype)), sizes)
-        else:  # back to class order
-            W, b = params[-1]
-            params[-1] = (W[:, self._perm], b[self._perm])
-        W, b = params[-1]
-        W_out, b_out = np.empty_like(W), np.empty_like(b)
-        W_out[:, perm], b_out[perm] = W, b
-        trainer.set_params(params[:-1] + [(W_out, b_out)])
-
-        def commit():
-            self._perm = perm
-        return perm[y_train], commit
-
-    def _continue_partial_run(self, y_train):
-        return self._perm[y_train]
+    def _network_outputs(self):
+        # every class gets an output, also when this chunk's labels do not show the largest
+        return max(len(self.classes_), 2)
 
     def decision_function(self, X):
         """Scores: the logits, shape (n, k); for two classes the log-odds of ``classes_[1]``, shape (n,)."""
