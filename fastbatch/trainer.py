@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _numpy_backend, _validation as V
 from .callbacks import Callback
-from ._network import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES, init_params, layer_sizes, n_params, unpack
+from ._network import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES, init_params, layer_sizes, unpack
 from .errors import DivergenceError, NotFittedError
 from .history import History
 from .schedule import plan as make_plan

@@ -163,7 +163,7 @@ class ControlPanel(QWidget):
             layout.addWidget(box)
         layout.addStretch(1)
 
-        for name, widget in w.items():
+        for widget in w.values():
             if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
                 widget.valueChanged.connect(self.changed)
             elif isinstance(widget, QComboBox):

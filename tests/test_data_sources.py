@@ -97,7 +97,7 @@ print(peak, h.n_steps)
 
 
 def test_memmap_file_larger_than_the_memory_it_uses(tmp_path):
-    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("psutil")  # the child process measures with it
     n, d = 1_200_000, 64           # 307 MB of float32 on disk
     path = tmp_path / "big.npy"
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))

@@ -1,6 +1,5 @@
 """Property-based tests (hypothesis): random shapes, batch sizes, optimizers and dtypes."""
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbatch as fb

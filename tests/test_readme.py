@@ -1,5 +1,4 @@
 """The README tells the truth: its Python examples run, and CI runs its test command."""
-import os
 import re
 from pathlib import Path
 

@@ -4,7 +4,6 @@ import pytest
 
 import fastbatch as fb
 from fastbatch import schedules
-from helpers import make_data
 
 
 def test_schedule_factors():
