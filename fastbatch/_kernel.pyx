@@ -333,9 +333,10 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
              double momentum, bint nesterov, double beta1, double beta2, double eps, double wd,
              const uint8_t *stop, double max_seconds, int64_t check_every,
              floating **acts, floating *D0, floating *D1, floating *WT, floating *GT,
-             int64_t *order, uint64_t *keys, uint64_t *keys2, int64_t *order2,
+             int64_t *order_epoch, int64_t *order, uint64_t *keys, uint64_t *keys2, int64_t *order2,
              int64_t *done) noexcept nogil:
-    cdef int64_t i, step, epoch, k, epoch_now = -1, r, start
+    # order holds the record order of epoch order_epoch[0] (-1: none yet), kept across calls
+    cdef int64_t i, step, epoch, k, epoch_now = order_epoch[0], r, start
     cdef int l, rows, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
     cdef long off, n_w
     cdef int64_t B = batch_size if batch_size < n else n
@@ -361,6 +362,7 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
         if epoch != epoch_now:
             epoch_order_c(n, seed, <uint64_t>epoch, shuffle, order, keys, keys2, order2)
             epoch_now = epoch
+            order_epoch[0] = epoch
         start = k * B
         rows = <int>(B if start + B <= n else n - start)
         idx = order + start
@@ -440,11 +442,13 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 int64_t batch_size, int64_t steps_per_epoch, bint shuffle, uint64_t seed,
                 int activation, int loss, int optimizer, double momentum, bint nesterov,
                 double beta1, double beta2, double eps, double weight_decay,
-                const uint8_t[::1] stop, double max_seconds):
+                const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     Same contract as ``_numpy_backend.train_steps``. Inputs are trusted: the
-    Trainer has checked every shape, range and dtype before calling.
+    Trainer has checked every shape, range and dtype before calling. ``order_cache``
+    (n + 1 int64: the epoch, then its record order; epoch -1 when empty) keeps the
+    current epoch's order between calls, so a call does not sort the records again.
     """
     cdef int64_t n = X.shape[0]
     cdef int n_layers = <int>sizes.shape[0] - 1
@@ -472,7 +476,8 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
     cdef floating[::1] G = np.empty(theta.shape[0], dtype=dt)
     cdef floating[::1] WT = np.empty(theta.shape[0], dtype=dt)
     cdef floating[::1] GT = np.empty(theta.shape[0], dtype=dt)
-    cdef int64_t[::1] order = np.empty(n, dtype=np.int64)
+    if order_cache.shape[0] != n + 1:
+        raise ValueError(f"order_cache must hold n_records + 1 = {n + 1} entries, got {order_cache.shape[0]}")
     cdef int64_t[::1] order2 = np.empty(n, dtype=np.int64)
     cdef uint64_t[::1] keys = np.empty(2 * n, dtype=np.uint64)
     # read-only inputs (e.g. a memory-mapped X) are only ever read through these pointers
@@ -485,7 +490,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                          steps_per_epoch, shuffle, seed, activation, loss, optimizer,
                          momentum, nesterov, beta1, beta2, eps, weight_decay,
                          &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0], &WT[0], &GT[0],
-                         &order[0], &keys[0], &keys[n], &order2[0], &done)
+                         &order_cache[0], &order_cache[1], &keys[0], &keys[n], &order2[0], &done)
     finally:
         free(acts)
     return done, status

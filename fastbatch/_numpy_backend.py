@@ -83,22 +83,26 @@ def _update(opt, p, g, m, v, lr, t, momentum, nesterov, beta1, beta2, eps, wd):
 
 def train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
                 batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds):
-    """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status)."""
+                momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache):
+    """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
+
+    ``order_cache`` (n + 1 int64: an epoch, then its record order; -1 when empty) keeps
+    the current epoch's order between calls.
+    """
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
                             batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                            momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds)
+                            momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache)
 
 
 def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
                  batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                 momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds):
+                 momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache):
     n = X.shape[0]
     B = min(batch_size, n)
     params, ms, vs = unpack(theta, sizes), unpack(m, sizes), unpack(v, sizes)
     deadline = time.perf_counter() + max_seconds
-    epoch_now, order = -1, None
+    epoch_now, order = int(order_cache[0]), order_cache[1:]
     for i in range(n_steps):
         if stop[0]:
             return i, STOPPED
@@ -106,7 +110,8 @@ def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step
             return i, TIME_UP
         epoch, k = divmod(start_step + i, steps_per_epoch)
         if epoch != epoch_now:
-            order, epoch_now = epoch_order(n, seed, epoch, shuffle), epoch
+            order[:] = epoch_order(n, seed, epoch, shuffle)
+            order_cache[0] = epoch_now = epoch
         idx = order[k * B:(k + 1) * B]
 
         # forward: keep every layer's pre-activation z and activation a

@@ -153,7 +153,8 @@ def from_arrays(trainer, arrays):
     n_out = int(state["n_outputs"])
     if int(state["n_features"]) != sizes[0] or n_out != sizes[-1]:
         raise ValueError("the recorded data shape does not match the layer sizes")
-    data = {"X": np.empty((int(state["n_records"]), int(sizes[0])), dtype=dtype), "n_outputs": n_out,
+    shape = (int(state["n_records"]), int(sizes[0]))  # only the shape is needed: no memory
+    data = {"X": np.broadcast_to(np.empty((1, 1), dtype=dtype), shape), "n_outputs": n_out,
             "loss": state["loss"], "n_records_all": n_all}
     from .schedule import plan as make_plan
     data["plan"] = make_plan(data["X"].shape[0], trainer._cfg["batch_size"], trainer._cfg["epochs"],

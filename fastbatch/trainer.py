@@ -304,6 +304,8 @@ class Trainer:
         self._run = {"plan": plan, "n_records": X.shape[0], "n_features": X.shape[1], "loss": data["loss"],
                      "n_outputs": data["n_outputs"], "n_records_all": data["n_records_all"]}
         self._hist = {"loss": np.zeros(0), "lr": np.zeros(0)}
+        # the current epoch's record order, kept between kernel calls (epoch -1: none yet)
+        self._order_cache = np.full(X.shape[0] + 1, -1, dtype=np.int64)
 
     def _reserve(self, end):
         """Grow the history buffers (by doubling) to hold ``end`` steps: amortised, never per step."""
@@ -444,7 +446,7 @@ class Trainer:
                     lrs, self._hist["loss"][step:step + 1], 0, 1, self._opt_t, Xb.shape[0], 1, False, 0,
                     ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[loss], OPTIMIZER_CODES[cfg["optimizer"]],
                     cfg["momentum"], cfg["nesterov"], *cfg["betas"], cfg["eps"], cfg["weight_decay"],
-                    self._stop, 3600.0)
+                    self._stop, 3600.0, np.full(Xb.shape[0] + 1, -1, dtype=np.int64))
                 if status == STOPPED:
                     return self.history
                 if status == NONFINITE or not np.isfinite(self._theta).all():
@@ -509,7 +511,7 @@ class Trainer:
             start, n_steps, self._opt_t + (start - self._step), plan.batch_size, plan.steps_per_epoch,
             cfg["shuffle"], cfg["seed"], ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[self._run["loss"]],
             OPTIMIZER_CODES[cfg["optimizer"]], cfg["momentum"], cfg["nesterov"], b1, b2, cfg["eps"],
-            cfg["weight_decay"], self._stop, max_seconds)
+            cfg["weight_decay"], self._stop, max_seconds, self._order_cache)
 
     def _train(self, data, steps, on_progress, val, callbacks):
         plan = self._run["plan"]
