@@ -28,9 +28,23 @@ cdef extern from *:
     }
     /* volatile: another thread sets the stop flag while the loop runs */
     static int fb_read_flag(const unsigned char *p) { return *(volatile const unsigned char *)p; }
+    #include <errno.h>
+    #include <unistd.h>
+    /* buf := n bytes of file fd at offset off; 0, or -1 on an error or end of file */
+    static int fb_read_at(int fd, void *buf, size_t n, long long off) {
+        size_t done = 0;
+        while (done < n) {
+            ssize_t got = pread(fd, (char *)buf + done, n - done, (off_t)(off + (long long)done));
+            if (got > 0) { done += (size_t)got; continue; }
+            if (got < 0 && errno == EINTR) continue;
+            return -1;
+        }
+        return 0;
+    }
     """
     double fb_now() noexcept nogil
     int fb_read_flag(const uint8_t *p) noexcept nogil
+    int fb_read_at(int fd, void *buf, size_t n, long long off) noexcept nogil
 
 # status codes, shared with the numpy backend
 cdef enum:
@@ -38,6 +52,7 @@ cdef enum:
     STOPPED = 1
     NONFINITE = 2
     TIME_UP = 3
+    READ_ERROR = 4
 
 # below this many multiply-adds a gemm call costs more than it saves
 cdef enum:
@@ -334,7 +349,7 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
              const uint8_t *stop, double max_seconds, int64_t check_every,
              floating **acts, floating *D0, floating *D1, floating *WT, floating *GT,
              int64_t *order_epoch, int64_t *order, uint64_t *keys, uint64_t *keys2, int64_t *order2,
-             int64_t *done) noexcept nogil:
+             int fd, int64_t data_offset, int64_t *done) noexcept nogil:
     # order holds the record order of epoch order_epoch[0] (-1: none yet), kept across calls
     cdef int64_t i, step, epoch, k, epoch_now = order_epoch[0], r, start
     cdef int l, rows, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
@@ -367,9 +382,15 @@ cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_la
         rows = <int>(B if start + B <= n else n - start)
         idx = order + start
 
-        # forward: gather the batch's rows, then layer by layer
-        for r in range(rows):
-            memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
+        # forward: gather the batch's rows (from memory, or read from the file fd), then layer by layer
+        if fd >= 0:
+            for r in range(rows):
+                if fb_read_at(fd, acts[0] + r * n_feat, n_feat * sizeof(floating),
+                              data_offset + idx[r] * n_feat * <int64_t>sizeof(floating)) != 0:
+                    return READ_ERROR
+        else:
+            for r in range(rows):
+                memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
         off = 0
         for l in range(n_layers):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
@@ -442,13 +463,17 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 int64_t batch_size, int64_t steps_per_epoch, bint shuffle, uint64_t seed,
                 int activation, int loss, int optimizer, double momentum, bint nesterov,
                 double beta1, double beta2, double eps, double weight_decay,
-                const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache):
+                const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache,
+                int fd=-1, int64_t data_offset=0):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     Same contract as ``_numpy_backend.train_steps``. Inputs are trusted: the
     Trainer has checked every shape, range and dtype before calling. ``order_cache``
     (n + 1 int64: the epoch, then its record order; epoch -1 when empty) keeps the
     current epoch's order between calls, so a call does not sort the records again.
+    With ``fd >= 0`` the rows are read from that file (row i at ``data_offset + i *
+    row bytes``) instead of from X's memory, which is then only used for its shape:
+    a file larger than memory trains without being mapped in.
     """
     cdef int64_t n = X.shape[0]
     cdef int n_layers = <int>sizes.shape[0] - 1
@@ -490,7 +515,8 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                          steps_per_epoch, shuffle, seed, activation, loss, optimizer,
                          momentum, nesterov, beta1, beta2, eps, weight_decay,
                          &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0], &WT[0], &GT[0],
-                         &order_cache[0], &order_cache[1], &keys[0], &keys[n], &order2[0], &done)
+                         &order_cache[0], &order_cache[1], &keys[0], &keys[n], &order2[0],
+                         fd, data_offset, &done)
     finally:
         free(acts)
     return done, status

@@ -193,24 +193,48 @@ def _all_finite(arr, chunk=1 << 16):
         part = arr[start:start + chunk]
         if not np.isfinite(part.sum()) and not np.isfinite(part).all():
             return False
-        if isinstance(arr, np.memmap) and start % (chunk * 16) == 0:
-            release_pages(arr)
+        release_pages(arr)
     release_pages(arr)
     return True
 
 
-def release_pages(X):
-    """Drop the pages of a memory-mapped X from resident memory (re-read from the file when needed)."""
-    if not isinstance(X, np.memmap):
-        return
+def _mapping(X):
     base = X
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "_mmap", None) or getattr(base, "base", None)
-    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def _advise(X, advice_name):
+    mm = _mapping(X) if isinstance(X, np.memmap) else None
+    advice = getattr(mmap, advice_name, None)
+    if mm is not None and advice is not None:
         try:
-            base.madvise(mmap.MADV_DONTNEED)
+            mm.madvise(advice)
         except (OSError, ValueError):
             pass
+
+
+def file_source(X):
+    """(path, byte offset of row 0) of a C-contiguous memory-mapped X backed by a named file, else None."""
+    if not isinstance(X, np.memmap) or not X.flags.c_contiguous or not getattr(X, "filename", None):
+        return None
+    mm = _mapping(X)
+    if mm is None or not isinstance(getattr(X, "offset", None), int):
+        return None
+    map_start = X.offset - X.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap began its map
+    map_base = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+    return X.filename, map_start + (X.ctypes.data - map_base)
+
+
+def release_pages(X):
+    """Drop the pages of a memory-mapped X from resident memory (re-read from the file when needed)."""
+    _advise(X, "MADV_DONTNEED")
+
+
+def read_randomly(X):
+    """Tell the OS a memory-mapped X is read at random rows: no read-ahead, one page a row."""
+    _advise(X, "MADV_RANDOM")
 
 
 def resolve_loss(loss, y):

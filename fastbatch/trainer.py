@@ -4,6 +4,8 @@ Everything is checked and converted here, once; the backends (``_kernel.pyx`` an
 ``_numpy_backend.py``) only run steps.
 """
 import math
+import mmap
+import os
 import threading
 import time
 import warnings
@@ -23,10 +25,10 @@ try:
 except ImportError:  # pragma: no cover - only when the extension was not built
     _kernel = None
 
-DONE, STOPPED, NONFINITE, TIME_UP = 0, 1, 2, 3
+DONE, STOPPED, NONFINITE, TIME_UP, READ_ERROR = 0, 1, 2, 3, 4
 PROGRESS_SECONDS = 0.1   # on_progress is called at least this often
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
-MMAP_CHUNK_BYTES = 64 << 20  # a memory-mapped X is released from memory after this much is read
+MMAP_CHUNK_BYTES = 64 << 20  # a memory-mapped X is released from memory after about this much is paged in
 
 DEFAULTS = dict(
     hidden=(32,), activation="relu", loss="auto", batch_size=64, epochs=5, learning_rate=0.01,
@@ -85,6 +87,7 @@ class Trainer:
         self._cfg = cfg
         self._learning_rate = cfg["learning_rate"]
         self._stop = np.zeros(1, dtype=np.uint8)
+        self._read_from = (-1, 0)  # (file descriptor, offset) while fit reads X from its file
         self._fit_lock = threading.Lock()
         self._pending_params = None
         self._cache = None
@@ -511,18 +514,38 @@ class Trainer:
             start, n_steps, self._opt_t + (start - self._step), plan.batch_size, plan.steps_per_epoch,
             cfg["shuffle"], cfg["seed"], ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[self._run["loss"]],
             OPTIMIZER_CODES[cfg["optimizer"]], cfg["momentum"], cfg["nesterov"], b1, b2, cfg["eps"],
-            cfg["weight_decay"], self._stop, max_seconds, self._order_cache)
+            cfg["weight_decay"], self._stop, max_seconds, self._order_cache,
+            *(self._read_from if self._cfg["backend"] == "cython" else ()))
 
     def _train(self, data, steps, on_progress, val, callbacks):
         plan = self._run["plan"]
         spe = plan.steps_per_epoch
         end = plan.total_steps if steps is None else min(plan.total_steps, self._step + steps)
+        mapped = isinstance(data["X"], np.memmap)
+        chunk_cap = None
+        source = V.file_source(data["X"]) if mapped and self._cfg["backend"] == "cython" else None
+        if source:  # the kernel reads each batch's rows from the file: nothing of it is mapped in
+            self._read_from = (os.open(source[0], os.O_RDONLY), source[1])
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._read_from[0], 0, 0, os.POSIX_FADV_RANDOM)
+            mapped = False
+        elif mapped:
+            # a row read from the map brings in its page and, by the kernel's fault-around,
+            # up to 15 cached pages next to it (64 KB), which all count as resident
+            V.read_randomly(data["X"])
+            row_cost = max(data["X"].strides[0], 16 * mmap.PAGESIZE)
+            chunk_cap = max(1, MMAP_CHUNK_BYTES // (plan.effective_batch_size * row_cost))
+        try:
+            return self._train_loop(data, on_progress, val, callbacks, end, spe, plan, mapped, chunk_cap)
+        finally:
+            if self._read_from[0] >= 0:
+                os.close(self._read_from[0])
+                self._read_from = (-1, 0)
+
+    def _train_loop(self, data, on_progress, val, callbacks, end, spe, plan, mapped, chunk_cap):
         step_hooks = any(_overrides(cb, "on_step_end") for cb in callbacks)
         epoch_hooks = bool(on_progress or val or callbacks or self._cfg["patience"]
                            or self._schedule.name == "plateau")
-        mapped = isinstance(data["X"], np.memmap)
-        chunk_cap = max(1, MMAP_CHUNK_BYTES // max(1, plan.effective_batch_size * data["X"].strides[0])) \
-            if mapped else None
         if self._step == 0 and _fire(callbacks, "on_run_begin", self):
             return self.history
         last_report = time.perf_counter()
@@ -542,6 +565,8 @@ class Trainer:
             for s, a in zip(snap, (self._theta, self._m, self._v)):
                 np.copyto(s, a)
             done, status = self._call_kernel(data, start, n, lrs, PROGRESS_SECONDS if on_progress else 3600.0)
+            if status == READ_ERROR:
+                raise OSError(f"could not read the records of step {start + done} from {data['X'].filename}")
             if status == NONFINITE or not np.isfinite(self._theta).all():
                 self._diverged(data, start, done, status, lrs, snap)
             self._hist["lr"][start:start + done] = lrs[:done]

@@ -126,3 +126,20 @@ def test_memmap_conversions_stay_on_disk(tmp_path, case):
     assert isinstance(tr._cache["X"], np.memmap) and tr._cache["X"].dtype == np.float32
     ref = fb.Trainer(**kw).fit(X.astype(np.float32), y)
     assert np.array_equal(h.loss, ref.loss) and np.array_equal(h.val_loss, ref.val_loss)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_memmap_rows_are_read_from_the_right_place(tmp_path, backend):
+    # the kernel reads rows from the file at the map's offset; a sliced map starts further in
+    rng = np.random.default_rng(3)
+    X = rng.random((500, 7)).astype(np.float32)
+    y = rng.integers(0, 3, 500)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")[37:]
+    from fastbatch import _validation as V
+    path, offset = V.file_source(Xm)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        assert np.array_equal(np.frombuffer(f.read(7 * 4), dtype=np.float32), X[37])
+    kw = dict(epochs=2, batch_size=16, backend=backend)
+    assert np.array_equal(fb.Trainer(**kw).fit(Xm, y[37:]).loss, fb.Trainer(**kw).fit(X[37:], y[37:]).loss)
