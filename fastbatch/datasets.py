@@ -18,18 +18,12 @@ import os
 
 import numpy as np
 
+from ._validation import check_int
+
 __all__ = ["NAMES", "TWO_FEATURE", "make", "load", "columns", "n_classes"]
 
 NAMES = ("random", "blobs", "moons", "spirals", "xor")
 TWO_FEATURE = frozenset({"blobs", "moons", "spirals", "xor"})
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _random(rng, n, d):
@@ -84,9 +78,9 @@ def make(name, n_records=1000, n_features=10, seed=0):
     """
     if name not in NAMES:
         raise ValueError(f"dataset must be one of {list(NAMES)}, got {name!r}")
-    n = _check_int("n_records", n_records, 1)
-    d = _check_int("n_features", n_features, 1)
-    s = _check_int("seed", seed, 0)
+    n = check_int("n_records", n_records, 1)
+    d = check_int("n_features", n_features, 1)
+    s = check_int("seed", seed, 0)
     rng = np.random.default_rng(s)
     if name == "random":
         X, y = _random(rng, n, d)

@@ -9,24 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_int
+
 __all__ = ["Plan", "plan", "steps_per_epoch", "last_batch_size", "epoch_order", "schedule_lines"]
 
 _U64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
-def _int_arg(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def steps_per_epoch(n_records, batch_size, drop_last=False):
     """Number of batches (= steps) in one epoch: ceil(n / B), or floor(n / B) with drop_last."""
-    n = _int_arg("n_records", n_records, 1)
-    b = _int_arg("batch_size", batch_size, 1)
+    n = check_int("n_records", n_records, 1)
+    b = check_int("batch_size", batch_size, 1)
     if drop_last:
         if n < b:
             raise ValueError(
@@ -38,8 +32,8 @@ def steps_per_epoch(n_records, batch_size, drop_last=False):
 
 def last_batch_size(n_records, batch_size, drop_last=False):
     """Size of the last batch of an epoch (``batch_size`` when it divides evenly or is dropped)."""
-    n = _int_arg("n_records", n_records, 1)
-    b = _int_arg("batch_size", batch_size, 1)
+    n = check_int("n_records", n_records, 1)
+    b = check_int("batch_size", batch_size, 1)
     if b >= n and not drop_last:
         return n
     steps_per_epoch(n, b, drop_last)  # validates drop_last
@@ -86,7 +80,7 @@ class Plan:
 
 def plan(n_records, batch_size, epochs, drop_last=False):
     """Return the :class:`Plan` for ``n_records`` records, ``batch_size`` and ``epochs``."""
-    e = _int_arg("epochs", epochs, 1)
+    e = check_int("epochs", epochs, 1)
     spe = steps_per_epoch(n_records, batch_size, drop_last)
     return Plan(int(n_records), int(batch_size), e, bool(drop_last), spe,
                 last_batch_size(n_records, batch_size, drop_last), spe * e)
@@ -115,9 +109,9 @@ def epoch_order(n_records, seed, epoch, shuffle=True):
     and the order sorts the keys (ties by index). The Cython kernel computes the
     same permutation in C. With ``shuffle=False`` it is the identity.
     """
-    n = _int_arg("n_records", n_records, 1)
-    s = _int_arg("seed", seed, 0)
-    e = _int_arg("epoch", epoch, 0)
+    n = check_int("n_records", n_records, 1)
+    s = check_int("seed", seed, 0)
+    e = check_int("epoch", epoch, 0)
     if s > _U64:
         raise ValueError(f"seed must be < 2**64, got {seed!r}")
     if not shuffle:
