@@ -21,7 +21,8 @@ DIRECTIVES = {
     "cdivision": not DEBUG,
 }
 
-# Portable flags only: no -march=native in what others install.
+# Portable flags only: nothing tuned to the build machine's CPU in what others install
+# (the kernel picks AVX2 / AVX-512 code at load time instead, see _kernel_helpers.h).
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3"]
 LINK_ARGS = []
 if SANITIZE:
