@@ -494,20 +494,17 @@ class MainWindow(QMainWindow):
             raise OSError(f"could not write {path!r}")
 
     def _export_csv_clicked(self):
-        path, _ = QFileDialog.getSaveFileName(self, "Export history", "history.csv", "CSV (*.csv)")
-        if path:
-            try:
-                self.export_history(path)
-                self.statusBar().showMessage(f"history written to {path}", 5000)
-            except OSError as exc:
-                self._show_error(exc)
+        self._export_to_chosen_file("history", "history.csv", "CSV (*.csv)", self.export_history)
 
     def _export_png_clicked(self):
-        path, _ = QFileDialog.getSaveFileName(self, "Export plot", "loss.png", "PNG (*.png)")
+        self._export_to_chosen_file("plot", "loss.png", "PNG (*.png)", self.export_plot)
+
+    def _export_to_chosen_file(self, what, default_name, file_filter, write):
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", default_name, file_filter)
         if path:
             try:
-                self.export_plot(path)
-                self.statusBar().showMessage(f"plot written to {path}", 5000)
+                write(path)
+                self.statusBar().showMessage(f"{what} written to {path}", 5000)
             except OSError as exc:
                 self._show_error(exc)
 
