@@ -151,8 +151,8 @@ cdef extern from "_kernel_helpers.h" nogil:
     void fb_atb_acc_d(const double *A, const double *B, double *C, int rows, int p, int q)
     void fb_transpose_f(const float *B, float *Bt, int k, int n)
     void fb_transpose_d(const double *B, double *Bt, int k, int n)
-    void fb_colsum_f(const float *D, float *out, int rows, int n)
-    void fb_colsum_d(const double *D, double *out, int rows, int n)
+    void fb_colsum_f(const float *D, float *out, int rows, int n, int ld)
+    void fb_colsum_d(const double *D, double *out, int rows, int n, int ld)
 
 
 cdef inline void small_ab(floating *A, floating *B, floating *bias, floating *C, int rows, int k, int n) noexcept nogil:
@@ -198,12 +198,12 @@ cdef inline void gemm(char transa, char transb, int m, int n, int k, floating al
         dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
-cdef inline void column_sums(floating *D, floating *out, int rows, int n) noexcept nogil:
-    """out := the sum of D's rows   (D: rows x n)."""
+cdef inline void column_sums(floating *D, floating *out, int rows, int n, int ld) noexcept nogil:
+    """out := the sum of D's rows   (D: rows x n, its rows ld apart)."""
     if floating is float:
-        fb_colsum_f(D, out, rows, n)
+        fb_colsum_f(D, out, rows, n, ld)
     else:
-        fb_colsum_d(D, out, rows, n)
+        fb_colsum_d(D, out, rows, n, ld)
 
 
 # ---------------------------------------------------------------- activations, forward next to backward
@@ -241,23 +241,24 @@ cdef void activation_backward(int code, floating *A, floating *D, long size) noe
 # ---------------------------------------------------------------- losses: mean over the batch, and d loss / d logits
 
 cdef double loss_grad(int code, floating *Zl, floating *T, int64_t *labels, int64_t *idx,
-                      floating *D, int rows, int k) noexcept nogil:
-    """Mean loss of the batch; D := its gradient w.r.t. the logits Zl (rows x k)."""
+                      floating *D, int rows, int k, int batch_rows) noexcept nogil:
+    """D := the gradient of the batch's mean loss w.r.t. the logits Zl (rows x k); returns
+    these rows' share of that mean (the batch has batch_rows rows; a thread has some)."""
     cdef int r, j
     cdef double total = 0, z, y, diff, zmax, s, e, scale
     cdef floating *zr
     cdef floating *dr
     cdef floating *tr
     if code == 0:  # mse, mean over all rows * k elements
-        scale = 2.0 / (<double>rows * k)
+        scale = 2.0 / (<double>batch_rows * k)
         for r in range(rows):
             zr = Zl + r * k; dr = D + r * k; tr = T + idx[r] * k
             for j in range(k):
                 diff = <double>(zr[j] - tr[j])
                 total += diff * diff
                 dr[j] = <floating>((zr[j] - tr[j]) * <floating>scale)
-        return total / (<double>rows * k)
-    scale = 1.0 / rows
+        return total / (<double>batch_rows * k)
+    scale = 1.0 / batch_rows
     if code == 1:  # binary cross-entropy with logits
         for r in range(rows):
             z = Zl[r]; y = T[idx[r]]
@@ -329,23 +330,128 @@ cdef void update(int opt, floating *p, floating *g, floating *m, floating *v, lo
         p[i] -= step_size * (m[i] / (sqrt(v[i]) / bc2 + f_eps))
 
 
+
+# ---------------------------------------------------------------- threads: a team splits each step
+
+cdef extern from "_kernel_threads.h" nogil:
+    ctypedef struct fb_barrier:
+        int n
+    ctypedef void (*fb_task)(void *arg, int tid) noexcept nogil
+    int FB_MAX_THREADS
+    void fb_barrier_init(fb_barrier *b, int n)
+    void fb_barrier_wait(fb_barrier *b)
+    void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
+    int fb_team_begin()
+    void fb_team_end()
+    void fb_blas_control(void *get, void *set)
+
+# When a step runs on a team (measured on 2 cores, see benches/): a small step does not
+# pay for the barriers, and a member's share of the batch must be big enough. Each
+# member packs its own copy of W for gemm, so a net with a big W wants more rows each.
+cdef enum:
+    TEAM_MIN_MACS = 32768        # multiply-adds of a forward pass of the whole batch
+    TEAM_MIN_ROWS = 64           # rows per member
+    TEAM_BIG_W = 65536           # a layer with this many weights or more ...
+    TEAM_MIN_ROWS_BIG_W = 256    # ... needs this many rows per member
+    LOSS_STRIDE = 8              # one cache line of doubles per member's partial loss
+
+
+def _find_blas_thread_control():
+    """Addresses of the get / set thread-count functions of the BLAS behind scipy's
+    cython_blas (the one the kernel calls), or (0, 0) when it is not a known OpenBLAS."""
+    import ctypes
+    from scipy.linalg import cython_blas
+    try:
+        lib = ctypes.CDLL(cython_blas.__file__)  # its symbol lookup goes through the BLAS it links
+    except OSError:
+        return 0, 0
+    for prefix, suffix in (("scipy_openblas", ""), ("scipy_openblas", "64_"), ("openblas", ""), ("openblas", "64_")):
+        try:
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+        except AttributeError:
+            continue
+        return ctypes.cast(get, ctypes.c_void_p).value, ctypes.cast(set_, ctypes.c_void_p).value
+    return 0, 0
+
+
+_blas_get, _blas_set = _find_blas_thread_control()
+fb_blas_control(<void *> <size_t> _blas_get, <void *> <size_t> _blas_set)
+BLAS_THREADS_CONTROLLED = bool(_blas_get and _blas_set)
+
+
+cdef struct Ctx:
+    # the same for every member; pointers are floating * of the call's dtype
+    void *X
+    void *T
+    int64_t *labels
+    int64_t *sizes
+    int n_layers
+    void *theta
+    void *m
+    void *v
+    void *G            # the gradient; member 0 writes its partial sums here
+    void *G_more       # members 1.. : their partial sums of the small layers, n_theta each
+    void *WT           # per member: n_theta of scratch for transposed small layers
+    void *GT           # per member: the same, for their gradients
+    long n_theta
+    double *lrs
+    double *losses
+    int64_t start_step, n_steps, opt_t, n, batch_size, spe
+    bint shuffle
+    uint64_t seed
+    int act, loss, opt
+    double momentum
+    bint nesterov
+    double beta1, beta2, eps, wd
+    const uint8_t *stop
+    double max_seconds
+    int64_t check_every
+    void **acts        # acts[l]: batch rows x sizes[l]; acts[0] is the gathered input
+    void **deltas      # deltas[l]: d loss / d (layer l's pre-activation), batch rows x sizes[l + 1]
+    int64_t *order_epoch
+    int64_t *order
+    uint64_t *keys
+    uint64_t *keys2
+    int64_t *order2
+    int fd
+    int64_t data_offset
+    # shared state
+    int nt             # team size
+    fb_barrier bar
+    int command        # set by member 0 before each step: -1 go on, else the status to stop with
+    int read_failed
+    double *loss_part  # member t's share of the step's loss at [t * LOSS_STRIDE]
+    int64_t done
+    int status
+
+
 # ---------------------------------------------------------------- the loop
 
 cdef inline bint use_blas(int rows, int n_in, int n_out) noexcept nogil:
     """Whether a layer's products go to BLAS gemm rather than the small loops."""
-    return <long>rows * n_in * n_out >= BLAS_MIN_MACS
+    return <long>rows * n_in * n_out >= BLAS_MIN_MACS and n_in >= 16 and n_out >= 8
 
 
 cdef inline bint out_major(int n_in, int n_out) noexcept nogil:
-    """Narrow layers (few outputs) run the small loops on W.T, so they vectorise along n_in."""
-    return n_out < 8 and n_in > n_out
+    """Narrow layers (fewer outputs than a vector holds) run the small loops on W.T, so
+    they vectorise along n_in."""
+    return n_out < 16 and n_in > n_out
+
+
+cdef inline void share(int total, int parts, int tid, int align, int *lo, int *hi) noexcept nogil:
+    """[lo, hi): member tid's part of range(total), parts cut at multiples of align."""
+    cdef int per = (total + parts - 1) // parts
+    per = (per + align - 1) // align * align
+    lo[0] = min(total, tid * per)
+    hi[0] = min(total, lo[0] + per)
 
 
 cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, int n_feat,
                    floating *out) noexcept nogil:
     """out[r] := row idx[r] of the file fd (rows start at data_offset); 0, or -1 on a read error.
 
-    Kept out of ``run``: an opaque call inside the step loop made GCC compile the whole
+    Kept out of ``run_part``: an opaque call inside the step loop made GCC compile the whole
     loop more cautiously (2.4x slower steps on the seed net, even with no file).
     """
     cdef int r
@@ -356,117 +462,193 @@ cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, in
     return 0
 
 
-cdef int run(floating *X, floating *T, int64_t *labels, int64_t *sizes, int n_layers,
-             floating *theta, floating *m, floating *v, floating *G, double *lrs, double *losses,
-             int64_t start_step, int64_t n_steps, int64_t opt_t, int64_t n, int64_t batch_size,
-             int64_t spe, bint shuffle, uint64_t seed, int act, int loss, int opt,
-             double momentum, bint nesterov, double beta1, double beta2, double eps, double wd,
-             const uint8_t *stop, double max_seconds, int64_t check_every,
-             floating **acts, floating *D0, floating *D1, floating *WT, floating *GT,
-             int64_t *order_epoch, int64_t *order, uint64_t *keys, uint64_t *keys2, int64_t *order2,
-             int fd, int64_t data_offset, int64_t *done) noexcept nogil:
-    # order holds the record order of epoch order_epoch[0] (-1: none yet), kept across calls
-    cdef int64_t i, step, epoch, k, epoch_now = order_epoch[0], r, start
-    cdef int l, rows, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
-    cdef long off, n_w
-    cdef int64_t B = batch_size if batch_size < n else n
-    cdef double deadline = fb_now() + max_seconds
+cdef void run_part(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
+    """Member tid's part of every step (the whole step when the team is one thread).
+
+    A step: member 0 checks the stop flag and the clock, and sorts the next epoch's
+    order; barrier. Each member gathers and forwards its own rows of the batch, computes
+    their loss and deltas, and back-propagates them through W (still unchanged). Before
+    a layer's weight gradient a barrier: every row's delta is there. A BLAS layer's
+    gradient and update are cut by rows of W (one gemm per member, writing W -= lr * A.T @ D
+    in place for plain SGD); a small layer's gradient is summed per member, then reduced
+    and applied after a last barrier.
+    """
+    cdef floating *X = <floating *> c.X
+    cdef floating *T = <floating *> c.T
+    cdef floating *theta = <floating *> c.theta
+    cdef floating *m = <floating *> c.m
+    cdef floating *v = <floating *> c.v
+    cdef floating *G = <floating *> c.G
+    cdef floating *Gt = G if tid == 0 else <floating *> c.G_more + (tid - 1) * c.n_theta
+    cdef floating *WT = <floating *> c.WT + tid * c.n_theta
+    cdef floating *GT = <floating *> c.GT + tid * c.n_theta
+    cdef floating **acts = <floating **> c.acts
+    cdef floating **deltas = <floating **> c.deltas
+    cdef int64_t *sizes = c.sizes
+    cdef int n_layers = c.n_layers, nt = c.nt
+    cdef int64_t n = c.n, spe = c.spe
+    cdef int64_t B = c.batch_size if c.batch_size < n else n
+    cdef int64_t i, step, epoch, k, start, r
+    cdef int l, t, rows, r0, r1, nr, i0, i1, j0, j1, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
+    cdef long off, n_w, a, b, e
+    cdef double deadline = fb_now() + c.max_seconds
     cdef double step_loss
+    cdef double lr
     # momentum-free SGD without decay: a BLAS layer's gemm writes W -= lr * A.T @ D in place
-    cdef bint plain_sgd = opt == 0 and momentum == 0 and wd == 0
-    cdef floating *D
-    cdef floating *Dn
-    cdef floating *tmp
+    cdef bint plain_sgd = c.opt == 0 and c.momentum == 0 and c.wd == 0
+    cdef bint any_small
     cdef floating *W
     cdef floating *A
+    cdef floating *D
+    cdef floating *Dn
+    cdef floating *Gm
     cdef int64_t *idx
-    for i in range(n_steps):
-        done[0] = i
-        if fb_read_flag(stop):
-            return STOPPED
-        if i > 0 and i % check_every == 0 and fb_now() > deadline:
-            return TIME_UP
-        step = start_step + i
+    for i in range(c.n_steps):
+        if tid == 0:
+            c.done = i
+            c.command = -1
+            if fb_read_flag(c.stop):
+                c.command = STOPPED
+            elif i > 0 and i % c.check_every == 0 and fb_now() > deadline:
+                c.command = TIME_UP
+            else:
+                epoch = (c.start_step + i) // spe
+                if epoch != c.order_epoch[0]:
+                    epoch_order_c(n, c.seed, <uint64_t>epoch, c.shuffle, c.order, c.keys, c.keys2, c.order2)
+                    c.order_epoch[0] = epoch
+        fb_barrier_wait(&c.bar)  # also: the last step's updates are all done
+        if c.command >= 0:
+            if tid == 0:
+                c.status = c.command
+            return
+        step = c.start_step + i
         epoch = step // spe
         k = step - epoch * spe
-        if epoch != epoch_now:
-            epoch_order_c(n, seed, <uint64_t>epoch, shuffle, order, keys, keys2, order2)
-            epoch_now = epoch
-            order_epoch[0] = epoch
         start = k * B
         rows = <int>(B if start + B <= n else n - start)
-        idx = order + start
+        idx = c.order + start
+        share(rows, nt, tid, 8, &r0, &r1)
+        nr = r1 - r0
+        lr = c.lrs[i]
 
-        # forward: gather the batch's rows (from memory, or read from the file fd), then layer by layer
-        if fd >= 0:
-            if read_rows(fd, data_offset, idx, rows, n_feat, acts[0]) != 0:
-                return READ_ERROR
+        # forward: gather this member's rows (from memory, or read from the file fd), then layer by layer
+        if c.fd >= 0:
+            if read_rows(c.fd, c.data_offset, idx + r0, nr, n_feat, acts[0] + <long>r0 * n_feat) != 0:
+                c.read_failed = 1
         else:
-            for r in range(rows):
+            for r in range(r0, r1):
                 memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
         off = 0
         for l in range(n_layers):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
             n_w = <long>n_in * n_out
             W = theta + off
-            if use_blas(rows, n_in, n_out):
-                for r in range(rows):
-                    memcpy(acts[l + 1] + <long>r * n_out, W + n_w, n_out * sizeof(floating))
-                gemm(c'N', c'N', n_out, rows, n_in, <floating>1, W, n_out, acts[l], n_in,
-                     <floating>1, acts[l + 1], n_out)
+            A = acts[l + 1] + <long>r0 * n_out
+            if use_blas(nr, n_in, n_out):
+                for r in range(nr):
+                    memcpy(A + r * n_out, W + n_w, n_out * sizeof(floating))
+                gemm(c'N', c'N', n_out, nr, n_in, <floating>1, W, n_out, acts[l] + <long>r0 * n_in, n_in,
+                     <floating>1, A, n_out)
             elif out_major(n_in, n_out):
                 transpose(W, WT + off, n_in, n_out)
-                small_abt(acts[l], WT + off, W + n_w, acts[l + 1], rows, n_in, n_out)
+                small_abt(acts[l] + <long>r0 * n_in, WT + off, W + n_w, A, nr, n_in, n_out)
             else:
-                small_ab(acts[l], W, W + n_w, acts[l + 1], rows, n_in, n_out)
+                small_ab(acts[l] + <long>r0 * n_in, W, W + n_w, A, nr, n_in, n_out)
             if l < n_layers - 1:
-                activate(act, acts[l + 1], <long>rows * n_out)
+                activate(c.act, A, <long>nr * n_out)
             off += n_w + n_out
-        step_loss = loss_grad(loss, acts[n_layers], T, labels, idx, D0, rows, k_out)
-        if not isfinite(step_loss):
-            return NONFINITE
-        losses[i] = step_loss
+        c.loss_part[tid * LOSS_STRIDE] = loss_grad(c.loss, acts[n_layers] + <long>r0 * k_out, T, c.labels,
+                                                   idx + r0, deltas[n_layers - 1] + <long>r0 * k_out,
+                                                   nr, k_out, rows)
 
-        # backward: the delta goes through W before W changes
-        D = D0; Dn = D1
+        # backward, layer by layer from the last
+        any_small = False
         for l in range(n_layers - 1, -1, -1):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
             n_w = <long>n_in * n_out
             off -= n_w + n_out
-            W = theta + off; A = acts[l]
-            column_sums(D, G + off + n_w, rows, n_out)
-            if use_blas(rows, n_in, n_out):
-                if l > 0:  # Dn := D @ W.T
-                    gemm(c'T', c'N', n_in, rows, n_out, <floating>1, W, n_out, D, n_out, <floating>0, Dn, n_in)
-                if plain_sgd:  # W := W - lr * A.T @ D
-                    gemm(c'N', c'T', n_out, n_in, rows, -<floating>lrs[i], D, n_out, A, n_in, <floating>1, W, n_out)
-                else:  # gW := A.T @ D
-                    gemm(c'N', c'T', n_out, n_in, rows, <floating>1, D, n_out, A, n_in, <floating>0, G + off, n_out)
-            elif out_major(n_in, n_out):
-                small_atb(D, A, GT, rows, n_out, n_in)
-                transpose(GT, G + off, n_out, n_in)
-                if l > 0:
-                    small_ab(D, WT + off, NULL, Dn, rows, n_out, n_in)
-            else:
-                small_atb(A, D, G + off, rows, n_in, n_out)
-                if l > 0:
-                    small_abt(D, W, NULL, Dn, rows, n_out, n_in)
-            if l > 0:
-                activation_backward(act, acts[l], Dn, <long>rows * n_in)
-                tmp = D; D = Dn; Dn = tmp
+            W = theta + off; A = acts[l]; D = deltas[l]
+            if l > 0:  # this member's rows of the next delta, through W before W changes
+                Dn = deltas[l - 1]
+                if use_blas(nr, n_in, n_out):
+                    gemm(c'T', c'N', n_in, nr, n_out, <floating>1, W, n_out, D + <long>r0 * n_out, n_out,
+                         <floating>0, Dn + <long>r0 * n_in, n_in)
+                elif out_major(n_in, n_out):
+                    small_ab(D + <long>r0 * n_out, WT + off, NULL, Dn + <long>r0 * n_in, nr, n_out, n_in)
+                else:
+                    small_abt(D + <long>r0 * n_out, W, NULL, Dn + <long>r0 * n_in, nr, n_out, n_in)
+                activation_backward(c.act, A + <long>r0 * n_in, Dn + <long>r0 * n_in, <long>nr * n_in)
+            if l == n_layers - 1 or use_blas(rows, n_in, n_out):
+                fb_barrier_wait(&c.bar)
+            if l == n_layers - 1:  # every member adds the same shares: all agree to go on or not
+                step_loss = 0
+                for t in range(nt):
+                    step_loss += c.loss_part[t * LOSS_STRIDE]
+                if c.read_failed:
+                    if tid == 0:
+                        c.status = READ_ERROR
+                    return
+                if not isfinite(step_loss):
+                    if tid == 0:
+                        c.status = NONFINITE
+                    return
+                if tid == 0:
+                    c.losses[i] = step_loss
+            if use_blas(rows, n_in, n_out):  # this member's rows of W (and part of b): gradient and update
+                share(n_in, nt, tid, 16, &i0, &i1)
+                if i1 > i0:
+                    Gm = G + off + <long>i0 * n_out
+                    if plain_sgd:  # W := W - lr * A.T @ D
+                        gemm(c'N', c'T', n_out, i1 - i0, rows, -<floating>lr, D, n_out, A + i0, n_in,
+                             <floating>1, W + <long>i0 * n_out, n_out)
+                    else:
+                        gemm(c'N', c'T', n_out, i1 - i0, rows, <floating>1, D, n_out, A + i0, n_in,
+                             <floating>0, Gm, n_out)
+                        update(c.opt, W + <long>i0 * n_out, Gm, m + off + <long>i0 * n_out,
+                               v + off + <long>i0 * n_out, <long>(i1 - i0) * n_out, lr, c.opt_t + i + 1,
+                               c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+                share(n_out, nt, tid, 16, &j0, &j1)
+                if j1 > j0:
+                    column_sums(D + j0, G + off + n_w + j0, rows, j1 - j0, n_out)
+                    update(c.opt, W + n_w + j0, G + off + n_w + j0, m + off + n_w + j0, v + off + n_w + j0,
+                           j1 - j0, lr, c.opt_t + i + 1, c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+            else:  # this member's rows' share of a small layer's gradient
+                any_small = True
+                column_sums(D + <long>r0 * n_out, Gt + off + n_w, nr, n_out, n_out)
+                if out_major(n_in, n_out):
+                    small_atb(D + <long>r0 * n_out, A + <long>r0 * n_in, GT, nr, n_out, n_in)
+                    transpose(GT, Gt + off, n_out, n_in)
+                else:
+                    small_atb(A + <long>r0 * n_in, D + <long>r0 * n_out, Gt + off, nr, n_in, n_out)
 
-        for l in range(n_layers):
-            n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
-            n_w = <long>n_in * n_out
-            if plain_sgd and use_blas(rows, n_in, n_out):  # W is done: only b is left
-                update(opt, theta + off + n_w, G + off + n_w, m + off + n_w, v + off + n_w, n_out,
-                       lrs[i], opt_t + i + 1, momentum, nesterov, beta1, beta2, eps, wd)
-            else:
-                update(opt, theta + off, G + off, m + off, v + off, n_w + n_out,
-                       lrs[i], opt_t + i + 1, momentum, nesterov, beta1, beta2, eps, wd)
-            off += n_w + n_out
-    done[0] = n_steps
-    return DONE
+        if any_small:  # the small layers' shares, summed and applied, each member a part
+            fb_barrier_wait(&c.bar)
+            off = 0
+            for l in range(n_layers):
+                n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
+                n_w = <long>n_in * n_out
+                if not use_blas(rows, n_in, n_out):
+                    share(<int>(n_w + n_out), nt, tid, 16, &i0, &i1)
+                    a = off + i0; b = off + i1
+                    if b > a:
+                        for t in range(1, nt):
+                            Gm = <floating *> c.G_more + (t - 1) * c.n_theta
+                            for e in range(a, b):
+                                G[e] += Gm[e]
+                        update(c.opt, theta + a, G + a, m + a, v + a, b - a, lr, c.opt_t + i + 1,
+                               c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+                off += n_w + n_out
+    if tid == 0:
+        c.done = c.n_steps
+        c.status = DONE
+
+
+cdef void member_f(void *c, int tid) noexcept nogil:
+    run_part(<Ctx *> c, tid, <float *> NULL)
+
+
+cdef void member_d(void *c, int tid) noexcept nogil:
+    run_part(<Ctx *> c, tid, <double *> NULL)
 
 
 def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const int64_t[::1] labels,
@@ -477,7 +659,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 int activation, int loss, int optimizer, double momentum, bint nesterov,
                 double beta1, double beta2, double eps, double weight_decay,
                 const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache,
-                int fd=-1, int64_t data_offset=0):
+                int fd=-1, int64_t data_offset=0, int n_threads=0):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     Same contract as ``_numpy_backend.train_steps``. Inputs are trusted: the
@@ -487,49 +669,111 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
     With ``fd >= 0`` the rows are read from that file (row i at ``data_offset + i *
     row bytes``) instead of from X's memory, which is then only used for its shape:
     a file larger than memory trains without being mapped in.
+
+    Threads: a step of at least TEAM_MIN_MACS multiply-adds runs on a team of as many
+    threads as the BLAS is set to use (``OPENBLAS_NUM_THREADS``, threadpoolctl), the
+    BLAS pinned to one thread meanwhile. ``n_threads > 0`` forces the team size (tests).
     """
     cdef int64_t n = X.shape[0]
     cdef int n_layers = <int>sizes.shape[0] - 1
     cdef int64_t B = batch_size if batch_size < n else n
-    cdef int64_t widest = 0, l, macs = 0, check_every, done = 0
-    cdef int status
+    cdef int64_t widest = 0, l, macs = 0, n_theta = theta.shape[0]
+    cdef int nt = 1, got = 1
+    cdef Ctx c
     for l in range(n_layers + 1):
         widest = max(widest, sizes[l])
     for l in range(n_layers):
         macs += sizes[l] * sizes[l + 1]
-    # look at the clock about every 50 us of work, not every step
-    check_every = max(1, 50000 // max(1, 6 * B * macs // 1000 + 1))
     if n_steps <= 0:
         return 0, DONE
-
-    dt = np.float32 if floating is float else np.float64
-    acts_arrays = [np.empty(B * sizes[l], dtype=dt) for l in range(n_layers + 1)]
-    cdef floating **acts = <floating **> malloc((n_layers + 1) * sizeof(floating *))
-    cdef floating[::1] buf
-    for l in range(n_layers + 1):
-        buf = acts_arrays[l]
-        acts[l] = &buf[0]
-    cdef floating[::1] D0 = np.empty(B * widest, dtype=dt)
-    cdef floating[::1] D1 = np.empty(B * widest, dtype=dt)
-    cdef floating[::1] G = np.empty(theta.shape[0], dtype=dt)
-    cdef floating[::1] WT = np.empty(theta.shape[0], dtype=dt)
-    cdef floating[::1] GT = np.empty(theta.shape[0], dtype=dt)
     if order_cache.shape[0] != n + 1:
         raise ValueError(f"order_cache must hold n_records + 1 = {n + 1} entries, got {order_cache.shape[0]}")
-    cdef int64_t[::1] order2 = np.empty(n, dtype=np.int64)
-    cdef uint64_t[::1] keys = np.empty(2 * n, dtype=np.uint64)
-    # read-only inputs (e.g. a memory-mapped X) are only ever read through these pointers
-    cdef floating *T = <floating *> &targets[0, 0] if targets.shape[0] > 0 else NULL
-    cdef int64_t *lab = <int64_t *> &labels[0] if labels.shape[0] > 0 else NULL
+
+    # the team: sized by the BLAS's threads, for steps big enough to share
+    if n_threads > 0:
+        nt = min(n_threads, FB_MAX_THREADS)
+        got = fb_team_begin()
+    elif B * macs >= TEAM_MIN_MACS:
+        min_rows = TEAM_MIN_ROWS
+        for l in range(n_layers):
+            if sizes[l] * sizes[l + 1] >= TEAM_BIG_W:
+                min_rows = TEAM_MIN_ROWS_BIG_W
+        cap = min(FB_MAX_THREADS, B // min_rows)
+        if cap > 1:
+            got = fb_team_begin()
+            nt = max(1, min(got, cap))
+
     try:
+        dt = np.float32 if floating is float else np.float64
+        keep = []  # the buffers' owners, alive until the call returns
+
+        def buffer(count, dtype=dt):
+            a = np.empty(max(1, count), dtype=dtype)
+            keep.append(a)
+            return a
+
+        acts_p = buffer(n_layers + 1, np.uintp)
+        deltas_p = buffer(n_layers, np.uintp)
+        for l in range(n_layers + 1):
+            acts_p[l] = buffer(B * sizes[l]).ctypes.data
+        for l in range(n_layers):
+            deltas_p[l] = buffer(B * sizes[l + 1]).ctypes.data
+        loss_part = buffer(nt * LOSS_STRIDE, np.float64)
+        order2 = buffer(n, np.int64)
+        keys = buffer(2 * n, np.uint64)
+        G = buffer(n_theta)
+        G_more = buffer((nt - 1) * n_theta)
+        WT = buffer(nt * n_theta)
+        GT = buffer(nt * n_theta)
+
+        c.X = <void *> &X[0, 0]
+        # read-only inputs (e.g. a memory-mapped X) are only ever read through these pointers
+        c.T = <void *> &targets[0, 0] if targets.shape[0] > 0 else NULL
+        c.labels = <int64_t *> &labels[0] if labels.shape[0] > 0 else NULL
+        c.sizes = <int64_t *> &sizes[0]
+        c.n_layers = n_layers
+        c.theta = <void *> &theta[0]
+        c.m = <void *> &m[0]
+        c.v = <void *> &v[0]
+        c.G = <void *> <size_t> G.ctypes.data
+        c.G_more = <void *> <size_t> G_more.ctypes.data
+        c.WT = <void *> <size_t> WT.ctypes.data
+        c.GT = <void *> <size_t> GT.ctypes.data
+        c.n_theta = n_theta
+        c.lrs = <double *> &lrs[0]
+        c.losses = &losses[0]
+        c.start_step = start_step; c.n_steps = n_steps; c.opt_t = opt_t; c.n = n
+        c.batch_size = batch_size; c.spe = steps_per_epoch; c.shuffle = shuffle; c.seed = seed
+        c.act = activation; c.loss = loss; c.opt = optimizer
+        c.momentum = momentum; c.nesterov = nesterov; c.beta1 = beta1; c.beta2 = beta2
+        c.eps = eps; c.wd = weight_decay
+        c.stop = &stop[0]
+        c.max_seconds = max_seconds
+        # look at the clock about every 50 us of work, not every step
+        c.check_every = max(1, 50000 // max(1, 6 * B * macs // 1000 + 1))
+        c.acts = <void **> <size_t> acts_p.ctypes.data
+        c.deltas = <void **> <size_t> deltas_p.ctypes.data
+        c.order_epoch = &order_cache[0]
+        c.order = &order_cache[1]
+        c.keys = <uint64_t *> <size_t> keys.ctypes.data
+        c.keys2 = c.keys + n
+        c.order2 = <int64_t *> <size_t> order2.ctypes.data
+        c.fd = fd
+        c.data_offset = data_offset
+        c.nt = nt
+        c.command = -1
+        c.read_failed = 0
+        c.loss_part = <double *> <size_t> loss_part.ctypes.data
+        c.done = 0
+        c.status = DONE
         with nogil:
-            status = run(<floating *> &X[0, 0], T, lab, <int64_t *> &sizes[0], n_layers, &theta[0], &m[0],
-                         &v[0], &G[0], <double *> &lrs[0], &losses[0], start_step, n_steps, opt_t, n, batch_size,
-                         steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                         momentum, nesterov, beta1, beta2, eps, weight_decay,
-                         &stop[0], max_seconds, check_every, acts, &D0[0], &D1[0], &WT[0], &GT[0],
-                         &order_cache[0], &order_cache[1], &keys[0], &keys[n], &order2[0],
-                         fd, data_offset, &done)
+            if nt > 1:
+                fb_team_run(member_f if floating is float else member_d, &c, &c.nt, &c.bar)
+            else:
+                fb_barrier_init(&c.bar, 1)
+                run_part(&c, 0, <floating *> NULL)
     finally:
-        free(acts)
-    return done, status
+        if got > 1:
+            fb_team_end()
+    return c.done, c.status
+

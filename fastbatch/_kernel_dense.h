@@ -136,21 +136,21 @@ FB_CLONES static void FB_FN(fb_atb_acc)(const FB_T *FB_RESTRICT A, const FB_T *F
                 C[(long)i * q + qv + j] = g[j];
         }
 }
-/* out := the sum of D's rows   (D: rows x n); each column's sum stays in a register. */
-FB_CLONES static void FB_FN(fb_colsum)(const FB_T *FB_RESTRICT D, FB_T *FB_RESTRICT out, int rows, int n)
+/* out := the sum of D's rows   (D: rows x n, rows ld apart); each column's sum stays in a register. */
+FB_CLONES static void FB_FN(fb_colsum)(const FB_T *FB_RESTRICT D, FB_T *FB_RESTRICT out, int rows, int n, int ld)
 {
     int r, j, nv = n - n % FB_CH;
     FB_T s;
     for (j = 0; j < nv; j += FB_CH) {
         FB_V acc = {0};
         for (r = 0; r < rows; r++)
-            acc += FB_LOAD(D + (long)r * n + j);
+            acc += FB_LOAD(D + (long)r * ld + j);
         FB_STORE(out + j, acc);
     }
     for (; j < n; j++) {
         s = 0;
         for (r = 0; r < rows; r++)
-            s += D[(long)r * n + j];
+            s += D[(long)r * ld + j];
         out[j] = s;
     }
 }
@@ -193,14 +193,14 @@ static void FB_FN(fb_atb_acc)(const FB_T *A, const FB_T *B, FB_T *C, int rows, i
             for (j = 0; j < q; j++)
                 C[(long)i * q + j] += A[(long)r * p + i] * B[(long)r * q + j];
 }
-static void FB_FN(fb_colsum)(const FB_T *D, FB_T *out, int rows, int n)
+static void FB_FN(fb_colsum)(const FB_T *D, FB_T *out, int rows, int n, int ld)
 {
     int r, j;
     for (j = 0; j < n; j++)
         out[j] = 0;
     for (r = 0; r < rows; r++)
         for (j = 0; j < n; j++)
-            out[j] += D[(long)r * n + j];
+            out[j] += D[(long)r * ld + j];
 }
 #endif
 

@@ -1,0 +1,211 @@
+/* Threads for the kernel's own parallel split (see _kernel.pyx).
+ *
+ * From a moderate batch on, the kernel runs each step on a team of threads: every
+ * thread gathers, forwards and back-propagates its own rows of the batch, and writes
+ * its own rows of each weight gradient. Meanwhile BLAS runs single-threaded inside
+ * each team thread: one parallel layer, never two thread pools fighting for the cores.
+ *
+ *  - fb_barrier: a counting barrier. A step has a few of them, microseconds apart, so
+ *    a waiter spins first and only sleeps (futex on Linux) if the wait is long.
+ *  - fb_team_run: runs fn(arg, tid) on n threads, tid 0 on the caller.
+ *  - fb_blas_*: pin the BLAS that scipy's cython_blas calls to one thread while a team
+ *    runs, and put its thread count back after. The get / set functions are found
+ *    at import (see _kernel.pyx); without them the kernel never forms a team.
+ */
+#ifndef FASTBATCH_KERNEL_THREADS_H
+#define FASTBATCH_KERNEL_THREADS_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define FB_MAX_THREADS 64
+#define FB_SPIN_SECONDS 2e-3 /* a waiter spins this long before it sleeps: waking a
+                                sleeper costs tens of microseconds on a VM */
+
+static double fb_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline void fb_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+typedef struct {
+    int n;          /* threads that take part */
+    int count;      /* arrived in the current round */
+    int gen;        /* round number; waiters watch it change */
+    int sleepers;   /* waiters asleep on gen */
+} fb_barrier;
+
+static void fb_barrier_init(fb_barrier *b, int n)
+{
+    b->n = n;
+    b->count = 0;
+    b->gen = 0;
+    b->sleepers = 0;
+}
+
+static void fb_wake_all(int *addr)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
+
+static void fb_sleep_while(int *addr, int value)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)addr; (void)value;
+    sched_yield();
+#endif
+}
+
+/* Returns once all b->n threads have called it; memory written before is visible after. */
+static void fb_barrier_wait(fb_barrier *b)
+{
+    int gen, i;
+    double deadline = 0;
+    if (b->n <= 1)
+        return;
+    gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        /* the last to arrive opens the next round; the others only touch count after
+           they see the new gen, so the reset cannot race with them */
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&b->gen, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
+            fb_wake_all(&b->gen);
+        return;
+    }
+    for (i = 1; ; i++) {
+        if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
+            return;
+        fb_pause();
+        if (i % 256 == 0) {
+            if (deadline == 0)
+                deadline = fb_clock() + FB_SPIN_SECONDS;
+            else if (fb_clock() > deadline)
+                break;
+        }
+    }
+    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&b->gen, __ATOMIC_SEQ_CST) == gen)
+        fb_sleep_while(&b->gen, gen);  /* returns at once if gen has already moved on */
+    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
+typedef void (*fb_task)(void *arg, int tid);
+
+typedef struct {
+    fb_task fn;
+    void *arg;
+    int tid;
+    int *go;        /* 0 until the team is formed, then its size */
+} fb_member;
+
+static void *fb_member_main(void *p)
+{
+    fb_member *m = (fb_member *)p;
+    while (__atomic_load_n(m->go, __ATOMIC_ACQUIRE) == 0)
+        fb_pause();
+    m->fn(m->arg, m->tid);
+    return NULL;
+}
+
+/* Runs fn(arg, tid) for tid = 0 .. n-1, tid 0 on the calling thread, and waits for all.
+ * If the system refuses a thread, the team is smaller: *n and the barrier are set to
+ * the size that runs before any member starts. */
+static void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
+{
+    pthread_t threads[FB_MAX_THREADS];
+    fb_member members[FB_MAX_THREADS];
+    int go = 0, want = *n, made = 1, t;
+    if (want > FB_MAX_THREADS)
+        want = FB_MAX_THREADS;
+    for (t = 1; t < want; t++) {
+        members[t].fn = fn;
+        members[t].arg = arg;
+        members[t].tid = t;
+        members[t].go = &go;
+        if (pthread_create(&threads[t], NULL, fb_member_main, &members[t]) != 0)
+            break;
+        made++;
+    }
+    *n = made;
+    fb_barrier_init(bar, made);
+    __atomic_store_n(&go, made, __ATOMIC_RELEASE);
+    fn(arg, 0);
+    for (t = 1; t < made; t++)
+        pthread_join(threads[t], NULL);
+}
+
+/* ---- the BLAS thread count */
+
+typedef int (*fb_blas_get_fn)(void);
+typedef void (*fb_blas_set_fn)(int);
+static fb_blas_get_fn fb_blas_get = NULL;
+static fb_blas_set_fn fb_blas_set = NULL;
+static pthread_mutex_t fb_blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fb_blas_teams = 0;   /* teams running now (0 or 1) */
+static int fb_blas_saved = 1;   /* the BLAS thread count before the running team pinned it */
+
+static void fb_blas_control(void *get, void *set)
+{
+    pthread_mutex_lock(&fb_blas_lock);
+    fb_blas_get = (fb_blas_get_fn)get;
+    fb_blas_set = (fb_blas_set_fn)set;
+    pthread_mutex_unlock(&fb_blas_lock);
+}
+
+/* Before a team runs: returns the BLAS thread count, the team size to use, and pins the
+ * BLAS to one thread if that count is 2 or more. Returns 1 (run alone, BLAS untouched)
+ * when the count cannot be set, or while another call's team runs: two teams would
+ * oversubscribe the cores. Every return > 1 must be followed by fb_team_end(). */
+static int fb_team_begin(void)
+{
+    int n = 1;
+    pthread_mutex_lock(&fb_blas_lock);
+    if (fb_blas_get && fb_blas_set && fb_blas_teams == 0) {
+        n = fb_blas_get();
+        if (n > 1) {
+            fb_blas_saved = n;
+            fb_blas_set(1);
+            fb_blas_teams = 1;
+        } else {
+            n = 1;
+        }
+    }
+    pthread_mutex_unlock(&fb_blas_lock);
+    return n;
+}
+
+/* After a team ran: the BLAS gets its thread count back. */
+static void fb_team_end(void)
+{
+    pthread_mutex_lock(&fb_blas_lock);
+    if (fb_blas_teams) {
+        fb_blas_set(fb_blas_saved);
+        fb_blas_teams = 0;
+    }
+    pthread_mutex_unlock(&fb_blas_lock);
+}
+
+#endif
