@@ -37,7 +37,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
-        depends=["fastbatch/_kernel_helpers.h", "fastbatch/_kernel_dense.h"],
+        depends=["fastbatch/_kernel_helpers.h", "fastbatch/_kernel_dense.h", "fastbatch/_kernel_threads.h"],
     ),
 ]
 
