@@ -5,6 +5,11 @@
 needs is allocated once per call; a step allocates nothing and runs no Python.
 All checking happens in Python before the call (see ``trainer.py``); the kernel
 reports a non-finite loss through its status and the Trainer raises.
+
+Per layer, a step takes one of two paths: register-blocked C loops for small products
+(``_kernel_helpers.h``), BLAS gemm (scipy's ``cython_blas``) for big ones. A big step
+runs on a team of threads (``_kernel_threads.h``), each taking its share of the batch's
+rows, with the BLAS held to one thread meanwhile: one layer of parallelism, never two.
 """
 import numpy as np
 
