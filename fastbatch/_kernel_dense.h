@@ -62,19 +62,43 @@ FB_CLONES static void FB_FN(fb_ab)(const FB_T *FB_RESTRICT A, const FB_T *FB_RES
         }
 }
 
+/* The sum of v's lanes, as a tree of log2(FB_CH) adds kept in registers (going through
+ * memory instead stalls on store forwarding, and this runs once per output). */
+static inline FB_T FB_FN(fb_hsum)(FB_V v)
+{
+#if FB_CH == 16 && (defined(__clang__) || !defined(__GNUC__))
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#elif FB_CH == 16
+    typedef int mask_ __attribute__((vector_size(64)));
+    v += __builtin_shuffle(v, (mask_){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (mask_){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    v += __builtin_shuffle(v, (mask_){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    v += __builtin_shuffle(v, (mask_){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+#elif defined(__clang__) || !defined(__GNUC__)
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#else
+    typedef long long mask_ __attribute__((vector_size(64)));
+    v += __builtin_shuffle(v, (mask_){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (mask_){2, 3, 0, 1, 6, 7, 4, 5});
+    v += __builtin_shuffle(v, (mask_){1, 0, 3, 2, 5, 4, 7, 6});
+#endif
+    return v[0];
+}
+
 /* dot(a, b) over k elements. */
 static inline FB_T FB_FN(fb_dot)(const FB_T *FB_RESTRICT a, const FB_T *FB_RESTRICT b, int k)
 {
     FB_V acc = {0};
-    FB_T t[FB_CH], s;
-    int i = 0, q, h;
+    FB_T s;
+    int i = 0;
     for (; i + FB_CH <= k; i += FB_CH)
         acc += FB_LOAD(a + i) * FB_LOAD(b + i);
-    __builtin_memcpy(t, &acc, sizeof t);
-    for (h = FB_CH / 2; h > 0; h /= 2)  /* a tree: log2(FB_CH) dependent adds, not FB_CH */
-        for (q = 0; q < h; q++)
-            t[q] += t[q + h];
-    s = t[0];
+    s = FB_FN(fb_hsum)(acc);
     for (; i < k; i++)
         s += a[i] * b[i];
     return s;
