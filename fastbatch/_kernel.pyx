@@ -357,8 +357,13 @@ cdef enum:
     TEAM_MIN_MACS = 32768        # multiply-adds of a forward pass of the whole batch
     TEAM_MIN_ROWS = 64           # rows per member
     TEAM_BIG_W = 65536           # a layer with this many weights or more ...
-    TEAM_MIN_ROWS_BIG_W = 256    # ... needs this many rows per member
+    TEAM_MIN_ROWS_BIG_W = 256    # ... needs this many rows per member; with a batch of
+    TEAM_COLUMNS_MIN_ROWS = 8    # 8 to 32 rows, members share each layer's outputs instead,
+    TEAM_COLUMNS_MAX_ROWS = 32   # (in between, and below, BLAS's own threads do better)
+    TEAM_MIN_COLUMNS = 64        # at least this many outputs each
     LOSS_STRIDE = 8              # one cache line of doubles per member's partial loss
+    SPLIT_ROWS = 1               # members share the batch's rows (run_rows)
+    SPLIT_COLUMNS = 2            # members share each layer's outputs (run_cols)
 
 
 def _find_blas_thread_control():
@@ -414,6 +419,8 @@ cdef struct Ctx:
     int64_t check_every
     void **acts        # acts[l]: batch rows x sizes[l]; acts[0] is the gathered input
     void **deltas      # deltas[l]: d loss / d (layer l's pre-activation), batch rows x sizes[l + 1]
+    void *P            # column split: 2 sets x nt members x p_size of partial deltas
+    long p_size
     int64_t *order_epoch
     int64_t *order
     uint64_t *keys
@@ -423,6 +430,7 @@ cdef struct Ctx:
     int64_t data_offset
     # shared state
     int nt             # team size
+    int split          # how a team shares a step: SPLIT_ROWS or SPLIT_COLUMNS
     fb_barrier bar
     int command        # set by member 0 before each step: -1 go on, else the status to stop with
     int read_failed
@@ -456,7 +464,7 @@ cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, in
                    floating *out) noexcept nogil:
     """out[r] := row idx[r] of the file fd (rows start at data_offset); 0, or -1 on a read error.
 
-    Kept out of ``run_part``: an opaque call inside the step loop made GCC compile the whole
+    Kept out of the step loops: an opaque call inside the step loop made GCC compile the whole
     loop more cautiously (2.4x slower steps on the seed net, even with no file).
     """
     cdef int r
@@ -467,7 +475,31 @@ cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, in
     return 0
 
 
-cdef void run_part(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
+cdef inline bint step_begins(Ctx *c, int tid, int64_t i, double deadline) noexcept nogil:
+    """Whether step i runs. Member 0 looks at the stop flag and the clock, and sorts the
+    records when an epoch begins; the barrier after it also ends the last step."""
+    cdef int64_t epoch
+    if tid == 0:
+        c.done = i
+        c.command = -1
+        if fb_read_flag(c.stop):
+            c.command = STOPPED
+        elif i > 0 and i % c.check_every == 0 and fb_now() > deadline:
+            c.command = TIME_UP
+        else:
+            epoch = (c.start_step + i) // c.spe
+            if epoch != c.order_epoch[0]:
+                epoch_order_c(c.n, c.seed, <uint64_t>epoch, c.shuffle, c.order, c.keys, c.keys2, c.order2)
+                c.order_epoch[0] = epoch
+    fb_barrier_wait(&c.bar)
+    if c.command >= 0:
+        if tid == 0:
+            c.status = c.command
+        return False
+    return True
+
+
+cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     """Member tid's part of every step (the whole step when the team is one thread).
 
     A step: member 0 checks the stop flag and the clock, and sorts the next epoch's
@@ -509,22 +541,7 @@ cdef void run_part(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating *Gm
     cdef int64_t *idx
     for i in range(c.n_steps):
-        if tid == 0:
-            c.done = i
-            c.command = -1
-            if fb_read_flag(c.stop):
-                c.command = STOPPED
-            elif i > 0 and i % c.check_every == 0 and fb_now() > deadline:
-                c.command = TIME_UP
-            else:
-                epoch = (c.start_step + i) // spe
-                if epoch != c.order_epoch[0]:
-                    epoch_order_c(n, c.seed, <uint64_t>epoch, c.shuffle, c.order, c.keys, c.keys2, c.order2)
-                    c.order_epoch[0] = epoch
-        fb_barrier_wait(&c.bar)  # also: the last step's updates are all done
-        if c.command >= 0:
-            if tid == 0:
-                c.status = c.command
+        if not step_begins(c, tid, i, deadline):
             return
         step = c.start_step + i
         epoch = step // spe
@@ -648,12 +665,194 @@ cdef void run_part(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
         c.status = DONE
 
 
+cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
+    """Member tid's part of every step, each layer's outputs shared (small batches, big W).
+
+    With few rows per member, splitting the rows would have every member pack and stream
+    all of W each step. Here member t owns a share of every BLAS layer's outputs: it
+    computes those columns of the activations, back-propagates through those columns of
+    W (a partial delta, summed over the members after a barrier) and updates them, so
+    each member only ever touches its own part of W, which stays in its core's cache.
+    Small layers, the gather's other half and the loss are cheap at these sizes: member 0
+    does them (the gather is shared by rows).
+    """
+    cdef floating *X = <floating *> c.X
+    cdef floating *T = <floating *> c.T
+    cdef floating *theta = <floating *> c.theta
+    cdef floating *m = <floating *> c.m
+    cdef floating *v = <floating *> c.v
+    cdef floating *G = <floating *> c.G
+    cdef floating *WT = <floating *> c.WT
+    cdef floating *GT = <floating *> c.GT
+    cdef floating *P = <floating *> c.P
+    cdef floating **acts = <floating **> c.acts
+    cdef floating **deltas = <floating **> c.deltas
+    cdef int64_t *sizes = c.sizes
+    cdef int n_layers = c.n_layers, nt = c.nt
+    cdef int64_t n = c.n, spe = c.spe
+    cdef int64_t B = c.batch_size if c.batch_size < n else n
+    cdef int64_t i, step, epoch, k, start, r
+    cdef int l, t, rows, r0, r1, j0, j1, d0, d1, e, n_in, n_out, pset
+    cdef int n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
+    cdef long off, n_w, q
+    cdef double deadline = fb_now() + c.max_seconds
+    cdef double step_loss
+    cdef double lr
+    cdef bint plain_sgd = c.opt == 0 and c.momentum == 0 and c.wd == 0
+    cdef floating s
+    cdef floating *W
+    cdef floating *A
+    cdef floating *D
+    cdef floating *Dn
+    cdef floating *Pt
+    cdef int64_t *idx
+    for i in range(c.n_steps):
+        if not step_begins(c, tid, i, deadline):
+            return
+        step = c.start_step + i
+        epoch = step // spe
+        k = step - epoch * spe
+        start = k * B
+        rows = <int>(B if start + B <= n else n - start)
+        idx = c.order + start
+        lr = c.lrs[i]
+
+        # gather, shared by rows; every member then reads every row
+        share(rows, nt, tid, 8, &r0, &r1)
+        if c.fd >= 0:
+            if read_rows(c.fd, c.data_offset, idx + r0, r1 - r0, n_feat, acts[0] + <long>r0 * n_feat) != 0:
+                c.read_failed = 1
+        else:
+            for r in range(r0, r1):
+                memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
+        fb_barrier_wait(&c.bar)
+
+        # forward: this member's columns of each layer; a barrier, as the next layer reads them all
+        off = 0
+        for l in range(n_layers):
+            n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
+            n_w = <long>n_in * n_out
+            W = theta + off
+            A = acts[l + 1]
+            if use_blas(rows, n_in, n_out):
+                share(n_out, nt, tid, 16, &j0, &j1)
+                if j1 > j0:
+                    for r in range(rows):
+                        memcpy(A + r * n_out + j0, W + n_w + j0, (j1 - j0) * sizeof(floating))
+                    gemm(c'N', c'N', j1 - j0, rows, n_in, <floating>1, W + j0, n_out, acts[l], n_in,
+                         <floating>1, A + j0, n_out)
+                    if l < n_layers - 1:
+                        for r in range(rows):
+                            activate(c.act, A + r * n_out + j0, j1 - j0)
+            elif tid == 0:
+                if out_major(n_in, n_out):
+                    transpose(W, WT + off, n_in, n_out)
+                    small_abt(acts[l], WT + off, W + n_w, A, rows, n_in, n_out)
+                else:
+                    small_ab(acts[l], W, W + n_w, A, rows, n_in, n_out)
+                if l < n_layers - 1:
+                    activate(c.act, A, <long>rows * n_out)
+            off += n_w + n_out
+            fb_barrier_wait(&c.bar)
+        if tid == 0:
+            c.loss_part[0] = loss_grad(c.loss, acts[n_layers], T, c.labels, idx, deltas[n_layers - 1],
+                                       rows, k_out, rows)
+        fb_barrier_wait(&c.bar)
+        step_loss = c.loss_part[0]
+        if c.read_failed:
+            if tid == 0:
+                c.status = READ_ERROR
+            return
+        if not isfinite(step_loss):
+            if tid == 0:
+                c.status = NONFINITE
+            return
+        if tid == 0:
+            c.losses[i] = step_loss
+
+        # backward, layer by layer from the last
+        pset = 0
+        for l in range(n_layers - 1, -1, -1):
+            n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
+            n_w = <long>n_in * n_out
+            off -= n_w + n_out
+            W = theta + off; A = acts[l]; D = deltas[l]
+            if use_blas(rows, n_in, n_out):
+                share(n_out, nt, tid, 16, &j0, &j1)
+                Pt = P + (pset * nt + tid) * c.p_size
+                if l > 0:  # this member's part of the next delta: its columns of D through its columns of W
+                    if j1 > j0:
+                        gemm(c'T', c'N', n_in, rows, j1 - j0, <floating>1, W + j0, n_out, D + j0, n_out,
+                             <floating>0, Pt, n_in)
+                    else:
+                        memset(Pt, 0, <long>rows * n_in * sizeof(floating))
+                if j1 > j0:  # then the gradient and update of those columns
+                    if plain_sgd:  # W[:, j0:j1] := W[:, j0:j1] - lr * A.T @ D[:, j0:j1]
+                        gemm(c'N', c'T', j1 - j0, n_in, rows, -<floating>lr, D + j0, n_out, A, n_in,
+                             <floating>1, W + j0, n_out)
+                    else:
+                        gemm(c'N', c'T', j1 - j0, n_in, rows, <floating>1, D + j0, n_out, A, n_in,
+                             <floating>0, G + off + j0, n_out)
+                        for e in range(n_in):
+                            q = off + <long>e * n_out + j0
+                            update(c.opt, theta + q, G + q, m + q, v + q, j1 - j0, lr, c.opt_t + i + 1,
+                                   c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+                    q = off + n_w + j0
+                    column_sums(D + j0, G + q, rows, j1 - j0, n_out)
+                    update(c.opt, theta + q, G + q, m + q, v + q, j1 - j0, lr, c.opt_t + i + 1,
+                           c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+                if l > 0:
+                    fb_barrier_wait(&c.bar)  # every member's partial is there
+                    # this member's columns of the next delta (its columns of layer l - 1):
+                    # the partials summed, times act'
+                    share(n_in, nt, tid, 16, &d0, &d1)
+                    Dn = deltas[l - 1]
+                    if d1 > d0:
+                        for r in range(rows):
+                            for e in range(d0, d1):
+                                s = P[pset * nt * c.p_size + <long>r * n_in + e]
+                                for t in range(1, nt):
+                                    s += P[(pset * nt + t) * c.p_size + <long>r * n_in + e]
+                                Dn[<long>r * n_in + e] = s
+                            activation_backward(c.act, A + <long>r * n_in + d0, Dn + <long>r * n_in + d0, d1 - d0)
+                    pset ^= 1
+                    if not use_blas(rows, <int>sizes[l - 1], n_in):
+                        fb_barrier_wait(&c.bar)  # member 0 runs that small layer on every column
+            else:  # a small layer: member 0 alone
+                if tid == 0:
+                    column_sums(D, G + off + n_w, rows, n_out, n_out)
+                    if out_major(n_in, n_out):
+                        small_atb(D, A, GT, rows, n_out, n_in)
+                        transpose(GT, G + off, n_out, n_in)
+                        if l > 0:
+                            small_ab(D, WT + off, NULL, deltas[l - 1], rows, n_out, n_in)
+                    else:
+                        small_atb(A, D, G + off, rows, n_in, n_out)
+                        if l > 0:
+                            small_abt(D, W, NULL, deltas[l - 1], rows, n_out, n_in)
+                    if l > 0:
+                        activation_backward(c.act, A, deltas[l - 1], <long>rows * n_in)
+                    update(c.opt, theta + off, G + off, m + off, v + off, n_w + n_out, lr, c.opt_t + i + 1,
+                           c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
+                if l > 0:
+                    fb_barrier_wait(&c.bar)  # the next layer reads all of that delta
+    if tid == 0:
+        c.done = c.n_steps
+        c.status = DONE
+
+
 cdef void member_f(void *c, int tid) noexcept nogil:
-    run_part(<Ctx *> c, tid, <float *> NULL)
+    if (<Ctx *> c).split == SPLIT_COLUMNS:
+        run_cols(<Ctx *> c, tid, <float *> NULL)
+    else:
+        run_rows(<Ctx *> c, tid, <float *> NULL)
 
 
 cdef void member_d(void *c, int tid) noexcept nogil:
-    run_part(<Ctx *> c, tid, <double *> NULL)
+    if (<Ctx *> c).split == SPLIT_COLUMNS:
+        run_cols(<Ctx *> c, tid, <double *> NULL)
+    else:
+        run_rows(<Ctx *> c, tid, <double *> NULL)
 
 
 def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const int64_t[::1] labels,
@@ -664,7 +863,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 int activation, int loss, int optimizer, double momentum, bint nesterov,
                 double beta1, double beta2, double eps, double weight_decay,
                 const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache,
-                int fd=-1, int64_t data_offset=0, int n_threads=0):
+                int fd=-1, int64_t data_offset=0, int n_threads=0, bint split_columns=False):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     Same contract as ``_numpy_backend.train_steps``. Inputs are trusted: the
@@ -677,7 +876,9 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
 
     Threads: a step of at least TEAM_MIN_MACS multiply-adds runs on a team of as many
     threads as the BLAS is set to use (``OPENBLAS_NUM_THREADS``, threadpoolctl), the
-    BLAS pinned to one thread meanwhile. ``n_threads > 0`` forces the team size (tests).
+    BLAS pinned to one thread meanwhile: members share the batch's rows, or, for a few
+    rows through big layers, each layer's outputs. ``n_threads > 0`` forces the team
+    size and ``split_columns`` the second way, ``n_threads < 0`` no team (for tests).
     """
     cdef int64_t n = X.shape[0]
     cdef int n_layers = <int>sizes.shape[0] - 1
@@ -695,15 +896,19 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         raise ValueError(f"order_cache must hold n_records + 1 = {n + 1} entries, got {order_cache.shape[0]}")
 
     # the team: sized by the BLAS's threads, for steps big enough to share
+    widest_out = max(sizes[l + 1] for l in range(n_layers))
+    big_w = any(sizes[l] * sizes[l + 1] >= TEAM_BIG_W for l in range(n_layers))
+    split = SPLIT_ROWS
     if n_threads > 0:
         nt = min(n_threads, FB_MAX_THREADS)
+        split = SPLIT_COLUMNS if split_columns else SPLIT_ROWS
         got = fb_team_begin()
-    elif B * macs >= TEAM_MIN_MACS:
-        min_rows = TEAM_MIN_ROWS
-        for l in range(n_layers):
-            if sizes[l] * sizes[l + 1] >= TEAM_BIG_W:
-                min_rows = TEAM_MIN_ROWS_BIG_W
-        cap = min(FB_MAX_THREADS, B // min_rows)
+    elif n_threads == 0 and B * macs >= TEAM_MIN_MACS:
+        if big_w and TEAM_COLUMNS_MIN_ROWS <= B <= TEAM_COLUMNS_MAX_ROWS:  # few rows, big W
+            split = SPLIT_COLUMNS
+            cap = min(FB_MAX_THREADS, widest_out // TEAM_MIN_COLUMNS)
+        else:
+            cap = min(FB_MAX_THREADS, B // (TEAM_MIN_ROWS_BIG_W if big_w else TEAM_MIN_ROWS))
         if cap > 1:
             got = fb_team_begin()
             nt = max(1, min(got, cap))
@@ -728,6 +933,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         keys = buffer(2 * n, np.uint64)
         G = buffer(n_theta)
         G_more = buffer((nt - 1) * n_theta)
+        P = buffer(2 * nt * B * widest if split == SPLIT_COLUMNS else 0)
         WT = buffer(nt * n_theta)
         GT = buffer(nt * n_theta)
 
@@ -758,6 +964,8 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         c.check_every = max(1, 50000 // max(1, 6 * B * macs // 1000 + 1))
         c.acts = <void **> <size_t> acts_p.ctypes.data
         c.deltas = <void **> <size_t> deltas_p.ctypes.data
+        c.P = <void *> <size_t> P.ctypes.data
+        c.p_size = B * widest
         c.order_epoch = &order_cache[0]
         c.order = &order_cache[1]
         c.keys = <uint64_t *> <size_t> keys.ctypes.data
@@ -766,6 +974,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         c.fd = fd
         c.data_offset = data_offset
         c.nt = nt
+        c.split = split
         c.command = -1
         c.read_failed = 0
         c.loss_part = <double *> <size_t> loss_part.ctypes.data
@@ -776,7 +985,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 fb_team_run(member_f if floating is float else member_d, &c, &c.nt, &c.bar)
             else:
                 fb_barrier_init(&c.bar, 1)
-                run_part(&c, 0, <floating *> NULL)
+                run_rows(&c, 0, <floating *> NULL)
     finally:
         if got > 1:
             fb_team_end()

@@ -1,5 +1,8 @@
 """The kernel's thread team: a step shared by 2-4 threads trains like one thread does.
 
+Members share a step in one of two ways: each takes some of the batch's rows, or (few
+rows through big layers) some of each layer's outputs.
+
 The Trainer picks the team size itself (big steps only, as many threads as the BLAS
 is set to). Here the kernel is called with ``n_threads`` forced, so every case runs
 on a team whatever the machine: uneven shares, members with no rows at all (a last
@@ -22,6 +25,8 @@ OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9, nestero
 CASES = [
     # (loss, activation, hidden, batch_size): 40 inputs -> 48 runs on BLAS for >= 17 rows, -> 5 on the small loops
     ("cross_entropy", "relu", (48, 5), 100),
+    ("cross_entropy", "relu", (96, 40), 30),  # 96 outputs: 3 members get 32, 32 and 32 columns
+    ("cross_entropy", "tanh", (20, 96, 8), 40),  # small, then BLAS, then small layers
     ("mse", "tanh", (48,), 64),
     ("binary_crossentropy", "sigmoid", (20,), 50),
     ("cross_entropy", "relu", (), 301),  # full batch, one layer
@@ -30,9 +35,9 @@ CASES = [
 
 @pytest.fixture
 def team(monkeypatch):
-    """Run every kernel call of the test on a team of the given size."""
-    def use(n):
-        monkeypatch.setattr(_kernel, "train_steps", functools.partial(ORIGINAL, n_threads=n))
+    """Run every kernel call of the test on a team of the given size, sharing rows or columns."""
+    def use(n, columns=False):
+        monkeypatch.setattr(_kernel, "train_steps", functools.partial(ORIGINAL, n_threads=n, split_columns=columns))
     return use
 
 
@@ -48,13 +53,14 @@ def train(loss, act, hidden, batch, opt, dtype, backend="cython", n=301, epochs=
     return h.loss.copy(), tr.get_params()
 
 
-@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("n_threads, columns", [(2, False), (3, False), (2, True), (3, True)],
+                         ids=["2rows", "3rows", "2columns", "3columns"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
 @pytest.mark.parametrize("loss, act, hidden, batch", CASES, ids=lambda c: str(c))
-def test_a_team_matches_the_numpy_reference(team, n_threads, dtype, opt, loss, act, hidden, batch):
+def test_a_team_matches_the_numpy_reference(team, n_threads, columns, dtype, opt, loss, act, hidden, batch):
     ref_loss, ref_params = train(loss, act, hidden, batch, opt, dtype, backend="numpy")
-    team(n_threads)
+    team(n_threads, columns)
     got_loss, got_params = train(loss, act, hidden, batch, opt, dtype)
     assert got_loss.shape == ref_loss.shape
     np.testing.assert_allclose(got_loss, ref_loss, **TOL[dtype])
@@ -63,16 +69,18 @@ def test_a_team_matches_the_numpy_reference(team, n_threads, dtype, opt, loss, a
         np.testing.assert_allclose(b, br, **TOL[dtype])
 
 
-def test_more_members_than_rows(team):
+@pytest.mark.parametrize("columns", [False, True])
+def test_more_members_than_rows(team, columns):
     # 4 members, batches of 3 rows and a last one of 1: most members have nothing to do
-    team(4)
+    team(4, columns)
     got = train("cross_entropy", "relu", (48, 5), 3, OPTIMIZERS[0], "float64", n=10)
     ref = train("cross_entropy", "relu", (48, 5), 3, OPTIMIZERS[0], "float64", n=10, backend="numpy")
     np.testing.assert_allclose(got[0], ref[0], **TOL["float64"])
 
 
-def test_a_team_is_deterministic(team):
-    team(2)
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_is_deterministic(team, columns):
+    team(2, columns)
     a = train("cross_entropy", "relu", (48, 5), 100, OPTIMIZERS[2], "float32")
     b = train("cross_entropy", "relu", (48, 5), 100, OPTIMIZERS[2], "float32")
     assert np.array_equal(a[0], b[0])
@@ -80,19 +88,21 @@ def test_a_team_is_deterministic(team):
         assert np.array_equal(Wa, Wb) and np.array_equal(ba, bb)
 
 
-def test_a_team_reads_a_memory_mapped_file(team, tmp_path):
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_reads_a_memory_mapped_file(team, tmp_path, columns):
     X, y = make_data(n=301, d=40)
     np.save(tmp_path / "X.npy", X)
     Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
     kw = dict(hidden=(48, 5), batch_size=100, epochs=2, seed=1, dtype="float64")
     ref = fb.Trainer(**kw, backend="numpy").fit(X, y).loss
-    team(3)
+    team(3, columns)
     got = fb.Trainer(**kw).fit(Xm, y).loss
     np.testing.assert_allclose(got, ref, **TOL["float64"])
 
 
-def test_a_team_stops_on_a_diverging_loss_with_params_rewound(team):
-    team(2)
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_stops_on_a_diverging_loss_with_params_rewound(team, columns):
+    team(2, columns)
     X, y = make_data(n=301, d=40)
     X[150:] *= 1e30  # some batches overflow
     tr = fb.Trainer(hidden=(48,), batch_size=100, epochs=2, learning_rate=1.0, dtype="float32")
@@ -101,8 +111,9 @@ def test_a_team_stops_on_a_diverging_loss_with_params_rewound(team):
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in tr.get_params())
 
 
-def test_a_team_stops_when_asked(team):
-    team(2)
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_stops_when_asked(team, columns):
+    team(2, columns)
     X, y = make_data(n=2000, d=40)
     tr = fb.Trainer(hidden=(48,), batch_size=64, epochs=10 ** 6, dtype="float32")
     timer = threading.Timer(0.3, tr.stop)
