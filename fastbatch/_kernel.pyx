@@ -699,7 +699,6 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef double step_loss
     cdef double lr
     cdef bint plain_sgd = c.opt == 0 and c.momentum == 0 and c.wd == 0
-    cdef floating s
     cdef floating *W
     cdef floating *A
     cdef floating *D
@@ -809,12 +808,13 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                     Dn = deltas[l - 1]
                     if d1 > d0:
                         for r in range(rows):
-                            for e in range(d0, d1):
-                                s = P[pset * nt * c.p_size + <long>r * n_in + e]
-                                for t in range(1, nt):
-                                    s += P[(pset * nt + t) * c.p_size + <long>r * n_in + e]
-                                Dn[<long>r * n_in + e] = s
-                            activation_backward(c.act, A + <long>r * n_in + d0, Dn + <long>r * n_in + d0, d1 - d0)
+                            q = <long>r * n_in + d0
+                            memcpy(Dn + q, P + pset * nt * c.p_size + q, (d1 - d0) * sizeof(floating))
+                            for t in range(1, nt):
+                                Pt = P + (pset * nt + t) * c.p_size + q
+                                for e in range(d1 - d0):
+                                    Dn[q + e] += Pt[e]
+                            activation_backward(c.act, A + q, Dn + q, d1 - d0)
                     pset ^= 1
                     if not use_blas(rows, <int>sizes[l - 1], n_in):
                         fb_barrier_wait(&c.bar)  # member 0 runs that small layer on every column
