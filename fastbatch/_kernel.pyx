@@ -8,8 +8,11 @@ reports a non-finite loss through its status and the Trainer raises.
 
 Per layer, a step takes one of two paths: register-blocked C loops for small products
 (``_kernel_helpers.h``), BLAS gemm (scipy's ``cython_blas``) for big ones. A big step
-runs on a team of threads (``_kernel_threads.h``), each taking its share of the batch's
-rows, with the BLAS held to one thread meanwhile: one layer of parallelism, never two.
+runs on a team of threads (``_kernel_threads.h``), each member taking its share of the
+batch's rows (``run_rows``) or, for a few rows through big layers, of each layer's
+outputs (``run_cols``), with the BLAS held to one thread meanwhile: one layer of
+parallelism, never two. A run is deterministic for a given team size; another size
+sums in another order, so the last bits can differ.
 """
 import numpy as np
 
@@ -335,7 +338,6 @@ cdef void update(int opt, floating *p, floating *g, floating *m, floating *v, lo
         p[i] -= step_size * (m[i] / (sqrt(v[i]) / bc2 + f_eps))
 
 
-
 # ---------------------------------------------------------------- threads: a team splits each step
 
 cdef extern from "_kernel_threads.h" nogil:
@@ -350,20 +352,21 @@ cdef extern from "_kernel_threads.h" nogil:
     void fb_team_end()
     void fb_blas_control(void *get, void *set)
 
-# When a step runs on a team (measured on 2 cores, see benches/): a small step does not
-# pay for the barriers, and a member's share of the batch must be big enough. Each
-# member packs its own copy of W for gemm, so a net with a big W wants more rows each.
+# When a step runs on a team, and how (tuned on 2 cores). A small step does not pay for
+# the barriers. Sharing rows, each member packs its own copy of W for gemm, so a net with
+# a big W needs many rows per member; a batch of 8-32 rows through a big W is shared by
+# outputs instead. Other batches leave the threads to the BLAS, which does better there.
 cdef enum:
-    TEAM_MIN_MACS = 32768        # multiply-adds of a forward pass of the whole batch
-    TEAM_MIN_ROWS = 64           # rows per member
-    TEAM_BIG_W = 65536           # a layer with this many weights or more ...
-    TEAM_MIN_ROWS_BIG_W = 256    # ... needs this many rows per member; with a batch of
-    TEAM_COLUMNS_MIN_ROWS = 8    # 8 to 32 rows, members share each layer's outputs instead,
-    TEAM_COLUMNS_MAX_ROWS = 32   # (in between, and below, BLAS's own threads do better)
-    TEAM_MIN_COLUMNS = 64        # at least this many outputs each
-    LOSS_STRIDE = 8              # one cache line of doubles per member's partial loss
-    SPLIT_ROWS = 1               # members share the batch's rows (run_rows)
-    SPLIT_COLUMNS = 2            # members share each layer's outputs (run_cols)
+    TEAM_MIN_MACS = 32768          # multiply-adds of the whole batch's forward pass, at least
+    TEAM_MIN_ROWS = 64             # rows per member, at least
+    TEAM_BIG_W = 65536             # a layer with this many weights is big
+    TEAM_MIN_ROWS_BIG_W = 256      # rows per member with a big W, at least
+    TEAM_COLUMNS_MIN_ROWS = 8      # batch rows for sharing outputs: from ...
+    TEAM_COLUMNS_MAX_ROWS = 32     # ... to
+    TEAM_MIN_COLUMNS = 64          # outputs of the widest layer per member, at least
+    LOSS_STRIDE = 8                # one cache line of doubles per member's partial loss
+    SPLIT_ROWS = 1                 # members share the batch's rows (run_rows)
+    SPLIT_COLUMNS = 2              # members share each layer's outputs (run_cols)
 
 
 def _find_blas_thread_control():
