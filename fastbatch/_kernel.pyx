@@ -457,7 +457,12 @@ cdef inline bint out_major(int n_in, int n_out) noexcept nogil:
 
 cdef inline void share(int total, int parts, int tid, int align, int *lo, int *hi) noexcept nogil:
     """[lo, hi): member tid's part of range(total), parts cut at multiples of align."""
-    cdef int per = (total + parts - 1) // parts
+    cdef int per
+    if parts == 1:  # no divisions on the one-thread path: batch-1 steps take ~1000 cycles
+        lo[0] = 0
+        hi[0] = total
+        return
+    per = (total + parts - 1) // parts
     per = (per + align - 1) // align * align
     lo[0] = min(total, tid * per)
     hi[0] = min(total, lo[0] + per)
@@ -478,10 +483,9 @@ cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, in
     return 0
 
 
-cdef inline bint step_begins(Ctx *c, int tid, int64_t i, double deadline) noexcept nogil:
-    """Whether step i runs. Member 0 looks at the stop flag and the clock, and sorts the
-    records when an epoch begins; the barrier after it also ends the last step."""
-    cdef int64_t epoch
+cdef inline bint step_begins(Ctx *c, int tid, int64_t i, int64_t epoch, double deadline) noexcept nogil:
+    """Whether step i (of that epoch) runs. Member 0 looks at the stop flag and the clock,
+    and sorts the records when an epoch begins; the barrier after it also ends the last step."""
     if tid == 0:
         c.done = i
         c.command = -1
@@ -489,11 +493,9 @@ cdef inline bint step_begins(Ctx *c, int tid, int64_t i, double deadline) noexce
             c.command = STOPPED
         elif i > 0 and i % c.check_every == 0 and fb_now() > deadline:
             c.command = TIME_UP
-        else:
-            epoch = (c.start_step + i) // c.spe
-            if epoch != c.order_epoch[0]:
-                epoch_order_c(c.n, c.seed, <uint64_t>epoch, c.shuffle, c.order, c.keys, c.keys2, c.order2)
-                c.order_epoch[0] = epoch
+        elif epoch != c.order_epoch[0]:
+            epoch_order_c(c.n, c.seed, <uint64_t>epoch, c.shuffle, c.order, c.keys, c.keys2, c.order2)
+            c.order_epoch[0] = epoch
     fb_barrier_wait(&c.bar)
     if c.command >= 0:
         if tid == 0:
@@ -544,10 +546,10 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating *Gm
     cdef int64_t *idx
     for i in range(c.n_steps):
-        if not step_begins(c, tid, i, deadline):
-            return
         step = c.start_step + i
         epoch = step // spe
+        if not step_begins(c, tid, i, epoch, deadline):
+            return
         k = step - epoch * spe
         start = k * B
         rows = <int>(B if start + B <= n else n - start)
@@ -709,10 +711,10 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating *Pt
     cdef int64_t *idx
     for i in range(c.n_steps):
-        if not step_begins(c, tid, i, deadline):
-            return
         step = c.start_step + i
         epoch = step // spe
+        if not step_begins(c, tid, i, epoch, deadline):
+            return
         k = step - epoch * spe
         start = k * B
         rows = <int>(B if start + B <= n else n - start)
