@@ -549,7 +549,10 @@ class Trainer:
         if self._step == 0 and _fire(callbacks, "on_run_begin", self):
             return self.history
         last_report = time.perf_counter()
-        snap = [np.empty_like(self._theta) for _ in range(3)]
+        # the state a divergence rewinds to: params, and the optimizer's m and v if it uses them
+        cfg = self._cfg
+        n_state = 1 if cfg["optimizer"] == "sgd" and cfg["momentum"] == 0 else 2 if cfg["optimizer"] == "sgd" else 3
+        snap = [np.empty_like(self._theta) for _ in range(n_state)]
         while self._step < end and not self._stopped_early:
             start = self._step
             n = min(end - start, MAX_CHUNK_STEPS)
