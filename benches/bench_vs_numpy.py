@@ -1,6 +1,6 @@
 """fastbatch's Cython kernel against the same training loop written in plain numpy.
 
-    python benches/bench_vs_numpy.py                      # float32, all workloads and batch sizes (~2 min on 2 cores)
+    python benches/bench_vs_numpy.py                      # float32, all workloads and batch sizes (~6 min on 2 cores)
     python benches/bench_vs_numpy.py --dtype float64
     python benches/bench_vs_numpy.py --quick              # a smoke test of a few seconds
     python benches/bench_vs_numpy.py --workloads wide --batches 32,128 --threads 1 --json out.json

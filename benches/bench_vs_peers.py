@@ -1,6 +1,6 @@
 """fastbatch against PyTorch (CPU, eager) and scikit-learn's MLPClassifier, with the numpy loop as reference.
 
-    python benches/bench_vs_peers.py                      # float32, all workloads and batch sizes (~4 min on 2 cores)
+    python benches/bench_vs_peers.py                      # float32, all workloads and batch sizes (~8 min on 2 cores)
     python benches/bench_vs_peers.py --dtype float64
     python benches/bench_vs_peers.py --quick              # a smoke test of a few seconds
     python benches/bench_vs_peers.py --workloads seed --batches 1,32 --threads 1
