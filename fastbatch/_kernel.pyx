@@ -504,6 +504,49 @@ cdef inline bint step_begins(Ctx *c, int tid, int64_t i, int64_t epoch, double d
     return True
 
 
+cdef inline void gather(Ctx *c, int64_t *idx, int r0, int r1, floating *out) noexcept nogil:
+    """Rows r0..r1 of the batch into out (rows of the input, row r at out + r * n_features):
+    copied from X, or read from the file; a failed read is flagged for the step's check."""
+    cdef int64_t r, n_feat = c.sizes[0]
+    cdef floating *X = <floating *> c.X
+    if c.fd >= 0:
+        if read_rows(c.fd, c.data_offset, idx + r0, r1 - r0, <int>n_feat, out + r0 * n_feat) != 0:
+            c.read_failed = 1
+    else:
+        for r in range(r0, r1):
+            memcpy(out + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
+
+
+cdef inline void small_forward(floating *W, floating *WT, floating *A, floating *Z,
+                               int rows, int n_in, int n_out) noexcept nogil:
+    """Z := A @ W + b on the small loops (b follows W in theta; WT: scratch for W.T)."""
+    if out_major(n_in, n_out):
+        transpose(W, WT, n_in, n_out)
+        small_abt(A, WT, W + <long>n_in * n_out, Z, rows, n_in, n_out)
+    else:
+        small_ab(A, W, W + <long>n_in * n_out, Z, rows, n_in, n_out)
+
+
+cdef inline void small_delta(floating *D, floating *W, floating *WT, floating *Dn,
+                             int rows, int n_in, int n_out) noexcept nogil:
+    """Dn := D @ W.T on the small loops (WT: W.T, from small_forward)."""
+    if out_major(n_in, n_out):
+        small_ab(D, WT, NULL, Dn, rows, n_out, n_in)
+    else:
+        small_abt(D, W, NULL, Dn, rows, n_out, n_in)
+
+
+cdef inline void small_gradient(floating *A, floating *D, floating *G, floating *GT,
+                                int rows, int n_in, int n_out) noexcept nogil:
+    """G := A.T @ D, then the bias gradient (D's column sums), on the small loops (GT: scratch)."""
+    column_sums(D, G + <long>n_in * n_out, rows, n_out, n_out)
+    if out_major(n_in, n_out):
+        small_atb(D, A, GT, rows, n_out, n_in)
+        transpose(GT, G, n_out, n_in)
+    else:
+        small_atb(A, D, G, rows, n_in, n_out)
+
+
 cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     """Member tid's part of every step (the whole step when the team is one thread).
 
@@ -515,7 +558,6 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     in place for plain SGD); a small layer's gradient is summed per member, then reduced
     and applied after a last barrier.
     """
-    cdef floating *X = <floating *> c.X
     cdef floating *T = <floating *> c.T
     cdef floating *theta = <floating *> c.theta
     cdef floating *m = <floating *> c.m
@@ -531,7 +573,7 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef int64_t n = c.n, spe = c.spe
     cdef int64_t B = c.batch_size if c.batch_size < n else n
     cdef int64_t i, step, epoch, k, start, r
-    cdef int l, t, rows, r0, r1, nr, i0, i1, j0, j1, n_in, n_out, n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
+    cdef int l, t, rows, r0, r1, nr, i0, i1, j0, j1, n_in, n_out, k_out = <int>sizes[n_layers]
     cdef long off, n_w, a, b, e
     cdef double deadline = fb_now() + c.max_seconds
     cdef double step_loss
@@ -559,12 +601,7 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
         lr = c.lrs[i]
 
         # forward: gather this member's rows (from memory, or read from the file fd), then layer by layer
-        if c.fd >= 0:
-            if read_rows(c.fd, c.data_offset, idx + r0, nr, n_feat, acts[0] + <long>r0 * n_feat) != 0:
-                c.read_failed = 1
-        else:
-            for r in range(r0, r1):
-                memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
+        gather(c, idx, r0, r1, acts[0])
         off = 0
         for l in range(n_layers):
             n_in = <int>sizes[l]; n_out = <int>sizes[l + 1]
@@ -576,11 +613,8 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                     memcpy(A + r * n_out, W + n_w, n_out * sizeof(floating))
                 gemm(c'N', c'N', n_out, nr, n_in, <floating>1, W, n_out, acts[l] + <long>r0 * n_in, n_in,
                      <floating>1, A, n_out)
-            elif out_major(n_in, n_out):
-                transpose(W, WT + off, n_in, n_out)
-                small_abt(acts[l] + <long>r0 * n_in, WT + off, W + n_w, A, nr, n_in, n_out)
             else:
-                small_ab(acts[l] + <long>r0 * n_in, W, W + n_w, A, nr, n_in, n_out)
+                small_forward(W, WT + off, acts[l] + <long>r0 * n_in, A, nr, n_in, n_out)
             if l < n_layers - 1:
                 activate(c.act, A, <long>nr * n_out)
             off += n_w + n_out
@@ -600,10 +634,8 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                 if use_blas(nr, n_in, n_out):
                     gemm(c'T', c'N', n_in, nr, n_out, <floating>1, W, n_out, D + <long>r0 * n_out, n_out,
                          <floating>0, Dn + <long>r0 * n_in, n_in)
-                elif out_major(n_in, n_out):
-                    small_ab(D + <long>r0 * n_out, WT + off, NULL, Dn + <long>r0 * n_in, nr, n_out, n_in)
                 else:
-                    small_abt(D + <long>r0 * n_out, W, NULL, Dn + <long>r0 * n_in, nr, n_out, n_in)
+                    small_delta(D + <long>r0 * n_out, W, WT + off, Dn + <long>r0 * n_in, nr, n_in, n_out)
                 activation_backward(c.act, A + <long>r0 * n_in, Dn + <long>r0 * n_in, <long>nr * n_in)
             if l == n_layers - 1 or use_blas(rows, n_in, n_out):
                 fb_barrier_wait(&c.bar)
@@ -641,12 +673,7 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                            j1 - j0, lr, c.opt_t + i + 1, c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
             else:  # this member's rows' share of a small layer's gradient
                 any_small = True
-                column_sums(D + <long>r0 * n_out, Gt + off + n_w, nr, n_out, n_out)
-                if out_major(n_in, n_out):
-                    small_atb(D + <long>r0 * n_out, A + <long>r0 * n_in, GT, nr, n_out, n_in)
-                    transpose(GT, Gt + off, n_out, n_in)
-                else:
-                    small_atb(A + <long>r0 * n_in, D + <long>r0 * n_out, Gt + off, nr, n_in, n_out)
+                small_gradient(A + <long>r0 * n_in, D + <long>r0 * n_out, Gt + off, GT, nr, n_in, n_out)
 
         if any_small:  # the small layers' shares, summed and applied, each member a part
             fb_barrier_wait(&c.bar)
@@ -681,7 +708,6 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     Small layers, the gather's other half and the loss are cheap at these sizes: member 0
     does them (the gather is shared by rows).
     """
-    cdef floating *X = <floating *> c.X
     cdef floating *T = <floating *> c.T
     cdef floating *theta = <floating *> c.theta
     cdef floating *m = <floating *> c.m
@@ -698,7 +724,7 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef int64_t B = c.batch_size if c.batch_size < n else n
     cdef int64_t i, step, epoch, k, start, r
     cdef int l, t, rows, r0, r1, j0, j1, d0, d1, e, n_in, n_out, pset
-    cdef int n_feat = <int>sizes[0], k_out = <int>sizes[n_layers]
+    cdef int k_out = <int>sizes[n_layers]
     cdef long off, n_w, q
     cdef double deadline = fb_now() + c.max_seconds
     cdef double step_loss
@@ -723,12 +749,7 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
 
         # gather, shared by rows; every member then reads every row
         share(rows, nt, tid, 8, &r0, &r1)
-        if c.fd >= 0:
-            if read_rows(c.fd, c.data_offset, idx + r0, r1 - r0, n_feat, acts[0] + <long>r0 * n_feat) != 0:
-                c.read_failed = 1
-        else:
-            for r in range(r0, r1):
-                memcpy(acts[0] + r * n_feat, X + idx[r] * n_feat, n_feat * sizeof(floating))
+        gather(c, idx, r0, r1, acts[0])
         fb_barrier_wait(&c.bar)
 
         # forward: this member's columns of each layer; a barrier, as the next layer reads them all
@@ -749,11 +770,7 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                         for r in range(rows):
                             activate(c.act, A + r * n_out + j0, j1 - j0)
             elif tid == 0:
-                if out_major(n_in, n_out):
-                    transpose(W, WT + off, n_in, n_out)
-                    small_abt(acts[l], WT + off, W + n_w, A, rows, n_in, n_out)
-                else:
-                    small_ab(acts[l], W, W + n_w, A, rows, n_in, n_out)
+                small_forward(W, WT + off, acts[l], A, rows, n_in, n_out)
                 if l < n_layers - 1:
                     activate(c.act, A, <long>rows * n_out)
             off += n_w + n_out
@@ -825,17 +842,9 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
                         fb_barrier_wait(&c.bar)  # member 0 runs that small layer on every column
             else:  # a small layer: member 0 alone
                 if tid == 0:
-                    column_sums(D, G + off + n_w, rows, n_out, n_out)
-                    if out_major(n_in, n_out):
-                        small_atb(D, A, GT, rows, n_out, n_in)
-                        transpose(GT, G + off, n_out, n_in)
-                        if l > 0:
-                            small_ab(D, WT + off, NULL, deltas[l - 1], rows, n_out, n_in)
-                    else:
-                        small_atb(A, D, G + off, rows, n_in, n_out)
-                        if l > 0:
-                            small_abt(D, W, NULL, deltas[l - 1], rows, n_out, n_in)
+                    small_gradient(A, D, G + off, GT, rows, n_in, n_out)
                     if l > 0:
+                        small_delta(D, W, WT + off, deltas[l - 1], rows, n_in, n_out)
                         activation_backward(c.act, A, deltas[l - 1], <long>rows * n_in)
                     update(c.opt, theta + off, G + off, m + off, v + off, n_w + n_out, lr, c.opt_t + i + 1,
                            c.momentum, c.nesterov, c.beta1, c.beta2, c.eps, c.wd)
