@@ -483,9 +483,16 @@ cdef int read_rows(int fd, int64_t data_offset, const int64_t *idx, int rows, in
     return 0
 
 
-cdef inline bint step_begins(Ctx *c, int tid, int64_t i, int64_t epoch, double deadline) noexcept nogil:
-    """Whether step i (of that epoch) runs. Member 0 looks at the stop flag and the clock,
-    and sorts the records when an epoch begins; the barrier after it also ends the last step."""
+cdef inline bint step_begins(Ctx *c, int tid, int64_t i, double deadline, int *rows,
+                             int64_t **idx) noexcept nogil:
+    """Whether the call's step i runs, and its batch: rows records, their indices at idx.
+    Member 0 looks at the stop flag and the clock, and sorts the records when an epoch
+    begins; the barrier after it also ends the last step."""
+    cdef int64_t step = c.start_step + i, B = c.batch_size if c.batch_size < c.n else c.n
+    cdef int64_t epoch = step // c.spe
+    cdef int64_t start = (step - epoch * c.spe) * B
+    rows[0] = <int>(B if start + B <= c.n else c.n - start)
+    idx[0] = c.order + start
     if tid == 0:
         c.done = i
         c.command = -1
@@ -570,9 +577,7 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating **deltas = <floating **> c.deltas
     cdef int64_t *sizes = c.sizes
     cdef int n_layers = c.n_layers, nt = c.nt
-    cdef int64_t n = c.n, spe = c.spe
-    cdef int64_t B = c.batch_size if c.batch_size < n else n
-    cdef int64_t i, step, epoch, k, start, r
+    cdef int64_t i, r
     cdef int l, t, rows, r0, r1, nr, i0, i1, j0, j1, n_in, n_out, k_out = <int>sizes[n_layers]
     cdef long off, n_w, a, b, e
     cdef double deadline = fb_now() + c.max_seconds
@@ -588,14 +593,8 @@ cdef void run_rows(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating *Gm
     cdef int64_t *idx
     for i in range(c.n_steps):
-        step = c.start_step + i
-        epoch = step // spe
-        if not step_begins(c, tid, i, epoch, deadline):
+        if not step_begins(c, tid, i, deadline, &rows, &idx):
             return
-        k = step - epoch * spe
-        start = k * B
-        rows = <int>(B if start + B <= n else n - start)
-        idx = c.order + start
         share(rows, nt, tid, 8, &r0, &r1)
         nr = r1 - r0
         lr = c.lrs[i]
@@ -720,9 +719,7 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating **deltas = <floating **> c.deltas
     cdef int64_t *sizes = c.sizes
     cdef int n_layers = c.n_layers, nt = c.nt
-    cdef int64_t n = c.n, spe = c.spe
-    cdef int64_t B = c.batch_size if c.batch_size < n else n
-    cdef int64_t i, step, epoch, k, start, r
+    cdef int64_t i, r
     cdef int l, t, rows, r0, r1, j0, j1, d0, d1, e, n_in, n_out, pset
     cdef int k_out = <int>sizes[n_layers]
     cdef long off, n_w, q
@@ -737,14 +734,8 @@ cdef void run_cols(Ctx *c, int tid, floating *dtype_tag) noexcept nogil:
     cdef floating *Pt
     cdef int64_t *idx
     for i in range(c.n_steps):
-        step = c.start_step + i
-        epoch = step // spe
-        if not step_begins(c, tid, i, epoch, deadline):
+        if not step_begins(c, tid, i, deadline, &rows, &idx):
             return
-        k = step - epoch * spe
-        start = k * B
-        rows = <int>(B if start + B <= n else n - start)
-        idx = c.order + start
         lr = c.lrs[i]
 
         # gather, shared by rows; every member then reads every row
