@@ -10,7 +10,9 @@ batch of 1 record), small-loop and BLAS layers, every optimizer and loss.
 """
 import ctypes
 import functools
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -137,3 +139,28 @@ def test_the_blas_gets_its_thread_count_back():
         assert get() == 3
     finally:
         set_(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_forms_its_own_team(team):
+    # the team's members are kept between calls; a forked child has none of them
+    team(2)
+    X, y = make_data(n=301, d=40)
+    kw = dict(hidden=(48, 5), batch_size=100, epochs=1, seed=1, dtype="float64")
+    ref = fb.Trainer(**kw).fit(X, y).loss  # the parent's members now exist
+    pid = os.fork()
+    if pid == 0:  # the child: train on a team again, exit 0 if it matches
+        try:
+            got = fb.Trainer(**kw).fit(X, y).loss
+            os._exit(0 if np.array_equal(got, ref) else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung forming a team")
