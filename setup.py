@@ -31,13 +31,19 @@ if SANITIZE:
 
 extensions = [
     Extension(
+        "fastbatch._codes",
+        ["fastbatch/_codes.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+        extra_link_args=LINK_ARGS,
+    ),
+    Extension(
         "fastbatch._kernel",
         ["fastbatch/_kernel.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
-        depends=["fastbatch/_kernel_helpers.h", "fastbatch/_kernel_dense.h", "fastbatch/_kernel_threads.h"],
+        depends=["fastbatch/_codes.pxd", "fastbatch/_kernel_helpers.h", "fastbatch/_kernel_dense.h", "fastbatch/_kernel_threads.h"],
     ),
 ]
 

@@ -86,6 +86,16 @@ def plan(n_records, batch_size, epochs, drop_last=False):
                 last_batch_size(n_records, batch_size, drop_last), spe * e)
 
 
+def split_sizes(n_records, validation_split):
+    """(training records, validation records) for a seeded ``validation_split`` of ``n_records``.
+
+    The one rounding rule: ``round(n_records * validation_split)`` records are held out.
+    """
+    n = check_int("n_records", n_records, 1)
+    n_val = int(round(n * float(validation_split))) if validation_split else 0
+    return n - n_val, n_val
+
+
 def _mix64(z):
     """splitmix64's finaliser on numpy uint64 (wraps mod 2**64)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -1,0 +1,156 @@
+"""Every Trainer parameter, declared once: name, type, default, allowed values and a one-line help.
+
+The Trainer's signature, the scikit-learn estimators' parameters and docs, the CLI's
+flags and the app's choice lists are all made from :data:`PARAMS` (see ``tests/test_config.py``).
+The choice lists come from the kernel's code table (``_codes.pxd``): a name's code is
+its position there.
+"""
+import dataclasses
+import inspect
+import numbers
+
+import numpy as np
+
+from . import _codes
+from . import _validation as V
+from .schedules import SCHEDULES, make_schedule
+
+
+def _names(enum):
+    return tuple(name.lower() for name in enum.__members__)
+
+
+ACTIVATIONS = _names(_codes.Activation)
+LOSSES = ("auto",) + _names(_codes.Loss)
+OPTIMIZERS = _names(_codes.Optimizer)
+BACKENDS = ("cython", "numpy")
+DTYPES = ("float32", "float64")
+ACTIVATION_CODES = {name: i for i, name in enumerate(ACTIVATIONS)}
+LOSS_CODES = {name: i for i, name in enumerate(LOSSES[1:])}
+OPTIMIZER_CODES = {name: i for i, name in enumerate(OPTIMIZERS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One parameter: ``check(value)`` returns the normalised value or raises TypeError / ValueError."""
+
+    name: str
+    default: object
+    kind: str            # int, float, bool, choice, hidden, betas, schedule, dtype, optional_int
+    help: str
+    choices: tuple = ()
+    low: float = None    # bounds of an int / float
+    high: float = None
+    live: bool = False   # may be assigned once a run has started
+
+    def check(self, value):
+        n = self.name
+        if self.kind == "int":
+            return V.check_int(n, value, int(self.low))
+        if self.kind == "optional_int":
+            return None if value is None else V.check_int(n, value, int(self.low))
+        if self.kind == "float":
+            return V.check_float(n, value, self.low, self.high, low_open=self.name == "learning_rate",
+                                 high_open=self.high is not None)
+        if self.kind == "bool":
+            return V.check_bool(n, value)
+        if self.kind == "choice":
+            return V.check_choice(n, value, self.choices)
+        if self.kind == "dtype":
+            return V.check_dtype(value)
+        if self.kind == "hidden":
+            return V.check_hidden(value)
+        if self.kind == "betas":
+            return V.check_betas(value)
+        if self.kind == "seed":
+            return V.check_seed(value)
+        if self.kind == "schedule":
+            return make_schedule(value).config() if not isinstance(value, str) else V.check_choice(
+                n, value, SCHEDULES)
+        raise AssertionError(self.kind)  # pragma: no cover
+
+    @property
+    def doc_type(self):
+        """The numpydoc type line: ``{"relu", "tanh"}, default="relu"``."""
+        if self.choices:
+            kind = "{" + ", ".join(f'"{c}"' for c in self.choices) + "}"
+        else:
+            kind = {"int": "int", "optional_int": "int or None", "float": "float", "bool": "bool",
+                    "hidden": "tuple of int", "betas": "(float, float)", "seed": "int",
+                    "schedule": "str or dict", "dtype": '{"float32", "float64"}'}[self.kind]
+        return f"{kind}, default={self.default!r}"
+
+
+PARAMS = (
+    Param("hidden", (32,), "hidden", "Widths of the hidden layers; () is linear / logistic / softmax regression."),
+    Param("activation", "relu", "choice", "Activation of the hidden layers; the output layer is linear (logits).",
+          ACTIVATIONS),
+    Param("loss", "auto", "choice", "'auto' picks cross_entropy for integer/bool labels and mse for float targets.",
+          LOSSES),
+    Param("batch_size", 64, "int", "Records per step; the last batch of an epoch is smaller unless drop_last.",
+          low=1),
+    Param("epochs", 5, "int", "Passes over all records in the run; may be raised to continue a run.", low=1,
+          live=True),
+    Param("learning_rate", 0.01, "float", "The rate (the base of lr_schedule); may change between fit calls.",
+          low=0.0, live=True),
+    Param("optimizer", "sgd", "choice", "As torch.optim.SGD, Adam and AdamW.", OPTIMIZERS),
+    Param("momentum", 0.0, "float", "SGD momentum.", low=0.0),
+    Param("nesterov", False, "bool", "Nesterov momentum (needs momentum > 0)."),
+    Param("betas", (0.9, 0.999), "betas", "Adam's moment decay rates."),
+    Param("eps", 1e-8, "float", "Adam's denominator term.", low=0.0),
+    Param("weight_decay", 0.0, "float", "L2 penalty (SGD, Adam) or decoupled decay (AdamW), on weights and biases.",
+          low=0.0),
+    Param("shuffle", True, "bool", "Visit the records in a seeded new order each epoch (epoch_order)."),
+    Param("drop_last", False, "bool", "Drop the last, short batch of each epoch."),
+    Param("seed", 0, "seed", "Seeds the initial params, the record order and the validation split."),
+    Param("dtype", "float32", "dtype", "Precision of the params and of training.", DTYPES),
+    Param("backend", "cython", "choice", "The compiled kernel, or the plain numpy reference (same results).",
+          BACKENDS),
+    Param("validation_split", 0.0, "float", "Fraction of the records held out (seeded) to validate each epoch.",
+          low=0.0, high=1.0),
+    Param("patience", None, "optional_int", "Early stopping: epochs without improvement before the run ends.",
+          low=1),
+    Param("lr_schedule", "constant", "schedule", "'constant', 'step', 'exponential', 'cosine' or 'plateau' "
+          "(or a dict with 'name' and its settings).", SCHEDULES),
+    Param("warmup_steps", 0, "int", "Linear warm-up of the rate over the first steps.", low=0),
+    Param("n_threads", None, "optional_int", "Threads of the kernel's team; None: the BLAS's thread setting "
+          "when the run starts. The only thing that decides the team size.", low=1),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+DEFAULTS = {p.name: p.default for p in PARAMS}
+LIVE = tuple(p.name for p in PARAMS if p.live)
+
+
+def check_config(params, defaults=DEFAULTS):
+    """The full, checked, normalised config from keyword parameters (TypeError on an unknown name)."""
+    unknown = set(params) - set(BY_NAME)
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(BY_NAME)}")
+    cfg = {p.name: p.check(params.get(p.name, defaults.get(p.name, p.default))) for p in PARAMS}
+    if cfg["nesterov"] and cfg["momentum"] == 0.0:
+        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD), got momentum=0.0")
+    if isinstance(cfg["lr_schedule"], dict):  # a dict's warmup_steps and the parameter must agree
+        make_schedule(cfg["lr_schedule"], cfg["warmup_steps"])
+    return cfg
+
+
+def signature(defaults=DEFAULTS, first=("self",)):
+    """An ``inspect.Signature`` of keyword-only parameters with these defaults (for help() and IDEs)."""
+    params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in first]
+    params += [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default))
+               for p in PARAMS if p.name in defaults]
+    return inspect.Signature(params)
+
+
+def numpydoc(defaults=DEFAULTS):
+    """The ``Parameters`` section for these parameters, with these defaults."""
+    lines = ["Parameters", "----------"]
+    for p in PARAMS:
+        if p.name in defaults:
+            lines.append(f"{p.name} : {dataclasses.replace(p, default=defaults[p.name]).doc_type}")
+            lines.append(f"    {p.help}")
+    return "\n".join(lines)
+
+
+def is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
