@@ -1,0 +1,238 @@
+"""The run's state machine, without widgets: start, pause/resume, step a batch or an epoch, stop, reset.
+
+    idle --start/step--> running --fit returns--> paused --resume/step--> running
+    running --run over--> idle ("finished"), --stop--> idle ("stopped"), --error--> idle ("errored")
+
+The window turns buttons into these calls and draws what the controller says; the worker
+tells it when a fit call returned (:meth:`fit_returned`) or raised (:meth:`errored`).
+Nothing here imports Qt, so the rules are unit-tested without a window.
+"""
+import collections
+import time
+
+IDLE, RUNNING, PAUSED = "idle", "running", "paused"
+
+
+class Event:
+    """A minimal signal: ``connect(fn)``, then ``emit(*args)`` calls every connected function."""
+
+    def __init__(self):
+        self._slots = []
+
+    def connect(self, fn):
+        self._slots.append(fn)
+
+    def emit(self, *args):
+        for fn in list(self._slots):
+            fn(*args)
+
+
+class RunController:
+    """Owns the run: its trainer, its state, its clock and its measured rate.
+
+    Parameters
+    ----------
+    make_run : callable() -> (Trainer, Plan)
+        A new trainer for the current settings and the plan it will follow; raises
+        ValueError / TypeError / OSError / ImportError when they are invalid (no run starts).
+    launch : callable(trainer, steps) -> job
+        Hands one fit call (``steps`` more steps, None: to the end) to the worker; the job
+        returned has ``request_stop()``.
+    clock : callable() -> float, optional
+        Seconds (``time.perf_counter``); tests pass a fake.
+    """
+
+    def __init__(self, make_run, launch, clock=time.perf_counter):
+        self._make_run = make_run
+        self._launch_fn = launch
+        self._clock = clock
+        self.state = IDLE
+        self.trainer = None
+        self.plan = None            # the run's fastbatch.Plan
+        self.job = None
+        self.ended = None           # how the last run ended: "finished", "stopped", "errored" (None: not ended)
+        self.error = None           # the exception of the last failed start or fit
+        self.learning_rate = None   # the rate the next fit call uses (None: the trainer's own)
+        self._after_fit = None      # "pause" or "stop" once the user asked the running fit to return
+        self._elapsed, self._t0 = 0.0, None
+        self._samples = collections.deque()   # (seconds, steps done) over the last second of training
+        self.steps_per_second = float("nan")
+        self.stateChanged = Event()   # (state)
+        self.runStarted = Event()     # (trainer), before its first fit call
+        self.rateChanged = Event()    # (steps done, new rate): a rate change mid-run
+        self.runEnded = Event()       # ("finished" | "stopped" | "errored")
+
+    def __repr__(self):
+        step = self.trainer.step if self.trainer is not None else 0
+        return f"RunController({self.state}, step {step}, ended={self.ended!r})"
+
+    # ------------------------------------------------------------------ what may be done now
+
+    def can(self, action, settings_ok=True):
+        """Whether a button is enabled: start, pause, step, stop, reset, export, edit_settings, edit_rate."""
+        idle, running, paused = self.state == IDLE, self.state == RUNNING, self.state == PAUSED
+        rules = {
+            "start": idle and settings_ok,
+            "pause": running or paused,            # Pause, or Resume while paused
+            "step": (idle and settings_ok) or paused,
+            "stop": running or paused,
+            "reset": not running and self.trainer is not None,
+            "export": not running and self.trainer is not None and self.trainer.step > 0,
+            "edit_settings": idle,
+            "edit_rate": not running,
+        }
+        if action not in rules:
+            raise ValueError(f"action must be one of {sorted(rules)}, got {action!r}")
+        return rules[action]
+
+    # ------------------------------------------------------------------ the buttons
+
+    def start(self):
+        """Start a new run (idle only); False when the settings could not make a trainer."""
+        if self.state != IDLE or not self._new_run():
+            return False
+        self._launch(None)
+        return True
+
+    def pause_or_resume(self):
+        if self.state == RUNNING:
+            self._after_fit = "pause"
+            self.job.request_stop()
+        elif self.state == PAUSED:
+            self._launch(None)
+
+    def step_batch(self):
+        """Train one step, starting a new run when none is in progress."""
+        if self.state == IDLE and not self._new_run():
+            return False
+        if self.state in (IDLE, PAUSED):
+            self._launch(1)
+            return True
+        return False
+
+    def step_epoch(self):
+        """Train to the end of the current epoch, starting a new run when none is in progress."""
+        if self.state == IDLE and not self._new_run():
+            return False
+        if self.state in (IDLE, PAUSED):
+            spe = self.plan.steps_per_epoch
+            self._launch(spe - self.trainer.step % spe)
+            return True
+        return False
+
+    def stop(self):
+        """End the run: within one step while it trains, at once while paused."""
+        if self.state == RUNNING:
+            self._after_fit = "stop"
+            self.job.request_stop()
+        elif self.state == PAUSED:
+            self._end("stopped")
+
+    def reset(self):
+        """Discard the run (not while training); True when there was one."""
+        if self.state == RUNNING or self.trainer is None:
+            return False
+        self.trainer = self.plan = None
+        self.job = None
+        self.state = IDLE
+        self.ended = None
+        self.error = None
+        self._elapsed, self._t0 = 0.0, None
+        self._samples.clear()
+        self.steps_per_second = float("nan")
+        self.stateChanged.emit(self.state)
+        return True
+
+    def set_learning_rate(self, rate):
+        """The rate from the next step on (applied when the next fit call starts)."""
+        self.learning_rate = float(rate)
+
+    # ------------------------------------------------------------------ from the worker
+
+    def fit_returned(self):
+        """The worker's fit call returned: the run is over, stopped, or paused between steps."""
+        if self.state != RUNNING:
+            return
+        self._stop_clock()
+        self.job = None
+        after, self._after_fit = self._after_fit, None
+        if self.trainer.finished:
+            self._end("finished")
+        elif after == "stop":
+            self._end("stopped")
+        else:
+            self.state = PAUSED
+            self.stateChanged.emit(self.state)
+
+    def errored(self, exc):
+        """The worker's fit call raised ``exc``: the run ends (its steps so far stay)."""
+        self._stop_clock()
+        self.job = None
+        self._after_fit = None
+        self.error = exc
+        self._end("errored")
+
+    def progressed(self, steps_done):
+        """Steps done so far (from the worker's progress): updates the measured steps/s."""
+        now = self._clock()
+        self._samples.append((now, steps_done))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 1.0:
+            self._samples.popleft()
+        (t0, s0), (t1, s1) = self._samples[0], self._samples[-1]
+        if t1 > t0 and s1 > s0:
+            self.steps_per_second = (s1 - s0) / (t1 - t0)
+
+    # ------------------------------------------------------------------ the clock
+
+    def elapsed(self):
+        """Seconds spent training in this run (paused time not counted)."""
+        return self._elapsed + (self._clock() - self._t0 if self._t0 is not None else 0.0)
+
+    def status_word(self):
+        """What the status bar says: running, paused, done, stopped, failed or idle."""
+        if self.state != IDLE:
+            return self.state
+        return {"finished": "done", "stopped": "stopped", "errored": "failed"}.get(self.ended, "idle")
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_run(self):
+        try:
+            trainer, plan = self._make_run()
+        except (ValueError, TypeError, OSError, ImportError) as exc:
+            self.error = exc
+            return False
+        self.trainer, self.plan = trainer, plan
+        self.error = None
+        self.ended = None
+        self.learning_rate = None
+        self._elapsed, self._t0 = 0.0, None
+        self._samples.clear()
+        self.steps_per_second = float("nan")
+        self.runStarted.emit(trainer)
+        return True
+
+    def _launch(self, steps):
+        tr = self.trainer
+        if self.learning_rate is not None and self.learning_rate != tr.learning_rate:
+            tr.learning_rate = self.learning_rate
+            if tr.step > 0:
+                self.rateChanged.emit(tr.step, self.learning_rate)
+        self._after_fit = None
+        self._t0 = self._clock()
+        self._samples.clear()
+        self._samples.append((self._t0, tr.step))
+        self.state = RUNNING
+        self.stateChanged.emit(self.state)
+        self.job = self._launch_fn(tr, steps)
+
+    def _stop_clock(self):
+        if self._t0 is not None:
+            self._elapsed += self._clock() - self._t0
+            self._t0 = None
+
+    def _end(self, how):
+        self.state = IDLE
+        self.ended = how
+        self.stateChanged.emit(self.state)
+        self.runEnded.emit(how)
