@@ -1,51 +1,56 @@
-"""Checkpoints: a run's config, params, optimizer state, position and history in one .npz.
+"""Checkpoints: a run's config, its :class:`~fastbatch._run.RunState` and the trainer's ``info``, in one .npz.
 
-No pickle anywhere (``allow_pickle=False``): loading a file can never run code.
-Writes are atomic (temporary file + rename). The format carries a version and a
-SHA-256 digest of its contents, so a truncated, foreign or altered file is refused.
+No pickle anywhere: loading a file can never run code. The file layer (``_archive.py``)
+writes atomically and reads within bounds: every array's declared dtype and shape is
+checked against what the config and the run's facts imply before a byte of it is
+decompressed, so a hostile file can neither exhaust memory nor crash the reader. A
+SHA-256 digest of the contents refuses a truncated, foreign or altered file.
 """
 import hashlib
 import json
-import os
-import tempfile
-import zipfile
 
 import numpy as np
 
+from . import _archive, _config
 from ._network import n_params
+from ._run import N_OPT_ROWS, RunState
 
 FORMAT = "fastbatch-checkpoint"
-VERSION = 1
+VERSION = 2
+MAX_LAYER_WIDTH = 1 << 20        # a checkpoint's declared widths are bounded before anything is allocated
+MAX_PARAMS = 1 << 31
+MAX_STEPS = 1 << 40
 
 
 def to_arrays(trainer):
-    """Everything that defines the trainer, as plain numpy arrays."""
+    """Everything that defines the trainer, as plain numpy arrays (JSON in 0-d string arrays)."""
     cfg = trainer.config
-    cfg["hidden"] = list(cfg["hidden"])
-    cfg["betas"] = list(cfg["betas"])
-    arrays = {"config": np.array(json.dumps(cfg))}
-    run = trainer._run
-    if run is not None and run.get("generator"):
-        raise ValueError("a fit_batches() run cannot be checkpointed (its data lives in your generator); "
-                         "save after reset(), or train with fit(X, y)")
+    arrays = {"config": _json(cfg), "info": _json(trainer.info)}
+    st = trainer._state
     if trainer._pending_params is not None:
-        flat = [np.concatenate([W.ravel(), b]) for W, b in trainer._pending_params]
-        arrays["pending_theta"] = np.concatenate(flat)
-        arrays["pending_sizes"] = np.array([trainer._pending_params[0][0].shape[0]]
-                                           + [W.shape[1] for W, _ in trainer._pending_params], dtype=np.int64)
-    if run is not None:
-        s = trainer._step
-        state = {k: run[k] for k in ("n_records", "n_features", "loss", "n_outputs", "n_records_all")}
-        state.update(step=s, opt_t=trainer._opt_t, stopped_early=trainer._stopped_early,
-                     val_loss=list(trainer._val_loss), val_accuracy=list(trainer._val_acc),
-                     schedule=trainer._schedule.state(),
-                     best=None if trainer._best is None else
-                     {"metric": trainer._best["metric"], "epoch": trainer._best["epoch"]})
-        arrays.update(state=np.array(json.dumps(state)), sizes=trainer._sizes, theta=trainer._theta,
-                      m=trainer._m, v=trainer._v, loss=trainer._hist["loss"][:s], lr=trainer._hist["lr"][:s])
-        if trainer._best is not None:
-            arrays["best_theta"] = trainer._best["theta"]
+        p = trainer._pending_params
+        arrays["pending_theta"] = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p])
+        arrays["pending_sizes"] = np.array([p[0][0].shape[0]] + [W.shape[1] for W, _ in p], dtype=np.int64)
+    if st is not None:
+        if st.generator:
+            raise ValueError("a fit_batches() run cannot be checkpointed (its data lives in your generator); "
+                             "save after reset(), or train with fit(X, y)")
+        facts, run_arrays = st.to_arrays()
+        arrays["state"] = _json(facts)
+        arrays.update(run_arrays)
     return arrays
+
+
+def _json(obj):
+    return np.array(json.dumps(obj, default=_plain))
+
+
+def _plain(obj):
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (tuple, np.ndarray)):
+        return list(obj)
+    raise TypeError(f"{obj!r} ({type(obj).__name__}) cannot be saved in a checkpoint; use JSON values")
 
 
 def _digest(arrays):
@@ -61,21 +66,8 @@ def _digest(arrays):
 def save(trainer, path):
     """Write ``trainer`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
     arrays = to_arrays(trainer)
-    header = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays)}
-    arrays["header"] = np.array(json.dumps(header))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastbatch-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    arrays["header"] = _json({"format": FORMAT, "version": VERSION, "sha256": _digest(arrays)})
+    _archive.write_atomic(path, arrays)
 
 
 def _bad(path, why):
@@ -83,30 +75,86 @@ def _bad(path, why):
 
 
 def read_arrays(path):
-    """The checked arrays of a checkpoint file (FileNotFoundError / ValueError)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!s}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise _bad(path, f"it could not be read as an .npz archive ({exc})") from None
-    if "header" not in arrays:
-        raise _bad(path, "it has no fastbatch header")
-    try:
-        header = json.loads(str(arrays.pop("header")))
-    except (ValueError, TypeError):
-        raise _bad(path, "its header is not valid JSON") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise _bad(path, "its header does not name the fastbatch format")
-    if header.get("version") != VERSION:
-        raise _bad(path, f"it has format version {header.get('version')!r}; this fastbatch reads version {VERSION}")
-    if header.get("sha256") != _digest(arrays):
+    """The checked arrays of a checkpoint file (FileNotFoundError / ValueError), read within bounds."""
+    with _archive.open_archive(path) as ar:
+        names = set(ar.names())
+        if "header" not in names:
+            raise _bad(path, "it has no fastbatch header")
+        raw = {}
+        header = _read_json(ar, "header", raw, max_chars=4096)
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise _bad(path, "its header does not name the fastbatch format")
+        if header.get("version") != VERSION:
+            raise _bad(path, f"it has format version {header.get('version')!r}; this fastbatch reads version {VERSION}")
+        arrays = {"config": _read_json(ar, "config", raw), "info": _read_json(ar, "info", raw) if "info" in names else {}}
+        try:
+            cfg = _config.check_config(_from_json_config(arrays["config"]))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _bad(path, f"its config is invalid ({exc})") from None
+        dtype = np.dtype(cfg["dtype"])
+        expected = {}
+        if "pending_sizes" in names:
+            sizes = _sizes(ar, "pending_sizes", len(cfg["hidden"]) + 2, path)
+            arrays["pending_sizes"] = sizes
+            expected["pending_theta"] = (dtype, (n_params(sizes),))
+        if "state" in names:
+            facts = _read_json(ar, "state", raw)
+            if not isinstance(facts, dict):
+                raise _bad(path, "its run state is not a mapping")
+            arrays["state"] = facts
+            sizes = _sizes(ar, "sizes", len(cfg["hidden"]) + 2, path)
+            arrays["sizes"] = sizes
+            P = n_params(sizes)
+            step = facts.get("step")
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEPS:
+                raise _bad(path, f"its step {step!r} is not a count of steps")
+            expected.update(theta=(dtype, (P,)), opt_state=(dtype, (N_OPT_ROWS, P)),
+                            loss=(np.dtype(np.float64), (step,)), lr=(np.dtype(np.float64), (step,)))
+            if facts.get("best") is not None:
+                expected["best_theta"] = (dtype, (P,))
+        unknown = names - set(expected) - {"header", "config", "info", "state", "sizes", "pending_sizes"}
+        if unknown:
+            raise _bad(path, f"it holds unexpected members {sorted(unknown)}")
+        for name, (dt, shape) in expected.items():
+            if name not in names:
+                raise _bad(path, f"it has no {name!r} array")
+            arrays[name] = ar.read_array(name, dt, shape)
+    raw.pop("header")
+    if header.get("sha256") != _digest({**arrays, **raw}):
         raise _bad(path, "its contents do not match their SHA-256 digest (the file was altered or damaged)")
     return arrays
+
+
+def _read_json(ar, name, raw, max_chars=1 << 20):
+    """The JSON value of a 0-d string member (its raw array kept in ``raw`` for the digest)."""
+    dtype, shape = ar.member_info(name)
+    if dtype.kind != "U" or shape != () or dtype.itemsize > 4 * max_chars:
+        raise _bad(ar.path, f"its {name!r} must be a JSON string of at most {max_chars} characters, "
+                            f"found {dtype} {shape}")
+    raw[name] = ar.read_array(name, dtype, ())
+    try:
+        return json.loads(str(raw[name]))
+    except (ValueError, RecursionError) as exc:
+        raise _bad(ar.path, f"its {name!r} is not valid JSON ({exc})") from None
+
+
+def _sizes(ar, name, length, path):
+    sizes = ar.read_array(name, np.dtype(np.int64), (length,))
+    if (sizes < 1).any() or (sizes > MAX_LAYER_WIDTH).any():
+        raise _bad(path, f"its layer sizes {sizes.tolist()} are outside 1..{MAX_LAYER_WIDTH}")
+    if n_params(sizes) > MAX_PARAMS:
+        raise _bad(path, f"its layer sizes {sizes.tolist()} declare more than {MAX_PARAMS} params")
+    return sizes
+
+
+def _from_json_config(cfg):
+    if not isinstance(cfg, dict):
+        raise ValueError("config is not a mapping")
+    cfg = dict(cfg)
+    for key in ("hidden", "betas"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = tuple(cfg[key])
+    return cfg
 
 
 def load(cls, path):
@@ -115,23 +163,27 @@ def load(cls, path):
     trainer = cls.__new__(cls)
     try:
         from_arrays(trainer, arrays)
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise _bad(path, f"its contents are inconsistent ({exc})") from None
     return trainer
 
 
 def from_arrays(trainer, arrays):
     """Fill a bare ``trainer`` (made with ``__new__``) from ``to_arrays`` output; raises on anything off."""
-    cfg = json.loads(str(arrays["config"]))
-    if not isinstance(cfg, dict):
-        raise ValueError("config is not a mapping")
-    cfg["hidden"] = tuple(cfg["hidden"])
-    cfg["betas"] = tuple(cfg["betas"])
-    type(trainer).__init__(trainer, **cfg)
-    dtype = np.dtype(trainer._cfg["dtype"])
+    arrays = {k: (json.loads(str(v)) if k in ("config", "info", "state") and isinstance(v, np.ndarray) else v)
+              for k, v in arrays.items()}
+    type(trainer).__init__(trainer, **_from_json_config(arrays["config"]))
+    info = arrays.get("info", {})
+    if not isinstance(info, dict):
+        raise ValueError("info is not a mapping")
+    trainer.info = info
+    cfg = trainer._cfg
+    dtype = np.dtype(cfg["dtype"])
     if "pending_theta" in arrays:
         sizes = [int(s) for s in arrays["pending_sizes"]]
-        flat = _float_array(arrays["pending_theta"], dtype, n_params(sizes), "pending_theta")
+        flat = np.asarray(arrays["pending_theta"])
+        if flat.dtype != dtype or flat.shape != (n_params(sizes),):
+            raise ValueError(f"pending_theta must be {dtype} of shape ({n_params(sizes)},)")
         layers, pos = [], 0
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers.append((flat[pos:pos + a * b].reshape(a, b), flat[pos + a * b:pos + a * b + b]))
@@ -139,54 +191,20 @@ def from_arrays(trainer, arrays):
         trainer.set_params(layers)
     if "state" not in arrays:
         return
-    state = json.loads(str(arrays["state"]))
-    sizes = np.asarray(arrays["sizes"])
-    if sizes.dtype != np.int64 or sizes.ndim != 1 or len(sizes) != len(trainer._cfg["hidden"]) + 2 \
-            or (sizes < 1).any() or tuple(sizes[1:-1]) != trainer._cfg["hidden"]:
-        raise ValueError(f"layer sizes {sizes!r} do not fit hidden={trainer._cfg['hidden']}")
-    P = n_params(sizes)
-    theta = _float_array(arrays["theta"], dtype, P, "theta")
-    m = _float_array(arrays["m"], dtype, P, "m")
-    v = _float_array(arrays["v"], dtype, P, "v")
-    step = int(state["step"])
-    n_all = int(state["n_records_all"])
-    n_out = int(state["n_outputs"])
-    if int(state["n_features"]) != sizes[0] or n_out != sizes[-1]:
-        raise ValueError("the recorded data shape does not match the layer sizes")
-    shape = (int(state["n_records"]), int(sizes[0]))  # only the shape is needed: no memory
-    data = {"X": np.broadcast_to(np.empty((1, 1), dtype=dtype), shape), "n_outputs": n_out,
-            "loss": state["loss"], "n_records_all": n_all}
+    st = RunState.from_arrays(arrays["state"], arrays, dtype, cfg["hidden"])
+    if st.generator:
+        raise ValueError("a fit_batches() run cannot be restored from a checkpoint")
+    if st.steps_per_epoch < 1 or st.n_records < 1 or st.n_records_all < st.n_records:
+        raise ValueError("the recorded record counts are inconsistent")
     from .schedule import plan as make_plan
-    data["plan"] = make_plan(data["X"].shape[0], trainer._cfg["batch_size"], trainer._cfg["epochs"],
-                             trainer._cfg["drop_last"])
-    if data["loss"] not in ("mse", "binary_crossentropy", "cross_entropy"):
-        raise ValueError(f"unknown loss {data['loss']!r}")
-    if not 0 <= step <= data["plan"].total_steps:
-        raise ValueError(f"step {step} is outside the run's {data['plan'].total_steps} steps")
-    loss = _float_array(arrays["loss"], np.float64, step, "loss")
-    lr = _float_array(arrays["lr"], np.float64, step, "lr")
-    trainer._start_run(data)
-    trainer._reserve(step)
-    trainer._theta[...] = theta
-    trainer._m[...] = m
-    trainer._v[...] = v
-    trainer._hist["loss"][:step] = loss
-    trainer._hist["lr"][:step] = lr
-    trainer._step = step
-    trainer._opt_t = int(state["opt_t"])
-    trainer._stopped_early = bool(state["stopped_early"])
-    trainer._val_loss = [float(x) for x in state["val_loss"]]
-    trainer._val_acc = [float(x) for x in state["val_accuracy"]]
-    trainer._schedule.load_state(state["schedule"]) if state["schedule"] else None
-    if state["best"] is not None:
-        trainer._best = {"metric": float(state["best"]["metric"]), "epoch": int(state["best"]["epoch"]),
-                         "theta": _float_array(arrays["best_theta"], dtype, P, "best_theta").copy()}
-
-
-def _float_array(a, dtype, size, name):
-    a = np.asarray(a)
-    if a.dtype != dtype or a.shape != (size,):
-        raise ValueError(f"{name} must be {dtype} of shape ({size},), found {a.dtype} {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return a
+    plan = make_plan(st.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+    if plan.steps_per_epoch != st.steps_per_epoch:
+        raise ValueError(f"steps_per_epoch {st.steps_per_epoch} does not follow from {st.n_records} records "
+                         f"at batch_size {cfg['batch_size']}")
+    if st.step > plan.total_steps:
+        raise ValueError(f"step {st.step} is outside the run's {plan.total_steps} steps")
+    if len(st.epoch_loss) != st.step // st.steps_per_epoch:
+        raise ValueError(f"{len(st.epoch_loss)} epoch losses for {st.step // st.steps_per_epoch} finished epochs")
+    trainer._begin(st)
+    if st.schedule_state:
+        trainer._schedule.load_state(st.schedule_state)

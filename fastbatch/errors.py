@@ -4,16 +4,21 @@
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or non-finite params.
 
-    The trainer is left as it was just before the bad step (params, optimizer
-    state, history), so it can continue with a smaller learning rate.
+    The trainer is rewound to the last params whose batch loss was finite (``step``,
+    0-based, with its optimizer state and history), before the update that produced the
+    bad state at ``bad_step``, so it can continue with a smaller learning rate.
     """
 
-    def __init__(self, step, epoch, batch, learning_rate, what="the loss"):
+    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None):
+        bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
+        self.bad_step = bad_step
+        back = (f"the trainer is back at step {step + 1} (epoch {epoch + 1}, batch {batch + 1}), before the update "
+                f"that produced them: the last params whose batch loss was finite")
         super().__init__(
-            f"training diverged at step {step} (epoch {epoch}, batch {batch}): {what} became NaN or infinite "
-            f"with learning_rate={learning_rate:g}. Try a smaller learning rate, or scale the inputs "
-            f"(e.g. standardise each feature); the trainer keeps the params from before step {step}.")
+            f"training diverged: {what} became NaN or infinite at step {bad_step + 1} with "
+            f"learning_rate={learning_rate:g}; {back}. Continue with a smaller learning rate "
+            f"(e.g. trainer.learning_rate /= 100), or scale the inputs (standardize=True).")
 
 
 class NotFittedError(ValueError, AttributeError):

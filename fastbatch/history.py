@@ -21,7 +21,7 @@ class History:
     """
 
     def __init__(self, loss, learning_rate, epoch_batch_sizes, steps_per_epoch, n_records,
-                 val_loss=(), val_accuracy=(), per_step=None):
+                 val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None):
         self.loss = loss
         self.learning_rate = learning_rate
         # fit_batches runs give every step's epoch, batch and size explicitly
@@ -32,6 +32,8 @@ class History:
         self.n_records = n_records
         self.val_loss = np.asarray(val_loss, dtype=np.float64)
         self.val_accuracy = np.asarray(val_accuracy, dtype=np.float64)
+        # the mean loss of every finished epoch, kept by the run (None: computed here from the steps)
+        self._closed = None if closed_epoch_loss is None else np.array(closed_epoch_loss, dtype=np.float64)
 
     @property
     def epoch(self):
@@ -77,11 +79,23 @@ class History:
     def epoch_loss(self):
         if not self.n_steps:
             return np.empty(0)
+        if self._closed is not None:  # only the epoch in progress is summed here: O(its steps)
+            first = self._epoch_first_step(len(self._closed))
+            if first >= self.n_steps:
+                return self._closed
+            w = self.batch_size[first:].astype(np.float64)
+            return np.append(self._closed, np.dot(self.loss[first:], w) / w.sum())
         ends = np.append(self.epoch_starts[1:], self.n_steps)
         w = self.batch_size.astype(np.float64)
         wl = np.add.reduceat(self.loss * w, self.epoch_starts)
         ws = np.add.reduceat(w, self.epoch_starts)
         return (wl / ws)[: len(ends)]
+
+    def _epoch_first_step(self, epoch):
+        if self._per_step is not None:
+            starts = self.epoch_starts
+            return int(starts[epoch]) if epoch < len(starts) else self.n_steps
+        return epoch * self.steps_per_epoch
 
     def as_dict(self):
         """Plain arrays, e.g. for ``np.savez`` or a DataFrame."""

@@ -1,0 +1,163 @@
+"""The data of one fit call: checked, converted and split, every call (never cached by identity).
+
+Checking is O(records x features) and vectorised, so every ``fit`` sees the data as it
+is now: an array edited in place between calls is checked again (NaN, inf) and
+converted again. Nothing here changes the trainer, and nothing keeps the caller's arrays.
+"""
+import dataclasses
+
+import numpy as np
+
+from . import _validation as V
+from .schedule import split_sizes
+
+
+@dataclasses.dataclass
+class FitData:
+    """Training arrays as the kernel reads them, plus the held-out validation arrays."""
+
+    X: np.ndarray              # (n, d) C-contiguous of the run's dtype (or a read-only memmap of it)
+    targets: np.ndarray        # (n, k) for mse / binary_crossentropy, else (0, 0)
+    labels: np.ndarray         # (n,) int64 for cross_entropy, else (0,)
+    weights: np.ndarray        # (n,) sample weights of the run's dtype, or (0,)
+    loss: str                  # the concrete loss
+    n_outputs: int
+    n_records_all: int         # before the validation split
+    val: tuple = None          # (X, targets, labels, weights) held out, or None
+
+    @property
+    def n_records(self):
+        return self.X.shape[0]
+
+
+_split_cache = {}
+
+
+def split_indices(n, validation_split, seed):
+    """(training rows, validation rows), sorted: a seeded permutation's tail and head."""
+    key = (n, validation_split, seed)
+    hit = _split_cache.get(key)
+    if hit is None:
+        n_train, n_val = split_sizes(n, validation_split)
+        if n_val < 1 or n_train < 1:
+            raise ValueError(f"validation_split={validation_split} of {n} records leaves "
+                             f"{n_val} for validation and {n_train} for training; both need at least 1")
+        perm = np.random.default_rng([seed, 0x5A11]).permutation(n)
+        hit = (np.sort(perm[n_val:]), np.sort(perm[:n_val]))
+        if len(_split_cache) > 8:
+            _split_cache.clear()
+        _split_cache[key] = hit
+    return hit
+
+
+def check_weights(sample_weight, n, dtype, name="sample_weight"):
+    """Per-record weights: finite, >= 0, not all 0; (0,) for None."""
+    if sample_weight is None:
+        return np.empty(0, dtype=dtype)
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of {n} non-negative numbers; could not convert it: {exc}") from None
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one weight per record), got {w.shape}")
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {float(w.min())!r}")
+    if not (w > 0).any():
+        raise ValueError(f"{name} must have at least one positive weight, got all zeros")
+    return w
+
+
+def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
+    """Check and convert (X, y) for a run (``run``: the RunState when the run has started)."""
+    dtype = np.dtype(cfg["dtype"])
+    Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features)
+    loss = V.resolve_loss(cfg["loss"], y) if run is None else run.loss
+    n = Xc.shape[0]
+    targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs)
+    if run is not None and n_outputs is not None and n_outputs != run.n_outputs:
+        raise ValueError(f"n_outputs={n_outputs} does not fit the run, which has {run.n_outputs} outputs")
+    if n_outputs is not None and n_outputs != k:
+        raise ValueError(f"n_outputs={n_outputs} does not fit the data, which needs {k} outputs")
+    if run is not None and n != run.n_records_all:
+        raise ValueError(f"X has {n} records, but this run was started with {run.n_records_all}; "
+                         "call reset() to start a new run on other data")
+    weights = check_weights(sample_weight, n, dtype)
+    val = None
+    if cfg["validation_split"] > 0:
+        tr_idx, va_idx = split_indices(n, cfg["validation_split"], cfg["seed"])
+        val = (V.take_rows(Xc, va_idx, dtype), _rows(targets, va_idx), _rows(labels, va_idx),
+               _rows(weights, va_idx))
+        Xc = V.take_rows(Xc, tr_idx, dtype)
+        targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
+    return FitData(Xc, targets, labels, weights, loss, k, n, val)
+
+
+def prepare_validation(validation_data, loss, n_outputs, dtype, n_features):
+    """(X, targets, labels, weights) of ``validation_data=(X_val, y_val)``, checked."""
+    if validation_data is None:
+        return None
+    try:
+        Xv, yv = validation_data
+    except (TypeError, ValueError):
+        raise TypeError("validation_data must be a pair (X_val, y_val)") from None
+    dtype = np.dtype(dtype)
+    Xv = V.check_X(Xv, dtype, name="validation_data X", n_features=n_features)
+    t, lab, _ = V.check_y(yv, loss, Xv.shape[0], dtype, n_outputs, name="validation_data y")
+    return Xv, t, lab, np.empty(0, dtype=dtype)
+
+
+def check_params(params, hidden):
+    """``[(W, b), ...]`` as arrays, checked against ``hidden`` (shapes chain; real, finite values)."""
+    try:
+        layers = [(np.asarray(W), np.asarray(b)) for W, b in params]
+    except (TypeError, ValueError):
+        raise TypeError("params must be a list of (W, b) pairs, W shaped (n_in, n_out)") from None
+    if len(layers) != len(hidden) + 1:
+        raise ValueError(f"params must have {len(hidden) + 1} (W, b) layers for hidden={hidden}, got {len(layers)}")
+    sizes = [layers[0][0].shape[0] if layers[0][0].ndim == 2 else -1]
+    for i, (W, b) in enumerate(layers):
+        if W.ndim != 2 or b.shape != (W.shape[1],) or W.shape[0] != sizes[-1]:
+            raise ValueError(f"params layer {i}: W must be (n_in, n_out) chaining from the previous layer "
+                             f"and b (n_out,); got W {W.shape}, b {b.shape}")
+        if W.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
+            raise TypeError(f"params layer {i} must hold real numbers, got {W.dtype} / {b.dtype}")
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            raise ValueError(f"params layer {i} holds NaN or infinite values")
+        sizes.append(W.shape[1])
+    if tuple(sizes[1:-1]) != tuple(hidden):
+        raise ValueError(f"params have hidden widths {tuple(sizes[1:-1])}, this trainer has {hidden}")
+    return layers
+
+
+class InMemoryRows:
+    """Rows read from X's memory (the row source until ``_rows.RowSource`` lands)."""
+
+    fd, data_offset = -1, 0
+
+    def __init__(self, X):
+        self.array = X
+
+    @classmethod
+    def open(cls, X):
+        return cls(X)
+
+    def check(self):
+        pass
+
+    def after_chunk(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.array = None
+
+
+def _rows(a, idx):
+    return a[idx] if a.size else a

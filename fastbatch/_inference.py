@@ -1,0 +1,88 @@
+"""Using a trained network: outputs, predictions, probabilities, loss and metrics.
+
+Inference runs in float64, in chunks of records: a record's outputs then do not depend
+on which other records share its matrix product, and memory stays bounded for big
+(or memory-mapped) inputs.
+"""
+import numpy as np
+
+from . import _numpy_backend
+from ._config import ACTIVATION_CODES
+from ._network import unpack
+
+CHUNK = 8192  # records per matrix product
+
+
+def forward(theta, sizes, activation, X):
+    """The network's outputs (logits) for a checked X, float64, shape (n, n_outputs)."""
+    code = ACTIVATION_CODES[activation]
+    layers = [(W.astype(np.float64), b.astype(np.float64)) for W, b in unpack(theta, sizes)]
+    out = np.empty((X.shape[0], int(sizes[-1])))
+    for lo in range(0, X.shape[0], CHUNK):
+        a = np.asarray(X[lo:lo + CHUNK], dtype=np.float64)
+        for i, (W, b) in enumerate(layers):
+            a = a @ W + b
+            if i < len(layers) - 1:
+                a = _numpy_backend._activate(code, a)
+        out[lo:lo + CHUNK] = a
+    return out
+
+
+def sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def predict(z, loss):
+    """Class labels (cross_entropy, binary_crossentropy) or the outputs (mse; 1-D for one output)."""
+    if loss == "cross_entropy":
+        return z.argmax(axis=1)
+    if loss == "binary_crossentropy":
+        return (z[:, 0] > 0).astype(np.int64)
+    return z[:, 0] if z.shape[1] == 1 else z
+
+
+def predict_proba(z, loss):
+    """Class probabilities, shape (n, n_classes); not defined for mse."""
+    if loss == "cross_entropy":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if loss == "binary_crossentropy":
+        p = sigmoid(z[:, 0])
+        return np.column_stack([1 - p, p])
+    raise ValueError("predict_proba needs a classification loss (cross_entropy or binary_crossentropy); "
+                     "this run uses mse")
+
+
+def score(z, loss, targets, labels, weights=None):
+    """``{"loss": ...}`` plus accuracy (classification) or r2 and mae (regression).
+
+    The loss is the training loss over all records (weighted by ``weights`` when given).
+    """
+    w = None if weights is None or not len(weights) else np.asarray(weights, dtype=np.float64)
+    if loss == "cross_entropy":
+        shifted = z - z.max(axis=1, keepdims=True)
+        per = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(z)), labels]
+        hit = z.argmax(axis=1) == labels
+        return {"loss": _mean(per, w), "accuracy": _mean(hit, w)}
+    if loss == "binary_crossentropy":
+        y = targets[:, 0].astype(np.float64)
+        zz = z[:, 0]
+        per = np.maximum(zz, 0) - zz * y + np.log1p(np.exp(-np.abs(zz)))
+        return {"loss": _mean(per, w), "accuracy": _mean((zz > 0) == (y > 0.5), w)}
+    t = targets.astype(np.float64)
+    err = z - t
+    per = np.mean(err * err, axis=1)
+    out = {"loss": _mean(per, w), "mae": _mean(np.mean(np.abs(err), axis=1), w)}
+    ss_res = np.sum(err * err, axis=0)
+    ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+    out["r2"] = float(np.mean(r2))
+    return out
+
+
+def _mean(values, w):
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()) if w is None else float(np.dot(values, w) / w.sum())
+
