@@ -348,7 +348,7 @@ cdef extern from "_kernel_threads.h" nogil:
     void fb_barrier_init(fb_barrier *b, int n)
     void fb_barrier_wait(fb_barrier *b)
     void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
-    int fb_team_begin()
+    void fb_team_begin()
     void fb_team_end()
     void fb_blas_control(void *get, void *set)
 
@@ -860,37 +860,39 @@ cdef void member_d(void *c, int tid) noexcept nogil:
         run_rows(<Ctx *> c, tid, <double *> NULL)
 
 
-def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const int64_t[::1] labels,
-                const int64_t[::1] sizes,
-                floating[::1] theta, floating[::1] m, floating[::1] v, const double[::1] lrs, double[::1] losses,
-                int64_t start_step, int64_t n_steps, int64_t opt_t,
-                int64_t batch_size, int64_t steps_per_epoch, bint shuffle, uint64_t seed,
-                int activation, int loss, int optimizer, double momentum, bint nesterov,
-                double beta1, double beta2, double eps, double weight_decay,
-                const uint8_t[::1] stop, double max_seconds, int64_t[::1] order_cache,
-                int fd=-1, int64_t data_offset=0, int n_threads=0, bint split_columns=False):
+def train_steps(spec, const floating[:, ::1] X, const floating[:, ::1] targets, const int64_t[::1] labels,
+                const floating[::1] weights, floating[::1] theta, floating[:, ::1] opt_state,
+                int64_t[::1] order_cache, const double[::1] lrs, double[::1] losses, double[:, ::1] noise,
+                int64_t start_step, int64_t n_steps, int64_t opt_t, const uint8_t[::1] stop,
+                double max_seconds, int fd=-1, int64_t data_offset=0):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
-    Same contract as ``_numpy_backend.train_steps``. Inputs are trusted: the
-    Trainer has checked every shape, range and dtype before calling. ``order_cache``
-    (n + 1 int64: the epoch, then its record order; epoch -1 when empty) keeps the
-    current epoch's order between calls, so a call does not sort the records again.
-    With ``fd >= 0`` the rows are read from that file (row i at ``data_offset + i *
+    Same contract as ``_numpy_backend.train_steps``; ``spec`` is a ``KernelSpec``. Inputs
+    are trusted: the driver has checked every shape, range and dtype before calling.
+    ``order_cache`` (n + 1 int64: the epoch, then its record order; epoch -1 when empty)
+    keeps the current epoch's order between calls, so a call does not sort the records
+    again. With ``fd >= 0`` the rows are read from that file (row i at ``data_offset + i *
     row bytes``) instead of from X's memory, which is then only used for its shape:
     a file larger than memory trains without being mapped in.
 
-    Threads: a step of at least TEAM_MIN_MACS multiply-adds runs on a team of as many
-    threads as the BLAS is set to use (``OPENBLAS_NUM_THREADS``, threadpoolctl), the
-    BLAS pinned to one thread meanwhile: members share the batch's rows, or, for a few
-    rows through big layers, each layer's outputs. ``n_threads > 0`` forces the team
-    size and ``split_columns`` the second way, ``n_threads < 0`` no team (for tests).
+    Threads: a step of at least TEAM_MIN_MACS multiply-adds runs on a team of up to
+    ``spec.n_threads`` threads, the BLAS pinned to one thread meanwhile: members share
+    the batch's rows, or, for a few rows through big layers, each layer's outputs.
+    ``spec.split_columns`` True / False forces a team of ``spec.n_threads`` and its split (tests).
     """
+    cdef const int64_t[::1] sizes = spec.sizes
+    cdef int64_t batch_size = spec.batch_size
+    cdef int n_threads = spec.n_threads
     cdef int64_t n = X.shape[0]
     cdef int n_layers = <int>sizes.shape[0] - 1
     cdef int64_t B = batch_size if batch_size < n else n
     cdef int64_t widest = 0, l, macs = 0, n_theta = theta.shape[0]
-    cdef int nt = 1, got = 1
+    cdef int nt = 1
     cdef Ctx c
+    if weights.shape[0] != 0:
+        raise NotImplementedError("sample weights: not yet")
+    if noise.shape[0] != 0:
+        raise NotImplementedError("noise norms: not yet")
     for l in range(n_layers + 1):
         widest = max(widest, sizes[l])
     for l in range(n_layers):
@@ -900,23 +902,22 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
     if order_cache.shape[0] != n + 1:
         raise ValueError(f"order_cache must hold n_records + 1 = {n + 1} entries, got {order_cache.shape[0]}")
 
-    # the team: sized by the BLAS's threads, for steps big enough to share
+    # the team: up to n_threads members, for steps big enough to share
     widest_out = max(sizes[l + 1] for l in range(n_layers))
     big_w = any(sizes[l] * sizes[l + 1] >= TEAM_BIG_W for l in range(n_layers))
     split = SPLIT_ROWS
-    if n_threads > 0:
+    if spec.split_columns is not None:
         nt = min(n_threads, FB_MAX_THREADS)
-        split = SPLIT_COLUMNS if split_columns else SPLIT_ROWS
-        got = fb_team_begin()
-    elif n_threads == 0 and B * macs >= TEAM_MIN_MACS:
+        split = SPLIT_COLUMNS if spec.split_columns else SPLIT_ROWS
+    elif n_threads > 1 and B * macs >= TEAM_MIN_MACS:
         if big_w and TEAM_COLUMNS_MIN_ROWS <= B <= TEAM_COLUMNS_MAX_ROWS:  # few rows, big W
             split = SPLIT_COLUMNS
             cap = min(FB_MAX_THREADS, widest_out // TEAM_MIN_COLUMNS)
         else:
             cap = min(FB_MAX_THREADS, B // (TEAM_MIN_ROWS_BIG_W if big_w else TEAM_MIN_ROWS))
-        if cap > 1:
-            got = fb_team_begin()
-            nt = max(1, min(got, cap))
+        nt = max(1, min(n_threads, cap))
+    if nt > 1:
+        fb_team_begin()
 
     try:
         dt = np.float32 if floating is float else np.float64
@@ -949,8 +950,8 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         c.sizes = <int64_t *> &sizes[0]
         c.n_layers = n_layers
         c.theta = <void *> &theta[0]
-        c.m = <void *> &m[0]
-        c.v = <void *> &v[0]
+        c.m = <void *> &opt_state[0, 0]
+        c.v = <void *> &opt_state[1, 0]
         c.G = <void *> <size_t> G.ctypes.data
         c.G_more = <void *> <size_t> G_more.ctypes.data
         c.WT = <void *> <size_t> WT.ctypes.data
@@ -959,10 +960,10 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
         c.lrs = <double *> &lrs[0]
         c.losses = &losses[0]
         c.start_step = start_step; c.n_steps = n_steps; c.opt_t = opt_t; c.n = n
-        c.batch_size = batch_size; c.spe = steps_per_epoch; c.shuffle = shuffle; c.seed = seed
-        c.act = activation; c.loss = loss; c.opt = optimizer
-        c.momentum = momentum; c.nesterov = nesterov; c.beta1 = beta1; c.beta2 = beta2
-        c.eps = eps; c.wd = weight_decay
+        c.batch_size = batch_size; c.spe = spec.steps_per_epoch; c.shuffle = spec.shuffle; c.seed = spec.seed
+        c.act = spec.activation; c.loss = spec.loss; c.opt = spec.optimizer
+        c.momentum = spec.momentum; c.nesterov = spec.nesterov; c.beta1 = spec.beta1; c.beta2 = spec.beta2
+        c.eps = spec.eps; c.wd = spec.weight_decay
         c.stop = &stop[0]
         c.max_seconds = max_seconds
         # look at the clock about every 50 us of work, not every step
@@ -992,7 +993,7 @@ def train_steps(const floating[:, ::1] X, const floating[:, ::1] targets, const 
                 fb_barrier_init(&c.bar, 1)
                 run_rows(&c, 0, <floating *> NULL)
     finally:
-        if got > 1:
+        if nt > 1:
             fb_team_end()
     return c.done, c.status
 

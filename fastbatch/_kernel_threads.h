@@ -209,8 +209,8 @@ typedef void (*fb_blas_set_fn)(int);
 static fb_blas_get_fn fb_blas_get = NULL;
 static fb_blas_set_fn fb_blas_set = NULL;
 static pthread_mutex_t fb_blas_lock = PTHREAD_MUTEX_INITIALIZER;
-static int fb_blas_teams = 0;   /* teams running now (0 or 1) */
-static int fb_blas_saved = 1;   /* the BLAS thread count before the running team pinned it */
+static int fb_blas_teams = 0;   /* teams running now */
+static int fb_blas_saved = 0;   /* the BLAS thread count before the first of them pinned it; 0: untouched */
 
 static void fb_blas_control(void *get, void *set)
 {
@@ -220,35 +220,29 @@ static void fb_blas_control(void *get, void *set)
     pthread_mutex_unlock(&fb_blas_lock);
 }
 
-/* Before a team runs: returns the BLAS thread count, the team size to use, and pins the
- * BLAS to one thread if that count is 2 or more. Returns 1 (run alone, BLAS untouched)
- * when the count cannot be set, or while another call's team runs: two teams would
- * oversubscribe the cores. Every return > 1 must be followed by fb_team_end(). */
-static int fb_team_begin(void)
+/* Before a team runs: pin the BLAS to one thread (one layer of parallelism, never two).
+ * Counted: the first of several concurrent teams saves the BLAS's count, the last puts it
+ * back. Every call must be followed by fb_team_end(). */
+static void fb_team_begin(void)
 {
-    int n = 1;
     pthread_mutex_lock(&fb_blas_lock);
-    if (fb_blas_get && fb_blas_set && fb_blas_teams == 0) {
-        n = fb_blas_get();
-        if (n > 1) {
-            fb_blas_saved = n;
+    if (fb_blas_teams++ == 0 && fb_blas_get && fb_blas_set) {
+        fb_blas_saved = fb_blas_get();
+        if (fb_blas_saved > 1)
             fb_blas_set(1);
-            fb_blas_teams = 1;
-        } else {
-            n = 1;
-        }
+        else
+            fb_blas_saved = 0;
     }
     pthread_mutex_unlock(&fb_blas_lock);
-    return n;
 }
 
-/* After a team ran: the BLAS gets its thread count back. */
+/* After a team ran: the last team out gives the BLAS its thread count back. */
 static void fb_team_end(void)
 {
     pthread_mutex_lock(&fb_blas_lock);
-    if (fb_blas_teams) {
+    if (--fb_blas_teams == 0 && fb_blas_saved > 0) {
         fb_blas_set(fb_blas_saved);
-        fb_blas_teams = 0;
+        fb_blas_saved = 0;
     }
     pthread_mutex_unlock(&fb_blas_lock);
 }

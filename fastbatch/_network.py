@@ -1,9 +1,8 @@
 """The dense network's parameters: one flat buffer, with (W, b) views per layer."""
 import numpy as np
 
-ACTIVATION_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-LOSS_CODES = {"mse": 0, "binary_crossentropy": 1, "cross_entropy": 2}
-OPTIMIZER_CODES = {"sgd": 0, "adam": 1, "adamw": 2}
+# the codes live in _config; re-exported only while the old trainer.py still imports them from here
+from ._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES  # noqa: F401
 
 
 def layer_sizes(n_features, hidden, n_outputs):

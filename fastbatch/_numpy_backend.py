@@ -2,7 +2,7 @@
 
 It implements exactly what the Cython kernel (``_kernel.pyx``) does, one step at a
 time, so that anyone can check the algorithm by eye and the tests can hold the
-kernel to it. It has the kernel's signature (see ``Trainer._run``).
+kernel to it. It has the kernel's signature (see ``_kernel_spec.py`` and ``_kernel.train_steps``).
 """
 import time
 
@@ -11,7 +11,9 @@ import numpy as np
 from ._network import unpack
 from .schedule import epoch_order
 
-DONE, STOPPED, NONFINITE, TIME_UP = 0, 1, 2, 3
+from ._codes import Status
+
+DONE, STOPPED, NONFINITE, TIME_UP = Status.DONE, Status.STOPPED, Status.NONFINITE, Status.TIME_UP
 
 
 def _activate(code, z):
@@ -81,26 +83,30 @@ def _update(opt, p, g, m, v, lr, t, momentum, nesterov, beta1, beta2, eps, wd):
     p -= f(step_size) * (m / denom)
 
 
-def train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
-                batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache):
+def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
+                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
+    ``spec`` is a ``KernelSpec``; ``opt_state`` (3, P) holds the optimizer's buffers;
     ``order_cache`` (n + 1 int64: an epoch, then its record order; -1 when empty) keeps
-    the current epoch's order between calls.
+    the current epoch's order between calls. ``fd`` and ``data_offset`` are the kernel's
+    (it reads rows from a file); here X is always read from memory.
     """
+    if weights.shape[0] != 0:
+        raise NotImplementedError("sample weights: not yet")
+    if noise.shape[0] != 0:
+        raise NotImplementedError("noise norms: not yet")
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
-        return _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
-                            batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                            momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache)
+        return _train_steps(spec, X, targets, labels, theta, opt_state, order_cache, lrs, losses,
+                            start_step, n_steps, opt_t, stop, max_seconds)
 
 
-def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step, n_steps, opt_t,
-                 batch_size, steps_per_epoch, shuffle, seed, activation, loss, optimizer,
-                 momentum, nesterov, beta1, beta2, eps, weight_decay, stop, max_seconds, order_cache):
+def _train_steps(spec, X, targets, labels, theta, opt_state, order_cache, lrs, losses,
+                 start_step, n_steps, opt_t, stop, max_seconds):
     n = X.shape[0]
-    B = min(batch_size, n)
-    params, ms, vs = unpack(theta, sizes), unpack(m, sizes), unpack(v, sizes)
+    B = min(spec.batch_size, n)
+    sizes, activation = spec.sizes, spec.activation
+    params, ms, vs = unpack(theta, sizes), unpack(opt_state[0], sizes), unpack(opt_state[1], sizes)
     deadline = time.perf_counter() + max_seconds
     epoch_now, order = int(order_cache[0]), order_cache[1:]
     for i in range(n_steps):
@@ -108,9 +114,9 @@ def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step
             return i, STOPPED
         if i and time.perf_counter() > deadline:
             return i, TIME_UP
-        epoch, k = divmod(start_step + i, steps_per_epoch)
+        epoch, k = divmod(start_step + i, spec.steps_per_epoch)
         if epoch != epoch_now:
-            order[:] = epoch_order(n, seed, epoch, shuffle)
+            order[:] = epoch_order(n, spec.seed, epoch, spec.shuffle)
             order_cache[0] = epoch_now = epoch
         idx = order[k * B:(k + 1) * B]
 
@@ -121,7 +127,7 @@ def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step
             a = _activate(activation, z) if layer < len(params) - 1 else z
             zs.append(z)
             acts.append(a)
-        step_loss, delta = loss_and_grad(loss, a, targets[idx] if targets.size else None,
+        step_loss, delta = loss_and_grad(spec.loss, a, targets[idx] if targets.size else None,
                                          labels[idx] if labels.size else None)
         if not np.isfinite(step_loss):
             return i, NONFINITE
@@ -138,6 +144,6 @@ def _train_steps(X, targets, labels, sizes, theta, m, v, lrs, losses, start_step
         t = opt_t + i + 1
         for (W, b), (gW, gb), (mW, mb), (vW, vb) in zip(params, grads, ms, vs):
             for p, g, mm, vv in ((W, gW, mW, vW), (b, gb, mb, vb)):
-                _update(optimizer, p, g, mm, vv, float(lrs[i]), t, momentum, nesterov,
-                        beta1, beta2, eps, weight_decay)
+                _update(spec.optimizer, p, g, mm, vv, float(lrs[i]), t, spec.momentum, spec.nesterov,
+                        spec.beta1, spec.beta2, spec.eps, spec.weight_decay)
     return n_steps, DONE

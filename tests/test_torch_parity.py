@@ -1,25 +1,27 @@
-"""fastbatch against PyTorch (skipped when torch is not installed): same losses and updates."""
+"""Both backends against PyTorch (skipped when torch is not installed): same losses and updates."""
 import numpy as np
 import pytest
 
 import fastbatch as fb
+from fastbatch._network import init_params, unpack
 from helpers import make_data
+from kernel_run import train
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+ACTS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
 
 
 def torch_run(params, X, y, loss, activation, batch_size, epochs, seed, shuffle, drop_last, opt, lr):
-    torch.manual_seed(0)
     Ws = [torch.tensor(W.T.copy(), requires_grad=True) for W, _ in params]   # torch Linear: (out, in)
     bs = [torch.tensor(b.copy(), requires_grad=True) for _, b in params]
     all_p = [p for pair in zip(Ws, bs) for p in pair]
+    opt = dict(opt)
     name = opt.pop("optimizer")
     opt.setdefault("weight_decay", 0.0)  # torch's AdamW defaults to 0.01; fastbatch to 0
-    o = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](all_p, lr=lr, **opt)
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}[activation]
-    Xt = torch.tensor(X)
-    yt = torch.tensor(y)
+    o = TORCH_OPTIMIZERS[name](all_p, lr=lr, **opt)
+    Xt, yt = torch.tensor(X), torch.tensor(y)
     n = len(X)
     spe = fb.steps_per_epoch(n, batch_size, drop_last)
     losses = []
@@ -31,7 +33,7 @@ def torch_run(params, X, y, loss, activation, batch_size, epochs, seed, shuffle,
             for i, (W, b) in enumerate(zip(Ws, bs)):
                 a = F.linear(a, W, b)
                 if i < len(Ws) - 1:
-                    a = act(a)
+                    a = ACTS[activation](a)
             if loss == "mse":
                 lv = F.mse_loss(a, yt[idx].reshape(a.shape))
             elif loss == "binary_crossentropy":
@@ -60,18 +62,14 @@ CASES = [
 def test_matches_torch(backend, loss, activation, opt):
     X, y = make_data(n=70, d=6, loss=loss, k=3 if loss != "mse" else 2, seed=11)
     kw = dict(batch_size=16, epochs=3, seed=4, shuffle=True, drop_last=False)
+    k = 3 if loss == "cross_entropy" else (2 if loss == "mse" else 1)
+    sizes = np.array([6, 8, 5, k], dtype=np.int64)
+    params0 = [(W.copy(), b.copy()) for W, b in unpack(init_params(sizes, activation, 4, np.float64), sizes)]
     lr = 0.05
-    # fastbatch's seeded initial params, taken after a step that moves nothing
-    init = fb.Trainer(hidden=(8, 5), activation=activation, loss=loss, dtype="float64", seed=4,
-                      learning_rate=1e-300, batch_size=70, epochs=1)
-    init.fit(X, y)
-    params0 = init.get_params()
-    tr = fb.Trainer(hidden=(8, 5), activation=activation, loss=loss, learning_rate=lr, dtype="float64",
-                    backend=backend, **kw, **opt)
-    tr.set_params(params0)
-    h = tr.fit(X, y)
-    tl, tp = torch_run(params0, X, y, loss, activation, lr=lr, opt=dict(opt), **kw)
-    np.testing.assert_allclose(h.loss, tl, rtol=1e-10, atol=1e-12)
-    for (W, b), (Wt, bt) in zip(tr.get_params(), tp):
+    r = train(backend, X, y, hidden=(8, 5), activation=activation, loss=loss, lr=lr, dtype="float64",
+              params=params0, **kw, **opt)
+    tl, tp = torch_run(params0, X, y, loss, activation, lr=lr, opt=opt, **kw)
+    np.testing.assert_allclose(r.losses, tl, rtol=1e-10, atol=1e-12)
+    for (W, b), (Wt, bt) in zip(r.params, tp):
         np.testing.assert_allclose(W, Wt, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(b, bt, rtol=1e-9, atol=1e-12)
