@@ -1,16 +1,10 @@
 """Checking and converting what users pass in, once, before any state changes."""
 import math
-import mmap
 import numbers
 
 import numpy as np
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
-LOSSES = ("auto", "mse", "binary_crossentropy", "cross_entropy")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-BACKENDS = ("cython", "numpy")
-DTYPES = ("float32", "float64")
-
+from ._rows import RowSource, all_finite, take_rows
 
 def _describe(value):
     return f"{value!r} ({type(value).__name__})"
@@ -93,34 +87,6 @@ def check_seed(value):
     return int(value)
 
 
-def check_config(cfg):
-    """Validate a dict of Trainer parameters; return the normalised dict."""
-    out = dict(cfg)
-    out["hidden"] = check_hidden(cfg["hidden"])
-    out["activation"] = check_choice("activation", cfg["activation"], ACTIVATIONS)
-    out["loss"] = check_choice("loss", cfg["loss"], LOSSES)
-    out["batch_size"] = check_int("batch_size", cfg["batch_size"])
-    out["epochs"] = check_int("epochs", cfg["epochs"])
-    out["learning_rate"] = check_float("learning_rate", cfg["learning_rate"], 0.0, low_open=True)
-    out["optimizer"] = check_choice("optimizer", cfg["optimizer"], OPTIMIZERS)
-    out["momentum"] = check_float("momentum", cfg["momentum"], 0.0)
-    out["nesterov"] = check_bool("nesterov", cfg["nesterov"])
-    if out["nesterov"] and out["momentum"] == 0.0:
-        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD), got momentum=0.0")
-    out["betas"] = check_betas(cfg["betas"])
-    out["eps"] = check_float("eps", cfg["eps"], 0.0)
-    out["weight_decay"] = check_float("weight_decay", cfg["weight_decay"], 0.0)
-    out["shuffle"] = check_bool("shuffle", cfg["shuffle"])
-    out["drop_last"] = check_bool("drop_last", cfg["drop_last"])
-    out["seed"] = check_seed(cfg["seed"])
-    out["dtype"] = check_dtype(cfg["dtype"])
-    out["backend"] = check_choice("backend", cfg["backend"], BACKENDS)
-    out["validation_split"] = check_float("validation_split", cfg["validation_split"], 0.0, 1.0, high_open=True)
-    if cfg["patience"] is not None:
-        out["patience"] = check_int("patience", cfg["patience"], 1)
-    return out
-
-
 def check_dtype(value):
     if isinstance(value, str):
         name = value
@@ -130,13 +96,72 @@ def check_dtype(value):
         name = value.name
     else:
         raise TypeError(f"dtype must be one of 'float32', 'float64'; got {_describe(value)}")
-    return check_choice("dtype", name, DTYPES)
+    return check_choice("dtype", name, ("float32", "float64"))
+
+
+MAX_CLASSES = 100_000          # cross_entropy builds one output per class
+MAX_SPARSE_DENSE_BYTES = 1 << 29  # a sparse X is densified only up to this size (512 MB)
+_KIND_NAMES = {"c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes", "M": "datetimes",
+               "m": "timedeltas", "V": "structured records"}
+
+
+def _kind_name(dtype):
+    return _KIND_NAMES.get(dtype.kind, str(dtype))
+
+
+def _is_sparse(X):
+    sparse = __import__("sys").modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def _is_dataframe(X):
+    return type(X).__module__.partition(".")[0] == "pandas" and hasattr(X, "dtypes") and hasattr(X, "columns")
+
+
+def _from_sparse(X, dtype, name):
+    n, d = X.shape
+    need = n * d * dtype.itemsize
+    if need > MAX_SPARSE_DENSE_BYTES:
+        raise TypeError(f"{name} is a scipy.sparse {type(X).__name__} of shape {X.shape} with {X.nnz} stored "
+                        f"values; dense it would take {need / 1e9:.1f} GB of {dtype}. fastbatch trains on dense "
+                        "rows: reduce the features (e.g. TruncatedSVD) or pass X.toarray() if it fits in memory")
+    csr = X.tocsr()
+    out = np.empty((n, d), dtype=dtype)
+    step = max(1, (8 << 20) // max(1, d * dtype.itemsize))
+    for start in range(0, n, step):  # densified a block of rows at a time: no float64 copy of the whole
+        out[start:start + step] = csr[start:start + step].toarray()
+    return out
+
+
+def _from_dataframe(X, dtype, name):
+    import pandas as pd
+    for col, dt in zip(X.columns, X.dtypes):
+        if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)):
+            raise TypeError(f"{name} column {col!r} holds {dt} values, not numbers; encode it first "
+                            "(e.g. pandas.get_dummies for categories)")
+    try:
+        return X.to_numpy(dtype=dtype)  # bool columns become 0/1
+    except (TypeError, ValueError) as exc:  # nullable columns holding pd.NA
+        raise ValueError(f"{name} holds missing values (NA); drop or impute them first ({exc})") from None
 
 
 def check_X(X, dtype, name="X", n_features=None):
-    """Return X as a C-contiguous 2-D array of ``dtype`` (no copy when it already is one)."""
+    """Return X as a C-contiguous 2-D array of ``dtype`` (no copy when it already is one).
+
+    A memory-mapped X of ``dtype`` is kept as it is (batches are gathered from it, the file is
+    never loaded whole); any other memory map is converted in chunks into a map of its own.
+    Maps are read safely (see ``_rows``): a file truncated under its map is an OSError.
+    A scipy.sparse X is densified when it is small enough; a DataFrame's bool columns become 0/1.
+    """
+    dtype = np.dtype(dtype)
     if isinstance(X, np.memmap) and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
-        arr = X  # keep the map: batches are gathered from it, the file is never loaded whole
+        arr = X
+    elif _is_sparse(X):
+        if len(X.shape) != 2:
+            raise ValueError(f"{name} must be 2-D (records x features), got shape {X.shape}")
+        arr = _from_sparse(X, dtype, name)
+    elif _is_dataframe(X):
+        arr = _from_dataframe(X, dtype, name)
     else:
         if X is None or isinstance(X, (str, bytes)):
             raise TypeError(f"{name} must be a 2-D array of numbers, got {_describe(X)}")
@@ -145,96 +170,51 @@ def check_X(X, dtype, name="X", n_features=None):
         except Exception as exc:  # ragged lists and the like
             raise TypeError(f"{name} must be a 2-D array of numbers; could not convert it: {exc}") from None
         if raw.dtype.kind not in "biuf":
-            what = {"c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes",
-                    "M": "datetimes", "m": "timedeltas", "V": "structured records"}.get(raw.dtype.kind, raw.dtype)
-            raise TypeError(f"{name} must hold real numbers, got an array of {what} (dtype {raw.dtype})")
+            raise TypeError(f"{name} must hold real numbers, got an array of {_kind_name(raw.dtype)} "
+                            f"(dtype {raw.dtype})")
         if raw.ndim != 2:
             raise ValueError(f"{name} must be 2-D (records x features), got shape {raw.shape}")
         if isinstance(X, np.memmap) and raw.size:
             arr = take_rows(X, None, dtype)  # converted once, into a file of its own: never loaded whole
         else:
-            arr = np.ascontiguousarray(raw, dtype=dtype)
+            with np.errstate(over="ignore"):  # too-large values are found and named below
+                arr = np.ascontiguousarray(raw, dtype=dtype)
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one record and one feature, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but this run was started with {n_features}")
-    if not _all_finite(arr):
-        raise ValueError(f"{name} holds NaN or infinite values; clean or impute them first")
+    if not all_finite(arr):
+        raw = X.to_numpy(dtype=np.float64) if _is_dataframe(X) else X
+        raw = raw if isinstance(raw, np.ndarray) and raw.ndim == 2 and raw.dtype.kind in "biuf" else arr
+        raise ValueError(_not_finite_message(raw, dtype, name))
     return arr
 
 
-def take_rows(X, rows, dtype, chunk=1 << 16):
-    """X[rows] (all rows when None) as C-contiguous ``dtype``.
-
-    For a memory-mapped X the result is a memory map of a temporary file (deleted
-    when the map is dropped), written in chunks, so neither is ever held whole in memory.
-    """
-    n = X.shape[0] if rows is None else len(rows)
-    if not isinstance(X, np.memmap):
-        out = X if rows is None else X[rows]
-        return np.ascontiguousarray(out, dtype=dtype)
-    import tempfile
-    out = np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=(n, X.shape[1]))
-    for start in range(0, n, chunk):
-        src = slice(start, start + chunk) if rows is None else rows[start:start + chunk]
-        out[start:start + chunk] = X[src]
-        if start % (chunk * 16) == 0:
-            release_pages(X)
-            release_pages(out)
-    out.flush()
-    release_pages(X)
-    release_pages(out)
-    return out
+def _not_finite_message(X, dtype, name):
+    """Where the first non-finite value is, and what it really was (NaN, inf, or a number too large for dtype)."""
+    top = np.finfo(dtype).max
+    with RowSource.open(X) as src:
+        for start, part in src.chunks():
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad = ~np.isfinite(part) | (np.abs(part) > top)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                v = part[i, j]
+                where = f"{name}[{start + i}, {j}]"
+                if np.isnan(v):
+                    return f"{name} holds NaN values ({where} is NaN); clean or impute them first"
+                if np.isinf(v):
+                    return f"{name} holds infinite values ({where} is {v}); clean or impute them first"
+                return (f"{name} holds values too large for {dtype} (max {top:.8g}): {where} is {v!r}; "
+                        "scale the data, or use dtype='float64'")
+    return f"{name} holds NaN or infinite values; clean or impute them first"  # pragma: no cover
 
 
-def _all_finite(arr, chunk=1 << 16):
-    # chunked so a large memory-mapped file is never pulled in whole
-    for start in range(0, arr.shape[0], chunk):
-        part = arr[start:start + chunk]
-        if not np.isfinite(part.sum()) and not np.isfinite(part).all():
-            return False
-        release_pages(arr)
-    release_pages(arr)
-    return True
-
-
-def _mapping(X):
-    base = X
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "_mmap", None) or getattr(base, "base", None)
-    return base if isinstance(base, mmap.mmap) else None
-
-
-def _advise(X, advice_name):
-    mm = _mapping(X) if isinstance(X, np.memmap) else None
-    advice = getattr(mmap, advice_name, None)
-    if mm is not None and advice is not None:
-        try:
-            mm.madvise(advice)
-        except (OSError, ValueError):
-            pass
-
-
-def file_source(X):
-    """(path, byte offset of row 0) of a C-contiguous memory-mapped X backed by a named file, else None."""
-    if not isinstance(X, np.memmap) or not X.flags.c_contiguous or not getattr(X, "filename", None):
-        return None
-    mm = _mapping(X)
-    if mm is None or not isinstance(getattr(X, "offset", None), int):
-        return None
-    map_start = X.offset - X.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap began its map
-    map_base = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
-    return X.filename, map_start + (X.ctypes.data - map_base)
-
-
-def release_pages(X):
-    """Drop the pages of a memory-mapped X from resident memory (re-read from the file when needed)."""
-    _advise(X, "MADV_DONTNEED")
-
-
-def read_randomly(X):
-    """Tell the OS a memory-mapped X is read at random rows: no read-ahead, one page a row."""
-    _advise(X, "MADV_RANDOM")
+def _number(v):
+    """A numpy scalar as the number it is (an integral float without '.0', ints exact)."""
+    if isinstance(v, (np.floating, float)) and float(v).is_integer():
+        return str(int(v))
+    return str(v.item() if isinstance(v, np.generic) else v)
 
 
 def resolve_loss(loss, y):
@@ -257,14 +237,20 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
         raw = np.asarray(y)
     except Exception as exc:
         raise TypeError(f"{name} must be an array of numbers; could not convert it: {exc}") from None
+    if raw.dtype.kind in "USO" and raw.size and all(isinstance(v, (str, bytes)) for v in raw.flat[:100]):
+        raise TypeError(f"{name} holds text labels such as {raw.flat[0]!r} (dtype {raw.dtype}); the Trainer needs "
+                        "numbers: use fastbatch.sklearn.FastBatchClassifier, which takes any labels, or encode "
+                        "them as 0..k-1 first (e.g. sklearn.preprocessing.LabelEncoder)")
     if raw.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
+        raise TypeError(f"{name} must hold real numbers, got an array of {_kind_name(raw.dtype)} (dtype {raw.dtype})")
     if raw.ndim == 0 or raw.ndim > 2:
         raise ValueError(f"{name} must be 1-D (or 2-D for several mse targets), got shape {raw.shape}")
     if raw.shape[0] != n_records:
         raise ValueError(f"{name} has {raw.shape[0]} entries but X has {n_records} records")
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+        bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]
+        where = int(np.flatnonzero(~np.isfinite(raw.reshape(-1)))[0])
+        raise ValueError(f"{name} holds NaN or infinite values (entry {where} is {bad})")
     empty_t = np.empty((0, 0), dtype=dtype)
     empty_l = np.empty(0, dtype=np.int64)
     if loss == "cross_entropy":
@@ -273,12 +259,15 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
         flat = raw.reshape(-1)
         if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
             raise ValueError(f"{name} for cross_entropy must be integer labels 0..k-1, got fractional values "
-                             f"(e.g. {flat[flat != np.round(flat)][0]!r})")
-        labels = flat.astype(np.int64)
-        lo = int(labels.min())
+                             f"(e.g. {_number(flat[flat != np.round(flat)][0])})")
+        lo, hi = flat.min(), flat.max()  # in y's own dtype: a uint64 label above 2**63 stays what it is
         if lo < 0:
-            raise ValueError(f"{name} for cross_entropy must be labels 0..k-1, got a negative label {lo}")
-        hi = int(labels.max())
+            raise ValueError(f"{name} for cross_entropy must be labels 0..k-1, got a negative label {_number(lo)}")
+        if hi >= MAX_CLASSES:
+            raise ValueError(f"{name} has label {_number(hi)}; cross_entropy needs one output per class 0..label, "
+                             f"at most {MAX_CLASSES:,} classes. Is this a regression target? Pass loss='mse'")
+        labels = flat.astype(np.int64)
+        hi = int(hi)
         k = max(hi + 1, 2) if n_outputs is None else n_outputs
         if hi >= k:
             raise ValueError(f"{name} has label {hi}, but this network has {k} outputs (labels 0..{k - 1})")
@@ -289,7 +278,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
             raise ValueError(f"{name} for binary_crossentropy must be one 0/1 label per record, got shape {raw.shape}")
         if not np.all((targets == 0) | (targets == 1)):
             bad = targets[(targets != 0) & (targets != 1)][0]
-            raise ValueError(f"{name} for binary_crossentropy must be 0 or 1, got {bad!r}")
+            raise ValueError(f"{name} for binary_crossentropy must be 0 or 1, got {_number(bad)}")
     k = targets.shape[1]
     if n_outputs is not None and k != n_outputs:
         raise ValueError(f"{name} has {k} target columns, but this network has {n_outputs} outputs")

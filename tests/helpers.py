@@ -13,3 +13,17 @@ def make_data(n=60, d=5, loss="cross_entropy", k=3, seed=0):
     else:
         y = rng.normal(size=(n, k)) if k > 1 else rng.normal(size=n)
     return X, y
+
+
+def spy_row_sources(monkeypatch):
+    """A list that gets every array a fit hands to ``_rows.RowSource.open`` (what the kernel reads rows from)."""
+    from fastbatch import _rows
+    seen = []
+    original = _rows.RowSource.open.__func__
+
+    def spy(cls, X):
+        seen.append(X)
+        return original(cls, X)
+
+    monkeypatch.setattr(_rows.RowSource, "open", classmethod(spy))
+    return seen

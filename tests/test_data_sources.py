@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
+from helpers import spy_row_sources
 
 
 def seed_generator(X, y, batch_size):
@@ -68,15 +69,15 @@ def test_fit_batches_checks_each_batch(seed_data):
         started.fit_batches(seed_generator(X, y, 64))
 
 
-def test_memmap_input_is_not_copied(tmp_path):
+def test_memmap_input_is_not_copied(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     X = rng.random((3000, 8)).astype(np.float32)
     y = rng.integers(0, 2, 3000)
     np.save(tmp_path / "X.npy", X)
     Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
-    tr = fb.Trainer(epochs=2, batch_size=32)
-    h = tr.fit(Xm, y)
-    assert isinstance(tr._cache["X"], np.memmap)  # trained straight from the map
+    seen = spy_row_sources(monkeypatch)
+    h = fb.Trainer(epochs=2, batch_size=32).fit(Xm, y)
+    assert seen[-1] is Xm  # trained straight from the map
     assert np.array_equal(h.loss, fb.Trainer(epochs=2, batch_size=32).fit(X, y).loss)
 
 
@@ -114,16 +115,16 @@ def test_memmap_file_larger_than_the_memory_it_uses(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["float64 file", "validation split"])
-def test_memmap_conversions_stay_on_disk(tmp_path, case):
+def test_memmap_conversions_stay_on_disk(tmp_path, case, monkeypatch):
     rng = np.random.default_rng(0)
     X = rng.random((2000, 6))
     y = rng.integers(0, 2, 2000)
     np.save(tmp_path / "X.npy", X if case == "float64 file" else X.astype(np.float32))
     Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
     kw = dict(epochs=2, batch_size=32, validation_split=0.25 if case == "validation split" else 0.0)
-    tr = fb.Trainer(**kw)
-    h = tr.fit(Xm, y)
-    assert isinstance(tr._cache["X"], np.memmap) and tr._cache["X"].dtype == np.float32
+    seen = spy_row_sources(monkeypatch)
+    h = fb.Trainer(**kw).fit(Xm, y)
+    assert isinstance(seen[-1], np.memmap) and seen[-1].dtype == np.float32 and seen[-1].mode == "r"
     ref = fb.Trainer(**kw).fit(X.astype(np.float32), y)
     assert np.array_equal(h.loss, ref.loss) and np.array_equal(h.val_loss, ref.val_loss)
 
@@ -136,8 +137,8 @@ def test_memmap_rows_are_read_from_the_right_place(tmp_path, backend):
     y = rng.integers(0, 3, 500)
     np.save(tmp_path / "X.npy", X)
     Xm = np.load(tmp_path / "X.npy", mmap_mode="r")[37:]
-    from fastbatch import _validation as V
-    path, offset = V.file_source(Xm)
+    from fastbatch import _rows
+    path, offset = _rows.file_source(Xm)
     with open(path, "rb") as f:
         f.seek(offset)
         assert np.array_equal(np.frombuffer(f.read(7 * 4), dtype=np.float32), X[37])
