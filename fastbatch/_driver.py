@@ -28,6 +28,7 @@ from .errors import DivergenceError
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
+BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
 
 
 def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None):
@@ -152,6 +153,8 @@ def train_arrays(trainer, source, end, hooks, stop):
             state.step += done
             state.opt_t += done
             source.rows.after_chunk()
+        except DivergenceError:
+            raise  # _rewind left the state at the last params whose loss was finite
         except BaseException:
             state.restore(snap)
             raise
@@ -209,12 +212,15 @@ def end_epoch(trainer, epoch, hooks):
 
 
 def _rewind(trainer, source, state, spec, snap, lrs, start, done, status, prev, stop):
-    """Rewind to the last params whose batch loss was finite, and raise DivergenceError.
+    """Rewind to params from before the blow-up, and raise DivergenceError.
 
     The first bad state is the params before step ``bad`` (0-based): their batch loss is
-    non-finite, or they are non-finite themselves. The update of step ``bad - 1``
-    produced them, so the run goes back to before it: the params of step ``bad - 1``,
-    whose loss was finite. Continuing with a smaller rate redoes that update.
+    non-finite, or they are non-finite themselves. A run that diverges usually blows up
+    over a few steps first (losses of 1e8, 1e20, then inf), and params whose loss is
+    finite but huge diverge again at any rate. So the run goes back to the last step
+    whose loss was finite and at most ``BLOW_UP`` times the lowest loss so far (at least
+    one step before ``bad``, and no further back than the snapshots kept: the start of
+    the previous kernel call). Continuing with a smaller rate redoes that step's update.
     """
     if status == Status.NONFINITE and np.isfinite(state.theta).all():
         bad = start + done
@@ -228,17 +234,21 @@ def _rewind(trainer, source, state, spec, snap, lrs, start, done, status, prev, 
             else:
                 hi = mid
         bad = start + lo + 1 if hi > lo else start + lo
-    target = max(bad - 1, 0)
+    earliest = prev[2] if prev is not None else start
+    losses = state.loss_buf[:bad]  # steps before `bad` all had finite losses
+    target = earliest
+    if bad > earliest:
+        lowest = np.minimum.accumulate(np.abs(losses))
+        sane = np.flatnonzero(np.abs(losses[earliest:bad]) <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30))
+        target = earliest + int(sane[-1]) if len(sane) else earliest
+        target = min(target, bad - 1)
     if target >= start:
         _replay(source, state, spec, snap, lrs, start, target - start, stop)
         state.lr_buf[start:target] = lrs[:target - start]
-    elif prev is not None and target >= prev[2]:
+    elif prev is not None:
         psnap, plrs, pstart, _ = prev
         _replay(source, state, spec, psnap, plrs, pstart, target - pstart, stop)
         state.lr_buf[pstart:target] = plrs[:target - pstart]
-    else:  # nothing earlier to go back to: the run's first params already give a non-finite loss
-        state.restore(snap)
-        target = state.step
     state.opt_t += target - state.step
     state.step = target
     lr_bad = float(trainer.learning_rate * trainer._schedule.factors([target], state.steps_per_epoch,

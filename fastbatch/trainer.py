@@ -78,12 +78,12 @@ class Trainer:
         """The run's parameters (a copy)."""
         return dict(self._cfg)
 
-    def _set_param(self, name, value):
+    def _set_param(self, name, value, inside_fit=False):
         p = _config.BY_NAME[name]
         if self._state is not None and not p.live:
             raise AttributeError(f"cannot change {name} of a run that has started (only "
                                  f"{', '.join(_config.LIVE)} can change); call reset() first, or make a new Trainer")
-        if self._fit_lock.locked() and name != "learning_rate":
+        if self._fit_lock.locked() and name != "learning_rate" and not inside_fit:
             raise RuntimeError(f"cannot change {name} while fit() runs")
         if name == "epochs" and self._state is not None:
             value = p.check(value)
@@ -335,7 +335,7 @@ class Trainer:
             if epochs is not None:
                 _config.BY_NAME["epochs"].check(epochs)
                 if epochs != self._cfg["epochs"]:
-                    self._set_param("epochs", epochs)
+                    self._set_param("epochs", epochs, inside_fit=True)
             st = self._state
             if st is not None and st.generator:
                 raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")

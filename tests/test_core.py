@@ -1,0 +1,339 @@
+"""The run's one owner: settings on a live trainer, stop without a race, data checked every call,
+consistent state across threads, exact restore on errors, divergence recovery, epoch-hook cost."""
+import gc
+import pickle
+import threading
+import weakref
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import _kernel, _numpy_backend
+from fastbatch._codes import Status
+from helpers import make_data
+
+BACKENDS = ["cython", "numpy"]
+
+
+def same_params(a, b):
+    return all(np.array_equal(x, y) for pa, pb in zip(a.get_params(), b.get_params()) for x, y in zip(pa, pb))
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_parameters_assigned_before_the_first_fit_apply():
+    X, y = make_data(n=100)
+    tr = fb.Trainer()
+    tr.epochs, tr.batch_size = 3, 8
+    h = tr.fit(X, y)
+    assert h.steps_per_epoch == 13 and h.n_steps == 39 and tr.plan.batch_size == 8
+    ref = fb.Trainer(epochs=3, batch_size=8)
+    ref.fit(X, y)
+    assert same_params(tr, ref)
+
+
+def test_assignment_is_checked_like_the_constructor():
+    tr = fb.Trainer()
+    with pytest.raises(ValueError, match="batch_size"):
+        tr.batch_size = 0
+    with pytest.raises(TypeError, match="optimizer"):
+        tr.optimizer = 3
+    assert tr.batch_size == 64 and tr.optimizer == "sgd"
+
+
+@pytest.mark.parametrize("name, value", [("batch_size", 8), ("hidden", (4,)), ("optimizer", "adam"),
+                                         ("seed", 3), ("shuffle", False), ("dtype", "float64")])
+def test_a_started_run_refuses_other_settings(name, value):
+    X, y = make_data(n=100)
+    tr = fb.Trainer(epochs=2)
+    tr.fit(X, y, steps=1)
+    before = tr.config
+    with pytest.raises(AttributeError, match="reset"):
+        setattr(tr, name, value)
+    assert tr.config == before
+
+
+def test_unknown_attributes_are_not_invented():
+    tr = fb.Trainer()
+    with pytest.raises(AttributeError):
+        tr.no_such_setting  # noqa: B018
+    with pytest.raises(TypeError, match="unknown"):
+        fb.Trainer(epoch=3)
+
+
+def test_signature_shows_every_parameter():
+    import inspect
+    sig = inspect.signature(fb.Trainer)
+    assert sig.parameters["batch_size"].default == 64
+    assert sig.parameters["optimizer"].default == "sgd"
+    assert "learning_rate" in fb.Trainer.__doc__
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raising_epochs_continues_bit_identically(backend):
+    X, y = make_data(n=200)
+    kw = dict(optimizer="adam", batch_size=16, backend=backend)
+    whole = fb.Trainer(epochs=6, **kw)
+    hw = whole.fit(X, y)
+    tr = fb.Trainer(epochs=2, **kw)
+    tr.fit(X, y)
+    assert tr.finished
+    tr.epochs = 4
+    assert not tr.finished
+    tr.fit(X, y)
+    h = tr.fit(X, y, epochs=6)
+    assert np.array_equal(h.loss, hw.loss) and same_params(tr, whole)
+    with pytest.raises(ValueError, match="at least"):
+        tr.epochs = 5
+
+
+# ---------------------------------------------------------------------------- stop
+
+
+def test_a_stop_outside_a_fit_never_stops_a_later_fit():
+    X, y = make_data(n=200)
+    tr = fb.Trainer(batch_size=8, epochs=1000)
+    tr.stop()
+    assert tr.fit(X, y, steps=10).n_steps == 10
+
+
+def test_stop_under_contention_never_leaks_into_the_next_fit():
+    X, y = make_data(n=64)
+    tr = fb.Trainer(batch_size=8, epochs=100000)
+    for trial in range(100):
+        stop_now = threading.Event()
+        hammer = [threading.Thread(target=lambda: [tr.stop() for _ in range(200)] and None) for _ in range(4)]
+        fitter = threading.Thread(target=lambda: tr.fit(X, y, steps=3))
+        for t in hammer + [fitter]:
+            t.start()
+        for t in hammer + [fitter]:
+            t.join()
+        stop_now.set()
+        before = tr.step
+        assert tr.fit(X, y, steps=5).n_steps == before + 5, f"trial {trial}"
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_place_edits_are_seen_by_the_next_fit(backend):
+    X, y = make_data(n=100)
+    tr = fb.Trainer(epochs=5, backend=backend)
+    tr.fit(X, y, steps=2)
+    X *= 1000
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y, steps=2)
+    assert tr.step == 2
+    X[0, 0] = 0.0
+    Xs = X.copy()
+    a = fb.Trainer(epochs=5, backend=backend)
+    a.fit(make_data(n=100)[0], y, steps=2)
+    a.fit(Xs, y, steps=3)  # trains on the scaled data, as the edited X says
+    tr.fit(X, y, steps=3)
+    assert same_params(a, tr)
+
+
+def test_fit_keeps_no_reference_to_the_callers_arrays():
+    X, y = make_data(n=100)
+    X = X.astype(np.float32)
+    tr = fb.Trainer(epochs=2, validation_split=0.2)
+    tr.fit(X, y, steps=3)
+    refs = weakref.ref(X), weakref.ref(y)
+    del X, y
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None
+
+
+# ---------------------------------------------------------------------------- consistency
+
+
+def test_pickling_during_a_fit_gives_a_consistent_trainer():
+    X, y = make_data(n=256)
+    kw = dict(batch_size=1, epochs=400, optimizer="adam")
+    tr = fb.Trainer(**kw)
+    t = threading.Thread(target=tr.fit, args=(X, y))
+    t.start()
+    copies = []
+    while t.is_alive() and len(copies) < 3:
+        copies.append(pickle.loads(pickle.dumps(tr)))
+    tr.stop()
+    t.join()
+    assert copies
+    for c in copies:
+        ref = fb.Trainer(**kw)
+        if c.step:
+            ref.fit(X, y, steps=c.step)
+        assert ref.step == c.step and same_params(ref, c)
+        assert np.array_equal(ref.history.loss, c.history.loss)
+
+
+def test_get_params_during_a_fit_waits_for_a_consistent_point():
+    X, y = make_data(n=256)
+    tr = fb.Trainer(batch_size=2, epochs=2000)
+    t = threading.Thread(target=tr.fit, args=(X, y))
+    t.start()
+    try:
+        for _ in range(3):
+            p = tr.get_params()
+            assert all(np.isfinite(W).all() for W, _ in p)
+    finally:
+        tr.stop()
+        t.join()
+
+
+def test_save_from_an_epoch_callback(tmp_path):
+    X, y = make_data(n=100)
+    saved = []
+
+    def save(trainer, epoch, logs):
+        path = tmp_path / f"epoch{epoch}.npz"
+        trainer.save(path)
+        saved.append((path, trainer.step))
+
+    tr = fb.Trainer(epochs=3, batch_size=16)
+    tr.fit(X, y, callbacks=[fb.LambdaCallback(on_epoch_end=save)])
+    assert [s for _, s in saved] == [7, 14, 21]
+    back = fb.Trainer.load(saved[1][0])
+    assert back.step == 14
+    back.fit(X, y)
+    assert same_params(back, tr)
+
+
+# ---------------------------------------------------------------------------- errors restore the state
+
+
+class FailingBackend:
+    """A backend that runs the real steps, then fails as a file read or an interrupt would."""
+
+    def __init__(self, real, after, how):
+        self.real, self.after, self.how, self.calls = real, after, how, 0
+
+    def train_steps(self, spec, X, targets, labels, weights, theta, opt_state, order, lrs, losses, noise,
+                    start, n, opt_t, stop, max_seconds, **kw):
+        self.calls += 1
+        if self.calls < self.after:
+            return self.real.train_steps(spec, X, targets, labels, weights, theta, opt_state, order, lrs, losses,
+                                         noise, start, n, opt_t, stop, max_seconds, **kw)
+        done, _ = self.real.train_steps(spec, X, targets, labels, weights, theta, opt_state, order, lrs, losses,
+                                        noise, start, n, opt_t, stop, max_seconds, **kw)
+        if self.how == "read":
+            return done // 2, Status.READ_ERROR
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how, error", [("read", OSError), ("interrupt", KeyboardInterrupt)])
+def test_an_error_mid_fit_restores_the_state_exactly(monkeypatch, how, error):
+    X, y = make_data(n=200)
+    kw = dict(batch_size=4, epochs=50, optimizer="adam")
+    tr = fb.Trainer(**kw)
+    tr.fit(X, y, steps=30)
+    fake = FailingBackend(_kernel, 1, how)
+    monkeypatch.setattr(tr, "_backend", lambda: fake)
+    with pytest.raises(error):
+        tr.fit(X, y)
+    assert tr.step == 30
+    monkeypatch.undo()
+    ref = fb.Trainer(**kw)
+    ref.fit(X, y, steps=30)
+    assert same_params(tr, ref) and np.array_equal(tr.history.loss, ref.history.loss)
+    tr.fit(X, y, steps=10)
+    ref.fit(X, y, steps=10)
+    assert same_params(tr, ref)
+
+
+# ---------------------------------------------------------------------------- divergence
+
+
+def diverging(optimizer, loss, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 5)) * 10
+    y = rng.integers(0, 3, 200) if loss == "cross_entropy" else rng.normal(size=200) * 10
+    lr = {"sgd": 2.0, "momentum": 1.0, "adam": 1e5, "adamw": 1e5}[optimizer]
+    kw = dict(optimizer="sgd" if optimizer == "momentum" else optimizer, momentum=0.9 if optimizer == "momentum" else 0.0,
+              learning_rate=lr, dtype=dtype, batch_size=8, epochs=50, loss=loss, seed=seed, hidden=(16,))
+    return X, y, kw
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_rewinds_to_params_that_can_go_on(backend):
+    runs = recovered = 0
+    for optimizer in ("sgd", "momentum", "adam", "adamw"):
+        for loss in ("mse", "cross_entropy"):
+            for dtype in ("float32", "float64"):
+                X, y, kw = diverging(optimizer, loss, dtype, seed=runs)
+                tr = fb.Trainer(backend=backend, **kw)
+                try:
+                    tr.fit(X, y)
+                    continue
+                except fb.DivergenceError as exc:
+                    err = exc
+                runs += 1
+                assert tr.step == err.step <= max(err.bad_step - 1, 0)
+                assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in tr.get_params())
+                assert len(tr.history.loss) == tr.step and np.isfinite(tr.history.loss).all()
+                tr.learning_rate = tr.learning_rate / 100
+                try:
+                    tr.fit(X, y, steps=err.bad_step - tr.step + 1)
+                    recovered += 1
+                except fb.DivergenceError as again:
+                    recovered += again.bad_step > err.bad_step
+    assert runs >= 8
+    assert recovered >= 0.9 * runs
+
+
+# ---------------------------------------------------------------------------- epoch hooks
+
+
+class CountingBackend:
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+
+    def train_steps(self, *args, **kw):
+        self.calls += 1
+        return self.real.train_steps(*args, **kw)
+
+
+def test_on_progress_does_not_cut_the_run_into_epochs(monkeypatch):
+    X, y = make_data(n=300, d=4)
+    tr = fb.Trainer(batch_size=1, epochs=200)
+    counter = CountingBackend(_kernel)
+    monkeypatch.setattr(tr, "_backend", lambda: counter)
+    seen = []
+    h = tr.fit(X, y, on_progress=lambda h: seen.append((h.n_steps, len(h.epoch_loss))))
+    assert h.n_steps == 60000 and len(h.epoch_loss) == 200
+    assert counter.calls < 50  # not one call per epoch
+    assert seen[-1] == (60000, 200)
+    ref = fb.Trainer(batch_size=1, epochs=200).fit(X, y)
+    assert np.allclose(h.epoch_loss, ref.epoch_loss, rtol=1e-12)
+
+
+def test_epoch_loss_is_the_weighted_mean_of_each_epoch():
+    X, y = make_data(n=100)
+    h = fb.Trainer(batch_size=32, epochs=3, validation_split=0.1).fit(X, y)
+    w = h.batch_size.astype(float)
+    expect = [np.dot(h.loss[e * 3:(e + 1) * 3], w[e * 3:(e + 1) * 3]) / w[e * 3:(e + 1) * 3].sum() for e in range(3)]
+    assert np.allclose(h.epoch_loss, expect, rtol=1e-12)
+    assert len(h.val_loss) == 3
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def test_n_threads_is_a_parameter_and_trainers_side_by_side_match_their_runs_alone():
+    X, y = make_data(n=4096, d=64, k=10)
+    kw = dict(hidden=(256,), batch_size=1024, epochs=2, n_threads=2)
+    alone = [fb.Trainer(seed=s, **kw) for s in range(2)]
+    for tr in alone:
+        tr.fit(X, y)
+    together = [fb.Trainer(seed=s, **kw) for s in range(2)]
+    threads = [threading.Thread(target=tr.fit, args=(X, y)) for tr in together]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        assert same_params(a, b)
