@@ -52,7 +52,8 @@ def test_validation_split_is_seeded_and_random(seed_data):
     assert len(h.val_loss) == 3 and len(h.val_accuracy) == 3
     assert np.all(np.isfinite(h.val_loss)) and np.all((h.val_accuracy >= 0) & (h.val_accuracy <= 1))
     # not the last records: the held-out rows are spread over the data
-    held = tr._cache["val"][0]
+    from fastbatch._data import split_indices
+    held = np.asarray(X, np.float32)[split_indices(len(X), 0.2, 0)[1]]
     rows = {tuple(r) for r in np.asarray(X, np.float32)[-200:]}
     assert sum(tuple(r) in rows for r in held) < 120
     assert np.array_equal(fb.Trainer(validation_split=0.2, epochs=3).fit(X, y).val_loss, h.val_loss)
