@@ -169,20 +169,20 @@ class RowSource:
 
     def check(self):
         """OSError if the file behind the rows changed (pread) or no longer covers them (any map)."""
+        if self._mm is not None:
+            try:
+                size = self._mm.size()
+            except (OSError, ValueError):
+                size = self._end  # no file to measure (an anonymous map)
+            if size < self._end:
+                raise OSError(f"{self.path or 'the file behind X'} is {size} bytes, shorter than the "
+                              f"{self._end} bytes its memory map of X covers: it was truncated after it was "
+                              "loaded; reload it")
         if self.fd >= 0:
             st = os.fstat(self.fd)
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:
                 raise OSError(f"{self.path} changed while fastbatch was reading it (size {self._identity[2]} -> "
                               f"{st.st_size} bytes); reload it and start again")
-        if self._mm is not None:
-            try:
-                size = self._mm.size()
-            except (OSError, ValueError):
-                return  # no file to measure (an anonymous map)
-            if size < self._end:
-                raise OSError(f"{self.path or 'the file behind X'} is {size} bytes, shorter than the "
-                              f"{self._end} bytes its memory map of X covers: it was truncated after it was "
-                              "loaded; reload it")
 
     def read(self, start, stop):
         """Rows [start, stop) as an array of X's dtype: read from the file, from the checked map, or a view."""

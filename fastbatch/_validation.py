@@ -140,7 +140,7 @@ def _from_dataframe(X, dtype, name):
             raise TypeError(f"{name} column {col!r} holds {dt} values, not numbers; encode it first "
                             "(e.g. pandas.get_dummies for categories)")
     try:
-        return X.to_numpy(dtype=dtype)  # bool columns become 0/1
+        return np.ascontiguousarray(X.to_numpy(dtype=dtype))  # bool columns become 0/1
     except (TypeError, ValueError) as exc:  # nullable columns holding pd.NA
         raise ValueError(f"{name} holds missing values (NA); drop or impute them first ({exc})") from None
 
@@ -205,7 +205,7 @@ def _not_finite_message(X, dtype, name):
                     return f"{name} holds NaN values ({where} is NaN); clean or impute them first"
                 if np.isinf(v):
                     return f"{name} holds infinite values ({where} is {v}); clean or impute them first"
-                return (f"{name} holds values too large for {dtype} (max {top:.8g}): {where} is {v!r}; "
+                return (f"{name} holds values too large for {dtype} (max {top:.8g}): {where} is {float(v)!r}; "
                         "scale the data, or use dtype='float64'")
     return f"{name} holds NaN or infinite values; clean or impute them first"  # pragma: no cover
 

@@ -144,3 +144,117 @@ def test_memmap_rows_are_read_from_the_right_place(tmp_path, backend):
         assert np.array_equal(np.frombuffer(f.read(7 * 4), dtype=np.float32), X[37])
     kw = dict(epochs=2, batch_size=16, backend=backend)
     assert np.array_equal(fb.Trainer(**kw).fit(Xm, y[37:]).loss, fb.Trainer(**kw).fit(X[37:], y[37:]).loss)
+
+
+# ---------------------------------------------------------------------- maps are the caller's (issue 11)
+
+from fastbatch import _rows  # noqa: E402
+
+
+def saved_map(tmp_path, mode, n=1000, d=4, name="X.npy"):
+    X = np.random.default_rng(0).random((n, d)).astype(np.float32)
+    np.save(tmp_path / name, X)
+    return X, np.load(tmp_path / name, mmap_mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["c", "r+"])
+def test_edits_in_a_private_or_writable_map_survive_fit_and_predict(tmp_path, mode):
+    # issue 11, item 1: MADV_DONTNEED on a private map threw the caller's centring away
+    _, X = saved_map(tmp_path, mode)
+    X -= X.mean(0)
+    centred = np.array(X)
+    tr = fb.Trainer(epochs=1, batch_size=64)
+    tr.fit(X, np.zeros(1000, int), steps=1)
+    tr.predict(X)
+    assert np.array_equal(np.asarray(X), centred) and abs(X.mean(0)).max() < 1e-5
+    with _rows.RowSource.open(X) as rows:
+        assert rows.fd == -1 and rows.array is X  # read from memory, as it is
+        rows.after_chunk()
+    assert np.array_equal(np.asarray(X), centred)
+
+
+def test_a_private_map_trains_on_its_edited_contents(tmp_path):
+    X0, X = saved_map(tmp_path, "c")
+    X *= 2
+    y = np.arange(1000) % 2
+    kw = dict(epochs=1, batch_size=50)
+    assert np.array_equal(fb.Trainer(**kw).fit(X, y).loss, fb.Trainer(**kw).fit(X0 * 2, y).loss)
+
+
+def test_a_read_only_map_is_read_from_its_own_file(tmp_path):
+    X0, X = saved_map(tmp_path, "r")
+    with _rows.RowSource.open(X[10:]) as rows:
+        assert rows.fd >= 0 and rows.data_offset == X.offset + 10 * 16
+        assert np.array_equal(rows.read(0, 5), X0[10:15])
+        assert np.array_equal(rows.take([0, 3, 900]), X0[[10, 13, 910]])
+        rows.check()
+    assert rows.fd == -1
+
+
+TRUNCATED_SCRIPT = r"""
+import os, sys, numpy as np, fastbatch as fb
+from fastbatch import _validation as V
+path, mode, what = sys.argv[1:]
+X = np.load(path, mmap_mode=mode)
+y = np.arange(X.shape[0]) % 2
+tr = fb.Trainer(epochs=1, batch_size=32)
+if what == "predict":
+    tr.fit(np.zeros((4, X.shape[1])), y[:4])
+os.truncate(path, os.path.getsize(path) // 2)
+try:
+    if what == "check_X":
+        V.check_X(X, np.dtype("float64"))  # a conversion reads every row
+    elif what == "fit":
+        fb.Trainer(epochs=1, batch_size=32).fit(X, y)
+    elif what == "predict":
+        tr.predict(X)
+    print("no error")
+except (OSError, ValueError) as exc:
+    print("error:", exc)
+"""
+
+
+@pytest.mark.parametrize("mode", ["r", "c"])
+@pytest.mark.parametrize("what", ["check_X", "fit", "predict"])
+def test_a_file_truncated_under_its_map_is_an_error_not_sigbus(tmp_path, mode, what):
+    # issue 11, item 2: reading the missing pages killed the process with SIGBUS
+    saved_map(tmp_path, "r", n=200_000, d=8)
+    out = subprocess.run([sys.executable, "-c", TRUNCATED_SCRIPT, str(tmp_path / "X.npy"), mode, what],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stderr[-500:]}"
+    assert out.stdout.startswith("error:") and "X.npy" in out.stdout and "truncated" in out.stdout
+
+
+def test_a_file_replaced_after_load_is_not_trained_on(tmp_path):
+    # issue 11, item 3: the pread path re-opened the file by name and trained on the new file
+    X0, X = saved_map(tmp_path, "r")
+    y = np.arange(1000) % 2
+    np.save(tmp_path / "other.npy", X0[::-1] * 100)
+    os.replace(tmp_path / "other.npy", tmp_path / "X.npy")
+    with _rows.RowSource.open(X) as rows:
+        assert rows.fd == -1  # not the map's file any more: the map is read
+        assert np.array_equal(rows.read(0, 3), X0[:3])
+    kw = dict(epochs=2, batch_size=32)
+    assert np.array_equal(fb.Trainer(**kw).fit(X, y).loss, fb.Trainer(**kw).fit(X0, y).loss)
+
+
+def test_a_file_deleted_after_load_still_trains(tmp_path):
+    X0, X = saved_map(tmp_path, "r")
+    y = np.arange(1000) % 2
+    os.unlink(tmp_path / "X.npy")
+    kw = dict(epochs=2, batch_size=32)
+    assert np.array_equal(fb.Trainer(**kw).fit(X, y).loss, fb.Trainer(**kw).fit(X0, y).loss)
+
+
+def test_a_file_changed_during_a_fit_is_reported(tmp_path):
+    _, X = saved_map(tmp_path, "r")
+    with _rows.RowSource.open(X) as rows:
+        assert rows.fd >= 0
+        with open(tmp_path / "X.npy", "ab") as f:
+            f.write(b"more")
+        with pytest.raises(OSError, match="changed while"):
+            rows.check()
+    with _rows.RowSource.open(X) as rows:
+        os.truncate(tmp_path / "X.npy", 100)
+        with pytest.raises(OSError, match="truncated"):
+            rows.check()

@@ -231,3 +231,60 @@ def test_two_fits_at_once_on_one_trainer_are_refused():
     t.join()
     assert errors and "already running" in errors[0]
     assert np.isfinite(tr.history.loss).all()
+
+
+# ---------------------------------------------------------------------- messages say what the value is (issue 11)
+
+def test_a_huge_uint64_label_is_reported_as_itself():
+    y = np.zeros(50, dtype=np.uint64)
+    y[3] = 2 ** 63 + 5
+    with pytest.raises(ValueError, match=f"label {2 ** 63 + 5};.*100,000 classes.*loss='mse'"):
+        fb.Trainer().fit(X0, y)
+
+
+@pytest.mark.parametrize("label", [10 ** 11, 1e11, 100_000])
+def test_too_many_classes_suggests_regression(label):
+    y = np.zeros(50, dtype=type(label))
+    y[7] = label
+    with pytest.raises(ValueError, match=f"label {int(label)};.*regression"):
+        fb.Trainer(loss="cross_entropy").fit(X0, y)
+
+
+def test_values_beyond_float32_are_called_too_large():
+    X = X0.copy()
+    X[4, 2] = 1e39
+    with pytest.raises(ValueError, match=r"too large for float32 \(max 3.4028235e\+38\): X\[4, 2\] is 1e\+39"):
+        fb.Trainer().fit(X, Y0)
+    fb.Trainer(dtype="float64", epochs=1).fit(X / 1e30, Y0)  # float64 holds them
+    X[4, 2] = -np.inf
+    with pytest.raises(ValueError, match=r"infinite values \(X\[4, 2\] is -inf\)"):
+        fb.Trainer().fit(X, Y0)
+
+
+def test_text_labels_point_to_the_classifier():
+    with pytest.raises(TypeError, match="FastBatchClassifier.*LabelEncoder"):
+        fb.Trainer().fit(X0, np.array(["cat", "dog"] * 25))
+    with pytest.raises(TypeError, match="FastBatchClassifier"):
+        fb.Trainer().fit(X0, ["cat", "dog"] * 25)
+
+
+def test_sparse_input_is_densified_or_explained():
+    sparse = pytest.importorskip("scipy.sparse")
+    Xs = sparse.csr_matrix(np.where(np.abs(X0) > 1, X0, 0.0))
+    kw = dict(epochs=2, batch_size=8)
+    assert np.array_equal(fb.Trainer(**kw).fit(Xs, Y0).loss, fb.Trainer(**kw).fit(Xs.toarray(), Y0).loss)
+    big = sparse.csr_matrix(([1.0], ([5], [7])), shape=(10 ** 6, 10 ** 4))
+    with pytest.raises(TypeError, match=r"scipy.sparse csr_matrix of shape \(1000000, 10000\).*toarray"):
+        fb.Trainer().fit(big, np.zeros(10 ** 6, int))
+
+
+def test_a_dataframe_with_bool_columns_is_accepted():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": X0[:, 0], "flag": X0[:, 1] > 0, "n": np.arange(50)})
+    ref = np.column_stack([X0[:, 0], (X0[:, 1] > 0).astype(float), np.arange(50)])
+    kw = dict(epochs=2, batch_size=8)
+    assert np.array_equal(fb.Trainer(**kw).fit(df, Y0).loss, fb.Trainer(**kw).fit(ref, Y0).loss)
+    with pytest.raises(TypeError, match="column 'city' holds (str|object) values.*get_dummies"):
+        fb.Trainer().fit(df.assign(city=["x"] * 50), Y0)
+    with pytest.raises(ValueError, match="missing values|NaN values"):
+        fb.Trainer().fit(df.assign(n=pd.array([1, None] * 25, dtype="Int64")), Y0)
