@@ -16,16 +16,23 @@ CHUNK = 8192  # records per matrix product
 def forward(theta, sizes, activation, X):
     """The network's outputs (logits) for a checked X, float64, shape (n, n_outputs)."""
     code = ACTIVATION_CODES[activation]
-    layers = [(W.astype(np.float64), b.astype(np.float64)) for W, b in unpack(theta, sizes)]
+    layers = unpack(theta if theta.dtype == np.float64 else theta.astype(np.float64), sizes)
+    if X.shape[0] <= CHUNK and X.dtype == np.float64:  # the common small case: no copies but the products
+        return _forward_chunk(layers, code, X)
     out = np.empty((X.shape[0], int(sizes[-1])))
     for lo in range(0, X.shape[0], CHUNK):
-        a = np.asarray(X[lo:lo + CHUNK], dtype=np.float64)
-        for i, (W, b) in enumerate(layers):
-            a = a @ W + b
-            if i < len(layers) - 1:
-                a = _numpy_backend._activate(code, a)
-        out[lo:lo + CHUNK] = a
+        out[lo:lo + CHUNK] = _forward_chunk(layers, code, np.asarray(X[lo:lo + CHUNK], dtype=np.float64))
     return out
+
+
+def _forward_chunk(layers, code, a):
+    last = len(layers) - 1
+    for i, (W, b) in enumerate(layers):
+        a = a @ W
+        a += b
+        if i < last:
+            a = _numpy_backend._activate(code, a)
+    return a
 
 
 def sigmoid(z):
@@ -83,6 +90,6 @@ def score(z, loss, targets, labels, weights=None):
 
 
 def _mean(values, w):
-    values = np.asarray(values, dtype=np.float64)
-    return float(values.mean()) if w is None else float(np.dot(values, w) / w.sum())
-
+    if w is None:
+        return float(np.add.reduce(values, dtype=np.float64)) / len(values)
+    return float(np.dot(np.asarray(values, dtype=np.float64), w) / w.sum())

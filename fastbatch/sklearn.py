@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
+from . import _config
 from .schedule import plan as make_plan
 from .trainer import Trainer
 
@@ -48,55 +49,13 @@ __all__ = ["FastBatchClassifier", "FastBatchRegressor"]
 # the epoch budget of partial_fit's open-ended run (calls past it start a new run)
 PARTIAL_FIT_EPOCHS = 1_000_000
 
-# the Trainer parameters the estimators take, in the Trainer's names (loss is set by the estimator)
-TRAINER_PARAMS = ("hidden", "activation", "batch_size", "epochs", "learning_rate", "optimizer", "momentum",
-                  "nesterov", "betas", "eps", "weight_decay", "shuffle", "drop_last", "seed", "dtype",
-                  "backend", "validation_split", "patience", "lr_schedule", "warmup_steps")
+# the Trainer parameters the estimators take, in the Trainer's names (loss is set by the estimator),
+# with their own defaults where a good default fit needs them (Adam, like MLPClassifier)
+ESTIMATOR_DEFAULTS = {**{p.name: p.default for p in _config.PARAMS if p.name != "loss"},
+                      "batch_size": 32, "epochs": 20, "optimizer": "adam"}
+TRAINER_PARAMS = tuple(ESTIMATOR_DEFAULTS)
 
-_COMMON_DOC = """
-    Parameters
-    ----------
-    hidden : tuple of int, default=(32,)
-        Widths of the hidden layers; ``()`` is a linear model.
-    activation : {"relu", "tanh", "sigmoid", "identity"}, default="relu"
-        Activation of the hidden layers.
-    batch_size : int, default=32
-        Records per step.
-    epochs : int, default=20
-        Passes over the records in ``fit`` (``partial_fit`` runs one per call).
-    learning_rate : float, default=0.01
-        The base rate of ``lr_schedule``.
-    optimizer : {"sgd", "adam", "adamw"}, default="adam"
-        As ``torch.optim.SGD`` / ``Adam`` / ``AdamW``.
-    momentum : float, default=0.0
-        SGD momentum.
-    nesterov : bool, default=False
-        Nesterov momentum (needs ``momentum > 0``).
-    betas : (float, float), default=(0.9, 0.999)
-        Adam's moment decay rates.
-    eps : float, default=1e-8
-        Adam's denominator term.
-    weight_decay : float, default=0.0
-        L2 penalty (SGD, Adam) or decoupled decay (AdamW).
-    shuffle : bool, default=True
-        Visit the records in a seeded new order each epoch.
-    drop_last : bool, default=False
-        Drop the last, short batch of each epoch.
-    seed : int, default=0
-        Seeds the initial params and the record order (the role of scikit-learn's
-        ``random_state``; fastbatch keeps the Trainer's name).
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the params and of training.
-    backend : {"cython", "numpy"}, default="cython"
-        The compiled kernel or the numpy reference (same results).
-    validation_split : float in [0, 1), default=0.0
-        Fraction of the records held out to validate each epoch (``fit`` only).
-    patience : int or None, default=None
-        Early stopping after this many epochs without improvement (``fit`` only).
-    lr_schedule : str or dict, default="constant"
-        "constant", "step", "exponential", "cosine" or "plateau" (see ``fastbatch.schedules``).
-    warmup_steps : int, default=0
-        Linear warm-up of the rate over the first steps.
+_COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + """
 
     Defaults differ from the Trainer's in ``batch_size``, ``epochs`` and ``optimizer``
     (Adam, like scikit-learn's ``MLPClassifier``), so that a default fit is a good fit.
@@ -125,31 +84,14 @@ class _FastBatchEstimator(BaseEstimator):
 
     _loss = None  # set by the subclasses
 
-    def __init__(self, *, hidden=(32,), activation="relu", batch_size=32, epochs=20, learning_rate=0.01,
-                 optimizer="adam", momentum=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, shuffle=True, drop_last=False, seed=0, dtype="float32",
-                 backend="cython", validation_split=0.0, patience=None, lr_schedule="constant",
-                 warmup_steps=0):
-        self.hidden = hidden
-        self.activation = activation
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.learning_rate = learning_rate
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.betas = betas
-        self.eps = eps
-        self.weight_decay = weight_decay
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.dtype = dtype
-        self.backend = backend
-        self.validation_split = validation_split
-        self.patience = patience
-        self.lr_schedule = lr_schedule
-        self.warmup_steps = warmup_steps
+    def __init__(self, **params):
+        unknown = set(params) - set(TRAINER_PARAMS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown parameter(s) {sorted(unknown)}")
+        for name in TRAINER_PARAMS:  # stored as given: checked by the Trainer at fit (scikit-learn's rule)
+            setattr(self, name, params.get(name, ESTIMATOR_DEFAULTS[name]))
+
+    __init__.__signature__ = _config.signature(ESTIMATOR_DEFAULTS)
 
     # ------------------------------------------------------------------ driving the Trainer
 
