@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from . import _validation as V
+from . import _task, _validation as V
 from .schedule import split_sizes
 
 
@@ -24,6 +24,7 @@ class FitData:
     n_outputs: int
     n_records_all: int         # before the validation split
     val: tuple = None          # (X, targets, labels, weights) held out, or None
+    scaling: dict = None       # the run's standardisation (x_shift, x_scale, y_shift, y_scale), or None
 
     @property
     def n_records(self):
@@ -73,10 +74,15 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
 
 
 def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
-    """Check and convert (X, y) for a run (``run``: the RunState when the run has started)."""
+    """Check, convert, split and standardise (X, y) for a run (``run``: its RunState once it has started)."""
     dtype = np.dtype(cfg["dtype"])
     Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features)
-    loss = V.resolve_loss(cfg["loss"], y) if run is None else run.loss
+    if run is None:
+        task = _task.decide(y, cfg["loss"], "y")
+        task.warn(stacklevel=4)
+        loss = task.loss
+    else:
+        loss = run.loss
     n = Xc.shape[0]
     targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs)
     if run is not None and n_outputs is not None and n_outputs != run.n_outputs:
@@ -94,7 +100,82 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
                _rows(weights, va_idx))
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
-    return FitData(Xc, targets, labels, weights, loss, k, n, val)
+    scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)
+    if scaling is not None:
+        Xc, targets = apply_scaling(scaling, Xc, targets, dtype)
+        if val is not None:
+            val = (*apply_scaling(scaling, val[0], val[1], dtype), val[2], val[3])
+    return FitData(Xc, targets, labels, weights, loss, k, n, val, scaling)
+
+
+# ---------------------------------------------------------------------------- standardisation
+
+UNSCALED_SPREAD = 1e3  # feature scales spread over this factor or more: the inputs look unscaled
+
+
+def column_stats(X):
+    """(mean, std) of each column of a checked X, float64, in one streaming pass (memory maps in chunks)."""
+    from ._rows import RowSource
+    n, total, sq = 0, np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    with RowSource.open(X) as src:
+        shift = None
+        for _, part in src.chunks():
+            part = np.asarray(part, dtype=np.float64)
+            if shift is None:
+                shift = part[0].copy()  # shifted sums: no cancellation for data far from 0
+            d = part - shift
+            total += d.sum(axis=0)
+            sq += np.einsum("ij,ij->j", d, d)
+            n += part.shape[0]
+    mean = total / n
+    var = np.maximum(sq / n - mean * mean, 0.0)
+    return mean + shift, np.sqrt(var)
+
+
+def fit_scaling(X, targets, cfg, loss):
+    """The run's standardisation from its training records (None when off); warns once about unscaled X."""
+    if not cfg["standardize"] and not cfg["standardize_target"]:
+        mean, std = column_stats(X)
+        warn_if_unscaled(mean, std)
+        return None
+    out = {}
+    if cfg["standardize"]:
+        mean, std = column_stats(X)
+        out["x_shift"], out["x_scale"] = mean, np.where(std > 0, std, 1.0)
+    if cfg["standardize_target"] and loss == "mse":
+        mean, std = column_stats(targets)
+        out["y_shift"], out["y_scale"] = mean, np.where(std > 0, std, 1.0)
+    return out or None
+
+
+def warn_if_unscaled(mean, std):
+    import warnings
+    live = std[std > 0]
+    if len(live) and (live.max() / live.min() >= UNSCALED_SPREAD or np.abs(mean).max() >= UNSCALED_SPREAD * live.max()):
+        warnings.warn(f"X looks unscaled: feature standard deviations range from {live.min():.3g} to {live.max():.3g} "
+                      f"and means reach {np.abs(mean).max():.3g}; unscaled inputs often train badly. "
+                      "Pass standardize=True (or scale the data first).", UserWarning, stacklevel=5)
+
+
+def apply_scaling(scaling, X, targets, dtype):
+    """(X, targets) standardised with the run's shift and scale, as new arrays of ``dtype``."""
+    if "x_shift" in scaling:
+        X = _affine(X, scaling["x_shift"], scaling["x_scale"], dtype)
+    if "y_shift" in scaling and targets.size:
+        targets = np.ascontiguousarray((targets - scaling["y_shift"]) / scaling["y_scale"], dtype=dtype)
+    return X, targets
+
+
+def _affine(X, shift, scale, dtype):
+    if not isinstance(X, np.memmap):
+        return np.ascontiguousarray((X - shift) / scale, dtype=dtype)
+    import tempfile
+    from ._rows import RowSource
+    with tempfile.TemporaryFile() as f, RowSource.open(X) as src:
+        for _, part in src.chunks():
+            f.write(np.ascontiguousarray((part - shift) / scale, dtype=dtype).tobytes())
+        f.flush()
+        return np.memmap(f, dtype=dtype, mode="r", shape=X.shape)
 
 
 def prepare_validation(validation_data, loss, n_outputs, dtype, n_features):

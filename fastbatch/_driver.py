@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import _inference, _validation as V
+from . import _inference, _task, _validation as V
 from ._codes import Status
 from ._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
@@ -368,6 +368,6 @@ def check_batch(cfg, state, xb, yb, n_outputs):
     dtype = np.dtype(cfg["dtype"])
     first = state is None
     Xb = V.check_X(xb, dtype, name="X batch", n_features=None if first else state.n_features)
-    loss = V.resolve_loss(cfg["loss"], yb) if first else state.loss
+    loss = _task.decide(yb, cfg["loss"], "y").loss if first else state.loss
     t, lab, k = V.check_y(yb, loss, Xb.shape[0], dtype, n_outputs if first else state.n_outputs, name="y batch")
     return Xb, t, lab, k, loss

@@ -48,6 +48,7 @@ class RunState:
     # the current epoch's record order between kernel calls (index 0: its epoch, -1 none)
     order_cache: np.ndarray = None
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
+    scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
     schedule_state: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -147,6 +148,8 @@ class RunState:
                   "loss": self.loss_buf[:s], "lr": self.lr_buf[:s]}
         if self.best is not None:
             arrays["best_theta"] = self.best["theta"]
+        for key, value in (self.scaling or {}).items():
+            arrays[key] = value
         return facts, arrays
 
     @classmethod
@@ -179,6 +182,13 @@ class RunState:
         if len(st.val_loss) != len(st.val_accuracy):
             raise ValueError("val_loss and val_accuracy differ in length")
         st.schedule_state = dict(facts["schedule_state"] or {})
+        for key, size in (("x_shift", st.n_features), ("x_scale", st.n_features), ("y_shift", st.n_outputs),
+                          ("y_scale", st.n_outputs)):
+            if key in arrays:
+                st.scaling = st.scaling or {}
+                st.scaling[key] = _float_array(arrays[key], np.float64, (size,), key)
+        if st.scaling and any(k in st.scaling and (st.scaling[k] <= 0).any() for k in ("x_scale", "y_scale")):
+            raise ValueError("standardisation scales must be positive")
         if facts["best"] is not None:
             st.best = {"metric": float(facts["best"]["metric"]), "epoch": _count(facts["best"], "epoch"),
                        "theta": _float_array(arrays["best_theta"], dtype, (P,), "best_theta").copy()}

@@ -112,6 +112,11 @@ def read_arrays(path):
                             loss=(np.dtype(np.float64), (step,)), lr=(np.dtype(np.float64), (step,)))
             if facts.get("best") is not None:
                 expected["best_theta"] = (dtype, (P,))
+            f64 = np.dtype(np.float64)
+            for key, size in (("x_shift", sizes[0]), ("x_scale", sizes[0]), ("y_shift", sizes[-1]),
+                              ("y_scale", sizes[-1])):
+                if key in names:
+                    expected[key] = (f64, (int(size),))
         unknown = names - set(expected) - {"header", "config", "info", "state", "sizes", "pending_sizes"}
         if unknown:
             raise _bad(path, f"it holds unexpected members {sorted(unknown)}")

@@ -253,7 +253,8 @@ class Trainer:
     def _noise_buffer(self, start, n):
         return _NO_NOISE
 
-    def _new_state(self, n_features, loss, n_outputs, n_records, n_records_all, steps_per_epoch, generator):
+    def _new_state(self, n_features, loss, n_outputs, n_records, n_records_all, steps_per_epoch, generator,
+                   scaling=None):
         cfg = self._cfg
         dtype = np.dtype(cfg["dtype"])
         sizes = layer_sizes(n_features, cfg["hidden"], n_outputs)
@@ -267,7 +268,9 @@ class Trainer:
         else:
             theta = init_params(sizes, cfg["activation"], cfg["seed"], dtype)
         n_threads = cfg["n_threads"] or default_threads()
-        return RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
+        state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
+        state.scaling = scaling
+        return state
 
     def _begin(self, state):
         """Make ``state`` the run's (the trainer changes from here on)."""
@@ -345,7 +348,7 @@ class Trainer:
             if st is None:
                 spe = make_plan(data.n_records, self._cfg["batch_size"], 1, self._cfg["drop_last"]).steps_per_epoch
                 new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
-                                      data.n_records_all, spe, False)
+                                      data.n_records_all, spe, False, data.scaling)
             if self.finished:
                 warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
                               "nothing. Raise epochs to continue it, or call reset() to start over.",
@@ -402,10 +405,17 @@ class Trainer:
         return V.check_X(X, np.dtype(self._cfg["dtype"]), n_features=st.n_features)
 
     def _outputs(self, X):
+        """The network's outputs for X in the data's units (standardisation applied and undone)."""
         Xc = self._checked_X(X)
         with self._consistent():
             st = self._state
-            return _inference.forward(st.theta, st.sizes, self._cfg["activation"], Xc)
+            scaling = st.scaling or {}
+            if "x_shift" in scaling:
+                Xc = _data.apply_scaling(scaling, Xc, np.empty((0, 0)), np.float64)[0]
+            z = _inference.forward(st.theta, st.sizes, self._cfg["activation"], Xc)
+        if "y_shift" in scaling:
+            z = z * scaling["y_scale"] + scaling["y_shift"]
+        return z
 
     def decision_function(self, X):
         """The logits (network outputs) for X."""
@@ -426,9 +436,7 @@ class Trainer:
         dtype = np.dtype(self._cfg["dtype"])
         t, lab, _ = V.check_y(y, st.loss, Xc.shape[0], dtype, st.n_outputs)
         w = _data.check_weights(sample_weight, Xc.shape[0], np.float64)
-        with self._consistent():
-            z = _inference.forward(st.theta, st.sizes, self._cfg["activation"], Xc)
-        return _inference.score(z, st.loss, t, lab, w)
+        return _inference.score(self._outputs(Xc), st.loss, t, lab, w)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -1,0 +1,53 @@
+"""Classification or regression: the one rule, stated once, used by the Trainer, the CLI and the app.
+
+With ``loss="auto"``, a target is a set of class labels when its values are whole
+numbers (of an integer, bool or float dtype) with at most ``MAX_AUTO_CLASSES``
+distinct values; anything else is a regression target. The choice always comes with
+its reason, and where it is not obvious (whole-number floats taken as classes, or many
+distinct integers taken as a regression target) the library warns and names ``loss=``.
+"""
+import dataclasses
+import warnings
+
+import numpy as np
+
+MAX_AUTO_CLASSES = 20  # whole-number targets with more distinct values are taken as a quantity
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    loss: str          # the concrete loss
+    kind: str          # "classification" or "regression"
+    reason: str        # one line: what was seen, and how to override
+    obvious: bool      # False: a warning is due
+
+    def warn(self, stacklevel=3):
+        if not self.obvious:
+            warnings.warn(self.reason, UserWarning, stacklevel=stacklevel)
+
+
+def decide(y, loss="auto", name="target"):
+    """The :class:`Task` for targets ``y`` (any array-like of numbers) and the ``loss`` asked for."""
+    if loss != "auto":
+        kind = "regression" if loss == "mse" else "classification"
+        return Task(loss, kind, f"{name}: loss={loss!r} was asked for -> {kind}", True)
+    a = np.asarray(y)
+    if a.dtype.kind not in "biuf" or a.size == 0:
+        return Task("mse", "regression", f"{name}: not numbers", True)  # check_y then says what is wrong
+    if a.ndim == 2 and a.shape[1] > 1:
+        return Task("mse", "regression", f"{name}: {a.shape[1]} target columns -> regression (mse)", True)
+    flat = a.reshape(-1)
+    whole = a.dtype.kind in "biu" or bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
+    n_distinct = len(np.unique(flat)) if whole else None
+    if whole and n_distinct <= MAX_AUTO_CLASSES:
+        obvious = a.dtype.kind in "biu"
+        how = "" if obvious else " (whole-number floats)"
+        return Task("cross_entropy", "classification",
+                    f"{name}: {n_distinct} distinct whole-number values{how} -> classification (cross_entropy); "
+                    "pass loss='mse' for regression", obvious)
+    if whole:
+        return Task("mse", "regression",
+                    f"{name}: {n_distinct} distinct whole-number values (more than {MAX_AUTO_CLASSES}) -> "
+                    "regression (mse); pass loss='cross_entropy' to classify", a.dtype.kind not in "biu")
+    return Task("mse", "regression", f"{name}: real-valued -> regression (mse); pass loss='cross_entropy' "
+                "to classify whole-number labels", True)
