@@ -25,6 +25,7 @@ STALE_SECONDS = 60                       # a temporary file this old was left by
 MAX_HEADER_BYTES = 4096                  # an .npy header of a plain array is ~128 bytes
 MAX_MEMBERS = 1024
 READ_CHUNK = 1 << 20
+DEFLATE_MAX_RATIO = 1032                 # deflate expands at most 1032x: more is not a deflate stream
 _MAGIC = b"\x93NUMPY"
 
 
@@ -32,8 +33,8 @@ class InvalidArchive(ValueError):
     """A file that is not a valid checkpoint; the message names the file and says why."""
 
 
-def _bad(path, why):
-    return InvalidArchive(f"{path} is not a valid fastbatch checkpoint: {why}")
+def _bad(path, why, what="fastbatch checkpoint"):
+    return InvalidArchive(f"{path} is not a valid {what}: {why}")
 
 
 # ---------------------------------------------------------------------- writing
@@ -62,7 +63,7 @@ def write_atomic(path, arrays):
         tmp = None
         _sync_folder(folder)
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}", path) from None
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from None
     finally:
         if tmp is not None:
             try:
@@ -119,30 +120,33 @@ _KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFDIR: "a folder", stat.S_
           stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
-def open_archive(path):
+def open_archive(path, what="fastbatch checkpoint", compressed=False):
     """An :class:`Archive` of the .npz at ``path``; FileNotFoundError, or ValueError naming ``path``.
 
-    Opened without blocking (a FIFO never hangs the caller); anything but a regular file is refused.
+    Opened without blocking (a FIFO never hangs the caller); anything but a regular file is
+    refused. ``what`` names the kind of file in errors. With ``compressed=True`` deflated
+    members are read too (data files from ``np.savez_compressed``); a member may then
+    allocate at most what deflate can expand its compressed bytes to.
     """
     path = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, f"no checkpoint at {path}", path) from None
+        raise FileNotFoundError(f"no {what} at {path}") from None
     except OSError as exc:
-        raise _bad(path, f"it could not be opened ({exc.strerror or exc})") from None
+        raise _bad(path, f"it could not be opened ({exc.strerror or exc})", what) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            raise _bad(path, f"it is {kind}, not a regular file")
+            raise _bad(path, f"it is {kind}, not a regular file", what)
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
     try:
-        return Archive(path, f, st.st_size)
+        return Archive(path, f, st.st_size, what, compressed)
     except BaseException:
         f.close()
         raise
@@ -151,20 +155,20 @@ def open_archive(path):
 class Archive:
     """A checked, read-only view of an .npz file's members (use as a context manager)."""
 
-    def __init__(self, path, f, size):
-        self.path, self._f, self.size = path, f, size
+    def __init__(self, path, f, size, what="fastbatch checkpoint", compressed=False):
+        self.path, self._f, self.size, self.what, self.compressed = path, f, size, what, compressed
         with self._errors("it could not be read as an .npz archive"):
             self._zip = zipfile.ZipFile(f)
         infos = self._zip.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise _bad(path, f"it has {len(infos)} members (at most {MAX_MEMBERS})")
+            raise self._bad(f"it has {len(infos)} members (at most {MAX_MEMBERS})")
         names = [i.filename for i in infos]
         if len(set(names)) != len(names):
-            raise _bad(path, "it has two members with the same name")
+            raise self._bad("it has two members with the same name")
         self._infos = {}
         for info in infos:
             if not info.filename.endswith(".npy"):
-                raise _bad(path, f"its member {info.filename!r} is not an .npy array")
+                raise self._bad(f"its member {info.filename!r} is not an .npy array")
             self._infos[info.filename[:-4]] = info
 
     def __repr__(self):
@@ -184,30 +188,34 @@ class Archive:
         """The array names (member names without ``.npy``), in file order."""
         return list(self._infos)
 
-    def _errors(self, what):
-        return _Translate(self.path, what)
+    def _bad(self, why):
+        return _bad(self.path, why, self.what)
+
+    def _errors(self, doing):
+        return _Translate(self._bad, doing)
 
     def _info(self, name):
         try:
             return self._infos[name]
         except KeyError:
-            raise _bad(self.path, f"it has no {name!r} array") from None
+            raise self._bad(f"it has no {name!r} array") from None
 
     def _open_member(self, name):
         """(zip entry, open member stream, dtype, shape, header bytes): the header read and checked."""
         info = self._info(name)
         where = f"array {name!r}"
         if info.flag_bits & 0x1:
-            raise _bad(self.path, f"{where} is encrypted")
-        if info.compress_type != zipfile.ZIP_STORED:
+            raise self._bad(f"{where} is encrypted")
+        allowed = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) if self.compressed else (zipfile.ZIP_STORED,)
+        if info.compress_type not in allowed:
             # stored only: then what a read allocates is bounded by the file's own size
-            raise _bad(self.path, f"{where} is compressed (zip method {info.compress_type}); "
-                                  "checkpoints are stored uncompressed")
+            raise self._bad(f"{where} is compressed (zip method {info.compress_type}); "
+                            f"{'only deflate is read' if self.compressed else 'checkpoints are stored uncompressed'}")
         with self._errors(f"{where} could not be read"):
             stream = self._zip.open(info)
         try:
             with self._errors(f"the header of {where} could not be read"):
-                dtype, shape, header_len = _read_header(stream, self.path, where)
+                dtype, shape, header_len = _read_header(stream, self._bad, where)
         except BaseException:
             stream.close()
             raise
@@ -226,11 +234,11 @@ class Archive:
         with stream:
             where = f"array {name!r}"
             if found_dtype != dtype or found_shape != shape:
-                raise _bad(self.path, f"{where} must be {dtype} of shape {shape}, found {found_dtype} {found_shape}")
+                raise self._bad(f"{where} must be {dtype} of shape {shape}, found {found_dtype} {found_shape}")
             n_bytes = dtype.itemsize * _count(shape)
             if info.compress_size > self.size:
-                raise _bad(self.path, f"{where} claims {info.compress_size} bytes in a {self.size}-byte file")
-            _check_sizes(info, header_len + n_bytes, self.path, where)
+                raise self._bad(f"{where} claims {info.compress_size} bytes in a {self.size}-byte file")
+            _check_sizes(info, header_len + n_bytes, self._bad, where)
             out = np.empty(shape, dtype=dtype)
             view = memoryview(out.reshape(-1).view(np.uint8)) if n_bytes else memoryview(b"")
             pos = 0
@@ -238,11 +246,11 @@ class Archive:
                 while pos < n_bytes:
                     part = stream.read(min(READ_CHUNK, n_bytes - pos))
                     if not part:
-                        raise _bad(self.path, f"{where} is truncated ({pos} of {n_bytes} bytes)")
+                        raise self._bad(f"{where} is truncated ({pos} of {n_bytes} bytes)")
                     view[pos:pos + len(part)] = part
                     pos += len(part)
                 if stream.read(1):  # ends the stream: zipfile checks the CRC here
-                    raise _bad(self.path, f"{where} is longer than its header says")
+                    raise self._bad(f"{where} is longer than its header says")
         return out
 
     def read_json(self, name, max_bytes=1 << 20):
@@ -251,14 +259,14 @@ class Archive:
         info, stream, dtype, shape, _ = self._open_member(name)
         stream.close()
         if dtype.kind != "U" or shape != ():
-            raise _bad(self.path, f"array {name!r} must be a JSON string, found {dtype} {shape}")
+            raise self._bad(f"array {name!r} must be a JSON string, found {dtype} {shape}")
         if dtype.itemsize > 4 * max_bytes:
-            raise _bad(self.path, f"array {name!r} holds {dtype.itemsize // 4} characters (at most {max_bytes})")
+            raise self._bad(f"array {name!r} holds {dtype.itemsize // 4} characters (at most {max_bytes})")
         text = str(self.read_array(name, dtype, ()))
         try:
             return json.loads(text)
         except (ValueError, RecursionError) as exc:
-            raise _bad(self.path, f"array {name!r} is not valid JSON ({exc})") from None
+            raise self._bad(f"array {name!r} is not valid JSON ({exc})") from None
 
 
 def _count(shape):
@@ -268,60 +276,64 @@ def _count(shape):
     return n
 
 
-def _read_exactly(stream, n, path, where):
+def _read_exactly(stream, n, bad, where):
     data = stream.read(n)
     if len(data) != n:
-        raise _bad(path, f"{where} is truncated (its header ends early)")
+        raise bad(f"{where} is truncated (its header ends early)")
     return data
 
 
-def _read_header(stream, path, where):
+def _read_header(stream, bad, where):
     """(dtype, shape, header length in bytes) of an .npy stream, reading at most MAX_HEADER_BYTES."""
-    head = _read_exactly(stream, 8, path, where)
+    head = _read_exactly(stream, 8, bad, where)
     if head[:6] != _MAGIC:
-        raise _bad(path, f"{where} is not an .npy array")
+        raise bad(f"{where} is not an .npy array")
     major = head[6]
     if major == 1:
-        (hlen,), start = struct.unpack("<H", _read_exactly(stream, 2, path, where)), 10
+        (hlen,), start = struct.unpack("<H", _read_exactly(stream, 2, bad, where)), 10
     elif major in (2, 3):
-        (hlen,), start = struct.unpack("<I", _read_exactly(stream, 4, path, where)), 12
+        (hlen,), start = struct.unpack("<I", _read_exactly(stream, 4, bad, where)), 12
     else:
-        raise _bad(path, f"{where} has .npy format version {major}")
+        raise bad(f"{where} has .npy format version {major}")
     if hlen > MAX_HEADER_BYTES:
-        raise _bad(path, f"{where} has a {hlen}-byte header (at most {MAX_HEADER_BYTES})")
-    text = _read_exactly(stream, hlen, path, where).decode("utf8" if major == 3 else "latin1")
+        raise bad(f"{where} has a {hlen}-byte header (at most {MAX_HEADER_BYTES})")
+    text = _read_exactly(stream, hlen, bad, where).decode("utf8" if major == 3 else "latin1")
     try:
         d = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise _bad(path, f"{where} has an unreadable header") from None
+        raise bad(f"{where} has an unreadable header") from None
     if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
-        raise _bad(path, f"{where} has an unreadable header")
+        raise bad(f"{where} has an unreadable header")
     shape = d["shape"]
     if not isinstance(shape, tuple) or not all(type(s) is int and s >= 0 for s in shape) or len(shape) > 32:
-        raise _bad(path, f"{where} declares shape {shape!r}")
+        raise bad(f"{where} declares shape {shape!r}")
     if d["fortran_order"] is not False:
-        raise _bad(path, f"{where} is stored in Fortran order")
+        raise bad(f"{where} is stored in Fortran order")
     try:
         dtype = np.lib.format.descr_to_dtype(d["descr"])
     except (TypeError, ValueError):
-        raise _bad(path, f"{where} declares dtype {d['descr']!r}") from None
+        raise bad(f"{where} declares dtype {d['descr']!r}") from None
     if dtype.hasobject:
-        raise _bad(path, f"{where} holds Python objects (never unpickled)")
+        raise bad(f"{where} holds Python objects (never unpickled)")
     return dtype, shape, start + hlen
 
 
-def _check_sizes(info, expected, path, where):
-    """The zip entry's declared sizes must be exactly those of header + payload (and fit in the file)."""
-    if info.file_size != expected or info.compress_size != expected:
-        raise _bad(path, f"{where} declares {info.file_size} bytes ({info.compress_size} stored), "
+def _check_sizes(info, expected, bad, where):
+    """The zip entry's declared sizes must be exactly those of header + payload, and its stored bytes can hold them."""
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        if info.file_size != expected or expected > DEFLATE_MAX_RATIO * info.compress_size + 1024:
+            raise bad(f"{where} declares {info.file_size} bytes from {info.compress_size} compressed bytes, "
+                      f"but its header implies {expected}")
+    elif info.file_size != expected or info.compress_size != expected:
+        raise bad(f"{where} declares {info.file_size} bytes ({info.compress_size} stored), "
                          f"but its header implies {expected}")
 
 
 class _Translate:
     """Turns the errors zipfile, zlib and struct raise on a damaged file into our ValueError."""
 
-    def __init__(self, path, what):
-        self.path, self.what = path, what
+    def __init__(self, bad, doing):
+        self.bad, self.doing = bad, doing
 
     def __enter__(self):
         return self
@@ -331,5 +343,5 @@ class _Translate:
             return False
         if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
                             NotImplementedError, RuntimeError, KeyError, UnicodeDecodeError, OverflowError)):
-            raise _bad(self.path, f"{self.what} ({exc})") from None
+            raise self.bad(f"{self.doing} ({exc})") from None
         return False

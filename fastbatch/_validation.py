@@ -6,6 +6,9 @@ import numpy as np
 
 from ._rows import RowSource, all_finite, take_rows
 
+INT_LIMIT = 2 ** 62
+
+
 def _describe(value):
     return f"{value!r} ({type(value).__name__})"
 
@@ -18,6 +21,8 @@ def check_int(name, value, minimum=1, maximum=None):
     if value < minimum or (maximum is not None and value > maximum):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+    if maximum is None and value >= INT_LIMIT:  # counts beyond this overflow the kernel's int64 arithmetic
+        raise ValueError(f"{name} must be an integer >= {minimum} and below 2**62, got {value!r}")
     return value
 
 

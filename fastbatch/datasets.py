@@ -12,15 +12,17 @@
 
 No scikit-learn: the generators are a few lines of numpy each.
 """
+import array
 import csv
 import math
 import os
+import stat
 
 import numpy as np
 
 from ._validation import check_int
 
-__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "columns", "n_classes"]
+__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "columns", "n_classes", "fingerprint"]
 
 NAMES = ("random", "blobs", "moons", "spirals", "xor")
 TWO_FEATURE = frozenset({"blobs", "moons", "spirals", "xor"})
@@ -103,6 +105,55 @@ def n_classes(name):
 
 # ---------------------------------------------------------------------- files
 
+MAX_LINE_CHARS = 1 << 24     # 16 M characters: a CSV line longer than this is refused, not read whole
+MAX_CLASSES = 100_000        # class labels above this are not classes (see _validation.MAX_CLASSES)
+SUFFIXES = (".csv", ".npy", ".npz")
+FINGERPRINT_ROWS = 1024      # rows hashed by fingerprint()
+
+
+def _open_regular(path, mode="rb", **kw):
+    """``open(path)``, refusing without blocking anything that is not a regular file (a FIFO would hang)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(
+                st.st_mode) else "not a regular file"
+            raise ValueError(f"{path!r} is {kind}, not a data file (.csv, .npy or .npz)")
+        return os.fdopen(fd, mode, **kw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_path(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in SUFFIXES and not os.path.isdir(path):
+        raise ValueError(f"cannot read {path!r}: the file must end in .csv, .npy or .npz, got {ext or 'no suffix'!r}")
+    _open_regular(path).close()  # a folder, FIFO or device is refused here, before any reader waits on it
+    return path, ext
+
+
+def _memory_limit():
+    """Half this machine's memory: no single array of a data file may take more."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _check_size(path, what, shape, itemsize=8):
+    need = itemsize
+    for s in shape:
+        need *= s
+    if need > _memory_limit():
+        raise ValueError(f"{path!r}: {what} of shape {shape} would take {need / 1e9:.1f} GB as float64, more than "
+                         f"half of this machine's memory; use np.load(..., mmap_mode='r') and Trainer.fit instead")
+
+
 def load(path, target=None):
     """Load ``(X float64 2-D, y)`` from a ``.csv``, ``.npy`` or ``.npz`` file.
 
@@ -121,37 +172,39 @@ def load(path, target=None):
     -------
     X : ndarray of float64, shape (n_records, n_features)
     y : ndarray, int64 when every target value is a whole number (class labels), else float64
+
+    Every problem is a FileNotFoundError or a one-line ValueError naming the file (and the
+    line or record): a FIFO or folder is refused without waiting, CSV lines are read at most
+    :data:`MAX_LINE_CHARS` at a time, and array headers are checked before anything is allocated.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such data file: {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a folder, not a data file (.csv, .npy or .npz)")
-    ext = os.path.splitext(path)[1].lower()
+    path, ext = _check_path(path)
     if ext == ".csv":
         X, y = _load_csv(path, target)
     elif ext == ".npy":
         X, y = _load_npy(path, target)
-    elif ext == ".npz":
-        X, y = _load_npz(path)
     else:
-        raise ValueError(f"cannot read {path!r}: the file must end in .csv, .npy or .npz, got {ext or 'no suffix'!r}")
+        X, y = _load_npz(path)
     if X.shape[0] < 1:
         raise ValueError(f"{path!r} holds no records (no data rows)")
     if X.shape[1] < 1:
         raise ValueError(f"{path!r} has no feature columns besides the target")
     if not np.isfinite(X).all():
         bad = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"{path!r}: feature value at record {bad[0]}, feature {bad[1]} is not finite")
-    return np.ascontiguousarray(X, dtype=np.float64), _as_target(y)
+        raise ValueError(f"{path!r}: feature value at record {bad[0]}, feature {bad[1]} is {X[bad[0], bad[1]]}, "
+                         "not a finite number")
+    y = _as_target(y)
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        bad = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
+        raise ValueError(f"{path!r}: the target of record {bad} is not finite")
+    return np.ascontiguousarray(X, dtype=np.float64), y
 
 
 def _as_target(y):
     y = np.asarray(y)
     if y.dtype.kind in "iub":
-        return y.astype(np.int64)
+        return y.astype(np.int64) if y.dtype.kind != "u" or y.max(initial=0) < 2 ** 63 else y.astype(np.float64)
     y = y.astype(np.float64)
-    if np.isfinite(y).all() and np.array_equal(y, np.round(y)):
+    if np.isfinite(y).all() and np.array_equal(y, np.round(y)) and np.abs(y).max(initial=0) < 2 ** 53:
         return y.astype(np.int64)
     return y
 
@@ -177,45 +230,102 @@ def _column_index(target, names, n_cols, path):
     return int(target) % n_cols
 
 
+def _lines(f, path):
+    """The lines of ``f``, each read at most MAX_LINE_CHARS characters at a time (memory stays bounded)."""
+    number = 0
+    while True:
+        line = f.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+            raise ValueError(f"{path!r}, line {number}: longer than {MAX_LINE_CHARS:,} characters; "
+                             "is this a CSV file?")
+        yield line
+
+
+def _csv_rows(path):
+    """(line number, cells) of every non-blank CSV row; one-line errors for bad bytes and huge fields."""
+    with _open_regular(path, "r", newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(_lines(f, path))
+        try:
+            for r in reader:
+                if r and any(c.strip() for c in r):
+                    yield reader.line_num, r
+        except csv.Error as exc:
+            raise ValueError(f"{path!r}, line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                             "is it a CSV file?") from None
+
+
 def _load_csv(path, target):
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if not rows:
+    rows = _csv_rows(path)
+    first = next(rows, None)
+    if first is None:
         raise ValueError(f"{path!r} is empty: a CSV needs a header row and at least one record")
-    names = [c.strip() for c in rows[0]]
+    names = [c.strip() for c in first[1]]
     if len(names) < 2:
         raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target")
-    body = rows[1:]
-    if not body:
-        raise ValueError(f"{path!r} holds no records (only a header row)")
     t = _column_index(target, names, len(names), path)
-    for i, r in enumerate(body):
-        if len(r) != len(names):
-            raise ValueError(f"{path!r}, line {i + 2}: {len(r)} values, but the header has {len(names)} columns")
     feat_cols = [j for j in range(len(names)) if j != t]
-    X = np.empty((len(body), len(feat_cols)))
-    for i, r in enumerate(body):
-        for k, j in enumerate(feat_cols):
+    values = array.array("d")   # the features, 8 bytes a value as they are read
+    raw, lines = [], []         # the target cells as written, and each record's line number
+    for line, r in rows:
+        if len(r) != len(names):
+            raise ValueError(f"{path!r}, line {line}: {len(r)} values, but the header has {len(names)} columns")
+        for j in feat_cols:
             try:
-                X[i, k] = float(r[j])
+                values.append(float(r[j]))
             except ValueError:
-                raise ValueError(f"{path!r}, line {i + 2}, column {names[j]!r}: {r[j]!r} is not a number "
+                raise ValueError(f"{path!r}, line {line}, column {names[j]!r}: {r[j]!r} is not a number "
                                  "(only the target column may hold text)") from None
-    raw = [r[t].strip() for r in body]
-    try:
-        y = np.array([float(v) for v in raw])
-    except ValueError:  # class names: encode them 0..k-1 in sorted order
-        classes = sorted(set(raw))
-        index = {c: i for i, c in enumerate(classes)}
-        y = np.array([index[v] for v in raw], dtype=np.int64)
-    return X, y
+        raw.append(r[t].strip())
+        lines.append(line)
+    if not raw:
+        raise ValueError(f"{path!r} holds no records (only a header row)")
+    X = np.frombuffer(values, dtype=np.float64).reshape(len(raw), len(feat_cols))
+    if not np.isfinite(X).all():
+        i, k = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"{path!r}, line {lines[i]}, column {names[feat_cols[k]]!r}: {X[i, k]} is not a finite "
+                         "number; clean or impute it first")
+    return X, _csv_target(raw, lines, names[t], path)
+
+
+def _csv_target(raw, lines, name, path):
+    """Numbers, or class names encoded 0..k-1 in sorted order; a blank or mixed cell is an error naming its line."""
+    for v, line in zip(raw, lines):
+        if not v:
+            raise ValueError(f"{path!r}, line {line}: the target {name!r} is blank; fill it in or drop the row")
+    numbers = []
+    for v in raw:
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            numbers.append(None)
+    n_text = sum(x is None for x in numbers)
+    if n_text == 0:
+        y = np.array(numbers)
+        if not np.isfinite(y).all():
+            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise ValueError(f"{path!r}, line {lines[i]}: the target {name!r} is {raw[i]!r}, not a finite number")
+        return y
+    if n_text < len(raw):  # some numbers, some text: one of them is a mistake
+        want_numbers = n_text * 2 <= len(raw)
+        i = next(i for i, x in enumerate(numbers) if (x is None) == want_numbers)
+        what = "not a number, but the other targets are numbers" if want_numbers else \
+            "a number, but the other targets are class names"
+        raise ValueError(f"{path!r}, line {lines[i]}: the target {name!r} is {raw[i]!r}, {what}")
+    classes = sorted(set(raw))
+    if len(classes) > MAX_CLASSES:
+        raise ValueError(f"{path!r}: the target {name!r} has {len(classes):,} distinct class names "
+                         f"(at most {MAX_CLASSES:,})")
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in raw], dtype=np.int64)
 
 
 def _load_npy(path, target):
-    try:
-        a = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"cannot read {path!r} as a .npy array: {exc}") from None
+    a = _open_npy(path)
     if a.ndim != 2:
         raise ValueError(f"{path!r} holds an array of shape {a.shape}; expected a 2-D array "
                          "(records x columns, one of them the target)")
@@ -223,26 +333,41 @@ def _load_npy(path, target):
         raise ValueError(f"{path!r} holds a {a.dtype} array; expected numbers")
     if a.shape[1] < 2:
         raise ValueError(f"{path!r} has {a.shape[1]} column; it needs at least one feature and a target")
+    _check_size(path, "the array", a.shape)
     t = _column_index(target, None, a.shape[1], path)
-    return np.delete(a, t, axis=1).astype(np.float64), a[:, t]
+    from ._rows import RowSource
+    with RowSource.open(a) as rows:  # read through the file: a file cut short is an error, not a crash
+        data = np.concatenate([part for _, part in rows.chunks()]) if a.shape[0] else np.asarray(a)
+    return np.delete(data, t, axis=1).astype(np.float64), data[:, t]
+
+
+def _open_npy(path):
+    """The .npy at ``path`` as a read-only map: its header and size are checked, nothing is read yet."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        why = "the file is empty" if os.path.getsize(path) == 0 else str(exc)
+        raise ValueError(f"cannot read {path!r} as a .npy array: {why}") from None
 
 
 def _load_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("X", "y") if k not in z.files]
-            if missing:
-                raise ValueError(f"{path!r} has arrays {z.files}; a .npz needs arrays named 'X' and 'y'")
-            X, y = z["X"], z["y"]
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot read {path!r} as a .npz archive: {exc}") from None
-    if X.ndim != 2:
-        raise ValueError(f"{path!r}: X has shape {X.shape}; expected 2-D (records x features)")
-    if X.dtype.kind not in "iufb" or y.dtype.kind not in "iufb":
-        raise ValueError(f"{path!r}: X and y must be numeric, got {X.dtype} and {y.dtype}")
-    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
-        raise ValueError(f"{path!r}: y has shape {y.shape} but X has {X.shape[0]} records")
-    return X.astype(np.float64), y
+    from ._archive import open_archive
+    with open_archive(path, what=".npz data file", compressed=True) as ar:
+        missing = [k for k in ("X", "y") if k not in ar.names()]
+        if missing:
+            raise ValueError(f"{path!r} has arrays {ar.names()}; a .npz needs arrays named 'X' and 'y'")
+        (xd, xs), (yd, ys) = ar.member_info("X"), ar.member_info("y")
+        if len(xs) != 2:
+            raise ValueError(f"{path!r}: X has shape {xs}; expected 2-D (records x features)")
+        if xd.kind not in "iufb" or yd.kind not in "iufb":
+            raise ValueError(f"{path!r}: X and y must be numeric, got {xd} and {yd}")
+        if len(ys) not in (1, 2) or ys[0] != xs[0]:
+            raise ValueError(f"{path!r}: y has shape {ys} but X has {xs[0]} records")
+        _check_size(path, "X", xs)
+        _check_size(path, "y", ys)
+        return ar.read_array("X", xd, xs).astype(np.float64), ar.read_array("y", yd, ys)
 
 
 def columns(path):
@@ -251,21 +376,41 @@ def columns(path):
     A ``.csv`` file's header; ``["0", "1", ...]`` for a ``.npy`` array; ``None`` for a
     ``.npz`` archive, whose ``y`` array is the target.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such data file: {path!r}")
-    ext = os.path.splitext(path)[1].lower()
+    path, ext = _check_path(path)
     if ext == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            for row in csv.reader(f):
-                if row and any(c.strip() for c in row):
-                    return [c.strip() for c in row]
+        for _, row in _csv_rows(path):
+            return [c.strip() for c in row]
         raise ValueError(f"{path!r} is empty: a CSV needs a header row and at least one record")
     if ext == ".npy":
-        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        a = _open_npy(path)
         if a.ndim != 2:
             raise ValueError(f"{path!r} holds an array of shape {a.shape}; expected a 2-D array")
         return [str(j) for j in range(a.shape[1])]
-    if ext == ".npz":
-        return None
-    raise ValueError(f"cannot read {path!r}: the file must end in .csv, .npy or .npz, got {ext or 'no suffix'!r}")
+    return None
+
+
+def fingerprint(X, y):
+    """A JSON-able summary that tells data sets apart: record and feature counts, and a SHA-256 of sampled rows.
+
+    The sample is :data:`FINGERPRINT_ROWS` rows spread evenly over the records (all of them when
+    fewer), as float64, with their targets: the same data gives the same fingerprint on any machine.
+    """
+    import hashlib
+    X = np.asarray(X)
+    y = np.asarray(y)
+    n, d = X.shape
+    idx = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64)) if n else np.zeros(0, int)
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(X[idx], dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(y[idx], dtype="<f8").tobytes())
+    return {"n_records": int(n), "n_features": int(d), "sample_rows": int(len(idx)), "sha256": h.hexdigest()}
+
+
+def fingerprint_mismatch(recorded, current):
+    """None when two fingerprints match, else a short description of how they differ."""
+    diffs = [f"{k.replace('_', ' ')} {recorded.get(k)} -> {current[k]}" for k in ("n_records", "n_features")
+             if recorded.get(k) != current[k]]
+    if not diffs and recorded.get("sha256") != current["sha256"]:
+        diffs.append(f"same shape, but the sampled rows differ (sha256 {recorded.get('sha256', '?')[:12]}... -> "
+                     f"{current['sha256'][:12]}...)")
+    return "; ".join(diffs) or None

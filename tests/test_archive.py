@@ -221,7 +221,7 @@ def test_a_flipped_payload_byte_fails_the_crc(tmp_path):
 
 
 def test_missing_file_folder_device_and_fifo(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(FileNotFoundError, match="no fastbatch checkpoint at"):
         A.open_archive(tmp_path / "nope.npz")
     with bad("a folder, not a regular file"):
         A.open_archive(tmp_path)

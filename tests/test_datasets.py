@@ -1,4 +1,9 @@
 """fastbatch.datasets: the generators and the file loaders."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -89,7 +94,12 @@ def test_csv_float_target_and_class_names(tmp_path):
     ("a\n1\n2\n", "at least one feature"),
     ("a,b\n1,2\n3\n", "line 3: 1 values"),
     ("a,b\n1,2\nx,3\n", "line 3, column 'a': 'x' is not a number"),
-    ("a,b\nnan,1\n", "not finite"),
+    ("a,b\nnan,1\n", "line 2, column 'a': nan is not a finite number"),
+    ("a,label\n1,0\n2,\n3,1\n", "line 3: the target 'label' is blank"),
+    ("a,label\n1,0\n2,x\n3,1\n", "line 3: the target 'label' is 'x', not a number, but the other targets are numbers"),
+    ("a,label\n1,cat\n2,3\n3,dog\n", "line 3: the target 'label' is '3', a number, but the other targets are class"),
+    ("a,label\n1,0\n2,inf\n", "line 3: the target 'label' is 'inf', not a finite number"),
+    ("a,b\n1,\"" + "x" * 200_000 + "\"\n", "line 2: field larger than field limit"),
 ])
 def test_bad_csv_files(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
@@ -155,3 +165,106 @@ def test_columns_of_files(tmp_path):
     assert datasets.columns(tmp_path / "d.npz") is None
     with pytest.raises(FileNotFoundError):
         datasets.columns(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------- hostile files (issue 11)
+
+def test_a_fifo_is_refused_without_waiting(tmp_path):
+    import threading
+    for name in ("pipe.csv", "pipe.npy", "pipe.npz"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        errors = []
+
+        def attempt():
+            for fn in (datasets.load, datasets.columns):
+                try:
+                    fn(fifo)
+                except ValueError as exc:
+                    errors.append(str(exc))
+
+        t = threading.Thread(target=attempt, daemon=True)
+        t.start()
+        t.join(10)
+        assert len(errors) == 2 and all("named pipe (FIFO)" in e for e in errors), errors
+
+
+def test_a_folder_with_a_data_suffix_is_refused(tmp_path):
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        datasets.load(tmp_path / "d.csv")
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "the file is empty"),
+    (b"\x93NUMPY\x01\x00", "cannot read"),
+])
+def test_empty_or_cut_npy(tmp_path, content, words):
+    (tmp_path / "e.npy").write_bytes(content)
+    with pytest.raises(ValueError, match=words):
+        datasets.load(tmp_path / "e.npy")
+    np.save(tmp_path / "none.npy", np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="no records"):
+        datasets.load(tmp_path / "none.npy")
+
+
+def test_npy_declaring_a_huge_shape_is_refused_before_allocating(tmp_path):
+    import io
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 10, 3)})
+    (tmp_path / "huge.npy").write_bytes(head.getvalue() + bytes(96))
+    with pytest.raises(ValueError, match="cannot read .* as a .npy array"):
+        datasets.load(tmp_path / "huge.npy")
+
+
+LONG_LINE_SCRIPT = r"""
+import sys
+from fastbatch import datasets
+try:
+    datasets.load(sys.argv[1])
+    print("loaded")
+except ValueError as exc:
+    print("error:", exc)
+print([int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory read from /proc")
+def test_a_2_gb_line_is_refused_with_bounded_memory(tmp_path):
+    path = tmp_path / "long.csv"
+    with open(path, "wb") as f:
+        f.write(b"a,b\n1,")
+        f.truncate(2 * 1024 ** 3)  # sparse: 2 GB of the one line, no disk used
+    out = subprocess.run([sys.executable, "-c", LONG_LINE_SCRIPT, str(path)], capture_output=True, text=True,
+                         timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].startswith("error:") and "line 2: longer than" in lines[0], out.stderr[-500:]
+    assert int(lines[1]) < 300e6, f"peak RSS {int(lines[1]) / 1e6:.0f} MB"
+
+
+def test_compressed_npz_reads_and_a_bomb_is_bounded(tmp_path):
+    X0, y0 = datasets.make("moons", 50, 2, seed=0)
+    np.savez_compressed(tmp_path / "c.npz", X=X0, y=y0)
+    X, y = datasets.load(tmp_path / "c.npz")
+    assert np.array_equal(X, X0) and np.array_equal(y, y0)
+    np.savez(tmp_path / "obj.npz", X=np.array([[object()]]), y=np.zeros(1))
+    with pytest.raises(ValueError, match="not a valid .npz data file"):
+        datasets.load(tmp_path / "obj.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="not a valid .npz data file"):
+        datasets.load(tmp_path / "junk.npz")
+
+
+def test_fingerprint_tells_data_apart():
+    X, y = datasets.make("blobs", 5000, 4, seed=0)
+    fp = datasets.fingerprint(X, y)
+    assert fp == datasets.fingerprint(X.copy(), y.astype(np.float64))
+    assert fp["n_records"] == 5000 and fp["n_features"] == 4 and fp["sample_rows"] == 1024
+    assert json.loads(json.dumps(fp)) == fp
+    X2 = X.copy()
+    X2[0, 0] += 1e-9  # the first row is always sampled
+    other = datasets.fingerprint(X2, y)
+    assert other != fp and "sampled rows differ" in datasets.fingerprint_mismatch(fp, other)
+    assert datasets.fingerprint(X, (y + 1) % 3) != fp
+    assert "n records 5000 -> 4999" in datasets.fingerprint_mismatch(fp, datasets.fingerprint(X[:-1], y[:-1]))
+    assert datasets.fingerprint_mismatch(fp, fp) is None
