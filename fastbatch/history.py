@@ -104,8 +104,14 @@ class History:
                 "learning_rate": self.learning_rate, "records_seen": self.records_seen}
 
     def to_csv(self, path):
-        """Write one row per step: step,epoch,batch,batch_size,loss,learning_rate,records_seen."""
+        """Write one row per step: step,epoch,batch,batch_size,loss,learning_rate,records_seen.
+
+        Steps, epochs and batches are numbered from 1 there, as a person reads them (the seed's
+        ``Epoch: 1, Batch: 1, Step: 1``); the arrays of this class are 0-based indices.
+        """
         cols = self.as_dict()
+        for key in ("step", "epoch", "batch"):
+            cols[key] = cols[key] + 1
         with open(path, "w", encoding="utf-8") as f:
             f.write(",".join(cols) + "\n")
             for row in zip(*cols.values()):

@@ -2,6 +2,7 @@
 
     fastbatch-gui --records 1000 --batch-size 64 --epochs 5 --learning-rate 0.1 --seed 0 \\
         --autorun --screenshot out.png --export-history out.csv --exit-when-done
+    fastbatch-gui --step-batches 3 --full-loss --screenshot lesson.png --exit-when-done
 
 Every flag sets the control of the same name, and ``--autorun`` presses Start: the
 same code path as the buttons. Without a display (and with ``--exit-when-done`` or
@@ -12,11 +13,14 @@ import os
 import sys
 
 from .controls import ACTIVATIONS, BACKENDS, DATASETS, OPTIMIZERS, SPIN_RANGES
+from .lesson import LR_SCALINGS
 
 # flag -> control name; the spin boxes' ranges check the values
 SPIN_FLAGS = {"records": "records", "features": "features", "batch_size": "batch_size", "epochs": "epochs",
               "learning_rate": "learning_rate", "hidden": "hidden", "layers": "layers", "seed": "seed",
-              "validation_split": "validation_split"}
+              "validation_split": "validation_split", "reference_batch": "reference_batch"}
+NO_DISPLAY = ("fastbatch-gui: no display found (DISPLAY and WAYLAND_DISPLAY are unset); run it on a desktop, "
+              "or add --offscreen (with --screenshot/--export-* and --exit-when-done) to run without a window")
 
 
 def _ranged(name, kind):
@@ -40,15 +44,19 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="fastbatch-gui",
         description="Watch mini-batch training: records, batches, steps and epochs, live.",
-        epilog="Example: fastbatch-gui --dataset moons --features 2 --batch-size 32 --epochs 40 --autorun")
+        epilog="Example: fastbatch-gui --dataset moons --batch-size 32 --epochs 40 --autorun")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=[k for k, _ in DATASETS if k != "file"],
-                   help="a generated dataset (default: random, the seed's records)")
+                   help="a generated dataset (default: moons, two moons with 2 features; random: the seed's "
+                        "random labels, nothing to learn)")
     g.add_argument("--data", metavar="FILE", help="train on a .csv (header row), .npy or .npz file instead")
     g.add_argument("--target", metavar="COL", help="the target column of --data: a name or an index "
                                                    "(default: the last column)")
     g.add_argument("--records", type=_ranged("records", int), help="records to generate (default 1000)")
-    g.add_argument("--features", type=_ranged("features", int), help="features to generate (default 10)")
+    g.add_argument("--features", type=_ranged("features", int),
+                   help="features to generate (default: 2 for the 2-D datasets, 10 for random)")
+    g.add_argument("--sorted-by-class", action="store_true", default=None,
+                   help="records in label order (with --no-shuffle: the shuffle lesson)")
     g.add_argument("--seed", type=_ranged("seed", int), help="seeds the data, the params and the order (default 0)")
     g = p.add_argument_group("network and training")
     g.add_argument("--hidden", type=_ranged("hidden", int), help="units per hidden layer; 0 for none (default 32)")
@@ -57,6 +65,10 @@ def build_parser():
     g.add_argument("--batch-size", type=_ranged("batch_size", int), help="records per step (default 64)")
     g.add_argument("--epochs", type=_ranged("epochs", int), help="passes over the records (default 5)")
     g.add_argument("--learning-rate", "--lr", type=_ranged("learning_rate", float), help="(default 0.1)")
+    g.add_argument("--scale-lr", dest="lr_scaling", choices=[k for k in LR_SCALINGS if k != "none"],
+                   help="scale the rate with the batch size against --reference-batch: linear or sqrt")
+    g.add_argument("--reference-batch", type=_ranged("reference_batch", int),
+                   help="the batch size at which the rate is as given (default 64)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--backend", choices=BACKENDS)
     g.add_argument("--validation-split", type=_ranged("validation_split", float),
@@ -67,8 +79,13 @@ def build_parser():
     g = p.add_argument_group("view")
     g.add_argument("--x-axis", choices=["step", "epoch", "records"], help="the loss plot's x axis")
     g.add_argument("--log-y", action="store_true", help="log-scale loss axis")
+    g.add_argument("--log-x", action="store_true", help="log-scale x axis (compare runs of very different lengths)")
+    g.add_argument("--full-loss", action="store_true", help="also plot the loss on all training records")
+    g.add_argument("--smoothing", type=float, metavar="W", help="EMA smoothing of the per-step loss, 0 to 0.99")
     g = p.add_argument_group("scripting")
     g.add_argument("--autorun", action="store_true", help="press Start at launch")
+    g.add_argument("--step-batches", type=int, metavar="K",
+                   help="press Step 1 batch K times at launch (then --screenshot etc. as when a run ends)")
     g.add_argument("--screenshot", metavar="PNG", help="when training ends, save a picture of the window")
     g.add_argument("--export-history", metavar="CSV", help="when training ends, write the history")
     g.add_argument("--export-plot", metavar="PNG", help="when training ends, save the loss plot")
@@ -94,15 +111,21 @@ def check_args(parser, args):
         n = X.shape[0]
     else:
         n = args.records or SPIN_RANGES["records"][3]
-        features = args.features or SPIN_RANGES["features"][3]
-        if (args.dataset or "random") in datasets.TWO_FEATURE and features < 2:
+        features = args.features or 2
+        if (args.dataset or "moons") in datasets.TWO_FEATURE and features < 2:
             parser.error(f"--dataset {args.dataset} needs --features 2 or more")
     split = args.validation_split or 0.0
-    n_val = int(round(n * split)) if split else 0
-    if split and (n_val < 1 or n - n_val < 1):
-        parser.error(f"--validation-split {split:g} of {n} records leaves none for validation or training")
+    n_train, n_val = fb.split_sizes(n, split)
+    if split and (n_val < 1 or n_train < 1):
+        parser.error(f"--validation-split {split:g} of {n:,} records leaves none for validation or training")
+    if args.step_batches is not None and args.step_batches < 1:
+        parser.error(f"--step-batches must be at least 1, got {args.step_batches}")
+    if args.step_batches and args.autorun:
+        parser.error("give --autorun or --step-batches, not both")
+    if args.smoothing is not None and not 0 <= args.smoothing < 1:
+        parser.error(f"--smoothing must be in [0, 1), got {args.smoothing:g}")
     try:
-        fb.plan(n - n_val, args.batch_size or SPIN_RANGES["batch_size"][3], args.epochs or SPIN_RANGES["epochs"][3],
+        fb.plan(n_train, args.batch_size or SPIN_RANGES["batch_size"][3], args.epochs or SPIN_RANGES["epochs"][3],
                 bool(args.drop_last))
     except ValueError as exc:
         parser.error(str(exc))
@@ -111,11 +134,13 @@ def check_args(parser, args):
 def apply_args(window, args):
     """Set the window's controls from the flags, as a person would."""
     c = window.controls
+    if args.dataset is not None:   # first: a dataset sets its own feature count, which --features may override
+        c.set_value("dataset", args.dataset)
     for flag, name in SPIN_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
             c.set_value(name, value)
-    for name in ("dataset", "optimizer", "activation", "backend", "shuffle", "drop_last"):
+    for name in ("optimizer", "activation", "backend", "shuffle", "drop_last", "sorted_by_class", "lr_scaling"):
         value = getattr(args, name)
         if value is not None:
             c.set_value(name, value)
@@ -125,6 +150,12 @@ def apply_args(window, args):
         window.x_axis_combo.setCurrentIndex(window.x_axis_combo.findData(args.x_axis))
     if args.log_y:
         window.log_y_check.setChecked(True)
+    if args.log_x:
+        window.log_x_check.setChecked(True)
+    if args.full_loss:
+        window.full_loss_check.setChecked(True)
+    if args.smoothing is not None:
+        window.smoothing_slider.setValue(round(100 * args.smoothing))
 
 
 def _headless():
@@ -138,6 +169,9 @@ def main(argv=None):
     check_args(parser, args)
     if args.offscreen or (args.exit_when_done and _headless()):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    elif _headless() and not os.environ.get("QT_QPA_PLATFORM"):
+        print(NO_DISPLAY, file=sys.stderr)
+        return 2
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -163,7 +197,7 @@ def main(argv=None):
             print(f"fastbatch-gui: {exc}", file=sys.stderr)
             status["code"] = 1
         if how == "errored":
-            print(f"fastbatch-gui: training failed: {window.last_error}", file=sys.stderr)
+            print(f"fastbatch-gui: training failed: {window.last_error or window.plan_error}", file=sys.stderr)
             status["code"] = 1
         if args.exit_when_done:
             window.close()
@@ -175,9 +209,21 @@ def main(argv=None):
         def autostart():
             window.controls.start_button.click()
             if window.state == "idle":  # Start was refused: the reason is in the readout
-                window.last_error = window.last_error or window.plan_error
                 finish("errored")
         QTimer.singleShot(0, autostart)
+    elif args.step_batches:
+        def step(k=args.step_batches):
+            if k == 0:
+                return QTimer.singleShot(200, finish)
+            def next_step():
+                window.fitReturned.disconnect(next_step)
+                QTimer.singleShot(30, lambda: step(k - 1))
+            window.fitReturned.connect(next_step)
+            window.controls.step_batch_button.click()
+            if window.state == "idle" and window.trainer is None:   # refused: the reason is in the readout
+                window.fitReturned.disconnect(next_step)
+                finish("errored")
+        QTimer.singleShot(0, step)
     elif args.screenshot or args.export_plot or args.exit_when_done:
         QTimer.singleShot(300, finish)
     code = app.exec()

@@ -7,17 +7,14 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QWidget)
 
 from fastbatch import datasets
+from fastbatch._config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
-DATASETS = [("random", "random records (the seed's)"), ("blobs", "blobs (3 classes)"), ("moons", "two moons"),
-            ("spirals", "spirals"), ("xor", "XOR"), ("file", "file (.csv / .npy / .npz)")]
-OPTIMIZERS = ["sgd", "adam", "adamw"]
-ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]
-BACKENDS = ["cython", "numpy"]
+from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, lr_factor
 
 # name: (objectName, minimum, maximum, default); the CLI checks its flags against the same ranges
 SPIN_RANGES = {
     "records": ("recordsSpin", 1, 2_000_000, 1000),
-    "features": ("featuresSpin", 1, 1000, 10),
+    "features": ("featuresSpin", 1, 1000, 2),
     "seed": ("seedSpin", 0, 2_147_483_647, 0),
     "hidden": ("hiddenSpin", 0, 1024, 32),
     "layers": ("layersSpin", 1, 4, 1),
@@ -25,10 +22,12 @@ SPIN_RANGES = {
     "epochs": ("epochsSpin", 1, 1_000_000, 5),
     "learning_rate": ("learningRateSpin", 1e-5, 10.0, 0.1),
     "validation_split": ("validationSplitSpin", 0.0, 0.9, 0.0),
+    "reference_batch": ("referenceBatchSpin", 1, 2_000_000, 64),
 }
 # what cannot change in the middle of a run
 RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "activation", "batch_size", "epochs",
-             "optimizer", "backend", "validation_split", "shuffle", "drop_last", "target", "load_file")
+             "optimizer", "backend", "validation_split", "shuffle", "drop_last", "target", "load_file",
+             "sorted_by_class", "lr_scaling", "reference_batch")
 
 
 def _spin(name):
@@ -88,12 +87,21 @@ class ControlPanel(QWidget):
         w["optimizer"] = _combo("optimizerCombo", OPTIMIZERS)
         w["activation"] = _combo("activationCombo", ACTIVATIONS)
         w["backend"] = _combo("backendCombo", BACKENDS)
+        for name in ("optimizer", "activation", "backend"):   # the library's defaults
+            w[name].setCurrentIndex(w[name].findData(DEFAULTS[name]))
         w["target"] = _combo("targetCombo", [])
         w["shuffle"] = QCheckBox("shuffle records each epoch")
         w["shuffle"].setObjectName("shuffleCheck")
         w["shuffle"].setChecked(True)
         w["drop_last"] = QCheckBox("drop the last short batch")
         w["drop_last"].setObjectName("dropLastCheck")
+        w["sorted_by_class"] = QCheckBox("sorted by class")
+        w["sorted_by_class"].setObjectName("sortedByClassCheck")
+        w["sorted_by_class"].setToolTip("put the records in label order: with shuffle off, each epoch walks "
+                                        "through one class, then the next (the shuffle lesson)")
+        w["lr_scaling"] = _combo("lrScalingCombo", list(LR_SCALINGS.items()))
+        w["lr_scaling"].setToolTip("scale the learning rate with the batch size against a reference batch: "
+                                   "linear (Goyal et al. 2017) or square root; fair batch-size comparisons")
         w["load_file"] = _button("loadFileButton", "Load file…", "Load records from a .csv (header row), .npy or .npz")
         self.file_label = QLabel("no file")
         self.file_label.setObjectName("fileLabel")
@@ -119,6 +127,7 @@ class ControlPanel(QWidget):
         f.addRow("records", w["records"])
         f.addRow("features", w["features"])
         f.addRow("seed", w["seed"])
+        f.addRow(w["sorted_by_class"])
 
         net = QGroupBox("Network")
         f = QFormLayout(net)
@@ -131,6 +140,8 @@ class ControlPanel(QWidget):
         f.addRow("batch size", w["batch_size"])
         f.addRow("epochs", w["epochs"])
         f.addRow("learning rate", w["learning_rate"])
+        f.addRow("scale the rate", w["lr_scaling"])
+        f.addRow("reference batch", w["reference_batch"])
         f.addRow("optimizer", w["optimizer"])
         f.addRow("backend", w["backend"])
         f.addRow("validation split", w["validation_split"])
@@ -170,7 +181,9 @@ class ControlPanel(QWidget):
                 widget.currentIndexChanged.connect(self.changed)
             elif isinstance(widget, QCheckBox):
                 widget.toggled.connect(self.changed)
+        self._last_dataset = w["dataset"].currentData()
         w["dataset"].currentIndexChanged.connect(self._dataset_changed)
+        w["lr_scaling"].currentIndexChanged.connect(self._dataset_changed)
         w["load_file"].clicked.connect(self._choose_file)
         self._dataset_changed()
 
@@ -180,20 +193,25 @@ class ControlPanel(QWidget):
         """The settings as plain values."""
         w = self.w
         c = {name: w[name].value() for name in SPIN_RANGES}
-        for name in ("dataset", "optimizer", "activation", "backend"):
+        for name in ("dataset", "optimizer", "activation", "backend", "lr_scaling"):
             c[name] = w[name].currentData()
-        c["shuffle"] = w["shuffle"].isChecked()
-        c["drop_last"] = w["drop_last"].isChecked()
+        for name in ("shuffle", "drop_last", "sorted_by_class"):
+            c[name] = w[name].isChecked()
         c["data_path"] = self.data_path
         c["target"] = w["target"].currentData()
         return c
+
+    def learning_rate(self):
+        """The rate the run uses: the box's rate, scaled with the batch size when asked."""
+        c = self.config()
+        return c["learning_rate"] * lr_factor(c["batch_size"], c["reference_batch"], c["lr_scaling"])
 
     def trainer_params(self):
         """Keyword arguments for ``fastbatch.Trainer``."""
         c = self.config()
         hidden = (c["hidden"],) * c["layers"] if c["hidden"] else ()
         return dict(hidden=hidden, activation=c["activation"], batch_size=c["batch_size"], epochs=c["epochs"],
-                    learning_rate=c["learning_rate"], optimizer=c["optimizer"], shuffle=c["shuffle"],
+                    learning_rate=self.learning_rate(), optimizer=c["optimizer"], shuffle=c["shuffle"],
                     drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
                     validation_split=c["validation_split"])
 
@@ -245,10 +263,24 @@ class ControlPanel(QWidget):
             self.fileChosen.emit(path)
 
     def _dataset_changed(self):
-        is_file = self.w["dataset"].currentData() == "file"
+        name = self.w["dataset"].currentData()
+        is_file = name == "file"
         self.w["target"].setEnabled(is_file and self.data_path is not None)
-        for name in ("records", "features"):
-            self.w[name].setEnabled(not is_file)
+        for box in ("records", "features"):
+            self.w[box].setEnabled(not is_file)
+        self.w["reference_batch"].setEnabled(self.w["lr_scaling"].currentData() != "none")
+        if name != self._last_dataset and name in NATURAL_FEATURES:
+            self.w["features"].setValue(NATURAL_FEATURES[name])   # two moons: its 2 features, no noise columns
+        self._last_dataset = name
+
+    def show_data_shape(self, n_records, n_features):
+        """The records and features boxes follow the loaded file (they are read-only then)."""
+        for box, value in (("records", n_records), ("features", n_features)):
+            spin = self.w[box]
+            spin.blockSignals(True)
+            spin.setMaximum(max(spin.maximum(), value))
+            spin.setValue(value)
+            spin.blockSignals(False)
 
     def set_editable(self, running, paused):
         """Lock what cannot change mid-run; the learning rate may change while paused."""
@@ -257,5 +289,6 @@ class ControlPanel(QWidget):
             self.w[name].setEnabled(not locked)
         if not locked:
             self._dataset_changed()
+            self.w["reference_batch"].setEnabled(self.w["lr_scaling"].currentData() != "none")
         self.w["learning_rate"].setEnabled(not running)
         self.clear_runs_button.setEnabled(not running)

@@ -1,20 +1,34 @@
-"""The loss plot: per-step loss, per-epoch means, epoch boundaries, validation loss, the last few runs.
+"""The loss plot: per-step loss, epoch means, epoch boundaries, validation and full-training loss, the last runs.
 
-Built to stay smooth at a million steps: each run appends into preallocated arrays that
-double when full, one reused curve item gets ``setData`` with peak downsampling and
-clip-to-view, and redraws run on a ~30 fps timer however fast the steps arrive.
+Geometry (the same on every x axis): step s (1-based) occupies the interval (s-1, s] and its
+loss is drawn at the middle of it; epoch e occupies ((e-1)·spe, e·spe], so its boundary is
+drawn as soon as its last step is done, its mean sits at its middle and its validation loss at
+its end. The loss on all training records after k steps sits at k.
+
+Bounded at any run length: the per-step loss stays in the library's History; a run keeps only
+min/max per block of steps (at most :data:`MAX_BLOCKS` blocks, the block doubling when full),
+which is what peak downsampling draws. Views of few enough steps read the History directly.
 """
 import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Qt
+from PySide6.QtCore import Qt
+from scipy.signal import lfilter
+
+from .fmt import num
 
 X_AXES = {"step": "steps done", "epoch": "epochs done", "records": "records seen"}
 RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 MAX_EPOCH_LINES = 10       # more epochs than this: a line every k epochs, k = 1, 2, 5, 10, 20, 50...
-MAX_EPOCH_SYMBOLS = 400    # more epochs than this: per-epoch means drawn as a line, not markers
-FPS = 30
+MAX_BLOCKS = 4096          # min/max blocks a run keeps (a bounded view of any number of steps)
+RAW_LIMIT = 4096           # at most this many steps in view: drawn one by one from the History
+MARKERS_BELOW = 200        # fewer points than this in view: each carries a marker
+LABEL_PIXELS = 70          # epoch labels at least this far apart
+MIN_SPAN = 0.10            # the y range spans at least this share of the values shown
+MEAN_LABEL = "epoch mean, weighted by batch size"
+VAL_LABEL = "validation loss at epoch end"
+FULL_LABEL = "loss on all training records"
 
 
 def nice_step(n, cap):
@@ -27,146 +41,260 @@ def nice_step(n, cap):
 
 def _next_nice(k):
     digits = 10 ** int(math.floor(math.log10(k)))
-    lead = k // digits
-    return {1: 2, 2: 5, 5: 10}[lead] * digits
+    return {1: 2, 2: 5, 5: 10}[k // digits] * digits
 
 
-class _Grow:
-    """A preallocated 1-D array that doubles when full (pyqtgraph's scrollingPlots, strategy 2)."""
+class CountAxis(pg.AxisItem):
+    """An axis of counts (steps, epochs, records): whole-number ticks with thousands separators."""
 
-    def __init__(self, dtype=np.float64, capacity=1024):
-        self.data = np.empty(capacity, dtype=dtype)
-        self.n = 0
+    def tickSpacing(self, minVal, maxVal, size):
+        levels = super().tickSpacing(minVal, maxVal, size)
+        if self.logMode:
+            return levels
+        whole = [(sp, off) for sp, off in levels if sp >= 1]
+        return whole or [(1.0, 0.0)]
 
-    def extend(self, values):
-        end = self.n + len(values)
-        if end > len(self.data):
-            new = np.empty(max(end, 2 * len(self.data)), dtype=self.data.dtype)
-            new[:self.n] = self.data[:self.n]
-            self.data = new
-        self.data[self.n:end] = values
-        self.n = end
+    def tickStrings(self, values, scale, spacing):
+        if self.logMode:
+            return [num(round(10 ** v, 6)) for v in values]
+        return [num(round(v)) if abs(v - round(v)) < 1e-6 else f"{v:g}" for v in values]
 
-    def view(self):
-        return self.data[:self.n]
+
+class Blocks:
+    """Min, max and the smoothed value of a growing per-step series, per block of ``size`` steps."""
+
+    def __init__(self):
+        self.size = 1
+        self.n = 0                      # blocks filled
+        self.mins = np.empty(MAX_BLOCKS * 2)
+        self.maxs = np.empty(MAX_BLOCKS * 2)
+        self.ema = np.empty(MAX_BLOCKS * 2)   # the EMA accumulator (not debiased) at each block's last step
+        self.weight = 0.0
+
+    @property
+    def steps(self):
+        return self.n * self.size
+
+    def absorb(self, loss):
+        """Take the complete blocks of ``loss`` (the History's array) past those held."""
+        b = self.size
+        end = (len(loss) // b) * b
+        if end <= self.steps:
+            return
+        new = loss[self.steps:end].reshape(-1, b)
+        k = len(new)
+        if self.n + k > len(self.mins):
+            self._coarsen(loss)
+            return self.absorb(loss)
+        self.mins[self.n:self.n + k] = new.min(axis=1)
+        self.maxs[self.n:self.n + k] = new.max(axis=1)
+        if self.weight > 0:
+            prev = self.ema[self.n - 1] if self.n else 0.0
+            w = self.weight
+            acc, _ = lfilter([1 - w], [1, -w], new.ravel(), zi=[w * prev])
+            self.ema[self.n:self.n + k] = acc[b - 1::b]
+        self.n += k
+
+    def _coarsen(self, loss):
+        """Double the block size: pairs merge, a lone last block is dropped (re-read from the History)."""
+        m = self.n // 2
+        self.mins[:m] = np.minimum(self.mins[0:2 * m:2], self.mins[1:2 * m:2])
+        self.maxs[:m] = np.maximum(self.maxs[0:2 * m:2], self.maxs[1:2 * m:2])
+        self.ema[:m] = self.ema[1:2 * m:2]
+        self.n, self.size = m, self.size * 2
+
+    def set_weight(self, weight, loss):
+        """Recompute the smoothed values for a new EMA weight (in chunks: bounded memory)."""
+        self.weight = weight
+        if weight <= 0 or not self.n:
+            return
+        b, acc_prev = self.size, 0.0
+        chunk = max(b, (1 << 20) // b * b)
+        for lo in range(0, self.steps, chunk):
+            hi = min(lo + chunk, self.steps)
+            acc, _ = lfilter([1 - weight], [1, -weight], loss[lo:hi], zi=[weight * acc_prev])
+            self.ema[lo // b:hi // b] = acc[b - 1::b]
+            acc_prev = acc[-1]
+
+
+def ema(loss, lo, hi, weight, prev):
+    """TensorBoard's debiased EMA of ``loss[lo:hi]``, the accumulator being ``prev`` after step lo-1."""
+    acc, _ = lfilter([1 - weight], [1, -weight], loss[lo:hi], zi=[weight * prev])
+    t = np.arange(lo + 1, hi + 1, dtype=np.float64)
+    return acc / (1 - weight ** t)
 
 
 class RunTrace:
-    """One run's curves on the plot, and the arrays behind them."""
+    """One run on the plot: its items, its bounded step view, epoch means, validation and full loss."""
 
     def __init__(self, plot_item, label, color, plan):
         self.label, self.color, self.plan = label, color, plan
+        self.rates = [label[1]]
+        self.base_label = label[0]
         self.spe = plan.steps_per_epoch
         self.sizes = plan.batch_sizes()
-        self.records_per_epoch = int(self.sizes.sum())
-        self.loss = _Grow()
-        self.x = {axis: _Grow() for axis in X_AXES}
-        self.records = 0
-        self.epoch_means = _Grow()
+        self.cum = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.records_per_epoch = int(self.cum[-1])
+        self.history = None
+        self.blocks = Blocks()
+        self.epoch_means = np.empty(0)
         self.val_loss = np.empty(0)
-        many = plan.epochs > MAX_EPOCH_SYMBOLS
-        self.curve = plot_item.plot([], [], pen=pg.mkPen(color, width=1), name=label)
-        self.curve.setDownsampling(auto=True, method="peak")
-        self.curve.setClipToView(True)
-        dark = pg.mkColor(color).darker(170)
-        mean_kw = (dict(pen=pg.mkPen(dark, width=2.5)) if many else
-                   dict(pen=None, symbol="o", symbolSize=9, symbolBrush=dark, symbolPen=pg.mkPen("w", width=1.5)))
-        self.means_item = plot_item.plot([], [], **mean_kw)
-        val_kw = dict(pen=pg.mkPen(dark, width=2, style=Qt.DashLine))
-        if not many:
-            val_kw.update(symbol="t1", symbolSize=10, symbolBrush="w", symbolPen=pg.mkPen(dark, width=2))
-        self.val_item = plot_item.plot([], [], **val_kw)
-        for item in (self.means_item, self.val_item):
+        self.full_steps, self.full_loss = [], []
+        self.n = 0
+        self.current = True
+        dark = pg.mkColor(color).darker(160)
+        self.raw = plot_item.plot([], [], pen=pg.mkPen(color, width=1))
+        self.smooth = plot_item.plot([], [], pen=pg.mkPen(color, width=2.2))
+        self.means_item = plot_item.plot([], [], pen=None, symbol="o", symbolSize=9, symbolBrush=dark,
+                                         symbolPen=pg.mkPen("w", width=1.5))
+        self.val_item = plot_item.plot([], [], pen=pg.mkPen(dark, width=2, style=Qt.DashLine), symbol="t1",
+                                       symbolSize=10, symbolBrush="w", symbolPen=pg.mkPen(dark, width=2))
+        self.full_item = plot_item.plot([], [], pen=pg.mkPen(dark, width=2.5), symbol="s", symbolSize=5,
+                                        symbolBrush=dark, symbolPen=None)
+        for item in (self.means_item, self.val_item, self.full_item):
             item.setZValue(10)  # over the per-step curves
-            item.setDownsampling(auto=True, method="peak")
-            item.setClipToView(True)
-        self.items = [self.curve, self.means_item, self.val_item]
+        self.items = [self.raw, self.smooth, self.means_item, self.val_item, self.full_item]
+        self.lines = []         # (epoch boundary index, InfiniteLine)
+        every = nice_step(plan.epochs, MAX_EPOCH_LINES)
+        self.line_epochs = list(range(0, plan.epochs + 1, every))
+        if self.line_epochs[-1] != plan.epochs:
+            self.line_epochs.append(plan.epochs)
 
     @property
-    def n(self):
-        return self.loss.n
+    def text(self):
+        rates = " → ".join(num(r) for r in self.rates)
+        return f"{self.base_label}, lr {rates}"
 
-    def append(self, history):
-        """Copy the steps of ``history`` not seen yet; O(new steps)."""
-        a, b = self.loss.n, history.n_steps
-        if b > a:
-            steps = np.arange(a, b)
-            sizes = self.sizes[steps % self.spe]
-            records = self.records + np.cumsum(sizes)
-            self.records = int(records[-1])
-            self.loss.extend(history.loss[a:b])
-            self.x["step"].extend(steps + 1.0)
-            self.x["epoch"].extend((steps + 1.0) / self.spe)
-            self.x["records"].extend(records)
-            done_epochs = b // self.spe
-            for e in range(self.epoch_means.n, done_epochs):
-                lo, hi = e * self.spe, (e + 1) * self.spe
-                w = self.sizes
-                self.epoch_means.extend([float(np.dot(self.loss.data[lo:hi], w) / w.sum())])
+    # ------------------------------------------------------------------ geometry
+
+    def x_done(self, k, axis):
+        """x after ``k`` steps (array or scalar): the right end of step k's interval."""
+        k = np.asarray(k, dtype=np.int64)
+        if axis == "step":
+            return k.astype(np.float64)
+        if axis == "epoch":
+            return k / self.spe
+        full, part = np.divmod(k, self.spe)
+        return (full * self.records_per_epoch + self.cum[part]).astype(np.float64)
+
+    def x_mid(self, i, axis):
+        """x of the middle of the interval of the step with 0-based index ``i``."""
+        i = np.asarray(i, dtype=np.int64)
+        if axis == "step":
+            return i + 0.5
+        if axis == "epoch":
+            return (i + 0.5) / self.spe
+        return self.x_done(i, axis) + self.sizes[i % self.spe] / 2.0
+
+    def epoch_x(self, e, axis):
+        """x of ``e`` (array, may be fractional) epochs into the run."""
+        e = np.asarray(e, dtype=np.float64)
+        return e * {"step": self.spe, "epoch": 1, "records": self.records_per_epoch}[axis]
+
+    def steps_at(self, x, axis):
+        """How many steps are done at x (the inverse of :meth:`x_done`, rounded down)."""
+        if axis == "step":
+            return int(math.floor(x))
+        if axis == "epoch":
+            return int(math.floor(x * self.spe))
+        full, rem = divmod(max(x, 0.0), self.records_per_epoch)
+        return int(full) * self.spe + int(np.searchsorted(self.cum, rem, side="right")) - 1
+
+    # ------------------------------------------------------------------ data in
+
+    def update(self, history):
+        self.history = history
+        self.n = history.n_steps
+        self.blocks.absorb(history.loss)
         if len(history.val_loss) != len(self.val_loss):
             self.val_loss = np.asarray(history.val_loss, dtype=np.float64).copy()
 
-    def position(self, steps_done, axis):
-        """Where ``steps_done`` steps are on the x axis ``axis``."""
-        if axis == "step":
-            return float(steps_done)
-        if axis == "epoch":
-            return steps_done / self.spe
-        full, part = divmod(int(steps_done), self.spe)
-        return float(full * self.records_per_epoch + self.sizes[:part].sum())
+    # ------------------------------------------------------------------ drawing
 
-    def epoch_x(self, epochs_done, axis):
-        """x of the points ``epochs_done`` (an array, may be fractional) epochs into the run."""
-        e = np.asarray(epochs_done, dtype=np.float64)
-        if axis == "step":
-            return e * self.spe
-        if axis == "epoch":
-            return e
-        return e * self.records_per_epoch
-
-    def draw(self, axis):
-        n = self.n
-        self.curve.setData(self.x[axis].data[:n], self.loss.data[:n])
-        m = self.epoch_means.view()
-        mid = np.arange(len(m)) + 0.5  # an epoch's mean sits in the middle of the steps it averages
-        self.means_item.setData(self.epoch_x(mid, axis), m)
-        v = self.val_loss
-        self.val_item.setData(self.epoch_x(np.arange(1, len(v) + 1), axis), v)
+    def step_view(self, a, z, axis, weight, pixels):
+        """(x, y, smoothed x, smoothed y, points) of steps [a, z) for about ``pixels`` columns."""
+        loss = self.history.loss if self.history is not None else np.empty(0)
+        z = min(z, self.n)
+        a = max(0, min(a, z))
+        if z - a <= RAW_LIMIT:
+            idx = np.arange(a, z)
+            x, y = self.x_mid(idx, axis), np.asarray(loss[a:z], dtype=np.float64)
+            sx, sy = x, None
+            if weight > 0 and z > a:
+                bl = self.blocks
+                k = min(a // bl.size, bl.n)
+                prev = bl.ema[k - 1] if k and bl.weight == weight else 0.0
+                start = k * bl.size if k and bl.weight == weight else 0
+                sy = ema(loss, start, z, weight, prev)[a - start:]
+            return x, y, sx, sy, z - a
+        bl = self.blocks
+        ka, kz = a // bl.size, min(-(-z // bl.size), bl.n)
+        if kz - ka < pixels // 2 and z - a <= (1 << 22):   # zoomed in finer than the blocks: read the History
+            cols = max(1, pixels)
+            edges = np.linspace(a, z, cols + 1).astype(np.int64)
+            edges = np.unique(edges)
+            seg = np.asarray(loss[a:z], dtype=np.float64)
+            mins = np.minimum.reduceat(seg, edges[:-1] - a)
+            maxs = np.maximum.reduceat(seg, edges[:-1] - a)
+            centers = (edges[:-1] + edges[1:]) // 2
+        else:
+            mins, maxs = bl.mins[ka:kz], bl.maxs[ka:kz]
+            centers = np.arange(ka, kz) * bl.size + bl.size // 2
+        xc = self.x_mid(centers, axis)
+        x = np.repeat(xc, 2)
+        y = np.empty(2 * len(mins))
+        y[0::2], y[1::2] = mins, maxs
+        tail = np.arange(max(bl.steps, a), z)        # steps past the last full block
+        if len(tail):
+            x = np.concatenate([x, self.x_mid(tail, axis)])
+            y = np.concatenate([y, np.asarray(loss[tail[0]:tail[-1] + 1], dtype=np.float64)])
+        sx = sy = None
+        if weight > 0 and bl.weight == weight and kz > ka:
+            ends = np.arange(ka, kz) * bl.size + bl.size - 1
+            sx = self.x_mid(ends, axis)
+            sy = bl.ema[ka:kz] / (1 - weight ** (ends + 1.0))
+        return x, y, sx, sy, z - a
 
     def set_current(self, current):
-        """The newest run is drawn bold; older ones fade."""
-        alpha = 255 if current else 110
-        c = pg.mkColor(self.color)
-        c.setAlpha(alpha)
-        self.curve.setPen(pg.mkPen(c, width=1))
-        self.means_item.setVisible(True)
-        self.val_item.setVisible(True)
+        """The newest run is drawn bold; older ones fade (their legend swatches keep full colour)."""
+        self.current = current
+        for item in self.items:
+            item.setOpacity(1.0 if current else 0.4)
+        for _, line in self.lines:
+            line.setOpacity(1.0 if current else 0.5)
 
 
 class LossPlot(pg.PlotWidget):
     """The loss plot (objectName ``lossPlot``); feed it with :meth:`begin_run` and :meth:`update_history`."""
 
     def __init__(self, parent=None, max_runs=3):
-        super().__init__(parent, background="w")
+        super().__init__(parent, background="w", axisItems={"bottom": CountAxis("bottom")})
         self.setObjectName("lossPlot")
         self.max_runs = max_runs
         self.axis = "step"
-        self.log_y = False
+        self.log_x = self.log_y = False
+        self.smoothing = 0.0
         self.runs = []
-        self.epoch_lines = []     # (epoch index, InfiniteLine) of the newest run
         self.lr_lines = []        # (steps done, rate, InfiniteLine) of the newest run
-        self._epoch_every = 1
+        self.epoch_labels = []    # a pool of label-only InfiniteLines for the newest run's epochs
         self._dirty = False
+        self._auto = True         # the view follows the data until the user pans or zooms
+        self._drawn_range = None
         pi = self.getPlotItem()
         pi.setLabel("left", "loss")
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.getAxis("bottom").enableAutoSIPrefix(False)
         pi.setLabel("bottom", X_AXES[self.axis])
         pi.setMenuEnabled(False)
-        self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", labelTextColor="#222222", brush=pg.mkBrush(255, 255, 255, 220),
-                                   pen=pg.mkPen("#bbbbbb"))
+        pi.hideButtons()
+        vb = pi.getViewBox()
+        vb.disableAutoRange()
+        vb.sigRangeChangedManually.connect(self._user_moved)
+        self.legend = pi.addLegend(offset=(10, -10), labelTextSize="10pt", labelTextColor="#222222",
+                                   brush=pg.mkBrush(255, 255, 255, 225), pen=pg.mkPen("#bbbbbb"))
+        self.legend.setVisible(False)
         self.hover_text = ""
-        self._hover_label = pg.TextItem("", color="#222222", anchor=(0, 1), fill=pg.mkBrush(255, 255, 240, 230),
+        self._hover_label = pg.TextItem("", color="#222222", anchor=(0, 1), fill=pg.mkBrush(255, 255, 240, 235),
                                         border=pg.mkPen("#999999"))
         self._hover_dot = pg.ScatterPlotItem(size=10, brush=pg.mkBrush("#ffcc00"), pen=pg.mkPen("#333333"))
         for item in (self._hover_label, self._hover_dot):
@@ -174,10 +302,6 @@ class LossPlot(pg.PlotWidget):
             item.setVisible(False)
             pi.addItem(item, ignoreBounds=True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        self.timer = QTimer(self)
-        self.timer.setInterval(1000 // FPS)
-        self.timer.timeout.connect(self.redraw)
-        self.timer.start()
 
     # ------------------------------------------------------------------ runs
 
@@ -185,19 +309,20 @@ class LossPlot(pg.PlotWidget):
     def current(self):
         return self.runs[-1] if self.runs else None
 
-    def begin_run(self, label, plan):
-        """Add a trace for a new run of ``plan``; the oldest beyond ``max_runs`` goes."""
+    def begin_run(self, label, rate, plan):
+        """Add a trace for a new run of ``plan`` (legend: ``label, lr rate``); the oldest beyond ``max_runs`` goes."""
         used = {r.color for r in self.runs}
         color = next((c for c in RUN_COLORS if c not in used), RUN_COLORS[0])
         while len(self.runs) >= self.max_runs:
             self._remove_trace(self.runs[0])
-        self._clear_markers()
-        trace = RunTrace(self.getPlotItem(), label, color, plan)
+        self._clear_lr_lines()
+        trace = RunTrace(self.getPlotItem(), (label, rate), color, plan)
         self.runs.append(trace)
         for r in self.runs:
             r.set_current(r is trace)
-        self._epoch_every = nice_step(plan.epochs, MAX_EPOCH_LINES)
-        self._n_lines = -(-plan.epochs // self._epoch_every)
+        self._add_boundary(trace, 0)   # the first epoch's start
+        self._auto = True
+        self._rebuild_legend()
         self._dirty = True
         return trace
 
@@ -205,64 +330,114 @@ class LossPlot(pg.PlotWidget):
         """Remove the newest run (Reset)."""
         if self.runs:
             self._remove_trace(self.runs[-1])
-            self._clear_markers()
+            self._clear_lr_lines()
             if self.runs:
                 self.runs[-1].set_current(True)
+            self._rebuild_legend()
             self._dirty = True
 
     def clear_runs(self):
         while self.runs:
             self._remove_trace(self.runs[0])
-        self._clear_markers()
+        self._clear_lr_lines()
+        self._rebuild_legend()
         self._dirty = True
 
     def _remove_trace(self, trace):
         pi = self.getPlotItem()
-        for item in trace.items:
+        for item in trace.items + [line for _, line in trace.lines]:
             pi.removeItem(item)
         self.runs.remove(trace)
 
-    def _clear_markers(self):
-        pi = self.getPlotItem()
-        for _, line in self.epoch_lines:
-            pi.removeItem(line)
+    def _clear_lr_lines(self):
         for _, _, line in self.lr_lines:
-            pi.removeItem(line)
-        self.epoch_lines, self.lr_lines = [], []
+            self.getPlotItem().removeItem(line)
+        self.lr_lines = []
 
     def update_history(self, history):
-        """New steps of the newest run (cheap; the drawing waits for the timer)."""
+        """New steps of the newest run (cheap; drawing waits for :meth:`redraw`)."""
         trace = self.current
         if trace is None:
             return
-        trace.append(history)
-        started = -(-trace.n // trace.spe) if trace.n else 0  # epochs begun so far
-        for e in range(len(self.epoch_lines) * self._epoch_every, started, self._epoch_every):
-            self._add_epoch_line(trace, e)
+        trace.update(history)
+        done = trace.n // trace.spe
+        for e in trace.line_epochs:
+            if e <= done and e not in dict(trace.lines):
+                self._add_boundary(trace, e)
         self._dirty = True
 
-    def _add_epoch_line(self, trace, e):
-        line = pg.InfiniteLine(pos=trace.position(e * trace.spe, self.axis), angle=90,
-                               pen=pg.mkPen("#888888", width=1, style=Qt.DotLine),
-                               label=f"epoch {e + 1}" if e == 0 or self._n_lines <= 6 else str(e + 1),
-                               labelOpts=dict(position=0.04, color="#555555", anchors=[(0, 0), (0, 0)],
-                                              fill=pg.mkBrush(255, 255, 255, 200)))
-        self.getPlotItem().addItem(line, ignoreBounds=True)
-        self.epoch_lines.append((e, line))
+    def set_epoch_means(self, means):
+        """The newest run's finished epochs' means (the library's, weighted by batch size)."""
+        if self.current is not None:
+            had = len(self.current.epoch_means)
+            self.current.epoch_means = np.asarray(means, dtype=np.float64)
+            if had == 0 and len(means):
+                self._rebuild_legend()
+            self._dirty = True
 
-    def add_lr_marker(self, steps_done, rate):
-        """A dashed line where the learning rate changed: it applies from the next step."""
+    def add_full_loss(self, steps_done, loss):
+        """The loss on all training records after ``steps_done`` steps of the newest run."""
         trace = self.current
         if trace is None:
             return
-        line = pg.InfiniteLine(pos=trace.position(steps_done, self.axis), angle=90,
-                               pen=pg.mkPen("#e07000", width=1.5, style=Qt.DashLine),
-                               label=f"lr {rate:g}",
+        if trace.full_steps and steps_done <= trace.full_steps[-1]:
+            return
+        trace.full_steps.append(int(steps_done))
+        trace.full_loss.append(float(loss))
+        if len(trace.full_steps) == 1:
+            self._rebuild_legend()
+        self._dirty = True
+
+    def _add_boundary(self, trace, e):
+        line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(trace.color, width=1.2, style=Qt.DotLine))
+        line.setZValue(-5)
+        line.setOpacity(1.0 if trace.current else 0.5)
+        self.getPlotItem().addItem(line, ignoreBounds=True)
+        trace.lines.append((e, line))
+        self._place(line, trace.epoch_x(e, self.axis))
+
+    def _place(self, line, x):
+        x = float(x)
+        if self.log_x:
+            line.setVisible(x > 0)
+            if x > 0:
+                line.setValue(math.log10(x))
+        else:
+            line.setVisible(True)
+            line.setValue(float(x))
+
+    def add_lr_marker(self, steps_done, rate):
+        """A dashed line where the learning rate changed (it applies from the next step); the legend follows."""
+        trace = self.current
+        if trace is None:
+            return
+        line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#e07000", width=1.5, style=Qt.DashLine),
+                               label=f"lr {num(rate)}",
                                labelOpts=dict(position=0.85, color="#b05000", anchors=[(0, 0), (0, 0)],
                                               fill=pg.mkBrush(255, 255, 255, 220)))
         self.getPlotItem().addItem(line, ignoreBounds=True)
+        self._place(line, trace.x_done(steps_done, self.axis))
         self.lr_lines.append((steps_done, rate, line))
+        trace.rates.append(rate)
+        self._rebuild_legend()
         self._dirty = True
+
+    # ------------------------------------------------------------------ legend
+
+    def _rebuild_legend(self):
+        lg = self.legend
+        lg.clear()
+        for r in self.runs:
+            lg.addItem(r.smooth if self.smoothing > 0 else r.raw, r.text)
+        cur = self.current
+        if cur is not None:
+            if len(cur.epoch_means):
+                lg.addItem(cur.means_item, MEAN_LABEL)
+            if len(cur.val_loss):
+                lg.addItem(cur.val_item, VAL_LABEL)
+            if cur.full_steps:
+                lg.addItem(cur.full_item, FULL_LABEL)
+        lg.setVisible(bool(self.runs))
 
     # ------------------------------------------------------------------ view options
 
@@ -271,41 +446,227 @@ class LossPlot(pg.PlotWidget):
             raise ValueError(f"x axis must be one of {list(X_AXES)}, got {axis!r}")
         self.axis = axis
         self.getPlotItem().setLabel("bottom", X_AXES[axis])
-        trace = self.current
-        if trace is not None:
-            for e, line in self.epoch_lines:
-                line.setValue(trace.position(e * trace.spe, axis))
-            for s, _, line in self.lr_lines:
-                line.setValue(trace.position(s, axis))
+        self._replace_lines()
+        self._auto = True
         self._dirty = True
         self.redraw()
-        self.getPlotItem().enableAutoRange()
+
+    def set_log_x(self, on):
+        """A logarithmic step axis (compare runs of very different step counts)."""
+        self.log_x = bool(on)
+        self.getPlotItem().setLogMode(x=self.log_x, y=self.log_y)
+        self._replace_lines()
+        self._auto = True
+        self._dirty = True
 
     def set_log_y(self, on):
         self.log_y = bool(on)
-        self.getPlotItem().setLogMode(y=self.log_y)
+        self.getPlotItem().setLogMode(x=self.log_x, y=self.log_y)
+        self._auto = True
         self._dirty = True
 
-    def redraw(self):
-        """Push the arrays to the items; called by the timer, a no-op when nothing changed."""
-        if not self._dirty:
+    def set_smoothing(self, weight):
+        """An exponential moving average of the per-step loss, as TensorBoard's slider (0: off)."""
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {weight!r}")
+        self.smoothing = float(weight)
+        for r in self.runs:
+            if r.history is not None:
+                r.blocks.set_weight(self.smoothing, r.history.loss)
+            else:
+                r.blocks.weight = self.smoothing
+        self._rebuild_legend()
+        self._dirty = True
+
+    def _replace_lines(self):
+        for trace in self.runs:
+            for e, line in trace.lines:
+                self._place(line, trace.epoch_x(e, self.axis))
+        trace = self.current
+        if trace is not None:
+            for s, _, line in self.lr_lines:
+                self._place(line, trace.x_done(s, self.axis))
+
+    def _user_moved(self, *_):
+        self._auto = False
+
+    def follow_data(self):
+        """Let the view follow the data again (after the user panned or zoomed; also a double-click)."""
+        self._auto = True
+        self._dirty = True
+        self.redraw()
+
+    def mouseDoubleClickEvent(self, ev):
+        self.follow_data()
+        super().mouseDoubleClickEvent(ev)
+
+    # ------------------------------------------------------------------ drawing
+
+    def _extent(self):
+        """The x range that shows every run whole: from 0 to the furthest run's steps done (at least 1 step)."""
+        hi = max((float(r.x_done(max(r.n, 1), self.axis)) for r in self.runs), default=1.0)
+        lo = 0.0
+        if self.log_x:
+            lo = min((float(r.x_mid(0, self.axis)) for r in self.runs), default=0.5)
+        return lo, hi
+
+    def _view_x(self):
+        (x0, x1), _ = self.getPlotItem().getViewBox().viewRange()
+        if self.log_x:
+            x0, x1 = 10 ** x0, 10 ** x1
+        return x0, x1
+
+    def redraw(self, force=False):
+        """Push what is in view to the items; called by the window's frame timer."""
+        vb = self.getPlotItem().getViewBox()
+        view = tuple(vb.viewRange()[0]) + (vb.width(),)
+        if not (self._dirty or force or view != self._drawn_range):
             return
         self._dirty = False
+        if self._auto:
+            x0, x1 = self._extent()
+        else:
+            x0, x1 = self._view_x()
+        pixels = max(int(vb.width()), 100)
+        ys = []
         for r in self.runs:
-            r.draw(self.axis)
+            ys.extend(self._draw_run(r, x0, x1, pixels))
+        if self._auto:
+            self._set_range(x0, x1, ys)
+        self._place_epoch_labels()
+        self._drawn_range = tuple(vb.viewRange()[0]) + (vb.width(),)
+
+    def _draw_run(self, r, x0, x1, pixels):
+        axis, w = self.axis, self.smoothing
+        a = max(0, r.steps_at(x0, axis) - 1)
+        z = min(r.n, r.steps_at(x1, axis) + 2)
+        if r.n == 0 or z <= a:
+            r.raw.setData([], [])
+            r.smooth.setData([], [])
+            x = y = np.empty(0)
+            sy = None
+        else:
+            x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels)
+            markers = count < MARKERS_BELOW
+            r.raw.setData(x, y, symbol="o" if markers else None, symbolSize=5, symbolBrush=r.color,
+                          symbolPen=None)
+            color = pg.mkColor(r.color)
+            if w > 0:
+                color.setAlpha(70)
+            r.raw.setPen(pg.mkPen(color, width=1))
+            if sy is not None:
+                r.smooth.setData(sx, sy)
+            else:
+                r.smooth.setData([], [])
+        m = r.epoch_means
+        r.means_item.setData(r.epoch_x(np.arange(len(m)) + 0.5, axis), m)
+        v = r.val_loss
+        r.val_item.setData(r.epoch_x(np.arange(1, len(v) + 1), axis), v)
+        fx = r.x_done(np.asarray(r.full_steps, dtype=np.int64), axis) if r.full_steps else np.empty(0)
+        r.full_item.setData(fx, np.asarray(r.full_loss))
+        out = [y]
+        if sy is not None:
+            out.append(sy)
+        for xs, vs in ((r.epoch_x(np.arange(len(m)) + 0.5, axis), m), (r.epoch_x(np.arange(1, len(v) + 1), axis), v),
+                       (fx, np.asarray(r.full_loss))):
+            if len(vs):
+                out.append(vs[(xs >= x0) & (xs <= x1)])
+        return out
+
+    def _set_range(self, x0, x1, ys):
+        vals = np.concatenate([np.asarray(y, dtype=np.float64).ravel() for y in ys]) if ys else np.empty(0)
+        vals = vals[np.isfinite(vals)]
+        if self.log_y:
+            vals = np.log10(vals[vals > 0])
+        if len(vals):
+            lo, hi = float(vals.min()), float(vals.max())
+            floor = 0.05 if self.log_y else MIN_SPAN * max(abs(lo), abs(hi))
+            span = max(hi - lo, floor, 1e-12)
+            mid = (lo + hi) / 2
+            lo, hi = mid - 0.55 * span, mid + 0.55 * span
+            if not self.log_y and lo < 0 <= vals.min():
+                lo, hi = 0.0, hi - lo
+        else:
+            lo, hi = (0.0, 1.0)
+        vb = self.getPlotItem().getViewBox()
+        if self.log_x:
+            x0, x1 = math.log10(max(x0, 1e-9)), math.log10(max(x1, 1e-9))
+            pad = 0.02 * max(x1 - x0, 0.1)
+        else:
+            pad = 0.02 * max(x1 - x0, 1e-9)
+        vb.setRange(xRange=(x0 - pad if self.log_x else x0 - pad, x1 + pad), yRange=(lo, hi), padding=0)
+
+    def _place_epoch_labels(self):
+        """The newest run's epoch numbers, centred on the visible part of their spans, never colliding."""
+        trace = self.current
+        pi = self.getPlotItem()
+        want = []   # (epoch, display x)
+        if trace is not None and trace.n:
+            x0, x1 = self._view_x()
+            vb = pi.getViewBox()
+            (d0, d1), _ = vb.viewRange()
+            px = max(vb.width(), 1) / max(d1 - d0, 1e-12)      # pixels per display unit
+            begun = min(-(-trace.n // trace.spe), trace.plan.epochs)
+            width = float(trace.epoch_x(1, self.axis))
+            k = 1 if self.log_x else nice_step(max(1, math.ceil(LABEL_PIXELS / max(width * px, 1e-9))), 1)
+            first = 0 if self.log_x else max(0, int(max(x0, 0) / width) // k * k)
+            last_px = -1e18
+            for e in range(first, begun, k):
+                lo, hi = max(e * width, x0), min((e + 1) * width, x1, float(trace.x_done(trace.n, self.axis)))
+                if self.log_x:
+                    lo = max(lo, float(trace.x_mid(0, self.axis)))
+                    if hi <= lo:
+                        continue
+                    lo, hi = math.log10(lo), math.log10(hi)
+                if hi <= lo:
+                    if e * width > x1:
+                        break
+                    continue
+                mid = (lo + hi) / 2
+                if (mid - last_px) * px >= LABEL_PIXELS:
+                    want.append((e, mid))
+                    last_px = mid
+                if len(want) >= 30:
+                    break
+        while len(self.epoch_labels) < len(want):
+            line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(None), movable=False, label="",
+                                   labelOpts=dict(position=0.965, color="#444444", anchors=[(0.5, 0), (0.5, 0)],
+                                                  fill=pg.mkBrush(255, 255, 255, 190)))
+            line.setZValue(20)
+            pi.addItem(line, ignoreBounds=True)
+            self.epoch_labels.append(line)
+        for i, line in enumerate(self.epoch_labels):
+            if i < len(want):
+                e, x = want[i]
+                line.label.setFormat(f"epoch {e + 1}" if i == 0 or len(want) <= 8 else str(e + 1))
+                line.label.setColor(trace.color)
+                line.setValue(x)
+                line.setVisible(True)
+            else:
+                line.setVisible(False)
 
     # ------------------------------------------------------------------ queries (and tests)
 
     @property
     def n_plotted_steps(self):
-        """Points of the newest run's per-step curve as drawn."""
-        self.redraw()
+        """Steps of the newest run drawn one by one (0 while the view is decimated)."""
+        self.redraw(force=True)
         trace = self.current
-        return 0 if trace is None or trace.curve.xData is None else len(trace.curve.xData)
+        if trace is None or trace.raw.xData is None:
+            return 0
+        return len(trace.raw.xData) if trace.n <= RAW_LIMIT else 0
+
+    @property
+    def epoch_lines(self):
+        """(epoch boundary index, line) of the newest run: boundary e ends epoch e (0: the run's start)."""
+        return self.current.lines if self.current else []
 
     @property
     def n_epoch_lines(self):
         return len(self.epoch_lines)
+
+    def epoch_label_texts(self):
+        return [line.label.format for line in self.epoch_labels if line.isVisible()]
 
     def legend_labels(self):
         return [label.text for _, label in self.legend.items]
@@ -319,25 +680,27 @@ class LossPlot(pg.PlotWidget):
             self._hide_hover()
             return
         x = vb.mapSceneToView(pos).x()
-        self.show_hover_at(x)
+        self.show_hover_at(10 ** x if self.log_x else x)
 
     def show_hover_at(self, x):
-        """Show step, epoch, batch and loss of the newest run's step nearest to ``x``."""
+        """Show step, epoch, batch and loss of the newest run's step under ``x``."""
         trace = self.current
-        if trace is None or trace.n == 0:
+        if trace is None or trace.n == 0 or trace.history is None:
             return ""
-        xs = trace.x[self.axis].view()
-        i = int(np.clip(np.searchsorted(xs, x), 0, trace.n - 1))
-        if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
-            i -= 1
-        loss = float(trace.loss.data[i])
+        i = int(np.clip(trace.steps_at(x, self.axis), 0, trace.n - 1))
+        loss = float(trace.history.loss[i])
         epoch, batch = divmod(i, trace.spe)
-        self.hover_text = (f"step {i + 1} · epoch {epoch + 1} · batch {batch + 1} "
-                           f"({int(trace.sizes[batch])} records)\nloss {loss:.5g}")
-        y = math.log10(loss) if self.log_y and loss > 0 else loss
+        self.hover_text = (f"step {num(i + 1)} · epoch {num(epoch + 1)} · batch {num(batch + 1)} "
+                           f"({num(int(trace.sizes[batch]))} records)\nloss {loss:.5g}")
+        xi = float(trace.x_mid(i, self.axis))
+        px = math.log10(xi) if self.log_x else xi
+        py = math.log10(loss) if self.log_y and loss > 0 else loss
+        (v0, v1), _ = self.getPlotItem().getViewBox().viewRange()
+        right = px > (v0 + v1) / 2        # keep the box inside the plot
+        self._hover_label.setAnchor((1, 1) if right else (0, 1))
         self._hover_label.setText(self.hover_text)
-        self._hover_label.setPos(xs[i], y)
-        self._hover_dot.setData([xs[i]], [y])
+        self._hover_label.setPos(px, py)
+        self._hover_dot.setData([px], [py])
         self._hover_label.setVisible(True)
         self._hover_dot.setVisible(True)
         return self.hover_text

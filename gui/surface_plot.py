@@ -1,4 +1,8 @@
-"""The decision surface of a two-feature classifier: predict_proba on a grid as an image, and the points."""
+"""The decision surface of a two-feature classifier: predict_proba on a grid as an image, and the records.
+
+After a stepped batch, its records are drawn large with a dark ring, this epoch's records
+already trained on are faded, and held-out (validation) records are hollow.
+"""
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
@@ -7,45 +11,77 @@ CLASS_COLORS = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39
                          [148, 103, 189], [140, 86, 75]], dtype=np.float64)
 GRID = 120          # the surface is GRID x GRID predictions
 MAX_POINTS = 2500   # points drawn at most (a seeded subsample of bigger datasets)
+PAD = 0.08          # the view spans the data plus this share on each side
 
 
 class SurfacePlot(pg.PlotWidget):
-    """Class regions shaded by predicted probability, with the training points on top."""
+    """Class regions shaded by predicted probability, with the records on top."""
 
     def __init__(self, parent=None):
         super().__init__(parent, background="w")
         self.setObjectName("surfacePlot")
         pi = self.getPlotItem()
         pi.setMenuEnabled(False)
+        pi.hideButtons()
         pi.setTitle("decision surface", color="#333333", size="11pt")
-        pi.setLabel("bottom", "feature 0")
-        pi.setLabel("left", "feature 1")
-        pi.setAspectLocked(True)
+        pi.setLabel("bottom", "feature 1")
+        pi.setLabel("left", "feature 2")
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setOpacity(0.85)
         pi.addItem(self.image)
         self.points = pg.ScatterPlotItem(size=5, pen=pg.mkPen(255, 255, 255, 160, width=0.6))
         pi.addItem(self.points)
+        self.batch_points = pg.ScatterPlotItem(size=11, pen=pg.mkPen("#111111", width=2))
+        self.batch_points.setZValue(5)
+        pi.addItem(self.batch_points)
         self.n_features = 2
         self.rect = None
         self.steps_shown = -1
+        self.shown = np.empty(0, dtype=np.int64)   # the record index of each drawn point
+        self.highlighted = np.empty(0, dtype=np.int64)
+        self._X = self._y = None
+        self._held = np.zeros(0, dtype=bool)
 
-    def set_data(self, X, y, seed=0):
-        """Show the points (features 0 and 1) and set the grid around them; clears the surface."""
+    def set_data(self, X, y, held_out=(), seed=0):
+        """Show the records (features 1 and 2) and fit the view and the grid to them; clears the surface."""
         X = np.asarray(X)
         self.n_features = X.shape[1]
-        if len(X) > MAX_POINTS:
-            idx = np.random.default_rng(seed).choice(len(X), MAX_POINTS, replace=False)
-            X, y = X[idx], y[idx]
-        cols = CLASS_COLORS[np.asarray(y, dtype=np.int64) % len(CLASS_COLORS)]
-        self.points.setData(x=X[:, 0], y=X[:, 1],
-                            brush=[pg.mkBrush(*c) for c in cols.astype(int)])
-        lo, hi = X[:, :2].min(axis=0), X[:, :2].max(axis=0)
-        pad = 0.1 * np.maximum(hi - lo, 1e-9)
+        n = len(X)
+        self.shown = (np.sort(np.random.default_rng(seed).choice(n, MAX_POINTS, replace=False))
+                      if n > MAX_POINTS else np.arange(n))
+        self._X, self._y = X[self.shown, :2], np.asarray(y)[self.shown].astype(np.int64)
+        held = np.zeros(n, dtype=bool)
+        held[np.asarray(held_out, dtype=np.int64)] = True
+        self._held = held[self.shown]
+        self.highlight((), ())
+        lo, hi = self._X.min(axis=0), self._X.max(axis=0)
+        pad = PAD * np.maximum(hi - lo, 1e-9)
         lo, hi = lo - pad, hi + pad
         self.rect = QRectF(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
         self.clear_surface()
         self.getPlotItem().getViewBox().setRange(self.rect, padding=0)
+
+    def highlight(self, batch, seen):
+        """Draw the records ``batch`` (indices into the data) large, and the records ``seen`` faded."""
+        if self._X is None:
+            return
+        cols = CLASS_COLORS[self._y % len(CLASS_COLORS)].astype(int)
+        seen_mask = np.isin(self.shown, np.asarray(seen, dtype=np.int64))
+        brushes, pens = [], []
+        for c, s, h in zip(cols, seen_mask, self._held):
+            alpha = 70 if s else 255
+            if h:   # held out for validation: hollow
+                brushes.append(pg.mkBrush(255, 255, 255, 0))
+                pens.append(pg.mkPen(*c, alpha, width=1.3))
+            else:
+                brushes.append(pg.mkBrush(*c, alpha))
+                pens.append(pg.mkPen(255, 255, 255, 160 if not s else 60, width=0.6))
+        self.points.setData(x=self._X[:, 0], y=self._X[:, 1], brush=brushes, pen=pens)
+        in_batch = np.isin(self.shown, np.asarray(batch, dtype=np.int64))
+        self.highlighted = self.shown[in_batch]
+        bx = self._X[in_batch]
+        self.batch_points.setData(x=bx[:, 0], y=bx[:, 1],
+                                  brush=[pg.mkBrush(*c) for c in cols[in_batch]])
 
     def clear_surface(self):
         self.image.clear()

@@ -1,68 +1,116 @@
-"""The main window: wires the controls, the worker thread, the plots and the status bar together.
+"""The main window: lays out the controls, the plots and the status bar, and draws what the run controller says.
 
-States: ``idle`` (no run going; settings editable), ``running`` (the worker trains),
-``paused`` (a run in progress that is not training; only the learning rate may change).
+The rules of a run (what each button does in each state) live in ``run_controller.py``; the
+training runs on the worker's thread (``worker.py``); one frame timer draws.
 """
-import collections
 import os
-import time
+import re
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QProgressBar,
-                               QScrollArea, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
+                               QProgressBar, QScrollArea, QSlider, QSplitter, QVBoxLayout, QWidget)
 
 import fastbatch as fb
 from fastbatch import datasets
 
 from .controls import ControlPanel
+from .fmt import clock, count, num
+from .lesson import RANDOM_HINT, sorted_by_class
 from .loss_plot import X_AXES, LossPlot
+from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread
 
-IDLE, RUNNING, PAUSED = "idle", "running", "paused"
+FPS = 30
 
 
 def training_records(n, split):
-    """Records left for training after the validation split (as the Trainer splits them)."""
-    n_val = int(round(n * split)) if split > 0 else 0
-    if split > 0 and (n_val < 1 or n - n_val < 1):
-        raise ValueError(f"validation split {split:g} of {n} records leaves {n_val} for validation "
-                         f"and {n - n_val} for training; both need at least 1")
-    return n - n_val, n_val
+    """(training, validation) records: the library's split (``fb.split_sizes``); both must be at least 1."""
+    n_train, n_val = fb.split_sizes(n, split)
+    if split > 0 and (n_val < 1 or n_train < 1):
+        raise ValueError(f"validation split {split:g} of {count(n, 'record')} leaves {num(n_val)} for validation "
+                         f"and {num(n_train)} for training; both need at least 1")
+    return n_train, n_val
 
 
-def _clock(seconds):
-    m, s = divmod(seconds, 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+def split_rows(n, split, seed):
+    """(training rows, validation rows) as the Trainer splits them."""
+    if not split:
+        return np.arange(n), np.empty(0, dtype=np.int64)
+    from fastbatch._data import split_indices  # the library's seeded split
+    return split_indices(n, split, seed)
+
+
+def describe(plan):
+    """The plan's arithmetic in the app's words: one number format, plural-aware."""
+    last = "" if plan.last_batch_size == plan.effective_batch_size else f" (last batch {num(plan.last_batch_size)})"
+    dropped = plan.n_records - plan.steps_per_epoch * plan.effective_batch_size if plan.drop_last else 0
+    drop = f", {count(dropped, 'record')} dropped per epoch" if dropped else ""
+    return (f"{count(plan.n_records, 'record')} / batch {num(plan.batch_size)} -> "
+            f"{count(plan.steps_per_epoch, 'step')} per epoch{last}{drop} x {count(plan.epochs, 'epoch')} = "
+            f"{count(plan.total_steps, 'step')}")
+
+
+class StepPanel(QFrame):
+    """What the last stepped batch did: which step, the batch's loss before and after, the update's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.setObjectName("thisStepPanel")
+        self.setFrameShape(QFrame.StyledPanel)
+        self.setStyleSheet("#thisStepPanel { background: #fffdf2; border: 1px solid #d8cfa0; }")
+        self.label = QLabel()
+        self.label.setObjectName("thisStepLabel")
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 4, 8, 4)
+        lay.addWidget(self.label)
+        self.info = None
+        self.setVisible(False)
+
+    def show_step(self, d):
+        self.info = d
+        change = d["loss_after"] - d["loss_before"]
+        upd = ("—  (the params are made by the first step)" if d["update_norm"] is None else
+               f"{d['update_norm']:.4g}  ({100 * d['update_norm'] / max(d['param_norm'], 1e-300):.2g}% of |params|)")
+        self.label.setText(
+            f"<b>This step:</b> step {num(d['step'])} · epoch {num(d['epoch'])} · batch {num(d['batch'])} of "
+            f"{num(d['batches'])} · {count(d['batch_size'], 'record')} · lr {num(d['learning_rate'])}<br>"
+            f"loss on this batch: <b>{d['loss_before']:.5g}</b> before the update → "
+            f"<b>{d['loss_after']:.5g}</b> after it ({change:+.3g})<br>"
+            f"size of the update |Δparams|: {upd}")
+        self.setVisible(True)
+
+    def clear(self):
+        self.info = None
+        self.setVisible(False)
 
 
 class MainWindow(QMainWindow):
     """fastbatch's desktop app: ``MainWindow().show()`` inside a QApplication."""
 
     runRequested = Signal(object)   # a Job, to the worker thread
-    fitReturned = Signal()          # each time a fit call returns (run over, paused or stepped)
+    fitReturned = Signal()          # each time a job returns (run over, paused or stepped) or fails
     runEnded = Signal(str)          # the run is over: "finished", "stopped" or "errored"
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("mainWindow")
         self.setWindowTitle("fastbatch: records, batches, steps, epochs")
-        self.resize(1240, 820)
-        self.state = IDLE
-        self.trainer = None
+        self.resize(1280, 840)
         self.plan = None            # the plan the settings describe (None when they are invalid)
         self.plan_error = None
-        self.run_plan = None        # the plan of the current run
-        self.last_error = None
-        self._job = None
-        self._after_fit = None      # "pause" or "stop", when the user asked the fit to return
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
-        self._elapsed, self._fit_t0 = 0.0, None
-        self._rate_samples = collections.deque()
-        self._rates = (float("nan"), float("nan"))
+        self._rows = None           # (training rows, validation rows) of the current run
+        self._grid = None
+        self._highlight = None      # the records of the last stepped batch
+        self.run = RunController(self._make_run, self._launch)
+        self.run.stateChanged.connect(lambda _: self._apply_state())
+        self.run.runStarted.connect(self._on_run_started)
+        self.run.rateChanged.connect(lambda step, lr: self.loss_plot.add_lr_marker(step, lr))
+        self.run.runEnded.connect(self._on_run_ended)
 
         self.controls = ControlPanel()
         scroll = QScrollArea()
@@ -79,23 +127,40 @@ class MainWindow(QMainWindow):
         self.x_axis_combo.setObjectName("xAxisCombo")
         for key, text in X_AXES.items():
             self.x_axis_combo.addItem(text, key)
-        self.log_y_check = QCheckBox("log scale")
+        self.log_x_check = QCheckBox("log x")
+        self.log_x_check.setObjectName("logXCheck")
+        self.log_y_check = QCheckBox("log loss")
         self.log_y_check.setObjectName("logYCheck")
+        self.full_loss_check = QCheckBox("loss on all training records")
+        self.full_loss_check.setObjectName("fullLossCheck")
+        self.full_loss_check.setToolTip("measured between steps (at most 10% of the training time): the real "
+                                        "path, without the sampling noise of single batches")
+        self.smoothing_slider = QSlider(Qt.Horizontal)
+        self.smoothing_slider.setObjectName("smoothingSlider")
+        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setFixedWidth(110)
+        self.smoothing_slider.setToolTip("smoothing: an exponential moving average of the per-step loss "
+                                         "(as TensorBoard's slider); the raw curve stays faint behind it")
+        self.smoothing_label = QLabel("smoothing 0")
         bar = QHBoxLayout()
         bar.addWidget(QLabel("x axis:"))
         bar.addWidget(self.x_axis_combo)
-        bar.addSpacing(12)
-        bar.addWidget(self.log_y_check)
+        for w in (self.log_x_check, self.log_y_check, self.full_loss_check, self.smoothing_label,
+                  self.smoothing_slider):
+            bar.addWidget(w)
         bar.addStretch(1)
-        legend_hint = QLabel("<span style='color:#666'>thin line: loss of each step · ● mean loss of each epoch"
-                             " · ▲ validation loss at each epoch end · dotted lines: epoch starts ·"
-                             " hover for step, epoch, batch and loss</span>")
         for b in (self.controls.export_csv_button, self.controls.export_png_button,
                   self.controls.clear_runs_button):
             bar.addWidget(b)
+        self.legend_hint = QLabel("<span style='color:#555'>thin line: loss of each step's batch (step s spans "
+                                  "s−1 to s) · ● epoch mean, weighted by batch size · ▲ validation loss at "
+                                  "epoch end · dotted lines: epoch boundaries · hover for step, epoch, batch and "
+                                  "loss · double-click: follow the data</span>")
+        self.legend_hint.setWordWrap(True)
 
         self.loss_plot = LossPlot()
         self.surface_plot = SurfacePlot()
+        self.step_panel = StepPanel()
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(self.loss_plot)
         self.splitter.addWidget(self.surface_plot)
@@ -108,9 +173,9 @@ class MainWindow(QMainWindow):
         v.setContentsMargins(4, 6, 6, 4)
         v.addWidget(self.readout)
         v.addLayout(bar)
+        v.addWidget(self.step_panel)
         v.addWidget(self.splitter, 1)
-        legend_hint.setWordWrap(True)
-        v.addWidget(legend_hint)
+        v.addWidget(self.legend_hint)
         main = QSplitter(Qt.Horizontal)
         main.addWidget(scroll)
         main.addWidget(right)
@@ -123,7 +188,10 @@ class MainWindow(QMainWindow):
         self.runRequested.connect(self.worker.run)
         self.worker.progress.connect(self._on_progress)
         self.worker.surface.connect(self._on_surface)
-        self.worker.finished.connect(self._on_fit_returned)
+        self.worker.fullLoss.connect(self._on_full_loss)
+        self.worker.epochMeans.connect(self.loss_plot.set_epoch_means)
+        self.worker.stepped.connect(self._on_stepped)
+        self.worker.finished.connect(self._on_job_returned)
         self.worker.errored.connect(self._on_errored)
 
         c = self.controls
@@ -140,10 +208,12 @@ class MainWindow(QMainWindow):
         c.clear_runs_button.clicked.connect(self.loss_plot.clear_runs)
         self.x_axis_combo.currentIndexChanged.connect(
             lambda: self.loss_plot.set_x_axis(self.x_axis_combo.currentData()))
+        self.log_x_check.toggled.connect(self.loss_plot.set_log_x)
         self.log_y_check.toggled.connect(self.loss_plot.set_log_y)
+        self.smoothing_slider.valueChanged.connect(self._smoothing_changed)
 
-        self._frame = QTimer(self)           # status and curves follow the worker at ~30 fps
-        self._frame.setInterval(33)
+        self._frame = QTimer(self)           # the one frame timer: status and curves follow the worker
+        self._frame.setInterval(1000 // FPS)
         self._frame.timeout.connect(self._on_frame)
         self._frame.start()
         self._data_timer = QTimer(self)      # regenerate the preview data once the spin boxes settle
@@ -153,10 +223,19 @@ class MainWindow(QMainWindow):
         self._settings_changed()
         self._refresh_preview()
 
+    # the run's facts, read by the app's command line and the tests
+    state = property(lambda self: self.run.state)
+    trainer = property(lambda self: self.run.trainer)
+    run_plan = property(lambda self: self.run.plan)
+
+    @property
+    def last_error(self):
+        return None if self.run.error is None else str(self.run.error)
+
     def _build_status_bar(self):
         sb = self.statusBar()
         self.status_labels = {}
-        for key, width in (("step", 90), ("epoch", 80), ("batch", 80), ("rate", 80), ("elapsed", 80)):
+        for key, width in (("step", 120), ("epoch", 90), ("batch", 90), ("rate", 90), ("elapsed", 90)):
             label = QLabel()
             label.setObjectName(f"{key}Status")
             label.setMinimumWidth(width)
@@ -177,24 +256,27 @@ class MainWindow(QMainWindow):
         if c["dataset"] == "file":
             if not c["data_path"]:
                 raise ValueError("choose a data file (Load file…)")
-            return ("file", c["data_path"], c["target"], os.path.getmtime(c["data_path"]))
-        return (c["dataset"], c["records"], c["features"], c["seed"])
+            return ("file", c["data_path"], c["target"], os.path.getmtime(c["data_path"]), c["sorted_by_class"])
+        return (c["dataset"], c["records"], c["features"], c["seed"], c["sorted_by_class"])
 
     def data(self):
         """``(X, y)`` for the current settings (generated or loaded once, then cached)."""
         key = self._data_spec()
         if key != self._data_key:
             if key[0] == "file":
-                self._data = datasets.load(key[1], target=key[2])
+                X, y = datasets.load(key[1], target=key[2])
             else:
-                self._data = datasets.make(*key)
-            self._data_key = key
+                X, y = datasets.make(*key[:4])
+            if key[-1]:
+                X, y = sorted_by_class(X, y)
+            self._data, self._data_key = (X, y), key
         return self._data
 
     def _n_records(self):
         c = self.controls.config()
         if c["dataset"] == "file":
             X, _ = self.data()
+            self.controls.show_data_shape(*X.shape[:2]) if X.ndim == 2 else None
             return X.shape[0]
         if c["dataset"] in datasets.TWO_FEATURE and c["features"] < 2:
             raise ValueError(f"the {c['dataset']} dataset needs at least 2 features")
@@ -218,22 +300,29 @@ class MainWindow(QMainWindow):
         self._data_timer.start()
         self._apply_state()
 
-    def _show_readout(self, plan, n_val, note=""):
-        text = plan.describe()
+    def _show_readout(self, plan, n_val):
+        c = self.controls.config()
+        text = describe(plan)
         if n_val:
-            text += f"  ({n_val} records held out for validation)"
+            text += f"  ({count(n_val, 'record')} held out for validation)"
+        notes = []
+        if c["lr_scaling"] != "none":
+            notes.append(f"learning rate {num(c['learning_rate'])} × {c['lr_scaling']}(batch {num(c['batch_size'])}"
+                         f" / {num(c['reference_batch'])}) = {num(self.controls.learning_rate())}")
+        if c["dataset"] == "random":
+            notes.append(RANDOM_HINT)
+        note = "".join(f"<br><span style='color:#8a5a00'>{n}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{text}</span>{note}")
 
     def readout_text(self):
         """The readout as plain text."""
-        doc = self.readout.text()
-        import re
-        return re.sub(r"<[^>]+>", "", doc).replace("&nbsp;", " ").strip()
+        text = re.sub(r"<br>", "\n", self.readout.text())
+        return re.sub(r"<[^>]+>", "", text).replace("&nbsp;", " ").strip()
 
     def _surface_wanted(self, X, y):
-        c = self.controls.config()
-        two_d = c["dataset"] in datasets.TWO_FEATURE or X.shape[1] == 2
-        return two_d and np.asarray(y).dtype.kind in "iub" and np.asarray(y).ndim == 1
+        y = np.asarray(y)
+        return X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
+                                                    or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
 
     def _refresh_preview(self):
         """Show the points of a two-feature dataset before training (and hide the panel otherwise)."""
@@ -246,7 +335,9 @@ class MainWindow(QMainWindow):
         show = X is not None and self._surface_wanted(X, y)
         self._show_surface(show)
         if show:
-            self.surface_plot.set_data(X, y, seed=0)
+            c = self.controls.config()
+            train, val = split_rows(len(X), c["validation_split"], c["seed"])
+            self.surface_plot.set_data(X, y, held_out=val, seed=0)
 
     def _show_surface(self, show):
         if show and self.surface_plot.isHidden():
@@ -267,229 +358,209 @@ class MainWindow(QMainWindow):
             return False
         return True
 
-    # ------------------------------------------------------------------ transport
+    # ------------------------------------------------------------------ transport (the controller decides)
+
+    def _sync_rate(self):
+        """The rate box (scaled with the batch size when asked) applies from the next step."""
+        if self.trainer is not None:
+            self.run.set_learning_rate(self.controls.learning_rate())
 
     def start(self):
         """Start a new run with the current settings (the Start button)."""
-        if self.state == IDLE and self._new_run():
-            self._launch(None)
-
-    def pause_or_resume(self):
-        if self.state == RUNNING:
-            self._after_fit = "pause"
-            self._job.request_stop()
-        elif self.state == PAUSED:
-            self._launch(None)
+        if self.plan_error is None and not self.run.start():
+            self._show_error(self.run.error)
 
     def step_batch(self):
         """Train one step (starting a new run when none is in progress)."""
-        if self.state == IDLE and not self._new_run():
-            return
-        if self.state in (IDLE, PAUSED):
-            self._launch(1)
+        self._sync_rate()
+        if (self.state != IDLE or self.plan_error is None) and not self.run.step_batch():
+            self._show_error(self.run.error)
 
     def step_epoch(self):
         """Train to the end of the current epoch."""
-        if self.state == IDLE and not self._new_run():
-            return
-        if self.state in (IDLE, PAUSED):
-            spe = self.run_plan.steps_per_epoch
-            self._launch(spe - self.trainer.step % spe)
+        self._sync_rate()
+        if (self.state != IDLE or self.plan_error is None) and not self.run.step_epoch():
+            self._show_error(self.run.error)
 
     def stop(self):
-        """End the run: within one step when it is training."""
-        if self.state == RUNNING:
-            self._after_fit = "stop"
-            self._job.request_stop()
-        elif self.state == PAUSED:
-            self._end_run("stopped")
+        self.run.stop()
+
+    def pause_or_resume(self):
+        self._sync_rate()
+        self.run.pause_or_resume()
 
     def reset(self):
         """Discard the current run (its curve too) and go back to editing the settings."""
-        if self.state == RUNNING or self.trainer is None:
-            return
-        self.loss_plot.discard_current_run()
-        self.trainer = None
-        self.run_plan = None
-        self.surface_plot.clear_surface()
-        self.state = IDLE
-        self._elapsed = 0.0
-        self._rates = (float("nan"), float("nan"))
-        self._settings_changed()
-        self._update_status()
+        if self.run.reset():
+            self.loss_plot.discard_current_run()
+            self.surface_plot.clear_surface()
+            self.step_panel.clear()
+            self._settings_changed()
+            self._refresh_preview()
+            self._update_status()
 
-    def _new_run(self):
-        """A new Trainer and a new trace on the plot; False (with the error shown) when that fails."""
+    def _make_run(self):
+        """For the controller: a new Trainer and the plan it follows (raises on invalid settings)."""
         if self.plan_error is not None:
-            return False
-        # a preview still pending from the last settings change must not clear this run's surface
-        self._data_timer.stop()
-        try:
-            X, y = self.data()
-            self.trainer = fb.Trainer(**self.controls.trainer_params())
-        except (ValueError, TypeError, OSError, ImportError) as exc:
-            self._show_error(exc)
-            return False
-        self.run_plan = self.plan
+            raise ValueError(self.plan_error)
+        self._data_timer.stop()  # a pending preview must not clear this run's surface
+        X, y = self.data()
         c = self.controls.config()
-        label = f"batch {c['batch_size']}, lr {c['learning_rate']:g}"
+        trainer = fb.Trainer(**self.controls.trainer_params())
+        self._rows = split_rows(len(X), c["validation_split"], c["seed"])
+        return trainer, self.plan
+
+    def _on_run_started(self, trainer):
+        c = self.controls.config()
+        label = f"batch {num(c['batch_size'])}"
         if c["optimizer"] != "sgd":
             label += f", {c['optimizer']}"
-        self.loss_plot.begin_run(label, self.run_plan)
+        self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan)
+        self.step_panel.clear()
         self._grid = None
+        X, y = self.data()
         if self._surface_wanted(X, y):
             self._show_surface(True)
-            self.surface_plot.set_data(X, y, seed=0)
+            self.surface_plot.set_data(X, y, held_out=self._rows[1], seed=0)
             self._grid = self.surface_plot.grid()
-        self._elapsed = 0.0
-        self._rates = (float("nan"), float("nan"))
-        self.last_error = None
-        return True
 
-    def _launch(self, steps):
-        tr = self.trainer
-        lr = self.controls.w["learning_rate"].value()
-        if lr != tr.learning_rate:
-            tr.learning_rate = lr
-            if tr.step > 0:
-                self.loss_plot.add_lr_marker(tr.step, lr)
-        X, y = self.data() if self._data is None else self._data
+    def _launch(self, trainer, steps):
+        """For the controller: hand one job to the worker thread."""
+        X, y = self.data()
+        train = self._rows[0]
         grid, shape = self._grid if self._grid is not None else (None, None)
-        self._job = Job(tr, X, y, steps, grid, shape)
-        self._after_fit = None
-        self._fit_t0 = time.perf_counter()
-        self._rate_samples.clear()
-        self._rate_samples.append((self._fit_t0, tr.step))
-        self.state = RUNNING
-        self._apply_state()
-        self.runRequested.emit(self._job)
+        c = self.controls.config()
+        job = Job(trainer, X, y, steps, train_X=X[train], train_y=y[train],
+                  full_loss=self.full_loss_check.isChecked(), grid=grid, grid_shape=shape, plan=self.run.plan,
+                  seed=c["seed"], shuffle=c["shuffle"])
+        self._highlight = None
+        self.runRequested.emit(job)
+        return job
 
     # ------------------------------------------------------------------ from the worker
 
     def _on_progress(self, history):
         self._latest = history
+        self.run.progressed(history.n_steps)
 
     def _on_surface(self, steps_done, proba):
         if self.trainer is not None and self._grid is not None:
             self.surface_plot.set_proba(steps_done, proba)
 
-    def _on_fit_returned(self, history):
-        self._stop_clock()
+    def _on_full_loss(self, steps_done, loss):
+        if self.trainer is not None:
+            self.loss_plot.add_full_loss(steps_done, loss)
+
+    def _on_stepped(self, info):
+        self.step_panel.show_step(info)
+        self._highlight = info
+        self._show_batch_on_surface(info)
+
+    def _show_batch_on_surface(self, info):
+        """The stepped batch's records highlighted; this epoch's earlier batches faded."""
+        if self._grid is None or info is None:
+            return
+        train = self._rows[0]
+        plan, c = self.run.plan, self.controls.config()
+        e, b = info["epoch"] - 1, info["batch"] - 1
+        order = fb.epoch_order(plan.n_records, c["seed"], e, c["shuffle"])
+        seen = order[:b * plan.effective_batch_size]
+        self.surface_plot.highlight(train[info["records"]], train[seen])
+
+    def _on_job_returned(self, history):
         self._latest = history
         self._on_frame()
-        self.loss_plot.redraw()
-        tr = self.trainer
-        if tr.finished:
-            self._end_run("finished")
-        elif self._after_fit == "stop":
-            self._end_run("stopped")
-        else:
-            self.state = PAUSED
-            self._apply_state()
-        self._after_fit = None
+        self.run.fit_returned()
         self.fitReturned.emit()
 
-    def _on_errored(self, message):
-        self._stop_clock()
+    def _on_errored(self, exc):
         if self.trainer is not None and self.trainer.step:
             self._latest = self.trainer.history
             self._on_frame()
-        self._show_error(message)
-        self.state = IDLE
-        self._apply_state()
+        self._show_error(exc)
+        self.run.errored(exc)
         self.fitReturned.emit()
-        self.runEnded.emit("errored")
 
     def _show_error(self, exc):
-        self.last_error = str(exc)
-        self.readout.setText(f"<span style='font-size:13pt; color:#c00000'>⚠ {exc}</span>")
+        if exc is not None:
+            self.readout.setText(f"<span style='font-size:13pt; color:#c00000'>⚠ {exc}</span>")
 
-    def _end_run(self, how):
-        self.state = IDLE
-        self._apply_state()
-        self._update_status(ended=how)
+    def _on_run_ended(self, how):
+        self._update_status()
         self.runEnded.emit(how)
 
-    def _stop_clock(self):
-        if self._fit_t0 is not None:
-            self._elapsed += time.perf_counter() - self._fit_t0
-            self._fit_t0 = None
-
     # ------------------------------------------------------------------ drawing
+
+    def _smoothing_changed(self, value):
+        self.smoothing_label.setText(f"smoothing {value / 100:.2f}")
+        self.loss_plot.set_smoothing(value / 100)
 
     def _on_frame(self):
         h, self._latest = self._latest, None
         if h is not None and self.trainer is not None:
             self.loss_plot.update_history(h)
-            now = time.perf_counter()
-            self._rate_samples.append((now, h.n_steps))
-            while len(self._rate_samples) > 2 and now - self._rate_samples[0][0] > 1.0:
-                self._rate_samples.popleft()
-            (t0, s0), (t1, s1) = self._rate_samples[0], self._rate_samples[-1]
-            if t1 > t0 and s1 > s0:
-                steps_s = (s1 - s0) / (t1 - t0)
-                self._rates = (steps_s, steps_s * h.n_records / max(h.steps_per_epoch, 1))
+        self.loss_plot.redraw()
         if self.state == RUNNING or h is not None:
             self._update_status()
 
-    def _update_status(self, ended=None):
+    def _update_status(self):
         s = self.status_labels
-        tr, plan = self.trainer, self.run_plan
-        if tr is None or plan is None:
+        plan = self.run.plan
+        if self.trainer is None or plan is None:
             for label in s.values():
                 label.setText("")
             s["step"].setText("no run yet")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
             return
-        step = self.loss_plot.current.n if self.loss_plot.current else 0
+        trace = self.loss_plot.current
+        step = trace.n if trace else 0
         spe = plan.steps_per_epoch
         epoch, batch = divmod(max(step - 1, 0), spe)
-        s["step"].setText(f"step {step:,} / {plan.total_steps:,}")
-        s["epoch"].setText(f"epoch {epoch + 1 if step else 0} / {plan.epochs:,}")
-        s["batch"].setText(f"batch {batch + 1 if step else 0} / {spe:,}")
-        steps_s, rec_s = self._rates
-        s["rate"].setText("" if steps_s != steps_s else f"{steps_s:,.0f} steps/s · {rec_s:,.0f} records/s")
-        elapsed = self._elapsed + (time.perf_counter() - self._fit_t0 if self._fit_t0 else 0.0)
-        state = {"finished": "done", "stopped": "stopped", None: self.state}[ended]
-        s["elapsed"].setText(f"{_clock(elapsed)} · {state}")
+        s["step"].setText(f"step {num(step)} / {num(plan.total_steps)}")
+        s["epoch"].setText(f"epoch {num(epoch + 1 if step else 0)} / {num(plan.epochs)}")
+        s["batch"].setText(f"batch {num(batch + 1 if step else 0)} / {num(spe)}")
+        rate = self.run.steps_per_second
+        records = rate * int(plan.batch_sizes().sum()) / spe
+        shown = self.state == RUNNING and rate == rate
+        s["rate"].setText(f"{num(round(rate))} steps/s · {num(round(records))} records/s" if shown else "")
+        s["elapsed"].setText(f"{clock(self.run.elapsed())} · {self.run.status_word()}")
         self.progress_bar.setRange(0, plan.total_steps)
         self.progress_bar.setValue(step)
 
     def _apply_state(self):
-        running, paused = self.state == RUNNING, self.state == PAUSED
-        idle = self.state == IDLE
         ok = self.plan_error is None
-        c = self.controls
-        c.set_editable(running, paused)
-        c.start_button.setEnabled(idle and ok)
-        c.pause_button.setEnabled(running or paused)
-        c.pause_button.setText("▶  Resume" if paused else "Pause")
-        c.step_batch_button.setEnabled((idle and ok) or paused)
-        c.step_epoch_button.setEnabled((idle and ok) or paused)
-        c.stop_button.setEnabled(running or paused)
-        c.reset_button.setEnabled(not running and self.trainer is not None)
-        has_history = not running and self.trainer is not None and self.trainer.step > 0
-        c.export_csv_button.setEnabled(has_history)
-        c.export_png_button.setEnabled(not running)
+        r, c = self.run, self.controls
+        c.set_editable(self.state == RUNNING, self.state == PAUSED)
+        c.start_button.setEnabled(r.can("start", ok))
+        c.pause_button.setEnabled(r.can("pause"))
+        c.pause_button.setText("▶  Resume" if self.state == PAUSED else "Pause")
+        c.step_batch_button.setEnabled(r.can("step", ok))
+        c.step_epoch_button.setEnabled(r.can("step", ok))
+        c.stop_button.setEnabled(r.can("stop"))
+        c.reset_button.setEnabled(r.can("reset"))
+        c.export_csv_button.setEnabled(r.can("export"))
+        c.export_png_button.setEnabled(self.state != RUNNING)
+        self.full_loss_check.setEnabled(self.state != RUNNING)
+        self._update_status()
 
     # ------------------------------------------------------------------ exports
 
     def export_history(self, path):
-        """Write the current run's history: step,epoch,batch,batch_size,loss,learning_rate,records_seen."""
+        """Write the current run's history, one row per step, numbered from 1 (``History.to_csv``)."""
         if self.trainer is None:
             raise ValueError("there is no run to export yet")
         self.trainer.history.to_csv(path)
 
     def export_plot(self, path):
         """Save the loss plot as a PNG."""
-        self.loss_plot.redraw()
+        self.loss_plot.redraw(force=True)
         if not self.loss_plot.grab().save(os.fspath(path)):
             raise OSError(f"could not write {path!r}")
 
     def screenshot(self, path):
         """Save a picture of the whole window."""
-        self.loss_plot.redraw()
+        self.loss_plot.redraw(force=True)
         if not self.grab().save(os.fspath(path)):
             raise OSError(f"could not write {path!r}")
 
@@ -512,10 +583,9 @@ class MainWindow(QMainWindow):
 
     def shutdown(self):
         """Stop training and the worker thread (also done on close)."""
-        if self._job is not None:
-            self._job.request_stop()
+        if self.run.job is not None:
+            self.run.job.request_stop()
         self._frame.stop()
-        self.loss_plot.timer.stop()
         if self.thread.isRunning():
             self.thread.quit()
             self.thread.wait(10_000)

@@ -1,27 +1,43 @@
 """The training worker: a QObject on its own QThread that runs ``Trainer.fit`` and reports by signals.
 
-Widgets never call the trainer while it trains; the worker does, and it is also the one
-that evaluates the decision surface (between kernel calls, so the params are consistent).
+Widgets never call the trainer while it trains; the worker does. It trains in chunks sized
+by time (about :attr:`TrainingWorker.CHUNK_SECONDS` of steps per ``fit`` call), and between
+chunks, while the params are consistent, it measures what the plots need: the loss on all
+training records, the decision surface, and what one stepped batch did.
 """
+import math
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+import fastbatch as fb
+
 
 @dataclass
 class Job:
-    """One ``fit`` call: ``steps`` more steps (None: to the end of the run) of ``trainer`` on (X, y)."""
+    """One press of Start, Resume or Step: ``steps`` more steps (None: to the end of the run).
+
+    ``train_X``/``train_y`` are the run's training records (after the validation split):
+    the full-loss line evaluates them, and a stepped batch is found among them.
+    """
 
     trainer: object
     X: np.ndarray
     y: np.ndarray
     steps: int | None = None
+    train_X: np.ndarray | None = None
+    train_y: np.ndarray | None = None
+    full_loss: bool = False              # measure the loss on all training records
     grid: np.ndarray | None = None       # points at which to evaluate predict_proba, or None
     grid_shape: tuple | None = None      # (rows, cols) of the surface image
     stop_requested: bool = False
+    plan: object = None                  # the run's fastbatch.Plan
+    seed: int = 0
+    shuffle: bool = True
+    extra: dict = field(default_factory=dict)
 
     def request_stop(self):
         """Stop this job within one step, even if the worker has not begun it yet."""
@@ -29,66 +45,169 @@ class Job:
         self.trainer.stop()  # a no-op unless fit is running; the worker checks the flag too
 
 
+def batch_records(plan, seed, shuffle, step):
+    """Indices (into the training records) of the batch of ``step`` (0-based), from ``fb.epoch_order``."""
+    epoch, batch = divmod(step, plan.steps_per_epoch)
+    order = fb.epoch_order(plan.n_records, seed, epoch, shuffle)
+    start = batch * plan.effective_batch_size
+    return order[start:start + int(plan.batch_sizes()[batch])]
+
+
+def _flat(params):
+    return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in params]).astype(np.float64)
+
+
 class TrainingWorker(QObject):
     """Runs one :class:`Job` at a time; ``Job.request_stop()`` may be called from any thread."""
 
     started = Signal()
-    progress = Signal(object)          # History, at most every PROGRESS_SECONDS (and at epoch ends)
+    progress = Signal(object)          # History, at most every PROGRESS_SECONDS
     surface = Signal(int, object)      # (steps done, probabilities of shape (rows, cols, classes))
-    finished = Signal(object)          # History, when fit returns (run over, stopped or paused)
-    errored = Signal(str)              # fit raised: the message (the traceback goes to stderr)
+    fullLoss = Signal(int, float)      # (steps done, mean loss on all training records)
+    epochMeans = Signal(object)        # the finished epochs' mean losses (History.epoch_loss), at each epoch end
+    stepped = Signal(object)           # a dict describing the one step a Step-1-batch job trained
+    finished = Signal(object)          # History, when the job is done (run over, stopped or paused)
+    errored = Signal(object)           # the exception fit raised (the traceback goes to stderr)
 
+    CHUNK_SECONDS = 0.03      # steps per fit call: about this long, so a stop or a frame never waits long
     PROGRESS_SECONDS = 0.03   # ~30 reports a second at most, however fast the steps are
-    SURFACE_SECONDS = 0.25    # the surface is evaluated at epoch ends, at most this often
+    SURFACE_SECONDS = 0.25    # the surface is evaluated at most this often
+    FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
+    FULL_LOSS_FREE = 0.05     # ...after this many seconds of it, so a short lesson gets every point
 
     def __init__(self):
         super().__init__()
         self._job = None
-        self._last_progress = 0.0
-        self._last_surface = -1.0
-        self._surface_epoch = -1
+        self._chunk = 1
+        self._full = {}          # per trainer: the full-loss budget's state
+        self._means_sent = {}    # per trainer: epochs whose means were sent
 
     @Slot(object)
     def run(self, job):
-        """Train: emits started, progress..., surface..., then finished or errored."""
+        """Train: emits started, progress..., then finished (or errored with the exception)."""
         self._job = job
-        self._last_progress = 0.0
         self.started.emit()
         try:
-            if job.stop_requested:  # stopped before it began
-                history = job.trainer.history
-            else:
-                history = job.trainer.fit(job.X, job.y, steps=job.steps, on_progress=self._on_progress)
-                self._emit_surface(history.n_steps)
+            history = self._train(job)
         except Exception as exc:  # reported, never a silent thread death
             traceback.print_exc()
-            self.errored.emit(f"{type(exc).__name__}: {exc}")
+            self.errored.emit(exc)
             return
         finally:
             self._job = None
         self.finished.emit(history)
 
-    # runs on the worker thread, between kernel calls
-    def _on_progress(self, history):
-        if self._job.stop_requested:  # asked between the check in run() and fit taking its lock
-            self._job.trainer.stop()
-        now = time.perf_counter()
-        n, spe = history.n_steps, history.steps_per_epoch
-        epoch_end = spe and n and n % spe == 0
-        if epoch_end and n // spe != self._surface_epoch and now - self._last_surface >= self.SURFACE_SECONDS:
-            self._surface_epoch = n // spe
-            self._emit_surface(n)
-        if now - self._last_progress >= self.PROGRESS_SECONDS:
-            self._last_progress = now
-            self.progress.emit(history)
+    def _train(self, job):
+        tr = job.trainer
+        target = None if job.steps is None else tr.step + job.steps
+        stepping = job.steps == 1
+        before = self._params(tr) if stepping else None
+        last_progress = last_surface = time.perf_counter()
+        full = self._full_state(job)
+        history = tr.history
+        while not job.stop_requested and not tr.finished and (target is None or tr.step < target):
+            n = max(1, self._chunk)
+            if target is not None:
+                n = min(n, target - tr.step)
+            if job.full_loss:
+                n = min(n, self._next_full_point(job, full) - tr.step)
+            t0, s0 = time.perf_counter(), tr.step
+            history = tr.fit(job.X, job.y, steps=n)
+            dt = time.perf_counter() - t0
+            done = tr.step - s0
+            full["train_seconds"] += dt
+            full["steps_timed"] += done
+            # next chunk: about CHUNK_SECONDS of steps, growing at most 4x a call
+            if dt > 0:
+                self._chunk = int(min(4 * n, max(1, n * self.CHUNK_SECONDS / dt)))
+            self._send_means(history, job)
+            if job.full_loss and done and tr.step == self._next_full_point(job, full, after=tr.step - 1):
+                self._measure_full_loss(job, full)
+            now = time.perf_counter()
+            if now - last_progress >= self.PROGRESS_SECONDS:
+                last_progress = now
+                self.progress.emit(history)
+            if job.grid is not None and now - last_surface >= self.SURFACE_SECONDS:
+                last_surface = now
+                self._emit_surface(job)
+        history = tr.history
+        self._send_means(history, job)
+        if job.full_loss and full["last"] != tr.step and tr.step > 0 and job.steps is not None:
+            self._measure_full_loss(job, full, forced=True)   # a stepped lesson sees every point
+        if job.grid is not None:
+            self._emit_surface(job)
+        if stepping and tr.step == target:
+            self._emit_step(job, before)
+        return history
 
-    def _emit_surface(self, n_steps):
-        job = self._job
-        if job is None or job.grid is None or n_steps == 0:
+    def _send_means(self, history, job):
+        done = history.n_steps // job.plan.steps_per_epoch
+        if done != self._means_sent.get(id(job.trainer)):
+            self._means_sent = {id(job.trainer): done}
+            self.epochMeans.emit(np.array(history.epoch_loss[:done]))
+
+    # ------------------------------------------------------------------ the full-loss line
+
+    def _full_state(self, job):
+        key = id(job.trainer)
+        st = self._full.get(key)
+        if st is None or st["trainer"] is not job.trainer:
+            st = {"trainer": job.trainer, "every": 1, "eval_seconds": 0.0, "train_seconds": 0.0,
+                  "steps_timed": 0, "last": -1}
+            self._full = {key: st}
+        return st
+
+    def _next_full_point(self, job, st, after=None):
+        """The next step count (> ``after``) at which to measure: every ``every`` steps and each epoch end."""
+        s = job.trainer.step if after is None else after
+        spe = job.plan.steps_per_epoch
+        every = st["every"]
+        return min((s // every + 1) * every, (s // spe + 1) * spe)
+
+    def _measure_full_loss(self, job, st, forced=False):
+        over = st["eval_seconds"] > self.FULL_LOSS_FREE + self.FULL_LOSS_SHARE * st["train_seconds"]
+        if over and not forced:
             return
-        self._last_surface = time.perf_counter()
+        t0 = time.perf_counter()
+        loss = job.trainer.evaluate(job.train_X, job.train_y)["loss"]
+        cost = time.perf_counter() - t0
+        st["eval_seconds"] += cost
+        st["last"] = job.trainer.step
+        if st["steps_timed"]:
+            per_step = st["train_seconds"] / st["steps_timed"]
+            st["every"] = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))))
+        self.fullLoss.emit(job.trainer.step, float(loss))
+
+    # ------------------------------------------------------------------ one stepped batch
+
+    @staticmethod
+    def _params(tr):
+        try:
+            return _flat(tr.get_params())
+        except fb.NotFittedError:
+            return None   # before the run's first step the params do not exist yet
+
+    def _emit_step(self, job, before):
+        tr = job.trainer
+        s = tr.step - 1                                  # the 0-based index of the step just done
+        h = tr.history
+        idx = batch_records(job.plan, job.seed, job.shuffle, s)
+        after = self._params(tr)
+        res = tr.evaluate(job.train_X[idx], job.train_y[idx])
+        spe = job.plan.steps_per_epoch
+        self.stepped.emit({
+            "step": s + 1, "epoch": s // spe + 1, "batch": s % spe + 1, "batches": spe,
+            "batch_size": len(idx), "records": idx, "loss_before": float(h.loss[s]),
+            "loss_after": float(res["loss"]), "learning_rate": float(h.learning_rate[s]),
+            "update_norm": None if before is None else float(np.linalg.norm(after - before)),
+            "param_norm": float(np.linalg.norm(after)),
+        })
+
+    def _emit_surface(self, job):
+        if job.grid is None or job.trainer.step == 0:
+            return
         proba = job.trainer.predict_proba(job.grid)
-        self.surface.emit(n_steps, proba.reshape(*job.grid_shape, proba.shape[1]))
+        self.surface.emit(job.trainer.step, proba.reshape(*job.grid_shape, proba.shape[1]))
 
 
 def start_worker_thread():

@@ -50,3 +50,21 @@ def test_bad_flags_are_usage_errors(tmp_path, args):
     r = run_app(*args, "--exit-when-done", cwd=tmp_path)
     assert r.returncode == 2
     assert "error:" in r.stderr
+
+
+def test_step_batches_full_loss_and_scaled_rate_flags(tmp_path):
+    r = run_app("--step-batches", "3", "--full-loss", "--scale-lr", "linear", "--batch-size", "500",
+                "--export-history", "h.csv", "--screenshot", "s.png", "--exit-when-done", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert [row.split(",")[:3] for row in lines[1:]] == [["1", "1", "1"], ["2", "1", "2"], ["3", "2", "1"]]
+    assert float(lines[1].split(",")[5]) == 0.1 * 500 / 64
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_a_display_one_clear_line_instead_of_an_abort(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "--offscreen" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -6,7 +6,8 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QDoubleSpinBox, QPushButton, QSpinBox
 
-from fastbatch_gui.loss_plot import MAX_EPOCH_LINES
+import fastbatch as fb
+from fastbatch_gui.loss_plot import MAX_EPOCH_LINES, MEAN_LABEL
 
 
 
@@ -42,15 +43,16 @@ def test_widgets_have_their_object_names(window):
 
 def test_readout_follows_the_spin_boxes(window):
     set_spins(window, records=1000, batch_size=64, epochs=5)
-    assert window.readout_text() == "1000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps"
+    assert window.readout_text() == "1,000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps"
     find(window, QSpinBox, "batchSizeSpin").setValue(100)
-    assert window.readout_text() == "1000 records / batch 100 -> 10 steps per epoch x 5 epochs = 50 steps"
+    assert window.readout_text() == "1,000 records / batch 100 -> 10 steps per epoch x 5 epochs = 50 steps"
     find(window, QSpinBox, "recordsSpin").setValue(1001)
-    find(window, QSpinBox, "epochsSpin").setValue(3)
-    assert "11 steps per epoch (last batch 1) x 3 epochs = 33 steps" in window.readout_text()
-    set_spins(window, validation_split=0.2)
+    find(window, QSpinBox, "epochsSpin").setValue(1)
+    assert "11 steps per epoch (last batch 1) x 1 epoch = 11 steps" in window.readout_text()
+    set_spins(window, validation_split=0.2, epochs=3)
     assert window.readout_text().startswith("801 records / batch 100 -> 9 steps per epoch")
     assert "200 records held out for validation" in window.readout_text()
+    assert fb.split_sizes(1001, 0.2) == (801, 200)
 
 
 def test_drop_last_error_disables_start_instead_of_crashing(window):
@@ -72,12 +74,14 @@ def test_a_run_plots_every_step_and_each_epoch_line(qtbot, window):
     assert run_to_end(qtbot, window) == "finished"
     plot = window.loss_plot
     assert plot.n_plotted_steps == 80
-    assert plot.n_epoch_lines == 5
-    assert [line.value() for _, line in plot.epoch_lines] == [0, 16, 32, 48, 64]
-    assert [line.label.format for _, line in plot.epoch_lines] == [f"epoch {e}" for e in range(1, 6)]
-    assert len(plot.current.epoch_means.view()) == 5
-    assert np.allclose(plot.current.epoch_means.view(), window.trainer.history.epoch_loss)
-    assert plot.legend_labels() == ["batch 64, lr 0.1"]
+    # the run's start and each epoch's end: boundary e at e x 16 steps
+    assert [line.value() for _, line in plot.epoch_lines] == [0, 16, 32, 48, 64, 80]
+    assert plot.epoch_label_texts() == [f"epoch {e}" for e in range(1, 6)]
+    assert np.allclose(plot.current.epoch_means, window.trainer.history.epoch_loss)
+    # each step at the middle of its interval (s-1, s]; each epoch mean at the middle of its epoch
+    assert list(plot.current.raw.xData[:3]) == [0.5, 1.5, 2.5] and plot.current.raw.xData[-1] == 79.5
+    assert list(plot.current.means_item.xData) == [8, 24, 40, 56, 72]
+    assert plot.legend_labels() == ["batch 64, lr 0.1", MEAN_LABEL]
     assert window.status_labels["step"].text() == "step 80 / 80"
     assert window.progress_bar.value() == window.progress_bar.maximum() == 80
     # the run is over: everything is editable again
@@ -91,13 +95,14 @@ def test_x_axis_switch_log_y_and_hover(qtbot, window):
     plot = window.loss_plot
     window.x_axis_combo.setCurrentIndex(window.x_axis_combo.findData("epoch"))
     plot.redraw()
-    xs = plot.current.curve.xData
-    assert xs[-1] == pytest.approx(5.0) and xs[15] == pytest.approx(1.0)
-    assert [line.value() for _, line in plot.epoch_lines] == [0, 1, 2, 3, 4]
+    xs = plot.current.raw.xData
+    assert xs[-1] == pytest.approx(79.5 / 16) and xs[15] == pytest.approx(15.5 / 16)
+    assert [line.value() for _, line in plot.epoch_lines] == [0, 1, 2, 3, 4, 5]
     window.x_axis_combo.setCurrentIndex(window.x_axis_combo.findData("records"))
     plot.redraw()
-    assert plot.current.curve.xData[-1] == 5000 and plot.current.curve.xData[15] == 1000
-    assert plot.show_hover_at(1000 + 64) == (
+    # the last (40-record) batch of each epoch spans records 960..1000 of it
+    assert plot.current.raw.xData[-1] == 5000 - 20 and plot.current.raw.xData[15] == 1000 - 20
+    assert plot.show_hover_at(1000 + 32) == (
         f"step 17 · epoch 2 · batch 1 (64 records)\nloss {window.trainer.history.loss[16]:.5g}")
     window.log_y_check.setChecked(True)
     assert plot.getPlotItem().ctrl.logYCheck.isChecked()
@@ -116,12 +121,13 @@ def test_stop_mid_run(qtbot, window):
     assert blocker.args == ["stopped"]
     tr = window.trainer
     assert 0 < tr.step < tr.total_steps and not tr.finished
-    assert window.loss_plot.n_plotted_steps == tr.step
+    assert window.loss_plot.current.n == tr.step
+    assert "stopped" in window.status_labels["elapsed"].text()
     assert window.state == "idle" and find(window, QSpinBox, "recordsSpin").isEnabled()
 
 
 def test_event_loop_keeps_ticking_during_a_batch_size_1_run(qtbot, window):
-    set_spins(window, records=1000, batch_size=1, epochs=1000)
+    set_spins(window, records=2000, batch_size=1, epochs=1_000_000)
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
@@ -159,6 +165,7 @@ def test_pause_step_learning_rate_change_and_resume(qtbot, window):
     assert list(h.learning_rate) == [0.1] * 16 + [0.05]
     assert [(s, r) for s, r, _ in window.loss_plot.lr_lines] == [(16, 0.05)]
     assert window.loss_plot.lr_lines[0][2].label.format == "lr 0.05"
+    assert window.loss_plot.legend_labels()[0] == "batch 64, lr 0.1 → 0.05"   # the legend follows
     assert run_to_end(qtbot, window, "pauseButton") == "finished"  # Resume
     assert window.trainer.step == 80 and window.loss_plot.n_plotted_steps == 80
 
@@ -177,17 +184,24 @@ def test_last_runs_stay_overlaid_with_a_legend(qtbot, window):
     for batch in (64, 32, 16, 128):
         set_spins(window, records=500, batch_size=batch, epochs=2)
         run_to_end(qtbot, window)
-    assert window.loss_plot.legend_labels() == ["batch 32, lr 0.1", "batch 16, lr 0.1", "batch 128, lr 0.1"]
+    assert window.loss_plot.legend_labels() == ["batch 32, lr 0.1", "batch 16, lr 0.1", "batch 128, lr 0.1",
+                                                MEAN_LABEL]
     assert [r.n for r in window.loss_plot.runs] == [32, 64, 8]
+    # every run keeps its epoch boundaries, in its own colour
+    assert [len(r.lines) for r in window.loss_plot.runs] == [3, 3, 3]
+    assert {line.pen.color().name() for r in window.loss_plot.runs for _, line in r.lines} == \
+        {r.color for r in window.loss_plot.runs}
 
 
 def test_thousands_of_epochs_get_a_capped_number_of_lines(qtbot, window):
     set_spins(window, records=20, batch_size=20, epochs=5000)
     run_to_end(qtbot, window)
     plot = window.loss_plot
-    assert plot.n_plotted_steps == 5000
-    assert 0 < plot.n_epoch_lines <= MAX_EPOCH_LINES
+    assert plot.current.n == 5000
+    assert 0 < plot.n_epoch_lines <= MAX_EPOCH_LINES + 1
     assert plot.epoch_lines[1][0] == 500  # a line every 500 epochs
+    labels = plot.epoch_label_texts()     # thinned so that they never collide
+    assert 2 <= len(labels) <= 12
 
 
 def test_decision_surface_for_two_feature_data(qtbot, window):
@@ -199,7 +213,8 @@ def test_decision_surface_for_two_feature_data(qtbot, window):
     img = surface.image.image
     assert img.shape == (120, 120, 3) and img.dtype == np.uint8
     assert img.std() > 0  # the network separates something: the picture is not flat
-    set_spins(window, dataset="random", features=10)
+    set_spins(window, dataset="random")
+    assert window.controls.config()["features"] == 10   # the seed's random columns
     qtbot.waitUntil(lambda: not surface.isVisible(), timeout=2_000)
 
 
@@ -242,5 +257,7 @@ def test_exports(qtbot, window, tmp_path):
     window.export_plot(tmp_path / "p.png")
     lines = (tmp_path / "h.csv").read_text().splitlines()
     assert lines[0] == "step,epoch,batch,batch_size,loss,learning_rate,records_seen"
-    assert len(lines) == 81 and lines[-1].startswith("79,4,15,40,") and lines[-1].endswith(",5000")
+    # numbered from 1, as the app, the demo and `fastbatch plan --steps` number them
+    assert lines[1].startswith("1,1,1,64,") and lines[17].startswith("17,2,1,64,")
+    assert len(lines) == 81 and lines[-1].startswith("80,5,16,40,") and lines[-1].endswith(",5000")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

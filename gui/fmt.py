@@ -1,0 +1,24 @@
+"""The numbers and words a learner reads: one number format (thousands separators), plural-aware counts."""
+
+
+def num(value):
+    """``1,000`` for whole numbers, ``0.0125`` (4 significant digits) otherwise."""
+    if isinstance(value, bool):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def count(n, word, plural=None):
+    """``1 epoch``, ``2 epochs``, ``1,000 records`` (``plural`` for irregular words: ``1 batch``, ``2 batches``)."""
+    if plural is None:
+        plural = word + ("es" if word.endswith(("s", "x", "tch", "sh")) else "s")
+    return f"{num(n)} {word if n == 1 else plural}"
+
+
+def clock(seconds):
+    """``0:03.2`` or ``1:02:03.4``."""
+    m, s = divmod(seconds, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"

@@ -1,0 +1,40 @@
+"""What makes the app's data and settings teach: the datasets offered, the sorted-by-class order,
+and scaling the learning rate with the batch size.
+
+The datasets themselves are the library's (``fastbatch.datasets``); here is only how the app
+names them and which feature count each starts at.
+"""
+import math
+
+import numpy as np
+
+from fastbatch import datasets
+
+# (key, what the combo says); the first is the default. Keys are fastbatch.datasets.NAMES, plus "file".
+DATASET_LABELS = {"moons": "two moons", "blobs": "blobs (3 classes)", "spirals": "spirals", "xor": "XOR",
+                  "random": "random labels (nothing to learn)"}
+DATASETS = [(k, DATASET_LABELS[k]) for k in DATASET_LABELS if k in datasets.NAMES] + \
+    [("file", "file (.csv / .npy / .npz)")]
+# the features each dataset starts at: the two that carry the pattern, or the seed's 10 random columns
+NATURAL_FEATURES = {name: 2 for name in datasets.TWO_FEATURE} | {"random": 10}
+RANDOM_HINT = "random labels: nothing to learn (the loss stays near ln 2 = 0.69); try two moons or blobs"
+
+LR_SCALINGS = {"none": "same rate for every batch size",
+               "linear": "× batch / reference (linear rule)",
+               "sqrt": "× √(batch / reference)"}
+
+
+def sorted_by_class(X, y):
+    """The records in label order (stable): with shuffle off, each epoch sees one class, then the next."""
+    order = np.argsort(np.asarray(y), kind="stable")
+    return X[order], y[order]
+
+
+def lr_factor(batch_size, reference, scaling):
+    """The factor on the rate for ``batch_size`` against ``reference`` (Goyal et al. 2017's linear rule, or sqrt)."""
+    if scaling not in LR_SCALINGS:
+        raise ValueError(f"lr scaling must be one of {list(LR_SCALINGS)}, got {scaling!r}")
+    if scaling == "none":
+        return 1.0
+    ratio = batch_size / reference
+    return ratio if scaling == "linear" else math.sqrt(ratio)
