@@ -30,6 +30,13 @@ class UsageError(Exception):
 
 # ---------------------------------------------------------------------- the parser
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the full usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _hidden(text):
     """``"32,16"`` -> (32, 16); ``""`` or ``"none"`` -> () (a linear model)."""
     if text.strip().lower() in ("", "none", "()"):
@@ -50,44 +57,65 @@ def _schedule(text):
     return text
 
 
+def _int(text):
+    """An integer flag: digits only (1e3 or 2.0 is a usage error, not a silent rounding)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _betas(text):
+    """``"0.9,0.999"`` -> (0.9, 0.999)."""
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.9,0.999; got {text!r}") from None
+    return b1, b2
+
+
+FLAG_TYPES = {"int": _int, "optional_int": _int, "seed": _int, "float": _float, "hidden": _hidden,
+              "betas": _betas, "schedule": _schedule}
+FLAG_ALIASES = {"learning_rate": ["--lr"]}
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
 def _add_trainer_options(p):
+    """One flag per Trainer parameter (fastbatch._config.PARAMS): ``--batch-size`` for ``batch_size``."""
+    from ._config import PARAMS
     g = p.add_argument_group("training options (defaults: the Trainer's)")
-    g.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 32,16 ('none' for a linear model)")
-    g.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "identity"])
-    g.add_argument("--loss", choices=["auto", "mse", "binary_crossentropy", "cross_entropy"])
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--learning-rate", "--lr", type=float)
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--nesterov", action="store_true", default=None)
-    g.add_argument("--beta1", type=float)
-    g.add_argument("--beta2", type=float)
-    g.add_argument("--eps", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
-    g.add_argument("--drop-last", action="store_true", default=None)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--dtype", choices=["float32", "float64"])
-    g.add_argument("--backend", choices=["cython", "numpy"])
-    g.add_argument("--validation-split", type=float)
-    g.add_argument("--patience", type=int)
-    g.add_argument("--lr-schedule", type=_schedule,
-                   help="constant, step, exponential, cosine, plateau, or JSON such as "
-                        "'{\"name\": \"step\", \"step_epochs\": 2}'")
-    g.add_argument("--warmup-steps", type=int)
-
-
-TRAINER_FLAGS = ("hidden", "activation", "loss", "batch_size", "epochs", "learning_rate", "optimizer", "momentum",
-                 "nesterov", "eps", "weight_decay", "shuffle", "drop_last", "seed", "dtype", "backend",
-                 "validation_split", "patience", "lr_schedule", "warmup_steps")
+    for param in PARAMS:
+        default = param.default if not isinstance(param.default, tuple) else ",".join(map(str, param.default))
+        kw = {"dest": param.name, "default": None,
+              "help": f"{param.help} (default: {default})".replace("%", "%%")}
+        if param.kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction  # --shuffle / --no-shuffle
+        else:
+            kw["type"] = FLAG_TYPES.get(param.kind, str)
+            if param.choices and param.kind != "schedule":
+                kw["choices"] = param.choices
+            else:
+                kw["metavar"] = param.name.upper()
+        g.add_argument(_flag(param.name), *FLAG_ALIASES.get(param.name, ()), **kw)
+    g.add_argument("--beta1", type=_float, help="the first of --betas")
+    g.add_argument("--beta2", type=_float, help="the second of --betas")
 
 
 TARGET_HELP = "the target column: a CSV header name or a column index (default: the last column; .npz: y)"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastbatch", description="Mini-batch training of small dense networks: records, batches, steps, epochs.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"fastbatch {__version__}")
@@ -106,7 +134,10 @@ def build_parser():
     p.add_argument("--target", help=TARGET_HELP)
     p.add_argument("--out-dir", help="where to write the outputs (default: next to the data, "
                                      "or ./fastbatch-run when that folder is not writable)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT on the same data")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT on the same data "
+                                                          "(checked against the checkpoint's fingerprint of it)")
+    p.add_argument("--force", action="store_true", help="with --resume: train on data that does not match the "
+                                                        "checkpoint's fingerprint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_trainer_options(p)
 
@@ -152,6 +183,10 @@ def main(argv=None):
     except (ValueError, TypeError, OSError, RuntimeError) as exc:  # FileNotFoundError is an OSError
         _err(f"fastbatch {args.command}: {_describe(exc)}")
         return EXIT_DATA
+    except MemoryError:
+        _err(f"fastbatch {args.command}: out of memory; try a smaller file, or np.load(..., mmap_mode='r') "
+             "with the library")
+        return EXIT_DATA
     except KeyboardInterrupt:
         _err("fastbatch: interrupted")
         return EXIT_INTERRUPTED
@@ -191,10 +226,10 @@ def cmd_plan(args):
 
 def _trainer_options(args):
     """The Trainer parameters given on the command line (the rest keep the Trainer's defaults)."""
-    opts = {k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k) is not None}
+    from ._config import DEFAULTS, PARAMS
+    opts = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name) is not None}
     if args.beta1 is not None or args.beta2 is not None:
-        from .trainer import DEFAULTS
-        b1, b2 = DEFAULTS["betas"]
+        b1, b2 = opts.get("betas", DEFAULTS["betas"])
         opts["betas"] = (b1 if args.beta1 is None else args.beta1, b2 if args.beta2 is None else args.beta2)
     return opts
 
@@ -210,23 +245,63 @@ def _out_paths(args):
     return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
 
 
+def _resumed_trainer(args, opts):
+    """The checkpoint's trainer, with the options that may change on a live run (--learning-rate, --epochs)."""
+    from ._config import LIVE
+    from .trainer import Trainer
+    changed = sorted(set(opts) - set(LIVE))
+    if changed:
+        raise UsageError("--resume continues the checkpoint's run with its own options; only "
+                         f"{', '.join(map(_flag, LIVE))} may change, got {', '.join(map(_flag, changed))}")
+    trainer = Trainer.load(args.resume)
+    for name in LIVE:
+        if name in opts:
+            try:
+                setattr(trainer, name, opts[name])
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise UsageError(str(exc)) from None
+    return trainer
+
+
+def _check_data(args, trainer, X, y, opts):
+    """Refuse data that cannot be what the user means: too many classes, or not the data a resumed run was on."""
+    from . import datasets
+    loss = trainer.config["loss"]
+    if y.dtype.kind in "iu" and loss in ("auto", "cross_entropy") and len(y) and y.max() >= datasets.MAX_CLASSES:
+        raise ValueError(f"the target of {args.data} has values up to {int(y.max()):,}: as class labels that is "
+                         f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
+    current = datasets.fingerprint(X, y)
+    if args.resume:
+        recorded = trainer.info.get("data_fingerprint")
+        if recorded is None:
+            _err(f"fastbatch train: {args.resume} records no fingerprint of its data; the data cannot be checked")
+        else:
+            diff = datasets.fingerprint_mismatch(recorded, current)
+            if diff and not args.force:
+                raise ValueError(f"{args.data} is not the data the run in {args.resume} was trained on ({diff}); "
+                                 "pass --force to train on it anyway, or start a new run without --resume")
+    trainer.info["data_fingerprint"] = current
+    trainer.info["target"] = _target_name(args.data, args.target)
+
+
+def _target_name(path, target):
+    """The target column as the checkpoint records it: its CSV name, or its index."""
+    from . import datasets
+    if os.path.splitext(os.fspath(path))[1].lower() == ".npz":
+        return None
+    names = datasets.columns(path)
+    return names[datasets._column_index(target, names, len(names), path)]
+
+
 def cmd_train(args):
     from .trainer import Trainer
     opts = _trainer_options(args)
     if args.resume:
-        changed = sorted(set(opts) - {"learning_rate"})
-        if changed:
-            raise UsageError("--resume continues the checkpoint's run with its own options; only "
-                             f"--learning-rate may change, got --{', --'.join(k.replace('_', '-') for k in changed)}")
-        trainer = Trainer.load(args.resume)
-        if "learning_rate" in opts:
-            try:
-                trainer.learning_rate = opts["learning_rate"]
-            except (ValueError, TypeError) as exc:
-                raise UsageError(str(exc)) from None
+        trainer = _resumed_trainer(args, opts)
         if trainer.finished:
             _err(f"fastbatch train: the run in {args.resume} is finished ({trainer.step} of "
-                 f"{trainer.total_steps} steps); nothing to train. Start a new run without --resume.")
+                 f"{trainer.total_steps} steps); nothing to train. Raise --epochs to continue it, "
+                 "or start a new run without --resume.")
             return EXIT_DATA
     else:
         try:
@@ -234,6 +309,7 @@ def cmd_train(args):
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
     X, y = _load(args.data, args.target)
+    _check_data(args, trainer, X, y, opts)
     paths = _out_paths(args)
     progress = None if args.quiet else Progress(trainer)
     status = EXIT_OK
@@ -264,12 +340,15 @@ def cmd_train(args):
     _write_outputs(trainer, paths)
     h = trainer.history
     summary = [trainer.plan.describe(),
-               f"trained {h.n_steps} of {trainer.total_steps} steps, {len(h.epoch_starts)} epochs, "
-               f"last epoch loss {h.epoch_loss[-1]:.6g}" if h.n_steps else "trained 0 steps"]
+               f"trained {h.n_steps} of {trainer.total_steps} steps ({_epochs(h.n_steps, h.steps_per_epoch)}), "
+               f"last epoch loss {h.epoch_loss[-1]:.6g}" if len(h.epoch_loss) else
+               f"trained {h.n_steps} of {trainer.total_steps} steps"]
     if len(h.val_loss):
         summary.append(f"validation loss {h.val_loss[-1]:.6g}"
                        + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))
-    summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", f"loss plot:  {paths['plot']}"]
+    summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}"]
+    if paths.get("plot"):
+        summary.append(f"loss plot:  {paths['plot']}")
     print("\n".join(summary))
     if interrupted:
         _err(f"fastbatch train: interrupted at step {trainer.step}; continue with "
@@ -279,6 +358,13 @@ def cmd_train(args):
         _err(f"fastbatch train: the checkpoint holds the params from before the bad step; continue with "
              f"--resume {paths['checkpoint']} --learning-rate <smaller>")
     return status
+
+
+def _epochs(steps, steps_per_epoch):
+    """``"3 epochs"``, ``"1 epoch"``, or ``"2.6 epochs"`` for a run that ended mid-epoch."""
+    n = steps / steps_per_epoch if steps_per_epoch else 0
+    text = f"{n:.0f}" if n == int(n) else f"{n:.1f}" if n >= 1 else f"{n:.2f}"
+    return f"{text} epoch{'' if text == '1' else 's'}"
 
 
 def _in_main_thread():
@@ -378,12 +464,36 @@ def _load_features(path, target, n_features):
     return X
 
 
-def cmd_evaluate(args):
+def _trained(path):
     from .trainer import Trainer
-    trainer = Trainer.load(args.checkpoint)
+    trainer = Trainer.load(path)
     if not trainer.started:
-        raise ValueError(f"{args.checkpoint} holds an untrained network (no run started)")
-    X, y = _load(args.data, args.target)
+        raise ValueError(f"{path} holds an untrained network (no run started)")
+    return trainer
+
+
+def _recorded_target(trainer, data, target):
+    """``target``, or the column the checkpoint was trained on when the data file has it."""
+    from . import datasets
+    recorded = trainer.info.get("target")
+    if target is not None or recorded is None or os.path.splitext(os.fspath(data))[1].lower() != ".csv":
+        return target
+    return recorded if recorded in datasets.columns(data) else None
+
+
+def cmd_evaluate(args):
+    trainer = _trained(args.checkpoint)
+    n_inputs = trainer.get_params()[0][0].shape[0]
+    recorded = trainer.info.get("target")
+    target = _recorded_target(trainer, args.data, args.target)
+    if target is None and recorded is not None and os.path.splitext(args.data)[1].lower() == ".csv":
+        raise ValueError(f"{args.data} has no column {recorded!r}, the target {args.checkpoint} was trained on; "
+                         "evaluate needs the true targets (name another column with --target)")
+    X, y = _load(args.data, target)
+    if X.shape[1] != n_inputs:
+        hint = " (is the target column missing?)" if X.shape[1] + 1 == n_inputs else ""
+        raise ValueError(f"{args.data} has {X.shape[1]} feature columns besides its target, but the network in "
+                         f"{args.checkpoint} takes {n_inputs}{hint}")
     res = trainer.evaluate(X, y)
     line = f"loss {res['loss']:.6g}"
     if "accuracy" in res:
@@ -394,11 +504,9 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     import numpy as np
-    from .trainer import Trainer
-    trainer = Trainer.load(args.checkpoint)
-    if not trainer.started:
-        raise ValueError(f"{args.checkpoint} holds an untrained network (no run started)")
-    X = _load_features(args.data, args.target, trainer.get_params()[0][0].shape[0])
+    trainer = _trained(args.checkpoint)
+    X = _load_features(args.data, _recorded_target(trainer, args.data, args.target),
+                       trainer.get_params()[0][0].shape[0])
     pred = np.asarray(trainer.predict(X))
     pred = pred.reshape(len(pred), -1)
     cols = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j}" for j in range(pred.shape[1])]

@@ -201,9 +201,33 @@ def test_resume_continues_bit_identically(capsys, csv_data, tmp_path):
     code, _, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "points-checkpoint.npz",
                        "--out-dir", tmp_path, "--quiet")
     assert code == 1 and "finished" in err
-    # a resumed run keeps its options (only the rate may change)
-    code, _, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "mid.npz", "--epochs", "9")
-    assert code == 2 and "--epochs" in err
+    # a resumed run keeps its options (only the rate and the epoch budget may change)
+    code, _, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "mid.npz",
+                       "--batch-size", "9")
+    assert code == 2 and "--batch-size" in err and "--epochs" in err
+    # a finished run goes on with a raised budget, as if it had been started with it
+    code, out, err = run(capsys, "train", path, "--target", "label", "--resume", tmp_path / "points-checkpoint.npz",
+                         "--epochs", "5", "--out-dir", tmp_path / "more", "--quiet")
+    assert code == 0, err
+    longer = fb.Trainer.load(tmp_path / "more" / "points-checkpoint.npz")
+    assert longer.finished and np.array_equal(longer.history.loss, fb.Trainer(**{**kw, "epochs": 5}).fit(X, y).loss)
+
+
+def test_resume_checks_the_data_fingerprint(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    code, _, err = run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
+    assert code == 0, err
+    ckpt = tmp_path / "points-checkpoint.npz"
+    assert fb.Trainer.load(ckpt).info["data_fingerprint"]["n_records"] == 300
+    other = tmp_path / "other.csv"
+    write_csv(other, X[::-1], y[::-1])  # the same shape, other rows
+    resume = ["train", other, "--target", "label", "--resume", ckpt, "--epochs", "4", "--out-dir", tmp_path / "o",
+              "--quiet"]
+    code, _, err = run(capsys, *resume)
+    assert code == 1 and "is not the data the run" in err and "sampled rows differ" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, *resume, "--force")
+    assert code == 0, err
 
 
 def test_evaluate_and_predict(capsys, csv_data, tmp_path):
@@ -322,3 +346,89 @@ def test_train_on_class_names(capsys, tmp_path):
     code, out, _ = run(capsys, "evaluate", tmp_path / "named-checkpoint.npz", tmp_path / "named.csv",
                        "--target", "answer")
     assert code == 0 and float(out.split("accuracy ")[1].split()[0]) > 0.9
+
+
+# ---------------------------------------------------------------------- hostile input: one line, right exit code
+
+def one_line_error(capsys, code_expected, *argv):
+    import threading
+    result = []
+    t = threading.Thread(target=lambda: result.append(cli.main([str(a) for a in argv])), daemon=True)
+    t.start()
+    t.join(30)
+    assert result, f"fastbatch {argv[0]} hung"
+    out, err = capsys.readouterr()
+    assert result[0] == code_expected, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def huge_shape_checkpoint(src, dst):
+    """``src`` with its params array's header declaring 10**12 values (the payload left as it was)."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "theta.npy":
+                head = io.BytesIO()
+                np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False,
+                                                            "shape": (10 ** 12,)})
+                data = head.getvalue() + data[data.index(b"\n") + 1:]
+            zout.writestr(info.filename, data)
+
+
+def test_hostile_files_get_one_line_errors(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    assert "named pipe" in one_line_error(capsys, 1, "train", fifo, "--quiet")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    assert "empty" in one_line_error(capsys, 1, "train", tmp_path / "empty.npy", "--quiet")
+    (tmp_path / "wide.csv").write_text("a,b\n1,\"" + "x" * 200_000 + "\"\n")
+    assert "line 2: field larger" in one_line_error(capsys, 1, "train", tmp_path / "wide.csv", "--quiet")
+    (tmp_path / "blank.csv").write_text("a,label\n1,0\n2,\n3,1\n")
+    assert "line 3: the target 'label' is blank" in one_line_error(capsys, 1, "train", tmp_path / "blank.csv")
+    (tmp_path / "ids.csv").write_text("a,id\n1,0\n2,100000000000\n")
+    err = one_line_error(capsys, 1, "train", tmp_path / "ids.csv", "--quiet")
+    assert "100,000,000,000" in err and "--loss mse" in err
+    assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    huge_shape_checkpoint(tmp_path / "points-checkpoint.npz", tmp_path / "huge.npz")
+    assert "not a valid fastbatch checkpoint" in one_line_error(capsys, 1, "evaluate", tmp_path / "huge.npz", path)
+    assert "named pipe" in one_line_error(capsys, 1, "predict", fifo, path)
+    assert "named pipe" in one_line_error(capsys, 1, "evaluate", tmp_path / "points-checkpoint.npz", fifo)
+
+
+@pytest.mark.parametrize("value", [str(2 ** 63), "2**63", "1e3", str(2 ** 62)])
+def test_out_of_range_integers_are_usage_errors(capsys, csv_data, value):
+    path, _, _ = csv_data
+    err = one_line_error(capsys, 2, "train", path, "--batch-size", value, "--quiet")
+    assert "batch" in err
+
+
+def test_evaluate_refuses_a_file_without_the_target(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    features = tmp_path / "features.csv"
+    features.write_text("f0,f1,f2,f3\n" + "".join(",".join(map(str, r)) + "\n" for r in X[:20]))
+    err = one_line_error(capsys, 1, "evaluate", tmp_path / "points-checkpoint.npz", features)
+    assert "no column 'label'" in err
+    code, out, err = run(capsys, "evaluate", tmp_path / "points-checkpoint.npz", path)  # found by its name
+    assert code == 0 and "300 records" in out
+    code, out, _ = run(capsys, "predict", tmp_path / "points-checkpoint.npz", path)
+    assert code == 0 and len(out.splitlines()) == 301
+
+
+def test_every_trainer_parameter_has_a_flag(capsys):
+    from fastbatch._config import PARAMS
+    parser = cli.build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {s for a in train._actions for s in a.option_strings}
+    for p in PARAMS:
+        assert "--" + p.name.replace("_", "-") in flags
+    for old in ("--lr", "--no-shuffle", "--drop-last", "--nesterov", "--beta1", "--beta2", "--resume", "--force"):
+        assert old in flags
+    args = parser.parse_args(["train", "x.csv", "--no-shuffle", "--betas", "0.8,0.9", "--beta2", "0.99", "--lr", "0.5",
+                              "--hidden", "4,2"])
+    assert cli._trainer_options(args) == {"shuffle": False, "betas": (0.8, 0.99), "learning_rate": 0.5,
+                                          "hidden": (4, 2)}
