@@ -117,6 +117,8 @@ PARAMS = (
           "(stored with the params; predict and evaluate apply it)."),
     Param("standardize_target", False, "bool", "Standardise mse targets too (predictions come back in the "
           "data's units; History's losses are in standardised units)."),
+    Param("track_noise", False, "bool", "Record each step's gradient noise numbers (|G_B|^2 and the mean "
+          "per-record |g_i|^2) for History.noise_scale()."),
     Param("n_threads", None, "optional_int", "Threads of the kernel's team; None: the BLAS's thread setting "
           "when the run starts. The only thing that decides the team size.", low=1),
 )

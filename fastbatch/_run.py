@@ -41,6 +41,7 @@ class RunState:
     loss_buf: np.ndarray = None
     lr_buf: np.ndarray = None
     per_step_buf: np.ndarray = None  # fit_batches: (3, cap) int64 of epoch, batch, batch size
+    noise_buf: np.ndarray = None     # track_noise: (cap, 2) of |G_B|^2 and mean |g_i|^2 per step
     # history: per finished epoch
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
@@ -90,6 +91,10 @@ class RunState:
             new = np.zeros(cap)
             new[:len(old)] = old
             setattr(self, name, new)
+        if self.noise_buf is not None:
+            new = np.zeros((cap, 2))
+            new[:len(self.noise_buf)] = self.noise_buf
+            self.noise_buf = new
         if self.generator:
             new = np.zeros((3, cap), dtype=np.int64)
             new[:, :self.per_step_buf.shape[1]] = self.per_step_buf
@@ -150,6 +155,8 @@ class RunState:
             arrays["best_theta"] = self.best["theta"]
         for key, value in (self.scaling or {}).items():
             arrays[key] = value
+        if self.noise_buf is not None:
+            arrays["noise"] = self.noise_buf[:s]
         return facts, arrays
 
     @classmethod
@@ -182,6 +189,9 @@ class RunState:
         if len(st.val_loss) != len(st.val_accuracy):
             raise ValueError("val_loss and val_accuracy differ in length")
         st.schedule_state = dict(facts["schedule_state"] or {})
+        if "noise" in arrays:
+            st.noise_buf = np.zeros((len(st.loss_buf), 2))
+            st.noise_buf[:step] = _float_array(arrays["noise"], np.float64, (step, 2), "noise")
         for key, size in (("x_shift", st.n_features), ("x_scale", st.n_features), ("y_shift", st.n_outputs),
                           ("y_scale", st.n_outputs)):
             if key in arrays:

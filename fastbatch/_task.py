@@ -39,6 +39,8 @@ def decide(y, loss="auto", name="target"):
     flat = a.reshape(-1)
     whole = a.dtype.kind in "biu" or bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
     n_distinct = len(np.unique(flat)) if whole else None
+    if whole and n_distinct == 1 and a.dtype.kind == "f":
+        return Task("mse", "regression", f"{name}: one value only -> regression (mse)", True)
     if whole and n_distinct <= MAX_AUTO_CLASSES:
         obvious = a.dtype.kind in "biu"
         how = "" if obvious else " (whole-number floats)"

@@ -113,6 +113,8 @@ def read_arrays(path):
             if facts.get("best") is not None:
                 expected["best_theta"] = (dtype, (P,))
             f64 = np.dtype(np.float64)
+            if "noise" in names:
+                expected["noise"] = (f64, (step, 2))
             for key, size in (("x_shift", sizes[0]), ("x_scale", sizes[0]), ("y_shift", sizes[-1]),
                               ("y_scale", sizes[-1])):
                 if key in names:

@@ -21,7 +21,7 @@ class History:
     """
 
     def __init__(self, loss, learning_rate, epoch_batch_sizes, steps_per_epoch, n_records,
-                 val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None):
+                 val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None, noise=None):
         self.loss = loss
         self.learning_rate = learning_rate
         # fit_batches runs give every step's epoch, batch and size explicitly
@@ -34,6 +34,9 @@ class History:
         self.val_accuracy = np.asarray(val_accuracy, dtype=np.float64)
         # the mean loss of every finished epoch, kept by the run (None: computed here from the steps)
         self._closed = None if closed_epoch_loss is None else np.array(closed_epoch_loss, dtype=np.float64)
+        # track_noise: per step |G_B|^2 (the batch-mean gradient's squared norm) and S, the mean of
+        # the records' squared gradient norms (McCandlish et al. 2018); None when not tracked
+        self.noise = noise
 
     @property
     def epoch(self):
@@ -96,6 +99,40 @@ class History:
             starts = self.epoch_starts
             return int(starts[epoch]) if epoch < len(starts) else self.n_steps
         return epoch * self.steps_per_epoch
+
+    def noise_scale(self, window=None):
+        """The gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al., 2018).
+
+        Per epoch (default), or over consecutive windows of ``window`` steps. Each step
+        gives unbiased estimates from its batch of B records:
+        ``tr(Sigma) ~ (S - |G_B|^2) B / (B - 1)`` and ``|G|^2 ~ (B |G_B|^2 - S) / (B - 1)``;
+        numerators and denominators are averaged over the window before dividing. A batch
+        of one record carries no estimate: a window of only such steps gives NaN, and a
+        run of batch 1 raises ValueError saying so.
+        """
+        if self.noise is None:
+            raise ValueError("this run did not track the noise scale: train with track_noise=True")
+        B = self.batch_size.astype(np.float64)
+        g2, S = self.noise[:, 0], self.noise[:, 1]
+        ok = B > 1
+        if self.n_steps and not ok.any():
+            raise ValueError("batches of one record carry no noise-scale estimate (it compares records within "
+                             "a batch): train with batch_size >= 2")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            trace = np.where(ok, (S - g2) * B / (B - 1), 0.0)
+            true_g2 = np.where(ok, (B * g2 - S) / (B - 1), 0.0)
+        if window is None:
+            starts = self.epoch_starts
+        else:
+            from ._validation import check_int
+            starts = np.arange(0, self.n_steps, check_int("window", window, 1))
+        if not len(starts):
+            return np.empty(0)
+        num = np.add.reduceat(trace, starts)
+        den = np.add.reduceat(true_g2, starts)
+        count = np.add.reduceat(ok.astype(np.int64), starts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(count > 0, num / den, np.nan)
 
     def as_dict(self):
         """Plain arrays, e.g. for ``np.savez`` or a DataFrame."""

@@ -51,6 +51,9 @@ class Plan:
     steps_per_epoch: int
     last_batch_size: int
     total_steps: int
+    layers: tuple = None      # the network's widths (n_features, *hidden, n_outputs), when known
+    dtype: str = "float32"
+    optimizer: str = "sgd"
 
     @property
     def effective_batch_size(self):
@@ -68,22 +71,66 @@ class Plan:
         sizes[-1] = self.last_batch_size
         return sizes
 
+    def step_memory(self):
+        """Bytes one step of a full batch needs, by part (None without ``layers``).
+
+        ``batch``: the gathered records; ``activations`` and ``deltas``: every layer's outputs
+        and their gradients for the batch; ``params`` and ``gradient``: the network's weights
+        and biases, and their gradient; ``optimizer_state``: momentum / Adam / RMSprop buffers.
+        """
+        if self.layers is None:
+            return None
+        item = np.dtype(self.dtype).itemsize
+        B = self.effective_batch_size
+        sizes = [int(s) for s in self.layers]
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        rows = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 3}.get(self.optimizer, 2)
+        out = {"batch": B * sizes[0] * item, "activations": B * sum(sizes[1:]) * item,
+               "deltas": B * sum(sizes[1:]) * item, "params": n_params * item, "gradient": n_params * item,
+               "optimizer_state": (rows if self.optimizer != "sgd" else 0) * n_params * item}
+        out["total"] = sum(out.values())
+        return out
+
     def describe(self):
         """One line of arithmetic, e.g. ``1000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps``."""
         last = "" if self.last_batch_size == self.effective_batch_size else f" (last batch {self.last_batch_size})"
         dropped = self.n_records - self.steps_per_epoch * self.effective_batch_size if self.drop_last else 0
         drop = f", {dropped} records dropped per epoch" if dropped else ""
         unit = "step" if self.steps_per_epoch == 1 else "steps"
+        epochs = "epoch" if self.epochs == 1 else "epochs"
+        memory = self.step_memory()
+        per_step = f"; {format_bytes(memory['total'])} per step" if memory else ""
         return (f"{self.n_records} records / batch {self.batch_size} -> {self.steps_per_epoch} {unit} per epoch"
-                f"{last}{drop} x {self.epochs} epochs = {self.total_steps} steps")
+                f"{last}{drop} x {self.epochs} {epochs} = {self.total_steps} steps{per_step}")
 
 
-def plan(n_records, batch_size, epochs, drop_last=False):
-    """Return the :class:`Plan` for ``n_records`` records, ``batch_size`` and ``epochs``."""
+def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="float32", optimizer="sgd"):
+    """Return the :class:`Plan` for ``n_records`` records, ``batch_size`` and ``epochs``.
+
+    With ``layers`` (the network's widths, e.g. ``(784, 256, 128, 10)``), ``dtype`` and
+    ``optimizer``, the plan also knows the memory a step needs (:meth:`Plan.step_memory`).
+    """
     e = check_int("epochs", epochs, 1)
     spe = steps_per_epoch(n_records, batch_size, drop_last)
+    if layers is not None:
+        try:
+            layers = tuple(check_int("layers", w, 1) for w in layers)
+        except TypeError:
+            raise TypeError(f"layers must be a tuple of widths (n_features, *hidden, n_outputs), got {layers!r}") from None
+        if len(layers) < 2:
+            raise ValueError(f"layers must list at least the inputs and the outputs, got {layers!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return Plan(int(n_records), int(batch_size), e, bool(drop_last), spe,
-                last_batch_size(n_records, batch_size, drop_last), spe * e)
+                last_batch_size(n_records, batch_size, drop_last), spe * e, layers, dtype, optimizer)
+
+
+def format_bytes(n):
+    """1536 -> '1.5 KB' (powers of 1024; the unit a person reads)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
 
 
 def split_sizes(n_records, validation_split):
@@ -133,9 +180,17 @@ def epoch_order(n_records, seed, epoch, shuffle=True):
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
-def schedule_lines(n_records, batch_size, epochs, drop_last=False):
-    """Yield the seed's ``Epoch: e, Batch: b, Step: s`` line for every step (all 1-based)."""
-    p = plan(n_records, batch_size, epochs, drop_last)
+def schedule_lines(n_records, batch_size=None, epochs=None, drop_last=False):
+    """Yield the seed's ``Epoch: e, Batch: b, Step: s`` line for every step (all 1-based).
+
+    Takes ``(n_records, batch_size, epochs[, drop_last])`` or a :class:`Plan`.
+    """
+    if isinstance(n_records, Plan):
+        p = n_records
+    else:
+        if batch_size is None or epochs is None:
+            raise TypeError("schedule_lines takes a Plan, or n_records, batch_size and epochs")
+        p = plan(n_records, batch_size, epochs, drop_last)
     step = 0
     for e in range(p.epochs):
         for b in range(p.steps_per_epoch):

@@ -172,12 +172,13 @@ class Trainer:
         if st is None:
             return History(np.empty(0), np.empty(0), [], 0, 0)
         s = st.step
+        noise = None if st.noise_buf is None else st.noise_buf[:s]
         if st.generator:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
             return History(st.loss_buf[:s], st.lr_buf[:s], [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss)
+                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise)
         return History(st.loss_buf[:s], st.lr_buf[:s], self.plan.batch_sizes(), st.steps_per_epoch, st.n_records,
-                       st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss)
+                       st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
@@ -251,7 +252,9 @@ class Trainer:
         return _kernel if self._cfg["backend"] == "cython" else _numpy_backend
 
     def _noise_buffer(self, start, n):
-        return _NO_NOISE
+        """Where the kernel writes steps [start, start + n)'s noise numbers (a (0, 2) array when not tracked)."""
+        buf = self._state.noise_buf
+        return _NO_NOISE if buf is None else buf[start:start + n]
 
     def _new_state(self, n_features, loss, n_outputs, n_records, n_records_all, steps_per_epoch, generator,
                    scaling=None):
@@ -270,6 +273,8 @@ class Trainer:
         n_threads = cfg["n_threads"] or default_threads()
         state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
         state.scaling = scaling
+        if cfg["track_noise"]:
+            state.noise_buf = np.zeros((0, 2))
         return state
 
     def _begin(self, state):

@@ -1,0 +1,90 @@
+"""Which batch size? Train the same run at several batch sizes and measure the trade.
+
+Smaller batches give noisier gradients but more updates; larger batches give more
+accurate gradients but fewer updates for the same records. :func:`compare_batch_sizes`
+trains the same data, network, initial params, seed and record budget (epochs) at each
+batch size, and measures steps, time, losses and the gradient noise scale
+(McCandlish et al., "An Empirical Model of Large-Batch Training", 2018), whose
+value is the batch size beyond which bigger batches mostly waste records.
+"""
+import math
+import time
+
+import numpy as np
+
+from ._validation import check_int
+from .trainer import Trainer
+
+LR_SCALINGS = (None, "linear", "sqrt")
+
+
+def scaled_learning_rate(learning_rate, batch_size, reference_batch_size, rule):
+    """The rate for ``batch_size`` under a scaling rule: ``lr * (b / ref)`` (linear, Goyal et al. 2017),
+    ``lr * sqrt(b / ref)`` (sqrt), or ``lr`` (None)."""
+    if rule not in LR_SCALINGS:
+        raise ValueError(f"scale_lr must be one of {LR_SCALINGS}, got {rule!r}")
+    if rule is None:
+        return learning_rate
+    ratio = check_int("batch_size", batch_size, 1) / check_int("reference_batch_size", reference_batch_size, 1)
+    return learning_rate * (ratio if rule == "linear" else math.sqrt(ratio))
+
+
+def suggested_batch_size(batch_sizes, noise_scale):
+    """The compared batch size nearest the measured noise scale (on a log scale); None without one."""
+    if noise_scale is None or not np.isfinite(noise_scale) or noise_scale <= 0:
+        return None
+    return min(batch_sizes, key=lambda b: abs(math.log(b) - math.log(noise_scale)))
+
+
+def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, **trainer_params):
+    """Train one run per batch size; return ``(histories, summary)``.
+
+    ``histories`` maps each batch size to its :class:`~fastbatch.History`; ``summary`` has
+    one row per batch size (a list of dicts, or a pandas DataFrame when pandas is there):
+    steps per epoch, last batch, steps/s, records/s, seconds per epoch, final training and
+    validation loss, the measured noise scale, and which one is suggested. Every run is a
+    plain :class:`~fastbatch.Trainer` run with ``track_noise=True``: the same as training
+    it alone, bit for bit. ``scale_lr`` ("linear" or "sqrt") scales ``learning_rate`` with
+    the batch size against ``reference_batch_size`` (default: the smallest compared).
+    """
+    try:
+        sizes = [check_int("batch_sizes", b, 1) for b in batch_sizes]
+    except TypeError:
+        raise TypeError(f"batch_sizes must be a list of integers >= 1, got {batch_sizes!r}") from None
+    if not sizes:
+        raise ValueError("batch_sizes must list at least one batch size")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"batch_sizes has repeats: {sizes}")
+    if "batch_size" in trainer_params:
+        raise TypeError("pass the batch sizes as batch_sizes, not batch_size")
+    reference = reference_batch_size or min(sizes)
+    base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)
+    trainers = {b: Trainer(**{**trainer_params, "track_noise": True}, batch_size=b,
+                           learning_rate=scaled_learning_rate(base_lr, b, reference, scale_lr)) for b in sizes}
+    histories, rows = {}, []
+    for b, tr in trainers.items():
+        t0 = time.perf_counter()
+        h = tr.fit(X, y)
+        seconds = time.perf_counter() - t0
+        histories[b] = h
+        try:
+            scales = h.noise_scale()
+            finite = scales[np.isfinite(scales)]
+            noise = float(np.median(finite[-3:])) if len(finite) else math.nan
+        except ValueError:  # batch 1: no estimate
+            noise = math.nan
+        epochs = max(len(h.epoch_loss), 1)
+        rows.append({"batch_size": b, "learning_rate": tr.learning_rate, "steps_per_epoch": h.steps_per_epoch,
+                     "last_batch": int(tr.plan.last_batch_size), "steps": h.n_steps,
+                     "steps_per_s": h.n_steps / seconds, "records_per_s": float(h.records_seen[-1]) / seconds,
+                     "seconds_per_epoch": seconds / epochs, "train_loss": float(h.epoch_loss[-1]),
+                     "val_loss": float(h.val_loss[-1]) if len(h.val_loss) else math.nan, "noise_scale": noise})
+    estimates = [r["noise_scale"] for r in rows if np.isfinite(r["noise_scale"])]
+    pick = suggested_batch_size(sizes, float(np.median(estimates)) if estimates else None)
+    for r in rows:
+        r["suggested"] = r["batch_size"] == pick
+    try:
+        import pandas as pd
+        return histories, pd.DataFrame(rows)
+    except ImportError:
+        return histories, rows
