@@ -7,10 +7,6 @@ its position there.
 """
 import dataclasses
 import inspect
-import numbers
-
-import numpy as np
-
 from . import _codes
 from . import _validation as V
 from .schedules import SCHEDULES, make_schedule
@@ -93,11 +89,13 @@ PARAMS = (
           live=True),
     Param("learning_rate", 0.01, "float", "The rate (the base of lr_schedule); may change between fit calls.",
           low=0.0, live=True),
-    Param("optimizer", "sgd", "choice", "As torch.optim.SGD, Adam and AdamW.", OPTIMIZERS),
-    Param("momentum", 0.0, "float", "SGD momentum.", low=0.0),
+    Param("optimizer", "sgd", "choice", "As torch.optim.SGD, Adam, AdamW (and RMSprop).", OPTIMIZERS),
+    Param("momentum", 0.0, "float", "SGD and RMSprop momentum.", low=0.0),
     Param("nesterov", False, "bool", "Nesterov momentum (needs momentum > 0)."),
     Param("betas", (0.9, 0.999), "betas", "Adam's moment decay rates."),
-    Param("eps", 1e-8, "float", "Adam's denominator term.", low=0.0),
+    Param("eps", 1e-8, "float", "Adam's and RMSprop's denominator term.", low=0.0),
+    Param("alpha", 0.99, "float", "RMSprop's smoothing constant (torch.optim.RMSprop's alpha).", low=0.0, high=1.0),
+    Param("centered", False, "bool", "RMSprop: normalise by the gradient's estimated variance (centered RMSprop)."),
     Param("weight_decay", 0.0, "float", "L2 penalty (SGD, Adam) or decoupled decay (AdamW), on weights and biases.",
           low=0.0),
     Param("shuffle", True, "bool", "Visit the records in a seeded new order each epoch (epoch_order)."),
@@ -143,8 +141,8 @@ def check_config(params, defaults=DEFAULTS):
 def signature(defaults=DEFAULTS, first=("self",)):
     """An ``inspect.Signature`` of keyword-only parameters with these defaults (for help() and IDEs)."""
     params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in first]
-    params += [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default))
-               for p in PARAMS if p.name in defaults]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for name, default in defaults.items()]
     return inspect.Signature(params)
 
 
@@ -157,6 +155,3 @@ def numpydoc(defaults=DEFAULTS):
             lines.append(f"    {p.help}")
     return "\n".join(lines)
 
-
-def is_integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))

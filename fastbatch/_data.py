@@ -192,6 +192,14 @@ def prepare_validation(validation_data, loss, n_outputs, dtype, n_features):
     return Xv, t, lab, np.empty(0, dtype=dtype)
 
 
+def pooled_variance(targets):
+    """The mean over outputs of the targets' variance (the denominator of a pooled r2); None without targets."""
+    if not targets.size:
+        return None
+    var = float(np.mean(np.var(np.asarray(targets, dtype=np.float64), axis=0)))
+    return var if var > 0 else None
+
+
 def check_params(params, hidden):
     """``[(W, b), ...]`` as arrays, checked against ``hidden`` (shapes chain; real, finite values)."""
     try:

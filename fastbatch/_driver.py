@@ -79,6 +79,24 @@ class Hooks:
         self.epoch_state = bool(val is not None or any(overrides(cb, "on_epoch_end") for cb in callbacks)
                                 or cfg["patience"] or trainer._schedule.name == "plateau")
         self.last_report = time.perf_counter()
+        self.verbose = 0
+        self.epoch_clock = time.perf_counter()  # when the last reported epoch ended
+
+    def report_epochs(self, first, last):
+        """verbose=1: one Keras-style line per finished epoch [first, last)."""
+        if not self.verbose or last <= first:
+            return
+        tr = self.trainer
+        now = time.perf_counter()
+        per_epoch = (now - self.epoch_clock) / (last - first)
+        self.epoch_clock = now
+        budget = tr._cfg["epochs"]
+        steps = tr._state.steps_per_epoch
+        for e in range(first, last):
+            logs = tr._state.epoch_metrics[e]
+            parts = [f"Epoch {e + 1}/{budget}", f"{steps:,} step{'s' if steps != 1 else ''}",
+                     f"{per_epoch * 1000:.3g} ms" if per_epoch < 1 else f"{per_epoch:.3g} s"] + [f"{k}: {v:.4g}" for k, v in logs.items()]
+            print(" - ".join(parts), flush=True)
 
     def progress(self, force=False):
         if self.on_progress is None:
@@ -94,8 +112,9 @@ class ArraySource:
 
     generator = False
 
-    def __init__(self, data, rows, backend):
+    def __init__(self, data, rows, backend, batch_sizes):
         self.data, self.rows, self.backend = data, rows, backend
+        self.batch_sizes = batch_sizes  # of every step of an epoch
 
     def next_chunk(self, state, end, hooks):
         """(n steps) of the next chunk, stopping at an epoch end when epoch hooks need it."""
@@ -166,11 +185,13 @@ def train_arrays(trainer, source, end, hooks, stop):
         first_epoch, last_epoch = start // spe, state.step // spe
         ended = False
         for epoch in range(first_epoch, last_epoch):
-            state.close_epoch(epoch * spe, (epoch + 1) * spe, trainer.plan.batch_sizes())
+            state.close_epoch(epoch * spe, (epoch + 1) * spe, source.batch_sizes)
             ended = True
             if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
+                hooks.report_epochs(epoch, epoch + 1)
                 hooks.progress(force=True)
                 return finish(trainer, hooks)
+        hooks.report_epochs(first_epoch, last_epoch)
         hooks.progress(force=ended and hooks.epoch_state)
         if status == Status.STOPPED:
             break
@@ -197,6 +218,7 @@ def end_epoch(trainer, epoch, hooks):
         state.val_accuracy.append(res.get("accuracy", math.nan))
         metric = res["loss"]
         logs.update({f"val_{k}": v for k, v in res.items()})
+        state.epoch_metrics[-1].update({f"val_{k}": v for k, v in res.items()})
     trainer._schedule.on_epoch_end(metric)
     state.schedule_state = trainer._schedule.state()
     patience = cfg["patience"]
@@ -314,6 +336,7 @@ def train_batches(trainer, batches, hooks, stop, n_outputs, validation_data, pre
         state.batch = 0
         state.records = 0
         stop_run = end_epoch(trainer, epoch, hooks)
+        hooks.report_epochs(epoch, epoch + 1)
         hooks.progress(force=True)
         if stop_run:
             break

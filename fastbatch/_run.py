@@ -46,6 +46,8 @@ class RunState:
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
     val_accuracy: list = dataclasses.field(default_factory=list)
+    epoch_metrics: list = dataclasses.field(default_factory=list)  # per finished epoch: {"loss", "accuracy" or "r2", "val_..."}
+    target_var: float = None     # mse: the training targets' variance (pooled over outputs), for the epoch's r2
     # the current epoch's record order between kernel calls (index 0: its epoch, -1 none)
     order_cache: np.ndarray = None
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
@@ -124,6 +126,7 @@ class RunState:
          self.best, schedule_state, self.steps_per_epoch, self.n_records) = snap.scalars
         self.schedule_state = dict(schedule_state)
         del self.epoch_loss[n_epochs:]
+        del self.epoch_metrics[n_epochs:]
         del self.val_loss[n_val:]
         del self.val_accuracy[n_val:]
         if self.order_cache is not None:
@@ -132,10 +135,16 @@ class RunState:
     # ------------------------------------------------------------------ epochs
 
     def close_epoch(self, first_step, end_step, batch_sizes):
-        """Append the mean loss of steps [first_step, end_step), weighted by batch size: O(steps in the epoch)."""
+        """Close an epoch: the mean loss of steps [first_step, end_step) weighted by batch size, and the
+        training metric (r2 of the epoch's losses for mse), in O(steps in the epoch)."""
         w = np.asarray(batch_sizes, dtype=np.float64)
         losses = self.loss_buf[first_step:end_step]
-        self.epoch_loss.append(float(np.dot(losses, w) / w.sum()) if len(w) else math.nan)
+        loss = float(np.dot(losses, w) / w.sum()) if len(w) else math.nan
+        self.epoch_loss.append(loss)
+        logs = {"loss": loss}
+        if self.loss == "mse" and self.target_var:
+            logs["r2"] = 1.0 - loss / self.target_var
+        self.epoch_metrics.append(logs)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -147,6 +156,7 @@ class RunState:
                  "n_threads": self.n_threads, "step": s, "opt_t": self.opt_t, "epoch": self.epoch,
                  "batch": self.batch, "records": self.records, "stopped_early": self.stopped_early,
                  "epoch_loss": self.epoch_loss, "val_loss": self.val_loss, "val_accuracy": self.val_accuracy,
+                 "epoch_metrics": self.epoch_metrics, "target_var": self.target_var,
                  "schedule_state": self.schedule_state,
                  "best": None if self.best is None else {"metric": self.best["metric"], "epoch": self.best["epoch"]}}
         arrays = {"sizes": self.sizes, "theta": self.theta, "opt_state": self.opt_state,
@@ -184,6 +194,10 @@ class RunState:
         st.epoch, st.batch, st.records = _count(facts, "epoch"), _count(facts, "batch"), _count(facts, "records")
         st.stopped_early = bool(facts["stopped_early"])
         st.epoch_loss = [float(x) for x in facts["epoch_loss"]]
+        st.epoch_metrics = [{str(k): float(v) for k, v in d.items()} for d in facts.get("epoch_metrics", [])]
+        if len(st.epoch_metrics) != len(st.epoch_loss):
+            raise ValueError("epoch_metrics and epoch_loss differ in length")
+        st.target_var = None if facts.get("target_var") is None else float(facts["target_var"])
         st.val_loss = [float(x) for x in facts["val_loss"]]
         st.val_accuracy = [float(x) for x in facts["val_accuracy"]]
         if len(st.val_loss) != len(st.val_accuracy):

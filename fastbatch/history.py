@@ -21,7 +21,8 @@ class History:
     """
 
     def __init__(self, loss, learning_rate, epoch_batch_sizes, steps_per_epoch, n_records,
-                 val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None, noise=None):
+                 val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None, noise=None,
+                 epoch_metrics=()):
         self.loss = loss
         self.learning_rate = learning_rate
         # fit_batches runs give every step's epoch, batch and size explicitly
@@ -37,6 +38,7 @@ class History:
         # track_noise: per step |G_B|^2 (the batch-mean gradient's squared norm) and S, the mean of
         # the records' squared gradient norms (McCandlish et al. 2018); None when not tracked
         self.noise = noise
+        self._epoch_metrics = epoch_metrics
 
     @property
     def epoch(self):
@@ -99,6 +101,16 @@ class History:
             starts = self.epoch_starts
             return int(starts[epoch]) if epoch < len(starts) else self.n_steps
         return epoch * self.steps_per_epoch
+
+    @property
+    def metrics(self):
+        """Per finished epoch, every metric by name: ``loss``, ``accuracy`` or ``r2`` (of the epoch's
+        steps, before each update), and with validation ``val_loss``, ``val_accuracy`` or ``val_r2`` and
+        ``val_mae`` (at the epoch's end). A metric missing in an epoch is NaN."""
+        names = []
+        for logs in self._epoch_metrics:
+            names += [k for k in logs if k not in names]
+        return {k: np.array([logs.get(k, np.nan) for logs in self._epoch_metrics]) for k in names}
 
     def noise_scale(self, window=None):
         """The gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al., 2018).

@@ -84,12 +84,15 @@ class _FastBatchEstimator(BaseEstimator):
 
     _loss = None  # set by the subclasses
 
+    _extra_params = {}  # estimator-only parameters and their defaults (the classifier's class_weight)
+
     def __init__(self, **params):
-        unknown = set(params) - set(TRAINER_PARAMS)
+        defaults = {**ESTIMATOR_DEFAULTS, **self._extra_params}
+        unknown = set(params) - set(defaults)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown parameter(s) {sorted(unknown)}")
-        for name in TRAINER_PARAMS:  # stored as given: checked by the Trainer at fit (scikit-learn's rule)
-            setattr(self, name, params.get(name, ESTIMATOR_DEFAULTS[name]))
+        for name, default in defaults.items():  # stored as given: checked at fit (scikit-learn's rule)
+            setattr(self, name, params.get(name, default))
 
     __init__.__signature__ = _config.signature(ESTIMATOR_DEFAULTS)
 
@@ -101,10 +104,10 @@ class _FastBatchEstimator(BaseEstimator):
             params.update(epochs=PARTIAL_FIT_EPOCHS, validation_split=0.0, patience=None)
         return Trainer(loss=self._loss, **params)  # checks every parameter: ValueError / TypeError
 
-    def _fit(self, X, y_train):
+    def _fit(self, X, y_train, sample_weight=None):
         """A new run over (X, y_train), ``epochs`` epochs."""
         trainer = self._new_trainer(partial=False)
-        trainer.fit(X, y_train, n_outputs=self._network_outputs())
+        trainer.fit(X, y_train, n_outputs=self._network_outputs(), sample_weight=sample_weight)
         self.trainer_ = trainer
         self._partial_run = False
         self.loss_curve_ = np.empty(0)
@@ -173,7 +176,9 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
     Labels can be anything :func:`numpy.unique` sorts (strings, -1/1, ...): they are
     encoded as 0..k-1 (``classes_`` maps back) and trained with ``cross_entropy`` over k
     logits (two logits for two classes).
-""" + _COMMON_DOC + """
+""" + _COMMON_DOC + """    class_weight : dict, "balanced" or None, default=None
+        Weights per class, as scikit-learn defines them (multiplied into ``sample_weight``).
+
     Attributes
     ----------
     classes_ : ndarray
@@ -190,8 +195,14 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
     """)
 
     _loss = "cross_entropy"
+    _extra_params = {"class_weight": None}
 
-    def fit(self, X, y):
+    def __init__(self, **params):
+        super().__init__(**params)
+
+    __init__.__signature__ = _config.signature({**ESTIMATOR_DEFAULTS, "class_weight": None})
+
+    def fit(self, X, y, sample_weight=None):
         """Train a new network on (X, y) for ``epochs`` epochs.
 
         Parameters
@@ -199,6 +210,8 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         X : array-like of shape (n_records, n_features)
         y : array-like of shape (n_records,)
             Class labels of any sortable type.
+        sample_weight : array-like of shape (n_records,), optional
+            Per-record weights (multiplied by ``class_weight``'s).
 
         Returns
         -------
@@ -208,7 +221,8 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_, y_train = np.unique(y, return_inverse=True)
-        return self._fit(X, y_train.astype(np.int64).reshape(-1))
+        weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
+        return self._fit(X, y_train.astype(np.int64).reshape(-1), weights)
 
     def partial_fit(self, X, y, classes=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -314,23 +328,24 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
             raise ValueError(f"y has {1 if y.ndim == 1 else y.shape[1]} target columns, but this "
                              f"regressor was fitted with {self._n_outputs}")
         self._y_1d = y.ndim == 1
-        # a fresh array object each call: the Trainer caches converted data by identity
-        return X, np.asarray(y, dtype=np.float64).view()
+        return X, np.asarray(y, dtype=np.float64)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train a new network on (X, y) for ``epochs`` epochs.
 
         Parameters
         ----------
         X : array-like of shape (n_records, n_features)
         y : array-like of shape (n_records,) or (n_records, n_outputs)
+        sample_weight : array-like of shape (n_records,), optional
+            Per-record weights.
 
         Returns
         -------
         self : FastBatchRegressor
         """
         X, y = self._check(X, y, reset=True)
-        return self._fit(X, y)
+        return self._fit(X, y, sample_weight)
 
     def partial_fit(self, X, y):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -352,6 +367,29 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+def _class_weights(class_weight, classes, y_encoded, sample_weight, n):
+    """Per-record weights from ``class_weight`` (None, "balanced" or {label: weight}) times ``sample_weight``."""
+    from sklearn.utils.class_weight import compute_class_weight
+    if class_weight is None:
+        per_class = None
+    elif isinstance(class_weight, str) and class_weight == "balanced":
+        per_class = compute_class_weight("balanced", classes=classes, y=classes[y_encoded])
+    elif isinstance(class_weight, dict):
+        unknown = set(class_weight) - set(classes.tolist())
+        if unknown:
+            raise ValueError(f"class_weight names labels that are not in y: {sorted(map(str, unknown))}")
+        per_class = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+    else:
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got {class_weight!r}")
+    w = None if per_class is None else per_class[y_encoded]
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if sw.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
+        w = sw if w is None else w * sw
+    return w
 
 
 def _sigmoid(z):

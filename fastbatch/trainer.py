@@ -176,9 +176,10 @@ class Trainer:
         if st.generator:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
             return History(st.loss_buf[:s], st.lr_buf[:s], [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise)
+                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
         return History(st.loss_buf[:s], st.lr_buf[:s], self.plan.batch_sizes(), st.steps_per_epoch, st.n_records,
-                       st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise)
+                       st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise,
+                       epoch_metrics=st.epoch_metrics)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
@@ -257,7 +258,7 @@ class Trainer:
         return _NO_NOISE if buf is None else buf[start:start + n]
 
     def _new_state(self, n_features, loss, n_outputs, n_records, n_records_all, steps_per_epoch, generator,
-                   scaling=None):
+                   scaling=None, target_var=None):
         cfg = self._cfg
         dtype = np.dtype(cfg["dtype"])
         sizes = layer_sizes(n_features, cfg["hidden"], n_outputs)
@@ -273,6 +274,8 @@ class Trainer:
         n_threads = cfg["n_threads"] or default_threads()
         state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
         state.scaling = scaling
+        if target_var is not None:
+            state.target_var = target_var
         if cfg["track_noise"]:
             state.noise_buf = np.zeros((0, 2))
         return state
@@ -306,7 +309,7 @@ class Trainer:
             self._fit_lock.release()
 
     def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None, n_outputs=None,
-            epochs=None, sample_weight=None):
+            epochs=None, sample_weight=None, verbose=0):
         """Train until the epoch budget is spent, or for ``steps`` more steps.
 
         Continues from where the run stands: pieces of ``fit`` give bit-identical
@@ -331,6 +334,8 @@ class Trainer:
             Shorthand for ``trainer.epochs = epochs`` first: extends a run (never shortens it).
         sample_weight : array-like (n_records,), optional
             Per-record weights: a step's loss is ``sum(w_i * l_i) / sum(w_i)`` over its batch.
+        verbose : {0, 1}
+            1 prints one line per finished epoch (epoch, steps, time, loss, metrics, validation).
         """
         if steps is not None:
             steps = V.check_int("steps", steps, 1)
@@ -338,6 +343,7 @@ class Trainer:
             n_outputs = V.check_int("n_outputs", n_outputs, 1)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable, got {on_progress!r}")
+        verbose = V.check_int("verbose", verbose, 0, 1)
         callbacks = _check_callbacks(callbacks)
         with self._fitting() as stop:
             if epochs is not None:
@@ -353,7 +359,7 @@ class Trainer:
             if st is None:
                 spe = make_plan(data.n_records, self._cfg["batch_size"], 1, self._cfg["drop_last"]).steps_per_epoch
                 new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
-                                      data.n_records_all, spe, False, data.scaling)
+                                      data.n_records_all, spe, False, data.scaling, _data.pooled_variance(data.targets))
             if self.finished:
                 warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
                               "nothing. Raise epochs to continue it, or call reset() to start over.",
@@ -363,8 +369,9 @@ class Trainer:
                 if st is None:
                     self._begin(new)
                 self._state.ensure_order_cache()
-                source = _driver.ArraySource(data, rows, self._backend())
+                source = _driver.ArraySource(data, rows, self._backend(), self.plan.batch_sizes())
                 hooks = _driver.Hooks(self, on_progress, val, callbacks)
+                hooks.verbose = verbose
                 end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
                 _driver.train_arrays(self, source, end, hooks, stop)
             return self.history
