@@ -6,6 +6,7 @@ OpenMP read their thread counts when the library is loaded.
 """
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -47,6 +48,9 @@ def thread_env_from_argv(argv):
             n = int(arg.split("=", 1)[1])
     for var in THREAD_VARS:
         os.environ[var] = str(n)
+    if n == 1:  # XLA (JAX) runs its own Eigen pool: hold it to the caller's thread
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
     return n
 
 
@@ -106,6 +110,17 @@ def parse_batches(text, n_records):
         if b not in out:
             out.append(b)
     return out
+
+
+def batches_for(text, name, n_records):
+    """Batch sizes of one workload: "1,32,full" for all, or "seed:1,32;wide:32,128" per workload."""
+    if ":" not in text:
+        return parse_batches(text, n_records)
+    for part in text.split(";"):
+        key, _, sizes = part.partition(":")
+        if key.strip() == name:
+            return parse_batches(sizes, n_records)
+    return []
 
 
 def layer_sizes(name):
@@ -229,31 +244,54 @@ def peak_memory(fn, *args):
             tracemalloc.stop()
 
 
+def spread_pct(ts):
+    """Spread of repeated times: (max - min) / median, in percent (0 for one repeat)."""
+    return 100.0 * (max(ts) - min(ts)) / median(ts) if len(ts) > 1 else 0.0
+
+
+def _round_up(k, g):
+    return -(-k // g) * g
+
+
 def measure(runners, n, batch, check_steps, repeats, target_seconds, memory=True, log=None, settle=1.0):
     """Time each runner on one (workload, batch): the method every bench shares.
 
     1. agreement + warm-up: each runner starts from the shared initial params and runs
-       ``check_steps`` steps; the loss of the last step is its "final loss".
+       ``check_steps`` steps (timed too: ``check_us_per_step``); the loss of the last step
+       is its "final loss". A runner's ``compile_seconds`` (set by its ``reset``, which
+       compiles) is kept.
     2. calibration: steps per measurement (K) so that one measurement takes ~target_seconds.
-    3. ``repeats`` rounds, the runners interleaved within each round; medians.
+    3. ``repeats`` rounds, the runners interleaved within each round; medians, the spread
+       of the repeats, and the cores used (process CPU time / wall time).
     4. memory: one more un-timed run of K steps under ``peak_memory``.
 
-    Returns {name: dict of results}.
+    A runner with ``granularity`` g (JAX's scan runs whole epochs) gets step counts that are
+    multiples of g; the agreement run is then a multiple of g for every runner, so all of
+    them end on the same step. Returns {name: dict of results}.
     """
+    g_all = 1
+    for r in runners:
+        g = getattr(r, "granularity", 1)
+        g_all = g_all * g // math.gcd(g_all, g)
+    check_steps = _round_up(check_steps, g_all)
     out = {}
     for r in runners:
         r.reset()
-        out[r.name] = {"final_loss": r.run(check_steps)[0], "check_steps": check_steps,
-                       "note": getattr(r, "note", "")}
+        t, (loss, _) = timed(r.run, check_steps)
+        out[r.name] = {"final_loss": loss, "check_steps": check_steps, "check_us_per_step": t / check_steps * 1e6,
+                       "compile_seconds": getattr(r, "compile_seconds", None), "note": getattr(r, "note", "")}
+        if hasattr(r, "diagnostics"):
+            out[r.name].update(r.diagnostics())
     ks = {}
     for r in runners:
-        k = 1
+        g = getattr(r, "granularity", 1)
+        k = g
         while True:
             t, _ = timed(r.run, k)
             if t >= target_seconds / 8 or k >= 1 << 22:
                 break
             k *= 4 if t < target_seconds / 64 else 2
-        ks[r.name] = max(1, int(round(k * target_seconds / max(t, 1e-9))))
+        ks[r.name] = _round_up(max(1, int(round(k * target_seconds / max(t, 1e-9)))), g)
     samples = {r.name: [] for r in runners}
     for _ in range(repeats):
         for r in runners:
@@ -261,15 +299,17 @@ def measure(runners, n, batch, check_steps, repeats, target_seconds, memory=True
             # OpenBLAS threads busy-wait for a while (here over 0.3 s), and two thread pools
             # on the same two cores slow each other down threefold to a hundredfold
             time.sleep(settle)
+            c0 = time.process_time()
             t, (_, records) = timed(r.run, ks[r.name])
-            samples[r.name].append((t, records))
+            samples[r.name].append((t, records, time.process_time() - c0))
     for r in runners:
-        ts = [t for t, _ in samples[r.name]]
+        ts = [t for t, _, _ in samples[r.name]]
         t = median(ts)
-        records = median([rec for _, rec in samples[r.name]])
+        records = median([rec for _, rec, _ in samples[r.name]])
         res = out[r.name]
         res.update(steps_per_measurement=ks[r.name], seconds=ts, us_per_step=t / ks[r.name] * 1e6,
-                   records_per_s=records / t)
+                   records_per_s=records / t, spread_pct=spread_pct(ts),
+                   cores=sum(c for _, _, c in samples[r.name]) / sum(ts))
         if memory:
             res["mem_bytes"], res["mem_method"] = peak_memory(r.run, ks[r.name])
         if log:
@@ -285,6 +325,8 @@ COLUMNS = [
     ("batch", "batch", 6, "{}"),
     ("contender", "contender", 13, "{}"),
     ("us_per_step", "us/step", 10, "{:.2f}"),
+    ("spread_pct", "spread", 7, "{:.0f}%"),
+    ("cores", "cores", 5, "{:.2f}"),
     ("records_per_s", "records/s", 12, "{:,.0f}"),
     ("speedup", "vs numpy", 9, "{:.2f}x"),
     ("gflops", "GFLOP/s", 8, "{:.2f}"),
@@ -292,6 +334,7 @@ COLUMNS = [
     ("mem_mib", "mem MiB", 8, "{:.1f}"),
     ("final_loss", "final loss", 11, "{:.6f}"),
     ("loss_rel_diff", "rel diff", 9, "{:.1e}"),
+    ("compile_seconds", "compile s", 9, "{:.2f}"),
 ]
 
 
@@ -359,7 +402,11 @@ def footer_lines(mem_method):
     return [f"mem MiB: {what}",
             "final loss: loss of the last step after the same number of steps from the same initial params "
             "and record order; rel diff: |loss - numpy's| / numpy's",
-            "times: median of the repeats, contenders interleaved in each repeat, after a warm-up"]
+            "times: median of the repeats, contenders interleaved in each repeat, after a warm-up; "
+            "spread: (slowest - fastest) / median of the repeats; cores: process CPU time / wall time "
+            "while measuring (1.00 = one busy core)",
+            "compile s: a compiling contender's compile time, paid once per shape before its first step "
+            "(not in us/step)"]
 
 
 def to_jsonable(obj):
@@ -384,17 +431,19 @@ def write_json(path, obj):
 
 # ---------------------------------------------------------------- the driver both benches share
 
-def add_arguments(parser, default_json):
+def add_arguments(parser, default_json, batches=BATCHES):
     """The options both benches take; defaults form one block."""
     parser.add_argument("--workloads", default="seed,digits,wide", help="comma list of: " + ", ".join(WORKLOADS))
-    parser.add_argument("--batches", default=BATCHES, help="comma list of batch sizes; 'full' = all records")
+    parser.add_argument("--batches", default=batches,
+                        help="comma list of batch sizes ('full' = all records), or per workload: "
+                             "'seed:1,32;wide:32,128'")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "both"])
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="threads for every contender (default: the usable cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per contender; the median is shown")
-    parser.add_argument("--settle", type=float, default=1.0,
+    parser.add_argument("--settle", type=float, default=None,
                         help="seconds of idle before each measurement, so the previous contender's "
-                             "BLAS threads stop spinning (default 1.0; --quick: 0)")
+                             "BLAS threads stop spinning (default 1.0, or 0.1 with --threads 1; --quick: 0)")
     parser.add_argument("--seconds", type=float, default=0.2, help="target duration of one measurement")
     parser.add_argument("--records", type=int, default=None, help="records per workload (default: per workload)")
     parser.add_argument("--data", default="synthetic", choices=["synthetic", "real"],
@@ -414,11 +463,13 @@ def check_steps_for(n, batch, quick):
     return max(4, min(2 * spe, 32 if quick else 256))
 
 
-def run_suite(title, args, argv, make_runners, summarize=None):
+def run_suite(title, args, argv, make_runners, summarize=None, default_batches=BATCHES):
     """Measure every (dtype, workload, batch), print the table as it goes, write the JSON; return the rows."""
+    if args.settle is None:  # one thread per pool: nothing spins on another core
+        args.settle = 1.0 if args.threads > 1 else 0.1
     if args.quick:
         args.repeats, args.seconds, args.settle = 1, min(args.seconds, 0.02), 0.0
-        if args.batches == BATCHES:
+        if args.batches == default_batches:
             args.batches = QUICK_BATCHES
     how = pin_threads(args.threads)
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
@@ -441,7 +492,7 @@ def run_suite(title, args, argv, make_runners, summarize=None):
             n = X.shape[0]
             init = init_params(sizes, dtype, args.seed)
             flops_rec = flops_per_record(sizes)
-            for batch in parse_batches(args.batches, n):
+            for batch in batches_for(args.batches, name, n):
                 runners = make_runners(X=X, y=y, sizes=sizes, init=init, batch=batch, lr=args.lr,
                                        seed=args.seed, dtype=dtype)
                 res = measure(runners, n, batch, check_steps_for(n, batch, args.quick), args.repeats,

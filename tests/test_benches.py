@@ -34,11 +34,11 @@ def check_agreement(doc, contender, dtype):
         assert r["loss_rel_diff"] <= LOSS_RTOL[dtype]
 
 
-def check_table(stdout, doc, contenders):
+def check_table(stdout, doc, contenders, workloads_expected=("seed", "digits", "wide")):
     assert "us/step" in stdout and "records/s" in stdout and "% peak" in stdout
     assert doc["threads"] == 1 and doc["gemm_peak_gflops"]
     workloads = {r["workload"] for r in doc["results"]}
-    assert workloads == {"seed", "digits", "wide"}
+    assert workloads == set(workloads_expected)
     for r in doc["results"]:
         assert r["contender"] in contenders
         assert r["us_per_step"] > 0 and r["records_per_s"] > 0 and r["gflops"] > 0
@@ -68,17 +68,43 @@ def test_bench_vs_numpy_quick_float64(tmp_path):
     check_agreement(doc, "fastbatch", "float64")
 
 
+PEERS = {"numpy", "fastbatch", "torch", "torch.compile", "jax", "jax-unroll4", "numba", "sklearn"}
+COMPILED = {"torch.compile": "torch", "jax": "jax", "numba": "numba"}
+
+
 def test_bench_vs_peers_quick(tmp_module):
-    stdout, doc = run_bench("bench_vs_peers", tmp_module)
-    check_table(stdout, doc, {"numpy", "fastbatch", "torch", "sklearn"})
+    # one small point per workload: torch.compile pays a cold compile at each
+    stdout, doc = run_bench("bench_vs_peers", tmp_module, "--batches", "seed:1,32;digits:32;wide:32")
+    check_table(stdout, doc, PEERS)
     check_agreement(doc, "fastbatch", "float32")
-    if importlib.util.find_spec("torch"):
-        check_agreement(doc, "torch", "float32")
-    else:
-        assert "torch is not installed" in stdout
+    for peer, module in {"torch": "torch", **COMPILED}.items():
+        if importlib.util.find_spec(module):
+            check_agreement(doc, peer, "float32")
+        else:
+            assert f"{peer} is not installed" in stdout
+    for peer, module in COMPILED.items():
+        if importlib.util.find_spec(module):  # compiled before timing, once per shape (numba: per dtype)
+            times = [r["compile_seconds"] for r in doc["results"] if r["contender"] == peer]
+            assert times[0] is not None and times[0] > 0, times
+    if importlib.util.find_spec("jax"):  # whole epochs for everyone, so the losses are comparable
+        for r in doc["results"]:
+            spe = -(-r["n_records"] // r["batch"])
+            assert r["check_steps"] % spe == 0, r
+        assert all(r["batch"] <= 32 for r in doc["results"] if r["contender"] == "jax-unroll4")
     if importlib.util.find_spec("sklearn"):
         rows = [r for r in doc["results"] if r["contender"] == "sklearn"]
         assert rows and all(r["loss_rel_diff"] is None for r in rows)  # its loss is its own
+    for r in doc["results"]:
+        assert r["spread_pct"] >= 0 and r["cores"] > 0
+    assert "vs jax" in stdout or not importlib.util.find_spec("jax")
+    assert "% of the gemm peak" in stdout
+
+
+def test_bench_vs_peers_contenders_option(tmp_path):
+    stdout, doc = run_bench("bench_vs_peers", tmp_path, "--contenders", "fastbatch", "--workloads", "seed",
+                            "--batches", "32", "--no-memory")
+    assert {r["contender"] for r in doc["results"]} == {"numpy", "fastbatch"}
+    assert [r["batch"] for r in doc["results"]] == [32, 32]
 
 
 def test_plot_sweep(tmp_module):
