@@ -16,6 +16,7 @@ cpdef enum Optimizer:
     SGD = 0
     ADAM = 1
     ADAMW = 2
+    RMSPROP = 3
 
 # what a call of train_steps ended with
 cpdef enum Status:

@@ -1,16 +1,21 @@
-/* Threads for the kernel's own parallel split (see _kernel.pyx).
+/* Threads for the kernel's own parallel split (see _kernel.pyx.tp).
  *
  * From a moderate batch on, the kernel runs each step on a team of threads: every
- * thread gathers, forwards and back-propagates its own rows of the batch, and writes
- * its own rows of each weight gradient. Meanwhile BLAS runs single-threaded inside
- * each team thread: one parallel layer, never two thread pools fighting for the cores.
+ * member gathers, forwards and back-propagates its own share of the step. Meanwhile
+ * BLAS runs single-threaded inside each member: one parallel layer, never two thread
+ * pools fighting for the cores.
  *
  *  - fb_barrier: a counting barrier. A step has a few of them, microseconds apart, so
- *    a waiter spins first and only sleeps (futex on Linux) if the wait is long.
- *  - fb_team_run: runs fn(arg, tid) on n threads, tid 0 on the caller.
- *  - fb_blas_*: pin the BLAS that scipy's cython_blas calls to one thread while a team
- *    runs, and put its thread count back after. The get / set functions are found
- *    at import (see _kernel.pyx); without them the kernel never forms a team.
+ *    a waiter spins first and only sleeps (futex on Linux) if the wait is long; when the
+ *    cores are oversubscribed it stops spinning and sleeps at once.
+ *  - fb_team_run: runs fn(arg, tid) on n threads, tid 0 on the caller. Each concurrent
+ *    caller gets a team of its own (a few pools of members, kept between calls), so two
+ *    trainers side by side each get the team size they asked for.
+ *  - fb_team_begin / fb_team_end: pin the BLAS that scipy's cython_blas calls to one
+ *    thread while any team runs (counted), and put its thread count back after the last.
+ *  - fb_ftz_begin / fb_ftz_end: flush-to-zero and denormals-are-zero for a call, on each
+ *    thread: Adam's moments of dead units decay into subnormals, ~10x slower to compute.
+ *  - a fork resets all of it in the child: it has none of the parent's threads.
  */
 #ifndef FASTBATCH_KERNEL_THREADS_H
 #define FASTBATCH_KERNEL_THREADS_H
@@ -18,16 +23,22 @@
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <unistd.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
 #endif
 
 #define FB_MAX_THREADS 64
-#define FB_SPIN_SECONDS 2e-3 /* a waiter spins this long before it sleeps: waking a
-                                sleeper costs tens of microseconds on a VM */
+#define FB_MAX_TEAMS 8          /* pools of members: teams that can run at once without waiting */
+#define FB_SPIN_SECONDS 2e-3    /* a waiter spins this long before it sleeps: waking a
+                                   sleeper costs tens of microseconds on a VM */
+#define FB_NO_SPIN_WAITS 64     /* after a wait outlasted the spin, this many waits sleep at once */
 
+/* The one clock of the kernel (seconds, monotonic). */
 static double fb_clock(void)
 {
     struct timespec ts;
@@ -44,20 +55,36 @@ static inline void fb_pause(void)
 #endif
 }
 
-typedef struct {
-    int n;          /* threads that take part */
-    int count;      /* arrived in the current round */
-    int gen;        /* round number; waiters watch it change */
-    int sleepers;   /* waiters asleep on gen */
-} fb_barrier;
+/* ---- flush-to-zero */
 
-static void fb_barrier_init(fb_barrier *b, int n)
+static unsigned long fb_ftz_begin(void)
 {
-    b->n = n;
-    b->count = 0;
-    b->gen = 0;
-    b->sleepers = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040);  /* FTZ (bit 15) | DAZ (bit 6) */
+    return saved;
+#elif defined(__aarch64__)
+    unsigned long saved;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved | (1UL << 24)));  /* FZ */
+    return saved;
+#else
+    return 0;
+#endif
 }
+
+static void fb_ftz_end(unsigned long saved)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr((unsigned int)saved);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved));
+#else
+    (void)saved;
+#endif
+}
+
+/* ---- futex */
 
 static void fb_wake_all(int *addr)
 {
@@ -78,10 +105,30 @@ static void fb_sleep_while(int *addr, int value)
 #endif
 }
 
+/* ---- the barrier */
+
+typedef struct {
+    int n;          /* threads that take part */
+    int count;      /* arrived in the current round */
+    int gen;        /* round number; waiters watch it change */
+    int sleepers;   /* waiters asleep on gen */
+    int no_spin;    /* waits left that sleep at once (the cores looked oversubscribed) */
+} fb_barrier;
+
+/* spin: 0 when the caller already knows the cores are oversubscribed (waiters sleep at once). */
+static void fb_barrier_init(fb_barrier *b, int n, int spin)
+{
+    b->n = n;
+    b->count = 0;
+    b->gen = 0;
+    b->sleepers = 0;
+    b->no_spin = spin ? 0 : 0x7fffffff;
+}
+
 /* Returns once all b->n threads have called it; memory written before is visible after. */
 static void fb_barrier_wait(fb_barrier *b)
 {
-    int gen, i;
+    int gen, i, left;
     double deadline = 0;
     if (b->n <= 1)
         return;
@@ -95,16 +142,24 @@ static void fb_barrier_wait(fb_barrier *b)
             fb_wake_all(&b->gen);
         return;
     }
-    for (i = 1; ; i++) {
-        if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
-            return;
-        fb_pause();
-        if (i % 256 == 0) {
-            if (deadline == 0)
-                deadline = fb_clock() + FB_SPIN_SECONDS;
-            else if (fb_clock() > deadline)
-                break;
+    left = __atomic_load_n(&b->no_spin, __ATOMIC_RELAXED);
+    if (left > 0) {
+        /* a recent wait outlasted the spin: a member was descheduled, so spinning would
+           only take a core from it; sleep, and spin again after a while to see */
+        __atomic_store_n(&b->no_spin, left - 1, __ATOMIC_RELAXED);
+    } else {
+        for (i = 1; ; i++) {
+            if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
+                return;
+            fb_pause();
+            if (i % 256 == 0) {
+                if (deadline == 0)
+                    deadline = fb_clock() + FB_SPIN_SECONDS;
+                else if (fb_clock() > deadline)
+                    break;
+            }
         }
+        __atomic_store_n(&b->no_spin, FB_NO_SPIN_WAITS, __ATOMIC_RELAXED);
     }
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->gen, __ATOMIC_SEQ_CST) == gen)
@@ -112,21 +167,32 @@ static void fb_barrier_wait(fb_barrier *b)
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
+/* ---- teams */
+
 typedef void (*fb_task)(void *arg, int tid);
 
-/* The members 1.. of every team: threads kept between calls, so that a call pays neither
- * for creating them nor for the BLAS setting up each new thread's buffers (together about
- * 300 us a call on a 2-core VM). Idle members spin briefly, then sleep on pool.gen. */
-static struct {
-    pthread_mutex_t lock;   /* one team at a time */
+/* A pool holds the members 1.. of one team: threads kept between calls, so that a call pays
+ * neither for creating them nor for the BLAS setting up each new thread's buffers (together
+ * about 300 us a call on a 2-core VM). Idle members spin briefly, then sleep on gen. */
+typedef struct {
+    pthread_mutex_t lock;   /* held by the team's caller */
     int size;               /* members made so far (tids 1 .. size) */
-    int gen;                /* bumped for each team; members watch it */
+    int gen;                /* bumped for each job; members watch it */
     int team;               /* the current team's size; members beyond it sit the job out */
     int left;               /* members yet to finish (or skip) the current job */
     int born[FB_MAX_THREADS]; /* gen when member t was made: jobs before it are not its own */
     fb_task fn;
     void *arg;
-} fb_pool = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, NULL, {0}};
+} fb_pool;
+
+static fb_pool fb_pools[FB_MAX_TEAMS];
+
+typedef struct {
+    fb_pool *pool;
+    int tid;
+} fb_member_seat;
+
+static fb_member_seat fb_seats[FB_MAX_TEAMS][FB_MAX_THREADS];
 
 static void fb_wait_change(int *addr, int seen)
 {
@@ -145,61 +211,75 @@ static void fb_wait_change(int *addr, int seen)
 
 static void *fb_member_main(void *p)
 {
-    int tid = (int)(long)p, seen = fb_pool.born[tid];
+    fb_member_seat *seat = (fb_member_seat *)p;
+    fb_pool *pool = seat->pool;
+    int tid = seat->tid, seen = pool->born[tid];
     for (;;) {
         /* every member finishes or skips each job before the next is published, so the
            job it sees is the one gen counts, and the fields stay still while it reads them */
-        fb_wait_change(&fb_pool.gen, seen);
+        fb_wait_change(&pool->gen, seen);
         seen++;
-        if (tid < fb_pool.team)
-            fb_pool.fn(fb_pool.arg, tid);
-        if (__atomic_sub_fetch(&fb_pool.left, 1, __ATOMIC_ACQ_REL) == 0)
-            fb_wake_all(&fb_pool.left);
+        if (tid < pool->team)
+            pool->fn(pool->arg, tid);
+        if (__atomic_sub_fetch(&pool->left, 1, __ATOMIC_ACQ_REL) == 0)
+            fb_wake_all(&pool->left);
     }
     return NULL;
 }
 
-/* After fork the child has none of the parent's members. */
-static void fb_pool_after_fork(void)
-{
-    pthread_mutex_init(&fb_pool.lock, NULL);
-    fb_pool.size = 0;
-}
-
 /* Runs fn(arg, tid) for tid = 0 .. n-1, tid 0 on the calling thread, and waits for all.
- * If the system refuses a thread, the team is smaller: *n and the barrier are set to
- * the size that runs before any member starts. */
+ * The caller takes a free pool (or waits for the first one when all are busy): the team
+ * never depends on who else is training. If the system refuses a thread, the team is
+ * smaller: *n and the barrier are set to the size that runs before any member starts. */
 static void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
 {
-    static int forks_handled = 0;
     pthread_t thread;
-    int want = *n, left;
+    fb_pool *pool = NULL;
+    int want = *n, left, k, spin;
     if (want > FB_MAX_THREADS)
         want = FB_MAX_THREADS;
-    pthread_mutex_lock(&fb_pool.lock);
-    if (!forks_handled)
-        forks_handled = pthread_atfork(NULL, NULL, fb_pool_after_fork) == 0;
-    while (fb_pool.size + 1 < want) {
-        fb_pool.born[fb_pool.size + 1] = fb_pool.gen;
-        if (pthread_create(&thread, NULL, fb_member_main, (void *)(long)(fb_pool.size + 1)) != 0)
+    for (k = 0; k < FB_MAX_TEAMS && pool == NULL; k++)
+        if (pthread_mutex_trylock(&fb_pools[k].lock) == 0)
+            pool = &fb_pools[k];
+    if (pool == NULL) {
+        pool = &fb_pools[0];
+        pthread_mutex_lock(&pool->lock);
+    }
+    while (pool->size + 1 < want) {
+        fb_member_seat *seat = &fb_seats[pool - fb_pools][pool->size + 1];
+        seat->pool = pool;
+        seat->tid = pool->size + 1;
+        pool->born[pool->size + 1] = pool->gen;
+        if (pthread_create(&thread, NULL, fb_member_main, seat) != 0)
             break;
         pthread_detach(thread);
-        fb_pool.size++;
+        pool->size++;
     }
-    if (want > fb_pool.size + 1)
-        want = fb_pool.size + 1;
+    if (want > pool->size + 1)
+        want = pool->size + 1;
     *n = want;
-    fb_barrier_init(bar, want);
-    fb_pool.fn = fn;
-    fb_pool.arg = arg;
-    fb_pool.team = want;
-    fb_pool.left = fb_pool.size;
-    __atomic_add_fetch(&fb_pool.gen, 1, __ATOMIC_SEQ_CST);  /* publishes the job */
-    fb_wake_all(&fb_pool.gen);
+#if defined(_SC_NPROCESSORS_ONLN)
+    {
+        /* more runnable threads than cores (the load average, a cheap read on Linux):
+           waiters sleep at once instead of spinning */
+        double load[1];
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        spin = !(getloadavg(load, 1) == 1 && cores > 0 && load[0] > (double)cores);
+    }
+#else
+    spin = 1;
+#endif
+    fb_barrier_init(bar, want, spin);
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->team = want;
+    pool->left = pool->size;
+    __atomic_add_fetch(&pool->gen, 1, __ATOMIC_SEQ_CST);  /* publishes the job */
+    fb_wake_all(&pool->gen);
     fn(arg, 0);
-    while ((left = __atomic_load_n(&fb_pool.left, __ATOMIC_ACQUIRE)) != 0)
-        fb_wait_change(&fb_pool.left, left);
-    pthread_mutex_unlock(&fb_pool.lock);
+    while ((left = __atomic_load_n(&pool->left, __ATOMIC_ACQUIRE)) != 0)
+        fb_wait_change(&pool->left, left);
+    pthread_mutex_unlock(&pool->lock);
 }
 
 /* ---- the BLAS thread count */
@@ -245,6 +325,42 @@ static void fb_team_end(void)
         fb_blas_saved = 0;
     }
     pthread_mutex_unlock(&fb_blas_lock);
+}
+
+/* ---- fork */
+
+static int fb_blas_restore_in_child = 0;  /* the count a child's BLAS gets back (0: none) */
+
+/* pthread_atfork's child handler: the child has only the forking thread. No locks are
+ * taken here; the BLAS is set back later, from Python (fb_after_fork_in_child). */
+static void fb_reset_in_child(void)
+{
+    int k;
+    for (k = 0; k < FB_MAX_TEAMS; k++) {
+        pthread_mutex_init(&fb_pools[k].lock, NULL);
+        fb_pools[k].size = 0;
+    }
+    pthread_mutex_init(&fb_blas_lock, NULL);
+    fb_blas_restore_in_child = fb_blas_teams > 0 ? fb_blas_saved : 0;
+    fb_blas_teams = 0;
+    fb_blas_saved = 0;
+}
+
+/* After a fork, in the child, from Python (os.register_at_fork): a BLAS that a parent's
+ * team had pinned to one thread gets its thread count back. */
+static void fb_after_fork_in_child(void)
+{
+    if (fb_blas_restore_in_child > 0 && fb_blas_set)
+        fb_blas_set(fb_blas_restore_in_child);
+    fb_blas_restore_in_child = 0;
+}
+
+static void fb_threads_init(void)
+{
+    int k;
+    for (k = 0; k < FB_MAX_TEAMS; k++)
+        pthread_mutex_init(&fb_pools[k].lock, NULL);
+    pthread_atfork(NULL, NULL, fb_reset_in_child);
 }
 
 #endif
