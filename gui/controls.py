@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
 from fastbatch import datasets
 from fastbatch._config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
-from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, lr_factor
+from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, lr_factor
 
 # name: (objectName, minimum, maximum, default); the CLI checks its flags against the same ranges
 SPIN_RANGES = {
@@ -27,7 +27,7 @@ SPIN_RANGES = {
 # what cannot change in the middle of a run
 RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "activation", "batch_size", "epochs",
              "optimizer", "backend", "validation_split", "shuffle", "drop_last", "target", "load_file",
-             "sorted_by_class", "lr_scaling", "reference_batch")
+             "sorted_by_class", "lr_scaling", "reference_batch", "standardize", "task")
 
 
 def _spin(name):
@@ -99,6 +99,14 @@ class ControlPanel(QWidget):
         w["sorted_by_class"].setObjectName("sortedByClassCheck")
         w["sorted_by_class"].setToolTip("put the records in label order: with shuffle off, each epoch walks "
                                         "through one class, then the next (the shuffle lesson)")
+        w["standardize"] = QCheckBox("standardize features")
+        w["standardize"].setObjectName("standardizeCheck")
+        w["standardize"].setChecked(True)
+        w["standardize"].setToolTip("scale each feature to mean 0, std 1 over the training records (kept with "
+                                    "the params); unscaled data makes the loss jump and stall")
+        w["task"] = _combo("taskCombo", [(k, v[0]) for k, v in TASKS.items()])
+        w["task"].setToolTip("auto: whole-number targets with few values are classes, anything else is a "
+                             "quantity (the library's rule); or choose")
         w["lr_scaling"] = _combo("lrScalingCombo", list(LR_SCALINGS.items()))
         w["lr_scaling"].setToolTip("scale the learning rate with the batch size against a reference batch: "
                                    "linear (Goyal et al. 2017) or square root; fair batch-size comparisons")
@@ -124,10 +132,12 @@ class ControlPanel(QWidget):
         row.addWidget(self.file_label, 1)
         f.addRow(row)
         f.addRow("target column", w["target"])
+        f.addRow("task", w["task"])
         f.addRow("records", w["records"])
         f.addRow("features", w["features"])
         f.addRow("seed", w["seed"])
         f.addRow(w["sorted_by_class"])
+        f.addRow(w["standardize"])
 
         net = QGroupBox("Network")
         f = QFormLayout(net)
@@ -193,9 +203,9 @@ class ControlPanel(QWidget):
         """The settings as plain values."""
         w = self.w
         c = {name: w[name].value() for name in SPIN_RANGES}
-        for name in ("dataset", "optimizer", "activation", "backend", "lr_scaling"):
+        for name in ("dataset", "optimizer", "activation", "backend", "lr_scaling", "task"):
             c[name] = w[name].currentData()
-        for name in ("shuffle", "drop_last", "sorted_by_class"):
+        for name in ("shuffle", "drop_last", "sorted_by_class", "standardize"):
             c[name] = w[name].isChecked()
         c["data_path"] = self.data_path
         c["target"] = w["target"].currentData()
@@ -213,7 +223,8 @@ class ControlPanel(QWidget):
         return dict(hidden=hidden, activation=c["activation"], batch_size=c["batch_size"], epochs=c["epochs"],
                     learning_rate=self.learning_rate(), optimizer=c["optimizer"], shuffle=c["shuffle"],
                     drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
-                    validation_split=c["validation_split"])
+                    validation_split=c["validation_split"], standardize=c["standardize"],
+                    loss=TASKS[c["task"]][1])
 
     def set_value(self, name, value):
         """Set one setting as a person would (fires ``changed``)."""

@@ -19,6 +19,10 @@ DATASETS = [(k, DATASET_LABELS[k]) for k in DATASET_LABELS if k in datasets.NAME
 NATURAL_FEATURES = {name: 2 for name in datasets.TWO_FEATURE} | {"random": 10}
 RANDOM_HINT = "random labels: nothing to learn (the loss stays near ln 2 = 0.69); try two moons or blobs"
 
+# the task box: what it says, and the loss it asks the library for
+TASKS = {"auto": ("auto (from the target)", "auto"), "classification": ("classification", "cross_entropy"),
+         "regression": ("regression", "mse")}
+
 LR_SCALINGS = {"none": "same rate for every batch size",
                "linear": "× batch / reference (linear rule)",
                "sqrt": "× √(batch / reference)"}

@@ -25,6 +25,7 @@ MAX_BLOCKS = 4096          # min/max blocks a run keeps (a bounded view of any n
 RAW_LIMIT = 4096           # at most this many steps in view: drawn one by one from the History
 MARKERS_BELOW = 200        # fewer points than this in view: each carries a marker
 LABEL_PIXELS = 70          # epoch labels at least this far apart
+MANY_EPOCH_MARKS = 400     # more epoch means (or validation points) in view than this: a line, no markers
 MIN_SPAN = 0.10            # the y range spans at least this share of the values shown
 MEAN_LABEL = "epoch mean, weighted by batch size"
 VAL_LABEL = "validation loss at epoch end"
@@ -280,6 +281,8 @@ class LossPlot(pg.PlotWidget):
         self._dirty = False
         self._auto = True         # the view follows the data until the user pans or zooms
         self._drawn_range = None
+        self._range = None        # the last range set while following the data
+        self._labels_shown = None
         pi = self.getPlotItem()
         pi.setLabel("left", "loss")
         pi.getAxis("left").enableAutoSIPrefix(False)
@@ -359,7 +362,10 @@ class LossPlot(pg.PlotWidget):
         trace = self.current
         if trace is None:
             return
+        had_val = len(trace.val_loss)
         trace.update(history)
+        if len(trace.val_loss) and not had_val:
+            self._rebuild_legend()
         done = trace.n // trace.spe
         for e in trace.line_epochs:
             if e <= done and e not in dict(trace.lines):
@@ -489,10 +495,12 @@ class LossPlot(pg.PlotWidget):
 
     def _user_moved(self, *_):
         self._auto = False
+        self._range = None
 
     def follow_data(self):
         """Let the view follow the data again (after the user panned or zoomed; also a double-click)."""
         self._auto = True
+        self._range = None
         self._dirty = True
         self.redraw()
 
@@ -504,11 +512,19 @@ class LossPlot(pg.PlotWidget):
 
     def _extent(self):
         """The x range that shows every run whole: from 0 to the furthest run's steps done (at least 1 step)."""
-        hi = max((float(r.x_done(max(r.n, 1), self.axis)) for r in self.runs), default=1.0)
+        hi = max((self._run_extent(r) for r in self.runs), default=1.0)
         lo = 0.0
         if self.log_x:
             lo = min((float(r.x_mid(0, self.axis)) for r in self.runs), default=0.5)
         return lo, hi
+
+    def _run_extent(self, r):
+        """A run's right end: its steps done, or, for a long run still growing, a headroom that
+        changes only every 1.5x (so the axes are not rebuilt every frame)."""
+        n = max(r.n, 1)
+        if n > MARKERS_BELOW and n < r.plan.total_steps:
+            n = min(r.plan.total_steps, int(1.5 ** math.ceil(math.log(n, 1.5))))
+        return float(r.x_done(n, self.axis))
 
     def _view_x(self):
         (x0, x1), _ = self.getPlotItem().getViewBox().viewRange()
@@ -552,16 +568,23 @@ class LossPlot(pg.PlotWidget):
                           symbolPen=None)
             color = pg.mkColor(r.color)
             if w > 0:
-                color.setAlpha(70)
+                color.setAlpha(45)   # the raw curve stays faint behind the smoothed one
             r.raw.setPen(pg.mkPen(color, width=1))
             if sy is not None:
                 r.smooth.setData(sx, sy)
             else:
                 r.smooth.setData([], [])
-        m = r.epoch_means
-        r.means_item.setData(r.epoch_x(np.arange(len(m)) + 0.5, axis), m)
-        v = r.val_loss
-        r.val_item.setData(r.epoch_x(np.arange(1, len(v) + 1), axis), v)
+        m, v = r.epoch_means, r.val_loss
+        for item, xs, vs, symbol in ((r.means_item, r.epoch_x(np.arange(len(m)) + 0.5, axis), m, "o"),
+                                     (r.val_item, r.epoch_x(np.arange(1, len(v) + 1), axis), v, "t1")):
+            keep = (xs >= x0) & (xs <= x1)
+            xs, vs = xs[keep], vs[keep]
+            stride = max(1, len(xs) // pixels)       # never more points than pixel columns
+            many = len(xs) > MANY_EPOCH_MARKS
+            pen = pg.mkPen(pg.mkColor(r.color).darker(160), width=2) if many or item is r.val_item else None
+            if item is r.val_item and not many:
+                pen = pg.mkPen(pg.mkColor(r.color).darker(160), width=2, style=Qt.DashLine)
+            item.setData(xs[::stride], vs[::stride], symbol=None if many else symbol, pen=pen)
         fx = r.x_done(np.asarray(r.full_steps, dtype=np.int64), axis) if r.full_steps else np.empty(0)
         r.full_item.setData(fx, np.asarray(r.full_loss))
         out = [y]
@@ -594,7 +617,13 @@ class LossPlot(pg.PlotWidget):
             pad = 0.02 * max(x1 - x0, 0.1)
         else:
             pad = 0.02 * max(x1 - x0, 1e-9)
-        vb.setRange(xRange=(x0 - pad if self.log_x else x0 - pad, x1 + pad), yRange=(lo, hi), padding=0)
+        old = self._range
+        if old is not None and old[0] == (x0 - pad, x1 + pad):
+            (ox0, ox1), (oy0, oy1) = old
+            if oy0 <= lo and hi <= oy1 and (hi - lo) > 0.8 * (oy1 - oy0):
+                return   # the data still fits well: keep the range (no new axes to draw)
+        self._range = ((x0 - pad, x1 + pad), (lo, hi))
+        vb.setRange(xRange=(x0 - pad, x1 + pad), yRange=(lo, hi), padding=0)
 
     def _place_epoch_labels(self):
         """The newest run's epoch numbers, centred on the visible part of their spans, never colliding."""
@@ -628,6 +657,10 @@ class LossPlot(pg.PlotWidget):
                     last_px = mid
                 if len(want) >= 30:
                     break
+        key = (tuple(want), trace.color if trace is not None else None)
+        if key == self._labels_shown:
+            return
+        self._labels_shown = key
         while len(self.epoch_labels) < len(want):
             line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(None), movable=False, label="",
                                    labelOpts=dict(position=0.965, color="#444444", anchors=[(0.5, 0), (0.5, 0)],

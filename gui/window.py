@@ -13,10 +13,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 import fastbatch as fb
 from fastbatch import datasets
+from fastbatch._task import decide as decide_task
 
 from .controls import ControlPanel
 from .fmt import clock, count, num
-from .lesson import RANDOM_HINT, sorted_by_class
+from .lesson import RANDOM_HINT, TASKS, sorted_by_class
 from .loss_plot import X_AXES, LossPlot
 from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
@@ -311,8 +312,19 @@ class MainWindow(QMainWindow):
                          f" / {num(c['reference_batch'])}) = {num(self.controls.learning_rate())}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
+        task = self._task()
+        if task is not None and (c["dataset"] == "file" or c["task"] != "auto"):
+            notes.append(task.reason.split(";")[0] + "; the task box overrides it")
         note = "".join(f"<br><span style='color:#8a5a00'>{n}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{text}</span>{note}")
+
+    def _task(self):
+        """The library's decision: classification or regression, and why (None without data)."""
+        try:
+            _, y = self.data()
+            return decide_task(y, TASKS[self.controls.config()["task"]][1])
+        except (ValueError, TypeError, OSError):
+            return None
 
     def readout_text(self):
         """The readout as plain text."""
@@ -321,6 +333,8 @@ class MainWindow(QMainWindow):
 
     def _surface_wanted(self, X, y):
         y = np.asarray(y)
+        if self.controls.config()["task"] == "regression":
+            return False
         return X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
                                                     or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
 
@@ -423,6 +437,8 @@ class MainWindow(QMainWindow):
             self._show_surface(True)
             self.surface_plot.set_data(X, y, held_out=self._rows[1], seed=0)
             self._grid = self.surface_plot.grid()
+        else:
+            self._show_surface(False)
 
     def _launch(self, trainer, steps):
         """For the controller: hand one job to the worker thread."""

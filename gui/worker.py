@@ -102,7 +102,7 @@ class TrainingWorker(QObject):
         target = None if job.steps is None else tr.step + job.steps
         stepping = job.steps == 1
         before = self._params(tr) if stepping else None
-        last_progress = last_surface = time.perf_counter()
+        last_progress = last_surface = last_means = time.perf_counter()
         full = self._full_state(job)
         history = tr.history
         while not job.stop_requested and not tr.finished and (target is None or tr.step < target):
@@ -120,7 +120,9 @@ class TrainingWorker(QObject):
             # next chunk: about CHUNK_SECONDS of steps, growing at most 4x a call
             if dt > 0:
                 self._chunk = int(min(4 * n, max(1, n * self.CHUNK_SECONDS / dt)))
-            self._send_means(history, job)
+            if time.perf_counter() - last_means >= self.SURFACE_SECONDS:
+                last_means = time.perf_counter()
+                self._send_means(history, job)
             if job.full_loss and done and tr.step == self._next_full_point(job, full, after=tr.step - 1):
                 self._measure_full_loss(job, full)
             now = time.perf_counter()

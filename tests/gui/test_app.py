@@ -43,7 +43,7 @@ def test_every_flag_reaches_its_control(tmp_path):
     assert [int(row.split(",")[3]) for row in lines[1:]] == [32] * 4
 
 
-@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--epochs", "x"], ["--optimizer", "rmsprop"],
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--epochs", "x"], ["--optimizer", "lbfgs"],
                                   ["--records", "10", "--batch-size", "64", "--drop-last"],
                                   ["--data", "missing.csv"], ["--target", "label"]])
 def test_bad_flags_are_usage_errors(tmp_path, args):
