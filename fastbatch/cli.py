@@ -337,7 +337,7 @@ def cmd_train(args):
             progress.close()
     if not trainer.started:
         return status or EXIT_DATA
-    _write_outputs(trainer, paths)
+    plot_line = _write_outputs(trainer, paths, args.data)
     h = trainer.history
     summary = [trainer.plan.describe(),
                f"trained {h.n_steps} of {trainer.total_steps} steps ({_epochs(h.n_steps, h.steps_per_epoch)}), "
@@ -346,9 +346,7 @@ def cmd_train(args):
     if len(h.val_loss):
         summary.append(f"validation loss {h.val_loss[-1]:.6g}"
                        + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))
-    summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}"]
-    if paths.get("plot"):
-        summary.append(f"loss plot:  {paths['plot']}")
+    summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", plot_line]
     print("\n".join(summary))
     if interrupted:
         _err(f"fastbatch train: interrupted at step {trainer.step}; continue with "
@@ -372,12 +370,26 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-def _write_outputs(trainer, paths):
-    from ._png import write_loss_png
+def _write_outputs(trainer, paths, data):
+    """History CSV, checkpoint, and the loss plot (skipped with a note when matplotlib is missing)."""
+    from ._plot import PlotUnavailable, write_loss_plot
     h = trainer.history
     h.to_csv(paths["history"])
     trainer.save(paths["checkpoint"])
-    write_loss_png(paths["plot"], h.loss, h.epoch_starts)
+    try:
+        write_loss_plot(paths["plot"], h, _plot_title(trainer, data))
+    except PlotUnavailable as exc:
+        paths["plot"] = None
+        return f"loss plot:  not written: {exc}"
+    return f"loss plot:  {paths['plot']}"
+
+
+def _plot_title(trainer, data):
+    c = trainer.config
+    hidden = ",".join(map(str, c["hidden"])) or "none"
+    rate = f"lr {c['learning_rate']:g}" + ("" if c["lr_schedule"] == "constant" else f" ({c['lr_schedule']})")
+    return (f"{os.path.basename(data)}: hidden {hidden}, {c['activation']}, {c['optimizer']} {rate}, "
+            f"batch {c['batch_size']}, {trainer.history.loss.size:,} steps")
 
 
 class Progress:
@@ -427,6 +439,9 @@ class Progress:
 
     def close(self):
         if self.bar is not None:
+            if self.trainer.finished and self.bar.n < self.bar.total:  # early stopping: the run ends here
+                self.bar.total = self.bar.n
+                self.bar.set_postfix_str(f"{self.bar.postfix}, stopped early", refresh=False)
             self.bar.close()
         elif self.last_len:
             self.file.write("\n")

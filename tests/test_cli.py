@@ -1,18 +1,16 @@
-"""The ``fastbatch`` command: plan, train (outputs, resume, errors), evaluate, predict, demo; the PNG writer."""
+"""The ``fastbatch`` command: plan, train (outputs, resume, errors), evaluate, predict, demo; the loss plot."""
+import importlib.util
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
 import numpy as np
 import pytest
 
 import fastbatch as fb
-from fastbatch import cli
-from fastbatch._png import encode_png, loss_image, write_loss_png
+from fastbatch import cli, datasets
 
 def run(capsys, *argv):
     code = cli.main([str(a) for a in argv])
@@ -72,53 +70,47 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "total steps: 80" in out.stdout
 
 
-# ---------------------------------------------------------------------- the PNG writer
+# ---------------------------------------------------------------------- the loss plot
 
-def decode_png(data):
-    """A minimal reader for what encode_png writes (8-bit RGB, filter 0)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, {}
-    while pos < len(data):
-        n, = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
-        crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        chunks[kind] = chunks.get(kind, b"") + body
-        pos += 12 + n
-    w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert (depth, color) == (8, 2) and b"IEND" in chunks
-    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(h, 1 + 3 * w)
-    assert (raw[:, 0] == 0).all()
-    return raw[:, 1:].reshape(h, w, 3)
+def history_of(epochs, steps_per_epoch=10, validation=True):
+    kw = dict(hidden=(4,), epochs=epochs, batch_size=100 // steps_per_epoch, learning_rate=0.05,
+              validation_split=0.5 if validation else 0.0)
+    X, y = datasets.make("moons", 200 if validation else 100, 2, seed=0)
+    return fb.Trainer(**kw).fit(X, y)
 
 
-def test_png_round_trips():
-    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    assert np.array_equal(decode_png(encode_png(img)), img)
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(1, 1), (3, 10), (40, 10)])
+def test_loss_figure_has_axes_title_means_and_validation(epochs, steps_per_epoch):
+    pytest.importorskip("matplotlib")
+    from fastbatch._plot import MAX_EPOCH_LINES, loss_figure
+    h = history_of(epochs, steps_per_epoch)
+    ax = loss_figure(h, "moons: hidden 4").axes[0]
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert ax.get_title() == "moons: hidden 4" and ax.get_xlabel().startswith("step")
+    assert ax.get_ylabel().startswith("loss")
+    assert "epoch mean loss" in labels and "validation loss" in labels
+    assert ("loss per step (smoothed)" in labels) == (h.n_steps > 200)
+    boundaries = [line for line in ax.get_lines() if line.get_label().startswith("_") and
+                  len(set(line.get_xdata())) == 1]
+    assert len(boundaries) == (epochs - 1 if epochs <= MAX_EPOCH_LINES else 0)
 
 
-@pytest.mark.parametrize("n", [1, 2, 80, 100_000])
-def test_loss_plot_draws_the_line_and_epoch_boundaries(tmp_path, n):
-    loss = np.linspace(2.0, 0.5, n)
-    starts = np.arange(0, n, max(n // 4, 1))
-    path = tmp_path / "loss.png"
-    write_loss_png(path, loss, starts, width=200, height=100)
-    img = decode_png(path.read_bytes())
-    assert img.shape == (100, 200, 3)
-    blue = (img == (31, 119, 180)).all(axis=2)
-    assert blue.any()
-    if n > 1:  # a falling line: drawn high on the left, low on the right
-        ys, xs = np.nonzero(blue)
-        assert ys[xs < 40].mean() < ys[xs > 160].mean()
-        assert blue[:, 25:175].any(axis=0).all()  # connected: every column in between is drawn
-    if n >= 4:
-        grey = (img == (170, 170, 170)).all(axis=2).any(axis=0)
-        assert grey.sum() >= 3  # the boundaries of epochs 2, 3, 4
+def test_smoothing_is_a_debiased_moving_average():
+    from fastbatch._plot import smoothed
+    assert np.allclose(smoothed(np.full(50, 3.0), 10), 3.0)
+    x = np.r_[np.ones(100), np.zeros(100)]
+    s = smoothed(x, 10)
+    assert s[0] == 1.0 and s[99] == pytest.approx(1.0) and 0 < s[110] < 0.5 and s[-1] < 1e-3
 
 
-def test_loss_plot_of_a_flat_or_empty_loss():
-    assert (loss_image(np.full(10, 0.3), [0, 5], 100, 60) == (31, 119, 180)).all(axis=2).any()
-    assert not (loss_image([], [], 100, 60) == (31, 119, 180)).all(axis=2).any()
+def test_train_without_matplotlib_says_so(capsys, csv_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", "--epochs", "1")
+    assert code == 0, err
+    assert "loss plot:  not written: matplotlib is not installed: pip install 'fastbatch[plot]'" in out
+    assert not (tmp_path / "points-loss.png").exists()
 
 
 # ---------------------------------------------------------------------- the progress line
@@ -170,7 +162,8 @@ def test_train_writes_history_checkpoint_and_plot(capsys, csv_data, tmp_path):
     assert tr.finished and tr.step == 30
     rows = (out_dir / "points-history.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,batch,batch_size,loss,learning_rate,records_seen" and len(rows) == 31
-    assert decode_png((out_dir / "points-loss.png").read_bytes()).shape[2] == 3
+    if importlib.util.find_spec("matplotlib"):
+        assert (out_dir / "points-loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one training loop: the command's run is the Trainer's run with the same options
     ref = fb.Trainer(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3)
     assert np.array_equal(ref.fit(X, y).loss, tr.history.loss)
@@ -432,3 +425,30 @@ def test_every_trainer_parameter_has_a_flag(capsys):
                               "--hidden", "4,2"])
     assert cli._trainer_options(args) == {"shuffle": False, "betas": (0.8, 0.99), "learning_rate": 0.5,
                                           "hidden": (4, 2)}
+
+
+# ---------------------------------------------------------------------- smaller items (issue 13)
+
+def test_python_m_fastbatch_help_prints_help():
+    out = subprocess.run([sys.executable, "-m", "fastbatch", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("usage: fastbatch") and "Epoch:" not in out.stdout
+
+
+@pytest.mark.parametrize("steps, spe, words", [(30, 10, "3 epochs"), (26, 10, "2.6 epochs"), (10, 10, "1 epoch"),
+                                               (3, 10, "0.30 epochs")])
+def test_epoch_counts_are_worded_as_they_are(steps, spe, words):
+    assert cli._epochs(steps, spe) == words
+
+
+def test_progress_bar_is_closed_full_after_early_stopping(seed_data):
+    import io
+    pytest.importorskip("tqdm")
+    X, y = seed_data
+    tr = fb.Trainer(epochs=50, patience=1, validation_split=0.3, learning_rate=0.5)
+    buf = io.StringIO()
+    progress = cli.Progress(tr, file=buf)
+    tr.fit(X, y, on_progress=progress)
+    progress.close()
+    assert tr.finished and tr.step < tr.total_steps  # it did stop early
+    last = buf.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and "stopped early" in last

@@ -86,7 +86,7 @@ import sys, numpy as np, fastbatch as fb, psutil
 path, n = sys.argv[1], int(sys.argv[2])
 X = np.load(path, mmap_mode="r")
 y = (np.arange(n) % 2)
-tr = fb.Trainer(hidden=(16,), batch_size=256, epochs=1)
+tr = fb.Trainer(hidden=(16,), batch_size=256, epochs=1, n_threads=1)  # the memory, not the team, is tested
 peak = 0
 def watch(h):
     global peak

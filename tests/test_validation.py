@@ -14,7 +14,7 @@ BAD_PARAMS = [
     ("momentum", -0.5, ValueError), ("weight_decay", -1e-3, ValueError),
     ("betas", (1.0, 0.999), ValueError), ("betas", (0.9, -0.1), ValueError), ("betas", 0.9, TypeError),
     ("eps", -1e-8, ValueError),
-    ("optimizer", "rmsprop", ValueError), ("loss", "hinge", ValueError), ("activation", "gelu", ValueError),
+    ("optimizer", "lbfgs", ValueError), ("loss", "hinge", ValueError), ("activation", "gelu", ValueError),
     ("backend", "cuda", ValueError), ("dtype", "float16", ValueError), ("dtype", int, TypeError),
     ("hidden", (0,), ValueError), ("hidden", (32, -1), ValueError), ("hidden", (2.5,), ValueError),
     ("hidden", "32", TypeError), ("seed", -1, ValueError), ("seed", 1.5, TypeError), ("seed", "0", TypeError),
