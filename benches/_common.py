@@ -338,18 +338,19 @@ COLUMNS = [
 ]
 
 
-def table_header():
-    cells = [h.ljust(w) if i < 3 else h.rjust(w) for i, (_, h, w, _) in enumerate(COLUMNS)]
+def table_header(columns=None, n_text=3):
+    """The header line and its rule; the first ``n_text`` columns are left-aligned text."""
+    cells = [h.ljust(w) if i < n_text else h.rjust(w) for i, (_, h, w, _) in enumerate(columns or COLUMNS)]
     line = "  ".join(cells)
     return line + "\n" + "-" * len(line)
 
 
-def table_row(row):
+def table_row(row, columns=None, n_text=3):
     cells = []
-    for i, (key, _, w, fmt) in enumerate(COLUMNS):
+    for i, (key, _, w, fmt) in enumerate(columns or COLUMNS):
         v = row.get(key)
         text = "-" if v is None else fmt.format(v)
-        cells.append(text.ljust(w) if i < 3 else text.rjust(w))
+        cells.append(text.ljust(w) if i < n_text else text.rjust(w))
     return "  ".join(cells)
 
 

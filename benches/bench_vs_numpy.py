@@ -33,6 +33,7 @@ class NumpyLoop:
     """The training loop as a numpy user writes it: gather, matmuls, softmax, backward, in-place SGD."""
 
     name = "numpy"
+    update = None  # a subclass's optimizer: update(layer, W, b, gW, gb) after the step's gradients
 
     def __init__(self, X, y, sizes, init, batch, lr, seed, dtype):
         self.X, self.y, self.init, self.batch, self.lr, self.seed = X, y, init, batch, lr, seed
@@ -47,6 +48,7 @@ class NumpyLoop:
     def run(self, k):
         """k steps; returns (loss of the last step, records trained on)."""
         X, y, B, lr, params = self.X, self.y, self.batch, self.lr, self.params
+        update = self.update  # None: plain SGD, inline
         records = 0
         for _ in range(k):
             epoch, i = divmod(self.step, self.steps_per_epoch)
@@ -76,8 +78,11 @@ class NumpyLoop:
                 gb = d.sum(axis=0)
                 if layer:
                     d = (d @ W.T) * (acts[layer] > 0)  # through W before W changes
-                W -= lr * gW
-                b -= lr * gb
+                if update is None:
+                    W -= lr * gW
+                    b -= lr * gb
+                else:
+                    update(layer, W, b, gW, gb)
             self.step += 1
             records += m
         return float(loss), records
@@ -88,12 +93,13 @@ class FastbatchRun:
 
     name = "fastbatch"
 
-    def __init__(self, X, y, sizes, init, batch, lr, seed, dtype, backend="cython"):
+    def __init__(self, X, y, sizes, init, batch, lr, seed, dtype, backend="cython", **trainer_params):
         self.X, self.y, self.init = X, y, init
         self.n, self.batch = X.shape[0], batch
         self.kw = dict(hidden=tuple(sizes[1:-1]), activation="relu", loss="cross_entropy", batch_size=batch,
                        epochs=10 ** 9, learning_rate=lr, optimizer="sgd", momentum=0.0, shuffle=True,
                        seed=seed, dtype=dtype, backend=backend)
+        self.kw.update(trainer_params)
         if backend != "cython":
             self.name = f"fastbatch-{backend}"
 

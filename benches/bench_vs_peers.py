@@ -79,11 +79,12 @@ ALL_CONTENDERS = ("numpy", "fastbatch", "torch", "torch.compile", "jax", "jax-un
 
 
 class TorchLoop:
-    """PyTorch eager as its users write it: nn.Sequential, F.cross_entropy, torch.optim.SGD."""
+    """PyTorch eager as its users write it: nn.Sequential, F.cross_entropy, torch.optim.SGD (or Adam)."""
 
     name = "torch"
 
-    def __init__(self, X, y, sizes, init, batch, lr, seed, dtype):
+    def __init__(self, X, y, sizes, init, batch, lr, seed, dtype, optimizer="sgd"):
+        self.optimizer = optimizer
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
         self.init, self.batch, self.lr, self.seed = init, batch, lr, seed
         self.n = X.shape[0]
@@ -102,7 +103,10 @@ class TorchLoop:
             for lin, (W, b) in zip(self.model[::2], self.init):
                 lin.weight.copy_(torch.from_numpy(W.T))  # torch keeps W as (n_out, n_in)
                 lin.bias.copy_(torch.from_numpy(b))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.0)
+        if self.optimizer == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.0)
         self.step = 0
         self.order_epoch, self.order = -1, None
 
