@@ -23,7 +23,7 @@ from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread
 
-FPS = 30
+FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
 
 
 def training_records(n, split):

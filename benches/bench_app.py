@@ -1,0 +1,110 @@
+"""The app at kernel speed: steps/s in the window against headless, peak memory, the longest event-loop gap.
+
+    python benches/bench_app.py                       # the seed net at batch 1 for 200k steps
+    python benches/bench_app.py --steps 20000000 --records 2000000 --repeats 1   # a long run
+
+The seed network (10 -> 32 -> 2, relu, SGD, float32) trains on the seed's random records at
+batch 1. Headless is ``Trainer.fit`` alone; the window is the app (offscreen) pressing Start,
+timed from the click to the end of the run, while a 10 ms timer records the event loop's
+gaps. Peak memory is the process's maximum resident set. Targets (issue #12): the window
+reaches at least 50% of headless steps/s, with gaps under 100 ms and memory under 1 GB.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+
+import fastbatch as fb  # noqa: E402
+from fastbatch import datasets  # noqa: E402
+
+
+def headless(X, y, epochs):
+    tr = fb.Trainer(batch_size=1, epochs=epochs, learning_rate=0.01)
+    t0 = time.perf_counter()
+    tr.fit(X, y)
+    return tr.step / (time.perf_counter() - t0)
+
+
+def in_window(app, records, epochs):
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from fastbatch_gui.window import MainWindow
+
+    w = MainWindow()
+    w.show()
+    c = w.controls
+    for name, value in (("dataset", "random"), ("records", records), ("features", 10), ("batch_size", 1),
+                        ("epochs", epochs), ("learning_rate", 0.01), ("standardize", False)):
+        c.set_value(name, value)
+    app.processEvents()
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    loop = QEventLoop()
+    w.runEnded.connect(lambda how: loop.quit())
+    shown = []
+    w.fitReturned.connect(lambda: shown.append(w.status_labels["rate"].text()))
+    timer.start()
+    t0 = time.perf_counter()
+    w.start()
+    loop.exec()
+    seconds = time.perf_counter() - t0
+    timer.stop()
+    steps = w.trainer.step
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([seconds])
+    w.shutdown()
+    w.deleteLater()
+    app.processEvents()
+    return steps / seconds, float(gaps.max()), len(ticks)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=200_000, help="steps per run (a whole number of epochs)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    epochs = max(1, args.steps // args.records)
+    X, y = datasets.make("random", args.records, 10, seed=0)
+
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+
+    headless(X, y, 1)   # warm-up: the kernel's thread team and caches
+    rows = {"headless": [], "window": []}
+    gaps = []
+    for _ in range(args.repeats):   # interleaved, so both see the same machine
+        rows["headless"].append(headless(X, y, epochs))
+        rate, gap, _ = in_window(app, args.records, epochs)
+        rows["window"].append(rate)
+        gaps.append(gap)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    h, w = statistics.median(rows["headless"]), statistics.median(rows["window"])
+    print(f"seed net 10-32-2, batch 1, {args.records:,} records x {epochs:,} epochs = {args.records * epochs:,} steps,"
+          f" {args.repeats} repeats (medians; min-max)")
+    print(f"{'':10s} {'steps/s':>12s} {'range':>25s} {'share':>7s}")
+    for name, vals in rows.items():
+        med = statistics.median(vals)
+        print(f"{name:10s} {med:12,.0f} {min(vals):12,.0f}-{max(vals):<12,.0f} {100 * med / h:6.1f}%")
+    print(f"longest event-loop gap: {max(gaps) * 1000:.0f} ms (median over runs {statistics.median(gaps) * 1000:.0f} ms)")
+    print(f"peak memory (max RSS of this process): {peak_mb:,.0f} MB")
+    result = {"records": args.records, "epochs": epochs, "steps": args.records * epochs,
+              "headless_steps_per_s": rows["headless"], "window_steps_per_s": rows["window"],
+              "window_share": w / h, "longest_gap_ms": max(gaps) * 1000, "peak_rss_mb": peak_mb}
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
