@@ -11,6 +11,8 @@ from fastbatch._config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
 from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, lr_factor
 
+# the lesson's settings where they differ from the library's defaults: the seed's plain mini-batch SGD
+LESSON_DEFAULTS = {"optimizer": "sgd"}
 # name: (objectName, minimum, maximum, default); the CLI checks its flags against the same ranges
 SPIN_RANGES = {
     "records": ("recordsSpin", 1, 2_000_000, 1000),
@@ -87,8 +89,8 @@ class ControlPanel(QWidget):
         w["optimizer"] = _combo("optimizerCombo", OPTIMIZERS)
         w["activation"] = _combo("activationCombo", ACTIVATIONS)
         w["backend"] = _combo("backendCombo", BACKENDS)
-        for name in ("optimizer", "activation", "backend"):   # the library's defaults
-            w[name].setCurrentIndex(w[name].findData(DEFAULTS[name]))
+        for name in ("optimizer", "activation", "backend"):
+            w[name].setCurrentIndex(w[name].findData(LESSON_DEFAULTS.get(name, DEFAULTS[name])))
         w["target"] = _combo("targetCombo", [])
         w["shuffle"] = QCheckBox("shuffle records each epoch")
         w["shuffle"].setObjectName("shuffleCheck")
