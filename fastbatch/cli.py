@@ -93,9 +93,10 @@ def _flag(name):
 def _add_trainer_options(p):
     """One flag per Trainer parameter (fastbatch._config.PARAMS): ``--batch-size`` for ``batch_size``."""
     from ._config import PARAMS
-    g = p.add_argument_group("training options (defaults: the Trainer's)")
+    g = p.add_argument_group("training options (defaults: the Trainer's, except --standardize)")
     for param in PARAMS:
-        default = param.default if not isinstance(param.default, tuple) else ",".join(map(str, param.default))
+        default = CLI_DEFAULTS.get(param.name, param.default)
+        default = default if not isinstance(default, tuple) else ",".join(map(str, default))
         kw = {"dest": param.name, "default": None,
               "help": f"{param.help} (default: {default})".replace("%", "%%")}
         if param.kind == "bool":
@@ -107,6 +108,8 @@ def _add_trainer_options(p):
             else:
                 kw["metavar"] = param.name.upper()
         g.add_argument(_flag(param.name), *FLAG_ALIASES.get(param.name, ()), **kw)
+    g.add_argument("--task", choices=sorted(TASK_LOSS), help="classification (cross_entropy) or regression (mse); "
+                   "default: decided from the target, and said")
     g.add_argument("--beta1", type=_float, help="the first of --betas")
     g.add_argument("--beta2", type=_float, help="the second of --betas")
 
@@ -168,8 +171,11 @@ def main(argv=None):
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2, message printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from .errors import DivergenceError
+    import warnings
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *rest: _err(f"fastbatch {args.command}: warning: {message}")
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         _err(f"fastbatch {args.command}: {exc}")
         return EXIT_USAGE
@@ -224,6 +230,12 @@ def cmd_plan(args):
 
 # ---------------------------------------------------------------------- train
 
+# the CLI's own defaults where they differ from the Trainer's: a command-line run on a raw
+# file should not fail quietly because one feature is in thousands and another in fractions
+CLI_DEFAULTS = {"standardize": True}
+TASK_LOSS = {"classification": "cross_entropy", "regression": "mse"}
+
+
 def _trainer_options(args):
     """The Trainer parameters given on the command line (the rest keep the Trainer's defaults)."""
     from ._config import DEFAULTS, PARAMS
@@ -231,6 +243,12 @@ def _trainer_options(args):
     if args.beta1 is not None or args.beta2 is not None:
         b1, b2 = opts.get("betas", DEFAULTS["betas"])
         opts["betas"] = (b1 if args.beta1 is None else args.beta1, b2 if args.beta2 is None else args.beta2)
+    task = getattr(args, "task", None)
+    if task is not None:
+        if opts.get("loss", "auto") not in ("auto", TASK_LOSS[task]) and not (
+                task == "classification" and opts["loss"] == "binary_crossentropy"):
+            raise UsageError(f"--task {task} and --loss {opts['loss']} disagree; give one of them")
+        opts.setdefault("loss", TASK_LOSS[task])
     return opts
 
 
@@ -263,14 +281,26 @@ def _resumed_trainer(args, opts):
     return trainer
 
 
-def _check_data(args, trainer, X, y, opts):
-    """Refuse data that cannot be what the user means: too many classes, or not the data a resumed run was on."""
-    from . import datasets
-    loss = trainer.config["loss"]
-    if y.dtype.kind in "iu" and loss in ("auto", "cross_entropy") and len(y) and y.max() >= datasets.MAX_CLASSES:
-        raise ValueError(f"the target of {args.data} has values up to {int(y.max()):,}: as class labels that is "
+def _decide_task(args, trainer, table):
+    """Classification or regression, by the library's one rule (or --task / --loss), said in one line."""
+    import re
+    from . import _task, datasets
+    y = table.y
+    name = f"target {table.target!r}" if table.target is not None else "target y"
+    task = _task.decide(y, trainer.config["loss"], name)
+    if task.loss == "cross_entropy" and y.dtype.kind in "iu" and len(y) and y.max() >= datasets.MAX_CLASSES:
+        raise ValueError(f"the {name} of {args.data} has values up to {int(y.max()):,}: as class labels that is "
                          f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
-    current = datasets.fingerprint(X, y)
+    if not args.resume:
+        trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
+    if not args.quiet:
+        print(re.sub(r"loss='(\w+)'", r"--loss \1", task.reason))
+
+
+def _check_data(args, trainer, table):
+    """Refuse data that is not the data a resumed run was trained on (unless --force); record what names it."""
+    from . import datasets
+    current = datasets.fingerprint(table.X, table.y)
     if args.resume:
         recorded = trainer.info.get("data_fingerprint")
         if recorded is None:
@@ -280,17 +310,8 @@ def _check_data(args, trainer, X, y, opts):
             if diff and not args.force:
                 raise ValueError(f"{args.data} is not the data the run in {args.resume} was trained on ({diff}); "
                                  "pass --force to train on it anyway, or start a new run without --resume")
-    trainer.info["data_fingerprint"] = current
-    trainer.info["target"] = _target_name(args.data, args.target)
-
-
-def _target_name(path, target):
-    """The target column as the checkpoint records it: its CSV name, or its index."""
-    from . import datasets
-    if os.path.splitext(os.fspath(path))[1].lower() == ".npz":
-        return None
-    names = datasets.columns(path)
-    return names[datasets._column_index(target, names, len(names), path)]
+    trainer.info.update(data_fingerprint=current, target=table.target, features=table.features,
+                        classes=table.classes)
 
 
 def cmd_train(args):
@@ -305,11 +326,15 @@ def cmd_train(args):
             return EXIT_DATA
     else:
         try:
-            trainer = Trainer(**opts)  # checks every option before any data is read
+            trainer = Trainer(**{**CLI_DEFAULTS, **opts})  # checks every option before any data is read
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
-    X, y = _load(args.data, args.target)
-    _check_data(args, trainer, X, y, opts)
+    from . import datasets
+    recorded = trainer.info.get("classes") if args.resume else None
+    table = datasets.load_table(args.data, args.target, classes=recorded)
+    X, y = table.X, table.y
+    _decide_task(args, trainer, table)
+    _check_data(args, trainer, table)
     paths = _out_paths(args)
     progress = None if args.quiet else Progress(trainer)
     status = EXIT_OK
@@ -460,23 +485,22 @@ def _seconds(s):
 
 # ---------------------------------------------------------------------- evaluate / predict
 
-def _load(path, target):
-    from . import datasets
-    return datasets.load(path, target=target)
+def _features(path, target, n_features, trainer):
+    """The features of a data file for a network of ``n_features`` inputs; the target column is left out unread.
 
-
-def _load_features(path, target, n_features):
-    """The features of a data file for a network of ``n_features`` inputs.
-
-    With ``target`` given, that column is left out. Without it, a .csv/.npy file with exactly
-    ``n_features`` columns is all features; otherwise its last column is taken as the target.
+    The target column is ``target``, else the one the checkpoint was trained on when the file has
+    it. Without either, a .csv/.npy file with exactly ``n_features`` columns is all features;
+    one with a column more has its last column taken as the target.
     """
+    from . import datasets
     import numpy as np
-    X, y = _load(path, target)
+    target = _recorded_target(trainer, path, target)
+    table = datasets.load_table(path, target, read_target=False)
     plain = os.path.splitext(os.fspath(path))[1].lower() in (".csv", ".npy")
-    if target is None and plain and X.shape[1] + 1 == n_features and np.ndim(y) == 1:
-        X = np.column_stack([X, y.astype(np.float64)])  # the last column was a feature, not a target
-    return X
+    if target is None and plain and table.X.shape[1] + 1 == n_features:  # the last column was a feature
+        table = datasets.load_table(path, target, read_target=True)
+        return np.column_stack([table.X, np.asarray(table.y, dtype=np.float64)])
+    return table.X
 
 
 def _trained(path):
@@ -497,6 +521,8 @@ def _recorded_target(trainer, data, target):
 
 
 def cmd_evaluate(args):
+    import numpy as np
+    from . import datasets
     trainer = _trained(args.checkpoint)
     n_inputs = trainer.get_params()[0][0].shape[0]
     recorded = trainer.info.get("target")
@@ -504,38 +530,57 @@ def cmd_evaluate(args):
     if target is None and recorded is not None and os.path.splitext(args.data)[1].lower() == ".csv":
         raise ValueError(f"{args.data} has no column {recorded!r}, the target {args.checkpoint} was trained on; "
                          "evaluate needs the true targets (name another column with --target)")
-    X, y = _load(args.data, target)
+    classes = trainer.info.get("classes")
+    table = datasets.load_table(args.data, target, classes=classes)
+    X, y = table.X, table.y
     if X.shape[1] != n_inputs:
         hint = " (is the target column missing?)" if X.shape[1] + 1 == n_inputs else ""
         raise ValueError(f"{args.data} has {X.shape[1]} feature columns besides its target, but the network in "
                          f"{args.checkpoint} takes {n_inputs}{hint}")
     res = trainer.evaluate(X, y)
     line = f"loss {res['loss']:.6g}"
-    if "accuracy" in res:
-        line += f"  accuracy {res['accuracy']:.4f}"
+    for key in ("accuracy", "r2", "mae"):
+        if key in res:
+            line += f"  {'R2' if key == 'r2' else key.upper() if key == 'mae' else key} {res[key]:.4f}"
     print(f"{line}  ({X.shape[0]} records)")
+    if "accuracy" in res:  # per class: records, and how many the network got right
+        pred = np.asarray(trainer.predict(X))
+        names = classes or [str(c) for c in range(int(max(y.max(), pred.max())) + 1)]
+        for c, name in enumerate(names):
+            n = int((y == c).sum())
+            if n or (pred == c).any():
+                print(f"  class {name}: {n} records, {int(((y == c) & (pred == c)).sum())} predicted right, "
+                      f"{int((pred == c).sum())} predicted as it")
     return EXIT_OK
 
 
 def cmd_predict(args):
+    import csv
+    import io
     import numpy as np
     trainer = _trained(args.checkpoint)
-    X = _load_features(args.data, _recorded_target(trainer, args.data, args.target),
-                       trainer.get_params()[0][0].shape[0])
+    X = _features(args.data, args.target, trainer.get_params()[0][0].shape[0], trainer)
     pred = np.asarray(trainer.predict(X))
     pred = pred.reshape(len(pred), -1)
+    classes = trainer.info.get("classes")
     cols = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j}" for j in range(pred.shape[1])]
-    fmt = [_fmt_int if pred.dtype.kind in "iub" else _fmt_float] * pred.shape[1]
+    if classes:  # the names the CSV had, not their codes
+        pred = np.asarray(classes, dtype=object)[pred]
+        fmt = [str] * pred.shape[1]
+    else:
+        fmt = [_fmt_int if pred.dtype.kind in "iub" else _fmt_float] * pred.shape[1]
     try:
         proba = trainer.predict_proba(X)
     except ValueError:  # an mse network has no probabilities
         proba = np.empty((len(pred), 0))
-    cols += [f"proba_{j}" for j in range(proba.shape[1])]
+    cols += [f"proba_{c}" for c in (classes or range(proba.shape[1]))][:proba.shape[1]]
     fmt += [_fmt_float] * proba.shape[1]
-    lines = [",".join(cols)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
     for a, b in zip(pred, proba):
-        lines.append(",".join(f(v) for f, v in zip(fmt, (*a, *b))))
-    text = "\n".join(lines) + "\n"
+        w.writerow([f(v) for f, v in zip(fmt, (*a, *b))])
+    text = buf.getvalue()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)

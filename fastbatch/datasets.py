@@ -13,6 +13,7 @@
 No scikit-learn: the generators are a few lines of numpy each.
 """
 import array
+import collections
 import csv
 import math
 import os
@@ -22,7 +23,7 @@ import numpy as np
 
 from ._validation import check_int
 
-__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "columns", "n_classes", "fingerprint"]
+__all__ = ["NAMES", "TWO_FEATURE", "make", "load", "load_table", "Table", "columns", "n_classes", "fingerprint"]
 
 NAMES = ("random", "blobs", "moons", "spirals", "xor")
 TWO_FEATURE = frozenset({"blobs", "moons", "spirals", "xor"})
@@ -154,6 +155,15 @@ def _check_size(path, what, shape, itemsize=8):
                          f"half of this machine's memory; use np.load(..., mmap_mode='r') and Trainer.fit instead")
 
 
+class Table(collections.namedtuple("Table", "X y classes target features")):
+    """A loaded data file: ``X`` float64 (n, d), ``y``, and what names them.
+
+    ``classes``: the class names of a text target, in code order (``y`` holds their codes), else None;
+    ``target``: the target column's name (a .npy column's index as text; None for .npz);
+    ``features``: the feature columns' names.
+    """
+
+
 def load(path, target=None):
     """Load ``(X float64 2-D, y)`` from a ``.csv``, ``.npy`` or ``.npz`` file.
 
@@ -177,13 +187,25 @@ def load(path, target=None):
     line or record): a FIFO or folder is refused without waiting, CSV lines are read at most
     :data:`MAX_LINE_CHARS` at a time, and array headers are checked before anything is allocated.
     """
+    table = load_table(path, target)
+    return table.X, table.y
+
+
+def load_table(path, target=None, classes=None, read_target=True):
+    """:func:`load`, with the names: a :class:`Table`.
+
+    ``classes``: the class names a network was trained on (from its checkpoint). A CSV's text
+    target is then encoded by them, so that its codes mean what they meant in training; a
+    name that is not among them is an error naming its line. With ``read_target=False`` a
+    CSV's target column is left out unread (``y`` is None): new records to predict may leave it blank.
+    """
     path, ext = _check_path(path)
     if ext == ".csv":
-        X, y = _load_csv(path, target)
+        X, y, names = _load_csv(path, target, classes, read_target)
     elif ext == ".npy":
-        X, y = _load_npy(path, target)
+        X, y, names = _load_npy(path, target)
     else:
-        X, y = _load_npz(path)
+        X, y, names = _load_npz(path)
     if X.shape[0] < 1:
         raise ValueError(f"{path!r} holds no records (no data rows)")
     if X.shape[1] < 1:
@@ -192,11 +214,16 @@ def load(path, target=None):
         bad = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{path!r}: feature value at record {bad[0]}, feature {bad[1]} is {X[bad[0], bad[1]]}, "
                          "not a finite number")
-    y = _as_target(y)
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
+    if y is None:
+        found = None
+    elif isinstance(y, tuple):  # class names: (codes, names)
+        y, found = y
+    else:
+        y, found = _as_target(y), None
+    if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
         bad = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
         raise ValueError(f"{path!r}: the target of record {bad} is not finite")
-    return np.ascontiguousarray(X, dtype=np.float64), y
+    return Table(np.ascontiguousarray(X, dtype=np.float64), y, found, *names)
 
 
 def _as_target(y):
@@ -259,7 +286,7 @@ def _csv_rows(path):
                              "is it a CSV file?") from None
 
 
-def _load_csv(path, target):
+def _load_csv(path, target, classes=None, read_target=True):
     rows = _csv_rows(path)
     first = next(rows, None)
     if first is None:
@@ -289,14 +316,26 @@ def _load_csv(path, target):
         i, k = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"{path!r}, line {lines[i]}, column {names[feat_cols[k]]!r}: {X[i, k]} is not a finite "
                          "number; clean or impute it first")
-    return X, _csv_target(raw, lines, names[t], path)
+    y = _csv_target(raw, lines, names[t], path, classes) if read_target else None
+    return X, y, (names[t], [names[j] for j in feat_cols])
 
 
-def _csv_target(raw, lines, name, path):
-    """Numbers, or class names encoded 0..k-1 in sorted order; a blank or mixed cell is an error naming its line."""
+def _csv_target(raw, lines, name, path, classes=None):
+    """Numbers, or (codes, class names) with names coded 0..k-1 in sorted order (or as ``classes`` has them).
+
+    A blank cell, or a mix of numbers and text, is an error naming its line.
+    """
     for v, line in zip(raw, lines):
         if not v:
             raise ValueError(f"{path!r}, line {line}: the target {name!r} is blank; fill it in or drop the row")
+    if classes is not None:
+        index = {str(c): i for i, c in enumerate(classes)}
+        for v, line in zip(raw, lines):
+            if v not in index:
+                shown = ", ".join(map(repr, list(index)[:10])) + (", ..." if len(index) > 10 else "")
+                raise ValueError(f"{path!r}, line {line}: the target {name!r} is {v!r}, not one of the classes "
+                                 f"the network was trained on ({shown})")
+        return np.array([index[v] for v in raw], dtype=np.int64), list(classes)
     numbers = []
     for v in raw:
         try:
@@ -321,7 +360,7 @@ def _csv_target(raw, lines, name, path):
         raise ValueError(f"{path!r}: the target {name!r} has {len(classes):,} distinct class names "
                          f"(at most {MAX_CLASSES:,})")
     index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[v] for v in raw], dtype=np.int64)
+    return np.array([index[v] for v in raw], dtype=np.int64), classes
 
 
 def _load_npy(path, target):
@@ -338,7 +377,8 @@ def _load_npy(path, target):
     from ._rows import RowSource
     with RowSource.open(a) as rows:  # read through the file: a file cut short is an error, not a crash
         data = np.concatenate([part for _, part in rows.chunks()]) if a.shape[0] else np.asarray(a)
-    return np.delete(data, t, axis=1).astype(np.float64), data[:, t]
+    features = [str(j) for j in range(a.shape[1]) if j != t]
+    return np.delete(data, t, axis=1).astype(np.float64), data[:, t], (str(t), features)
 
 
 def _open_npy(path):
@@ -367,7 +407,8 @@ def _load_npz(path):
             raise ValueError(f"{path!r}: y has shape {ys} but X has {xs[0]} records")
         _check_size(path, "X", xs)
         _check_size(path, "y", ys)
-        return ar.read_array("X", xd, xs).astype(np.float64), ar.read_array("y", yd, ys)
+        X, y = ar.read_array("X", xd, xs).astype(np.float64), ar.read_array("y", yd, ys)
+        return X, y, (None, [str(j) for j in range(xs[1])])
 
 
 def columns(path):

@@ -118,7 +118,7 @@ def test_train_without_matplotlib_says_so(capsys, csv_data, tmp_path, monkeypatc
 def test_plain_progress_line_without_tqdm(seed_data):
     import io
     X, y = seed_data
-    tr = fb.Trainer(epochs=3)
+    tr = fb.Trainer(epochs=3, batch_size=64)
     buf = io.StringIO()
     progress = cli.Progress(tr, file=buf)
     progress._tqdm = None  # as when tqdm is not installed
@@ -165,8 +165,9 @@ def test_train_writes_history_checkpoint_and_plot(capsys, csv_data, tmp_path):
     if importlib.util.find_spec("matplotlib"):
         assert (out_dir / "points-loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one training loop: the command's run is the Trainer's run with the same options
-    ref = fb.Trainer(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3)
+    ref = fb.Trainer(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3, standardize=True)
     assert np.array_equal(ref.fit(X, y).loss, tr.history.loss)
+    assert "target 'label': 2 distinct whole-number values -> classification (cross_entropy); pass --loss mse" in out
     assert "records/s" in err  # the progress bar (tqdm) or line went to stderr
 
 
@@ -284,7 +285,8 @@ def test_divergence_exits_1_and_keeps_a_checkpoint_to_resume(capsys, tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 3)) * 1e3
     np.savez(tmp_path / "wild.npz", X=X, y=X.sum(axis=1) * 1e3)
-    code, _, err = run(capsys, "train", tmp_path / "wild.npz", "--learning-rate", "1e6", "--out-dir", tmp_path,
+    code, _, err = run(capsys, "train", tmp_path / "wild.npz", "--learning-rate", "1e6", "--optimizer", "sgd",
+                       "--out-dir", tmp_path,
                        "--quiet", "--epochs", "5")
     assert code == 1 and "diverged" in err and "--resume" in err
     tr = fb.Trainer.load(tmp_path / "wild-checkpoint.npz")
@@ -452,3 +454,63 @@ def test_progress_bar_is_closed_full_after_early_stopping(seed_data):
     assert tr.finished and tr.step < tr.total_steps  # it did stop early
     last = buf.getvalue().replace("\r", "\n").strip().splitlines()[-1]
     assert "100%" in last and "stopped early" in last
+
+
+# ---------------------------------------------------------------------- task, class names, metrics (issue 13)
+
+def test_task_flag_and_its_conflict_with_loss(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    code, out, err = run(capsys, "train", path, "--task", "regression", "--out-dir", tmp_path, "--epochs", "1",
+                         "--quiet")
+    assert code == 0, err
+    assert fb.Trainer.load(tmp_path / "points-checkpoint.npz").config["loss"] == "mse"
+    err = one_line_error(capsys, 2, "train", path, "--task", "regression", "--loss", "cross_entropy")
+    assert "--task regression and --loss cross_entropy disagree" in err
+
+
+def test_warnings_are_one_line(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2)) * [1e-3, 1e4]
+    np.savez(tmp_path / "raw.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    code, out, err = run(capsys, "train", tmp_path / "raw.npz", "--no-standardize", "--epochs", "1", "--quiet",
+                         "--out-dir", tmp_path)
+    assert code == 0 and err.startswith("fastbatch train: warning: X looks unscaled") and len(err.splitlines()) == 1
+
+
+def test_class_names_are_kept_from_training_to_predictions(capsys, tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 2))
+    names = np.select([X[:, 0] > 0.5, X[:, 0] < -0.5], ["high", "low"], "mid, or so")  # a comma, quoted
+    write_csv(tmp_path / "named.csv", X, [f'"{n}"' for n in names], target="kind")
+    code, out, err = run(capsys, "train", tmp_path / "named.csv", "--target", "kind", "--epochs", "30", "--quiet",
+                         "--out-dir", tmp_path)
+    assert code == 0, err
+    ckpt = tmp_path / "named-checkpoint.npz"
+    assert fb.Trainer.load(ckpt).info["classes"] == ["high", "low", "mid, or so"]
+    # an evaluation file without any "high" rows: its names still mean what they meant in training
+    keep = names != "high"
+    write_csv(tmp_path / "part.csv", X[keep], [f'"{n}"' for n in names[keep]], target="kind")
+    code, out, err = run(capsys, "evaluate", ckpt, tmp_path / "part.csv")
+    assert code == 0, err
+    assert float(out.split("accuracy ")[1].split()[0]) > 0.9 and "class low:" in out and "class high: 0" in out
+    code, out, err = run(capsys, "predict", ckpt, tmp_path / "part.csv")
+    rows = list(__import__("csv").reader(out.splitlines()))
+    assert rows[0] == ["prediction", "proba_high", "proba_low", "proba_mid, or so"]
+    got = np.array([r[0] for r in rows[1:]])
+    assert (got == names[keep]).mean() > 0.9
+    write_csv(tmp_path / "new.csv", X[:3], ["high", "zebra", "low"], target="kind")
+    err = one_line_error(capsys, 1, "evaluate", ckpt, tmp_path / "new.csv")
+    assert "line 3: the target 'kind' is 'zebra', not one of the classes" in err
+    write_csv(tmp_path / "blank.csv", X[:3], ["", "", ""], target="kind")  # new records: no target yet
+    code, out, err = run(capsys, "predict", ckpt, tmp_path / "blank.csv")
+    assert code == 0 and len(out.splitlines()) == 4, err
+
+
+def test_regression_evaluate_reports_r2_and_mae(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    np.savez(tmp_path / "reg.npz", X=X, y=X @ [1.0, -1.0, 0.5] + 0.01 * rng.normal(size=300))
+    assert run(capsys, "train", tmp_path / "reg.npz", "--epochs", "30", "--optimizer", "adam", "--out-dir", tmp_path,
+               "--quiet")[0] == 0
+    code, out, _ = run(capsys, "evaluate", tmp_path / "reg-checkpoint.npz", tmp_path / "reg.npz")
+    assert code == 0 and "R2 0.9" in out and "MAE " in out and "accuracy" not in out
