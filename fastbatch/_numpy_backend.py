@@ -1,6 +1,6 @@
 """The reference backend: the training loop written plainly in numpy.
 
-It implements exactly what the Cython kernel (``_kernel.pyx``) does, one step at a
+It implements exactly what the Cython kernel (``_kernel.pyx.tp``) does, one step at a
 time, so that anyone can check the algorithm by eye and the tests can hold the
 kernel to it. It has the kernel's signature (see ``_kernel_spec.py`` and ``_kernel.train_steps``).
 """
@@ -8,78 +8,104 @@ import time
 
 import numpy as np
 
+from ._codes import Activation, Loss, Optimizer, Status
 from ._network import unpack
 from .schedule import epoch_order
 
-from ._codes import Status
-
-DONE, STOPPED, NONFINITE, TIME_UP = Status.DONE, Status.STOPPED, Status.NONFINITE, Status.TIME_UP
-
 
 def _activate(code, z):
-    if code == 1:
+    if code == Activation.RELU:
         return np.where(z > 0, z, 0).astype(z.dtype)
-    if code == 2:
+    if code == Activation.TANH:
         return np.tanh(z)
-    if code == 3:
+    if code == Activation.SIGMOID:
         return (1 / (1 + np.exp(-z))).astype(z.dtype)
     return z
 
 
 def _activation_grad(code, z, a):
     """d a / d z, from the pre-activation z and the activation a."""
-    if code == 1:
+    if code == Activation.RELU:
         return (z > 0).astype(z.dtype)
-    if code == 2:
+    if code == Activation.TANH:
         return 1 - a * a
-    if code == 3:
+    if code == Activation.SIGMOID:
         return a * (1 - a)
     return np.ones_like(z)
 
 
-def loss_and_grad(code, logits, targets, labels):
-    """Mean loss over the batch and its gradient with respect to the logits."""
+def loss_and_grad(code, logits, targets, labels, scale):
+    """The batch's loss sum_i scale_i * l_i and its gradient with respect to the logits.
+
+    ``scale`` holds each record's w_i / sum w (1 / B without weights): the loss is the
+    weighted mean of the records' losses l_i.
+    """
     n, k = logits.shape
-    if code == 0:  # mse: mean over every element, like torch's mse_loss
+    f = logits.dtype.type
+    col = scale[:, None].astype(logits.dtype)
+    if code == Loss.MSE:  # l_i: the mean over the k outputs, like torch's mse_loss
         diff = logits - targets
-        return float(np.mean(diff.astype(np.float64) ** 2)), diff * logits.dtype.type(2.0 / (n * k))
-    if code == 1:  # binary cross-entropy on one logit, the stable form
+        per_record = np.mean(diff.astype(np.float64) ** 2, axis=1)
+        return float(scale @ per_record), diff * (col * f(2.0 / k))
+    if code == Loss.BINARY_CROSSENTROPY:  # on one logit, the stable form
         z, y = logits, targets
-        loss = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        per_record = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))[:, 0]
         p = 1 / (1 + np.exp(-z))
-        return float(np.mean(loss.astype(np.float64))), ((p - y) / z.dtype.type(n)).astype(z.dtype)
+        return float(scale @ per_record.astype(np.float64)), ((p - y) * col).astype(z.dtype)
     # cross-entropy: softmax over k logits against integer labels
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     s = e.sum(axis=1, keepdims=True)
-    loss = np.log(s[:, 0]) - shifted[np.arange(n), labels]
+    per_record = np.log(s[:, 0]) - shifted[np.arange(n), labels]
     grad = e / s
     grad[np.arange(n), labels] -= 1
-    return float(np.mean(loss.astype(np.float64))), (grad / logits.dtype.type(n)).astype(logits.dtype)
+    return float(scale @ per_record.astype(np.float64)), (grad * col).astype(logits.dtype)
 
 
-def _update(opt, p, g, m, v, lr, t, momentum, nesterov, beta1, beta2, eps, wd):
-    """One optimizer step on one parameter array, as torch.optim does it (t counts from 1)."""
+def _update(spec, p, g, state, lr, t):
+    """One optimizer step on one parameter array, as torch.optim does it (t counts from 1).
+
+    ``state`` is the array's (m, v, grad_avg): SGD's and RMSprop's momentum buffer, Adam's
+    moments, RMSprop's square average and centered gradient average.
+    """
     f = p.dtype.type
-    if opt == 0:  # SGD: L2 decay in the gradient; momentum buffer starts as the first gradient
+    m, v, ga = state
+    wd = spec.weight_decay
+    if spec.optimizer == Optimizer.SGD:  # L2 decay in the gradient; momentum buffer starts as the first gradient
         if wd:
             g = g + f(wd) * p
-        if momentum:
+        if spec.momentum:
             if t == 1:
                 m[...] = g
             else:
-                m[...] = f(momentum) * m + g
-            g = g + f(momentum) * m if nesterov else m
+                m[...] = f(spec.momentum) * m + g
+            g = g + f(spec.momentum) * m if spec.nesterov else m
         p -= f(lr) * g
         return
-    if opt == 2:  # AdamW: decoupled decay
+    if spec.optimizer == Optimizer.RMSPROP:
+        if wd:
+            g = g + f(wd) * p
+        alpha = spec.alpha
+        v[...] = v * f(alpha) + f(1 - alpha) * g * g
+        if spec.centered:
+            ga[...] = ga + f(1 - alpha) * (g - ga) if 1 - alpha < 0.5 else g - (g - ga) * f(alpha)
+            avg = np.sqrt(v + (-ga) * ga) + f(spec.eps)
+        else:
+            avg = np.sqrt(v) + f(spec.eps)
+        if spec.momentum > 0:
+            m[...] = m * f(spec.momentum) + g / avg
+            p += f(-lr) * m
+        else:
+            p += f(-lr) * (g / avg)
+        return
+    if spec.optimizer == Optimizer.ADAMW:  # decoupled decay
         p *= f(1 - lr * wd)
     elif wd:  # Adam: L2 decay in the gradient
         g = g + f(wd) * p
-    m += (g - m) * f(1 - beta1)
-    v[...] = v * f(beta2) + g * g * f(1 - beta2)
-    step_size = lr / (1 - beta1 ** t)
-    denom = np.sqrt(v) / f(np.sqrt(1 - beta2 ** t)) + f(eps)
+    m += (g - m) * f(1 - spec.beta1)
+    v[...] = v * f(spec.beta2) + f(1 - spec.beta2) * g * g
+    step_size = lr / (1 - spec.beta1 ** t)
+    denom = np.sqrt(v) / f(np.sqrt(1 - spec.beta2 ** t)) + f(spec.eps)
     p -= f(step_size) * (m / denom)
 
 
@@ -87,38 +113,43 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
                 start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
-    ``spec`` is a ``KernelSpec``; ``opt_state`` (3, P) holds the optimizer's buffers;
-    ``order_cache`` (n + 1 int64: an epoch, then its record order; -1 when empty) keeps
-    the current epoch's order between calls. ``fd`` and ``data_offset`` are the kernel's
-    (it reads rows from a file); here X is always read from memory.
+    ``spec`` is a ``KernelSpec``; ``weights`` (n,) or (0,) for none; ``opt_state`` (3, P)
+    holds the optimizer's buffers; ``order_cache`` (n + 1 int64: an epoch, then its record
+    order; -1 when empty) keeps the current epoch's order between calls; ``noise`` (n_steps, 2)
+    receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
+    kernel's (it reads rows from a file); here X is always read from memory.
     """
-    if weights.shape[0] != 0:
-        raise NotImplementedError("sample weights: not yet")
-    if noise.shape[0] != 0:
-        raise NotImplementedError("noise norms: not yet")
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
-        return _train_steps(spec, X, targets, labels, theta, opt_state, order_cache, lrs, losses,
+        return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
                             start_step, n_steps, opt_t, stop, max_seconds)
 
 
-def _train_steps(spec, X, targets, labels, theta, opt_state, order_cache, lrs, losses,
+def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
                  start_step, n_steps, opt_t, stop, max_seconds):
     n = X.shape[0]
     B = min(spec.batch_size, n)
     sizes, activation = spec.sizes, spec.activation
-    params, ms, vs = unpack(theta, sizes), unpack(opt_state[0], sizes), unpack(opt_state[1], sizes)
+    params = unpack(theta, sizes)
+    states = list(zip(*(unpack(row, sizes) for row in opt_state)))  # per layer: ((mW, mb), (vW, vb), (gW, gb))
     deadline = time.perf_counter() + max_seconds
     epoch_now, order = int(order_cache[0]), order_cache[1:]
     for i in range(n_steps):
         if stop[0]:
-            return i, STOPPED
+            return i, Status.STOPPED
         if i and time.perf_counter() > deadline:
-            return i, TIME_UP
+            return i, Status.TIME_UP
         epoch, k = divmod(start_step + i, spec.steps_per_epoch)
         if epoch != epoch_now:
             order[:] = epoch_order(n, spec.seed, epoch, spec.shuffle)
             order_cache[0] = epoch_now = epoch
         idx = order[k * B:(k + 1) * B]
+        rows = len(idx)
+        if weights.size:  # record i's share of the loss: w_i / sum w (nothing for a sum of 0)
+            w = weights[idx].astype(np.float64)
+            total = w.sum()
+            scale = w / total if total > 0 else np.zeros(rows)
+        else:
+            scale = np.full(rows, 1.0 / rows)
 
         # forward: keep every layer's pre-activation z and activation a
         a, zs, acts = X[idx], [], [X[idx]]
@@ -128,22 +159,31 @@ def _train_steps(spec, X, targets, labels, theta, opt_state, order_cache, lrs, l
             zs.append(z)
             acts.append(a)
         step_loss, delta = loss_and_grad(spec.loss, a, targets[idx] if targets.size else None,
-                                         labels[idx] if labels.size else None)
+                                         labels[idx] if labels.size else None, scale)
         if not np.isfinite(step_loss):
-            return i, NONFINITE
+            return i, Status.NONFINITE
         losses[i] = step_loss
 
         # backward, last layer first; the delta goes through W before W is updated
         grads = [None] * len(params)
+        record_norms = 0.0  # sum over records and layers of (|a_i|^2 + 1) |delta_i|^2
         for layer in range(len(params) - 1, -1, -1):
             W, _ = params[layer]
             grads[layer] = (acts[layer].T @ delta, delta.sum(axis=0))
+            if noise.shape[0]:
+                a64, d64 = acts[layer].astype(np.float64), delta.astype(np.float64)
+                record_norms += float(((a64 * a64).sum(axis=1) + 1) @ (d64 * d64).sum(axis=1))
             if layer:
                 delta = (delta @ W.T) * _activation_grad(activation, zs[layer - 1], acts[layer])
 
+        if noise.shape[0]:
+            # g_i = B * scale_i * grad l_i averages to the batch gradient G_B; |g_i|^2 = B^2 * record i's norms
+            noise[i, 0] = sum(float(np.sum(gW.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))
+                              for gW, gb in grads)
+            noise[i, 1] = rows * record_norms
+
         t = opt_t + i + 1
-        for (W, b), (gW, gb), (mW, mb), (vW, vb) in zip(params, grads, ms, vs):
-            for p, g, mm, vv in ((W, gW, mW, vW), (b, gb, mb, vb)):
-                _update(spec.optimizer, p, g, mm, vv, float(lrs[i]), t, spec.momentum, spec.nesterov,
-                        spec.beta1, spec.beta2, spec.eps, spec.weight_decay)
-    return n_steps, DONE
+        for (W, b), (gW, gb), (mm, vv, ga) in zip(params, grads, states):
+            for j, (p, g) in enumerate(((W, gW), (b, gb))):
+                _update(spec, p, g, (mm[j], vv[j], ga[j]), float(lrs[i]), t)
+    return n_steps, Status.DONE

@@ -11,7 +11,8 @@ LOSSES = ["mse", "binary_crossentropy", "cross_entropy"]
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]
 OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9),
               dict(optimizer="sgd", momentum=0.8, nesterov=True, weight_decay=0.01),
-              dict(optimizer="adam", weight_decay=0.01), dict(optimizer="adamw", weight_decay=0.05)]
+              dict(optimizer="adam", weight_decay=0.01), dict(optimizer="adamw", weight_decay=0.05),
+              dict(optimizer="rmsprop"), dict(optimizer="rmsprop", momentum=0.5, centered=True, weight_decay=0.01)]
 DTYPES = ["float32", "float64"]
 TOL = {"float32": dict(rtol=1e-4, atol=1e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
 DEPTHS = [(), (7,), (9, 4)]
@@ -81,3 +82,44 @@ def test_a_non_finite_loss_stops_before_its_update(backend):
     assert (r.done, r.status) == (5, 2)  # NONFINITE at step 5, which made no update
     ref = train(backend, X, y, hidden=(5,), activation="tanh", batch_size=8, shuffle=False, lr=0.01, steps=5)
     assert np.array_equal(r.theta, ref.theta)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("loss, act", [(loss, act) for loss in LOSSES for act in ACTIVATIONS])
+def test_weights_and_noise_norms_match_numpy(loss, act, dt):
+    X, y = make_data(n=61, loss=loss, k=3 if loss != "mse" else 2)
+    w = np.random.default_rng(1).uniform(0.0, 2.0, 61)
+    w[:5] = 0  # records that count for nothing
+    kw = dict(hidden=(9, 4), activation=act, loss=loss, batch_size=8, epochs=2, lr=0.05, seed=3, dtype=dt,
+              optimizer="adam", weights=w, noise=True)
+    c, n = train("cython", X, y, **kw), train("numpy", X, y, **kw)
+    assert_same(c, n, TOL[dt])
+    assert np.isfinite(c.noise).all() and (c.noise >= 0).all()
+    np.testing.assert_allclose(c.noise, n.noise, **TOL[dt])
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_unit_weights_and_noise_tracking_change_nothing(backend):
+    X, y = make_data(n=61, loss="cross_entropy")
+    kw = dict(hidden=(7,), batch_size=8, epochs=2, seed=2, dtype="float64")
+    plain = train(backend, X, y, **kw)
+    tracked = train(backend, X, y, weights=np.full(61, 2.5), noise=True, **kw)
+    np.testing.assert_allclose(tracked.losses, plain.losses, rtol=1e-13)
+    np.testing.assert_allclose(tracked.theta, plain.theta, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_noise_norms_of_one_record_batches(backend):
+    # with one record, the mean gradient is the record's: S = |G_B|^2
+    X, y = make_data(n=10, loss="mse", k=2)
+    r = train(backend, X, y, hidden=(5,), loss="mse", batch_size=1, epochs=1, noise=True, dtype="float64")
+    np.testing.assert_allclose(r.noise[:, 1], r.noise[:, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_a_batch_of_zero_weights_has_zero_loss_and_gradient(backend):
+    X, y = make_data(n=16, loss="cross_entropy")
+    w = np.ones(16)
+    w[:8] = 0
+    r = train(backend, X, y, hidden=(5,), batch_size=8, steps=1, shuffle=False, weights=w, noise=True)
+    assert r.losses[0] == 0 and np.array_equal(r.noise[0], [0.0, 0.0])

@@ -9,6 +9,7 @@ runs on a team whatever the machine: uneven shares, members with no rows at all 
 batch of 1 record), small-loop and BLAS layers, every optimizer and loss.
 """
 import ctypes
+import multiprocessing
 import os
 import threading
 import time
@@ -52,6 +53,23 @@ def test_a_team_matches_the_numpy_reference(n_threads, columns, dtype, opt, loss
     assert got.done == ref.done > 0
     np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
     np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("n_threads, columns", [(2, False), (3, False), (2, True), (3, True)],
+                         ids=["2rows", "3rows", "2columns", "3columns"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, act, hidden, batch", CASES, ids=lambda c: str(c))
+def test_a_team_weighs_records_and_tracks_noise_as_the_numpy_reference(n_threads, columns, dtype, loss, act, hidden,
+                                                                        batch):
+    w = np.random.default_rng(2).uniform(0.2, 2.0, 301)
+    kw = dict(weights=w, noise=True, epochs=2)
+    # (not RMSprop: its first steps are near g / |g|, so a team's sums in another order move
+    # near-zero gradients' steps far beyond these tolerances)
+    ref = run(loss, act, hidden, batch, OPTIMIZERS[1], dtype, backend="numpy", **kw)
+    got = run(loss, act, hidden, batch, OPTIMIZERS[1], dtype, n_threads=n_threads, split_columns=columns, **kw)
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+    np.testing.assert_allclose(got.noise, ref.noise, **TOL[dtype])
 
 
 @pytest.mark.parametrize("columns", [False, True])
@@ -145,3 +163,75 @@ def test_a_forked_child_forms_its_own_team():
         time.sleep(0.05)
     os.kill(pid, 9)
     pytest.fail("the forked child hung forming a team")
+
+
+def side_by_side(fn, args):
+    """fn(*a) for each a in args, each in its own thread, started together."""
+    go = threading.Barrier(len(args))
+    out = [None] * len(args)
+
+    def one(k):
+        go.wait()
+        out[k] = fn(*args[k])
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+@pytest.mark.parametrize("columns", [None, True], ids=["auto", "columns"])
+def test_trainers_side_by_side_each_get_their_team_and_end_as_alone(columns):
+    # batch 128 through 40 -> 64 -> 4: the shapes call for a team of 2 sharing rows
+    X, y = make_data(n=600, d=40, k=4)
+
+    def fit(seed):
+        return train("cython", X, y, hidden=(64,), batch_size=128, epochs=6, seed=seed, dtype="float32",
+                     optimizer="adam", lr=0.01, n_threads=2, split_columns=columns, pieces=[3] * 10)
+
+    alone = [fit(seed) for seed in (1, 2, 3)]
+    together = side_by_side(fit, [(1,), (2,), (3,)])
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.losses, b.losses) and np.array_equal(a.theta, b.theta)
+
+
+def _child_run(conn, kw):
+    X, y = make_data(n=600, d=40, k=4)
+    r = train("cython", X, y, **kw)
+    conn.send((r.losses, r.theta, _blas_threads()))
+    conn.close()
+
+
+def _blas_threads():
+    return ctypes.CFUNCTYPE(ctypes.c_int)(_kernel._blas_get)() if _kernel.BLAS_THREADS_CONTROLLED else None
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_child_forked_during_a_team_run_trains_as_its_parent():
+    # fork while another thread's team runs (members busy, BLAS pinned): the child starts clean
+    X, y = make_data(n=600, d=40, k=4)
+    kw = dict(hidden=(64,), batch_size=128, epochs=3, seed=7, dtype="float64", optimizer="adam", lr=0.01,
+              n_threads=2)
+    ref = train("cython", X, y, **kw)
+    blas_before = _blas_threads()
+    stop = np.zeros(1, np.uint8)
+    busy = threading.Thread(target=train, args=("cython", X, y),
+                            kwargs=dict(hidden=(64,), batch_size=256, epochs=10 ** 6, n_threads=2, stop=stop))
+    busy.start()
+    try:
+        time.sleep(0.2)
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_child_run, args=(child, kw))
+        proc.start()
+        assert parent.poll(60), "the forked child hung"
+        losses, theta, blas_child = parent.recv()
+        proc.join(10)
+    finally:
+        stop[0] = 1
+        busy.join()
+    assert np.array_equal(losses, ref.losses) and np.array_equal(theta, ref.theta)
+    assert blas_child == blas_before  # not left pinned at 1 by the parent's team
+    assert _blas_threads() == blas_before
