@@ -72,32 +72,44 @@ PEERS = {"numpy", "fastbatch", "torch", "torch.compile", "jax", "jax-unroll4", "
 COMPILED = {"torch.compile": "torch", "jax": "jax", "numba": "numba"}
 
 
-def test_bench_vs_peers_quick(tmp_module):
-    # one small point per workload: torch.compile pays a cold compile at each
-    stdout, doc = run_bench("bench_vs_peers", tmp_module, "--batches", "seed:1,32;digits:32;wide:32")
-    check_table(stdout, doc, PEERS)
-    check_agreement(doc, "fastbatch", "float32")
-    for peer, module in {"torch": "torch", **COMPILED}.items():
-        if importlib.util.find_spec(module):
-            check_agreement(doc, peer, "float32")
-        else:
+def check_compiled(stdout, doc, peers):
+    for peer in peers:
+        module = COMPILED[peer]
+        if not importlib.util.find_spec(module):
             assert f"{peer} is not installed" in stdout
-    for peer, module in COMPILED.items():
-        if importlib.util.find_spec(module):  # compiled before timing, once per shape (numba: per dtype)
-            times = [r["compile_seconds"] for r in doc["results"] if r["contender"] == peer]
-            assert times[0] is not None and times[0] > 0, times
+            continue
+        check_agreement(doc, peer, "float32")
+        times = [r["compile_seconds"] for r in doc["results"] if r["contender"] == peer]
+        assert times[0] is not None and times[0] > 0, times  # compiled before timing, and the time reported
+
+
+def test_bench_vs_peers_quick(tmp_module):
+    # every peer but torch.compile (a cold compile per point: its own test, at one point)
+    stdout, doc = run_bench("bench_vs_peers", tmp_module, "--batches", "seed:1,32;digits:32;wide:32",
+                            "--contenders", "fastbatch,torch,jax,jax-unroll4,numba,sklearn")
+    check_table(stdout, doc, PEERS - {"torch.compile"})
+    check_agreement(doc, "fastbatch", "float32")
+    if importlib.util.find_spec("torch"):
+        check_agreement(doc, "torch", "float32")
+    check_compiled(stdout, doc, ["jax", "numba"])
     if importlib.util.find_spec("jax"):  # whole epochs for everyone, so the losses are comparable
         for r in doc["results"]:
-            spe = -(-r["n_records"] // r["batch"])
-            assert r["check_steps"] % spe == 0, r
-        assert all(r["batch"] <= 32 for r in doc["results"] if r["contender"] == "jax-unroll4")
+            assert r["check_steps"] % -(-r["n_records"] // r["batch"]) == 0, r
+        assert {r["batch"] for r in doc["results"] if r["contender"] == "jax-unroll4"} <= {1, 32}
+        assert "fastbatch vs jax" in stdout
     if importlib.util.find_spec("sklearn"):
         rows = [r for r in doc["results"] if r["contender"] == "sklearn"]
         assert rows and all(r["loss_rel_diff"] is None for r in rows)  # its loss is its own
     for r in doc["results"]:
         assert r["spread_pct"] >= 0 and r["cores"] > 0
-    assert "vs jax" in stdout or not importlib.util.find_spec("jax")
-    assert "% of the gemm peak" in stdout
+    assert "% of the gemm peak" in stdout and "seed net batch 32" in stdout
+
+
+def test_bench_vs_peers_torch_compile(tmp_path):
+    stdout, doc = run_bench("bench_vs_peers", tmp_path, "--workloads", "seed", "--batches", "32",
+                            "--contenders", "torch.compile", "--no-memory")
+    check_table(stdout, doc, {"numpy", "torch.compile"}, workloads_expected=("seed",))
+    check_compiled(stdout, doc, ["torch.compile"])
 
 
 def test_bench_vs_peers_contenders_option(tmp_path):
@@ -105,6 +117,62 @@ def test_bench_vs_peers_contenders_option(tmp_path):
                             "--batches", "32", "--no-memory")
     assert {r["contender"] for r in doc["results"]} == {"numpy", "fastbatch"}
     assert [r["batch"] for r in doc["results"]] == [32, 32]
+
+
+def test_bench_optimizers_quick(tmp_path):
+    stdout, doc = run_bench("bench_optimizers", tmp_path)
+    rows = doc["results"]
+    assert {r["batch"] for r in rows} == {1, 32} and {r["workload"] for r in rows} == {"seed"}
+    got = {(r["contender"], r["optimizer"]) for r in rows}
+    assert {("numpy", "sgd"), ("numpy", "adam"), ("fastbatch", "sgd"), ("fastbatch", "adam"),
+            ("fastbatch", "adamw"), ("fastbatch", "momentum")} <= got
+    assert (("fastbatch", "sgd+noise") in got) == doc["has_track_noise"]
+    if importlib.util.find_spec("torch"):
+        assert {("torch", "sgd"), ("torch", "adam")} <= got
+    for r in rows:
+        assert r["us_per_step"] > 0 and r["check_us_per_step"] > 0 and r["check_steps"] >= doc["warm_steps"]
+        if (r["contender"], r["optimizer"]) == ("numpy", "sgd"):
+            assert r["speedup"] == pytest.approx(1.0)
+        if r["optimizer"] in ("sgd", "adam") and r["contender"] != "numpy":  # same init, order and optimizer
+            assert r["loss_rel_diff"] <= LOSS_RTOL["float32"], r
+        if r["contender"] in ("numpy", "fastbatch") and r["optimizer"] == "adam":
+            assert r["subnormals"] >= 0
+    assert "x fastbatch sgd" in stdout and "fastbatch adam / fastbatch sgd" in stdout
+
+
+def test_bench_calls_quick(tmp_path):
+    stdout, doc = run_bench("bench_calls", tmp_path)
+    calls = {(r["workload"], r["call"]): r for r in doc["calls"]}
+    for workload in ("seed", "digits", "wide"):
+        warm = calls[(workload, "fit(steps=1), warm trainer")]
+        assert warm["us_per_call"] > 0 and warm["fixed_us"] == pytest.approx(warm["us_per_call"] - warm["step_us"])
+        assert calls[(workload, "numpy loop, 1 step")]["speedup"] == pytest.approx(1.0)
+        assert (workload, "Trainer(...).fit(steps=1), fresh") in calls and (workload, "init_params alone") in calls
+        if importlib.util.find_spec("sklearn"):
+            assert (workload, "FastBatchClassifier.partial_fit") in calls
+    hooks = {r["hook"]: r for r in doc["hooks"]}
+    assert set(hooks) == {"none", "on_progress", "validation_split=0.2", "on_epoch_end callback"}
+    assert hooks["none"]["ratio"] == pytest.approx(1.0)
+    assert hooks["validation_split=0.2"]["steps"] < hooks["none"]["steps"] == hooks["on_progress"]["steps"]
+    assert {r["command"] for r in doc["cli"]} == {"fastbatch train (progress bar)", "fastbatch train --quiet"}
+    assert "fixed cost of fit(steps=1)" in stdout and "targets:" in stdout
+
+
+def test_bench_calls_parts_option(tmp_path):
+    stdout, doc = run_bench("bench_calls", tmp_path, "--parts", "hooks")
+    assert doc["calls"] == [] and doc["cli"] == [] and doc["hooks"]
+
+
+def test_bench_busy_quick(tmp_path):
+    stdout, doc = run_bench("bench_busy", tmp_path, "--points", "digits:32")
+    rows = doc["results"]
+    assert {r["condition"] for r in rows} == {"idle", "busy"}
+    assert {r["contender"] for r in rows} == {"numpy", "fastbatch default", "fastbatch n_threads=1"}
+    for r in rows:
+        if r["contender"] == "fastbatch n_threads=1":
+            assert r["vs_one_thread"] == pytest.approx(1.0)
+        assert r["cores"] > 0
+    assert "busy, digits batch 32" in stdout
 
 
 def test_plot_sweep(tmp_module):
