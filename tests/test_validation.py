@@ -179,7 +179,7 @@ def test_divergence_raises_and_keeps_a_finite_state():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5)) * 1e3
     y = rng.normal(size=200) * 1e3
-    tr = fb.Trainer(hidden=(8,), learning_rate=10.0, batch_size=10, epochs=50)
+    tr = fb.Trainer(hidden=(8,), optimizer="sgd", learning_rate=10.0, batch_size=10, epochs=50)
     with pytest.raises(fb.DivergenceError, match="learning.rate") as info:
         tr.fit(X, y)
     assert isinstance(info.value, FloatingPointError)
