@@ -167,7 +167,7 @@ class ControlPanel(QWidget):
         self.stop_button = _button("stopButton", "■  Stop", "End the run (within one step); the curve stays")
         self.reset_button = _button("resetButton", "↺  Reset", "Discard the current run and start over")
         self.start_button.setStyleSheet("QPushButton:enabled { font-weight: bold; }")
-        transport = QGroupBox("Run")
+        self.transport = transport = QGroupBox("Run")   # the window keeps it in view below the settings
         g = QGridLayout(transport)
         g.addWidget(self.start_button, 0, 0)
         g.addWidget(self.pause_button, 0, 1)
@@ -182,7 +182,7 @@ class ControlPanel(QWidget):
         self.clear_runs_button = _button("clearRunsButton", "Clear runs", "Remove all runs from the plot")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        for box in (data, net, train, transport):
+        for box in (data, net, train):
             layout.addWidget(box)
         layout.addStretch(1)
 

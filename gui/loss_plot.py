@@ -395,7 +395,7 @@ class LossPlot(pg.PlotWidget):
         self._dirty = True
 
     def _add_boundary(self, trace, e):
-        line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(trace.color, width=1.2, style=Qt.DotLine))
+        line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(trace.color, width=1, style=Qt.DotLine))
         line.setZValue(-5)
         line.setOpacity(1.0 if trace.current else 0.5)
         self.getPlotItem().addItem(line, ignoreBounds=True)
