@@ -77,19 +77,21 @@ class Param:
         return f"{kind}, default={self.default!r}"
 
 
+# The defaults of hidden, batch_size, epochs, optimizer and learning_rate were chosen on scikit-learn's
+# bundled datasets, raw and standardised (benches/defaults_study.py; the README's defaults table).
 PARAMS = (
-    Param("hidden", (32,), "hidden", "Widths of the hidden layers; () is linear / logistic / softmax regression."),
+    Param("hidden", (64,), "hidden", "Widths of the hidden layers; () is linear / logistic / softmax regression."),
     Param("activation", "relu", "choice", "Activation of the hidden layers; the output layer is linear (logits).",
           ACTIVATIONS),
     Param("loss", "auto", "choice", "'auto' picks cross_entropy for integer/bool labels and mse for float targets.",
           LOSSES),
-    Param("batch_size", 64, "int", "Records per step; the last batch of an epoch is smaller unless drop_last.",
+    Param("batch_size", 32, "int", "Records per step; the last batch of an epoch is smaller unless drop_last.",
           low=1),
-    Param("epochs", 5, "int", "Passes over all records in the run; may be raised to continue a run.", low=1,
+    Param("epochs", 50, "int", "Passes over all records in the run; may be raised to continue a run.", low=1,
           live=True),
     Param("learning_rate", 0.01, "float", "The rate (the base of lr_schedule); may change between fit calls.",
           low=0.0, live=True),
-    Param("optimizer", "sgd", "choice", "As torch.optim.SGD, Adam, AdamW (and RMSprop).", OPTIMIZERS),
+    Param("optimizer", "adam", "choice", "As torch.optim.SGD, Adam, AdamW (and RMSprop).", OPTIMIZERS),
     Param("momentum", 0.0, "float", "SGD and RMSprop momentum.", low=0.0),
     Param("nesterov", False, "bool", "Nesterov momentum (needs momentum > 0)."),
     Param("betas", (0.9, 0.999), "betas", "Adam's moment decay rates."),

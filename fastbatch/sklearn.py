@@ -49,17 +49,12 @@ __all__ = ["FastBatchClassifier", "FastBatchRegressor"]
 # the epoch budget of partial_fit's open-ended run (calls past it start a new run)
 PARTIAL_FIT_EPOCHS = 1_000_000
 
-# the Trainer parameters the estimators take, in the Trainer's names (loss is set by the estimator),
-# with their own defaults where a good default fit needs them (Adam, like MLPClassifier)
-ESTIMATOR_DEFAULTS = {**{p.name: p.default for p in _config.PARAMS if p.name != "loss"},
-                      "batch_size": 32, "epochs": 20, "optimizer": "adam"}
+# the Trainer parameters the estimators take, in the Trainer's names and with its defaults
+# (loss is set by the estimator)
+ESTIMATOR_DEFAULTS = {p.name: p.default for p in _config.PARAMS if p.name != "loss"}
 TRAINER_PARAMS = tuple(ESTIMATOR_DEFAULTS)
 
-_COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + """
-
-    Defaults differ from the Trainer's in ``batch_size``, ``epochs`` and ``optimizer``
-    (Adam, like scikit-learn's ``MLPClassifier``), so that a default fit is a good fit.
-"""
+_COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
 _ATTRS_DOC = """
     trainer_ : fastbatch.Trainer

@@ -2,6 +2,10 @@
 import numpy as np
 
 
+# the seed's run (the first README example): used where a test depends on these settings
+SEED_RUN = dict(hidden=(32,), batch_size=64, epochs=5, optimizer="sgd", learning_rate=0.01)
+
+
 def make_data(n=60, d=5, loss="cross_entropy", k=3, seed=0):
     """Random records with targets for ``loss`` (k classes, or k regression targets)."""
     rng = np.random.default_rng(seed)

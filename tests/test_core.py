@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from fastbatch import _kernel, _numpy_backend
+from fastbatch import _config, _kernel
 from fastbatch._codes import Status
 from helpers import make_data
 
@@ -40,7 +40,9 @@ def test_assignment_is_checked_like_the_constructor():
         tr.batch_size = 0
     with pytest.raises(TypeError, match="optimizer"):
         tr.optimizer = 3
-    assert tr.batch_size == 64 and tr.optimizer == "sgd"
+    tr.optimizer = "sgd"
+    assert tr.optimizer == "sgd"
+    assert tr.batch_size == fb.Trainer().batch_size
 
 
 @pytest.mark.parametrize("name, value", [("batch_size", 8), ("hidden", (4,)), ("optimizer", "adam"),
@@ -66,8 +68,8 @@ def test_unknown_attributes_are_not_invented():
 def test_signature_shows_every_parameter():
     import inspect
     sig = inspect.signature(fb.Trainer)
-    assert sig.parameters["batch_size"].default == 64
-    assert sig.parameters["optimizer"].default == "sgd"
+    assert sig.parameters["batch_size"].default == fb.Trainer().batch_size
+    assert list(sig.parameters) == [p.name for p in _config.PARAMS]
     assert "learning_rate" in fb.Trainer.__doc__
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
+from helpers import SEED_RUN
 from fastbatch import schedules
 
 
@@ -34,19 +35,20 @@ def test_bad_schedules(spec):
 
 def test_every_step_records_its_rate(seed_data):
     X, y = seed_data
-    h = fb.Trainer(learning_rate=0.1, lr_schedule="cosine", warmup_steps=10, epochs=3).fit(X, y)
+    h = fb.Trainer(**{**SEED_RUN, "learning_rate": 0.1, "epochs": 3}, lr_schedule="cosine", warmup_steps=10).fit(X, y)
     expect = 0.1 * schedules.Cosine(warmup_steps=10).factors(np.arange(48), 16, 48)
     np.testing.assert_allclose(h.learning_rate, expect)
     # and the kernel used them: the same run on the numpy reference gives the same losses
-    hn = fb.Trainer(learning_rate=0.1, lr_schedule="cosine", warmup_steps=10, epochs=3, backend="numpy").fit(X, y)
+    hn = fb.Trainer(**{**SEED_RUN, "learning_rate": 0.1, "epochs": 3}, lr_schedule="cosine", warmup_steps=10,
+                    backend="numpy").fit(X, y)
     np.testing.assert_allclose(h.loss, hn.loss, rtol=1e-5)
-    flat = fb.Trainer(learning_rate=0.1, epochs=3).fit(X, y)
+    flat = fb.Trainer(**{**SEED_RUN, "learning_rate": 0.1, "epochs": 3}).fit(X, y)
     assert not np.allclose(flat.loss[1:], h.loss[1:])
 
 
 def test_validation_split_is_seeded_and_random(seed_data):
     X, y = seed_data
-    tr = fb.Trainer(validation_split=0.2, epochs=3)
+    tr = fb.Trainer(**{**SEED_RUN, "epochs": 3}, validation_split=0.2)
     h = tr.fit(X, y)
     assert h.n_records == 800 and h.steps_per_epoch == 13
     assert len(h.val_loss) == 3 and len(h.val_accuracy) == 3
@@ -56,7 +58,7 @@ def test_validation_split_is_seeded_and_random(seed_data):
     held = np.asarray(X, np.float32)[split_indices(len(X), 0.2, 0)[1]]
     rows = {tuple(r) for r in np.asarray(X, np.float32)[-200:]}
     assert sum(tuple(r) in rows for r in held) < 120
-    assert np.array_equal(fb.Trainer(validation_split=0.2, epochs=3).fit(X, y).val_loss, h.val_loss)
+    assert np.array_equal(fb.Trainer(**{**SEED_RUN, "epochs": 3}, validation_split=0.2).fit(X, y).val_loss, h.val_loss)
 
 
 def test_validation_data_matches_evaluate(seed_data):
@@ -97,7 +99,7 @@ def test_callbacks_at_each_level_and_stopping(seed_data):
         def on_run_end(self, trainer):
             events.append("end")
 
-    tr = fb.Trainer(epochs=5)
+    tr = fb.Trainer(**SEED_RUN)
     h = tr.fit(X, y, callbacks=[Spy()])
     assert events[0] == "begin" and [e[1] for e in events[1:]] == [0, 1, 2]
     assert h.n_steps == 48 and not tr.finished and "end" not in events
@@ -110,7 +112,7 @@ def test_step_callback_sees_every_step(seed_data):
     X, y = seed_data
     seen = []
     cb = fb.LambdaCallback(on_step_end=lambda tr, step, loss: seen.append((step, loss)))
-    h = fb.Trainer(epochs=2).fit(X, y, callbacks=[cb])
+    h = fb.Trainer(**{**SEED_RUN, "epochs": 2}).fit(X, y, callbacks=[cb])
     assert [s for s, _ in seen] == list(range(32))
     assert np.array_equal([l for _, l in seen], h.loss)
     with pytest.raises(TypeError):

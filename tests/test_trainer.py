@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from helpers import make_data
+from helpers import SEED_RUN, make_data
 
 BACKENDS = ["cython", "numpy"]
 
@@ -48,7 +48,7 @@ def test_fit_in_pieces_is_bit_identical(seed_data, backend, pieces):
 
 def test_finished_run_warns_and_trains_nothing(seed_data):
     X, y = seed_data
-    tr = fb.Trainer(epochs=1)
+    tr = fb.Trainer(**{**SEED_RUN, "epochs": 1})
     tr.fit(X, y)
     p = tr.get_params()
     with pytest.warns(RuntimeWarning, match="finished"):
@@ -190,7 +190,7 @@ def test_set_params_before_fit_and_get_params_copies(seed_data):
     X, y = seed_data
     rng = np.random.default_rng(1)
     params = [(rng.normal(size=(10, 32)), np.zeros(32)), (rng.normal(size=(32, 2)), np.zeros(2))]
-    tr = fb.Trainer(epochs=1, learning_rate=1e-30)
+    tr = fb.Trainer(**{**SEED_RUN, "epochs": 1, "learning_rate": 1e-30})
     tr.set_params(params)
     tr.fit(X, y)
     got = tr.get_params()
@@ -216,9 +216,9 @@ def test_linear_model_with_no_hidden_layer(seed_data):
 
 
 def test_repr_and_config():
-    tr = fb.Trainer(batch_size=32)
-    assert "batch_size=32" in repr(tr)
-    assert tr.batch_size == 32 and tr.config["epochs"] == 5
+    tr = fb.Trainer(batch_size=8)
+    assert "batch_size=8" in repr(tr)
+    assert tr.batch_size == 8 and tr.config["epochs"] == fb.Trainer().epochs
 
 
 def test_n_outputs_for_labels_that_do_not_show_every_class():
