@@ -156,6 +156,11 @@ class RunTrace:
             item.setZValue(10)  # over the per-step curves
         self.items = [self.raw, self.smooth, self.means_item, self.val_item, self.full_item]
         self.lines = []         # (epoch boundary index, InfiniteLine)
+        self.set_plan(plan)
+
+    def set_plan(self, plan):
+        """Which epoch boundaries get a line: every k-th (k = 1, 2, 5, 10, ...) and the run's end."""
+        self.plan = plan
         every = nice_step(plan.epochs, MAX_EPOCH_LINES)
         self.line_epochs = list(range(0, plan.epochs + 1, every))
         if self.line_epochs[-1] != plan.epochs:
@@ -328,6 +333,14 @@ class LossPlot(pg.PlotWidget):
         self._rebuild_legend()
         self._dirty = True
         return trace
+
+    def extend_run(self, plan):
+        """The newest run goes on to ``plan`` (a finished run whose epochs were raised)."""
+        trace = self.current
+        if trace is not None:
+            trace.set_plan(plan)
+            self._labels_shown = None
+            self._dirty = True
 
     def discard_current_run(self):
         """Remove the newest run (Reset)."""

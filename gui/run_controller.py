@@ -94,6 +94,16 @@ class RunController:
         self._launch(None)
         return True
 
+    def extend(self, epochs, plan):
+        """Continue a finished run to ``epochs`` epochs (more than it had), following ``plan``."""
+        if self.state != IDLE or self.trainer is None or self.ended != "finished" or epochs <= self.plan.epochs:
+            return False
+        self.trainer.epochs = epochs     # the library extends the run's budget
+        self.plan = plan
+        self.ended = None
+        self._launch(None)
+        return True
+
     def pause_or_resume(self):
         if self.state == RUNNING:
             self._after_fit = "pause"

@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self._rows = None           # (training rows, validation rows) of the current run
         self._grid = None
         self._highlight = None      # the records of the last stepped batch
+        self._run_key = None        # the settings the run was started with
         self.run = RunController(self._make_run, self._launch)
         self.run.stateChanged.connect(lambda _: self._apply_state())
         self.run.runStarted.connect(self._on_run_started)
@@ -315,6 +316,8 @@ class MainWindow(QMainWindow):
         if c["lr_scaling"] != "none":
             notes.append(f"learning rate {num(c['learning_rate'])} × {c['lr_scaling']}(batch {num(c['batch_size'])}"
                          f" / {num(c['reference_batch'])}) = {num(self.controls.learning_rate())}")
+        if self._continues():
+            notes.append(f"Start continues the finished run to {count(plan.epochs, 'epoch')}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
         task = self._task()
@@ -384,9 +387,31 @@ class MainWindow(QMainWindow):
         if self.trainer is not None:
             self.run.set_learning_rate(self.controls.learning_rate())
 
+    def _continues(self):
+        """True when Start would continue the finished run: only its epochs were raised."""
+        r = self.run
+        if r.trainer is None or r.ended != "finished" or self.plan is None or self._run_key is None:
+            return False
+        key = self._settings_key()
+        return key[1:] == self._run_key[1:] and key[0] > self._run_key[0]
+
+    def _settings_key(self):
+        params = self.controls.trainer_params()
+        epochs = params.pop("epochs")
+        params.pop("learning_rate")
+        return (epochs, sorted(params.items()), self._data_spec())
+
     def start(self):
-        """Start a new run with the current settings (the Start button)."""
-        if self.plan_error is None and not self.run.start():
+        """Start a new run with the current settings, or continue the finished one when only epochs rose."""
+        if self.plan_error is not None:
+            return
+        if self._continues():
+            epochs = self.controls.config()["epochs"]
+            self._sync_rate()
+            self.loss_plot.extend_run(self.plan)
+            self.run.extend(epochs, self.plan)
+            self._run_key = self._settings_key()
+        elif not self.run.start():
             self._show_error(self.run.error)
 
     def step_batch(self):
@@ -427,6 +452,7 @@ class MainWindow(QMainWindow):
         c = self.controls.config()
         trainer = fb.Trainer(**self.controls.trainer_params())
         self._rows = split_rows(len(X), c["validation_split"], c["seed"])
+        self._run_key = self._settings_key()
         return trainer, self.plan
 
     def _on_run_started(self, trainer):

@@ -159,3 +159,22 @@ def test_legend_words_and_no_empty_legend_before_a_run(qtbot, window):
     press(qtbot, window, "startButton", "runEnded")
     assert window.loss_plot.legend.isVisible()
     assert window.loss_plot.legend_labels() == ["batch 50, lr 0.1", MEAN_LABEL]
+
+
+def test_raising_epochs_after_a_run_ends_continues_it(qtbot, window):
+    set_values(window, records=200, batch_size=50, epochs=2)
+    press(qtbot, window, "startButton", "runEnded")
+    trainer = window.trainer
+    first = trainer.history.loss.copy()
+    set_values(window, epochs=4)
+    assert "Start continues the finished run to 4 epochs" in window.readout_text()
+    press(qtbot, window, "startButton", "runEnded")
+    assert window.trainer is trainer and trainer.step == 16 and window.loss_plot.current.n == 16
+    assert len(window.loss_plot.runs) == 1
+    assert [line.value() for _, line in window.loss_plot.epoch_lines] == [0, 4, 8, 12, 16]
+    # bit-identical to a run started with 4 epochs
+    twin = fb.Trainer(**window.controls.trainer_params())
+    twin.fit(*window.data())
+    assert np.array_equal(twin.history.loss, trainer.history.loss) and np.array_equal(first, twin.history.loss[:8])
+    set_values(window, batch_size=40)                 # anything else changed: a new run
+    assert "continues" not in window.readout_text()

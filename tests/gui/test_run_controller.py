@@ -205,3 +205,20 @@ def test_steps_per_second_from_progress(rig):
 def test_unknown_action_is_a_value_error(rig):
     with pytest.raises(ValueError, match="action must be one of"):
         rig.c.can("jump")
+
+
+def test_a_finished_run_continues_when_epochs_are_raised(rig):
+    c = rig.c
+    c.start()
+    rig.finish()
+    assert c.ended == "finished"
+    more = fb.plan(1000, 64, 8)
+    assert not c.extend(5, rig.plan)             # not more epochs
+    rig.plan = more                              # what the fake trainer's new budget becomes
+    c.trainer.plan_ = more
+    assert c.extend(8, more)
+    assert c.state == RUNNING and c.plan is more and c.trainer.epochs == 8 and rig.jobs[-1].steps is None
+    rig.finish()
+    assert c.ended == "finished" and c.trainer.step == 128
+    c.reset()
+    assert not c.extend(10, more)                 # nothing to continue
