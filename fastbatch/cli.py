@@ -189,9 +189,8 @@ def main(argv=None):
     except (ValueError, TypeError, OSError, RuntimeError) as exc:  # FileNotFoundError is an OSError
         _err(f"fastbatch {args.command}: {_describe(exc)}")
         return EXIT_DATA
-    except MemoryError:
-        _err(f"fastbatch {args.command}: out of memory; try a smaller file, or np.load(..., mmap_mode='r') "
-             "with the library")
+    except MemoryError as exc:
+        _err(f"fastbatch {args.command}: out of memory ({exc or 'no detail'}); a smaller network or file needs less")
         return EXIT_DATA
     except KeyboardInterrupt:
         _err("fastbatch: interrupted")
@@ -259,6 +258,8 @@ def _out_paths(args):
         out_dir = os.path.dirname(os.path.abspath(args.data))
         if not os.access(out_dir, os.W_OK):
             out_dir = "fastbatch-run"
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
     return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
 
@@ -288,8 +289,8 @@ def _decide_task(args, trainer, table):
     y = table.y
     name = f"target {table.target!r}" if table.target is not None else "target y"
     task = _task.decide(y, trainer.config["loss"], name)
-    if task.loss == "cross_entropy" and y.dtype.kind in "iu" and len(y) and y.max() >= datasets.MAX_CLASSES:
-        raise ValueError(f"the {name} of {args.data} has values up to {int(y.max()):,}: as class labels that is "
+    if task.loss == "cross_entropy" and y.dtype.kind in "iuf" and len(y) and y.max() >= datasets.MAX_CLASSES:
+        raise ValueError(f"the {name} of {args.data} has values up to {y.max().item():,}: as class labels that is "
                          f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
     if not args.resume:
         trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
@@ -424,7 +425,9 @@ class Progress:
         self.trainer = trainer
         self.file = file or sys.stderr
         self.bar = None
-        self.t0 = self.seen0 = self.step0 = None
+        self.t0 = time.perf_counter()  # made just before fit: rates count from here
+        self.step0 = trainer.step if trainer.started else 0
+        self.seen0 = None
         self.last_len = 0
         try:
             import tqdm
@@ -437,9 +440,9 @@ class Progress:
         total = self.trainer.total_steps
         steps = history.n_steps
         seen = int(history.records_seen[-1]) if steps else 0
-        if self.t0 is None:  # the first report: this call's steps are the start
-            self.t0, self.seen0, self.step0 = now, seen, steps
-            self._start(total, steps)
+        if self.seen0 is None:  # the first report
+            self.seen0 = int(history.records_seen[self.step0 - 1]) if self.step0 else 0
+            self._start(total, self.step0)
         dt = max(now - self.t0, 1e-9)
         rate = (seen - self.seen0) / dt
         step_rate = (steps - self.step0) / dt

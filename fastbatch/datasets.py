@@ -228,8 +228,8 @@ def load_table(path, target=None, classes=None, read_target=True):
 
 def _as_target(y):
     y = np.asarray(y)
-    if y.dtype.kind in "iub":
-        return y.astype(np.int64) if y.dtype.kind != "u" or y.max(initial=0) < 2 ** 63 else y.astype(np.float64)
+    if y.dtype.kind in "iub":  # a uint64 beyond int64 stays as it is: its message names its true value
+        return y.astype(np.int64) if y.dtype.kind != "u" or y.max(initial=0) < 2 ** 63 else y
     y = y.astype(np.float64)
     if np.isfinite(y).all() and np.array_equal(y, np.round(y)) and np.abs(y).max(initial=0) < 2 ** 53:
         return y.astype(np.int64)
