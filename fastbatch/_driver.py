@@ -161,6 +161,7 @@ def train_arrays(trainer, source, end, hooks, stop):
         try:
             state.reserve(start + n, total)
             noise = trainer._noise_buffer(start, n)
+            source.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
             done, status = source.call(spec, state, lrs, state.loss_buf[start:start + n], noise, start, n,
                                        stop, CHUNK_SECONDS)
             if status == Status.READ_ERROR:
