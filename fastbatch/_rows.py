@@ -226,8 +226,11 @@ class RowSource:
             self.after_chunk()
 
     def after_chunk(self):
-        """Drop the pages read since the last call, only from a read-only shared map read from memory."""
-        if self._release and self.fd < 0:
+        """Drop the pages read since the last call, only from a read-only shared map of a file.
+
+        Done with pread too: a backend that reads the map itself (numpy) must not fill memory with it.
+        """
+        if self._release:
             release_pages(self.array)
 
     def close(self):

@@ -258,3 +258,27 @@ def test_a_file_changed_during_a_fit_is_reported(tmp_path):
         os.truncate(tmp_path / "X.npy", 100)
         with pytest.raises(OSError, match="truncated"):
             rows.check()
+
+
+MIDFIT_SCRIPT = r"""
+import os, sys, numpy as np, fastbatch as fb
+path, backend, mode = sys.argv[1:]
+X = np.load(path, mmap_mode=mode)
+cut = fb.LambdaCallback(on_epoch_end=lambda t, e, logs: os.truncate(path, 1000) if e == 0 else None)
+tr = fb.Trainer(epochs=3, batch_size=32, backend=backend, n_threads=1)
+try:
+    tr.fit(X, np.arange(len(X)) % 2, callbacks=[cut])
+    print("no error")
+except OSError as exc:
+    print("error at step", tr.step, exc)
+"""
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("mode", ["r", "c"])
+def test_a_file_truncated_during_a_fit_stops_it_with_an_error(tmp_path, backend, mode):
+    saved_map(tmp_path, "r", n=4000, d=8)
+    out = subprocess.run([sys.executable, "-c", MIDFIT_SCRIPT, str(tmp_path / "X.npy"), backend, mode],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stderr[-500:]}"
+    assert out.stdout.startswith("error at step 125 ") and "truncated" in out.stdout  # after epoch 1, intact
