@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
 from fastbatch import datasets
 from fastbatch._config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
-from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, lr_factor
+from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, scaled_rate
 
 # the lesson's settings where they differ from the library's defaults: the seed's plain mini-batch SGD
 LESSON_DEFAULTS = {"optimizer": "sgd"}
@@ -216,7 +216,7 @@ class ControlPanel(QWidget):
     def learning_rate(self):
         """The rate the run uses: the box's rate, scaled with the batch size when asked."""
         c = self.config()
-        return c["learning_rate"] * lr_factor(c["batch_size"], c["reference_batch"], c["lr_scaling"])
+        return scaled_rate(c["learning_rate"], c["batch_size"], c["reference_batch"], c["lr_scaling"])
 
     def trainer_params(self):
         """Keyword arguments for ``fastbatch.Trainer``."""

@@ -4,10 +4,9 @@ and scaling the learning rate with the batch size.
 The datasets themselves are the library's (``fastbatch.datasets``); here is only how the app
 names them and which feature count each starts at.
 """
-import math
-
 import numpy as np
 
+import fastbatch as fb
 from fastbatch import datasets
 
 # (key, what the combo says); the first is the default. Keys are fastbatch.datasets.NAMES, plus "file".
@@ -34,11 +33,8 @@ def sorted_by_class(X, y):
     return X[order], y[order]
 
 
-def lr_factor(batch_size, reference, scaling):
-    """The factor on the rate for ``batch_size`` against ``reference`` (Goyal et al. 2017's linear rule, or sqrt)."""
+def scaled_rate(rate, batch_size, reference, scaling):
+    """The run's rate: ``fastbatch.scaled_learning_rate`` (linear: Goyal et al. 2017, or sqrt) for a scaling key."""
     if scaling not in LR_SCALINGS:
         raise ValueError(f"lr scaling must be one of {list(LR_SCALINGS)}, got {scaling!r}")
-    if scaling == "none":
-        return 1.0
-    ratio = batch_size / reference
-    return ratio if scaling == "linear" else math.sqrt(ratio)
+    return fb.scaled_learning_rate(rate, batch_size, reference, None if scaling == "none" else scaling)

@@ -13,7 +13,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 import fastbatch as fb
 from fastbatch import datasets
+from fastbatch._config import DEFAULTS
 from fastbatch._task import decide as decide_task
+from fastbatch.schedule import format_bytes
 
 from .controls import ControlPanel
 from .fmt import clock, count, num
@@ -313,6 +315,10 @@ class MainWindow(QMainWindow):
         if n_val:
             text += f"  ({count(n_val, 'record')} held out for validation)"
         notes = []
+        memory = self._step_memory(plan)
+        if memory:
+            notes.append(f"batch {num(plan.batch_size)}: {memory} per step (the batch, activations, gradients, "
+                         "params and optimizer state)")
         if c["lr_scaling"] != "none":
             notes.append(f"learning rate {num(c['learning_rate'])} × {c['lr_scaling']}(batch {num(c['batch_size'])}"
                          f" / {num(c['reference_batch'])}) = {num(self.controls.learning_rate())}")
@@ -325,6 +331,27 @@ class MainWindow(QMainWindow):
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
         note = "".join(f"<br><span style='color:#8a5a00'>{n}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{text}</span>{note}")
+
+    def _step_memory(self, plan):
+        """The library's bytes per step for this network (``Plan.step_memory``), as text; None when unknown."""
+        c = self.controls.config()
+        try:
+            if c["dataset"] == "file":
+                X, y = self.data()
+                n_in = X.shape[1]
+            else:
+                n_in, y = c["features"], None
+            task = self._task() if y is not None else None
+            if task is not None and task.kind == "regression":
+                n_out = 1 if np.ndim(y) == 1 else np.shape(y)[1]
+            else:
+                n_out = int(np.max(y)) + 1 if y is not None else datasets.n_classes(c["dataset"])
+            hidden = (c["hidden"],) * c["layers"] if c["hidden"] else ()
+            p = fb.plan(plan.n_records, plan.batch_size, plan.epochs, plan.drop_last,
+                        layers=(n_in, *hidden, n_out), dtype=DEFAULTS["dtype"], optimizer=c["optimizer"])
+            return format_bytes(p.step_memory()["total"])
+        except (ValueError, TypeError, OSError):
+            return None
 
     def _task(self):
         """The library's decision: classification or regression, and why (None without data)."""

@@ -43,9 +43,12 @@ def test_widgets_have_their_object_names(window):
 
 def test_readout_follows_the_spin_boxes(window):
     set_spins(window, records=1000, batch_size=64, epochs=5)
-    assert window.readout_text() == "1,000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps"
+    assert window.readout_text().splitlines()[0] == "1,000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps"
+    # the library's bytes per step for 2 -> 32 -> 2 at batch 64 in float32, plain SGD
+    memory = fb.plan(1000, 64, 5, layers=(2, 32, 2), dtype="float32", optimizer="sgd").step_memory()["total"]
+    assert window.readout_text().splitlines()[1].startswith(f"batch 64: {memory / 1024:,.1f} KB per step")
     find(window, QSpinBox, "batchSizeSpin").setValue(100)
-    assert window.readout_text() == "1,000 records / batch 100 -> 10 steps per epoch x 5 epochs = 50 steps"
+    assert window.readout_text().splitlines()[0] == "1,000 records / batch 100 -> 10 steps per epoch x 5 epochs = 50 steps"
     find(window, QSpinBox, "recordsSpin").setValue(1001)
     find(window, QSpinBox, "epochsSpin").setValue(1)
     assert "11 steps per epoch (last batch 1) x 1 epoch = 11 steps" in window.readout_text()
@@ -66,7 +69,7 @@ def test_drop_last_error_disables_start_instead_of_crashing(window):
     assert window.trainer is None
     set_spins(window, batch_size=25)
     assert start.isEnabled()
-    assert window.readout_text() == "50 records / batch 25 -> 2 steps per epoch x 5 epochs = 10 steps"
+    assert window.readout_text().splitlines()[0] == "50 records / batch 25 -> 2 steps per epoch x 5 epochs = 10 steps"
 
 
 def test_a_run_plots_every_step_and_each_epoch_line(qtbot, window):
@@ -244,7 +247,7 @@ def test_loaded_csv_with_a_chosen_target(qtbot, window, tmp_path):
     assert window.load_file(str(path), target="kind")
     assert not find(window, QSpinBox, "recordsSpin").isEnabled()
     set_spins(window, batch_size=50, epochs=2)
-    first, task = window.readout_text().splitlines()
+    first, memory, task = window.readout_text().splitlines()
     assert first == "120 records / batch 50 -> 3 steps per epoch (last batch 20) x 2 epochs = 6 steps"
     assert task.startswith("target: 3 distinct whole-number values -> classification")
     # the records and features boxes follow the file
