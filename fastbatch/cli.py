@@ -2,12 +2,16 @@
 
     fastbatch plan --records 1000 --batch-size 64 --epochs 5 --steps
     fastbatch train data.csv --target label --hidden 32,16 --epochs 10 --out-dir run/
-    fastbatch train data.csv --target label --resume run/data-checkpoint.npz
+    fastbatch train data.csv --target label --resume run/data-checkpoint.npz --epochs 20
     fastbatch evaluate run/data-checkpoint.npz data.csv --target label
     fastbatch predict run/data-checkpoint.npz data.csv --target label --out preds.csv
     fastbatch demo
 
-Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop). Exit codes:
+Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop); the training
+flags are made from the Trainer's parameter table (``_config.PARAMS``). ``train`` says which
+task it picked and why, standardizes the features unless ``--no-standardize``, and records
+the data's fingerprint, target column and class names in the checkpoint: ``--resume`` refuses
+other data unless ``--force``, and ``evaluate``/``predict`` use the names. Exit codes:
 0 done, 1 bad files, columns or data (or a diverged run), 2 bad usage or options,
 130 interrupted (after saving a checkpoint to resume from).
 """
@@ -18,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -171,7 +176,6 @@ def main(argv=None):
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2, message printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from .errors import DivergenceError
-    import warnings
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *rest: _err(f"fastbatch {args.command}: warning: {message}")
