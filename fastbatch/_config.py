@@ -83,7 +83,8 @@ PARAMS = (
     Param("hidden", (64,), "hidden", "Widths of the hidden layers; () is linear / logistic / softmax regression."),
     Param("activation", "relu", "choice", "Activation of the hidden layers; the output layer is linear (logits).",
           ACTIVATIONS),
-    Param("loss", "auto", "choice", "'auto' picks cross_entropy for integer/bool labels and mse for float targets.",
+    Param("loss", "auto", "choice", "'auto': whole-number targets with at most 20 distinct values are classes "
+          "(cross_entropy), anything else regression (mse); a warning says so where it is not obvious.",
           LOSSES),
     Param("batch_size", 32, "int", "Records per step; the last batch of an epoch is smaller unless drop_last.",
           low=1),
@@ -117,8 +118,8 @@ PARAMS = (
           "(stored with the params; predict and evaluate apply it)."),
     Param("standardize_target", False, "bool", "Standardise mse targets too (predictions come back in the "
           "data's units; History's losses are in standardised units)."),
-    Param("track_noise", False, "bool", "Record each step's gradient noise numbers (|G_B|^2 and the mean "
-          "per-record |g_i|^2) for History.noise_scale()."),
+    Param("track_noise", False, "bool", "Record each step's squared norm of the batch's mean gradient and the "
+          "mean squared norm of its records' gradients, for History.noise_scale()."),
     Param("n_threads", None, "optional_int", "Threads of the kernel's team; None: the BLAS's thread setting "
           "when the run starts. The only thing that decides the team size.", low=1),
 )
@@ -157,3 +158,13 @@ def numpydoc(defaults=DEFAULTS):
             lines.append(f"    {p.help}")
     return "\n".join(lines)
 
+
+
+def markdown_table():
+    """The README's parameter table (tests/test_config.py checks the README holds exactly this)."""
+    lines = ["| parameter | default | what it does |", "| --- | --- | --- |"]
+    for p in PARAMS:
+        choices = f" One of {', '.join(f'`{c}`' for c in p.choices)}." if p.choices and p.kind == "choice" else ""
+        live = " Can change during a run." if p.live else ""
+        lines.append(f"| `{p.name}` | `{p.default!r}` | {p.help}{choices}{live} |")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Every parameter is stated once (fastbatch._config.PARAMS): the Trainer, the estimators, the CLI
+and the README's parameter table are made from it, and agree."""
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import fastbatch as fb
+from fastbatch import _codes, _config
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_trainer_signature_is_the_table():
+    sig = inspect.signature(fb.Trainer)
+    assert [(n, p.default) for n, p in sig.parameters.items()] == [(p.name, p.default) for p in _config.PARAMS]
+    tr = fb.Trainer()
+    assert tr.config == _config.DEFAULTS
+    for p in _config.PARAMS:
+        assert getattr(tr, p.name) == p.default
+        assert p.help and p.name in fb.Trainer.__doc__
+
+
+def test_choice_lists_come_from_the_kernels_code_table():
+    assert _config.ACTIVATIONS == tuple(n.lower() for n in _codes.Activation.__members__)
+    assert _config.OPTIMIZERS == tuple(n.lower() for n in _codes.Optimizer.__members__)
+    assert _config.LOSSES[1:] == tuple(n.lower() for n in _codes.Loss.__members__)
+    for name, code in _config.OPTIMIZER_CODES.items():
+        assert _codes.Optimizer[name.upper()] == code
+
+
+def test_the_estimators_take_the_same_parameters():
+    sk = pytest.importorskip("fastbatch.sklearn")
+    names = [p.name for p in _config.PARAMS if p.name != "loss"]
+    for Est, extra in ((sk.FastBatchClassifier, ["class_weight"]), (sk.FastBatchRegressor, [])):
+        params = Est().get_params()
+        assert list(params) == sorted(names + extra) or set(params) == set(names + extra)
+        for n in names:
+            assert params[n] == _config.DEFAULTS[n]
+            assert f"{n} : " in Est.__doc__
+
+
+def test_the_cli_has_a_flag_for_every_parameter():
+    from fastbatch import cli
+    parser = cli.build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
+    dests = {a.dest for a in train._actions}
+    assert {p.name for p in _config.PARAMS} <= dests
+
+
+def test_the_readme_lists_every_parameter_with_its_default():
+    m = re.search(r"^### Parameters$(.*?)^##", README, re.S | re.M)
+    assert m, "README has no '### Parameters' section"
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", m.group(1), re.M))
+    assert rows == {p.name: repr(p.default) for p in _config.PARAMS}
+
+
+def test_readme_table_is_what_the_table_generates():
+    assert _config.markdown_table() in README
