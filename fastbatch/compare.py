@@ -31,8 +31,10 @@ def scaled_learning_rate(learning_rate, batch_size, reference_batch_size, rule):
 
 def suggested_batch_size(batch_sizes, noise_scale):
     """The compared batch size nearest the measured noise scale (on a log scale); None without one."""
-    if noise_scale is None or not np.isfinite(noise_scale) or noise_scale <= 0:
+    if noise_scale is None or np.isnan(noise_scale) or noise_scale <= 0:
         return None
+    if np.isinf(noise_scale):
+        return max(batch_sizes)
     return min(batch_sizes, key=lambda b: abs(math.log(b) - math.log(noise_scale)))
 
 
@@ -69,8 +71,8 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         histories[b] = h
         try:
             scales = h.noise_scale()
-            finite = scales[np.isfinite(scales)]
-            noise = float(np.median(finite[-3:])) if len(finite) else math.nan
+            measured = scales[~np.isnan(scales)]
+            noise = float(np.median(measured)) if len(measured) else math.nan  # over the whole run
         except ValueError:  # batch 1: no estimate
             noise = math.nan
         epochs = max(len(h.epoch_loss), 1)
@@ -79,7 +81,7 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
                      "steps_per_s": h.n_steps / seconds, "records_per_s": float(h.records_seen[-1]) / seconds,
                      "seconds_per_epoch": seconds / epochs, "train_loss": float(h.epoch_loss[-1]),
                      "val_loss": float(h.val_loss[-1]) if len(h.val_loss) else math.nan, "noise_scale": noise})
-    estimates = [r["noise_scale"] for r in rows if np.isfinite(r["noise_scale"])]
+    estimates = [r["noise_scale"] for r in rows if not np.isnan(r["noise_scale"])]
     pick = suggested_batch_size(sizes, float(np.median(estimates)) if estimates else None)
     for r in rows:
         r["suggested"] = r["batch_size"] == pick

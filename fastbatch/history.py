@@ -120,7 +120,8 @@ class History:
         ``tr(Sigma) ~ (S - |G_B|^2) B / (B - 1)`` and ``|G|^2 ~ (B |G_B|^2 - S) / (B - 1)``;
         numerators and denominators are averaged over the window before dividing. A batch
         of one record carries no estimate: a window of only such steps gives NaN, and a
-        run of batch 1 raises ValueError saying so.
+        run of batch 1 raises ValueError saying so. Where the noise swamps the gradient
+        (the estimate of |G|^2 is not positive, typical near convergence) the scale is inf.
         """
         if self.noise is None:
             raise ValueError("this run did not track the noise scale: train with track_noise=True")
@@ -143,8 +144,10 @@ class History:
         num = np.add.reduceat(trace, starts)
         den = np.add.reduceat(true_g2, starts)
         count = np.add.reduceat(ok.astype(np.int64), starts)
+        # |G|^2 estimated at or below 0: the noise swamps the gradient, so B_simple is beyond
+        # what the batch can measure: inf (a bigger batch would still help)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(count > 0, num / den, np.nan)
+            return np.where(count == 0, np.nan, np.where(den > 0, num / den, np.inf))
 
     def as_dict(self):
         """Plain arrays, e.g. for ``np.savez`` or a DataFrame."""
