@@ -1,0 +1,81 @@
+"""Which batch size: the noise scale, the plan's memory, and the batch-size comparison."""
+import math
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from helpers import make_data
+
+
+def test_comparison_runs_equal_separate_trainer_runs_bit_for_bit():
+    X, y = make_data(n=300, d=6)
+    histories, summary = fb.compare_batch_sizes(X, y, [1, 8, 300], epochs=3, seed=4)
+    rows = summary.to_dict("records") if hasattr(summary, "to_dict") else summary
+    assert [r["batch_size"] for r in rows] == [1, 8, 300]
+    for b, h in histories.items():
+        alone = fb.Trainer(batch_size=b, epochs=3, seed=4, track_noise=True).fit(X, y)
+        assert np.array_equal(h.loss, alone.loss)
+        assert np.array_equal(h.noise, alone.noise)
+    assert [r["steps_per_epoch"] for r in rows] == [300, 38, 1]
+    assert math.isnan(rows[0]["noise_scale"])  # batch 1: no estimate
+    assert sum(r["suggested"] for r in rows) == 1
+
+
+def test_scaled_rates():
+    assert fb.scaled_learning_rate(0.1, 64, 32, "linear") == pytest.approx(0.2)
+    assert fb.scaled_learning_rate(0.1, 128, 32, "sqrt") == pytest.approx(0.2)
+    assert fb.scaled_learning_rate(0.1, 128, 32, None) == 0.1
+    with pytest.raises(ValueError, match="scale_lr"):
+        fb.scaled_learning_rate(0.1, 8, 8, "cubic")
+    X, y = make_data(n=100)
+    _, rows = fb.compare_batch_sizes(X, y, [4, 16], epochs=1, scale_lr="linear", learning_rate=0.01)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert [r["learning_rate"] for r in rows] == pytest.approx([0.01, 0.04])
+
+
+def test_noise_scale_from_the_step_numbers():
+    X, y = make_data(n=200, d=5)
+    h = fb.Trainer(batch_size=20, epochs=4, track_noise=True).fit(X, y)
+    B = 20.0
+    g2, S = h.noise[:10, 0], h.noise[:10, 1]
+    trace = np.sum((S - g2) * B / (B - 1))
+    true = np.sum((B * g2 - S) / (B - 1))
+    expect = trace / true if true > 0 else np.inf
+    assert h.noise_scale()[0] == pytest.approx(expect)
+    assert len(h.noise_scale(window=5)) == 8
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        fb.Trainer(batch_size=1, epochs=1, track_noise=True).fit(X, y).noise_scale()
+    with pytest.raises(ValueError, match="track_noise"):
+        fb.Trainer(epochs=1).fit(X, y).noise_scale()
+
+
+def test_a_last_batch_of_one_carries_no_estimate():
+    X, y = make_data(n=21, d=3)
+    h = fb.Trainer(batch_size=4, epochs=1, track_noise=True).fit(X, y)
+    assert h.batch_size[-1] == 1
+    assert np.isfinite(h.noise_scale()).all() or np.isinf(h.noise_scale()).all()
+
+
+def test_plan_knows_the_memory_of_a_step():
+    p = fb.plan(60000, 64, 5, layers=(784, 256, 128, 10), dtype="float32", optimizer="adam")
+    m = p.step_memory()
+    n_params = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    assert m["batch"] == 64 * 784 * 4
+    assert m["activations"] == m["deltas"] == 64 * (256 + 128 + 10) * 4
+    assert m["optimizer_state"] == 2 * n_params * 4 and m["params"] == n_params * 4
+    assert m["total"] == sum(v for k, v in m.items() if k != "total")
+    assert "MB per step" in p.describe()
+    assert fb.plan(100, 10, 1).step_memory() is None
+
+
+def test_checkpoints_keep_the_noise_numbers(tmp_path):
+    X, y = make_data(n=100)
+    tr = fb.Trainer(batch_size=10, epochs=3, track_noise=True)
+    tr.fit(X, y, steps=15)
+    tr.save(tmp_path / "n.npz")
+    back = fb.Trainer.load(tmp_path / "n.npz")
+    assert np.array_equal(back.history.noise, tr.history.noise)
+    back.fit(X, y)
+    tr.fit(X, y)
+    assert np.array_equal(back.history.noise, tr.history.noise)

@@ -1,0 +1,63 @@
+"""Per-epoch metrics, Keras-style epoch lines, sample weights and class weights."""
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from helpers import make_data
+
+
+def test_regression_epochs_have_r2_and_validation_metrics():
+    X, y = make_data(n=300, d=4, loss="mse", k=1)
+    h = fb.Trainer(epochs=4, validation_split=0.2, batch_size=16).fit(X, y)
+    m = h.metrics
+    assert set(m) >= {"loss", "r2", "val_loss", "val_r2", "val_mae"}
+    assert all(len(v) == 4 for v in m.values())
+    np.testing.assert_allclose(m["loss"], h.epoch_loss)
+    np.testing.assert_allclose(m["val_loss"], h.val_loss)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = make_data(n=200, d=4)
+    fb.Trainer(epochs=3, batch_size=50, validation_split=0.25).fit(X, y, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("Epoch 1/3 - 3 steps - ") and "loss: " in lines[0] and "val_accuracy: " in lines[0]
+    fb.Trainer(epochs=2).fit(X, y)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="verbose"):
+        fb.Trainer().fit(X, y, verbose=3)
+
+
+def test_sample_weight_of_ones_changes_nothing_and_zero_weights_drop_records():
+    X, y = make_data(n=120, d=4)
+    kw = dict(epochs=2, batch_size=120, dtype="float64", shuffle=False)
+    plain = fb.Trainer(**kw).fit(X, y)
+    ones = fb.Trainer(**kw).fit(X, y, sample_weight=np.ones(120))
+    np.testing.assert_allclose(ones.loss, plain.loss, rtol=1e-12)
+    w = np.r_[np.ones(60), np.zeros(60)]
+    a = fb.Trainer(**{**kw, "batch_size": 120})
+    a.fit(X, y, sample_weight=w, n_outputs=3)
+    b = fb.Trainer(**{**kw, "batch_size": 60})
+    b.fit(X[:60], y[:60], n_outputs=3)
+    for (p, q), (r, s) in zip(a.get_params(), b.get_params()):
+        np.testing.assert_allclose(p, r, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="sample_weight"):
+        fb.Trainer().fit(X, y, sample_weight=-np.ones(120))
+    with pytest.raises(ValueError, match="sample_weight"):
+        fb.Trainer().fit(X, y, sample_weight=np.ones(3))
+
+
+def test_class_weight_is_per_record_weights():
+    sk = pytest.importorskip("fastbatch.sklearn")
+    from sklearn.utils.class_weight import compute_class_weight
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = np.where(rng.random(200) < 0.2, "rare", "common")
+    a = sk.FastBatchClassifier(class_weight="balanced", epochs=3).fit(X, y)
+    cw = compute_class_weight("balanced", classes=np.unique(y), y=y)
+    b = sk.FastBatchClassifier(epochs=3).fit(X, y, sample_weight=cw[np.searchsorted(np.unique(y), y)])
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = sk.FastBatchClassifier(class_weight={"rare": 5.0}, epochs=3).fit(X, y)
+    assert not np.array_equal(c.predict_proba(X), b.predict_proba(X))
+    with pytest.raises(ValueError, match="class_weight"):
+        sk.FastBatchClassifier(class_weight={"nope": 2.0}).fit(X, y)

@@ -1,0 +1,73 @@
+"""standardize / standardize_target: statistics of the training records, kept and applied."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+
+
+def unscaled(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)) * np.array([1e-3, 1.0, 100.0, 1e4]) + np.array([0, 5, -300, 2e4])
+    y = (X[:, 0] * 1e3 + X[:, 2] / 100 > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_standardize_equals_training_on_standardised_data(backend):
+    X, y = unscaled()
+    tr = fb.Trainer(standardize=True, epochs=3, backend=backend, dtype="float64")
+    tr.fit(X, y)
+    Z = (X - X.mean(0)) / X.std(0)
+    ref = fb.Trainer(epochs=3, backend=backend, dtype="float64")
+    ref.fit(Z, y)
+    for (a, b), (c, d) in zip(tr.get_params(), ref.get_params()):
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(tr.predict_proba(X), ref.predict_proba(Z), rtol=1e-9, atol=1e-12)
+    assert tr.evaluate(X, y)["accuracy"] == ref.evaluate(Z, y)["accuracy"]
+
+
+def test_statistics_come_from_the_training_records_and_survive_a_checkpoint(tmp_path):
+    X, y = unscaled()
+    tr = fb.Trainer(standardize=True, validation_split=0.25, epochs=2)
+    tr.fit(X, y)
+    from fastbatch._data import split_indices
+    train_rows = split_indices(len(X), 0.25, 0)[0]
+    # float32 training: the statistics are those of the float32 records
+    np.testing.assert_allclose(tr._state.scaling["x_shift"], X[train_rows].astype(np.float32).mean(0, dtype=np.float64),
+                               rtol=1e-9)
+    tr.save(tmp_path / "s.npz")
+    back = fb.Trainer.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.predict_proba(X), tr.predict_proba(X))
+
+
+def test_standardize_target_predicts_in_the_datas_units():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3))
+    y = 1000 + 300 * X[:, 0] - 50 * X[:, 1]
+    tr = fb.Trainer(standardize=True, standardize_target=True, hidden=(), epochs=30, learning_rate=0.05)
+    tr.fit(X, y)
+    assert tr.evaluate(X, y)["r2"] > 0.99
+    assert abs(np.mean(tr.predict(X)) - 1000) < 20
+    assert np.mean(tr.history.loss[-10:]) < 0.05  # losses in standardised units
+
+
+def test_memmap_statistics_are_streamed(tmp_path):
+    X, y = unscaled(n=2000)
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    tr = fb.Trainer(standardize=True, epochs=1)
+    tr.fit(Xm, y)
+    np.testing.assert_allclose(tr._state.scaling["x_scale"], X.astype(np.float32).std(0), rtol=1e-5)
+
+
+def test_unscaled_inputs_warn_once_when_standardize_is_off():
+    X, y = unscaled()
+    with pytest.warns(UserWarning, match="standardize=True"):
+        tr = fb.Trainer(epochs=3)
+        tr.fit(X, y, steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr.fit(X, y, steps=2)  # the run has started: no second warning
+        fb.Trainer(epochs=1, standardize=True).fit(X, y)

@@ -1,0 +1,42 @@
+"""One task rule: what loss='auto' picks, why, and when it warns."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import _task
+
+
+@pytest.mark.parametrize("y, loss, warns", [
+    (np.arange(100) % 3, "cross_entropy", False),                      # integer labels
+    (np.arange(100) % 2 == 0, "cross_entropy", False),                 # bool labels
+    ((np.arange(100) % 2).astype(float), "cross_entropy", True),       # float 0/1: classes, with a warning
+    (np.arange(100) * 1.0 + 25, "mse", False),                         # 100 whole-number floats: a quantity
+    (np.arange(100), "mse", True),                                     # 100 distinct integers: regression, warned
+    (np.linspace(0, 1, 100), "mse", False),                            # real values
+    (np.zeros(100), "mse", False),                                     # one value
+    (np.random.default_rng(0).normal(size=(100, 3)), "mse", False),    # several targets
+])
+def test_auto_picks_by_the_one_rule(y, loss, warns):
+    task = _task.decide(y)
+    assert task.loss == loss and task.reason
+    assert task.obvious != warns
+
+
+def test_the_trainer_warns_where_the_choice_is_not_obvious():
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.warns(UserWarning, match="loss='mse'"):
+        tr = fb.Trainer(epochs=1)
+        tr.fit(X, (X[:, 0] > 0).astype(float))
+    assert tr.predict(X).dtype.kind == "i"  # classes, not 1.07 and -0.07
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(epochs=1).fit(X, (X[:, 0] > 0).astype(int))  # integer labels: no warning
+        fb.Trainer(epochs=1, loss="mse").fit(X, (X[:, 0] > 0).astype(float))  # asked for: no warning
+
+
+def test_diabetes_like_targets_are_regression():
+    y = np.random.default_rng(0).integers(25, 347, 400).astype(float)
+    task = _task.decide(y, name="target 'target'")
+    assert task.loss == "mse" and "regression" in task.reason and "cross_entropy" in task.reason
