@@ -113,37 +113,56 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
 UNSCALED_SPREAD = 1e3  # feature scales spread over this factor or more: the inputs look unscaled
 
 
+class RunningStats:
+    """Column means and standard deviations over chunks of rows, in one streaming pass (float64)."""
+
+    def __init__(self):
+        self.n, self.shift, self.total, self.sq = 0, None, None, None
+
+    def add(self, part):
+        part = np.asarray(part, dtype=np.float64)
+        if not part.shape[0]:
+            return
+        if self.shift is None:
+            self.shift = part[0].copy()  # shifted sums: no cancellation for data far from 0
+            self.total, self.sq = np.zeros(part.shape[1]), np.zeros(part.shape[1])
+        d = part - self.shift
+        self.total += d.sum(axis=0)
+        self.sq += np.einsum("ij,ij->j", d, d)
+        self.n += part.shape[0]
+
+    def result(self):
+        mean = self.total / self.n
+        return mean + self.shift, np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0))
+
+
 def column_stats(X):
     """(mean, std) of each column of a checked X, float64, in one streaming pass (memory maps in chunks)."""
     from ._rows import RowSource
-    n, total, sq = 0, np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    stats = RunningStats()
     with RowSource.open(X) as src:
-        shift = None
         for _, part in src.chunks():
-            part = np.asarray(part, dtype=np.float64)
-            if shift is None:
-                shift = part[0].copy()  # shifted sums: no cancellation for data far from 0
-            d = part - shift
-            total += d.sum(axis=0)
-            sq += np.einsum("ij,ij->j", d, d)
-            n += part.shape[0]
-    mean = total / n
-    var = np.maximum(sq / n - mean * mean, 0.0)
-    return mean + shift, np.sqrt(var)
+            stats.add(part)
+    return stats.result()
 
 
 def fit_scaling(X, targets, cfg, loss):
     """The run's standardisation from its training records (None when off); warns once about unscaled X."""
-    if not cfg["standardize"] and not cfg["standardize_target"]:
-        mean, std = column_stats(X)
-        warn_if_unscaled(mean, std)
-        return None
+    x_stats = column_stats(X)
+    y_stats = column_stats(targets) if cfg["standardize_target"] and loss == "mse" else None
+    return scaling_from(x_stats, y_stats, cfg)
+
+
+def scaling_from(x_stats, y_stats, cfg):
+    """The scaling dict from (mean, std) pairs; None when standardisation is off (then warn if X looks unscaled)."""
+    if not cfg["standardize"]:
+        warn_if_unscaled(*x_stats)
     out = {}
     if cfg["standardize"]:
-        mean, std = column_stats(X)
+        mean, std = x_stats
         out["x_shift"], out["x_scale"] = mean, np.where(std > 0, std, 1.0)
-    if cfg["standardize_target"] and loss == "mse":
-        mean, std = column_stats(targets)
+    if y_stats is not None:
+        mean, std = y_stats
         out["y_shift"], out["y_scale"] = mean, np.where(std > 0, std, 1.0)
     return out or None
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import _inference, _task, _validation as V
+from . import _data, _inference, _task, _validation as V
 from ._codes import Status
 from ._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
@@ -297,6 +297,8 @@ def train_batches(trainer, batches, hooks, stop, n_outputs, validation_data, pre
     cfg = trainer._cfg
     dtype = np.dtype(cfg["dtype"])
     prev = [None]  # the snapshot from before the previous step of this call
+    state = trainer._state
+    scaling = state.scaling if state is not None else _batch_scaling(batches, cfg, prepare_batch, n_outputs)
     while not trainer.finished:
         state = trainer._state
         skip = state.batch if state is not None else 0  # batches of this epoch already trained on
@@ -308,13 +310,17 @@ def train_batches(trainer, batches, hooks, stop, n_outputs, validation_data, pre
             state = trainer._state
             Xb, t, lab, kk, loss = prepare_batch(xb, yb, n_outputs)
             if hooks.val is None and validation_data is not None:
-                from ._data import prepare_validation
-                hooks.val = prepare_validation(validation_data, loss, kk, dtype, Xb.shape[1])
+                hooks.val = _data.prepare_validation(validation_data, loss, kk, dtype, Xb.shape[1])
+                if scaling:
+                    hooks.val = (*_data.apply_scaling(scaling, hooks.val[0], hooks.val[1], dtype), *hooks.val[2:])
                 hooks.epoch_state = True
             if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
                 continue
+            if scaling:
+                Xb, t = _data.apply_scaling(scaling, Xb, t, dtype)
             if state is None:
                 state = trainer._start_generator_run(Xb.shape[1], loss, kk)
+                state.scaling = scaling
                 if fire(hooks.callbacks, "on_run_begin", trainer):
                     return
             if _batch_step(trainer, state, Xb, t, lab, stop, hooks, prev):
@@ -342,6 +348,24 @@ def train_batches(trainer, batches, hooks, stop, n_outputs, validation_data, pre
         if stop_run:
             break
     finish(trainer, hooks)
+
+
+def _batch_scaling(batches, cfg, prepare_batch, n_outputs):
+    """A first pass over ``batches()`` for the run's standardisation statistics (only when asked for)."""
+    if not cfg["standardize"] and not cfg["standardize_target"]:
+        return None
+    xs, ys, loss = _data.RunningStats(), _data.RunningStats(), None
+    for xb, yb in batches():
+        Xb, t, _, _, loss = prepare_batch(xb, yb, n_outputs)
+        if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
+            continue
+        xs.add(Xb)
+        if t.size:
+            ys.add(t)
+    if not xs.n:
+        return None  # no batch: the training loop says so
+    y_stats = ys.result() if cfg["standardize_target"] and loss == "mse" and ys.n else None
+    return _data.scaling_from(xs.result(), y_stats, cfg)
 
 
 def _batch_step(trainer, state, Xb, t, lab, stop, hooks, prev):

@@ -71,3 +71,17 @@ def test_unscaled_inputs_warn_once_when_standardize_is_off():
         warnings.simplefilter("error")
         tr.fit(X, y, steps=2)  # the run has started: no second warning
         fb.Trainer(epochs=1, standardize=True).fit(X, y)
+
+
+def test_fit_batches_streams_the_statistics_first():
+    X, y = unscaled(n=320)
+
+    def batches():
+        for i in range(0, 320, 32):
+            yield X[i:i + 32], y[i:i + 32]
+
+    a = fb.Trainer(standardize=True, epochs=3, shuffle=False, dtype="float64")
+    a.fit_batches(batches)
+    b = fb.Trainer(standardize=True, epochs=3, shuffle=False, dtype="float64")
+    b.fit(X, y)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-10)
