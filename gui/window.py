@@ -17,6 +17,7 @@ from fastbatch._config import DEFAULTS
 from fastbatch._task import decide as decide_task
 from fastbatch.schedule import format_bytes
 
+from .batch_map import BatchMap
 from .controls import ControlPanel
 from .fmt import clock, count, num
 from .lesson import RANDOM_HINT, TASKS, sorted_by_class
@@ -165,9 +166,16 @@ class MainWindow(QMainWindow):
         self.loss_plot = LossPlot()
         self.surface_plot = SurfacePlot()
         self.step_panel = StepPanel()
+        self.batch_map = BatchMap()
+        self.side = QSplitter(Qt.Vertical)
+        self.side.addWidget(self.surface_plot)
+        self.side.addWidget(self.batch_map)
+        self.side.setStretchFactor(0, 3)
+        self.side.setStretchFactor(1, 2)
+        self.side.setChildrenCollapsible(False)
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(self.loss_plot)
-        self.splitter.addWidget(self.surface_plot)
+        self.splitter.addWidget(self.side)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
@@ -383,18 +391,23 @@ class MainWindow(QMainWindow):
             X = None
         show = X is not None and self._surface_wanted(X, y)
         self._show_surface(show)
+        if X is None:
+            return
+        c = self.controls.config()
+        train, val = split_rows(len(X), c["validation_split"], c["seed"])
         if show:
-            c = self.controls.config()
-            train, val = split_rows(len(X), c["validation_split"], c["seed"])
             self.surface_plot.set_data(X, y, held_out=val, seed=0)
+        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, train))
+
+    def _class_labels(self, y, train):
+        """The training records' classes (for the batch map's colours); None for a regression."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.dtype.kind not in "iub" or self.controls.config()["task"] == "regression":
+            return None
+        return y[train]
 
     def _show_surface(self, show):
-        if show and self.surface_plot.isHidden():
-            self.surface_plot.setVisible(True)
-            width = max(self.splitter.width(), 800)
-            self.splitter.setSizes([width * 3 // 5, width * 2 // 5])
-        elif not show:
-            self.surface_plot.setVisible(False)
+        self.surface_plot.setVisible(show)
 
     def load_file(self, path, target=None):
         """Use the records in ``path`` (.csv, .npy, .npz); errors go to the readout."""
@@ -491,6 +504,8 @@ class MainWindow(QMainWindow):
         self.step_panel.clear()
         self._grid = None
         X, y = self.data()
+        c = self.controls.config()
+        self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         if self._surface_wanted(X, y):
             self._show_surface(True)
             self.surface_plot.set_data(X, y, held_out=self._rows[1], seed=0)
@@ -574,6 +589,8 @@ class MainWindow(QMainWindow):
         if h is not None and self.trainer is not None:
             self.loss_plot.update_history(h)
         self.loss_plot.redraw()
+        if self.trainer is not None and self.loss_plot.current is not None:
+            self.batch_map.show_steps(self.loss_plot.current.n)
         if self.state == RUNNING or h is not None:
             self._update_status()
 

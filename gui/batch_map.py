@@ -1,0 +1,188 @@
+"""The batch map: the current epoch's records in the order the epoch visits them, one row per batch.
+
+Each cell is a record coloured by its class, so a new shuffled epoch visibly reorders them
+(and with shuffle off they stay put). The batch just trained is outlined, the batches before
+it are faded, the last short batch is a short row and the records ``drop_last`` leaves out
+are grey. With many records or batches, rows wrap at :data:`COLUMNS` cells and each cell
+is a block of records. The order is the library's ``fastbatch.epoch_order``: a pure
+function, so the map costs the trainer nothing.
+"""
+import math
+import threading
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF
+
+import fastbatch as fb
+
+from .fmt import count, num
+from .surface_plot import CLASS_COLORS
+
+COLUMNS = 64          # cells per row when batches are not drawn one per row
+MAX_CELLS = 8192      # cells drawn at most; more records and a cell is a block of records
+ROW_LAYOUT_BATCH = 128     # one row per batch while batches are at most this big...
+ROW_LAYOUT_STEPS = 64      # ...and there are at most this many per epoch
+BIG = 200_000         # more records than this: the epoch's order is computed off the GUI thread
+
+
+class BatchMap(pg.PlotWidget):
+    """objectName ``batchMap``; :meth:`set_run`, then :meth:`show_steps` as steps are done."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent, background="w")
+        self.setObjectName("batchMap")
+        pi = self.getPlotItem()
+        pi.setMenuEnabled(False)
+        pi.hideButtons()
+        pi.hideAxis("bottom")
+        pi.hideAxis("left")
+        pi.setTitle("batch map: this epoch's records in visiting order", color="#333333", size="10pt")
+        vb = pi.getViewBox()
+        vb.setMouseEnabled(False, False)
+        vb.invertY(True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        pi.addItem(self.image)
+        self.box = pg.QtWidgets.QGraphicsRectItem()
+        self.box.setPen(pg.mkPen("#111111", width=2.5))
+        self.box.setZValue(10)
+        pi.addItem(self.box)
+        self.plan = None
+        self.hover_text = ""
+        self._order = None        # (epoch, order) of the epoch shown
+        self._pending = None      # a thread computing a big epoch's order
+        self._steps = -1
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # ------------------------------------------------------------------ the run
+
+    def set_run(self, plan, seed, shuffle, labels):
+        """A new run over ``plan.n_records`` training records with these class ``labels`` (None: one colour)."""
+        self.plan, self.seed, self.shuffle = plan, seed, shuffle
+        n = plan.n_records
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        B, spe = plan.effective_batch_size, plan.steps_per_epoch
+        self.rows_are_batches = B <= ROW_LAYOUT_BATCH and spe <= ROW_LAYOUT_STEPS
+        self.block = 1 if self.rows_are_batches else max(1, math.ceil(n / MAX_CELLS))
+        self.cols = B if self.rows_are_batches else COLUMNS
+        self.n_cells = math.ceil(n / self.block)
+        self.n_rows = (spe + (1 if plan.drop_last and n > spe * B else 0)) if self.rows_are_batches else \
+            math.ceil(self.n_cells / self.cols)
+        r, c = np.divmod(np.arange(self.n_rows * self.cols, dtype=np.int64), self.cols)
+        if self.rows_are_batches:   # row r is batch r; a last row holds the records drop_last leaves out
+            pos = r * B + c
+            sizes = plan.batch_sizes()
+            valid = ((r < spe) & (c < sizes[np.minimum(r, spe - 1)])) | ((r >= spe) & (pos < n))
+        else:
+            pos = (r * self.cols + c) * self.block
+            valid = pos < n
+        self._pos = np.where(valid, pos, -1)
+        self._order, self._steps = None, -1
+        self.box.setVisible(False)
+        self.show_steps(0)
+
+    def cell(self, row, col):
+        """The first visiting position of the cell at (row, col), or None for an empty cell."""
+        p = int(self._pos[row * self.cols + col])
+        return None if p < 0 else p
+
+    def epoch_shown(self):
+        return None if self._order is None else self._order[0]
+
+    def order(self):
+        return None if self._order is None else self._order[1]
+
+    # ------------------------------------------------------------------ progress
+
+    def show_steps(self, steps_done):
+        """Draw the epoch of the step just done (its batch outlined, earlier ones faded)."""
+        if self.plan is None or steps_done == self._steps and self._order is not None:
+            return
+        spe = self.plan.steps_per_epoch
+        epoch = (steps_done - 1) // spe if steps_done else 0
+        batch = (steps_done - 1) % spe if steps_done else -1
+        if self._order is None or self._order[0] != epoch:
+            if not self._fetch_order(epoch):
+                return   # computing; drawn when ready
+        self._steps = steps_done
+        self.current_batch = batch
+        self._draw(batch)
+
+    def _fetch_order(self, epoch):
+        n = self.plan.n_records
+        if n <= BIG:
+            self._order = (epoch, fb.epoch_order(n, self.seed, epoch, self.shuffle))
+            return True
+        p = self._pending
+        if p is not None and p["epoch"] == epoch:
+            if p["order"] is None:
+                return False
+            self._order, self._pending = (epoch, p["order"]), None
+            return True
+        if p is None or not p["thread"].is_alive():
+            job = {"epoch": epoch, "order": None}
+
+            def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
+                job["order"] = fb.epoch_order(n, seed, job["epoch"], shuffle)   # numpy's sort frees the GIL
+            job["thread"] = threading.Thread(target=work, daemon=True)
+            job["thread"].start()
+            self._pending = job
+        return False
+
+    def _draw(self, batch):
+        plan, order = self.plan, self._order[1]
+        n, B, spe = plan.n_records, plan.effective_batch_size, plan.steps_per_epoch
+        rgb = np.full((self.n_rows, self.cols, 3), 255, dtype=np.uint8)
+        valid = self._pos >= 0
+        pos = np.where(valid, self._pos, 0)
+        records = order[pos]
+        colors = (CLASS_COLORS[self.labels[records] % len(CLASS_COLORS)] if self.labels is not None
+                  else np.tile([[31, 119, 180]], (len(pos), 1)).astype(np.float64))
+        step_of = pos // B
+        dropped = step_of >= spe
+        done = step_of < batch
+        colors = np.where(done[:, None], 0.35 * colors + 0.65 * 255, colors)
+        colors = np.where(dropped[:, None], 200.0, colors)
+        flat = rgb.reshape(-1, 3)
+        flat[valid] = colors[valid].astype(np.uint8)
+        self.image.setImage(rgb, autoLevels=False, levels=(0, 255))
+        self.image.setRect(QRectF(0, 0, self.cols, self.n_rows))
+        self.getPlotItem().getViewBox().setRange(QRectF(0, 0, self.cols, self.n_rows), padding=0.02)
+        if batch >= 0 and self.rows_are_batches:
+            self.box.setRect(QRectF(0, batch, int(plan.batch_sizes()[batch]), 1))
+            self.box.setVisible(True)
+        elif batch >= 0:
+            lo, hi = batch * B / self.block, (batch * B + int(plan.batch_sizes()[batch])) / self.block
+            r = int(lo // self.cols)
+            self.box.setRect(QRectF(lo - r * self.cols, r, max(hi - lo, 0.6), 1))
+            self.box.setVisible(True)
+        else:
+            self.box.setVisible(False)
+        self.colors = rgb
+
+    # ------------------------------------------------------------------ hover
+
+    def describe_cell(self, row, col):
+        """What a person reads on hovering the cell: the record, its batch and its step."""
+        if self.plan is None or self._order is None or not (0 <= row < self.n_rows and 0 <= col < self.cols):
+            return ""
+        p = self.cell(int(row), int(col))
+        if p is None:
+            return ""
+        spe, B = self.plan.steps_per_epoch, self.plan.effective_batch_size
+        epoch = self._order[0]
+        rec = int(self._order[1][p])
+        what = f"record {num(rec)}" if self.block == 1 else \
+            f"{count(min(self.block, self.plan.n_records - p), 'record')} from record {num(rec)}"
+        if p // B >= spe:
+            return f"{what}: dropped this epoch (drop_last)"
+        b = p // B
+        return f"{what} · epoch {num(epoch + 1)} · batch {num(b + 1)} · step {num(epoch * spe + b + 1)}"
+
+    def _on_mouse_moved(self, pos):
+        vb = self.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(pos):
+            return
+        pt = vb.mapSceneToView(pos)
+        self.hover_text = self.describe_cell(math.floor(pt.y()), math.floor(pt.x()))
+        self.setToolTip(self.hover_text)

@@ -1,0 +1,61 @@
+"""The batch map against the library: its cells are fb.epoch_order's visiting order, its rows the plan's batches."""
+import numpy as np
+from PySide6.QtWidgets import QPushButton
+
+import fastbatch as fb
+from fastbatch_gui.batch_map import BatchMap
+
+
+def press(qtbot, window, name):
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        window.findChild(QPushButton, name).click()
+
+
+def test_rows_are_batches_in_the_libraries_order(qtbot, window):
+    for name, value in (("records", 300), ("batch_size", 32), ("drop_last", True)):
+        window.controls.set_value(name, value)
+    bmap = window.findChild(BatchMap, "batchMap")
+    for _ in range(10):                       # 9 steps per epoch: the 10th is epoch 2's first
+        press(qtbot, window, "stepBatchButton")
+    window._on_frame()
+    plan = fb.plan(300, 32, 5, drop_last=True)
+    order = fb.epoch_order(300, 0, 1, True)
+    assert bmap.epoch_shown() == 1 and np.array_equal(bmap.order(), order)
+    assert (bmap.n_rows, bmap.cols) == (plan.steps_per_epoch + 1, 32)
+    for row in range(plan.steps_per_epoch):
+        cells = [bmap.cell(row, c) for c in range(32)]
+        assert cells == list(range(row * 32, row * 32 + 32))
+    dropped = [bmap.cell(9, c) for c in range(32)]
+    assert [p for p in dropped if p is not None] == list(range(288, 300))      # 12 records, greyed
+    assert (bmap.colors[9, :12] == 200).all() and (bmap.colors[9, 12:] == 255).all()
+    assert bmap.current_batch == 0 and bmap.box.rect().y() == 0
+    assert bmap.describe_cell(0, 5) == f"record {order[5]} · epoch 2 · batch 1 · step 10"
+    assert bmap.describe_cell(9, 0) == f"record {order[288]}: dropped this epoch (drop_last)"
+    press(qtbot, window, "stepBatchButton")   # the highlight moves one batch
+    window._on_frame()
+    assert bmap.current_batch == 1 and bmap.box.rect().y() == 1
+    # the batch done before is faded: lighter than the one being trained
+    assert bmap.colors[0].astype(int).sum() > bmap.colors[2].astype(int).sum()
+
+
+def test_shuffle_off_keeps_the_order_and_the_last_batch_is_short(qtbot, window):
+    for name, value in (("records", 100), ("batch_size", 30), ("shuffle", False), ("epochs", 3)):
+        window.controls.set_value(name, value)
+    bmap = window.batch_map
+    press(qtbot, window, "stepEpochButton")
+    press(qtbot, window, "stepBatchButton")
+    window._on_frame()
+    assert bmap.epoch_shown() == 1 and np.array_equal(bmap.order(), np.arange(100))
+    assert [bmap.cell(3, c) for c in range(30)] == list(range(90, 100)) + [None] * 20   # 10 records: short
+
+
+def test_many_records_are_blocks(qtbot):
+    bmap = BatchMap()
+    qtbot.addWidget(bmap)
+    plan = fb.plan(100_000, 1, 2)
+    bmap.set_run(plan, 0, True, None)
+    assert bmap.block * bmap.n_cells >= 100_000 and bmap.n_cells <= 8192
+    bmap.show_steps(150_001)                  # epoch 2, its 50,001st step
+    assert bmap.epoch_shown() == 1 and bmap.current_batch == 50_000
+    text = bmap.describe_cell(0, 0)
+    assert text.startswith(f"{bmap.block} records from record {fb.epoch_order(100_000, 0, 1)[0]:,}")
