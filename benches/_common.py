@@ -37,6 +37,10 @@ QUICK_BATCHES = "1,32,full"
 def thread_env_from_argv(argv):
     """Set the BLAS / OpenMP thread variables from ``--threads`` in argv; call before importing numpy.
 
+    With fewer threads than usable cores, the process is also bound to that many cores
+    (the first ones it may use). Threads inherit the binding when they are created, and
+    none exist yet, so every pool any contender starts later (XLA's, a compiler's helpers)
+    shares those cores: "1 thread" is one core, whatever a library does behind its settings.
     Returns the thread count. When numpy is already imported (a test calling ``main``),
     the variables come too late and ``pin_threads`` relies on threadpoolctl instead.
     """
@@ -51,6 +55,8 @@ def thread_env_from_argv(argv):
     if n == 1:  # XLA (JAX) runs its own Eigen pool: hold it to the caller's thread
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+    if hasattr(os, "sched_setaffinity") and 0 < n < USABLE_CORES:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
     return n
 
 
@@ -61,7 +67,19 @@ def default_threads():
         return os.cpu_count() or 1
 
 
+USABLE_CORES = default_threads()  # before thread_env_from_argv binds the process to fewer
+ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
 _limits = None  # keeps threadpoolctl's limits in force for the whole run
+
+
+def bound_cpus():
+    """The CPUs this process may run on, as text ("0", "0-1", ...)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return "any"
+    return ",".join(map(str, cpus)) if len(cpus) < 3 else f"{cpus[0]}-{cpus[-1]} ({len(cpus)})"
 
 
 def pin_threads(n):
@@ -386,7 +404,8 @@ def header_lines(title, threads, how, peaks, args):
     import numpy as np
     lines = [title,
              f"command: python {' '.join([os.path.basename(sys.argv[0])] + list(args))}".rstrip(),
-             f"cpu: {cpu_model()} ({default_threads()} usable cores); threads: {threads} (pinned via {how})",
+             f"cpu: {cpu_model()} ({USABLE_CORES} usable cores); threads: {threads} (pinned via {how}); "
+             f"process bound to cpu {bound_cpus()}",
              f"python {platform.python_version()}, numpy {np.__version__}, fastbatch {fastbatch_version()}"]
     for lib, version, n, fname in blas_pools():
         lines.append(f"pool: {lib} {version} x{n} ({fname})")
@@ -515,7 +534,8 @@ def run_suite(title, args, argv, make_runners, summarize=None, default_batches=B
         print("\n" + "\n".join(summary))
     write_json(args.json, {
         "title": title, "argv": list(argv), "header": meta_lines, "notes": notes, "summary": summary,
-        "threads": args.threads, "pinned_via": how, "cpu": cpu_model(), "usable_cores": default_threads(),
+        "threads": args.threads, "pinned_via": how, "cpu": cpu_model(), "usable_cores": USABLE_CORES,
+        "bound_cpus": bound_cpus(),
         "blas_pools": blas_pools(), "gemm_peak_gflops": peaks, "flop_formula": FLOP_FORMULA,
         "memory_method": mem_method, "repeats": args.repeats, "target_seconds": args.seconds,
         "results": rows,

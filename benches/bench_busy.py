@@ -76,8 +76,11 @@ class FastbatchThreads(FastbatchRun):
 
 @contextlib.contextmanager
 def busy_processes(n):
-    """n child processes spinning ``while True: pass``; stopped (by pid) on exit."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    """n child processes spinning ``while True: pass`` on any usable core; stopped (by pid) on exit."""
+    def unbind():  # not bound to the bench's cores (--threads below the cores binds the bench)
+        if C.ALL_CPUS:
+            os.sched_setaffinity(0, C.ALL_CPUS)
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=unbind) for _ in range(n)]
     try:
         time.sleep(0.5)  # let them get going
         yield procs
@@ -162,7 +165,8 @@ def main(argv=None):
     print("\n".join(notes + [""] + summary))
     C.write_json(args.json, {"title": meta[0], "argv": argv, "header": meta, "notes": notes, "summary": summary,
                              "threads": args.threads, "busy_processes": args.busy, "pinned_via": how,
-                             "cpu": C.cpu_model(), "usable_cores": C.default_threads(), "repeats": args.repeats,
+                             "cpu": C.cpu_model(), "usable_cores": C.USABLE_CORES, "bound_cpus": C.bound_cpus(),
+                             "repeats": args.repeats,
                              "has_n_threads": HAS_N_THREADS, "results": rows})
     print(f"\nwrote {args.json}")
     return rows

@@ -312,7 +312,7 @@ def main(argv=None):
     print("\n".join(notes + [""] + summary))
     C.write_json(args.json, {"title": meta[0], "argv": argv, "header": meta, "notes": notes, "summary": summary,
                              "threads": args.threads, "pinned_via": how, "cpu": C.cpu_model(),
-                             "usable_cores": C.default_threads(), "repeats": args.repeats,
+                             "usable_cores": C.USABLE_CORES, "bound_cpus": C.bound_cpus(), "repeats": args.repeats,
                              "calls": calls, "hooks": hooks, "cli": cli})
     print(f"\nwrote {args.json}")
     return calls, hooks, cli

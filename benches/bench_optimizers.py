@@ -225,7 +225,8 @@ def main(argv=None):
     print("\n".join(notes + [""] + summary))
     C.write_json(args.json, {"title": meta[0], "argv": argv, "header": meta, "notes": notes, "summary": summary,
                              "threads": args.threads, "pinned_via": how, "cpu": C.cpu_model(),
-                             "usable_cores": C.default_threads(), "warm_steps": args.warm_steps,
+                             "usable_cores": C.USABLE_CORES, "bound_cpus": C.bound_cpus(),
+                             "warm_steps": args.warm_steps,
                              "repeats": args.repeats, "has_track_noise": HAS_TRACK_NOISE, "results": rows})
     print(f"\nwrote {args.json}")
     return rows

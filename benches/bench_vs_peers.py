@@ -439,7 +439,8 @@ def summarize(rows):
     wide = [r for r in C.find(rows, contender="fastbatch", workload="wide") if r["batch"] >= 32]
     if wide:
         out.append("fastbatch on the wide net, % of the gemm peak measured in this run (target >= 90%):")
-        out += [f"  {r['dtype']} batch {r['batch']:>5}: {r['pct_peak']:5.1f}%  {'PASS' if r['pct_peak'] >= 90 else 'MISS'}"
+        out += [f"  {r['dtype']} batch {r['batch']:>5}: {r['pct_peak']:5.1f}%  "
+                f"{'PASS' if r['pct_peak'] >= 90 else 'MISS'}"
                 for r in wide]
     for r in C.find(rows, contender="fastbatch", workload="seed", batch=32):
         if r["dtype"] == "float32":
