@@ -6,7 +6,7 @@ import numpy as np
 
 from ._rows import RowSource, all_finite, take_rows
 
-INT_LIMIT = 2 ** 62
+INT_LIMIT = 2 ** 63  # an int64 holds every count below this
 
 
 def _describe(value):
@@ -21,8 +21,8 @@ def check_int(name, value, minimum=1, maximum=None):
     if value < minimum or (maximum is not None and value > maximum):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
-    if maximum is None and value >= INT_LIMIT:  # counts beyond this overflow the kernel's int64 arithmetic
-        raise ValueError(f"{name} must be an integer >= {minimum} and below 2**62, got {value!r}")
+    if maximum is None and value >= INT_LIMIT:  # the kernel counts in int64
+        raise ValueError(f"{name} must be an integer >= {minimum} and below 2**63, got {value!r}")
     return value
 
 
