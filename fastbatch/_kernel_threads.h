@@ -11,8 +11,9 @@
  *  - fb_team_run: runs fn(arg, tid) on n threads, tid 0 on the caller. Each concurrent
  *    caller gets a team of its own (a few pools of members, kept between calls), so two
  *    trainers side by side each get the team size they asked for.
- *  - fb_team_begin / fb_team_end: pin the BLAS that scipy's cython_blas calls to one
- *    thread while any team runs (counted), and put its thread count back after the last.
+ *  - fb_blas_pin / fb_blas_unpin: pin the BLAS that scipy's cython_blas calls to one
+ *    thread while any team (or a call that wants the BLAS alone) runs, counted, and put its
+ *    thread count back after the last.
  *  - fb_ftz_begin / fb_ftz_end: flush-to-zero and denormals-are-zero for a call, on each
  *    thread: Adam's moments of dead units decay into subnormals, ~10x slower to compute.
  *  - a fork resets all of it in the child: it has none of the parent's threads.
@@ -194,19 +195,37 @@ typedef struct {
 
 static fb_member_seat fb_seats[FB_MAX_TEAMS][FB_MAX_THREADS];
 
-static void fb_wait_change(int *addr, int seen)
+static int fb_spinning = 0;  /* idle members spinning now: runnable threads that are ours */
+
+/* Wait for *addr to change from seen: spin, then sleep. member: count the spin in fb_spinning. */
+static void fb_wait_change(int *addr, int seen, int member)
 {
     int i;
     double deadline = 0;
+    if (member)
+        __atomic_add_fetch(&fb_spinning, 1, __ATOMIC_RELAXED);
     for (i = 1; __atomic_load_n(addr, __ATOMIC_ACQUIRE) == seen; i++) {
         fb_pause();
         if (i % 256 == 0) {
-            if (deadline == 0)
+            if (deadline == 0) {
                 deadline = fb_clock() + FB_SPIN_SECONDS;
-            else if (fb_clock() > deadline)
+            } else if (fb_clock() > deadline) {
+                if (member) {
+                    __atomic_sub_fetch(&fb_spinning, 1, __ATOMIC_RELAXED);
+                    member = 0;
+                }
                 fb_sleep_while(addr, seen);  /* returns at once if it has already changed */
+            }
         }
     }
+    if (member)
+        __atomic_sub_fetch(&fb_spinning, 1, __ATOMIC_RELAXED);
+}
+
+/* Idle members spinning now (they show as runnable threads in the system's count). */
+static int fb_spinning_members(void)
+{
+    return __atomic_load_n(&fb_spinning, __ATOMIC_RELAXED);
 }
 
 static void *fb_member_main(void *p)
@@ -217,7 +236,7 @@ static void *fb_member_main(void *p)
     for (;;) {
         /* every member finishes or skips each job before the next is published, so the
            job it sees is the one gen counts, and the fields stay still while it reads them */
-        fb_wait_change(&pool->gen, seen);
+        fb_wait_change(&pool->gen, seen, 1);
         seen++;
         if (tid < pool->team)
             pool->fn(pool->arg, tid);
@@ -230,12 +249,13 @@ static void *fb_member_main(void *p)
 /* Runs fn(arg, tid) for tid = 0 .. n-1, tid 0 on the calling thread, and waits for all.
  * The caller takes a free pool (or waits for the first one when all are busy): the team
  * never depends on who else is training. If the system refuses a thread, the team is
- * smaller: *n and the barrier are set to the size that runs before any member starts. */
-static void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
+ * smaller: *n (and *also, if not NULL and larger) and the barrier are set to the size that
+ * runs before any member starts. spin: 0 when the cores are known to be busy. */
+static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *bar, int spin)
 {
     pthread_t thread;
     fb_pool *pool = NULL;
-    int want = *n, left, k, spin;
+    int want = *n, left, k;
     if (want > FB_MAX_THREADS)
         want = FB_MAX_THREADS;
     for (k = 0; k < FB_MAX_TEAMS && pool == NULL; k++)
@@ -258,17 +278,8 @@ static void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
     if (want > pool->size + 1)
         want = pool->size + 1;
     *n = want;
-#if defined(_SC_NPROCESSORS_ONLN)
-    {
-        /* more runnable threads than cores (the load average, a cheap read on Linux):
-           waiters sleep at once instead of spinning */
-        double load[1];
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        spin = !(getloadavg(load, 1) == 1 && cores > 0 && load[0] > (double)cores);
-    }
-#else
-    spin = 1;
-#endif
+    if (also && *also > want)
+        *also = want;
     fb_barrier_init(bar, want, spin);
     pool->fn = fn;
     pool->arg = arg;
@@ -278,7 +289,7 @@ static void fb_team_run(fb_task fn, void *arg, int *n, fb_barrier *bar)
     fb_wake_all(&pool->gen);
     fn(arg, 0);
     while ((left = __atomic_load_n(&pool->left, __ATOMIC_ACQUIRE)) != 0)
-        fb_wait_change(&pool->left, left);
+        fb_wait_change(&pool->left, left, 0);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -301,9 +312,9 @@ static void fb_blas_control(void *get, void *set)
 }
 
 /* Before a team runs: pin the BLAS to one thread (one layer of parallelism, never two).
- * Counted: the first of several concurrent teams saves the BLAS's count, the last puts it
- * back. Every call must be followed by fb_team_end(). */
-static void fb_team_begin(void)
+ * Counted: the first of several concurrent calls saves the BLAS's count, the last puts it
+ * back. Every call must be followed by fb_blas_unpin(). */
+static void fb_blas_pin(void)
 {
     pthread_mutex_lock(&fb_blas_lock);
     if (fb_blas_teams++ == 0 && fb_blas_get && fb_blas_set) {
@@ -317,7 +328,7 @@ static void fb_team_begin(void)
 }
 
 /* After a team ran: the last team out gives the BLAS its thread count back. */
-static void fb_team_end(void)
+static void fb_blas_unpin(void)
 {
     pthread_mutex_lock(&fb_blas_lock);
     if (--fb_blas_teams == 0 && fb_blas_saved > 0) {

@@ -235,3 +235,15 @@ def test_a_child_forked_during_a_team_run_trains_as_its_parent():
     assert np.array_equal(losses, ref.losses) and np.array_equal(theta, ref.theta)
     assert blas_child == blas_before  # not left pinned at 1 by the parent's team
     assert _blas_threads() == blas_before
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("loss, act, hidden, batch", CASES, ids=lambda c: str(c))
+def test_one_thread_running_a_teams_members_gives_the_teams_bits(monkeypatch, n_threads, loss, act, hidden, batch):
+    # on busy cores one thread runs all the members of a row split, one after the other
+    kw = dict(n_threads=n_threads, split_columns=False, weights=np.linspace(0.5, 2, 301), noise=True, epochs=2)
+    team = run(loss, act, hidden, batch, OPTIMIZERS[2], "float32", **kw)
+    monkeypatch.setattr(_kernel, "_CORES", 0)  # every core looks busy
+    alone = run(loss, act, hidden, batch, OPTIMIZERS[2], "float32", **kw)
+    assert np.array_equal(team.losses, alone.losses) and np.array_equal(team.theta, alone.theta)
+    assert np.array_equal(team.noise, alone.noise)
