@@ -1,9 +1,6 @@
 """The dense network's parameters: one flat buffer, with (W, b) views per layer."""
 import numpy as np
 
-# the codes live in _config; re-exported only while the old trainer.py still imports them from here
-from ._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES  # noqa: F401
-
 
 def layer_sizes(n_features, hidden, n_outputs):
     """[n_in, h1, ..., n_out] as int64."""
