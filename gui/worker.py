@@ -69,7 +69,9 @@ class TrainingWorker(QObject):
     finished = Signal(object)          # History, when the job is done (run over, stopped or paused)
     errored = Signal(object)           # the exception fit raised (the traceback goes to stderr)
 
-    CHUNK_SECONDS = 0.03      # steps per fit call: about this long, so a stop or a frame never waits long
+    CHUNK_SECONDS = 0.03      # steps per fit call: about this long, so a stop or a frame never waits long,
+    OVERHEAD_SHARE = 0.05     # ...or longer, so that a call's fixed cost (the data check: O(records)) stays this small
+    MAX_CHUNK_SECONDS = 0.5
     PROGRESS_SECONDS = 0.03   # ~30 reports a second at most, however fast the steps are
     SURFACE_SECONDS = 0.25    # the surface is evaluated at most this often
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
@@ -81,6 +83,7 @@ class TrainingWorker(QObject):
         self._chunk = 1
         self._full = {}          # per trainer: the full-loss budget's state
         self._means_sent = {}    # per trainer: epochs whose means were sent
+        self._means_cost = 0.0   # seconds the last means took (they are sent at most 5% of the time)
 
     @Slot(object)
     def run(self, job):
@@ -117,10 +120,16 @@ class TrainingWorker(QObject):
             done = tr.step - s0
             full["train_seconds"] += dt
             full["steps_timed"] += done
-            # next chunk: about CHUNK_SECONDS of steps, growing at most 4x a call
+            # next chunk: about CHUNK_SECONDS of steps (more when a call's fixed cost is high), growing at
+            # most 4x a call
+            if n <= 4:
+                full["overhead"] = min(full["overhead"], dt)
             if dt > 0:
-                self._chunk = int(min(4 * n, max(1, n * self.CHUNK_SECONDS / dt)))
-            if time.perf_counter() - last_means >= self.SURFACE_SECONDS:
+                fixed = full["overhead"] if full["overhead"] < float("inf") else 0.0
+                target_s = min(max(self.CHUNK_SECONDS, fixed / self.OVERHEAD_SHARE),
+                               self.MAX_CHUNK_SECONDS)
+                self._chunk = int(min(4 * n, max(1, n * target_s / dt)))
+            if time.perf_counter() - last_means >= max(self.SURFACE_SECONDS, 20 * self._means_cost):
                 last_means = time.perf_counter()
                 self._send_means(history, job)
             if job.full_loss and done and tr.step == self._next_full_point(job, full, after=tr.step - 1):
@@ -143,10 +152,13 @@ class TrainingWorker(QObject):
         return history
 
     def _send_means(self, history, job):
+        """The finished epochs' means (the library's ``History.epoch_loss``), when an epoch has ended."""
         done = history.n_steps // job.plan.steps_per_epoch
         if done != self._means_sent.get(id(job.trainer)):
+            t0 = time.perf_counter()
             self._means_sent = {id(job.trainer): done}
             self.epochMeans.emit(np.array(history.epoch_loss[:done]))
+            self._means_cost = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ the full-loss line
 
@@ -155,7 +167,7 @@ class TrainingWorker(QObject):
         st = self._full.get(key)
         if st is None or st["trainer"] is not job.trainer:
             st = {"trainer": job.trainer, "every": 1, "eval_seconds": 0.0, "train_seconds": 0.0,
-                  "steps_timed": 0, "last": -1}
+                  "steps_timed": 0, "last": -1, "overhead": float("inf")}
             self._full = {key: st}
         return st
 
