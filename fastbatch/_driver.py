@@ -148,7 +148,9 @@ def train_arrays(trainer, source, end, hooks, stop):
     total = trainer.total_steps
     spec = trainer._spec
     rows = opt_rows(cfg)
-    snaps = [state.snapshot(rows), state.snapshot(rows)]  # this chunk's start, and the previous chunk's
+    if state.snapshots is None or state.snapshots[0].opt.shape[0] != rows:
+        state.snapshots = [state.snapshot(rows), state.snapshot(rows)]
+    snaps = state.snapshots  # this chunk's start, and the previous chunk's
     prev = None  # (snapshot, lrs, start, n) of the previous chunk: a divergence may rewind into it
     if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
         return
@@ -179,7 +181,7 @@ def train_arrays(trainer, source, end, hooks, stop):
             state.restore(snap)
             raise
         snaps.reverse()
-        prev = (snaps[1], lrs, start, done)
+        prev = (snaps[1], lrs, start, done)  # (a divergence in the next chunk may rewind into this one)
         if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
                                               float(state.loss_buf[state.step - 1])):
             break

@@ -52,6 +52,7 @@ class RunState:
     order_cache: np.ndarray = None
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
+    snapshots: list = None       # the driver's two snapshot buffers, kept between calls (not saved)
     schedule_state: dict = dataclasses.field(default_factory=dict)
 
     @classmethod

@@ -145,6 +145,7 @@ class Trainer:
             return None
         if self._plan is None:
             self._plan = make_plan(st.n_records, self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])
+            self._batch_sizes = self._plan.batch_sizes()
         return self._plan
 
     @property
@@ -177,7 +178,8 @@ class Trainer:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
             return History(st.loss_buf[:s], st.lr_buf[:s], [], st.steps_per_epoch, st.n_records,
                            st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
-        return History(st.loss_buf[:s], st.lr_buf[:s], self.plan.batch_sizes(), st.steps_per_epoch, st.n_records,
+        self.plan  # noqa: B018 - makes _batch_sizes
+        return History(st.loss_buf[:s], st.lr_buf[:s], self._batch_sizes, st.steps_per_epoch, st.n_records,
                        st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise,
                        epoch_metrics=st.epoch_metrics)
 
@@ -369,7 +371,8 @@ class Trainer:
                 if st is None:
                     self._begin(new)
                 self._state.ensure_order_cache()
-                source = _driver.ArraySource(data, rows, self._backend(), self.plan.batch_sizes())
+                self.plan  # noqa: B018 - makes _batch_sizes
+                source = _driver.ArraySource(data, rows, self._backend(), self._batch_sizes)
                 hooks = _driver.Hooks(self, on_progress, val, callbacks)
                 hooks.verbose = verbose
                 end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
