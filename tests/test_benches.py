@@ -188,3 +188,21 @@ def test_plot_sweep(tmp_module):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speed_tables(tmp_module, tmp_path):
+    """The README's tables come out of the benches' JSON."""
+    sources = {"bench_vs_peers_1thread.json": ("bench_vs_peers", ["--contenders", "fastbatch,jax", "--workloads",
+                                                                  "seed", "--batches", "1,32", "--no-memory"]),
+               "bench_optimizers.json": ("bench_optimizers", []),
+               "bench_busy.json": ("bench_busy", ["--points", "seed:1"])}
+    for target, (script, args) in sources.items():
+        _, doc = run_bench(script, tmp_path, *args)
+        with open(tmp_path / target, "w") as f:
+            json.dump(doc, f)
+    proc = subprocess.run([sys.executable, os.path.join(BENCHES, "speed_tables.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "| seed 10-32-2 | 1 | **" in out and "compile times" in out
+    assert "| 32 | adam | **" in out and "| busy | seed 10-32-2 | 1 |" in out
