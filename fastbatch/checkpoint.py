@@ -26,9 +26,9 @@ def to_arrays(trainer):
     """Everything that defines the trainer, as plain numpy arrays (JSON in 0-d string arrays)."""
     cfg = trainer.config
     arrays = {"config": _json(cfg), "info": _json(trainer.info)}
-    st = trainer._state
-    if trainer._pending_params is not None:
-        p = trainer._pending_params
+    st = trainer.run_state
+    if st is None and trainer.has_params:  # params set with set_params before the first fit
+        p = trainer.get_params()
         arrays["pending_theta"] = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p])
         arrays["pending_sizes"] = np.array([p[0][0].shape[0]] + [W.shape[1] for W, _ in p], dtype=np.int64)
     if st is not None:
@@ -184,7 +184,7 @@ def from_arrays(trainer, arrays):
     if not isinstance(info, dict):
         raise ValueError("info is not a mapping")
     trainer.info = info
-    cfg = trainer._cfg
+    cfg = trainer.config
     dtype = np.dtype(cfg["dtype"])
     if "pending_theta" in arrays:
         sizes = [int(s) for s in arrays["pending_sizes"]]
@@ -212,6 +212,4 @@ def from_arrays(trainer, arrays):
         raise ValueError(f"step {st.step} is outside the run's {plan.total_steps} steps")
     if len(st.epoch_loss) != st.step // st.steps_per_epoch:
         raise ValueError(f"{len(st.epoch_loss)} epoch losses for {st.step // st.steps_per_epoch} finished epochs")
-    trainer._begin(st)
-    if st.schedule_state:
-        trainer._schedule.load_state(st.schedule_state)
+    trainer.adopt_run_state(st)

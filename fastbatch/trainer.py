@@ -113,6 +113,25 @@ class Trainer:
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     @property
+    def run_state(self):
+        """The run's :class:`~fastbatch._run.RunState` (None before the first fit): what checkpoints save."""
+        return self._state
+
+    @property
+    def has_params(self):
+        """True once the trainer has params: from a run, or set with set_params before it."""
+        return self._state is not None or self._pending_params is not None
+
+    def adopt_run_state(self, state):
+        """Continue the run ``state`` (a checkpoint's); the config must be the one it was made with."""
+        self._check_not_fitting("adopt_run_state")
+        if tuple(int(s) for s in state.sizes[1:-1]) != self._cfg["hidden"]:
+            raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={self._cfg['hidden']}")
+        self._begin(state)
+        if state.schedule_state:
+            self._schedule.load_state(state.schedule_state)
+
+    @property
     def started(self):
         return self._state is not None
 
