@@ -14,8 +14,9 @@ Parts (``--parts``):
   parameter initialisation alone (``fastbatch._network.init_params``).
 - hooks: epoch hooks. 300 records, batch 1, ``--hook-epochs`` epochs: the same run with no hook
   (the reference row), with ``on_progress``, with ``validation_split=0.2`` and with an
-  ``on_epoch_end`` callback. Compared per training step (a validation split trains on 240
-  records per epoch, not 300).
+  ``on_epoch_end`` callback. Compared as whole runs (the issue's target: the same run with and
+  without the option), and per training step (a validation split trains on 240 records per
+  epoch, not 300, so per step it is the stricter figure).
 - cli: ``fastbatch train data.csv`` (the default progress bar) against ``--quiet``, on the same
   300 records, batch 1, ``--cli-epochs`` epochs; whole processes, so start-up is in both.
 
@@ -68,7 +69,8 @@ HOOK_COLUMNS = [
     ("spread_pct", "spread", 6, "{:.0f}%"),
     ("steps", "steps", 10, "{:,}"),
     ("us_per_step", "us/step", 8, "{:.3f}"),
-    ("ratio", "x no hook", 9, "{:.2f}x"),
+    ("ratio_run", "run x none", 10, "{:.2f}x"),
+    ("ratio", "step x none", 11, "{:.2f}x"),
 ]
 CLI_COLUMNS = [
     ("epochs", "epochs", 6, "{}"),
@@ -191,12 +193,12 @@ def bench_hooks(args, threads_kw):
             fb.Trainer(**{**variants[label][0], "epochs": 2}).fit(X, y, **variants[label][1])
         times = interleaved({label: (lambda lb: lambda: run(lb))(label) for label in variants}, args.repeats,
                             args.settle)
-        ref = C.median(times["none"]) / steps["none"]
+        t_none = C.median(times["none"])
         for label, ts in times.items():
             t = C.median(ts)
             row = {"epochs": epochs, "hook": label, "seconds": t, "spread_pct": C.spread_pct(ts),
-                   "steps": steps[label], "us_per_step": t / steps[label] * 1e6,
-                   "ratio": t / steps[label] / ref}
+                   "steps": steps[label], "us_per_step": t / steps[label] * 1e6, "ratio_run": t / t_none,
+                   "ratio": t / steps[label] / (t_none / steps["none"])}
             rows.append(row)
             print(C.table_row(row, HOOK_COLUMNS, n_text=2), flush=True)
         print(flush=True)
@@ -254,7 +256,8 @@ def summarize(calls, hooks, cli):
                 100.0, "{:.0f} us")
     for r in hooks:
         if r["hook"] != "none":
-            one(f"{r['hook']}, {r['epochs']} epochs (per step, x no hook)", r["ratio"], 1.3, "{:.2f}x")
+            one(f"{r['hook']}, {r['epochs']} epochs (run, x no hook)", r["ratio_run"], 1.3, "{:.2f}x")
+            out[-1] += f"; per step {r['ratio']:.2f}x"
     for r in cli:
         if r["command"] != "fastbatch train --quiet":
             one(f"CLI progress bar, {r['epochs']} epochs (x --quiet)", r["ratio"], 1.3, "{:.2f}x")
@@ -300,7 +303,8 @@ def main(argv=None):
         print(C.table_header(CALL_COLUMNS), flush=True)
         calls = bench_calls(args, threads_kw)
     if "hooks" in parts:
-        print("\nepoch hooks: 300 records, batch 1 (x no hook: per training step)")
+        print("\nepoch hooks: 300 records, batch 1 (run x none: whole run against the run with no hook; "
+              "step x none: per training step)")
         print(C.table_header(HOOK_COLUMNS, n_text=2), flush=True)
         hooks = bench_hooks(args, threads_kw)
     if "cli" in parts:

@@ -124,7 +124,8 @@ def hooks_table(doc):
     for e, h in by.items():
         cells = [f"{h['none']['seconds']:.2f} s ({h['none']['us_per_step']:.2f} us/step)"]
         for k in ("on_progress", "validation_split=0.2", "on_epoch_end callback"):
-            cells.append(f"{h[k]['seconds']:.2f} s, **{h[k]['ratio']:.2f}x** per step" if k in h else "-")
+            cells.append(f"{h[k]['seconds']:.2f} s: **{h[k]['ratio_run']:.2f}x** ({h[k]['ratio']:.2f}x per step)"
+                         if k in h else "-")
         lines.append(f"| {e:,} | " + " | ".join(cells) + " |")
     cli = {r["command"]: r for r in doc.get("cli", [])}
     note = ""

@@ -152,7 +152,7 @@ def test_bench_calls_quick(tmp_path):
             assert (workload, "FastBatchClassifier.partial_fit") in calls
     hooks = {r["hook"]: r for r in doc["hooks"]}
     assert set(hooks) == {"none", "on_progress", "validation_split=0.2", "on_epoch_end callback"}
-    assert hooks["none"]["ratio"] == pytest.approx(1.0)
+    assert hooks["none"]["ratio"] == pytest.approx(1.0) and hooks["none"]["ratio_run"] == pytest.approx(1.0)
     assert hooks["validation_split=0.2"]["steps"] < hooks["none"]["steps"] == hooks["on_progress"]["steps"]
     assert {r["command"] for r in doc["cli"]} == {"fastbatch train (progress bar)", "fastbatch train --quiet"}
     assert "fixed cost of fit(steps=1)" in stdout and "targets:" in stdout
