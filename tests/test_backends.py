@@ -123,3 +123,20 @@ def test_a_batch_of_zero_weights_has_zero_loss_and_gradient(backend):
     w[:8] = 0
     r = train(backend, X, y, hidden=(5,), batch_size=8, steps=1, shuffle=False, weights=w, noise=True)
     assert r.losses[0] == 0 and np.array_equal(r.noise[0], [0.0, 0.0])
+
+
+def test_the_kernel_names_a_misshapen_or_mistyped_array():
+    X, y = make_data(n=20, loss="cross_entropy")
+    r = train("cython", X, y, hidden=(4,), batch_size=5, steps=1, dtype="float32")
+    base = dict(spec=r.spec, X=np.ascontiguousarray(X, np.float32), targets=np.empty((0, 0), np.float32),
+                labels=np.asarray(y, np.int64), weights=np.empty(0, np.float32), theta=r.theta,
+                opt_state=r.opt_state, order_cache=np.full(21, -1, np.int64), lrs=np.ones(1), losses=np.zeros(1),
+                noise=np.empty((0, 2)), start_step=0, n_steps=1, opt_t=0, stop=np.zeros(1, np.uint8),
+                max_seconds=1.0)
+    from fastbatch import _kernel
+    with pytest.raises(ValueError, match="theta must have shape"):
+        _kernel.train_steps(**{**base, "theta": np.zeros(len(r.theta) + 1, np.float32)})
+    with pytest.raises(TypeError, match="theta must be a 1-D float32"):
+        _kernel.train_steps(**{**base, "theta": r.theta.astype(np.float64)})
+    with pytest.raises(ValueError, match="losses must have shape"):
+        _kernel.train_steps(**{**base, "n_steps": 2, "lrs": np.ones(2)})
