@@ -406,7 +406,9 @@ def header_lines(title, threads, how, peaks, args):
              f"command: python {' '.join([os.path.basename(sys.argv[0])] + list(args))}".rstrip(),
              f"cpu: {cpu_model()} ({USABLE_CORES} usable cores); threads: {threads} (pinned via {how}); "
              f"process bound to cpu {bound_cpus()}",
-             f"python {platform.python_version()}, numpy {np.__version__}, fastbatch {fastbatch_version()}"]
+             f"python {platform.python_version()}, numpy {np.__version__}, fastbatch {fastbatch_version()}",
+             f"started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1 min) "
+             f"{os.getloadavg()[0]:.2f} (above 0: other processes were using the cores as it started)"]
     for lib, version, n, fname in blas_pools():
         lines.append(f"pool: {lib} {version} x{n} ({fname})")
     for dt, p in peaks.items():
