@@ -89,6 +89,10 @@ def build_parser():
     g.add_argument("--screenshot", metavar="PNG", help="when training ends, save a picture of the window")
     g.add_argument("--export-history", metavar="CSV", help="when training ends, write the history")
     g.add_argument("--export-plot", metavar="PNG", help="when training ends, save the loss plot")
+    g.add_argument("--compare-batch-sizes", metavar="LIST",
+                   help="run the batch-size lab at launch, e.g. 1,8,32,128,full (then --screenshot etc.)")
+    g.add_argument("--export-comparison", metavar="CSV",
+                   help="when the lab is done, write batch_size,step,epoch,records_seen,seconds,loss")
     g.add_argument("--exit-when-done", action="store_true",
                    help="quit when training ends (exit 0; 1 when training failed)")
     g.add_argument("--offscreen", action="store_true", help="no window on screen (Qt's offscreen platform)")
@@ -120,8 +124,16 @@ def check_args(parser, args):
         parser.error(f"--validation-split {split:g} of {n:,} records leaves none for validation or training")
     if args.step_batches is not None and args.step_batches < 1:
         parser.error(f"--step-batches must be at least 1, got {args.step_batches}")
-    if args.step_batches and args.autorun:
-        parser.error("give --autorun or --step-batches, not both")
+    if sum(bool(a) for a in (args.autorun, args.step_batches, args.compare_batch_sizes)) > 1:
+        parser.error("give one of --autorun, --step-batches and --compare-batch-sizes")
+    if args.export_comparison and not args.compare_batch_sizes:
+        parser.error("--export-comparison needs --compare-batch-sizes LIST")
+    if args.compare_batch_sizes:
+        from .batch_lab import parse_sizes
+        try:
+            parse_sizes(args.compare_batch_sizes, 1 << 40)
+        except ValueError as exc:
+            parser.error(f"--compare-batch-sizes: {exc}")
     if args.smoothing is not None and not 0 <= args.smoothing < 1:
         parser.error(f"--smoothing must be in [0, 1), got {args.smoothing:g}")
     try:
@@ -191,6 +203,8 @@ def main(argv=None):
                 window.export_history(args.export_history)
             if args.export_plot:
                 window.export_plot(args.export_plot)
+            if args.export_comparison:
+                window.export_comparison(args.export_comparison)
             if args.screenshot:
                 window.screenshot(args.screenshot)
         except (OSError, ValueError) as exc:
@@ -211,6 +225,16 @@ def main(argv=None):
             if window.state == "idle":  # Start was refused: the reason is in the readout
                 finish("errored")
         QTimer.singleShot(0, autostart)
+    elif args.compare_batch_sizes:
+        window.tabs.setCurrentWidget(window.lab)
+        window.lab.sizes_edit.setText(args.compare_batch_sizes)
+        def lab_done(exc):
+            if exc is not None:
+                print(f"fastbatch-gui: the comparison failed: {exc}", file=sys.stderr)
+                status["code"] = 1
+            QTimer.singleShot(200, finish)
+        window.lab.done.connect(lab_done)
+        QTimer.singleShot(0, window.lab.button.click)
     elif args.step_batches:
         def step(k=args.step_batches):
             if k == 0:

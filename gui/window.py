@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
-                               QProgressBar, QScrollArea, QSlider, QSplitter, QVBoxLayout, QWidget)
+                               QProgressBar, QScrollArea, QSlider, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 import fastbatch as fb
 from fastbatch import datasets
@@ -17,6 +17,7 @@ from fastbatch._config import DEFAULTS
 from fastbatch._task import decide as decide_task
 from fastbatch.schedule import format_bytes
 
+from .batch_lab import BatchLab, LabJob, comparison_rows, parse_sizes
 from .batch_map import BatchMap
 from .controls import ControlPanel
 from .fmt import clock, count, num
@@ -97,6 +98,7 @@ class MainWindow(QMainWindow):
     runRequested = Signal(object)   # a Job, to the worker thread
     fitReturned = Signal()          # each time a job returns (run over, paused or stepped) or fails
     runEnded = Signal(str)          # the run is over: "finished", "stopped" or "errored"
+    labRequested = Signal(object)   # a LabJob, to the lab's thread
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -196,12 +198,19 @@ class MainWindow(QMainWindow):
         lv.addWidget(scroll, 1)
         lv.addWidget(self.controls.transport)
         main.addWidget(left)
-        main.addWidget(right)
+        self.lab = BatchLab()
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("mainTabs")
+        self.tabs.addTab(right, "Train")
+        self.tabs.addTab(self.lab, "Compare batch sizes")
+        main.addWidget(self.tabs)
         main.setStretchFactor(1, 1)
         main.setChildrenCollapsible(False)
         self.setCentralWidget(main)
         self._build_status_bar()
 
+        self.labRequested.connect(self.lab.worker.run)
+        self.lab.compareRequested.connect(self.compare_batch_sizes)
         self.thread, self.worker = start_worker_thread()
         self.runRequested.connect(self.worker.run)
         self.worker.progress.connect(self._on_progress)
@@ -645,6 +654,34 @@ class MainWindow(QMainWindow):
         self.full_loss_check.setEnabled(self.state != RUNNING)
         self._update_status()
 
+    # ------------------------------------------------------------------ the batch-size lab
+
+    def compare_batch_sizes(self, text):
+        """Train the current settings at each batch size in ``text`` (the lab's button)."""
+        if self.plan_error is not None:
+            return self.lab.show_error(self.plan_error)
+        try:
+            sizes = parse_sizes(text, self.plan.n_records)
+            X, y = self._run_data()
+        except (ValueError, OSError) as exc:
+            return self.lab.show_error(exc)
+        c = self.controls.config()
+        params = self.controls.trainer_params()
+        params.pop("batch_size")
+        params["learning_rate"] = c["learning_rate"]
+        scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]
+        self.lab.busy(f"training {len(sizes)} runs: batch {', '.join(num(b) for b in sizes)} …")
+        self.labRequested.emit(LabJob(X, y, sizes, params, scale, c["reference_batch"]))
+
+    def export_comparison(self, path):
+        """Write the lab's runs: batch_size,step,epoch,records_seen,seconds,loss (steps and epochs from 1)."""
+        if not self.lab.histories:
+            raise ValueError("there is no comparison to export yet")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("batch_size,step,epoch,records_seen,seconds,loss\n")
+            for b, step, epoch, rec, sec, loss in comparison_rows(self.lab.histories, self.lab.rows):
+                f.write(f"{b},{step},{epoch},{rec},{float(sec)!r},{float(loss)!r}\n")
+
     # ------------------------------------------------------------------ exports
 
     def export_history(self, path):
@@ -690,6 +727,7 @@ class MainWindow(QMainWindow):
         if self.thread.isRunning():
             self.thread.quit()
             self.thread.wait(10_000)
+        self.lab.shutdown()
 
     def closeEvent(self, event):
         self.shutdown()

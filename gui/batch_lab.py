@@ -1,0 +1,239 @@
+"""The batch-size lab: the same run at several batch sizes (``fastbatch.compare_batch_sizes``), overlaid and tabled.
+
+Same data, network, initial params, seed and record budget; the rate scaled with the batch
+size when asked. The plot overlays the runs against records seen (default), steps or
+seconds; the table gives each run's steps, speed, losses and the measured gradient noise
+scale, and marks the batch size nearest it as suggested.
+"""
+import math
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt
+
+import fastbatch as fb
+
+from .fmt import num
+from .loss_plot import RUN_COLORS, CountAxis
+
+DEFAULT_SIZES = "1, 8, 32, 128, full"
+LAB_AXES = {"records": "records seen", "steps": "steps done", "seconds": "seconds (at the run's mean speed)"}
+COLUMNS = [("batch_size", "batch"), ("learning_rate", "lr"), ("steps_per_epoch", "steps / epoch"),
+           ("last_batch", "last batch"), ("steps_per_s", "steps/s"), ("records_per_s", "records/s"),
+           ("seconds_per_epoch", "s / epoch"), ("train_loss", "train loss"), ("val_loss", "val loss"),
+           ("noise_scale", "noise scale"), ("suggested", "")]
+
+
+def parse_sizes(text, n_records):
+    """``"1, 8, 32, full"`` -> [1, 8, 32, n_records]; ValueError naming what is wrong."""
+    sizes = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part in ("full", "all"):
+            sizes.append(n_records)
+            continue
+        try:
+            b = int(part.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"batch sizes must be whole numbers or 'full', got {part!r}") from None
+        if b < 1:
+            raise ValueError(f"batch sizes must be at least 1, got {b}")
+        sizes.append(min(b, n_records))
+    sizes = sorted(set(sizes))
+    if not sizes:
+        raise ValueError("give at least one batch size, e.g. 1, 8, 32, 128, full")
+    return sizes
+
+
+@dataclass
+class LabJob:
+    X: np.ndarray
+    y: np.ndarray
+    sizes: list
+    params: dict            # Trainer parameters, without batch_size
+    scale_lr: str | None
+    reference: int
+
+
+class LabWorker(QObject):
+    """Runs ``fb.compare_batch_sizes`` off the GUI thread."""
+
+    finished = Signal(object, object)    # (histories by batch size, summary rows)
+    errored = Signal(object)
+
+    @Slot(object)
+    def run(self, job):
+        try:
+            histories, summary = fb.compare_batch_sizes(job.X, job.y, job.sizes, scale_lr=job.scale_lr,
+                                                        reference_batch_size=job.reference, **job.params)
+        except Exception as exc:   # reported, never a silent thread death
+            traceback.print_exc()
+            self.errored.emit(exc)
+            return
+        rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
+        self.finished.emit(histories, rows)
+
+
+def comparison_rows(histories, rows):
+    """Per step of every run: (batch_size, step, epoch, records_seen, seconds, loss), numbered from 1."""
+    out = []
+    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
+    for b, h in histories.items():
+        steps = h.step + 1
+        secs = steps / speed[b]
+        out.extend(zip([b] * h.n_steps, steps, h.epoch + 1, h.records_seen, secs, h.loss))
+    return out
+
+
+class BatchLab(QWidget):
+    """objectName ``batchLab``: the sizes box, ``compareBatchSizesButton``, ``comparisonPlot``, ``comparisonTable``."""
+
+    compareRequested = Signal(str)   # the sizes as typed; the window supplies data and settings
+    done = Signal(object)            # on the GUI thread, after the results (None) or the error (the exception)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("batchLab")
+        self.sizes_edit = QLineEdit(DEFAULT_SIZES)
+        self.sizes_edit.setObjectName("batchSizesEdit")
+        self.sizes_edit.setToolTip("batch sizes to compare, comma-separated; 'full' is all training records")
+        self.axis_combo = QComboBox()
+        self.axis_combo.setObjectName("comparisonAxisCombo")
+        for key, text in LAB_AXES.items():
+            self.axis_combo.addItem(text, key)
+        self.button = QPushButton("Compare batch sizes")
+        self.button.setObjectName("compareBatchSizesButton")
+        self.button.setToolTip("train the same run (data, network, initial params, seed, epochs) at each batch "
+                               "size, with the rate scaled as set")
+        self.status = QLabel("same data, network, initial params, seed and epochs at each batch size")
+        self.status.setObjectName("comparisonStatus")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("batch sizes:"))
+        top.addWidget(self.sizes_edit, 1)
+        top.addWidget(QLabel("x axis:"))
+        top.addWidget(self.axis_combo)
+        top.addWidget(self.button)
+
+        self.plot = pg.PlotWidget(background="w", axisItems={"bottom": CountAxis("bottom")})
+        self.plot.setObjectName("comparisonPlot")
+        pi = self.plot.getPlotItem()
+        pi.setMenuEnabled(False)
+        pi.setLabel("left", "loss of each step's batch (thin) · epoch mean (dots)")
+        pi.getAxis("left").enableAutoSIPrefix(False)
+        pi.setLabel("bottom", LAB_AXES["records"])
+        self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", labelTextColor="#222222",
+                                   brush=pg.mkBrush(255, 255, 255, 225), pen=pg.mkPen("#bbbbbb"))
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("comparisonTable")
+        self.table.setHorizontalHeaderLabels([title for _, title in COLUMNS])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.plot)
+        split.addWidget(self.table)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 1)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setMinimumHeight(22 * 6 + 30)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 6, 6, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.status)
+        lay.addWidget(split, 1)
+        self.histories, self.rows = {}, []
+        self.button.clicked.connect(lambda: self.compareRequested.emit(self.sizes_edit.text()))
+        self.axis_combo.currentIndexChanged.connect(lambda: self._draw())
+
+        self.thread = QThread()
+        self.thread.setObjectName("batchLabThread")
+        self.worker = LabWorker()
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+        self.worker.finished.connect(self.show_results)
+        self.worker.errored.connect(self.show_error)
+
+    def busy(self, text):
+        self.button.setEnabled(False)
+        self.status.setText(text)
+
+    def show_error(self, exc):
+        self.button.setEnabled(True)
+        self.status.setText(f"<span style='color:#c00000'>⚠ {exc}</span>")
+        self.done.emit(exc)
+
+    def show_results(self, histories, rows):
+        self.histories, self.rows = histories, rows
+        self.button.setEnabled(True)
+        pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
+        noise = [r["noise_scale"] for r in rows if np.isfinite(r["noise_scale"])]
+        self.status.setText(
+            (f"measured gradient noise scale ≈ {num(round(float(np.median(noise))))} records: batches well below it "
+             f"waste steps, well above it waste records (McCandlish et al. 2018). Suggested: batch {num(pick)}."
+             if pick is not None else "no noise-scale estimate (a batch of 1 carries none)"))
+        self._fill_table(rows)
+        self._draw()
+        self.done.emit(None)
+
+    def _fill_table(self, rows):
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            for j, (key, _) in enumerate(COLUMNS):
+                v = r.get(key)
+                if key == "suggested":
+                    text = "★ suggested" if v else ""
+                elif isinstance(v, float) and not math.isfinite(v):
+                    text = "—"
+                elif key in ("train_loss", "val_loss", "learning_rate", "seconds_per_epoch"):
+                    text = f"{v:.4g}"
+                elif key == "noise_scale":
+                    text = num(round(v))
+                else:
+                    text = num(round(v) if isinstance(v, float) and v > 100 else v)
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.table.setItem(i, j, item)
+
+    def _draw(self):
+        pi = self.plot.getPlotItem()
+        pi.clear()
+        self.legend.clear()
+        axis = self.axis_combo.currentData()
+        pi.setLabel("bottom", LAB_AXES[axis])
+        speed = {r["batch_size"]: r for r in self.rows}
+        tops = []
+        for k, (b, h) in enumerate(sorted(self.histories.items())):
+            color = RUN_COLORS[k % len(RUN_COLORS)]
+            r = speed[b]
+            x = {"records": h.records_seen.astype(np.float64), "steps": h.step + 1.0,
+                 "seconds": (h.step + 1.0) / r["steps_per_s"]}[axis]
+            faint = pg.mkColor(color)
+            faint.setAlpha(45)
+            raw = pi.plot(x, h.loss, pen=pg.mkPen(faint, width=1))
+            raw.setDownsampling(auto=True, method="peak")
+            raw.setClipToView(True)
+            m = h.epoch_loss
+            ends = np.searchsorted(h.epoch, np.arange(1, len(m) + 1)) - 1   # each epoch's last step
+            starts = np.concatenate([[-1], ends[:-1]])
+            xm = (np.interp(starts, np.arange(len(x)), x, left=0.0) + x[ends]) / 2
+            star = " ★ suggested" if r["suggested"] else ""
+            means = pi.plot(xm, m, pen=pg.mkPen(color, width=2.5), symbol="o", symbolSize=7, symbolBrush=color,
+                            symbolPen=None)
+            self.legend.addItem(means, f"batch {num(b)}, lr {num(r['learning_rate'])}{star}")
+            tops.append(float(np.max(m)) if len(m) else float(np.median(h.loss)))
+        pi.enableAutoRange()
+        if tops:   # a few spikes of single small batches must not squash the comparison
+            pi.setYRange(0, 1.6 * max(tops), padding=0)
+
+    def shutdown(self):
+        if self.thread.isRunning():
+            self.thread.quit()
+            self.thread.wait(30_000)
