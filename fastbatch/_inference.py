@@ -20,6 +20,13 @@ def forward(theta, sizes, activation, X):
     if X.shape[0] <= CHUNK and X.dtype == np.float64:  # the common small case: no copies but the products
         return _forward_chunk(layers, code, X)
     out = np.empty((X.shape[0], int(sizes[-1])))
+    if isinstance(X, np.memmap):  # read through the row source: a file cut short is an OSError, not SIGBUS
+        from ._rows import RowSource
+        with RowSource.open(X) as src:
+            for lo in range(0, X.shape[0], CHUNK):
+                part = src.read(lo, min(lo + CHUNK, X.shape[0]))
+                out[lo:lo + CHUNK] = _forward_chunk(layers, code, np.asarray(part, dtype=np.float64))
+        return out
     for lo in range(0, X.shape[0], CHUNK):
         out[lo:lo + CHUNK] = _forward_chunk(layers, code, np.asarray(X[lo:lo + CHUNK], dtype=np.float64))
     return out

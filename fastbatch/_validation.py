@@ -222,14 +222,6 @@ def _number(v):
     return str(v.item() if isinstance(v, np.generic) else v)
 
 
-def resolve_loss(loss, y):
-    """The concrete loss for ``loss='auto'``: cross_entropy for integer/bool labels, mse for floats."""
-    if loss != "auto":
-        return loss
-    kind = np.asarray(y).dtype.kind
-    return "cross_entropy" if kind in "biu" else "mse"
-
-
 def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
     """Return (targets, labels, n_outputs).
 

@@ -167,10 +167,8 @@ def epoch_order(n_records, seed, epoch, shuffle=True):
     same permutation in C. With ``shuffle=False`` it is the identity.
     """
     n = check_int("n_records", n_records, 1)
-    s = check_int("seed", seed, 0)
+    s = check_int("seed", seed, 0, _U64)
     e = check_int("epoch", epoch, 0)
-    if s > _U64:
-        raise ValueError(f"seed must be < 2**64, got {seed!r}")
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     stream = _mix64_int(_mix64_int(s) ^ (e & _U64))
