@@ -50,8 +50,8 @@ def in_window(app, records, epochs):
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     loop = QEventLoop()
     w.runEnded.connect(lambda how: loop.quit())
-    shown = []
-    w.fitReturned.connect(lambda: shown.append(w.status_labels["rate"].text()))
+    first = []
+    w.worker.progress.connect(lambda h: first.append(time.perf_counter()) if not first else None)
     timer.start()
     t0 = time.perf_counter()
     w.start()
@@ -59,11 +59,14 @@ def in_window(app, records, epochs):
     seconds = time.perf_counter() - t0
     timer.stop()
     steps = w.trainer.step
-    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([seconds])
+    t = np.array(ticks)
+    gaps = np.diff(t) if len(t) > 1 else np.array([seconds])
+    # while training: from the first progress report on (the start's one-off work is reported apart)
+    during = np.diff(t[t >= first[0]]) if first and (t >= first[0]).sum() > 1 else gaps
     w.shutdown()
     w.deleteLater()
     app.processEvents()
-    return steps / seconds, float(gaps.max()), len(ticks)
+    return steps / seconds, float(during.max()), float(gaps.max())
 
 
 def main(argv=None):
@@ -75,18 +78,20 @@ def main(argv=None):
     args = p.parse_args(argv)
     epochs = max(1, args.steps // args.records)
     X, y = datasets.make("random", args.records, 10, seed=0)
+    X = np.ascontiguousarray(X, dtype=np.float32)   # as the window hands it over: the run's dtype
 
     from PySide6.QtWidgets import QApplication
     app = QApplication.instance() or QApplication(sys.argv[:1])
 
     headless(X, y, 1)   # warm-up: the kernel's thread team and caches
     rows = {"headless": [], "window": []}
-    gaps = []
+    gaps, start_gaps = [], []
     for _ in range(args.repeats):   # interleaved, so both see the same machine
         rows["headless"].append(headless(X, y, epochs))
-        rate, gap, _ = in_window(app, args.records, epochs)
+        rate, gap, start_gap = in_window(app, args.records, epochs)
         rows["window"].append(rate)
         gaps.append(gap)
+        start_gaps.append(start_gap)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     h, w = statistics.median(rows["headless"]), statistics.median(rows["window"])
     print(f"seed net 10-32-2, batch 1, {args.records:,} records x {epochs:,} epochs = {args.records * epochs:,} steps,"
@@ -95,11 +100,13 @@ def main(argv=None):
     for name, vals in rows.items():
         med = statistics.median(vals)
         print(f"{name:10s} {med:12,.0f} {min(vals):12,.0f}-{max(vals):<12,.0f} {100 * med / h:6.1f}%")
-    print(f"longest event-loop gap: {max(gaps) * 1000:.0f} ms (median over runs {statistics.median(gaps) * 1000:.0f} ms)")
+    print(f"longest event-loop gap while training: {max(gaps) * 1000:.0f} ms (median over runs "
+          f"{statistics.median(gaps) * 1000:.0f} ms); including the start: {max(start_gaps) * 1000:.0f} ms")
     print(f"peak memory (max RSS of this process): {peak_mb:,.0f} MB")
     result = {"records": args.records, "epochs": epochs, "steps": args.records * epochs,
               "headless_steps_per_s": rows["headless"], "window_steps_per_s": rows["window"],
-              "window_share": w / h, "longest_gap_ms": max(gaps) * 1000, "peak_rss_mb": peak_mb}
+              "window_share": w / h, "longest_gap_ms": max(gaps) * 1000,
+              "longest_gap_with_start_ms": max(start_gaps) * 1000, "peak_rss_mb": peak_mb}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -538,7 +538,8 @@ class MainWindow(QMainWindow):
         train = self._rows[0]
         grid, shape = self._grid if self._grid is not None else (None, None)
         c = self.controls.config()
-        job = Job(trainer, X, y, steps, train_X=X[train], train_y=y[train],
+        whole = len(train) == len(X)   # no validation split: the training records are X itself (no copy)
+        job = Job(trainer, X, y, steps, train_X=X if whole else X[train], train_y=y if whole else y[train],
                   full_loss=self.full_loss_check.isChecked(), grid=grid, grid_shape=shape, plan=self.run.plan,
                   seed=c["seed"], shuffle=c["shuffle"])
         self._highlight = None
