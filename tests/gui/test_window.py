@@ -280,3 +280,21 @@ def test_standardize_on_by_default_and_the_task_box(qtbot, window):
     run_to_end(qtbot, window)
     assert window.trainer.evaluate(*window.data()).keys() >= {"loss"}
     assert not window.surface_plot.isVisible()   # no class regions for a regression
+
+
+def test_a_failed_fit_reaches_the_window_as_the_exception(qtbot, window, monkeypatch):
+    boom = fb.DivergenceError(3, 0, 3, 10.0, "the loss")
+
+    def fit(self, X, y, steps=None, **kw):
+        raise boom
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    assert run_to_end(qtbot, window) == "errored"
+    assert window.run.error is boom and window.state == "idle"
+    assert str(boom) in window.readout_text()
+    assert "failed" in window.status_labels["elapsed"].text()
+
+
+def test_count_axes_tick_whole_numbers_with_separators(window):
+    axis = window.loss_plot.getPlotItem().getAxis("bottom")
+    assert all(spacing >= 1 for spacing, _ in axis.tickSpacing(0.0, 2.0, 500))
+    assert axis.tickStrings([0.0, 1.0, 2_500_000.0], 1, 1) == ["0", "1", "2,500,000"]
