@@ -131,7 +131,7 @@ class BatchMap(pg.PlotWidget):
 
     def _draw(self, batch):
         plan, order = self.plan, self._order[1]
-        n, B, spe = plan.n_records, plan.effective_batch_size, plan.steps_per_epoch
+        B, spe = plan.effective_batch_size, plan.steps_per_epoch
         rgb = np.full((self.n_rows, self.cols, 3), 255, dtype=np.uint8)
         valid = self._pos >= 0
         pos = np.where(valid, self._pos, 0)

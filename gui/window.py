@@ -111,7 +111,6 @@ class MainWindow(QMainWindow):
         self._data_key, self._data = None, None
         self._rows = None           # (training rows, validation rows) of the current run
         self._grid = None
-        self._highlight = None      # the records of the last stepped batch
         self._run_key = None        # the settings the run was started with
         self._converted = None      # (X, X in the run's dtype)
         self.run = RunController(self._make_run, self._launch)
@@ -542,7 +541,10 @@ class MainWindow(QMainWindow):
         job = Job(trainer, X, y, steps, train_X=X if whole else X[train], train_y=y if whole else y[train],
                   full_loss=self.full_loss_check.isChecked(), grid=grid, grid_shape=shape, plan=self.run.plan,
                   seed=c["seed"], shuffle=c["shuffle"])
-        self._highlight = None
+        if steps != 1:   # the last stepped batch is no longer 'this step'
+            self.step_panel.clear()
+            if self._grid is not None:
+                self.surface_plot.highlight((), ())
         self.runRequested.emit(job)
         return job
 
@@ -562,7 +564,6 @@ class MainWindow(QMainWindow):
 
     def _on_stepped(self, info):
         self.step_panel.show_step(info)
-        self._highlight = info
         self._show_batch_on_surface(info)
 
     def _show_batch_on_surface(self, info):

@@ -8,7 +8,7 @@ training records, the decision surface, and what one stepped batch did.
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -37,7 +37,6 @@ class Job:
     plan: object = None                  # the run's fastbatch.Plan
     seed: int = 0
     shuffle: bool = True
-    extra: dict = field(default_factory=dict)
 
     def request_stop(self):
         """Stop this job within one step, even if the worker has not begun it yet."""
