@@ -1,8 +1,9 @@
-"""The CLI's loss picture, drawn with matplotlib (an optional extra: ``pip install 'fastbatch[plot]'``).
+"""The CLI's pictures, drawn with matplotlib (an optional extra: ``pip install 'fastbatch[plot]'``).
 
-Per-step loss (smoothed when there are many steps, the raw curve faint behind it), the
-mean loss of each epoch, the validation loss, and epoch boundaries when there are few
-enough to read. No pyplot: the figure is drawn off-screen, and nothing global changes.
+A run's loss: per-step loss (smoothed when there are many steps, the raw curve faint behind
+it), the mean loss of each epoch, the validation loss, and epoch boundaries when there are
+few enough to read. A batch-size comparison: each run's loss against records seen and
+against seconds. No pyplot: the figure is drawn off-screen, and nothing global changes.
 """
 import numpy as np
 
@@ -100,3 +101,58 @@ def loss_figure(history, title=""):
 def write_loss_plot(path, history, title=""):
     """Write the loss picture of ``history`` to ``path`` (PNG, or any format matplotlib knows by the suffix)."""
     loss_figure(history, title).savefig(path)
+
+
+# ---------------------------------------------------------------------- the batch-size comparison
+
+def comparison_figure(histories, rows, title="", loss_name=None):
+    """Loss against records seen (left) and against seconds (right), one colour per batch size.
+
+    ``histories`` and ``rows`` are :func:`fastbatch.compare_batch_sizes`'s results. Each run's
+    epoch means are drawn as a line with markers at the epoch ends, over its per-step loss
+    smoothed and faint. Seconds are each run's steps at its mean speed (``steps_per_s``).
+    """
+    Figure = _matplotlib()
+    fig = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
+    by_records, by_seconds = fig.subplots(1, 2, sharey=True)
+    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
+    trend, first_epoch_ends = [], []
+    for i, (b, h) in enumerate(sorted(histories.items())):
+        loss = np.asarray(h.loss, dtype=np.float64)
+        n = len(loss)
+        if not n:
+            continue
+        colour = f"C{i % 10}"
+        records = np.asarray(h.records_seen, dtype=np.float64)
+        seconds = (np.arange(n) + 1.0) / speed[b]
+        every = max(1, n // MAX_POINTS)
+        smooth = smoothed(loss, max(10.0, n / 30)) if n > 1 else loss  # batch 1's steps are mostly noise
+        ends = np.append(np.asarray(h.epoch_starts[1:]), n)[:len(h.epoch_loss)] - 1
+        means = np.asarray(h.epoch_loss, dtype=np.float64)
+        label = f"batch {b:,}"
+        for ax, x in ((by_records, records), (by_seconds, seconds)):
+            ax.plot(x[::every], smooth[::every], color=colour, alpha=0.3, linewidth=0.8)
+            ax.plot(x[ends], means, color=colour, marker="o", markersize=3, linewidth=1.5, label=label)
+        trend += [smooth, means]
+        first_epoch_ends.append(seconds[ends[0]] if len(ends) else seconds[-1])
+    trend = np.concatenate(trend) if trend else np.empty(0)
+    trend = trend[np.isfinite(trend)]
+    if trend.size and trend.min() > 0 and trend.max() / trend.min() > 30:
+        by_records.set_yscale("log")
+    by_seconds.set_xscale("log")
+    if first_epoch_ends:  # from a little before the first epoch mean: the first steps' seconds are noise
+        by_seconds.set_xlim(left=min(first_epoch_ends) / 4)
+    by_records.set_xlabel("records seen")
+    by_seconds.set_xlabel("seconds (log scale; each run's steps at its mean speed)")
+    by_records.set_ylabel(f"loss ({loss_name})" if loss_name else "loss")
+    for ax in (by_records, by_seconds):
+        ax.grid(True, alpha=0.3)
+    by_records.legend(loc="upper right", fontsize=8, title="epoch means (dots)\nper step, smoothed (faint)",
+                      title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def write_comparison_plot(path, histories, rows, title="", loss_name=None):
+    """Write :func:`comparison_figure` to ``path`` (PNG, or any format matplotlib knows by the suffix)."""
+    comparison_figure(histories, rows, title, loss_name).savefig(path)

@@ -5,6 +5,7 @@
     fastbatch train data.csv --target label --resume run/data-checkpoint.npz --epochs 20
     fastbatch evaluate run/data-checkpoint.npz data.csv --target label
     fastbatch predict run/data-checkpoint.npz data.csv --target label --out preds.csv
+    fastbatch compare data.csv --target label --batch-sizes 1,8,32,128 --epochs 10 --out run/compare
     fastbatch demo
 
 Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop); the training
@@ -75,6 +76,27 @@ def _float(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+DEFAULT_BATCH_SIZES = "1,8,32,128"
+
+
+def _batch_sizes(text):
+    """``"1,8,32,full"`` -> [1, 8, 32, "full"] (whole numbers >= 1; ``full`` is all records)."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().lower().replace("_", "")
+        if part in ("full", "all"):
+            sizes.append("full")
+            continue
+        try:
+            b = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected batch sizes like 1,8,32,128 (or 'full'); got {text!r}") from None
+        if b < 1:
+            raise argparse.ArgumentTypeError(f"batch sizes must be at least 1; got {b} in {text!r}")
+        sizes.append(b)
+    return sizes
 
 
 def _betas(text):
@@ -160,6 +182,22 @@ def build_parser():
     p.add_argument("--target", help="a target column to leave out of the features (without it, a file with "
                                     "one column more than the network's inputs has its last column left out)")
     p.add_argument("--out", help="write the predictions to this CSV (default: print them)")
+
+    p = sub.add_parser("compare", help="train the same run at several batch sizes; print a table, write a "
+                                       "figure and a CSV, suggest a batch size from the measured noise scale")
+    p.add_argument("data", help="the data, as for train")
+    p.add_argument("--target", help=TARGET_HELP)
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=_batch_sizes(DEFAULT_BATCH_SIZES),
+                   help=f"comma-separated batch sizes; 'full' is all records (default: {DEFAULT_BATCH_SIZES})")
+    p.add_argument("--scale-lr", choices=["linear", "sqrt"], help="scale --learning-rate with the batch size "
+                   "against --reference-batch-size (linear: the linear scaling rule; default: the same rate)")
+    p.add_argument("--reference-batch-size", type=_int, metavar="B",
+                   help="the batch size --learning-rate is meant for (default: the smallest compared)")
+    p.add_argument("--out", metavar="PREFIX", help="write PREFIX.png and PREFIX.csv (default: next to the data, "
+                                                   "named after it with -compare)")
+    p.add_argument("--quiet", action="store_true", help="no word of the task decided")
+    p.set_defaults(resume=None)
+    _add_trainer_options(p)
 
     p = sub.add_parser("demo", help="the seed's demo (as python -m fastbatch)")
     p.add_argument("--steps", action="store_true", help="print every step's line")
@@ -255,13 +293,19 @@ def _trainer_options(args):
     return opts
 
 
+def _stem(data):
+    return os.path.splitext(os.path.basename(data))[0] or "run"
+
+
+def _default_out_dir(data):
+    """Next to the data, or ./fastbatch-run when that folder is not writable."""
+    out_dir = os.path.dirname(os.path.abspath(data))
+    return out_dir if os.access(out_dir, os.W_OK) else "fastbatch-run"
+
+
 def _out_paths(args):
-    stem = os.path.splitext(os.path.basename(args.data))[0] or "run"
-    out_dir = args.out_dir
-    if out_dir is None:
-        out_dir = os.path.dirname(os.path.abspath(args.data))
-        if not os.access(out_dir, os.W_OK):
-            out_dir = "fastbatch-run"
+    stem = _stem(args.data)
+    out_dir = args.out_dir if args.out_dir is not None else _default_out_dir(args.data)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
@@ -490,6 +534,123 @@ def _seconds(s):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+# ---------------------------------------------------------------------- compare
+
+COMPARE_COLUMNS = [  # (summary key, heading, unit)
+    ("batch_size", "batch", "records"), ("learning_rate", "lr", ""), ("steps_per_epoch", "steps/epoch", ""),
+    ("last_batch", "last batch", "records"), ("steps", "steps", ""), ("steps_per_s", "steps/s", ""),
+    ("records_per_s", "records/s", ""), ("seconds_per_epoch", "s/epoch", ""), ("train_loss", "train loss", ""),
+    ("val_loss", "val loss", ""), ("noise_scale", "noise scale", "records")]
+COMPARISON_CSV_COLUMNS = "batch_size,step,epoch,records_seen,seconds,loss"
+
+
+def cmd_compare(args):
+    """``fastbatch compare``: :func:`fastbatch.compare_batch_sizes` with train's options, task rule and data."""
+    from .compare import compare_batch_sizes
+    from .trainer import Trainer
+    opts = _trainer_options(args)
+    if "batch_size" in opts:
+        raise UsageError("compare takes its batch sizes as --batch-sizes, not --batch-size")
+    if args.reference_batch_size is not None and args.reference_batch_size < 1:
+        raise UsageError(f"--reference-batch-size must be at least 1, got {args.reference_batch_size}")
+    try:
+        trainer = Trainer(**{**CLI_DEFAULTS, **opts})  # checks every option before any data is read
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    from . import datasets
+    table = datasets.load_table(args.data, args.target)
+    _decide_task(args, trainer, table)
+    from .schedule import split_sizes
+    n_train, _ = split_sizes(len(table.y), trainer.config["validation_split"])
+    sizes = sorted({n_train if b == "full" else b for b in args.batch_sizes})
+    prefix = args.out if args.out is not None else os.path.join(_default_out_dir(args.data),
+                                                                _stem(args.data) + "-compare")
+    if os.path.isdir(prefix):
+        raise UsageError(f"--out {prefix} is a folder; give a prefix like {os.path.join(prefix, 'compare')}")
+    if os.path.dirname(prefix):
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    params = {**CLI_DEFAULTS, **opts, "loss": trainer.loss}
+    _err(f"fastbatch compare: training {len(sizes)} runs of {_epochs(trainer.config['epochs'], 1)}: batch "
+         + ", ".join(f"{b:,}" for b in sizes))
+    histories, summary = compare_batch_sizes(table.X, table.y, sizes, scale_lr=args.scale_lr,
+                                             reference_batch_size=args.reference_batch_size, **params)
+    rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
+    print(comparison_table(rows))
+    print(_suggestion_line(rows))
+    _write_comparison_csv(prefix + ".csv", histories, rows)
+    print(f"comparison: {prefix}.csv")
+    from ._plot import PlotUnavailable, write_comparison_plot
+    try:
+        write_comparison_plot(prefix + ".png", histories, rows, _compare_title(trainer, args, len(table.y)),
+                              trainer.loss)
+        print(f"figure:     {prefix}.png")
+    except PlotUnavailable as exc:
+        print(f"figure:     not written: {exc}")
+    return EXIT_OK
+
+
+def _num(v):
+    """The one number format of the CLI's tables: thousands separators, 4 significant digits below 1,000."""
+    if isinstance(v, (bool, str)) or v is None:
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf"
+    if v == int(v) or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def comparison_table(rows):
+    """The summary as a fixed-width table, the suggested batch size marked."""
+    cols = [c for c in COMPARE_COLUMNS if not (c[0] == "val_loss" and all(math.isnan(r[c[0]]) for r in rows))]
+    head = [name for _, name, _ in cols]
+    units = [f"({unit})" if unit else "" for _, _, unit in cols]
+    body = [[_num(r[key]) for key, _, _ in cols] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, units, *body)]
+    lines = ["  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in (head, units)]
+    for r, line in zip(rows, body):
+        mark = "  <- suggested" if r["suggested"] else ""
+        lines.append("  ".join(x.rjust(w) for x, w in zip(line, widths)) + mark)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _suggestion_line(rows):
+    pick = [r["batch_size"] for r in rows if r["suggested"]]
+    measured = [r["noise_scale"] for r in rows if not math.isnan(r["noise_scale"])]
+    if not pick:
+        return "no noise-scale estimate (batch 1 carries none): compare batch sizes of 2 or more"
+    import numpy as np
+    scale = float(np.median(measured))  # as compare_batch_sizes picks
+    return (f"suggested batch size: {pick[0]:,} (nearest the measured noise scale, ~ {_num(scale)} records, "
+            "the median over the runs)")
+
+
+def _write_comparison_csv(path, histories, rows):
+    """batch_size,step,epoch,records_seen,seconds,loss: every step of every run, numbered from 1;
+    seconds are the run's steps at its mean speed."""
+    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(COMPARISON_CSV_COLUMNS + "\n")
+        for b, h in sorted(histories.items()):
+            steps = h.step + 1
+            for s, e, rec, sec, loss in zip(steps, h.epoch + 1, h.records_seen, steps / speed[b], h.loss):
+                f.write(f"{b},{s},{e},{rec},{float(sec)!r},{float(loss)!r}\n")
+
+
+def _compare_title(trainer, args, n_records):
+    from .schedule import split_sizes
+    c = trainer.config
+    hidden = ",".join(map(str, c["hidden"])) or "none"
+    rate = f"lr {c['learning_rate']:g}" + (f" scaled {args.scale_lr}" if args.scale_lr else "")
+    n_train, n_val = split_sizes(n_records, c["validation_split"])
+    records = f"{n_train:,} records" + (f", {n_val:,} held out" if n_val else "")
+    return (f"{os.path.basename(args.data)} ({records}): hidden {hidden}, {c['activation']}, "
+            f"{c['optimizer']} {rate}, {c['epochs']:,} epochs, seed {c['seed']}")
+
+
 # ---------------------------------------------------------------------- evaluate / predict
 
 def _features(path, target, n_features, trainer):
@@ -611,7 +772,7 @@ def cmd_demo(args):
 
 
 COMMANDS = {"plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "demo": cmd_demo}
+            "compare": cmd_compare, "demo": cmd_demo}
 
 
 if __name__ == "__main__":  # pragma: no cover
