@@ -5,6 +5,7 @@ training runs on the worker's thread (``worker.py``); one frame timer draws.
 """
 import os
 import re
+import time
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -28,6 +29,7 @@ from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread
 
 FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
+MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
 
 
 def training_records(n, split):
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
         self._grid = None
         self._run_key = None        # the settings the run was started with
         self._converted = None      # (X, X in the run's dtype)
+        self._map_drawn = 0.0
         self.run = RunController(self._make_run, self._launch)
         self.run.stateChanged.connect(lambda _: self._apply_state())
         self.run.runStarted.connect(self._on_run_started)
@@ -610,7 +613,10 @@ class MainWindow(QMainWindow):
         if h is not None and self.trainer is not None:
             self.loss_plot.update_history(h)
         self.loss_plot.redraw()
-        if self.trainer is not None and self.loss_plot.current is not None:
+        now = time.perf_counter()
+        if self.trainer is not None and self.loss_plot.current is not None and (
+                self.state != RUNNING or now - self._map_drawn >= MAP_SECONDS):
+            self._map_drawn = now   # at full speed the map shows the epoch's progress a few times a second
             self.batch_map.show_steps(self.loss_plot.current.n)
         if self.state == RUNNING or h is not None:
             self._update_status()
@@ -633,7 +639,7 @@ class MainWindow(QMainWindow):
         s["epoch"].setText(f"epoch {num(epoch + 1 if step else 0)} / {num(plan.epochs)}")
         s["batch"].setText(f"batch {num(batch + 1 if step else 0)} / {num(spe)}")
         rate = self.run.steps_per_second
-        records = rate * int(plan.batch_sizes().sum()) / spe
+        records = rate * trace.records_per_epoch / spe if trace else float("nan")
         shown = self.state == RUNNING and rate == rate
         s["rate"].setText(f"{num(round(rate))} steps/s · {num(round(records))} records/s" if shown else "")
         s["elapsed"].setText(f"{clock(self.run.elapsed())} · {self.run.status_word()}")
