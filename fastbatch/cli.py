@@ -399,8 +399,10 @@ def cmd_train(args):
     in_main_thread = _in_main_thread()
     if in_main_thread:
         signal.signal(signal.SIGINT, on_sigint)
+    say = progress.write if progress else print
+    noise = [NoiseReport(say)] if trainer.config["track_noise"] else []
     try:
-        trainer.fit(X, y, on_progress=progress)
+        trainer.fit(X, y, on_progress=progress, callbacks=noise)
     except DivergenceError as exc:
         _err(f"fastbatch train: {exc}")
         status = EXIT_DATA
@@ -420,6 +422,8 @@ def cmd_train(args):
     if len(h.val_loss):
         summary.append(f"validation loss {h.val_loss[-1]:.6g}"
                        + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))
+    if trainer.config["track_noise"]:
+        summary.append(noise_suggestion(h))
     summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", plot_line]
     print("\n".join(summary))
     if interrupted:
@@ -466,6 +470,54 @@ def _plot_title(trainer, data):
             f"batch {c['batch_size']}, {trainer.history.loss.size:,} steps")
 
 
+NO_ESTIMATE_AT_1 = ("batch 1 carries no noise-scale estimate (it compares the records within a batch); "
+                    "train with --batch-size 2 or more")
+
+
+class NoiseReport:
+    """A callback for ``--track-noise``: each finished epoch's gradient noise scale, one line (History.noise_scale)."""
+
+    def __init__(self, say):
+        self.say = say
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        try:
+            scales = trainer.history.noise_scale()
+        except ValueError:  # batch 1: said once, at the end
+            return
+        if epoch < len(scales) and not math.isnan(scales[epoch]):
+            self.say(f"epoch {epoch + 1}: noise scale {_approx_records(scales[epoch])}")
+
+
+def _approx_records(scale):
+    """``"~ 640 records"``: two significant digits, for an estimate is no more precise than that."""
+    if math.isinf(scale):
+        return "beyond what this batch can measure (the noise swamps the gradient)"
+    return f"~ {_num(float(f'{scale:.2g}'))} records"
+
+
+def noise_suggestion(history):
+    """One line: the run's measured noise scale (the median of its epochs'), what it means, a batch size to try."""
+    import numpy as np
+    from .compare import suggested_batch_size
+    try:
+        scales = history.noise_scale()
+    except ValueError:
+        return NO_ESTIMATE_AT_1
+    measured = scales[~np.isnan(scales)]
+    if not len(measured):
+        return "no noise-scale estimate: no batch held more than one record"
+    scale = float(np.median(measured))  # over the run, as compare_batch_sizes takes it
+    n = int(history.n_records)
+    candidates = sorted({2 ** k for k in range(n.bit_length()) if 2 ** k <= n} | {n})
+    pick = suggested_batch_size(candidates, scale)
+    if math.isinf(scale):
+        return (f"measured noise scale: beyond what batch {int(history.batch_size.max()):,} can measure (the noise "
+                f"swamps the gradient), so a bigger batch would still pay; try {pick:,}")
+    return (f"measured noise scale {_approx_records(scale)}: batch sizes well below waste steps, well above waste "
+            f"records; try {pick:,}")
+
+
 class Progress:
     """``on_progress`` for ``Trainer.fit``: a tqdm bar when tqdm is installed, else one rewritten text line."""
 
@@ -507,6 +559,17 @@ class Progress:
         self.file.write("\r" + line.ljust(self.last_len))
         self.file.flush()
         self.last_len = len(line)
+
+    def write(self, line):
+        """Print ``line`` on stdout, under the bar (or the progress line), which stays at the bottom."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+            return
+        if self.last_len:
+            self.file.write("\r" + " " * self.last_len + "\r")
+            self.file.flush()
+            self.last_len = 0
+        print(line, flush=True)
 
     def _start(self, total, steps):
         if self._tqdm is not None:
@@ -624,7 +687,7 @@ def _suggestion_line(rows):
         return "no noise-scale estimate (batch 1 carries none): compare batch sizes of 2 or more"
     import numpy as np
     scale = float(np.median(measured))  # as compare_batch_sizes picks
-    return (f"suggested batch size: {pick[0]:,} (nearest the measured noise scale, ~ {_num(scale)} records, "
+    return (f"suggested batch size: {pick[0]:,} (nearest the measured noise scale, {_approx_records(scale)}, "
             "the median over the runs)")
 
 
