@@ -6,7 +6,8 @@
 The seed network (10 -> 32 -> 2, relu, SGD, float32) trains on the seed's random records at
 batch 1. Headless is ``Trainer.fit`` alone; the window is the app (offscreen) pressing Start,
 timed from the click to the end of the run, while a 10 ms timer records the event loop's
-gaps. Peak memory is the process's maximum resident set. Targets (issue #12): the window
+gaps. Each measurement runs in a process of its own, and its peak memory is that process's
+maximum resident set (Python, Qt, the data and the run). Targets (issue #12): the window
 reaches at least 50% of headless steps/s, with gaps under 100 ms and memory under 1 GB.
 """
 import argparse
@@ -14,6 +15,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -69,44 +71,67 @@ def in_window(app, records, epochs):
     return steps / seconds, float(during.max()), float(gaps.max())
 
 
+def measure(part, records, epochs):
+    """One measurement in this process: {"steps_per_s", "gap_ms", "start_gap_ms", "peak_rss_mb"}."""
+    X, y = datasets.make("random", records, 10, seed=0)
+    X = np.ascontiguousarray(X, dtype=np.float32)   # as the window hands it over: the run's dtype
+    out = {}
+    if part == "headless":
+        headless(X, y, 1)   # warm-up: the kernel's thread team and caches
+        out["steps_per_s"] = headless(X, y, epochs)
+    else:
+        del X
+        from PySide6.QtWidgets import QApplication
+        app = QApplication.instance() or QApplication(sys.argv[:1])
+        rate, gap, start_gap = in_window(app, records, epochs)
+        out.update(steps_per_s=rate, gap_ms=gap * 1000, start_gap_ms=start_gap * 1000)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_part(part, records, epochs):
+    """:func:`measure` in a fresh process, so that its peak memory is its own."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--part", part, "--records", str(records),
+           "--steps", str(records * epochs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=1000)
     p.add_argument("--steps", type=int, default=200_000, help="steps per run (a whole number of epochs)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--part", choices=["headless", "window"], help=argparse.SUPPRESS)   # one measurement
     args = p.parse_args(argv)
     epochs = max(1, args.steps // args.records)
-    X, y = datasets.make("random", args.records, 10, seed=0)
-    X = np.ascontiguousarray(X, dtype=np.float32)   # as the window hands it over: the run's dtype
+    if args.part:
+        print(json.dumps(measure(args.part, args.records, epochs)))
+        return None
 
-    from PySide6.QtWidgets import QApplication
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-
-    headless(X, y, 1)   # warm-up: the kernel's thread team and caches
-    rows = {"headless": [], "window": []}
-    gaps, start_gaps = [], []
+    runs = {"headless": [], "window": []}
     for _ in range(args.repeats):   # interleaved, so both see the same machine
-        rows["headless"].append(headless(X, y, epochs))
-        rate, gap, start_gap = in_window(app, args.records, epochs)
-        rows["window"].append(rate)
-        gaps.append(gap)
-        start_gaps.append(start_gap)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    h, w = statistics.median(rows["headless"]), statistics.median(rows["window"])
+        for part in runs:
+            runs[part].append(run_part(part, args.records, epochs))
+    rates = {part: [r["steps_per_s"] for r in rs] for part, rs in runs.items()}
+    h, w = statistics.median(rates["headless"]), statistics.median(rates["window"])
+    gaps = [r["gap_ms"] for r in runs["window"]]
+    start_gaps = [r["start_gap_ms"] for r in runs["window"]]
+    mem = {part: max(r["peak_rss_mb"] for r in rs) for part, rs in runs.items()}
     print(f"seed net 10-32-2, batch 1, {args.records:,} records x {epochs:,} epochs = {args.records * epochs:,} steps,"
-          f" {args.repeats} repeats (medians; min-max)")
-    print(f"{'':10s} {'steps/s':>12s} {'range':>25s} {'share':>7s}")
-    for name, vals in rows.items():
+          f" {args.repeats} repeats (medians; min-max), each measurement in its own process")
+    print(f"{'':10s} {'steps/s':>12s} {'range':>25s} {'share':>7s} {'peak RSS':>10s}")
+    for part, vals in rates.items():
         med = statistics.median(vals)
-        print(f"{name:10s} {med:12,.0f} {min(vals):12,.0f}-{max(vals):<12,.0f} {100 * med / h:6.1f}%")
-    print(f"longest event-loop gap while training: {max(gaps) * 1000:.0f} ms (median over runs "
-          f"{statistics.median(gaps) * 1000:.0f} ms); including the start: {max(start_gaps) * 1000:.0f} ms")
-    print(f"peak memory (max RSS of this process): {peak_mb:,.0f} MB")
+        print(f"{part:10s} {med:12,.0f} {min(vals):12,.0f}-{max(vals):<12,.0f} {100 * med / h:6.1f}% "
+              f"{mem[part]:7,.0f} MB")
+    print(f"longest event-loop gap while training: {max(gaps):.0f} ms (median over runs "
+          f"{statistics.median(gaps):.0f} ms); including the start: {max(start_gaps):.0f} ms")
     result = {"records": args.records, "epochs": epochs, "steps": args.records * epochs,
-              "headless_steps_per_s": rows["headless"], "window_steps_per_s": rows["window"],
-              "window_share": w / h, "longest_gap_ms": max(gaps) * 1000,
-              "longest_gap_with_start_ms": max(start_gaps) * 1000, "peak_rss_mb": peak_mb}
+              "headless_steps_per_s": rates["headless"], "window_steps_per_s": rates["window"],
+              "window_share": w / h, "longest_gap_ms": max(gaps), "longest_gap_with_start_ms": max(start_gaps),
+              "peak_rss_mb": mem["window"], "headless_peak_rss_mb": mem["headless"]}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
