@@ -158,6 +158,14 @@ def build_parser():
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--drop-last", action="store_true", help="drop each epoch's last, short batch")
     p.add_argument("--steps", action="store_true", help="also print every 'Epoch: e, Batch: b, Step: s' line")
+    from ._config import DEFAULTS, DTYPES, OPTIMIZERS
+    g = p.add_argument_group("the network (for the memory a step needs)")
+    g.add_argument("--features", type=_int, help="inputs per record")
+    g.add_argument("--hidden", type=_hidden, help="hidden layer widths like 32,16 "
+                   f"(default: {','.join(map(str, DEFAULTS['hidden']))})")
+    g.add_argument("--outputs", type=_int, help="network outputs (classes, or regression targets)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {DEFAULTS['optimizer']})")
+    g.add_argument("--dtype", choices=DTYPES, help=f"(default: {DEFAULTS['dtype']})")
 
     p = sub.add_parser("train", help="train on a .csv/.npy/.npz file; write history CSV, checkpoint, loss plot")
     p.add_argument("data", help="the data: .csv with a header, .npy (a 2-D array), or .npz with arrays X and y")
@@ -255,14 +263,32 @@ def _describe(exc):
 
 def cmd_plan(args):
     from .schedule import plan, schedule_lines
+    from ._config import DEFAULTS
+    from .schedule import format_bytes
+    network = [args.features, args.outputs]
+    if any(v is not None for v in (*network, args.hidden, args.optimizer, args.dtype)) and None in network:
+        raise UsageError("the memory a step needs takes the network: give --features and --outputs "
+                         "(and --hidden, --optimizer, --dtype, or their defaults)")
+    layers = None
+    if args.features is not None:
+        hidden = DEFAULTS["hidden"] if args.hidden is None else args.hidden
+        layers = (args.features, *hidden, args.outputs)
     try:
-        p = plan(args.records, args.batch_size, args.epochs, args.drop_last)
+        p = plan(args.records, args.batch_size, args.epochs, args.drop_last, layers=layers,
+                 dtype=args.dtype or DEFAULTS["dtype"], optimizer=args.optimizer or DEFAULTS["optimizer"])
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     print(p.describe())
     print(f"steps per epoch: {p.steps_per_epoch}")
     print(f"last batch size: {p.last_batch_size}")
     print(f"total steps: {p.total_steps}")
+    memory = p.step_memory()
+    if memory:
+        print(f"batch {p.effective_batch_size:,}: {format_bytes(memory['total'])} per step "
+              f"(network {'-'.join(map(str, layers))}, {p.optimizer}, {p.dtype})")
+        for part, n in memory.items():
+            if part != "total":
+                print(f"  {part.replace('_', ' ') + ':':<17}{format_bytes(n):>10}")
     if args.steps:
         for line in schedule_lines(args.records, args.batch_size, args.epochs, args.drop_last):
             print(line)
