@@ -133,9 +133,9 @@ class RunTrace:
         self.rates = [label[1]]
         self.base_label = label[0]
         self.spe = plan.steps_per_epoch
-        self.sizes = plan.batch_sizes()
-        self.cum = np.concatenate([[0], np.cumsum(self.sizes)])
-        self.records_per_epoch = int(self.cum[-1])
+        # every batch of an epoch is full but the last (no per-step arrays: an epoch may have millions)
+        self.full_batch, self.last_batch = plan.effective_batch_size, plan.last_batch_size
+        self.records_per_epoch = (self.spe - 1) * self.full_batch + self.last_batch
         self.history = None
         self.blocks = Blocks()
         self.epoch_means = np.empty(0)
@@ -166,6 +166,10 @@ class RunTrace:
         if self.line_epochs[-1] != plan.epochs:
             self.line_epochs.append(plan.epochs)
 
+    def batch_size(self, batch):
+        """Records in batch ``batch`` (0-based, array or scalar) of an epoch."""
+        return np.where(np.asarray(batch) == self.spe - 1, self.last_batch, self.full_batch)
+
     @property
     def text(self):
         rates = " → ".join(num(r) for r in self.rates)
@@ -181,7 +185,7 @@ class RunTrace:
         if axis == "epoch":
             return k / self.spe
         full, part = np.divmod(k, self.spe)
-        return (full * self.records_per_epoch + self.cum[part]).astype(np.float64)
+        return (full * self.records_per_epoch + part * self.full_batch).astype(np.float64)
 
     def x_mid(self, i, axis):
         """x of the middle of the interval of the step with 0-based index ``i``."""
@@ -190,7 +194,7 @@ class RunTrace:
             return i + 0.5
         if axis == "epoch":
             return (i + 0.5) / self.spe
-        return self.x_done(i, axis) + self.sizes[i % self.spe] / 2.0
+        return self.x_done(i, axis) + self.batch_size(i % self.spe) / 2.0
 
     def epoch_x(self, e, axis):
         """x of ``e`` (array, may be fractional) epochs into the run."""
@@ -204,7 +208,7 @@ class RunTrace:
         if axis == "epoch":
             return int(math.floor(x * self.spe))
         full, rem = divmod(max(x, 0.0), self.records_per_epoch)
-        return int(full) * self.spe + int(np.searchsorted(self.cum, rem, side="right")) - 1
+        return int(full) * self.spe + min(int(rem // self.full_batch), self.spe - 1)
 
     # ------------------------------------------------------------------ data in
 
@@ -737,7 +741,7 @@ class LossPlot(pg.PlotWidget):
         loss = float(trace.history.loss[i])
         epoch, batch = divmod(i, trace.spe)
         self.hover_text = (f"step {num(i + 1)} · epoch {num(epoch + 1)} · batch {num(batch + 1)} "
-                           f"({num(int(trace.sizes[batch]))} records)\nloss {loss:.5g}")
+                           f"({num(int(trace.batch_size(batch)))} records)\nloss {loss:.5g}")
         xi = float(trace.x_mid(i, self.axis))
         px = math.log10(xi) if self.log_x else xi
         py = math.log10(loss) if self.log_y and loss > 0 else loss

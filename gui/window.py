@@ -418,7 +418,7 @@ class MainWindow(QMainWindow):
         y = np.asarray(y)
         if y.ndim != 1 or y.dtype.kind not in "iub" or self.controls.config()["task"] == "regression":
             return None
-        return y[train]
+        return y if len(train) == len(y) else y[train]
 
     def _show_surface(self, show):
         self.surface_plot.setVisible(show)
