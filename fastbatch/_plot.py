@@ -147,7 +147,7 @@ def comparison_figure(histories, rows, title="", loss_name=None):
     by_records.set_ylabel(f"loss ({loss_name})" if loss_name else "loss")
     for ax in (by_records, by_seconds):
         ax.grid(True, alpha=0.3)
-    by_records.legend(loc="upper right", fontsize=8, title="epoch means (dots)\nper step, smoothed (faint)",
+    by_seconds.legend(loc="lower left", fontsize=8, title="epoch means (dots)\nper step, smoothed (faint)",
                       title_fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -117,11 +117,16 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-def _add_trainer_options(p):
-    """One flag per Trainer parameter (fastbatch._config.PARAMS): ``--batch-size`` for ``batch_size``."""
+def _add_trainer_options(p, skip=()):
+    """One flag per Trainer parameter (fastbatch._config.PARAMS): ``--batch-size`` for ``batch_size``.
+
+    ``skip``: parameters the command sets itself (they keep no flag, and read as not given)."""
     from ._config import PARAMS
     g = p.add_argument_group("training options (defaults: the Trainer's, except --standardize)")
+    p.set_defaults(**{name: None for name in skip})
     for param in PARAMS:
+        if param.name in skip:
+            continue
         default = CLI_DEFAULTS.get(param.name, param.default)
         default = default if not isinstance(default, tuple) else ",".join(map(str, default))
         kw = {"dest": param.name, "default": None,
@@ -205,7 +210,7 @@ def build_parser():
                                                    "named after it with -compare)")
     p.add_argument("--quiet", action="store_true", help="no word of the task decided")
     p.set_defaults(resume=None)
-    _add_trainer_options(p)
+    _add_trainer_options(p, skip=("track_noise",))  # always on: the noise scale is what compare measures
 
     p = sub.add_parser("demo", help="the seed's demo (as python -m fastbatch)")
     p.add_argument("--steps", action="store_true", help="print every step's line")
@@ -362,14 +367,18 @@ def _decide_task(args, trainer, table):
     from . import _task, datasets
     y = table.y
     name = f"target {table.target!r}" if table.target is not None else "target y"
-    task = _task.decide(y, trainer.config["loss"], name)
+    asked = trainer.config["loss"]
+    task = _task.decide(y, asked, name)
     if task.loss == "cross_entropy" and y.dtype.kind in "iuf" and len(y) and y.max() >= datasets.MAX_CLASSES:
         raise ValueError(f"the {name} of {args.data} has values up to {y.max().item():,}: as class labels that is "
                          f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
     if not args.resume:
         trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
     if not args.quiet:
-        print(re.sub(r"loss='(\w+)'", r"--loss \1", task.reason))
+        reason = task.reason
+        if table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
+            reason = f"{name}: {len(table.classes)} class names -> classification ({task.loss})"
+        print(re.sub(r"loss='(\w+)'", r"--loss \1", reason))
 
 
 def _check_data(args, trainer, table):
@@ -689,7 +698,8 @@ def _num(v):
         return "inf"
     if v == int(v) or abs(v) >= 1000:
         return f"{v:,.0f}"
-    return f"{v:.4g}"
+    import numpy as np  # positional, never 9.5e-05: one format down the column
+    return np.format_float_positional(v, precision=4, unique=False, fractional=False, trim="-")
 
 
 def comparison_table(rows):
@@ -713,6 +723,9 @@ def _suggestion_line(rows):
         return "no noise-scale estimate (batch 1 carries none): compare batch sizes of 2 or more"
     import numpy as np
     scale = float(np.median(measured))  # as compare_batch_sizes picks
+    if math.isinf(scale):
+        return (f"suggested batch size: {pick[0]:,} (the noise scale, the median over the runs, is beyond what "
+                "these batches can measure: the noise swamps the gradient, so bigger batches still pay)")
     return (f"suggested batch size: {pick[0]:,} (nearest the measured noise scale, {_approx_records(scale)}, "
             "the median over the runs)")
 
