@@ -68,3 +68,13 @@ def test_without_a_display_one_clear_line_instead_of_an_abort(tmp_path):
                        timeout=60)
     assert r.returncode == 2
     assert "--offscreen" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_view_and_lesson_flags(tmp_path):
+    r = run_app("--dataset", "blobs", "--records", "300", "--batch-size", "100", "--epochs", "1", "--sorted-by-class",
+                "--no-shuffle", "--log-x", "--smoothing", "0.6", "--full-loss", "--autorun", "--export-history",
+                "h.csv", "--exit-when-done", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "h.csv").read_text().splitlines()) == 1 + 3
+    r = run_app("--smoothing", "1.5", "--exit-when-done", cwd=tmp_path)
+    assert r.returncode == 2 and "--smoothing" in r.stderr
