@@ -514,3 +514,164 @@ def test_regression_evaluate_reports_r2_and_mae(capsys, tmp_path):
                "--quiet")[0] == 0
     code, out, _ = run(capsys, "evaluate", tmp_path / "reg-checkpoint.npz", tmp_path / "reg.npz")
     assert code == 0 and "R2 0.9" in out and "MAE " in out and "accuracy" not in out
+
+
+# ---------------------------------------------------------------------- compare (#14)
+
+COMPARE_OPTS = ["--target", "label", "--hidden", "8", "--epochs", "4", "--learning-rate", "0.05", "--seed", "3"]
+
+
+def read_comparison(path):
+    with open(path) as f:
+        header = f.readline().strip()
+        rows = np.array([[float(v) for v in line.split(",")] for line in f])
+    return header, rows
+
+
+def test_compare_prints_a_table_and_writes_the_comparison_csv(capsys, csv_data, tmp_path):
+    path, X, _ = csv_data
+    prefix = tmp_path / "out" / "cmp"
+    code, out, err = run(capsys, "compare", path, "--batch-sizes", "1,4,full", "--out", prefix, *COMPARE_OPTS)
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["batch", "lr"])
+    assert "steps/s" in lines[head] and "noise scale" in lines[head] and "val loss" not in lines[head]
+    assert lines[head + 1].split() == ["(records)", "(records)", "(records)"]  # the units row
+    table = lines[head + 2:head + 5]
+    assert [line.split()[0] for line in table] == ["1", "4", "300"]
+    assert table[0].split()[4] == "1,200"  # one number format: thousands separators (4 epochs x 300 steps)
+    assert table[0].split()[-1] == "-"     # batch 1 carries no noise-scale estimate
+    assert sum("<- suggested" in line for line in table) == 1
+    assert "suggested batch size:" in out and f"comparison: {prefix}.csv" in out
+    header, rows = read_comparison(f"{prefix}.csv")
+    assert header == "batch_size,step,epoch,records_seen,seconds,loss"
+    for b in (1, 4, 300):
+        run_rows = rows[rows[:, 0] == b]
+        spe = -(-300 // b)
+        assert len(run_rows) == 4 * spe
+        assert list(run_rows[:, 1]) == list(range(1, 4 * spe + 1))          # steps from 1
+        assert list(run_rows[:, 2]) == [1 + i // spe for i in range(4 * spe)]  # epochs from 1
+        assert run_rows[-1, 3] == 4 * 300 and np.all(np.diff(run_rows[:, 4]) > 0)
+
+
+def test_compare_runs_what_train_runs(capsys, csv_data, tmp_path):
+    """The same task rule, standardisation and options as train: each run's losses are train's, bit for bit."""
+    path, _, _ = csv_data
+    code, _, err = run(capsys, "compare", path, "--batch-sizes", "16,32", "--out", tmp_path / "cmp", *COMPARE_OPTS)
+    assert code == 0, err
+    _, rows = read_comparison(tmp_path / "cmp.csv")
+    code, _, err = run(capsys, "train", path, "--batch-size", "16", "--out-dir", tmp_path, "--quiet", *COMPARE_OPTS)
+    assert code == 0, err
+    trained = np.genfromtxt(tmp_path / "points-history.csv", delimiter=",", names=True)
+    assert np.array_equal(rows[rows[:, 0] == 16][:, 5], trained["loss"])
+
+
+def test_compare_writes_a_figure(capsys, csv_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "compare", path, "--batch-sizes", "2,32", "--out", tmp_path / "cmp", *COMPARE_OPTS)
+    assert code == 0, err
+    assert f"figure:     {tmp_path / 'cmp'}.png" in out
+    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from fastbatch._plot import comparison_figure
+    histories, summary = fb.compare_batch_sizes(*datasets.load(path), [2, 32], hidden=(4,), epochs=2)
+    rows = summary.to_dict("records") if hasattr(summary, "to_dict") else summary
+    by_records, by_seconds = comparison_figure(histories, rows, "title").axes
+    assert by_records.get_xlabel() == "records seen" and by_seconds.get_xlabel().startswith("seconds")
+    assert [t.get_text() for t in by_seconds.get_legend().get_texts()] == ["batch 2", "batch 32"]
+
+
+def test_compare_without_matplotlib_writes_the_csv(capsys, csv_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "compare", path, "--batch-sizes", "8", "--out", tmp_path / "cmp", *COMPARE_OPTS)
+    assert code == 0, err
+    assert "figure:     not written: matplotlib is not installed" in out
+    assert (tmp_path / "cmp.csv").exists() and not (tmp_path / "cmp.png").exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--batch-size", "8"], "--batch-sizes, not --batch-size"),
+    (["--batch-sizes", "0,8"], "at least 1"),
+    (["--batch-sizes", "8,big"], "batch sizes like"),
+    (["--scale-lr", "cubic"], "invalid choice"),
+    (["--epochs", "0"], "epochs"),
+])
+def test_compare_usage_errors_exit_2(capsys, csv_data, tmp_path, extra, words):
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "compare", path, "--out", tmp_path / "cmp", *extra)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_comparison_table_format():
+    nan = float("nan")
+    rows = [{"batch_size": b, "learning_rate": 0.01, "steps_per_epoch": spe, "last_batch": 1, "steps": 10 * spe,
+             "steps_per_s": 12345.6, "records_per_s": 1e6, "seconds_per_epoch": 9.5e-5, "train_loss": 0.5,
+             "val_loss": nan, "noise_scale": noise, "suggested": b == 64}
+            for b, spe, noise in ((1, 1500, nan), (64, 24, 700.0), (1500, 1, float("inf")))]
+    text = cli.comparison_table(rows)
+    lines = text.splitlines()
+    assert len({len(line.split("<-")[0].rstrip()) for line in lines[2:]}) <= 2 and "val loss" not in lines[0]
+    assert lines[2].split()[:5] == ["1", "0.01", "1,500", "1", "15,000"]
+    assert "0.000095" in lines[2] and "e-" not in text  # one format: never e-notation
+    assert lines[3].endswith("<- suggested") and lines[4].split()[-1] == "inf"
+    assert cli._suggestion_line(rows).startswith("suggested batch size: 64")
+
+
+# ---------------------------------------------------------------------- train --track-noise (#14)
+
+def test_train_track_noise_prints_each_epoch_and_a_suggestion(capsys, csv_data, tmp_path):
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "train", path, "--batch-size", "16", "--track-noise", "--quiet",
+                         "--out-dir", tmp_path, *COMPARE_OPTS)
+    assert code == 0, err
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+    assert all("noise scale" in line for line in epoch_lines)
+    last = next(line for line in out.splitlines() if line.startswith("measured noise scale"))
+    assert "well below waste steps, well above waste records; try " in last
+    pick = int(last.rsplit("try ", 1)[1].replace(",", ""))
+    assert pick == 300 or pick & (pick - 1) == 0  # a power of two, or all the records
+
+
+def test_train_track_noise_at_batch_1_says_there_is_no_estimate(capsys, csv_data, tmp_path):
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "train", path, "--batch-size", "1", "--track-noise", "--quiet",
+                         "--out-dir", tmp_path, *COMPARE_OPTS[:-4])
+    assert code == 0, err
+    assert "batch 1 carries no noise-scale estimate" in out and "epoch 1:" not in out
+
+
+def noise_history(g2, S, batch=32, steps=10, n_records=1000):
+    noise = np.tile([g2, S], (steps, 1)).astype(np.float64)
+    return fb.History(np.ones(steps), np.full(steps, 0.01), [batch] * steps, steps, n_records, noise=noise)
+
+
+def test_noise_suggestion_reads_the_history():
+    # B = 32: B_simple = 32 (S - g2) / (32 g2 - S) = 640 with g2 = 1, S = 32 * 641 / 672
+    h = noise_history(1.0, 32 * 641 / 672)
+    assert h.noise_scale() == pytest.approx([640.0])
+    line = cli.noise_suggestion(h)
+    assert line.startswith("measured noise scale ~ 640 records") and line.endswith("try 512")
+    swamped = cli.noise_suggestion(noise_history(1.0, 64.0))  # |G|^2 estimated below 0: the noise swamps it
+    assert "beyond what batch 32 can measure" in swamped and swamped.endswith("try 1,000")
+
+
+# ---------------------------------------------------------------------- plan: memory per step (#14)
+
+def test_plan_shows_the_memory_a_step_needs(capsys):
+    code, out, err = run(capsys, "plan", "--records", 60000, "--batch-size", 64, "--epochs", 1, "--features", 784,
+                         "--hidden", "256,128", "--outputs", 10, "--optimizer", "sgd", "--dtype", "float64")
+    assert code == 0, err
+    memory = fb.plan(60000, 64, 1, layers=(784, 256, 128, 10), dtype="float64", optimizer="sgd").step_memory()
+    from fastbatch.schedule import format_bytes
+    assert f"batch 64: {format_bytes(memory['total'])} per step" in out
+    assert "784-256-128-10, sgd, float64" in out and "optimizer state:" in out
+
+
+def test_plan_memory_needs_the_network(capsys):
+    code, out, err = run(capsys, "plan", "--records", 100, "--batch-size", 8, "--epochs", 1, "--hidden", "4")
+    assert code == 2 and "--features and --outputs" in err and out == ""
+    code, out, _ = run(capsys, "plan", "--records", 100, "--batch-size", 8, "--epochs", 1)
+    assert code == 0 and "per step" not in out
