@@ -307,7 +307,8 @@ class MainWindow(QMainWindow):
         c = self.controls.config()
         if c["dataset"] == "file":
             X, _ = self.data()
-            self.controls.show_data_shape(*X.shape[:2]) if X.ndim == 2 else None
+            if X.ndim == 2:
+                self.controls.show_data_shape(*X.shape)   # the boxes follow the file
             return X.shape[0]
         if c["dataset"] in datasets.TWO_FEATURE and c["features"] < 2:
             raise ValueError(f"the {c['dataset']} dataset needs at least 2 features")
@@ -348,8 +349,8 @@ class MainWindow(QMainWindow):
             notes.append(f"Start continues the finished run to {count(plan.epochs, 'epoch')}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
-        task = self._task()
-        if task is not None and (c["dataset"] == "file" or c["task"] != "auto"):
+        task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
+        if task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
         note = "".join(f"<br><span style='color:#8a5a00'>{n}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{text}</span>{note}")
