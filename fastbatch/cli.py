@@ -12,7 +12,9 @@ Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop); the t
 flags are made from the Trainer's parameter table (``_config.PARAMS``). ``train`` says which
 task it picked and why, standardizes the features unless ``--no-standardize``, and records
 the data's fingerprint, target column and class names in the checkpoint: ``--resume`` refuses
-other data unless ``--force``, and ``evaluate``/``predict`` use the names. Exit codes:
+other data unless ``--force``, and ``evaluate``/``predict`` use the names. ``compare`` runs
+:func:`fastbatch.compare_batch_sizes` with train's options, task rule and standardisation, and
+``train --track-noise`` reports the gradient noise scale (``History.noise_scale``). Exit codes:
 0 done, 1 bad files, columns or data (or a diverged run), 2 bad usage or options,
 130 interrupted (after saving a checkpoint to resume from).
 """
@@ -655,16 +657,16 @@ def cmd_compare(args):
         trainer = Trainer(**{**CLI_DEFAULTS, **opts})  # checks every option before any data is read
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+    prefix = args.out if args.out is not None else os.path.join(_default_out_dir(args.data),
+                                                                _stem(args.data) + "-compare")
+    if os.path.isdir(prefix):
+        raise UsageError(f"--out {prefix} is a folder; give a prefix like {os.path.join(prefix, 'compare')}")
     from . import datasets
     table = datasets.load_table(args.data, args.target)
     _decide_task(args, trainer, table)
     from .schedule import split_sizes
     n_train, _ = split_sizes(len(table.y), trainer.config["validation_split"])
     sizes = sorted({n_train if b == "full" else b for b in args.batch_sizes})
-    prefix = args.out if args.out is not None else os.path.join(_default_out_dir(args.data),
-                                                                _stem(args.data) + "-compare")
-    if os.path.isdir(prefix):
-        raise UsageError(f"--out {prefix} is a folder; give a prefix like {os.path.join(prefix, 'compare')}")
     if os.path.dirname(prefix):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
     params = {**CLI_DEFAULTS, **opts, "loss": trainer.loss}
