@@ -535,16 +535,13 @@ def _approx_records(scale):
 
 def noise_suggestion(history):
     """One line: the run's measured noise scale (the median of its epochs'), what it means, a batch size to try."""
-    import numpy as np
     from .compare import suggested_batch_size
     try:
-        scales = history.noise_scale()
+        scale = history.run_noise_scale()
     except ValueError:
         return NO_ESTIMATE_AT_1
-    measured = scales[~np.isnan(scales)]
-    if not len(measured):
+    if math.isnan(scale):
         return "no noise-scale estimate: no batch held more than one record"
-    scale = float(np.median(measured))  # over the run, as compare_batch_sizes takes it
     n = int(history.n_records)
     candidates = sorted({2 ** k for k in range(n.bit_length()) if 2 ** k <= n} | {n})
     pick = suggested_batch_size(candidates, scale)
@@ -641,12 +638,11 @@ COMPARE_COLUMNS = [  # (summary key, heading, unit)
     ("last_batch", "last batch", "records"), ("steps", "steps", ""), ("steps_per_s", "steps/s", ""),
     ("records_per_s", "records/s", ""), ("seconds_per_epoch", "s/epoch", ""), ("train_loss", "train loss", ""),
     ("val_loss", "val loss", ""), ("noise_scale", "noise scale", "records")]
-COMPARISON_CSV_COLUMNS = "batch_size,step,epoch,records_seen,seconds,loss"
 
 
 def cmd_compare(args):
     """``fastbatch compare``: :func:`fastbatch.compare_batch_sizes` with train's options, task rule and data."""
-    from .compare import compare_batch_sizes
+    from .compare import compare_batch_sizes, write_comparison_csv
     from .trainer import Trainer
     opts = _trainer_options(args)
     if "batch_size" in opts:
@@ -677,7 +673,7 @@ def cmd_compare(args):
     rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
     print(comparison_table(rows))
     print(_suggestion_line(rows))
-    _write_comparison_csv(prefix + ".csv", histories, rows)
+    write_comparison_csv(prefix + ".csv", histories, rows)
     print(f"comparison: {prefix}.csv")
     from ._plot import PlotUnavailable, write_comparison_plot
     try:
@@ -719,29 +715,16 @@ def comparison_table(rows):
 
 
 def _suggestion_line(rows):
+    from .compare import pooled_noise_scale
     pick = [r["batch_size"] for r in rows if r["suggested"]]
-    measured = [r["noise_scale"] for r in rows if not math.isnan(r["noise_scale"])]
     if not pick:
         return "no noise-scale estimate (batch 1 carries none): compare batch sizes of 2 or more"
-    import numpy as np
-    scale = float(np.median(measured))  # as compare_batch_sizes picks
+    scale = pooled_noise_scale(rows)
     if math.isinf(scale):
         return (f"suggested batch size: {pick[0]:,} (the noise scale, the median over the runs, is beyond what "
                 "these batches can measure: the noise swamps the gradient, so bigger batches still pay)")
     return (f"suggested batch size: {pick[0]:,} (nearest the measured noise scale, {_approx_records(scale)}, "
             "the median over the runs)")
-
-
-def _write_comparison_csv(path, histories, rows):
-    """batch_size,step,epoch,records_seen,seconds,loss: every step of every run, numbered from 1;
-    seconds are the run's steps at its mean speed."""
-    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(COMPARISON_CSV_COLUMNS + "\n")
-        for b, h in sorted(histories.items()):
-            steps = h.step + 1
-            for s, e, rec, sec, loss in zip(steps, h.epoch + 1, h.records_seen, steps / speed[b], h.loss):
-                f.write(f"{b},{s},{e},{rec},{float(sec)!r},{float(loss)!r}\n")
 
 
 def _compare_title(trainer, args, n_records):

@@ -16,6 +16,7 @@ from ._validation import check_int
 from .trainer import Trainer
 
 LR_SCALINGS = (None, "linear", "sqrt")
+COMPARISON_COLUMNS = ("batch_size", "step", "epoch", "records_seen", "seconds", "loss")
 
 
 def scaled_learning_rate(learning_rate, batch_size, reference_batch_size, rule):
@@ -36,6 +37,12 @@ def suggested_batch_size(batch_sizes, noise_scale):
     if np.isinf(noise_scale):
         return max(batch_sizes)
     return min(batch_sizes, key=lambda b: abs(math.log(b) - math.log(noise_scale)))
+
+
+def pooled_noise_scale(rows):
+    """The comparison's noise scale: the median of its runs' (NaN when none has an estimate)."""
+    estimates = [r["noise_scale"] for r in rows if not np.isnan(r["noise_scale"])]
+    return float(np.median(estimates)) if estimates else math.nan
 
 
 def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, **trainer_params):
@@ -70,9 +77,7 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         seconds = time.perf_counter() - t0
         histories[b] = h
         try:
-            scales = h.noise_scale()
-            measured = scales[~np.isnan(scales)]
-            noise = float(np.median(measured)) if len(measured) else math.nan  # over the whole run
+            noise = h.run_noise_scale()
         except ValueError:  # batch 1: no estimate
             noise = math.nan
         epochs = max(len(h.epoch_loss), 1)
@@ -81,8 +86,8 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
                      "steps_per_s": h.n_steps / seconds, "records_per_s": float(h.records_seen[-1]) / seconds,
                      "seconds_per_epoch": seconds / epochs, "train_loss": float(h.epoch_loss[-1]),
                      "val_loss": float(h.val_loss[-1]) if len(h.val_loss) else math.nan, "noise_scale": noise})
-    estimates = [r["noise_scale"] for r in rows if not np.isnan(r["noise_scale"])]
-    pick = suggested_batch_size(sizes, float(np.median(estimates)) if estimates else None)
+    pooled = pooled_noise_scale(rows)
+    pick = suggested_batch_size(sizes, None if math.isnan(pooled) else pooled)
     for r in rows:
         r["suggested"] = r["batch_size"] == pick
     try:
@@ -90,3 +95,23 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         return histories, pd.DataFrame(rows)
     except ImportError:
         return histories, rows
+
+
+def comparison_rows(histories, rows):
+    """Every step of every run as (batch_size, step, epoch, records_seen, seconds, loss), steps and
+    epochs numbered from 1; seconds are the run's steps at its mean speed (``rows``' steps_per_s)."""
+    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
+    for b, h in sorted(histories.items()):
+        steps = h.step + 1
+        yield from zip([b] * h.n_steps, steps.tolist(), (h.epoch + 1).tolist(), h.records_seen.tolist(),
+                       (steps / speed[b]).tolist(), h.loss.tolist())
+
+
+def write_comparison_csv(path, histories, rows):
+    """The comparison as CSV: ``batch_size,step,epoch,records_seen,seconds,loss``."""
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(COMPARISON_COLUMNS) + "\n")
+        for b, step, epoch, rec, sec, loss in comparison_rows(histories, rows):
+            f.write(f"{b},{step},{epoch},{rec},{sec!r},{loss!r}\n")

@@ -149,6 +149,12 @@ class History:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(count == 0, np.nan, np.where(den > 0, num / den, np.inf))
 
+    def run_noise_scale(self):
+        """The run's noise scale: the median of its epochs' (NaN when no epoch has an estimate)."""
+        scales = self.noise_scale()
+        measured = scales[~np.isnan(scales)]
+        return float(np.median(measured)) if len(measured) else float("nan")
+
     def as_dict(self):
         """Plain arrays, e.g. for ``np.savez`` or a DataFrame."""
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch,
