@@ -96,7 +96,11 @@ class Hooks:
             logs = tr._state.epoch_metrics[e]
             parts = [f"Epoch {e + 1}/{budget}", f"{steps:,} step{'s' if steps != 1 else ''}",
                      f"{per_epoch * 1000:.3g} ms" if per_epoch < 1 else f"{per_epoch:.3g} s"] + [f"{k}: {v:.4g}" for k, v in logs.items()]
-            print(" - ".join(parts), flush=True)
+            line = " - ".join(parts)
+            if callable(self.verbose):
+                self.verbose(line)
+            else:
+                print(line, flush=True)
 
     def progress(self, force=False):
         if self.on_progress is None:

@@ -439,7 +439,7 @@ def cmd_train(args):
     say = progress.write if progress else print
     noise = [NoiseReport(say)] if trainer.config["track_noise"] else []
     try:
-        trainer.fit(X, y, on_progress=progress, callbacks=noise)
+        trainer.fit(X, y, on_progress=progress, callbacks=noise, verbose=say if progress else 0)
     except DivergenceError as exc:
         _err(f"fastbatch train: {exc}")
         status = EXIT_DATA

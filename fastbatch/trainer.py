@@ -355,8 +355,9 @@ class Trainer:
             Shorthand for ``trainer.epochs = epochs`` first: extends a run (never shortens it).
         sample_weight : array-like (n_records,), optional
             Per-record weights: a step's loss is ``sum(w_i * l_i) / sum(w_i)`` over its batch.
-        verbose : {0, 1}
-            1 prints one line per finished epoch (epoch, steps, time, loss, metrics, validation).
+        verbose : {0, 1} or callable(str)
+            1 prints one line per finished epoch (epoch, steps, time, loss, metrics, validation);
+            a callable gets each line instead (e.g. a progress bar's ``write``).
         """
         if steps is not None:
             steps = V.check_int("steps", steps, 1)
@@ -364,7 +365,8 @@ class Trainer:
             n_outputs = V.check_int("n_outputs", n_outputs, 1)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable, got {on_progress!r}")
-        verbose = V.check_int("verbose", verbose, 0, 1)
+        if not callable(verbose):
+            verbose = V.check_int("verbose", verbose, 0, 1)
         callbacks = _check_callbacks(callbacks)
         with self._fitting() as stop:
             if epochs is not None:
