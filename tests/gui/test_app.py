@@ -45,11 +45,15 @@ def test_every_flag_reaches_its_control(tmp_path):
 
 @pytest.mark.parametrize("args", [["--batch-size", "0"], ["--epochs", "x"], ["--optimizer", "lbfgs"],
                                   ["--records", "10", "--batch-size", "64", "--drop-last"],
-                                  ["--data", "missing.csv"], ["--target", "label"]])
-def test_bad_flags_are_usage_errors(tmp_path, args):
-    r = run_app(*args, "--exit-when-done", cwd=tmp_path)
-    assert r.returncode == 2
-    assert "error:" in r.stderr
+                                  ["--data", "missing.csv"], ["--target", "label"], ["--smoothing", "1.5"]])
+def test_bad_flags_are_usage_errors(tmp_path, monkeypatch, capsys, args):
+    from fastbatch_gui.app import build_parser, check_args
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exc:   # argparse's usage error: exit 2, before any window
+        check_args(parser, parser.parse_args([*args, "--exit-when-done"]))
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_step_batches_full_loss_and_scaled_rate_flags(tmp_path):
@@ -70,11 +74,17 @@ def test_without_a_display_one_clear_line_instead_of_an_abort(tmp_path):
     assert "--offscreen" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_view_and_lesson_flags(tmp_path):
-    r = run_app("--dataset", "blobs", "--records", "300", "--batch-size", "100", "--epochs", "1", "--sorted-by-class",
-                "--no-shuffle", "--log-x", "--smoothing", "0.6", "--full-loss", "--autorun", "--export-history",
-                "h.csv", "--exit-when-done", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert len((tmp_path / "h.csv").read_text().splitlines()) == 1 + 3
-    r = run_app("--smoothing", "1.5", "--exit-when-done", cwd=tmp_path)
-    assert r.returncode == 2 and "--smoothing" in r.stderr
+def test_view_and_lesson_flags_reach_their_controls(window):
+    from fastbatch_gui.app import apply_args, build_parser, check_args
+    parser = build_parser()
+    args = parser.parse_args(["--dataset", "blobs", "--records", "300", "--sorted-by-class", "--no-shuffle",
+                              "--log-x", "--smoothing", "0.6", "--full-loss", "--scale-lr", "sqrt",
+                              "--reference-batch", "32"])
+    check_args(parser, args)
+    apply_args(window, args)
+    c = window.controls.config()
+    assert (c["dataset"], c["records"], c["features"], c["sorted_by_class"], c["shuffle"]) == \
+        ("blobs", 300, 2, True, False)
+    assert (c["lr_scaling"], c["reference_batch"]) == ("sqrt", 32)
+    assert window.log_x_check.isChecked() and window.full_loss_check.isChecked()
+    assert window.smoothing_slider.value() == 60 and window.loss_plot.smoothing == 0.6
