@@ -151,10 +151,14 @@ class BatchMap(pg.PlotWidget):
         if batch >= 0 and self.rows_are_batches:
             self.box.setRect(QRectF(0, batch, int(plan.batch_sizes()[batch]), 1))
             self.box.setVisible(True)
-        elif batch >= 0:
-            lo, hi = batch * B / self.block, (batch * B + int(plan.batch_sizes()[batch])) / self.block
-            r = int(lo // self.cols)
-            self.box.setRect(QRectF(lo - r * self.cols, r, max(hi - lo, 0.6), 1))
+        elif batch >= 0:   # cells lo..hi (in cell units) hold the batch: outline them, or the rows they span
+            size = plan.last_batch_size if batch == spe - 1 else B
+            lo, hi = batch * B / self.block, (batch * B + size) / self.block
+            r0, r1 = int(lo // self.cols), max(int(math.ceil(hi / self.cols)), int(lo // self.cols) + 1)
+            if r1 - r0 == 1:
+                self.box.setRect(QRectF(lo - r0 * self.cols, r0, max(hi - lo, 0.6), 1))
+            else:
+                self.box.setRect(QRectF(0, r0, self.cols, r1 - r0))
             self.box.setVisible(True)
         else:
             self.box.setVisible(False)

@@ -59,3 +59,12 @@ def test_many_records_are_blocks(qtbot):
     assert bmap.epoch_shown() == 1 and bmap.current_batch == 50_000
     text = bmap.describe_cell(0, 0)
     assert text.startswith(f"{bmap.block} records from record {fb.epoch_order(100_000, 0, 1)[0]:,}")
+
+
+def test_a_batch_of_many_rows_is_outlined_whole(qtbot):
+    bmap = BatchMap()
+    qtbot.addWidget(bmap)
+    bmap.set_run(fb.plan(1000, 1000, 3), 0, True, None)   # one step per epoch: every record in the batch
+    bmap.show_steps(2)
+    r = bmap.box.rect()
+    assert (r.x(), r.y(), r.width(), r.height()) == (0, 0, bmap.cols, bmap.n_rows)
