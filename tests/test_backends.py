@@ -140,3 +140,13 @@ def test_the_kernel_names_a_misshapen_or_mistyped_array():
         _kernel.train_steps(**{**base, "theta": r.theta.astype(np.float64)})
     with pytest.raises(ValueError, match="losses must have shape"):
         _kernel.train_steps(**{**base, "n_steps": 2, "lrs": np.ones(2)})
+
+
+def test_the_callers_floating_point_mode_is_restored():
+    # the kernel flushes subnormals to zero during a call, on every thread; the caller's mode comes back
+    X, y = make_data(n=300, d=40, loss="cross_entropy")
+    tiny = np.array([1e-39], np.float32)
+    assert (tiny * np.float32(1.0))[0] != 0  # subnormals survive here
+    train("cython", X, y, hidden=(48,), batch_size=128, dtype="float32", n_threads=2, split_columns=False)
+    train("cython", X, y, hidden=(48,), batch_size=8, dtype="float32")
+    assert (tiny * np.float32(1.0))[0] != 0
