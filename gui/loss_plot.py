@@ -685,12 +685,17 @@ class LossPlot(pg.PlotWidget):
             line.setZValue(20)
             pi.addItem(line, ignoreBounds=True)
             self.epoch_labels.append(line)
+        vb = pi.getViewBox()
+        (d0, d1), _ = vb.viewRange()
+        px = max(vb.width(), 1) / max(d1 - d0, 1e-12)
         for i, line in enumerate(self.epoch_labels):
             if i < len(want):
                 e, x = want[i]
-                line.label.setFormat(f"epoch {e + 1}" if i == 0 or len(want) <= 8 else str(e + 1))
+                text = f"epoch {e + 1}" if i == 0 or len(want) <= 8 else str(e + 1)
+                half = (7 * len(text) + 10) / 2 / px     # about half the label's width: kept inside the plot
+                line.label.setFormat(text)
                 line.label.setColor(trace.color)
-                line.setValue(x)
+                line.setValue(min(max(x, d0 + half), d1 - half))
                 line.setVisible(True)
             else:
                 line.setVisible(False)
