@@ -167,7 +167,8 @@ def apply_args(window, args):
     if args.full_loss:
         window.full_loss_check.setChecked(True)
     if args.smoothing is not None:
-        window.smoothing_slider.setValue(round(100 * args.smoothing))
+        from .window import SMOOTHING_STEPS
+        window.smoothing_slider.setValue(round(SMOOTHING_STEPS * args.smoothing))
 
 
 def _headless():

@@ -329,6 +329,7 @@ class LossPlot(pg.PlotWidget):
             self._remove_trace(self.runs[0])
         self._clear_lr_lines()
         trace = RunTrace(self.getPlotItem(), (label, rate), color, plan)
+        trace.blocks.weight = self.smoothing   # smoothed from its first step
         self.runs.append(trace)
         for r in self.runs:
             r.set_current(r is trace)
@@ -584,8 +585,9 @@ class LossPlot(pg.PlotWidget):
             r.raw.setData(x, y, symbol="o" if markers else None, symbolSize=5, symbolBrush=r.color,
                           symbolPen=None)
             color = pg.mkColor(r.color)
-            if w > 0:
-                color.setAlpha(45)   # the raw curve stays faint behind the smoothed one
+            if w > 0:   # the raw curve stays faint behind the smoothed one: a light, opaque tint (an
+                # alpha would add up where thousands of min/max segments overlap)
+                color = pg.mkColor(*(int(0.22 * c + 0.78 * 255) for c in color.getRgb()[:3]))
             r.raw.setPen(pg.mkPen(color, width=1))
             if sy is not None:
                 r.smooth.setData(sx, sy)
@@ -604,9 +606,9 @@ class LossPlot(pg.PlotWidget):
             item.setData(xs[::stride], vs[::stride], symbol=None if many else symbol, pen=pen)
         fx = r.x_done(np.asarray(r.full_steps, dtype=np.int64), axis) if r.full_steps else np.empty(0)
         r.full_item.setData(fx, np.asarray(r.full_loss))
-        out = [y]
-        if sy is not None:
-            out.append(sy)
+        # what sets the y range: with smoothing on, the smoothed curve (the raw one stays faint behind it,
+        # and its spikes may leave the view)
+        out = [y] if sy is None else [sy]
         for xs, vs in ((r.epoch_x(np.arange(len(m)) + 0.5, axis), m), (r.epoch_x(np.arange(1, len(v) + 1), axis), v),
                        (fx, np.asarray(r.full_loss))):
             if len(vs):
@@ -693,10 +695,10 @@ class LossPlot(pg.PlotWidget):
                 e, x = want[i]
                 text = f"epoch {e + 1}" if i == 0 or len(want) <= 8 else str(e + 1)
                 half = (7 * len(text) + 10) / 2 / px     # about half the label's width: kept inside the plot
+                line.setVisible(True)   # first: a hidden label does not take a new text
                 line.label.setFormat(text)
                 line.label.setColor(trace.color)
                 line.setValue(min(max(x, d0 + half), d1 - half))
-                line.setVisible(True)
             else:
                 line.setVisible(False)
 

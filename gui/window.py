@@ -29,6 +29,7 @@ from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread
 
 FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
+SMOOTHING_STEPS = 1000   # the smoothing slider moves in steps of 0.001
 MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
 
 
@@ -146,7 +147,7 @@ class MainWindow(QMainWindow):
                                         "path, without the sampling noise of single batches")
         self.smoothing_slider = QSlider(Qt.Horizontal)
         self.smoothing_slider.setObjectName("smoothingSlider")
-        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setRange(0, SMOOTHING_STEPS - 1)   # 0 to 0.999, as TensorBoard
         self.smoothing_slider.setFixedWidth(110)
         self.smoothing_slider.setToolTip("smoothing: an exponential moving average of the per-step loss "
                                          "(as TensorBoard's slider); the raw curve stays faint behind it")
@@ -599,8 +600,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ drawing
 
     def _smoothing_changed(self, value):
-        self.smoothing_label.setText(f"smoothing {value / 100:.2f}")
-        self.loss_plot.set_smoothing(value / 100)
+        self.smoothing_label.setText(f"smoothing {value / SMOOTHING_STEPS:.3g}")
+        self.loss_plot.set_smoothing(value / SMOOTHING_STEPS)
 
     def _on_frame(self):
         h, self._latest = self._latest, None

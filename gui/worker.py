@@ -171,11 +171,13 @@ class TrainingWorker(QObject):
         return st
 
     def _next_full_point(self, job, st, after=None):
-        """The next step count (> ``after``) at which to measure: every ``every`` steps and each epoch end."""
+        """The next step count (> ``after``) at which to measure: every ``every`` steps and, while that is
+        less than an epoch, each epoch end (``every`` is then a whole number of epochs)."""
         s = job.trainer.step if after is None else after
         spe = job.plan.steps_per_epoch
         every = st["every"]
-        return min((s // every + 1) * every, (s // spe + 1) * spe)
+        nxt = (s // every + 1) * every
+        return nxt if every >= spe else min(nxt, (s // spe + 1) * spe)
 
     def _measure_full_loss(self, job, st, forced=False):
         over = st["eval_seconds"] > self.FULL_LOSS_FREE + self.FULL_LOSS_SHARE * st["train_seconds"]
@@ -188,7 +190,9 @@ class TrainingWorker(QObject):
         st["last"] = job.trainer.step
         if st["steps_timed"]:
             per_step = st["train_seconds"] / st["steps_timed"]
-            st["every"] = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))))
+            every = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))))
+            spe = job.plan.steps_per_epoch
+            st["every"] = every if every < spe else math.ceil(every / spe) * spe   # at epoch ends then
         self.fullLoss.emit(job.trainer.step, float(loss))
 
     # ------------------------------------------------------------------ one stepped batch

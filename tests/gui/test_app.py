@@ -87,4 +87,4 @@ def test_view_and_lesson_flags_reach_their_controls(window):
         ("blobs", 300, 2, True, False)
     assert (c["lr_scaling"], c["reference_batch"]) == ("sqrt", 32)
     assert window.log_x_check.isChecked() and window.full_loss_check.isChecked()
-    assert window.smoothing_slider.value() == 60 and window.loss_plot.smoothing == 0.6
+    assert window.smoothing_slider.value() == 600 and window.loss_plot.smoothing == 0.6

@@ -141,7 +141,7 @@ def test_markers_only_while_few_points_and_the_smoothing_slider(qtbot, window):
     plot.redraw(force=True)
     assert plot.current.raw.opts["symbol"] is None        # 600 points: a line
     slider = window.findChild(QSlider, "smoothingSlider")
-    slider.setValue(60)
+    slider.setValue(600)
     plot.redraw(force=True)
     loss = window.trainer.history.loss
     # TensorBoard's debiased EMA
