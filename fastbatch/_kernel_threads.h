@@ -114,6 +114,7 @@ typedef struct {
     int gen;        /* round number; waiters watch it change */
     int sleepers;   /* waiters asleep on gen */
     int no_spin;    /* waits left that sleep at once (the cores looked oversubscribed) */
+    long long starved_ns; /* time waits spent beyond their spin: a member was off its core */
 } fb_barrier;
 
 /* spin: 0 when the caller already knows the cores are oversubscribed (waiters sleep at once). */
@@ -124,6 +125,7 @@ static void fb_barrier_init(fb_barrier *b, int n, int spin)
     b->gen = 0;
     b->sleepers = 0;
     b->no_spin = spin ? 0 : 0x7fffffff;
+    b->starved_ns = 0;
 }
 
 /* Returns once all b->n threads have called it; memory written before is visible after. */
@@ -162,10 +164,12 @@ static void fb_barrier_wait(fb_barrier *b)
         }
         __atomic_store_n(&b->no_spin, FB_NO_SPIN_WAITS, __ATOMIC_RELAXED);
     }
+    deadline = fb_clock();
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->gen, __ATOMIC_SEQ_CST) == gen)
         fb_sleep_while(&b->gen, gen);  /* returns at once if gen has already moved on */
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&b->starved_ns, (long long)((fb_clock() - deadline) * 1e9), __ATOMIC_RELAXED);
 }
 
 /* ---- teams */
