@@ -74,7 +74,8 @@ class TrainingWorker(QObject):
     PROGRESS_SECONDS = 0.03   # ~30 reports a second at most, however fast the steps are
     SURFACE_SECONDS = 0.25    # the surface is evaluated at most this often
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
-    FULL_LOSS_FREE = 0.05     # ...after this many seconds of it, so a short lesson gets every point
+    FULL_LOSS_FREE = 0.05     # ...after this many seconds of it
+    LESSON_STEPS = 2000       # runs this short get a full-loss point after every step
 
     def __init__(self):
         super().__init__()
@@ -118,7 +119,9 @@ class TrainingWorker(QObject):
             dt = time.perf_counter() - t0
             done = tr.step - s0
             full["train_seconds"] += dt
-            full["steps_timed"] += done
+            if done >= min(16, job.plan.steps_per_epoch):   # calls long enough to hide a call's fixed cost
+                full["rate_seconds"] += dt
+                full["rate_steps"] += done
             # next chunk: about CHUNK_SECONDS of steps (more when a call's fixed cost is high), growing at
             # most 4x a call
             if n <= 4:
@@ -142,8 +145,8 @@ class TrainingWorker(QObject):
                 self._emit_surface(job)
         history = tr.history
         self._send_means(history, job)
-        if job.full_loss and full["last"] != tr.step and tr.step > 0 and job.steps is not None:
-            self._measure_full_loss(job, full, forced=True)   # a stepped lesson sees every point
+        if job.full_loss and full["last"] != tr.step and tr.step > 0:
+            self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
         if job.grid is not None:
             self._emit_surface(job)
         if stepping and tr.step == target:
@@ -165,8 +168,10 @@ class TrainingWorker(QObject):
         key = id(job.trainer)
         st = self._full.get(key)
         if st is None or st["trainer"] is not job.trainer:
-            st = {"trainer": job.trainer, "every": 1, "eval_seconds": 0.0, "train_seconds": 0.0,
-                  "steps_timed": 0, "last": -1, "overhead": float("inf")}
+            lesson = job.plan.total_steps <= self.LESSON_STEPS
+            st = {"trainer": job.trainer, "every": 1 if lesson else job.plan.steps_per_epoch,
+                  "eval_seconds": 0.0, "train_seconds": 0.0,
+                  "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf")}
             self._full = {key: st}
         return st
 
@@ -188,8 +193,10 @@ class TrainingWorker(QObject):
         cost = time.perf_counter() - t0
         st["eval_seconds"] += cost
         st["last"] = job.trainer.step
-        if st["steps_timed"]:
-            per_step = st["train_seconds"] / st["steps_timed"]
+        if job.plan.total_steps <= self.LESSON_STEPS:
+            st["every"] = 1          # a lesson-sized run gets a point after every step
+        elif st["rate_steps"]:
+            per_step = st["rate_seconds"] / st["rate_steps"]
             every = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))))
             spe = job.plan.steps_per_epoch
             st["every"] = every if every < spe else math.ceil(every / spe) * spe   # at epoch ends then
