@@ -1,0 +1,65 @@
+"""The training worker called directly (no thread): chunks, stops, the full-loss schedule, a stepped batch."""
+import types
+
+import numpy as np
+
+import fastbatch as fb
+from fastbatch import datasets
+from fastbatch_gui.worker import Job, TrainingWorker, batch_records
+
+
+def make_job(steps=None, **kw):
+    X, y = datasets.make("moons", 1000, 2, seed=0)
+    tr = fb.Trainer(batch_size=10, epochs=3, learning_rate=0.1, optimizer="sgd")
+    return Job(tr, X, y, steps, train_X=X, train_y=y, plan=fb.plan(1000, 10, 3), **kw)
+
+
+def test_batch_records_are_the_epochs_order():
+    plan = fb.plan(100, 30, 2)
+    assert np.array_equal(batch_records(plan, 5, True, 5), fb.epoch_order(100, 5, 1, True)[30:60])
+    assert np.array_equal(batch_records(plan, 5, True, 3), fb.epoch_order(100, 5, 0, True)[90:100])
+
+
+def test_trains_to_the_end_in_growing_chunks(qtbot, monkeypatch):
+    job = make_job()
+    calls = []
+    real = fb.Trainer.fit
+
+    def fit(self, X, y, steps=None, **kw):
+        calls.append(steps)
+        return real(self, X, y, steps=steps, **kw)
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    w = TrainingWorker()
+    with qtbot.waitSignal(w.finished) as blocker:
+        w.run(job)
+    assert job.trainer.step == 300 and blocker.args[0].n_steps == 300
+    assert calls[:3] == [1, 4, 16]          # each call at most 4x the last, towards ~30 ms of steps
+
+
+def test_a_stop_before_the_job_begins_trains_nothing(qtbot):
+    job = make_job()
+    job.request_stop()
+    w = TrainingWorker()
+    with qtbot.waitSignal(w.finished):
+        w.run(job)
+    assert job.trainer.step == 0
+
+
+def test_full_loss_points_for_a_long_run_are_spaced_and_epoch_aligned():
+    w = TrainingWorker()
+    job = types.SimpleNamespace(trainer=types.SimpleNamespace(step=0), plan=fb.plan(1000, 1, 5))
+    st = {"every": 300}
+    assert [w._next_full_point(job, st, after=s) for s in (0, 299, 300, 999)] == [300, 300, 600, 1000]
+    st["every"] = 2000                       # two epochs: at every other epoch end
+    assert [w._next_full_point(job, st, after=s) for s in (0, 2000)] == [2000, 4000]
+
+
+def test_a_stepped_batch_is_reported(qtbot):
+    job = make_job(steps=1)
+    w = TrainingWorker()
+    with qtbot.waitSignal(w.stepped) as blocker:
+        w.run(job)
+    info = blocker.args[0]
+    assert (info["step"], info["epoch"], info["batch"], info["batch_size"]) == (1, 1, 1, 10)
+    assert np.array_equal(info["records"], fb.epoch_order(1000, 0, 0)[:10])
+    assert info["update_norm"] is None       # the params did not exist before the first step
