@@ -13,7 +13,7 @@ import os
 import sys
 
 from .controls import ACTIVATIONS, BACKENDS, DATASETS, OPTIMIZERS, SPIN_RANGES
-from .lesson import LR_SCALINGS
+from .lesson import LR_SCALINGS, TASKS
 
 # flag -> control name; the spin boxes' ranges check the values
 SPIN_FLAGS = {"records": "records", "features": "features", "batch_size": "batch_size", "epochs": "epochs",
@@ -55,6 +55,10 @@ def build_parser():
     g.add_argument("--records", type=_ranged("records", int), help="records to generate (default 1000)")
     g.add_argument("--features", type=_ranged("features", int),
                    help="features to generate (default: 2 for the 2-D datasets, 10 for random)")
+    g.add_argument("--task", choices=list(TASKS),
+                   help="classification or regression (default auto: the library's rule, said in the readout)")
+    g.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
+                   help="train on the features as they are (default: standardised over the training records)")
     g.add_argument("--sorted-by-class", action="store_true", default=None,
                    help="records in label order (with --no-shuffle: the shuffle lesson)")
     g.add_argument("--seed", type=_ranged("seed", int), help="seeds the data, the params and the order (default 0)")
@@ -152,7 +156,8 @@ def apply_args(window, args):
         value = getattr(args, flag)
         if value is not None:
             c.set_value(name, value)
-    for name in ("optimizer", "activation", "backend", "shuffle", "drop_last", "sorted_by_class", "lr_scaling"):
+    for name in ("optimizer", "activation", "backend", "shuffle", "drop_last", "sorted_by_class", "lr_scaling",
+                 "task", "standardize"):
         value = getattr(args, name)
         if value is not None:
             c.set_value(name, value)

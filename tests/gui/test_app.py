@@ -79,12 +79,12 @@ def test_view_and_lesson_flags_reach_their_controls(window):
     parser = build_parser()
     args = parser.parse_args(["--dataset", "blobs", "--records", "300", "--sorted-by-class", "--no-shuffle",
                               "--log-x", "--smoothing", "0.6", "--full-loss", "--scale-lr", "sqrt",
-                              "--reference-batch", "32"])
+                              "--reference-batch", "32", "--task", "regression", "--no-standardize"])
     check_args(parser, args)
     apply_args(window, args)
     c = window.controls.config()
     assert (c["dataset"], c["records"], c["features"], c["sorted_by_class"], c["shuffle"]) == \
         ("blobs", 300, 2, True, False)
-    assert (c["lr_scaling"], c["reference_batch"]) == ("sqrt", 32)
+    assert (c["lr_scaling"], c["reference_batch"], c["task"], c["standardize"]) == ("sqrt", 32, "regression", False)
     assert window.log_x_check.isChecked() and window.full_loss_check.isChecked()
     assert window.smoothing_slider.value() == 600 and window.loss_plot.smoothing == 0.6
