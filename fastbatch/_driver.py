@@ -2,8 +2,9 @@
 
 A run advances in chunks, each one call of a backend's ``train_steps``:
 
-1. the source gives the next chunk (array data: up to the run's end, an epoch end when
-   an epoch hook needs the state there, or ``CHUNK_SECONDS`` of work; a generator: one batch);
+1. the source gives the next chunk (``ArraySource``, for ``fit``: up to the run's end, an
+   epoch end when an epoch hook needs the state there, or ``CHUNK_SECONDS`` of work;
+   ``BatchSource``, for ``fit_batches``: one batch, or the end of an epoch);
 2. the run state is snapshotted, the kernel runs, and the chunk is committed (history,
    position), or on any error (divergence, OSError, KeyboardInterrupt) the snapshot is
    restored exactly;
@@ -14,6 +15,7 @@ A run advances in chunks, each one call of a backend's ``train_steps``:
 Between chunks the state is consistent (step, params and history agree): that is when
 other threads may read it (``Trainer._consistent``) and when callbacks run.
 """
+import dataclasses
 import math
 import time
 
@@ -111,102 +113,222 @@ class Hooks:
             self.last_report = now
 
 
+EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
+
+
+@dataclasses.dataclass
+class Chunk:
+    """One kernel call: its data and steps. ``step0`` is the run's step before it; ``start`` the
+    kernel's first step index (the same for array data; 0 for a generator's one-batch "dataset")."""
+
+    spec: KernelSpec
+    X: np.ndarray
+    targets: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    order: np.ndarray
+    step0: int
+    start: int
+    n: int
+    lrs: np.ndarray
+    fd: int = -1
+    data_offset: int = 0
+
+
 class ArraySource:
     """Chunks of steps over records held in arrays (``fit``)."""
-
-    generator = False
 
     def __init__(self, data, rows, backend, batch_sizes):
         self.data, self.rows, self.backend = data, rows, backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
 
-    def next_chunk(self, state, end, hooks):
-        """(n steps) of the next chunk, stopping at an epoch end when epoch hooks need it."""
-        start = state.step
-        spe = state.steps_per_epoch
+    def next_chunk(self, trainer, end, hooks):
+        """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
+        state = trainer._state
+        start, spe = state.step, state.steps_per_epoch
         n = min(end - start, MAX_CHUNK_STEPS)
         if hooks.epoch_state:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        return n
+        lrs = trainer.learning_rate * trainer._schedule.factors(np.arange(start, start + n), spe,
+                                                                trainer.total_steps)
+        d, rows = self.data, self.rows
+        self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
+        return Chunk(trainer._spec, rows.array, d.targets, d.labels, d.weights, state.order_cache, start, start, n,
+                     lrs, rows.fd, rows.data_offset)
 
-    def call(self, spec, state, lrs, losses, noise, start, n, stop, max_seconds):
-        d = self.data
-        rows = self.rows
-        return self.backend.train_steps(
-            spec, rows.array, d.targets, d.labels, d.weights, state.theta, state.opt_state, state.order_cache,
-            lrs, losses, noise, start, n, state.opt_t + (start - state.step), stop, max_seconds,
-            **({"fd": rows.fd, "data_offset": rows.data_offset} if rows.fd >= 0 else {}))
+    def call(self, chunk, state, losses, noise, n, stop, max_seconds):
+        kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
+        return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
+                                        state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
+                                        chunk.start, n, state.opt_t, stop, max_seconds, **kw)
+
+    def read_error(self, chunk, done):
+        self.rows.check()
+        return OSError(f"could not read the records of step {chunk.step0 + done + 1} from the file behind X")
+
+    def commit(self, state, chunk, done):
+        self.rows.after_chunk()
+
+    def epochs_ended(self, state, step0):
+        """The epochs that ended inside the last chunk, closed: [(epoch, ...)]."""
+        spe = state.steps_per_epoch
+        for epoch in range(step0 // spe, state.step // spe):
+            state.close_epoch(epoch * spe, (epoch + 1) * spe, self.batch_sizes)
+            yield epoch
 
 
-def _schedule_lrs(trainer, state, start, n, spe, total):
-    steps = np.arange(start, start + n)
-    return trainer.learning_rate * trainer._schedule.factors(steps, spe, total)
+class BatchSource:
+    """One chunk per batch of ``batches()``, one pass of it per epoch (``fit_batches``)."""
+
+    def __init__(self, trainer, batches, n_outputs, validation_data, backend):
+        self.trainer, self.batches, self.n_outputs = trainer, batches, n_outputs
+        self.validation_data, self.backend = validation_data, backend
+        state = trainer._state
+        self.iterator = None
+        self.skip = state.batch if state is not None else 0  # batches of this epoch already trained on
+        self.scaling = state.scaling if state is not None else None
+        self.stats_done = state is not None
+
+    def _check(self, xb, yb):
+        tr = self.trainer
+        return check_batch(tr._cfg, tr._state, xb, yb, self.n_outputs)
+
+    def next_chunk(self, trainer, end, hooks):
+        cfg = trainer._cfg
+        dtype = np.dtype(cfg["dtype"])
+        if not self.stats_done:
+            self.scaling = _batch_scaling(self.batches, cfg, self._check)
+            self.stats_done = True
+        if self.iterator is None:
+            self.iterator, self.k = iter(self.batches()), 0
+        for xb, yb in self.iterator:
+            self.k += 1
+            if self.k <= self.skip:
+                continue
+            Xb, t, lab, kk, loss = self._check(xb, yb)
+            if hooks.val is None and self.validation_data is not None:
+                val = _data.prepare_validation(self.validation_data, loss, kk, dtype, Xb.shape[1])
+                if self.scaling:
+                    val = (*_data.apply_scaling(self.scaling, val[0], val[1], dtype), *val[2:])
+                hooks.val, hooks.epoch_state = val, True
+            if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
+                continue
+            if self.scaling:
+                Xb, t = _data.apply_scaling(self.scaling, Xb, t, dtype)
+            state = trainer._state
+            if state is None:
+                state = trainer._start_generator_run(Xb.shape[1], loss, kk)
+                state.scaling = self.scaling
+            spe = state.steps_per_epoch or (state.batch + 1)
+            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
+                                                                    spe * cfg["epochs"])
+            spec = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1, shuffle=False)
+            order = np.full(Xb.shape[0] + 1, -1, dtype=np.int64)
+            return Chunk(spec, Xb, t, lab, np.empty(0, Xb.dtype), order, state.step, 0, 1, lrs)
+        state = trainer._state
+        if state is None:
+            raise ValueError("batches() yielded no batch to train on" if self.k == 0 else
+                             "every batch was smaller than batch_size and drop_last=True dropped them all")
+        if state.batch == 0:
+            raise ValueError(f"batches() yielded no batch in epoch {state.epoch + 1}")
+        self.iterator, self.skip = None, 0
+        return EPOCH_END
+
+    call = ArraySource.call
+
+    def read_error(self, chunk, done):
+        return OSError("could not read the batch")  # pragma: no cover - batches are in memory
+
+    def commit(self, state, chunk, done):
+        if done:
+            state.per_step_buf[:, state.step] = (state.epoch, state.batch, chunk.X.shape[0])
+            state.batch += 1
+            state.records += chunk.X.shape[0]
+
+    def close_epoch(self, state):
+        """The iterable is spent: close its epoch (the first one fixes the steps per epoch)."""
+        if not state.steps_per_epoch:
+            state.steps_per_epoch, state.n_records = state.batch, state.records
+        first = state.step - state.batch
+        state.close_epoch(first, state.step, state.per_step_buf[2, first:state.step])
+        epoch = state.epoch
+        state.epoch, state.batch, state.records = epoch + 1, 0, 0
+        return epoch
+
+    def epochs_ended(self, state, step0):
+        return ()
 
 
-def train_arrays(trainer, source, end, hooks, stop):
-    """Run ``fit``'s steps from ``state.step`` up to ``end``; returns when done, stopped or finished."""
-    state, cfg = trainer._state, trainer._cfg
-    spe = state.steps_per_epoch
-    total = trainer.total_steps
-    spec = trainer._spec
+def run(trainer, source, end, hooks, stop):
+    """The step loop of ``fit`` and ``fit_batches``: chunks until ``end`` (a step), the budget, or a stop."""
+    cfg = trainer._cfg
     rows = opt_rows(cfg)
-    if state.snapshots is None or state.snapshots[0].opt.shape[0] != rows:
-        state.snapshots = [state.snapshot(rows), state.snapshot(rows)]
-    snaps = state.snapshots  # this chunk's start, and the previous chunk's
-    prev = None  # (snapshot, lrs, start, n) of the previous chunk: a divergence may rewind into it
-    if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
-        return
-    while state.step < end and not state.stopped_early:
-        start = state.step
-        n = source.next_chunk(state, end, hooks)
-        lrs = _schedule_lrs(trainer, state, start, n, spe, total)
-        snap = snaps[0]
+    prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
+    began = trainer._state is not None and trainer._state.step > 0
+    while True:
+        state = trainer._state
+        if state is not None and (state.step >= end or trainer.finished):
+            break
+        chunk = source.next_chunk(trainer, end, hooks)
+        state = trainer._state
+        if chunk is EPOCH_END:
+            epoch = source.close_epoch(state)
+            stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
+            hooks.report_epochs(epoch, epoch + 1)
+            hooks.progress(force=True)
+            if stop_run:
+                break
+            continue
+        if not began:
+            began = True
+            if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
+                break
+        if state.snapshots is None or state.snapshots[0].opt.shape[0] != rows:
+            state.snapshots = [state.snapshot(rows), state.snapshot(rows)]
+        snap = state.snapshots[0]
         state.snapshot_into(snap)
+        step0, n = chunk.step0, chunk.n
         try:
-            state.reserve(start + n, total)
-            noise = trainer._noise_buffer(start, n)
-            source.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
-            done, status = source.call(spec, state, lrs, state.loss_buf[start:start + n], noise, start, n,
-                                       stop, CHUNK_SECONDS)
+            state.reserve(step0 + n, trainer.total_steps)
+            done, status = source.call(chunk, state, state.loss_buf[step0:step0 + n],
+                                       trainer._noise_buffer(step0, n), n, stop, CHUNK_SECONDS)
             if status == Status.READ_ERROR:
-                source.rows.check()
-                raise OSError(f"could not read the records of step {start + done + 1} from the file behind X")
+                raise source.read_error(chunk, done)
             if status == Status.NONFINITE or not np.isfinite(state.theta).all():
-                _rewind(trainer, source, state, spec, snap, lrs, start, done, status, prev, stop)
-            state.lr_buf[start:start + done] = lrs[:done]
+                _rewind(trainer, source, state, snap, chunk, done, status, prev)
+            state.lr_buf[step0:step0 + done] = chunk.lrs[:done]
+            source.commit(state, chunk, done)
             state.step += done
             state.opt_t += done
-            source.rows.after_chunk()
         except DivergenceError:
             raise  # _rewind left the state at the last params whose loss was finite
         except BaseException:
             state.restore(snap)
             raise
-        snaps.reverse()
-        prev = (snaps[1], lrs, start, done)  # (a divergence in the next chunk may rewind into this one)
+        state.snapshots.reverse()
+        prev = (state.snapshots[1], chunk)
         if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
                                               float(state.loss_buf[state.step - 1])):
             break
-        first_epoch, last_epoch = start // spe, state.step // spe
-        ended = False
-        for epoch in range(first_epoch, last_epoch):
-            state.close_epoch(epoch * spe, (epoch + 1) * spe, source.batch_sizes)
+        ended = stop_run = False
+        first = None
+        for epoch in source.epochs_ended(state, step0):
+            first = epoch if first is None else first
             ended = True
             if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
-                hooks.report_epochs(epoch, epoch + 1)
-                hooks.progress(force=True)
-                return finish(trainer, hooks)
-        hooks.report_epochs(first_epoch, last_epoch)
+                stop_run = True
+                hooks.report_epochs(first, epoch + 1)
+                break
+        if stop_run:
+            break
+        if ended:
+            hooks.report_epochs(first, state.step // state.steps_per_epoch)
         hooks.progress(force=ended and hooks.epoch_state)
         if status == Status.STOPPED:
             break
         trainer._yield_to_readers()
-    return finish(trainer, hooks)
-
-
-def finish(trainer, hooks):
     hooks.progress(force=True)
     if trainer.finished:
         fire(hooks.callbacks, "on_run_end", trainer)
@@ -240,7 +362,7 @@ def end_epoch(trainer, epoch, hooks):
     return bool(stop) or state.stopped_early
 
 
-def _rewind(trainer, source, state, spec, snap, lrs, start, done, status, prev, stop):
+def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     """Rewind to params from before the blow-up, and raise DivergenceError.
 
     The first bad state is the params before step ``bad`` (0-based): their batch loss is
@@ -251,118 +373,57 @@ def _rewind(trainer, source, state, spec, snap, lrs, start, done, status, prev, 
     one step before ``bad``, and no further back than the snapshots kept: the start of
     the previous kernel call). Continuing with a smaller rate redoes that step's update.
     """
+    step0 = chunk.step0
     if status == Status.NONFINITE and np.isfinite(state.theta).all():
-        bad = start + done
+        bad = step0 + done
     else:  # the params went non-finite at some step of the chunk: replay from the snapshot to find it
         lo, hi = 0, done  # finite after lo steps, non-finite after hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            _replay(source, state, spec, snap, lrs, start, mid, stop)
+            _replay(source, state, snap, chunk, mid)
             if np.isfinite(state.theta).all():
                 lo = mid
             else:
                 hi = mid
-        bad = start + lo + 1 if hi > lo else start + lo
-    earliest = prev[2] if prev is not None else start
-    losses = state.loss_buf[:bad]  # steps before `bad` all had finite losses
+        bad = step0 + lo + 1 if hi > lo else step0 + lo
+    earliest = prev[1].step0 if prev is not None else step0
     target = earliest
     if bad > earliest:
-        lowest = np.minimum.accumulate(np.abs(losses))
-        sane = np.flatnonzero(np.abs(losses[earliest:bad]) <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30))
-        target = earliest + int(sane[-1]) if len(sane) else earliest
-        target = min(target, bad - 1)
-    if target >= start:
-        _replay(source, state, spec, snap, lrs, start, target - start, stop)
-        state.lr_buf[start:target] = lrs[:target - start]
-    elif prev is not None:
-        psnap, plrs, pstart, _ = prev
-        _replay(source, state, spec, psnap, plrs, pstart, target - pstart, stop)
-        state.lr_buf[pstart:target] = plrs[:target - pstart]
+        losses = np.abs(state.loss_buf[:bad])  # the steps before `bad` all had finite losses
+        lowest = np.minimum.accumulate(losses)
+        sane = np.flatnonzero(losses[earliest:bad] <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30))
+        target = min(earliest + int(sane[-1]) if len(sane) else earliest, bad - 1)
+    for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
+        if target >= ch.step0:
+            _replay(source, state, snapshot, ch, target - ch.step0)
+            state.lr_buf[ch.step0:target] = ch.lrs[:target - ch.step0]
+            break
+    else:  # nothing earlier to go back to: the run's first params already give a non-finite loss
+        state.restore(snap)
+        target = state.step
     state.opt_t += target - state.step
     state.step = target
-    lr_bad = float(trainer.learning_rate * trainer._schedule.factors([target], state.steps_per_epoch,
-                                                                      trainer.total_steps)[0])
-    spe = state.steps_per_epoch
-    what = "the loss" if status == Status.NONFINITE and bad == start + done else "the params"
-    raise DivergenceError(target, target // spe, target % spe, lr_bad, what, bad)
+    lr = float(trainer.learning_rate * trainer._schedule.factors([target], state.steps_per_epoch or 1,
+                                                                 trainer.total_steps or 1)[0])
+    epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)
+    what = "the loss" if status == Status.NONFINITE and bad == step0 + done else "the params"
+    raise DivergenceError(target, epoch, batch, lr, what, bad)
 
 
-def _replay(source, state, spec, snap, lrs, start, n, stop):
-    """Restore ``snap`` and run its first ``n`` steps again (deterministic: the same results)."""
+def _replay(source, state, snap, chunk, n):
+    """Restore ``snap`` and run the chunk's first ``n`` steps again (deterministic: the same results)."""
     state.restore(snap)
     if n > 0:
-        scratch = np.zeros(n)
-        source.call(spec, state, lrs, scratch, np.zeros((0, 2)), start, n, np.zeros(1, np.uint8), 3600.0)
+        source.call(chunk, state, np.zeros(n), np.zeros((0, 2)), n, np.zeros(1, np.uint8), 3600.0)
 
 
-# ---------------------------------------------------------------------------- fit_batches
-
-
-def train_batches(trainer, batches, hooks, stop, n_outputs, validation_data, prepare_batch):
-    """``fit_batches``: each batch of ``batches()`` is one step, each pass one epoch."""
-    cfg = trainer._cfg
-    dtype = np.dtype(cfg["dtype"])
-    prev = [None]  # the snapshot from before the previous step of this call
-    state = trainer._state
-    scaling = state.scaling if state is not None else _batch_scaling(batches, cfg, prepare_batch, n_outputs)
-    while not trainer.finished:
-        state = trainer._state
-        skip = state.batch if state is not None else 0  # batches of this epoch already trained on
-        k = -1
-        iterator = iter(batches())
-        for k, (xb, yb) in enumerate(iterator):
-            if k < skip:
-                continue
-            state = trainer._state
-            Xb, t, lab, kk, loss = prepare_batch(xb, yb, n_outputs)
-            if hooks.val is None and validation_data is not None:
-                hooks.val = _data.prepare_validation(validation_data, loss, kk, dtype, Xb.shape[1])
-                if scaling:
-                    hooks.val = (*_data.apply_scaling(scaling, hooks.val[0], hooks.val[1], dtype), *hooks.val[2:])
-                hooks.epoch_state = True
-            if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
-                continue
-            if scaling:
-                Xb, t = _data.apply_scaling(scaling, Xb, t, dtype)
-            if state is None:
-                state = trainer._start_generator_run(Xb.shape[1], loss, kk)
-                state.scaling = scaling
-                if fire(hooks.callbacks, "on_run_begin", trainer):
-                    return
-            if _batch_step(trainer, state, Xb, t, lab, stop, hooks, prev):
-                return
-            if stop[0]:
-                return
-            trainer._yield_to_readers()
-        state = trainer._state
-        if state is None:
-            raise ValueError("batches() yielded no batch to train on" if k < 0 else
-                             "every batch was smaller than batch_size and drop_last=True dropped them all")
-        if state.batch == 0:
-            raise ValueError(f"batches() yielded no batch in epoch {state.epoch}")
-        if not state.steps_per_epoch:
-            state.steps_per_epoch, state.n_records = state.batch, state.records
-        epoch = state.epoch
-        first = state.step - state.batch
-        state.close_epoch(first, state.step, state.per_step_buf[2, first:state.step])
-        state.epoch += 1
-        state.batch = 0
-        state.records = 0
-        stop_run = end_epoch(trainer, epoch, hooks)
-        hooks.report_epochs(epoch, epoch + 1)
-        hooks.progress(force=True)
-        if stop_run:
-            break
-    finish(trainer, hooks)
-
-
-def _batch_scaling(batches, cfg, prepare_batch, n_outputs):
+def _batch_scaling(batches, cfg, check):
     """A first pass over ``batches()`` for the run's standardisation statistics (only when asked for)."""
     if not cfg["standardize"] and not cfg["standardize_target"]:
         return None
     xs, ys, loss = _data.RunningStats(), _data.RunningStats(), None
     for xb, yb in batches():
-        Xb, t, _, _, loss = prepare_batch(xb, yb, n_outputs)
+        Xb, t, _, _, loss = check(xb, yb)
         if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
             continue
         xs.add(Xb)
@@ -372,49 +433,6 @@ def _batch_scaling(batches, cfg, prepare_batch, n_outputs):
         return None  # no batch: the training loop says so
     y_stats = ys.result() if cfg["standardize_target"] and loss == "mse" and ys.n else None
     return _data.scaling_from(xs.result(), y_stats, cfg)
-
-
-def _batch_step(trainer, state, Xb, t, lab, stop, hooks, prev):
-    """One step on one batch; True when the run should end (stop, or a step hook).
-
-    ``prev`` holds the snapshot from before the previous step of this call: a divergence
-    rewinds there (the last params whose batch loss was finite).
-    """
-    cfg = trainer._cfg
-    step = state.step
-    spe_known = state.steps_per_epoch or (state.batch + 1)
-    lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe_known + state.batch], spe_known,
-                                                            spe_known * cfg["epochs"])
-    spec = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1, shuffle=False)
-    snap = state.snapshot(opt_rows(cfg))
-    order = np.full(Xb.shape[0] + 1, -1, dtype=np.int64)
-    try:
-        state.reserve(step + 1)
-        done, status = trainer._backend().train_steps(
-            spec, Xb, t, lab, np.empty(0, Xb.dtype), state.theta, state.opt_state, order, lrs,
-            state.loss_buf[step:step + 1], trainer._noise_buffer(step, 1), 0, 1, state.opt_t, stop, 3600.0)
-        diverged = status == Status.NONFINITE or not np.isfinite(state.theta).all()
-        if not diverged and status == Status.DONE:
-            state.lr_buf[step] = lrs[0]
-            state.per_step_buf[:, step] = (state.epoch, state.batch, Xb.shape[0])
-            state.step += 1
-            state.opt_t += 1
-            state.batch += 1
-            state.records += Xb.shape[0]
-    except BaseException:
-        state.restore(snap)
-        raise
-    if status == Status.STOPPED:
-        return True
-    if diverged:
-        state.restore(prev[0] if prev[0] is not None else snap)
-        what = "the loss" if status == Status.NONFINITE else "the params"
-        raise DivergenceError(state.step, state.epoch, state.batch, float(lrs[0]), what, step)
-    prev[0] = snap
-    if hooks.step_hooks and fire(hooks.callbacks, "on_step_end", trainer, step, float(state.loss_buf[step])):
-        return True
-    hooks.progress()
-    return False
 
 
 def check_batch(cfg, state, xb, yb, n_outputs):

@@ -5,6 +5,7 @@ checked in ``_data.py``, everything that moves lives in a :class:`~fastbatch._ru
 the step loop is ``_driver.py``, and using the network is ``_inference.py``.
 """
 import contextlib
+import math
 import os
 import threading
 import warnings
@@ -397,7 +398,7 @@ class Trainer:
                 hooks = _driver.Hooks(self, on_progress, val, callbacks)
                 hooks.verbose = verbose
                 end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
-                _driver.train_arrays(self, source, end, hooks, stop)
+                _driver.run(self, source, end, hooks, stop)
             return self.history
 
     def fit_batches(self, batches, on_progress=None, validation_data=None, callbacks=None, n_outputs=None):
@@ -428,8 +429,8 @@ class Trainer:
                               "or call reset() to start over.", RuntimeWarning, stacklevel=2)
                 return self.history
             hooks = _driver.Hooks(self, on_progress, None, callbacks)
-            _driver.train_batches(self, batches, hooks, stop, n_outputs, validation_data,
-                                  lambda xb, yb, k: _driver.check_batch(self._cfg, self._state, xb, yb, k))
+            source = _driver.BatchSource(self, batches, n_outputs, validation_data, self._backend())
+            _driver.run(self, source, math.inf, hooks, stop)
             return self.history
 
     # ------------------------------------------------------------------ using the model
