@@ -58,3 +58,10 @@ def test_the_readme_lists_every_parameter_with_its_default():
 
 def test_readme_table_is_what_the_table_generates():
     assert _config.markdown_table() in README
+
+
+def test_imports_flow_one_way():
+    root = Path(__file__).resolve().parent.parent
+    for path in (root / "fastbatch").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "fastbatch_gui" not in text and not re.search(r"^\s*(from|import) gui\b", text, re.M), path.name
