@@ -9,7 +9,8 @@ Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of a
 
 - ``adam``: SGD, momentum, Nesterov, Adam, AdamW and RMSprop on the seed net (10 -> 32 -> 2,
   relu, cross-entropy) at batch 1 and 32, each after ``--warm`` steps (dead units' moments
-  have decayed by then: subnormals, without flush-to-zero). Target: Adam <= 1.5x SGD.
+  have decayed by then: subnormals, without flush-to-zero), and the numpy reference backend's
+  Adam (not warmed: 50k of its steps take seconds). Targets: Adam <= 1.5x SGD, >= 30x numpy.
 - ``noise``: SGD with and without the gradient-noise norms. Target: <= 1.15x at batch 32.
 - ``weights``: SGD with and without sample weights.
 - ``call``: the fixed cost of a ``train_steps`` call of 1 step, warm (seed net, batch 1):
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from fastbatch import _kernel
+from fastbatch import _kernel, _numpy_backend
 from fastbatch._codes import Loss, Optimizer
 from fastbatch._kernel_spec import KernelSpec
 from fastbatch._network import init_params
@@ -42,7 +43,9 @@ OPTIMIZERS = {
 class Run:
     """One kernel run, advanced ``steps`` steps per ``__call__``."""
 
-    def __init__(self, net, batch, dtype, n_threads=1, optimizer="sgd", noise=False, weights=False, lr=None):
+    def __init__(self, net, batch, dtype, n_threads=1, optimizer="sgd", noise=False, weights=False, lr=None,
+                 backend=_kernel):
+        self.backend = backend
         d, hidden, k, n = NETS[net]
         rng = np.random.default_rng(0)
         self.X = rng.random((n, d)).astype(dtype)
@@ -68,7 +71,7 @@ class Run:
         self.noise_out = np.zeros((steps, 2)) if self.noise else np.empty((0, 2))
 
     def __call__(self):
-        done, status = _kernel.train_steps(self.spec, self.X, self.targets, self.y, self.weights, self.theta,
+        done, status = self.backend.train_steps(self.spec, self.X, self.targets, self.y, self.weights, self.theta,
                                            self.state, self.order, self.lrs, self.losses, self.noise_out, self.step,
                                            self.steps, self.step, self.stop, 3600.0)
         assert status == 0, status
@@ -83,7 +86,7 @@ def interleaved(runs, repeats, seconds, warm=0):
         run()
         per_step = (time.perf_counter() - t) / 2000
         run.size(max(1, int(seconds / max(per_step, 1e-9))))
-        while run.step < warm:
+        while run.step < warm and run.backend is _kernel:
             run()
         run()
     times = {name: [] for name in runs}
@@ -141,6 +144,7 @@ def main(argv=None):
         for batch in batches if section != "call" else [1]:
             if section == "adam":
                 runs = {o: Run("seed", batch, args.dtype, args.threads, o) for o in OPTIMIZERS}
+                runs["numpy-adam"] = Run("seed", batch, args.dtype, args.threads, "adam", backend=_numpy_backend)
                 table(section, batch, interleaved(runs, args.repeats, args.seconds, args.warm), "sgd")
             elif section == "noise":
                 runs = {"sgd": Run("seed", batch, args.dtype, args.threads),
