@@ -191,10 +191,12 @@ def test_trainers_side_by_side_each_get_their_team_and_end_as_alone(columns):
         return train("cython", X, y, hidden=(64,), batch_size=128, epochs=6, seed=seed, dtype="float32",
                      optimizer="adam", lr=0.01, n_threads=2, split_columns=columns, pieces=[3] * 10)
 
+    blas_before = _blas_threads()
     alone = [fit(seed) for seed in (1, 2, 3)]
     together = side_by_side(fit, [(1,), (2,), (3,)])
     for a, b in zip(alone, together):
         assert np.array_equal(a.losses, b.losses) and np.array_equal(a.theta, b.theta)
+    assert _blas_threads() == blas_before  # the pin is counted: the last team out restores it
 
 
 def _child_run(conn, kw):
