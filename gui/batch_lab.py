@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLin
 from PySide6.QtCore import Qt
 
 import fastbatch as fb
+from fastbatch.compare import pooled_noise_scale
 
 from .fmt import num
 from .loss_plot import RUN_COLORS, CountAxis
@@ -79,17 +80,6 @@ class LabWorker(QObject):
             return
         rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
         self.finished.emit(histories, rows)
-
-
-def comparison_rows(histories, rows):
-    """Per step of every run: (batch_size, step, epoch, records_seen, seconds, loss), numbered from 1."""
-    out = []
-    speed = {r["batch_size"]: r["steps_per_s"] for r in rows}
-    for b, h in histories.items():
-        steps = h.step + 1
-        secs = steps / speed[b]
-        out.extend(zip([b] * h.n_steps, steps, h.epoch + 1, h.records_seen, secs, h.loss))
-    return out
 
 
 class BatchLab(QWidget):
@@ -174,11 +164,11 @@ class BatchLab(QWidget):
         self.histories, self.rows = histories, rows
         self.button.setEnabled(True)
         pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
-        noise = [r["noise_scale"] for r in rows if np.isfinite(r["noise_scale"])]
+        noise = pooled_noise_scale(rows)   # the library's pooling of the runs' estimates
         self.status.setText(
-            (f"measured gradient noise scale ≈ {num(round(float(np.median(noise))))} records: batches well below it "
+            (f"measured gradient noise scale ≈ {num(round(noise))} records: batches well below it "
              f"waste steps, well above it waste records (McCandlish et al. 2018). Suggested: batch {num(pick)}."
-             if pick is not None else "no noise-scale estimate (a batch of 1 carries none)"))
+             if pick is not None and math.isfinite(noise) else "no noise-scale estimate (a batch of 1 carries none)"))
         self._fill_table(rows)
         self._draw()
         self.done.emit(None)

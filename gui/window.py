@@ -16,9 +16,10 @@ import fastbatch as fb
 from fastbatch import datasets
 from fastbatch._config import DEFAULTS
 from fastbatch._task import decide as decide_task
+from fastbatch.compare import write_comparison_csv
 from fastbatch.schedule import format_bytes
 
-from .batch_lab import BatchLab, LabJob, comparison_rows, parse_sizes
+from .batch_lab import BatchLab, LabJob, parse_sizes
 from .batch_map import BatchMap
 from .controls import ControlPanel
 from .fmt import clock, count, num
@@ -677,13 +678,10 @@ class MainWindow(QMainWindow):
         self.labRequested.emit(LabJob(X, y, sizes, params, scale, c["reference_batch"]))
 
     def export_comparison(self, path):
-        """Write the lab's runs: batch_size,step,epoch,records_seen,seconds,loss (steps and epochs from 1)."""
+        """Write the lab's runs (the library's ``batch_size,step,epoch,records_seen,seconds,loss``)."""
         if not self.lab.histories:
             raise ValueError("there is no comparison to export yet")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("batch_size,step,epoch,records_seen,seconds,loss\n")
-            for b, step, epoch, rec, sec, loss in comparison_rows(self.lab.histories, self.lab.rows):
-                f.write(f"{b},{step},{epoch},{rec},{float(sec)!r},{float(loss)!r}\n")
+        write_comparison_csv(path, self.lab.histories, self.lab.rows)
 
     # ------------------------------------------------------------------ exports
 
