@@ -34,7 +34,7 @@ from bench_vs_numpy import FastbatchRun, NumpyLoop  # noqa: E402
 
 DEFAULT_JSON = os.path.join("bench-results", "bench_busy.json")
 POINTS = "seed:1,128;digits:32,128"
-HAS_N_THREADS = "n_threads" in getattr(getattr(fb, "_config", None), "BY_NAME", {})
+HAS_N_THREADS = "n_threads" in fb.config.BY_NAME
 
 COLUMNS = [
     ("condition", "condition", 9, "{}"),

@@ -291,7 +291,7 @@ def main(argv=None):
         args.hook_epochs, args.cli_epochs = [20], [5]
     args.workloads_calls = [part.split(":")[0].strip() for part in args.call_points.split(";")]
     how = C.pin_threads(args.threads)
-    threads_kw = {"n_threads": args.threads} if "n_threads" in fb._config.BY_NAME else {}
+    threads_kw = {"n_threads": args.threads} if "n_threads" in fb.config.BY_NAME else {}
     meta = C.header_lines("bench_calls: the cost of a call around the steps (fit calls, a fresh Trainer, "
                           "partial_fit, epoch hooks, the CLI's progress bar)", args.threads, how, {}, argv)[:-1]
     if FastBatchClassifier is None:

@@ -42,7 +42,7 @@ except ImportError:
 
 DEFAULT_JSON = os.path.join("bench-results", "bench_optimizers.json")
 BETAS, EPS = (0.9, 0.999), 1e-8
-HAS_TRACK_NOISE = "track_noise" in getattr(getattr(fb, "_config", None), "BY_NAME", {})
+HAS_TRACK_NOISE = "track_noise" in fb.config.BY_NAME
 
 COLUMNS = [
     ("workload", "workload", 8, "{}"),

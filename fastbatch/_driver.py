@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _data, _inference, _task, _validation as V
 from ._codes import Status
-from ._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
+from .config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
 from .callbacks import Callback
 from .errors import DivergenceError

@@ -7,7 +7,7 @@ on which other records share its matrix product, and memory stays bounded for bi
 import numpy as np
 
 from . import _numpy_backend
-from ._config import ACTIVATION_CODES
+from .config import ACTIVATION_CODES
 from ._network import unpack
 
 CHUNK = 8192  # records per matrix product

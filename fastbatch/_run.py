@@ -13,6 +13,7 @@ import numpy as np
 
 from ._network import n_params
 
+PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
 
 
@@ -86,9 +87,14 @@ class RunState:
         cap = len(self.loss_buf)
         if end <= cap:
             return
-        cap = max(end, 2 * cap, 1024)
-        if cap_limit is not None:
-            cap = max(end, min(cap, cap_limit))
+        # the whole planned run at once when it is known: zeroed pages cost no memory until written,
+        # and a long run never pays a doubling's copy (nor holds both copies at its peak)
+        if cap_limit is not None and cap_limit <= PREALLOCATE_STEPS:
+            cap = max(end, cap_limit)
+        else:
+            cap = max(end, 2 * cap, 1024)
+            if cap_limit is not None:
+                cap = max(end, min(cap, cap_limit))
         for name in ("loss_buf", "lr_buf"):
             old = getattr(self, name)
             new = np.zeros(cap)

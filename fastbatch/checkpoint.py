@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from . import _archive, _config
+from . import _archive, config as _config
 from ._network import n_params
 from ._run import N_OPT_ROWS, RunState
 

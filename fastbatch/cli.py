@@ -9,7 +9,7 @@
     fastbatch demo
 
 Every subcommand drives a :class:`~fastbatch.Trainer` (one training loop); the training
-flags are made from the Trainer's parameter table (``_config.PARAMS``). ``train`` says which
+flags are made from the Trainer's parameter table (``config.PARAMS``). ``train`` says which
 task it picked and why, standardizes the features unless ``--no-standardize``, and records
 the data's fingerprint, target column and class names in the checkpoint: ``--resume`` refuses
 other data unless ``--force``, and ``evaluate``/``predict`` use the names. ``compare`` runs
@@ -120,10 +120,10 @@ def _flag(name):
 
 
 def _add_trainer_options(p, skip=()):
-    """One flag per Trainer parameter (fastbatch._config.PARAMS): ``--batch-size`` for ``batch_size``.
+    """One flag per Trainer parameter (fastbatch.config.PARAMS): ``--batch-size`` for ``batch_size``.
 
     ``skip``: parameters the command sets itself (they keep no flag, and read as not given)."""
-    from ._config import PARAMS
+    from .config import PARAMS
     g = p.add_argument_group("training options (defaults: the Trainer's, except --standardize)")
     p.set_defaults(**{name: None for name in skip})
     for param in PARAMS:
@@ -165,7 +165,7 @@ def build_parser():
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--drop-last", action="store_true", help="drop each epoch's last, short batch")
     p.add_argument("--steps", action="store_true", help="also print every 'Epoch: e, Batch: b, Step: s' line")
-    from ._config import DEFAULTS, DTYPES, OPTIMIZERS
+    from .config import DEFAULTS, DTYPES, OPTIMIZERS
     g = p.add_argument_group("the network (for the memory a step needs)")
     g.add_argument("--features", type=_int, help="inputs per record")
     g.add_argument("--hidden", type=_hidden, help="hidden layer widths like 32,16 "
@@ -270,7 +270,7 @@ def _describe(exc):
 
 def cmd_plan(args):
     from .schedule import plan, schedule_lines
-    from ._config import DEFAULTS
+    from .config import DEFAULTS
     from .schedule import format_bytes
     network = [args.features, args.outputs]
     if any(v is not None for v in (*network, args.hidden, args.optimizer, args.dtype)) and None in network:
@@ -312,7 +312,7 @@ TASK_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 
 def _trainer_options(args):
     """The Trainer parameters given on the command line (the rest keep the Trainer's defaults)."""
-    from ._config import DEFAULTS, PARAMS
+    from .config import DEFAULTS, PARAMS
     opts = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name) is not None}
     if args.beta1 is not None or args.beta2 is not None:
         b1, b2 = opts.get("betas", DEFAULTS["betas"])
@@ -347,7 +347,7 @@ def _out_paths(args):
 
 def _resumed_trainer(args, opts):
     """The checkpoint's trainer, with the options that may change on a live run (--learning-rate, --epochs)."""
-    from ._config import LIVE
+    from .config import LIVE
     from .trainer import Trainer
     changed = sorted(set(opts) - set(LIVE))
     if changed:

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-from . import _config
+from . import config as _config
 from .schedule import plan as make_plan
 from .trainer import Trainer
 

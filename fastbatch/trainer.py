@@ -1,6 +1,6 @@
 """The Trainer: one training run of a dense network, driven in steps and epochs.
 
-A thin facade. The parameters are declared in ``_config.py``, the data of a call is
+A thin facade. The parameters are declared in ``config.py``, the data of a call is
 checked in ``_data.py``, everything that moves lives in a :class:`~fastbatch._run.RunState`,
 the step loop is ``_driver.py``, and using the network is ``_inference.py``.
 """
@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from . import _config, _data, _driver, _inference, _numpy_backend, _validation as V
+from . import _data, _driver, _inference, _numpy_backend, _validation as V, config as _config
 from ._network import init_params, layer_sizes, unpack
 from ._run import RunState
 from .errors import NotFittedError

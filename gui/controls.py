@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QWidget)
 
 from fastbatch import datasets
-from fastbatch._config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
+from fastbatch.config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
 from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, scaled_rate
 

@@ -14,8 +14,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 import fastbatch as fb
 from fastbatch import datasets
-from fastbatch._config import DEFAULTS
-from fastbatch._task import decide as decide_task
+from fastbatch.config import DEFAULTS
+from fastbatch import decide_task
 from fastbatch.compare import write_comparison_csv
 from fastbatch.schedule import format_bytes
 
@@ -47,7 +47,7 @@ def split_rows(n, split, seed):
     """(training rows, validation rows) as the Trainer splits them."""
     if not split:
         return np.arange(n), np.empty(0, dtype=np.int64)
-    from fastbatch._data import split_indices  # the library's seeded split
+    from fastbatch import split_indices  # the library's seeded split
     return split_indices(n, split, seed)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastbatch import _numpy_backend
 from fastbatch._codes import Status
-from fastbatch._config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
+from fastbatch.config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from fastbatch._kernel_spec import KernelSpec
 from fastbatch._network import init_params, unpack
 from fastbatch.schedule import steps_per_epoch

@@ -415,7 +415,7 @@ def test_evaluate_refuses_a_file_without_the_target(capsys, csv_data, tmp_path):
 
 
 def test_every_trainer_parameter_has_a_flag(capsys):
-    from fastbatch._config import PARAMS
+    from fastbatch.config import PARAMS
     parser = cli.build_parser()
     train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
     flags = {s for a in train._actions for s in a.option_strings}

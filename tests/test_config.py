@@ -1,4 +1,4 @@
-"""Every parameter is stated once (fastbatch._config.PARAMS): the Trainer, the estimators, the CLI
+"""Every parameter is stated once (fastbatch.config.PARAMS): the Trainer, the estimators, the CLI
 and the README's parameter table are made from it, and agree."""
 import inspect
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import fastbatch as fb
-from fastbatch import _codes, _config
+from fastbatch import _codes, config as _config
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

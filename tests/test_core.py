@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from fastbatch import _config, _kernel
+from fastbatch import _kernel, config as _config
 from fastbatch._codes import Status
 from helpers import make_data
 

@@ -23,7 +23,7 @@ def press(qtbot, window, name, signal="fitReturned", timeout=10_000):
 def test_the_default_lesson_is_two_moons_that_learn(window):
     c = window.controls.config()
     assert (c["dataset"], c["features"], c["records"], c["batch_size"], c["epochs"]) == ("moons", 2, 1000, 64, 5)
-    assert c["activation"] == fb._config.DEFAULTS["activation"] and c["optimizer"] == "sgd"
+    assert c["activation"] == fb.config.DEFAULTS["activation"] and c["optimizer"] == "sgd"
     set_values(window, dataset="random")
     assert RANDOM_HINT in window.readout_text()
     assert window.controls.w["dataset"].currentText() == "random labels (nothing to learn)"
