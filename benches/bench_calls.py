@@ -5,6 +5,8 @@
     python benches/bench_calls.py --hook-epochs 1000,5000 --cli-epochs 1000
     python benches/bench_calls.py --quick                 # a smoke test of a few seconds
 
+Every run is the seed's setting: SGD at learning rate 0.01 (not the Trainer's defaults).
+
 Parts (``--parts``):
 - calls: the fixed cost of one call on a warm trainer. ``fit(X, y, steps=1)`` in a loop, against
   the in-kernel cost of a step (from one ``fit(steps=K)`` over many steps): fixed = per call -
@@ -104,8 +106,8 @@ def calibrate(fn_of_n, target):
 # ---------------------------------------------------------------- calls
 
 def trainer_kw(sizes, batch, threads_kw):
-    return dict(hidden=tuple(sizes[1:-1]), batch_size=batch, epochs=10 ** 9, learning_rate=0.01, seed=0,
-                **threads_kw)
+    return dict(hidden=tuple(sizes[1:-1]), batch_size=batch, epochs=10 ** 9, optimizer="sgd", learning_rate=0.01,
+                seed=0, **threads_kw)
 
 
 def bench_calls(args, threads_kw):
@@ -174,7 +176,8 @@ def bench_hooks(args, threads_kw):
     rows = []
     cb = fb.callbacks.LambdaCallback(on_epoch_end=lambda tr, e, logs: None)
     for epochs in args.hook_epochs:
-        kw = dict(hidden=(32,), batch_size=1, epochs=epochs, learning_rate=0.01, seed=0, **threads_kw)
+        kw = dict(hidden=(32,), batch_size=1, epochs=epochs, optimizer="sgd", learning_rate=0.01, seed=0,
+                  **threads_kw)
         variants = {
             "none": (kw, {}),
             "on_progress": (kw, {"on_progress": lambda h: None}),
@@ -217,8 +220,9 @@ def bench_cli(args):
                    fmt=["%.7g"] * X.shape[1] + ["%d"])
         env = {**os.environ, "COLUMNS": "100"}
         for epochs in args.cli_epochs:
-            base = [sys.executable, "-m", "fastbatch", "train", path, "--target", "label", "--batch-size", "1",
-                    "--epochs", str(epochs), "--out-dir", os.path.join(tmp, "out")]
+            base = [sys.executable, "-m", "fastbatch", "train", path, "--target", "label", "--hidden", "32",
+                    "--optimizer", "sgd", "--learning-rate", "0.01", "--batch-size", "1", "--epochs", str(epochs),
+                    "--out-dir", os.path.join(tmp, "out")]
             commands = {"fastbatch train (progress bar)": base, "fastbatch train --quiet": base + ["--quiet"]}
 
             def run(cmd):
