@@ -158,8 +158,10 @@ class ArraySource:
         return Chunk(trainer._spec, rows.array, d.targets, d.labels, d.weights, state.order_cache, start, start, n,
                      lrs, rows.fd, rows.data_offset)
 
-    def call(self, chunk, state, losses, noise, n, stop, max_seconds):
+    def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
+        if hits is not None:
+            kw["hits"] = hits
         return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
                                         chunk.start, n, state.opt_t, stop, max_seconds, **kw)
@@ -292,8 +294,9 @@ def run(trainer, source, end, hooks, stop):
         step0, n = chunk.step0, chunk.n
         try:
             state.reserve(step0 + n, trainer.total_steps)
+            hits = None if state.hits_buf is None else state.hits_buf[step0:step0 + n]
             done, status = source.call(chunk, state, state.loss_buf[step0:step0 + n],
-                                       trainer._noise_buffer(step0, n), n, stop, CHUNK_SECONDS)
+                                       trainer._noise_buffer(step0, n), n, stop, CHUNK_SECONDS, hits)
             if status == Status.READ_ERROR:
                 raise source.read_error(chunk, done)
             if status == Status.NONFINITE or not np.isfinite(state.theta).all():

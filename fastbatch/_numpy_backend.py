@@ -110,22 +110,23 @@ def _update(spec, p, g, state, lr, t):
 
 
 def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0):
+                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0, hits=None):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     ``spec`` is a ``KernelSpec``; ``weights`` (n,) or (0,) for none; ``opt_state`` (3, P)
     holds the optimizer's buffers; ``order_cache`` (n + 1 int64: an epoch, then its record
     order; -1 when empty) keeps the current epoch's order between calls; ``noise`` (n_steps, 2)
     receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
-    kernel's (it reads rows from a file); here X is always read from memory.
+    kernel's (it reads rows from a file); here X is always read from memory. ``hits`` (n_steps,),
+    for a classification loss, receives each step's (weighted) fraction of its batch classified right.
     """
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                            start_step, n_steps, opt_t, stop, max_seconds)
+                            start_step, n_steps, opt_t, stop, max_seconds, hits)
 
 
 def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                 start_step, n_steps, opt_t, stop, max_seconds):
+                 start_step, n_steps, opt_t, stop, max_seconds, hits=None):
     n = X.shape[0]
     B = min(spec.batch_size, n)
     sizes, activation = spec.sizes, spec.activation
@@ -163,6 +164,10 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
         if not np.isfinite(step_loss):
             return i, Status.NONFINITE
         losses[i] = step_loss
+        if hits is not None and spec.loss != Loss.MSE:
+            right = (a.argmax(axis=1) == labels[idx]) if spec.loss == Loss.CROSS_ENTROPY else \
+                ((a[:, 0] > 0) == (targets[idx, 0] > 0.5))
+            hits[i] = float(np.dot(right, scale))
 
         # backward, last layer first; the delta goes through W before W is updated
         grads = [None] * len(params)

@@ -43,6 +43,7 @@ class RunState:
     lr_buf: np.ndarray = None
     per_step_buf: np.ndarray = None  # fit_batches: (3, cap) int64 of epoch, batch, batch size
     noise_buf: np.ndarray = None     # track_noise: (cap, 2) of |G_B|^2 and mean |g_i|^2 per step
+    hits_buf: np.ndarray = None      # classification: the fraction of each step's batch classified right
     # history: per finished epoch
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
@@ -64,6 +65,8 @@ class RunState:
                  steps_per_epoch=int(steps_per_epoch), generator=bool(generator), n_threads=int(n_threads),
                  theta=theta, opt_state=np.zeros((N_OPT_ROWS, theta.shape[0]), dtype=theta.dtype))
         st.loss_buf, st.lr_buf = np.zeros(0), np.zeros(0)
+        if loss != "mse":
+            st.hits_buf = np.zeros(0)
         st.per_step_buf = np.zeros((3, 0), dtype=np.int64)
         if order_cache:
             st.ensure_order_cache()
@@ -95,8 +98,10 @@ class RunState:
             cap = max(end, 2 * cap, 1024)
             if cap_limit is not None:
                 cap = max(end, min(cap, cap_limit))
-        for name in ("loss_buf", "lr_buf"):
+        for name in ("loss_buf", "lr_buf", "hits_buf"):
             old = getattr(self, name)
+            if old is None:
+                continue
             new = np.zeros(cap)
             new[:len(old)] = old
             setattr(self, name, new)
@@ -151,6 +156,8 @@ class RunState:
         logs = {"loss": loss}
         if self.loss == "mse" and self.target_var:
             logs["r2"] = 1.0 - loss / self.target_var
+        elif self.hits_buf is not None and len(w):
+            logs["accuracy"] = float(np.dot(self.hits_buf[first_step:end_step], w) / w.sum())
         self.epoch_metrics.append(logs)
 
     # ------------------------------------------------------------------ checkpoints
@@ -174,6 +181,8 @@ class RunState:
             arrays[key] = value
         if self.noise_buf is not None:
             arrays["noise"] = self.noise_buf[:s]
+        if self.hits_buf is not None:
+            arrays["hits"] = self.hits_buf[:s]
         return facts, arrays
 
     @classmethod
@@ -210,6 +219,8 @@ class RunState:
         if len(st.val_loss) != len(st.val_accuracy):
             raise ValueError("val_loss and val_accuracy differ in length")
         st.schedule_state = dict(facts["schedule_state"] or {})
+        if "hits" in arrays and st.hits_buf is not None:
+            st.hits_buf[:step] = _float_array(arrays["hits"], np.float64, (step,), "hits")
         if "noise" in arrays:
             st.noise_buf = np.zeros((len(st.loss_buf), 2))
             st.noise_buf[:step] = _float_array(arrays["noise"], np.float64, (step, 2), "noise")

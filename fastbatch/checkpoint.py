@@ -115,6 +115,8 @@ def read_arrays(path):
             f64 = np.dtype(np.float64)
             if "noise" in names:
                 expected["noise"] = (f64, (step, 2))
+            if "hits" in names:
+                expected["hits"] = (f64, (step,))
             for key, size in (("x_shift", sizes[0]), ("x_scale", sizes[0]), ("y_shift", sizes[-1]),
                               ("y_scale", sizes[-1])):
                 if key in names:

@@ -61,3 +61,46 @@ def test_class_weight_is_per_record_weights():
     assert not np.array_equal(c.predict_proba(X), b.predict_proba(X))
     with pytest.raises(ValueError, match="class_weight"):
         sk.FastBatchClassifier(class_weight={"nope": 2.0}).fit(X, y)
+
+
+def hits_run(backend, loss, n_threads=1, split_columns=None, weights=False):
+    from fastbatch import _kernel, _numpy_backend
+    from fastbatch._network import init_params
+    from kernel_run import data, make_spec
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 40))
+    y = rng.integers(0, 5, 600) if loss == "cross_entropy" else (X[:, 0] > 0).astype(float)
+    X, T, L, k = data(X, y, loss, np.float64)
+    w = rng.random(600) if weights else np.empty(0)
+    sizes = np.array([40, 256, k if loss == "cross_entropy" else 1], dtype=np.int64)
+    spec = make_spec(sizes, batch_size=32 if split_columns else 300, spe=2 if not split_columns else 19, loss=loss,
+                     n_threads=n_threads, split_columns=split_columns)
+    theta = init_params(sizes, "relu", 0, np.float64)
+    opt = np.zeros((3, len(theta)))
+    n = 6
+    losses, hits = np.full(n, np.nan), np.full(n, np.nan)
+    be = _kernel if backend == "cython" else _numpy_backend
+    done, status = be.train_steps(spec, X, T, L, w, theta, opt, np.full(601, -1, np.int64), np.full(n, 0.01),
+                                  losses, np.zeros((0, 2)), 0, n, 0, np.zeros(1, np.uint8), 60.0, hits=hits)
+    assert done == n
+    return hits
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_crossentropy"])
+@pytest.mark.parametrize("team", [(1, None), (2, False), (2, True)])
+@pytest.mark.parametrize("weights", [False, True])
+def test_the_kernels_hits_equal_the_reference(loss, team, weights):
+    ref = hits_run("numpy", loss, *team, weights=weights)
+    got = hits_run("cython", loss, *team, weights=weights)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    assert ((0 <= got) & (got <= 1)).all()
+
+
+def test_training_accuracy_per_epoch_is_the_epochs_batches():
+    X, y = make_data(n=300, d=4)
+    h = fb.Trainer(epochs=3, batch_size=50, shuffle=False, dtype="float64", learning_rate=1e-300).fit(X, y)
+    # with no movement, every epoch's accuracy is that of the initial network on all records
+    probe = fb.Trainer(epochs=1, batch_size=50, dtype="float64", learning_rate=1e-300)
+    probe.fit(X, y, steps=1)
+    expect = probe.evaluate(X, y)["accuracy"]
+    np.testing.assert_allclose(h.metrics["accuracy"], [expect] * 3, rtol=1e-12)
