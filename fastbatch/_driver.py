@@ -192,6 +192,7 @@ class BatchSource:
         self.skip = state.batch if state is not None else 0  # batches of this epoch already trained on
         self.scaling = state.scaling if state is not None else None
         self.stats_done = state is not None
+        self.specs = {}
 
     def _check(self, xb, yb):
         tr = self.trainer
@@ -226,7 +227,10 @@ class BatchSource:
             spe = state.steps_per_epoch or (state.batch + 1)
             lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
                                                                     spe * cfg["epochs"])
-            spec = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1, shuffle=False)
+            spec = self.specs.get(Xb.shape[0])  # one per batch size: the kernel keeps its buffers per spec
+            if spec is None:
+                spec = self.specs[Xb.shape[0]] = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1,
+                                                             shuffle=False)
             order = np.full(Xb.shape[0] + 1, -1, dtype=np.int64)
             return Chunk(spec, Xb, t, lab, np.empty(0, Xb.dtype), order, state.step, 0, 1, lrs)
         state = trainer._state
