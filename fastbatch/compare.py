@@ -45,7 +45,8 @@ def pooled_noise_scale(rows):
     return float(np.median(estimates)) if estimates else math.nan
 
 
-def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, **trainer_params):
+def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, threads=True,
+                        **trainer_params):
     """Train one run per batch size; return ``(histories, summary)``.
 
     ``histories`` maps each batch size to its :class:`~fastbatch.History`; ``summary`` has
@@ -55,6 +56,11 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     plain :class:`~fastbatch.Trainer` run with ``track_noise=True``: the same as training
     it alone, bit for bit. ``scale_lr`` ("linear" or "sqrt") scales ``learning_rate`` with
     the batch size against ``reference_batch_size`` (default: the smallest compared).
+
+    With ``threads=True`` (default) each run trains on a thread of its own (the kernel
+    releases the GIL; the results are the same as one after another): the runs then share
+    the cores, so their speeds compare with each other, not with a run alone. ``threads=False``
+    trains them one after another, each timed alone.
     """
     try:
         sizes = [check_int("batch_sizes", b, 1) for b in batch_sizes]
@@ -70,11 +76,24 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)
     trainers = {b: Trainer(**{**trainer_params, "track_noise": True}, batch_size=b,
                            learning_rate=scaled_learning_rate(base_lr, b, reference, scale_lr)) for b in sizes}
+    timed = {}
+
+    def train(b):
+        t0 = time.perf_counter()
+        h = trainers[b].fit(X, y)
+        timed[b] = (h, time.perf_counter() - t0)
+
+    if threads and len(sizes) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=len(sizes), thread_name_prefix="fastbatch-compare") as pool:
+            for future in [pool.submit(train, b) for b in sizes]:
+                future.result()  # re-raises a run's error here
+    else:
+        for b in sizes:
+            train(b)
     histories, rows = {}, []
     for b, tr in trainers.items():
-        t0 = time.perf_counter()
-        h = tr.fit(X, y)
-        seconds = time.perf_counter() - t0
+        h, seconds = timed[b]
         histories[b] = h
         try:
             noise = h.run_noise_scale()

@@ -79,3 +79,12 @@ def test_checkpoints_keep_the_noise_numbers(tmp_path):
     back.fit(X, y)
     tr.fit(X, y)
     assert np.array_equal(back.history.noise, tr.history.noise)
+
+
+def test_threaded_comparison_equals_one_after_another():
+    X, y = make_data(n=400, d=8)
+    a, _ = fb.compare_batch_sizes(X, y, [2, 16, 64, 400], epochs=2, threads=True)
+    b, _ = fb.compare_batch_sizes(X, y, [2, 16, 64, 400], epochs=2, threads=False)
+    for size in a:
+        assert np.array_equal(a[size].loss, b[size].loss)
+        assert np.array_equal(a[size].noise, b[size].noise)
