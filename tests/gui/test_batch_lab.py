@@ -19,7 +19,7 @@ def test_the_lab_runs_equal_separate_trainer_runs(qtbot, window):
     for name, value in (("records", 400), ("epochs", 3), ("lr_scaling", "linear"), ("reference_batch", 32)):
         window.controls.set_value(name, value)
     window.lab.sizes_edit.setText("8, 32, full")
-    with qtbot.waitSignal(window.lab.worker.finished, timeout=30_000):
+    with qtbot.waitSignal(window.lab.done, timeout=30_000):  # on the GUI thread, after the results are in
         window.findChild(QPushButton, "compareBatchSizesButton").click()
     lab = window.lab
     assert sorted(lab.histories) == [8, 32, 400]
