@@ -188,7 +188,9 @@ def check_X(X, dtype, name="X", n_features=None):
         raise ValueError(f"{name} must have at least one record and one feature, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but this run was started with {n_features}")
-    if not all_finite(arr):
+    # in memory: one vectorised sum says "all finite" (an inf or NaN, or an overflow, sends it to the full check)
+    finite = bool(np.isfinite(np.add.reduce(arr, axis=None))) if not isinstance(arr, np.memmap) else False
+    if not finite and not all_finite(arr):
         raw = X.to_numpy(dtype=np.float64) if _is_dataframe(X) else X
         raw = raw if isinstance(raw, np.ndarray) and raw.ndim == 2 and raw.dtype.kind in "biuf" else arr
         raise ValueError(_not_finite_message(raw, dtype, name))
