@@ -13,6 +13,7 @@ import os
 import sys
 
 from .controls import ACTIVATIONS, BACKENDS, DATASETS, OPTIMIZERS, SPIN_RANGES
+from .fmt import load_error
 from .lesson import LR_SCALINGS, TASKS
 
 # flag -> control name; the spin boxes' ranges check the values
@@ -114,8 +115,8 @@ def check_args(parser, args):
     if args.data is not None:
         try:
             X, _ = datasets.load(args.data, target=args.target)
-        except (OSError, ValueError, TypeError) as exc:
-            parser.error(f"--data: {exc}")
+        except Exception as exc:   # whatever a hostile file raises: one line, exit 2
+            parser.error(f"--data: {load_error(exc, repr(args.data))}")
         n = X.shape[0]
     else:
         n = args.records or SPIN_RANGES["records"][3]

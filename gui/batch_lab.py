@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 import fastbatch as fb
 from fastbatch.compare import pooled_noise_scale
 
-from .fmt import num
+from .fmt import esc, num
 from .loss_plot import RUN_COLORS, CountAxis
 
 DEFAULT_SIZES = "1, 8, 32, 128, full"
@@ -157,7 +157,7 @@ class BatchLab(QWidget):
 
     def show_error(self, exc):
         self.button.setEnabled(True)
-        self.status.setText(f"<span style='color:#c00000'>⚠ {exc}</span>")
+        self.status.setText(f"<span style='color:#c00000'>⚠ {esc(exc)}</span>")
         self.done.emit(exc)
 
     def show_results(self, histories, rows):
@@ -223,7 +223,17 @@ class BatchLab(QWidget):
         if tops:   # a few spikes of single small batches must not squash the comparison
             pi.setYRange(0, 1.6 * max(tops), padding=0)
 
-    def shutdown(self):
-        if self.thread.isRunning():
-            self.thread.quit()
-            self.thread.wait(30_000)
+    def shutdown(self, wait_seconds=2.0):
+        """Quit the lab's thread; a comparison still running is left to end on its own (never an abort)."""
+        from .worker import stop_thread
+        for signal, slot in ((self.worker.finished, self.show_results), (self.worker.errored, self.show_error)):
+            _disconnect(signal, slot)
+        stop_thread(self.thread, self.worker, wait_seconds)
+
+
+def _disconnect(signal, slot):
+    """Disconnect if connected (a second shutdown is a no-op)."""
+    try:
+        signal.disconnect(slot)
+    except (RuntimeError, TypeError):
+        pass

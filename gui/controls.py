@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
 from fastbatch import datasets
 from fastbatch.config import ACTIVATIONS, BACKENDS, DEFAULTS, OPTIMIZERS
 
+from .fmt import esc
 from .lesson import DATASETS, LR_SCALINGS, NATURAL_FEATURES, TASKS, scaled_rate
 
 # the lesson's settings where they differ from the library's defaults: the seed's plain mini-batch SGD
@@ -115,6 +116,7 @@ class ControlPanel(QWidget):
         w["load_file"] = _button("loadFileButton", "Load file…", "Load records from a .csv (header row), .npy or .npz")
         self.file_label = QLabel("no file")
         self.file_label.setObjectName("fileLabel")
+        self.file_label.setTextFormat(Qt.PlainText)   # a file named <b>x</b>.csv shows as named
         self.file_label.setStyleSheet("color: #666")
         self.file_label.setWordWrap(True)
 
@@ -243,8 +245,19 @@ class ControlPanel(QWidget):
             widget.setChecked(bool(value))
 
     def set_data_file(self, path, target=None):
-        """Use the data file ``path`` (target column by name or index; default the last column)."""
+        """Use the data file ``path`` (target column by name or index; default the last column).
+
+        Raises for an unreadable file or an unknown target before anything changes.
+        """
         names = datasets.columns(path)  # raises for a missing or unreadable file
+        chosen = None if names is None else len(names) - 1
+        if names is not None and target is not None:
+            t = str(target)
+            chosen = names.index(t) if t in names else None
+            if chosen is None and t.lstrip("-").isdigit() and -len(names) <= int(t) < len(names):
+                chosen = int(t) % len(names)
+            if chosen is None:
+                raise ValueError(f"target column {target!r} not found in {path!r}; the columns are {names}")
         self.data_path = os.fspath(path)
         tc = self.w["target"]
         tc.blockSignals(True)
@@ -254,18 +267,10 @@ class ControlPanel(QWidget):
         else:
             for j, name in enumerate(names):
                 tc.addItem(name if name == str(j) else f"{name}  (column {j})", name)
-            tc.setCurrentIndex(len(names) - 1)
-            if target is not None:
-                t = str(target)
-                i = tc.findData(t)
-                if i < 0 and t.lstrip("-").isdigit() and -len(names) <= int(t) < len(names):
-                    i = int(t) % len(names)
-                if i < 0:
-                    raise ValueError(f"target column {target!r} not found in {path!r}; the columns are {names}")
-                tc.setCurrentIndex(i)
+            tc.setCurrentIndex(chosen)
         tc.blockSignals(False)
         self.file_label.setText(os.path.basename(self.data_path))
-        self.file_label.setToolTip(self.data_path)
+        self.file_label.setToolTip(f"<span>{esc(self.data_path)}</span>")   # shown as typed
         self.set_value("dataset", "file")
         self._dataset_changed()
         self.changed.emit()

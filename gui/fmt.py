@@ -1,4 +1,5 @@
 """The numbers and words a learner reads: one number format (thousands separators), plural-aware counts."""
+import html
 
 
 def num(value):
@@ -22,3 +23,16 @@ def clock(seconds):
     m, s = divmod(seconds, 60)
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+
+
+def esc(value):
+    """``value`` as text that rich text (a QLabel's HTML, a tooltip) shows literally: ``<b>x</b>``, ``&`` as typed."""
+    return html.escape(str(value), quote=False)
+
+
+def load_error(exc, source):
+    """``exc`` when a loader raised one of the errors it promises, else a ValueError naming ``source`` and it."""
+    if isinstance(exc, (ValueError, TypeError, OSError)):
+        return exc
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ValueError(f"could not load {source} ({what})")

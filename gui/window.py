@@ -3,6 +3,7 @@
 The rules of a run (what each button does in each state) live in ``run_controller.py``; the
 training runs on the worker's thread (``worker.py``); one frame timer draws.
 """
+import html
 import os
 import re
 import time
@@ -22,16 +23,22 @@ from fastbatch.schedule import format_bytes
 from .batch_lab import BatchLab, LabJob, parse_sizes
 from .batch_map import BatchMap
 from .controls import ControlPanel
-from .fmt import clock, count, num
+from .fmt import clock, count, esc, load_error, num
 from .lesson import RANDOM_HINT, TASKS, sorted_by_class
 from .loss_plot import X_AXES, LossPlot
 from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
-from .worker import Job, start_worker_thread
+from .worker import Job, start_worker_thread, stop_thread
 
 FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
 SMOOTHING_STEPS = 1000   # the smoothing slider moves in steps of 0.001
 MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
+CLOSE_WAIT_SECONDS = 2.0   # closing waits this long for the step in progress; a longer one ends on its own
+
+
+def error_html(message):
+    """The readout's error line."""
+    return f"<span style='font-size:13pt; color:#c00000'>⚠ {esc(message)}</span>"
 
 
 def training_records(n, split):
@@ -71,6 +78,7 @@ class StepPanel(QFrame):
         self.setStyleSheet("#thisStepPanel { background: #fffdf2; border: 1px solid #d8cfa0; }")
         self.label = QLabel()
         self.label.setObjectName("thisStepLabel")
+        self.label.setTextFormat(Qt.RichText)
         self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 4, 8, 4)
@@ -83,12 +91,14 @@ class StepPanel(QFrame):
         change = d["loss_after"] - d["loss_before"]
         upd = ("—  (the params are made by the first step)" if d["update_norm"] is None else
                f"{d['update_norm']:.4g}  ({100 * d['update_norm'] / max(d['param_norm'], 1e-300):.2g}% of |params|)")
+        where = (f"step {num(d['step'])} · epoch {num(d['epoch'])} · batch {num(d['batch'])} of {num(d['batches'])}"
+                 f" · {count(d['batch_size'], 'record')} · lr {num(d['learning_rate'])}")
+        before, after = (esc(f"{d[k]:.5g}") for k in ("loss_before", "loss_after"))
         self.label.setText(
-            f"<b>This step:</b> step {num(d['step'])} · epoch {num(d['epoch'])} · batch {num(d['batch'])} of "
-            f"{num(d['batches'])} · {count(d['batch_size'], 'record')} · lr {num(d['learning_rate'])}<br>"
-            f"loss on this batch: <b>{d['loss_before']:.5g}</b> before the update → "
-            f"<b>{d['loss_after']:.5g}</b> after it ({change:+.3g})<br>"
-            f"size of the update |Δparams|: {upd}")
+            f"<b>This step:</b> {esc(where)}<br>"
+            f"loss on this batch: <b>{before}</b> before the update → <b>{after}</b> after it "
+            f"({esc(f'{change:+.3g}')})<br>"
+            f"size of the update |Δparams|: {esc(upd)}")
         self.setVisible(True)
 
     def clear(self):
@@ -113,6 +123,10 @@ class MainWindow(QMainWindow):
         self.plan_error = None
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
+        self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
+        self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
+                                    # is chosen)
+        self._closed = False
         self._rows = None           # (training rows, validation rows) of the current run
         self._grid = None
         self._run_key = None        # the settings the run was started with
@@ -132,6 +146,7 @@ class MainWindow(QMainWindow):
 
         self.readout = QLabel()
         self.readout.setObjectName("readoutLabel")
+        self.readout.setTextFormat(Qt.RichText)   # every string put in it goes through esc()
         self.readout.setWordWrap(True)
         self.readout.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.x_axis_combo = QComboBox()
@@ -215,18 +230,18 @@ class MainWindow(QMainWindow):
         self.labRequested.connect(self.lab.worker.run)
         self.lab.compareRequested.connect(self.compare_batch_sizes)
         self.thread, self.worker = start_worker_thread()
-        self.runRequested.connect(self.worker.run)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.surface.connect(self._on_surface)
-        self.worker.fullLoss.connect(self._on_full_loss)
-        self.worker.epochMeans.connect(self.loss_plot.set_epoch_means)
-        self.worker.stepped.connect(self._on_stepped)
-        self.worker.finished.connect(self._on_job_returned)
-        self.worker.errored.connect(self._on_errored)
+        wk = self.worker
+        self._worker_links = [(self.runRequested, wk.run), (wk.progress, self._on_progress),
+                              (wk.surface, self._on_surface), (wk.fullLoss, self._on_full_loss),
+                              (wk.epochMeans, self.loss_plot.set_epoch_means), (wk.stepped, self._on_stepped),
+                              (wk.finished, self._on_job_returned), (wk.errored, self._on_errored)]
+        for signal, slot in self._worker_links:
+            signal.connect(slot)
 
         c = self.controls
         c.changed.connect(self._settings_changed)
         c.fileChosen.connect(self.load_file)
+        c.w["dataset"].activated.connect(self._dataset_chosen)
         c.start_button.clicked.connect(self.start)
         c.pause_button.clicked.connect(self.pause_or_resume)
         c.step_batch_button.clicked.connect(self.step_batch)
@@ -268,6 +283,7 @@ class MainWindow(QMainWindow):
         for key, width in (("step", 120), ("epoch", 90), ("batch", 90), ("rate", 90), ("elapsed", 90)):
             label = QLabel()
             label.setObjectName(f"{key}Status")
+            label.setTextFormat(Qt.PlainText)
             label.setMinimumWidth(width)
             label.setContentsMargins(4, 0, 8, 0)
             sb.addWidget(label)
@@ -293,10 +309,14 @@ class MainWindow(QMainWindow):
         """``(X, y)`` for the current settings (generated or loaded once, then cached)."""
         key = self._data_spec()
         if key != self._data_key:
-            if key[0] == "file":
-                X, y = datasets.load(key[1], target=key[2])
-            else:
-                X, y = datasets.make(*key[:4])
+            if self._data_failure is not None and self._data_failure[0] == key:
+                raise self._data_failure[1]
+            try:
+                X, y = datasets.load(key[1], target=key[2]) if key[0] == "file" else datasets.make(*key[:4])
+            except Exception as exc:   # whatever a hostile file raises reaches the readout, not stderr
+                exc = load_error(exc, repr(key[1]) if key[0] == "file" else f"the {key[0]} dataset")
+                self._data_failure = (key, exc)
+                raise exc from None
             if key[-1]:
                 X, y = sorted_by_class(X, y)
             # kept in the run's dtype only: the library checks the data at every fit call, and a call
@@ -322,6 +342,8 @@ class MainWindow(QMainWindow):
             return
         c = self.controls.config()
         try:
+            if self._file_error is not None:
+                raise ValueError(self._file_error)
             n_train, n_val = training_records(self._n_records(), c["validation_split"])
             self.plan = fb.plan(n_train, c["batch_size"], c["epochs"], c["drop_last"])
             self.plan_error = None
@@ -330,7 +352,7 @@ class MainWindow(QMainWindow):
         if self.plan_error is None:
             self._show_readout(self.plan, n_val)
         else:
-            self.readout.setText(f"<span style='font-size:13pt; color:#c00000'>⚠ {self.plan_error}</span>")
+            self.readout.setText(error_html(self.plan_error))
         self._data_timer.start()
         self._apply_state()
 
@@ -354,8 +376,8 @@ class MainWindow(QMainWindow):
         task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
         if task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
-        note = "".join(f"<br><span style='color:#8a5a00'>{n}</span>" for n in notes)
-        self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{text}</span>{note}")
+        note = "".join(f"<br><span style='color:#8a5a00'>{esc(n)}</span>" for n in notes)
+        self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{esc(text)}</span>{note}")
 
     def _step_memory(self, plan):
         """The library's bytes per step for this network (``Plan.step_memory``), as text; None when unknown."""
@@ -389,7 +411,7 @@ class MainWindow(QMainWindow):
     def readout_text(self):
         """The readout as plain text."""
         text = re.sub(r"<br>", "\n", self.readout.text())
-        return re.sub(r"<[^>]+>", "", text).replace("&nbsp;", " ").strip()
+        return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ").strip()
 
     def _surface_wanted(self, X, y):
         y = np.asarray(y)
@@ -427,15 +449,32 @@ class MainWindow(QMainWindow):
         self.surface_plot.setVisible(show)
 
     def load_file(self, path, target=None):
-        """Use the records in ``path`` (.csv, .npy, .npz); errors go to the readout."""
+        """Use the records in ``path`` (.csv, .npy, .npz); False when they cannot be used.
+
+        What was wrong replaces the plan in the readout and disables Start: a bad header or
+        target until a file loads or a dataset is chosen, bad records while this file and
+        target are chosen.
+        """
+        if self.state != IDLE:
+            return False
+        self._file_error = None
         try:
-            self.controls.set_data_file(path, target)
-        except (ValueError, OSError) as exc:
-            self.plan_error = str(exc)
-            self.readout.setText(f"<span style='font-size:13pt; color:#c00000'>⚠ {exc}</span>")
-            self._apply_state()
+            self.controls.set_data_file(path, target)   # reads the header; its change signal reads the records
+        except Exception as exc:   # whatever a hostile file raises reaches the readout, not stderr
+            self._file_error = str(load_error(exc, repr(os.fspath(path))))
+            self._settings_changed()
+            return False
+        try:
+            self.data()   # cached: the readout has just read it
+        except (ValueError, TypeError, OSError):
             return False
         return True
+
+    def _dataset_chosen(self):
+        """A dataset picked in the box (even the one shown) replaces a file that failed to load."""
+        if self._file_error is not None:
+            self._file_error = None
+            self._settings_changed()
 
     # ------------------------------------------------------------------ transport (the controller decides)
 
@@ -592,7 +631,7 @@ class MainWindow(QMainWindow):
 
     def _show_error(self, exc):
         if exc is not None:
-            self.readout.setText(f"<span style='font-size:13pt; color:#c00000'>⚠ {exc}</span>")
+            self.readout.setText(error_html(exc))
 
     def _on_run_ended(self, how):
         self._update_status()
@@ -721,14 +760,25 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ shutting down
 
     def shutdown(self):
-        """Stop training and the worker thread (also done on close)."""
-        if self.run.job is not None:
-            self.run.job.request_stop()
+        """Stop training and the worker threads (also done on close; a second call does nothing).
+
+        The step in progress ends (the trainer's stop) and the thread is waited for up to
+        ``CLOSE_WAIT_SECONDS``; a step longer than that is left to end on its own, its thread kept
+        until then (see ``worker.stop_thread``), so closing never freezes and never aborts.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self._frame.stop()
-        if self.thread.isRunning():
-            self.thread.quit()
-            self.thread.wait(10_000)
-        self.lab.shutdown()
+        self._data_timer.stop()
+        for signal, slot in self._worker_links:   # nothing the worker still sends reaches a closed window
+            signal.disconnect(slot)
+        if self.run.job is not None:
+            self.run.job.cancel()
+        deadline = time.perf_counter() + CLOSE_WAIT_SECONDS   # one wait for both threads
+        self.lab.thread.quit()   # an idle lab ends while the training thread is waited for
+        stop_thread(self.thread, self.worker, CLOSE_WAIT_SECONDS)
+        self.lab.shutdown(max(0.0, deadline - time.perf_counter()))
 
     def closeEvent(self, event):
         self.shutdown()

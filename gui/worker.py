@@ -5,6 +5,7 @@ by time (about :attr:`TrainingWorker.CHUNK_SECONDS` of steps per ``fit`` call), 
 chunks, while the params are consistent, it measures what the plots need: the loss on all
 training records, the decision surface, and what one stepped batch did.
 """
+import atexit
 import math
 import time
 import traceback
@@ -34,6 +35,7 @@ class Job:
     grid: np.ndarray | None = None       # points at which to evaluate predict_proba, or None
     grid_shape: tuple | None = None      # (rows, cols) of the surface image
     stop_requested: bool = False
+    cancelled: bool = False              # the window is closing: nothing more is measured or drawn
     plan: object = None                  # the run's fastbatch.Plan
     seed: int = 0
     shuffle: bool = True
@@ -42,6 +44,11 @@ class Job:
         """Stop this job within one step, even if the worker has not begun it yet."""
         self.stop_requested = True
         self.trainer.stop()  # a no-op unless fit is running; the worker checks the flag too
+
+    def cancel(self):
+        """Stop within one step and skip the measurements a job makes as it ends (the window is closing)."""
+        self.cancelled = True
+        self.request_stop()
 
 
 def batch_records(plan, seed, shuffle, step):
@@ -144,6 +151,8 @@ class TrainingWorker(QObject):
                 last_surface = now
                 self._emit_surface(job)
         history = tr.history
+        if job.cancelled:   # nobody will draw them; the window waits for this thread to end
+            return history
         self._send_means(history, job)
         if job.full_loss and full["last"] != tr.step and tr.step > 0:
             self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
@@ -232,6 +241,35 @@ class TrainingWorker(QObject):
             return
         proba = job.trainer.predict_proba(job.grid)
         self.surface.emit(job.trainer.step, proba.reshape(*job.grid_shape, proba.shape[1]))
+
+
+_parked = []   # (thread, worker) still busy when their window closed: kept referenced until they end
+
+
+def stop_thread(thread, worker, wait_seconds):
+    """Quit ``thread``'s event loop and wait up to ``wait_seconds`` for it; True when it ended.
+
+    A thread still busy then (one step too long to wait for) is parked: it and its worker stay
+    referenced until it ends, because destroying a running QThread aborts the process, and the
+    interpreter waits for it at exit (its stop flag is set, so at most the rest of one step).
+    """
+    thread.quit()
+    if thread.wait(max(0, round(wait_seconds * 1000))):
+        return True
+    _parked.append((thread, worker))
+    thread.finished.connect(_unpark)   # queued to the GUI thread, while its event loop still runs
+    return False
+
+
+def _unpark():
+    _parked[:] = [(t, w) for t, w in _parked if t.isRunning()]
+
+
+@atexit.register   # registered after PySide6's own exit handler, so it runs before the QApplication goes
+def _wait_for_parked():
+    while _parked:
+        thread, _ = _parked.pop()
+        thread.wait()   # releases the GIL: the thread finishes its step and returns
 
 
 def start_worker_thread():

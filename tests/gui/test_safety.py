@@ -1,0 +1,253 @@
+"""The app against a hostile user: closing mid-step, a bad file after a good one, markup in names and paths."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QPushButton
+
+import fastbatch as fb
+from fastbatch_gui import window as window_module
+from fastbatch_gui import worker as worker_module
+
+ABORT = "Destroyed while thread is still running"
+
+
+def set_spins(window, **values):
+    for name, value in values.items():
+        window.controls.set_value(name, value)
+
+
+def start_button(window):
+    return window.findChild(QPushButton, "startButton")
+
+
+def blocking_fit(monkeypatch, release_on_stop):
+    """Trainer.fit that trains one real step, then blocks like a long kernel step.
+
+    ``release_on_stop``: the block ends when the trainer's stop() is called (a step that ends in
+    time); otherwise only when the test sets the returned ``release`` event (a step too long to wait for).
+    """
+    entered, release = threading.Event(), threading.Event()
+    real_fit, real_stop = fb.Trainer.fit, fb.Trainer.stop
+
+    def fit(self, X, y, steps=None, **kw):
+        history = real_fit(self, X, y, steps=1, **kw)
+        entered.set()
+        release.wait(60)
+        return history
+
+    def stop(self):
+        real_stop(self)
+        if release_on_stop:
+            release.set()
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    monkeypatch.setattr(fb.Trainer, "stop", stop)
+    return entered, release
+
+
+# ---------------------------------------------------------------------- closing mid-run
+
+def test_closing_mid_step_stops_the_worker_and_waits_for_it(qtbot, window, monkeypatch):
+    entered, _ = blocking_fit(monkeypatch, release_on_stop=True)
+    set_spins(window, records=1000, batch_size=10, epochs=5)
+    start_button(window).click()
+    assert entered.wait(10) and window.state == "running"
+    window.close()
+    assert not window.thread.isRunning()          # waited for: the step ended on the trainer's stop
+    assert window.trainer.step == 1               # stopped within one step
+    assert not worker_module._parked
+
+
+def test_a_step_too_long_to_wait_for_is_left_to_end_on_its_own(qtbot, window, monkeypatch):
+    monkeypatch.setattr(window_module, "CLOSE_WAIT_SECONDS", 0.2)
+    entered, release = blocking_fit(monkeypatch, release_on_stop=False)
+    set_spins(window, records=1000, batch_size=10, epochs=5)
+    start_button(window).click()
+    assert entered.wait(10)
+    finished = []
+    window.worker.finished.connect(lambda h: finished.append(h))   # a closed window is sent nothing more
+    window.close()
+    thread = window.thread
+    assert thread.isRunning()                     # the close did not wait for the step
+    assert (thread, window.worker) in worker_module._parked   # kept referenced, never destroyed running
+    release.set()
+    qtbot.waitUntil(lambda: not worker_module._parked, timeout=10_000)   # unparked once it ended
+    assert not thread.isRunning() and window.trainer.step == 1
+
+
+def test_closing_while_paused_or_idle_ends_the_thread(qtbot, window):
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        window.controls.step_batch_button.click()
+    assert window.state == "paused"
+    window.close()
+    window.shutdown()                             # a second shutdown does nothing
+    assert not window.thread.isRunning() and not window.lab.thread.isRunning()
+
+
+CLOSE_MID_RUN = """
+import sys, time
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv[:1])
+import fastbatch as fb
+from fastbatch_gui import window as W
+from fastbatch_gui.app import main
+if sys.argv[1] == "long":     # one step far longer than the close waits: the thread is left to end alone
+    W.CLOSE_WAIT_SECONDS = 0.2
+    real_fit = fb.Trainer.fit
+    def fit(self, *a, **kw):
+        h = real_fit(self, *a, **kw)
+        time.sleep(1.0)       # no GIL held, as in the kernel
+        return h
+    fb.Trainer.fit = fit
+def close_mid_step():   # polled on the GUI thread: once a step is done, close while the next one trains
+    w = next((w for w in app.topLevelWidgets() if isinstance(w, W.MainWindow)), None)
+    if w is None or w.state != "running" or w.trainer.step < 1:
+        return QTimer.singleShot(20, close_mid_step)
+    print("closing at step", w.trainer.step, flush=True)
+    w.close()
+QTimer.singleShot(0, close_mid_step)
+code = main(sys.argv[2:])
+from fastbatch_gui import worker
+print("parked at exit:", [t.isRunning() for t, _ in worker._parked], flush=True)
+for w in app.topLevelWidgets():   # the window lets go of its thread: still no abort
+    if isinstance(w, W.MainWindow):
+        w.__dict__.clear()
+import gc; gc.collect()
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("mode, args", [
+    # the real kernel, about a second a step: the close waits for the step and exits cleanly
+    ("real", ["--dataset", "random", "--records", "3000", "--features", "1000", "--hidden", "1024",
+              "--layers", "4", "--batch-size", "3000", "--epochs", "100", "--optimizer", "sgd"]),
+    ("long", ["--records", "1000", "--batch-size", "10", "--epochs", "100"]),
+])
+def test_the_app_closed_mid_run_exits_0_without_an_abort(tmp_path, mode, args):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-c", CLOSE_MID_RUN, mode, *args, "--autorun", "--offscreen"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "closing at step" in r.stdout, r.stderr
+    # a step too long to wait for: the window closed and the app exited while it still trained
+    assert ("parked at exit: [True]" in r.stdout) == (mode == "long"), r.stdout
+    assert r.returncode == 0, r.stderr
+    assert ABORT not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------- a bad file after a good one
+
+def write_good_csv(path, n=60):
+    path.write_text("a,b,y\n" + "".join(f"{i},{i * 0.5},{i % 2}\n" for i in range(n)))
+    return path
+
+
+BAD_FILES = {
+    "cell.csv": ("a,b,y\n1,x,0\n2,3,1\n", "'x' is not a number"),
+    "empty.csv": ("", "is empty"),
+    "header.csv": ("a,b,y\n", "no records"),
+    "ragged.csv": ("a,b,y\n1,2\n", "2 values"),
+    "blank.csv": ("a,b,y\n1,2,\n2,3,1\n", "blank"),
+    "binary.npy": (b"\x93NUMPY garbage", ".npy"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_file_after_a_good_one_replaces_the_plan_and_disables_start(window, tmp_path, name):
+    content, says = BAD_FILES[name]
+    good = write_good_csv(tmp_path / "good.csv")
+    assert window.load_file(str(good))
+    assert window.readout_text().startswith("60 records") and start_button(window).isEnabled()
+    bad = tmp_path / name
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert not window.load_file(str(bad))
+    text = window.readout_text()
+    assert text.startswith("⚠") and says in text and "60 records" not in text
+    assert not start_button(window).isEnabled() and not window.controls.step_batch_button.isEnabled()
+    set_spins(window, batch_size=7)               # another setting does not bring the old plan back
+    assert window.readout_text() == text and not start_button(window).isEnabled()
+    assert window.load_file(str(good))            # a good file re-enables Start
+    assert window.readout_text().startswith("60 records") and start_button(window).isEnabled()
+
+
+def test_an_unexpected_error_from_a_loader_reaches_the_readout(window, tmp_path, monkeypatch, capfd):
+    from fastbatch import datasets
+    good = write_good_csv(tmp_path / "good.csv")
+    assert window.load_file(str(good))
+    later = write_good_csv(tmp_path / "later.csv", n=30)
+
+    def load(path, target=None):
+        raise MemoryError()                       # not a ValueError: it must not escape to stderr
+    monkeypatch.setattr(datasets, "load", load)
+    assert not window.load_file(str(later))
+    assert "MemoryError" in window.readout_text() and "later.csv" in window.readout_text()
+    assert not start_button(window).isEnabled()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_choosing_a_dataset_after_a_bad_file_clears_its_error(window, tmp_path):
+    bad = tmp_path / "empty.csv"
+    bad.write_text("")
+    assert not window.load_file(str(bad))
+    assert not start_button(window).isEnabled()
+    combo = window.controls.w["dataset"]
+    combo.activated.emit(combo.currentIndex())   # the dataset shown, picked again from the box
+    assert window.readout_text().startswith("1,000 records") and start_button(window).isEnabled()
+
+
+def test_an_unknown_target_leaves_the_loaded_file_as_it_was(window, tmp_path):
+    good = write_good_csv(tmp_path / "good.csv")
+    assert window.load_file(str(good), target="y")
+    other = write_good_csv(tmp_path / "other.csv", n=40)
+    assert not window.load_file(str(other), target="nope")
+    assert "target column 'nope' not found" in window.readout_text()
+    c = window.controls.config()
+    assert c["data_path"] == str(good) and c["target"] == "y"
+    assert not window.controls.w["target"].signalsBlocked()
+
+
+# ---------------------------------------------------------------------- markup shows literally
+
+def test_markup_in_column_names_and_paths_shows_literally(qtbot, window, tmp_path):
+    folder = tmp_path / "a&b <i>"
+    folder.mkdir()
+    path = folder / "<b>bad.csv"
+    path.write_text("<b>x</b>,y\n1,0\nz,1\n")       # a text feature: the error names the column
+    assert not window.load_file(str(path))
+    text = window.readout_text()
+    assert "'<b>x</b>'" in text and "a&b <i>/<b>bad.csv" in text
+    assert "&lt;b&gt;x&lt;/b&gt;" in window.readout.text() and "a&amp;b &lt;i&gt;" in window.readout.text()
+    good = folder / "<i>good.csv"
+    good.write_text("<b>x</b>,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    assert window.load_file(str(good))
+    label = window.controls.file_label
+    assert label.text() == "<i>good.csv" and label.textFormat() == window_module.Qt.PlainText
+    assert "a&amp;b &lt;i&gt;/&lt;i&gt;good.csv" in label.toolTip()
+    assert window.controls.w["target"].itemText(0).startswith("<b>x</b>")   # combo items are plain text
+
+
+def test_errors_and_the_step_panel_are_escaped(qtbot, window, monkeypatch):
+    window._show_error(ValueError("bad <b>value</b> & more"))
+    assert window.readout_text() == "⚠ bad <b>value</b> & more"
+    assert "<b>value</b>" not in window.readout.text()
+    window.step_panel.show_step({"step": 1, "epoch": 1, "batch": 1, "batches": 2, "batch_size": 3,
+                                 "records": np.arange(3), "loss_before": 0.7, "loss_after": 0.6,
+                                 "learning_rate": 0.1, "update_norm": None, "param_norm": 1.0})
+    shown = window.step_panel.label.text()
+    assert "<b>This step:</b>" in shown and "|Δparams|" in shown and "−" not in shown
+    window.lab.show_error(ValueError("<i>no</i>"))
+    assert "&lt;i&gt;no&lt;/i&gt;" in window.lab.status.text()
+    for label in window.status_labels.values():
+        assert label.textFormat() == window_module.Qt.PlainText
+
+
+def test_bad_records_clear_when_a_good_target_is_chosen(window, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("kind,a,y\ncat,2,0\ndog,3,1\ncat,4,0\n")   # kind is text: a fine target, not a feature
+    assert not window.load_file(str(path))
+    assert "'cat' is not a number" in window.readout_text() and not start_button(window).isEnabled()
+    set_spins(window, target="kind")
+    assert window.readout_text().startswith("3 records") and start_button(window).isEnabled()
