@@ -251,3 +251,18 @@ def test_bad_records_clear_when_a_good_target_is_chosen(window, tmp_path):
     assert "'cat' is not a number" in window.readout_text() and not start_button(window).isEnabled()
     set_spins(window, target="kind")
     assert window.readout_text().startswith("3 records") and start_button(window).isEnabled()
+
+
+def test_the_command_line_turns_any_loader_error_into_a_usage_error(tmp_path, monkeypatch, capsys):
+    from fastbatch import datasets
+    from fastbatch_gui.app import build_parser, check_args
+
+    def load(path, target=None):
+        raise MemoryError()
+    monkeypatch.setattr(datasets, "load", load)
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exc:
+        check_args(parser, parser.parse_args(["--data", str(write_good_csv(tmp_path / "d.csv"))]))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--data: could not load" in err and "MemoryError" in err
+    assert "Traceback" not in err
