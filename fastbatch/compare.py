@@ -45,7 +45,7 @@ def pooled_noise_scale(rows):
     return float(np.median(estimates)) if estimates else math.nan
 
 
-def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, threads=True,
+def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, threads=True, stop=None,
                         **trainer_params):
     """Train one run per batch size; return ``(histories, summary)``.
 
@@ -60,7 +60,9 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     With ``threads=True`` (default) each run trains on a thread of its own (the kernel
     releases the GIL; the results are the same as one after another): the runs then share
     the cores, so their speeds compare with each other, not with a run alone. ``threads=False``
-    trains them one after another, each timed alone.
+    trains them one after another, each timed alone. ``stop`` (a ``threading.Event``) set
+    from another thread ends every run within about 0.1 s: the comparison then raises
+    ``InterruptedError`` (a partial comparison would compare unequal budgets).
     """
     try:
         sizes = [check_int("batch_sizes", b, 1) for b in batch_sizes]
@@ -79,8 +81,10 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     timed = {}
 
     def train(b):
+        tr = trainers[b]
+        watch = None if stop is None else (lambda history: tr.stop() if stop.is_set() else None)
         t0 = time.perf_counter()
-        h = trainers[b].fit(X, y)
+        h = tr.fit(X, y, on_progress=watch)
         timed[b] = (h, time.perf_counter() - t0)
 
     if threads and len(sizes) > 1:
@@ -91,6 +95,8 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     else:
         for b in sizes:
             train(b)
+    if stop is not None and stop.is_set():
+        raise InterruptedError("the batch-size comparison was stopped")
     histories, rows = {}, []
     for b, tr in trainers.items():
         h, seconds = timed[b]

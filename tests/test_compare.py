@@ -88,3 +88,12 @@ def test_threaded_comparison_equals_one_after_another():
     for size in a:
         assert np.array_equal(a[size].loss, b[size].loss)
         assert np.array_equal(a[size].noise, b[size].noise)
+
+
+def test_a_comparison_can_be_stopped_from_another_thread():
+    import threading
+    X, y = make_data(n=2000, d=8)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(InterruptedError):
+        fb.compare_batch_sizes(X, y, [1, 2], epochs=100000, stop=stop)
