@@ -242,30 +242,5 @@ def check_params(params, hidden):
     return layers
 
 
-class InMemoryRows:
-    """Rows read from X's memory (the row source until ``_rows.RowSource`` lands)."""
-
-    fd, data_offset = -1, 0
-
-    def __init__(self, X):
-        self.array = X
-
-    @classmethod
-    def open(cls, X):
-        return cls(X)
-
-    def check(self):
-        pass
-
-    def after_chunk(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.array = None
-
-
 def _rows(a, idx):
     return a[idx] if a.size else a

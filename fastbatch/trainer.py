@@ -20,10 +20,8 @@ from .history import History
 from .schedule import plan as make_plan
 from .schedules import make_schedule
 
-try:
-    from ._rows import RowSource
-except ImportError:  # until the row sources land
-    RowSource = _data.InMemoryRows
+from ._rows import RowSource
+
 try:
     from . import _kernel
 except ImportError:  # pragma: no cover - only when the extension was not built
@@ -197,11 +195,11 @@ class Trainer:
         if st.generator:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
             return History(st.loss_buf[:s], st.lr_buf[:s], [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
+                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, list(st.epoch_metrics))
         self.plan  # noqa: B018 - makes _batch_sizes
         return History(st.loss_buf[:s], st.lr_buf[:s], self._batch_sizes, st.steps_per_epoch, st.n_records,
                        st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise,
-                       epoch_metrics=st.epoch_metrics)
+                       epoch_metrics=list(st.epoch_metrics))
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
