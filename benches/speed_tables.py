@@ -3,7 +3,8 @@
     python benches/speed_tables.py benches/results             # reads the files named below, prints markdown
 
 Reads, where present: bench_vs_peers_1thread.json and bench_vs_peers.json (2 threads),
-bench_optimizers.json, bench_calls.json, bench_busy.json, bench_app.json and bench_app_long.json.
+bench_optimizers.json, bench_calls.json, bench_busy.json, and the app's bench_app.json,
+bench_app_long.json and bench_app_100m.json.
 A missing file skips its table.
 """
 import argparse
@@ -172,7 +173,7 @@ def main(argv=None):
         out += ["us per step, SGD:", ""] + lines + ["", note, ""]
     for name, fn in (("bench_optimizers.json", optimizer_table), ("bench_calls.json", calls_table),
                      ("bench_busy.json", busy_table), ("bench_app.json", app_lines),
-                     ("bench_app_long.json", app_lines)):
+                     ("bench_app_long.json", app_lines), ("bench_app_100m.json", app_lines)):
         doc = load(args.folder, name)
         if doc:
             out += fn(doc) + [""]
