@@ -348,8 +348,8 @@ def end_epoch(trainer, epoch, hooks):
     logs = {"epoch": epoch, "loss": metric}
     if hooks.val is not None:
         Xv, tv, lv, wv = hooks.val
-        res = _inference.score(_inference.forward(state.theta, state.sizes, cfg["activation"], Xv), state.loss,
-                               tv, lv, wv)
+        z = _inference.forward_views(state.layers(), cfg["activation"], Xv)
+        res = _inference.score(z, state.loss, tv, lv, wv)
         state.val_loss.append(res["loss"])
         state.val_accuracy.append(res.get("accuracy", math.nan))
         metric = res["loss"]

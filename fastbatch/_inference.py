@@ -32,6 +32,13 @@ def forward(theta, sizes, activation, X):
     return out
 
 
+def forward_views(layers, activation, X):
+    """The outputs for X through ``layers`` (views into the params, in their dtype): the per-epoch
+    validation's path, with no copy of the params (the validation set is fixed, so its products
+    do not depend on other records)."""
+    return _forward_chunk(layers, ACTIVATION_CODES[activation], X)
+
+
 def _forward_chunk(layers, code, a):
     last = len(layers) - 1
     for i, (W, b) in enumerate(layers):

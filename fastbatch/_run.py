@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._network import n_params
+from ._network import n_params, unpack
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
@@ -55,6 +55,7 @@ class RunState:
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
     snapshots: list = None       # the driver's two snapshot buffers, kept between calls (not saved)
+    layer_views: list = None     # [(W, b), ...] views into theta (it changes in place), made once
     schedule_state: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -76,6 +77,12 @@ class RunState:
         """The record-order buffer, made when the data is there (never from a number a file declares)."""
         if self.order_cache is None or self.order_cache.shape[0] != self.n_records + 1:
             self.order_cache = np.full(self.n_records + 1, -1, dtype=np.int64)
+
+    def layers(self):
+        """(W, b) views into theta, per layer."""
+        if self.layer_views is None:
+            self.layer_views = unpack(self.theta, self.sizes)
+        return self.layer_views
 
     @property
     def n_features(self):
