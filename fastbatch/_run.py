@@ -125,24 +125,23 @@ class RunState:
 
     def snapshot(self, opt_rows):
         """What a kernel call may change, copied: restore() puts it back exactly."""
-        return _Snapshot(self.theta.copy(), self.opt_state[:opt_rows].copy(), self.step, self.opt_t,
-                         self.epoch, self.batch, self.records, self.stopped_early, len(self.epoch_loss),
-                         len(self.val_loss), self.best, dict(self.schedule_state), self.steps_per_epoch,
-                         self.n_records)
+        snap = _Snapshot(np.empty_like(self.theta), np.empty_like(self.opt_state[:opt_rows]), ())
+        self.snapshot_into(snap)
+        return snap
 
     def snapshot_into(self, snap):
         """Refill an existing snapshot (no allocation: the driver's per-call path)."""
         np.copyto(snap.theta, self.theta)
         np.copyto(snap.opt, self.opt_state[:snap.opt.shape[0]])
-        snap.scalars = (self.step, self.opt_t, self.epoch, self.batch, self.records, self.stopped_early,
-                        len(self.epoch_loss), len(self.val_loss), self.best, dict(self.schedule_state),
-                        self.steps_per_epoch, self.n_records)
+        snap.scalars = tuple(getattr(self, name) for name in _SNAPSHOT_SCALARS) + (
+            len(self.epoch_loss), len(self.val_loss), dict(self.schedule_state))
 
     def restore(self, snap):
         np.copyto(self.theta, snap.theta)
         np.copyto(self.opt_state[:snap.opt.shape[0]], snap.opt)
-        (self.step, self.opt_t, self.epoch, self.batch, self.records, self.stopped_early, n_epochs, n_val,
-         self.best, schedule_state, self.steps_per_epoch, self.n_records) = snap.scalars
+        for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
+            setattr(self, name, value)
+        n_epochs, n_val, schedule_state = snap.scalars[len(_SNAPSHOT_SCALARS):]
         self.schedule_state = dict(schedule_state)
         del self.epoch_loss[n_epochs:]
         del self.epoch_metrics[n_epochs:]
@@ -244,32 +243,16 @@ class RunState:
         return st
 
 
+# what a snapshot keeps besides theta and the optimizer rows (then: epochs closed, validations, schedule state)
+_SNAPSHOT_SCALARS = ("step", "opt_t", "epoch", "batch", "records", "stopped_early", "best", "steps_per_epoch",
+                     "n_records")
+
+
 @dataclasses.dataclass
 class _Snapshot:
     theta: np.ndarray
     opt: np.ndarray
-    step: int
-    opt_t: int
-    epoch: int
-    batch: int
-    records: int
-    stopped_early: bool
-    n_epochs: int
-    n_val: int
-    best: dict
-    schedule_state: dict
-    steps_per_epoch: int
-    n_records: int
-
-    @property
-    def scalars(self):
-        return (self.step, self.opt_t, self.epoch, self.batch, self.records, self.stopped_early, self.n_epochs,
-                self.n_val, self.best, self.schedule_state, self.steps_per_epoch, self.n_records)
-
-    @scalars.setter
-    def scalars(self, values):
-        (self.step, self.opt_t, self.epoch, self.batch, self.records, self.stopped_early, self.n_epochs,
-         self.n_val, self.best, self.schedule_state, self.steps_per_epoch, self.n_records) = values
+    scalars: tuple
 
 
 def _count(d, key, limit=1 << 62):

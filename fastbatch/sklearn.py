@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(*args, **kwargs)
 
 from . import config as _config
+from ._inference import sigmoid
 from .schedule import plan as make_plan
 from .trainer import Trainer
 
@@ -269,7 +270,7 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
         z = self._outputs(X)
         if z.shape[1] == 2:  # from the log-odds, so proba ranks exactly as decision_function
-            p = _sigmoid(z[:, 1] - z[:, 0])
+            p = sigmoid(z[:, 1] - z[:, 0])
             proba = np.column_stack([1.0 - p, p])
         else:
             e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -385,8 +386,3 @@ def _class_weights(class_weight, classes, y_encoded, sample_weight, n):
             raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
         w = sw if w is None else w * sw
     return w
-
-
-def _sigmoid(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
