@@ -79,7 +79,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
     Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features)
     if run is None:
         task = _task.decide(y, cfg["loss"], "y")
-        task.warn(stacklevel=4)
+        task.warn()
         loss = task.loss
     else:
         loss = run.loss
@@ -173,7 +173,8 @@ def warn_if_unscaled(mean, std):
     if len(live) and (live.max() / live.min() >= UNSCALED_SPREAD or np.abs(mean).max() >= UNSCALED_SPREAD * live.max()):
         warnings.warn(f"X looks unscaled: feature standard deviations range from {live.min():.3g} to {live.max():.3g} "
                       f"and means reach {np.abs(mean).max():.3g}; unscaled inputs often train badly. "
-                      "Pass standardize=True (or scale the data first).", UserWarning, stacklevel=5)
+                      "Pass standardize=True (or scale the data first).", UserWarning,
+                      stacklevel=_task.caller_stacklevel())
 
 
 def apply_scaling(scaling, X, targets, dtype):

@@ -21,9 +21,20 @@ class Task:
     reason: str        # one line: what was seen, and how to override
     obvious: bool      # False: a warning is due
 
-    def warn(self, stacklevel=3):
+    def warn(self):
         if not self.obvious:
-            warnings.warn(self.reason, UserWarning, stacklevel=stacklevel)
+            warnings.warn(self.reason, UserWarning, stacklevel=caller_stacklevel())
+
+
+def caller_stacklevel():
+    """The ``stacklevel`` that points a warning at the first frame outside fastbatch (the user's line)."""
+    import os
+    import sys
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def decide(y, loss="auto", name="target"):

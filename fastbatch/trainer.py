@@ -290,6 +290,7 @@ class Trainer:
                                  f"and needs {n_outputs} outputs")
             theta = np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]), dtype=dtype)
         else:
+            _check_network_fits(sizes, dtype, cfg["hidden"])
             theta = init_params(sizes, cfg["activation"], cfg["seed"], dtype)
         n_threads = cfg["n_threads"] or default_threads()
         state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
@@ -499,6 +500,20 @@ class Trainer:
 
 
 _NO_NOISE = np.zeros((0, 2))
+
+
+def _check_network_fits(sizes, dtype, hidden):
+    """ValueError naming hidden when the params and their optimizer state could not fit in memory."""
+    from ._network import n_params
+    need = n_params(sizes) * np.dtype(dtype).itemsize * 6  # params, gradient, 3 optimizer rows, a snapshot
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if need > memory:
+        raise ValueError(f"hidden={hidden} makes a network of {n_params(sizes):,} params for these data, which "
+                         f"needs about {need / 2**30:,.1f} GB with its optimizer state; this machine has "
+                         f"{memory / 2**30:,.1f} GB")
 
 
 def _check_callbacks(callbacks):

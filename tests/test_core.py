@@ -339,3 +339,18 @@ def test_n_threads_is_a_parameter_and_trainers_side_by_side_match_their_runs_alo
         t.join()
     for a, b in zip(alone, together):
         assert same_params(a, b)
+
+
+def test_a_network_too_big_for_memory_is_a_clear_error():
+    X, y = make_data(n=10, d=16)
+    tr = fb.Trainer(hidden=(10**9,))
+    with pytest.raises(ValueError, match="hidden="):
+        tr.fit(X, y, steps=1)
+    assert not tr.started
+
+
+def test_warnings_point_at_the_callers_line():
+    X, y = make_data(n=100)
+    with pytest.warns(UserWarning) as record:
+        fb.Trainer(epochs=1).fit(X * np.array([1e-3, 1, 1, 1, 1e4]), (X[:, 0] > 0).astype(float))
+    assert {w.filename for w in record} == {__file__}
