@@ -102,8 +102,8 @@ def blas_pools():
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [(p.get("internal_api"), p.get("version"), p.get("num_threads"), os.path.basename(p.get("filepath", "")))
-            for p in threadpool_info()]
+    return [(p.get("internal_api"), p.get("version"), p.get("num_threads"), os.path.basename(p.get("filepath", "")),
+             p.get("architecture")) for p in threadpool_info()]
 
 
 def cpu_model():
@@ -409,8 +409,10 @@ def header_lines(title, threads, how, peaks, args):
              f"python {platform.python_version()}, numpy {np.__version__}, fastbatch {fastbatch_version()}",
              f"started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1 min) "
              f"{os.getloadavg()[0]:.2f} (above 0: other processes were using the cores as it started)"]
-    for lib, version, n, fname in blas_pools():
-        lines.append(f"pool: {lib} {version} x{n} ({fname})")
+    for lib, version, n, fname, arch in blas_pools():
+        lines.append(f"pool: {lib} {version} x{n} ({fname})" + (f", {arch} kernels" if arch else ""))
+    if "OPENBLAS_CORETYPE" in os.environ:  # the environment chose OpenBLAS's kernels (not its own detection)
+        lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} in the environment")
     for dt, p in peaks.items():
         lines.append(f"{'s' if dt == 'float32' else 'd'}gemm peak ({dt}, numpy matmul, best of several): {p:.1f} GFLOP/s")
     lines.append(FLOP_FORMULA + "; % peak = GFLOP/s / gemm peak of the same dtype")
