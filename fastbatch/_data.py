@@ -1,8 +1,12 @@
 """The data of one fit call: checked, converted and split, every call (never cached by identity).
 
-Checking is O(records x features) and vectorised, so every ``fit`` sees the data as it
-is now: an array edited in place between calls is checked again (NaN, inf) and
-converted again. Nothing here changes the trainer, and nothing keeps the caller's arrays.
+Every ``fit`` sees the data as it is now: an array edited in place between calls is
+checked again and converted again. The first call of a run looks at every value (NaN,
+inf, labels, targets); later calls look at shapes and types only (``scan=False``) when
+the backend checks each record as it reads it (``bad`` of ``train_steps``): a call then
+costs O(its steps), not O(records), and a bad record it reaches is an error naming it,
+with the run put back where the call began (``_driver``). Nothing here changes the
+trainer, and nothing keeps the caller's arrays.
 """
 import dataclasses
 
@@ -73,10 +77,15 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     return w
 
 
-def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
-    """Check, convert, split and standardise (X, y) for a run (``run``: its RunState once it has started)."""
+def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
+    """Check, convert, split and standardise (X, y) for a run (``run``: its RunState once it has started).
+
+    ``scan=False`` (only for a run that has started): leave the look at every value of X and y
+    to the kernel, which checks each record it reads; held-out validation rows are checked here.
+    """
     dtype = np.dtype(cfg["dtype"])
-    Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features)
+    scan = scan or run is None
+    Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features, scan=scan)
     if run is None:
         task = _task.decide(y, cfg["loss"], "y")
         task.warn()
@@ -84,7 +93,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
     else:
         loss = run.loss
     n = Xc.shape[0]
-    targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs)
+    targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs, scan=scan)
     if run is not None and n_outputs is not None and n_outputs != run.n_outputs:
         raise ValueError(f"n_outputs={n_outputs} does not fit the run, which has {run.n_outputs} outputs")
     if n_outputs is not None and n_outputs != k:
@@ -98,6 +107,8 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None):
         tr_idx, va_idx = split_indices(n, cfg["validation_split"], cfg["seed"])
         val = (V.take_rows(Xc, va_idx, dtype), _rows(targets, va_idx), _rows(labels, va_idx),
                _rows(weights, va_idx))
+        if not scan and not _rows_ok(val, k, loss):  # the kernel never reads these: look here (the full check names it)
+            return prepare(X, y, cfg, run, n_outputs, sample_weight)
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
     scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)
@@ -245,3 +256,13 @@ def check_params(params, hidden):
 
 def _rows(a, idx):
     return a[idx] if a.size else a
+
+
+def _rows_ok(rows, n_outputs, loss):
+    """Whether held-out (X, targets, labels, weights) rows hold only what the full check accepts."""
+    X, targets, labels, _ = rows
+    if not V.all_finite(X) or (targets.size and not np.isfinite(targets).all()):
+        return False
+    if loss == "binary_crossentropy" and not np.all((targets == 0) | (targets == 1)):
+        return False
+    return not labels.size or (labels.min() >= 0 and labels.max() < n_outputs)

@@ -136,11 +136,17 @@ class Chunk:
 
 
 class ArraySource:
-    """Chunks of steps over records held in arrays (``fit``)."""
+    """Chunks of steps over records held in arrays (``fit``).
 
-    def __init__(self, data, rows, backend, batch_sizes):
+    ``recheck()`` checks the caller's data whole (it raises the ValueError that names a bad
+    value); it is called when the kernel reports a bad record (``Status.BAD_INPUT``).
+    """
+
+    def __init__(self, data, rows, backend, batch_sizes, recheck):
         self.data, self.rows, self.backend = data, rows, backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
+        self.recheck = recheck
+        self.bad = np.full(2, -1, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
@@ -151,8 +157,7 @@ class ArraySource:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        lrs = trainer.learning_rate * trainer._schedule.factors(np.arange(start, start + n), spe,
-                                                                trainer.total_steps)
+        lrs = trainer._schedule.rates(trainer.learning_rate, start, n, spe, trainer.total_steps)
         d, rows = self.data, self.rows
         self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
         return Chunk(trainer._spec, rows.array, d.targets, d.labels, d.weights, state.order_cache, start, start, n,
@@ -162,9 +167,25 @@ class ArraySource:
         kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
         if hits is not None:
             kw["hits"] = hits
+        if getattr(self.backend, "CHECKS_RECORDS", False):  # it checks each record it reads
+            kw["bad"] = self.bad
         return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
                                         chunk.start, n, state.opt_t, stop, max_seconds, **kw)
+
+    def input_error(self):
+        """The error for the bad record the kernel found: the whole check's, which names the value."""
+        self.recheck()
+        record, what = (int(v) for v in self.bad)
+        part = "X" if what == 0 else "y"
+        return ValueError(f"{part} of record {record} holds a value the network cannot train on "
+                          f"(non-finite, too large for the run's dtype, or not a valid label / target)")
+
+    def steps_of(self, state, chunk, done):
+        """(batch sizes, epochs) of the chunk's first ``done`` steps."""
+        steps = np.arange(chunk.step0, chunk.step0 + done)
+        spe = state.steps_per_epoch
+        return self.batch_sizes[steps % spe], steps // spe
 
     def read_error(self, chunk, done):
         self.rows.check()
@@ -177,7 +198,7 @@ class ArraySource:
         """The epochs that ended inside the last chunk, closed: [(epoch, ...)]."""
         spe = state.steps_per_epoch
         for epoch in range(step0 // spe, state.step // spe):
-            state.close_epoch(epoch * spe, (epoch + 1) * spe, self.batch_sizes)
+            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, self.batch_sizes)
             yield epoch
 
 
@@ -242,7 +263,14 @@ class BatchSource:
         self.iterator, self.skip = None, 0
         return EPOCH_END
 
-    call = ArraySource.call
+    def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
+        # a batch is checked whole before it trains (check_batch): no bad record reaches the kernel
+        return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
+                                        state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
+                                        chunk.start, n, state.opt_t, stop, max_seconds, hits=hits)
+
+    def steps_of(self, state, chunk, done):
+        return np.full(done, chunk.X.shape[0]), np.full(done, state.epoch)
 
     def read_error(self, chunk, done):
         return OSError("could not read the batch")  # pragma: no cover - batches are in memory
@@ -258,7 +286,7 @@ class BatchSource:
         if not state.steps_per_epoch:
             state.steps_per_epoch, state.n_records = state.batch, state.records
         first = state.step - state.batch
-        state.close_epoch(first, state.step, state.per_step_buf[2, first:state.step])
+        state.close_epoch(state.epoch, first, state.step, state.per_step_buf[2, first:state.step])
         epoch = state.epoch
         state.epoch, state.batch, state.records = epoch + 1, 0, 0
         return epoch
@@ -272,6 +300,7 @@ def run(trainer, source, end, hooks, stop):
     cfg = trainer._cfg
     rows = opt_rows(cfg)
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
+    call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
     while True:
         state = trainer._state
@@ -292,29 +321,42 @@ def run(trainer, source, end, hooks, stop):
             if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
                 break
         if state.snapshots is None or state.snapshots[0].opt.shape[0] != rows:
-            state.snapshots = [state.snapshot(rows), state.snapshot(rows)]
-        snap = state.snapshots[0]
+            state.snapshots = [state.snapshot(rows) for _ in range(3)]  # two take turns; one keeps a call's start
+        snaps = state.snapshots
+        if snaps[0] is call_start:  # its turn again (a third chunk): keep it, and take the spare
+            snaps[0], snaps[2] = snaps[2], snaps[0]
+        snap = snaps[0]
+        if call_start is None:
+            call_start = snap
         state.snapshot_into(snap)
         step0, n = chunk.step0, chunk.n
         try:
             state.reserve(step0 + n, trainer.total_steps)
-            hits = None if state.hits_buf is None else state.hits_buf[step0:step0 + n]
-            done, status = source.call(chunk, state, state.loss_buf[step0:step0 + n],
-                                       trainer._noise_buffer(step0, n), n, stop, CHUNK_SECONDS, hits)
+            losses, hits = state.chunk_buffers(n)
+            done, status = source.call(chunk, state, losses, trainer._noise_buffer(step0, n), n, stop,
+                                       CHUNK_SECONDS, hits)
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run's huge numbers are looked at next
+                state.loss_buf[step0:step0 + done] = losses[:done]  # (a divergence looks back at them)
+                params_finite = _all_finite(state.theta)
             if status == Status.READ_ERROR:
                 raise source.read_error(chunk, done)
-            if status == Status.NONFINITE or not np.isfinite(state.theta).all():
+            if status == getattr(Status, "BAD_INPUT", -99):  # SHIM
+                raise _BadRecord
+            if status == Status.NONFINITE or not params_finite:
                 _rewind(trainer, source, state, snap, chunk, done, status, prev)
-            state.lr_buf[step0:step0 + done] = chunk.lrs[:done]
+            _record(source, state, chunk, done, hits)
             source.commit(state, chunk, done)
             state.step += done
             state.opt_t += done
         except DivergenceError:
             raise  # _rewind left the state at the last params whose loss was finite
+        except _BadRecord:
+            state.restore(call_start)  # as if this fit call had not been made
+            raise source.input_error() from None
         except BaseException:
             state.restore(snap)
             raise
-        state.snapshots.reverse()
+        snaps[0], snaps[1] = snaps[1], snaps[0]
         prev = (state.snapshots[1], chunk)
         if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
                                               float(state.loss_buf[state.step - 1])):
@@ -339,6 +381,16 @@ def run(trainer, source, end, hooks, stop):
     hooks.progress(force=True)
     if trainer.finished:
         fire(hooks.callbacks, "on_run_end", trainer)
+
+
+class _BadRecord(Exception):
+    """The kernel met a record it cannot train on (Status.BAD_INPUT)."""
+
+
+def _all_finite(a):
+    """Whether every value of the vector ``a`` is finite: its dot product with itself says so, unless
+    that overflows (values beyond ~1e19 in float32): then each is looked at."""
+    return bool(np.isfinite(np.dot(a, a))) or bool(np.isfinite(a).all())
 
 
 def end_epoch(trainer, epoch, hooks):
@@ -402,8 +454,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
         target = min(earliest + int(sane[-1]) if len(sane) else earliest, bad - 1)
     for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
         if target >= ch.step0:
-            _replay(source, state, snapshot, ch, target - ch.step0)
-            state.lr_buf[ch.step0:target] = ch.lrs[:target - ch.step0]
+            _replay(source, state, snapshot, ch, target - ch.step0, record=True)
             break
     else:  # nothing earlier to go back to: the run's first params already give a non-finite loss
         state.restore(snap)
@@ -417,11 +468,24 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     raise DivergenceError(target, epoch, batch, lr, what, bad)
 
 
-def _replay(source, state, snap, chunk, n):
-    """Restore ``snap`` and run the chunk's first ``n`` steps again (deterministic: the same results)."""
+def _record(source, state, chunk, done, hits):
+    """The rates of the chunk's first ``done`` steps, and their hit fractions, into the run's history."""
+    if hits is None:
+        state.record_steps(chunk.step0, chunk.lrs[:done])
+    else:
+        sizes, epochs = source.steps_of(state, chunk, done)
+        state.record_steps(chunk.step0, chunk.lrs[:done], hits[:done], sizes, epochs)
+
+
+def _replay(source, state, snap, chunk, n, record=False):
+    """Restore ``snap`` and run the chunk's first ``n`` steps again (deterministic: the same results);
+    ``record``: and record their rates and hit fractions, as a chunk of n steps would."""
     state.restore(snap)
     if n > 0:
-        source.call(chunk, state, np.zeros(n), np.zeros((0, 2)), n, np.zeros(1, np.uint8), 3600.0)
+        losses, hits = state.chunk_buffers(n)
+        source.call(chunk, state, losses, np.zeros((0, 2)), n, np.zeros(1, np.uint8), 3600.0, hits)
+        if record:
+            _record(source, state, chunk, n, hits)
 
 
 def _batch_scaling(batches, cfg, check):

@@ -8,6 +8,7 @@ call and restores it exactly on any error; checkpoints serialise it (``to_arrays
 """
 import dataclasses
 import math
+import operator
 
 import numpy as np
 
@@ -15,6 +16,50 @@ from ._network import n_params, unpack
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
+
+
+class RateLog:
+    """Every step's learning rate, kept as runs of equal rates: a constant rate costs nothing per
+    step, a rate that changes every step (cosine) one entry per step. ``n`` runs are in use."""
+
+    def __init__(self, starts=None, values=None):
+        self.starts = np.zeros(16, dtype=np.int64) if starts is None else np.array(starts, dtype=np.int64)
+        self.values = np.zeros(16) if values is None else np.array(values, dtype=np.float64)
+        self.n = 0 if starts is None else len(self.starts)
+
+    def record(self, step0, rates):
+        """Steps [step0, step0 + len(rates)) used ``rates`` (step0: the first step not yet recorded)."""
+        if not len(rates):
+            return
+        if len(rates) == 1 or rates[0] == rates[-1] and not (rates != rates[0]).any():
+            starts, values = [step0], rates[:1]
+        else:
+            at = np.concatenate(([0], np.flatnonzero(rates[1:] != rates[:-1]) + 1))
+            starts, values = at + step0, rates[at]
+        if self.n and self.values[self.n - 1] == values[0]:  # the last run goes on
+            starts, values = starts[1:], values[1:]
+        k = len(starts)
+        if not k:
+            return
+        if self.n + k > len(self.starts):
+            cap = max(self.n + k, 2 * len(self.starts))
+            self.starts = np.resize(self.starts, cap)
+            self.values = np.resize(self.values, cap)
+        self.starts[self.n:self.n + k] = starts
+        self.values[self.n:self.n + k] = values
+        self.n += k
+
+    def per_step(self, steps):
+        """The rate of each of the first ``steps`` steps, as one float64 array."""
+        k = int(np.searchsorted(self.starts[:self.n], steps))
+        if not k:
+            return np.empty(0)
+        counts = np.diff(np.append(self.starts[:k], steps))
+        return np.repeat(self.values[:k], counts)
+
+    def runs(self):
+        """(starts, values) of the runs in use (copies)."""
+        return self.starts[:self.n].copy(), self.values[:self.n].copy()
 
 
 @dataclasses.dataclass
@@ -39,11 +84,14 @@ class RunState:
     records: int = 0             # fit_batches: records done in that epoch
     stopped_early: bool = False
     # history: per step (buffers grow by doubling; entries past `step` mean nothing)
-    loss_buf: np.ndarray = None
-    lr_buf: np.ndarray = None
+    loss_buf: np.ndarray = None      # each step's loss, in the run's dtype (4 bytes a step in float32)
+    rates: RateLog = None            # each step's learning rate, as runs of equal rates
     per_step_buf: np.ndarray = None  # fit_batches: (3, cap) int64 of epoch, batch, batch size
     noise_buf: np.ndarray = None     # track_noise: (cap, 2) of |G_B|^2 and mean |g_i|^2 per step
-    hits_buf: np.ndarray = None      # classification: the fraction of each step's batch classified right
+    # classification: per epoch not yet closed, the sum over its steps of batch size x the fraction of
+    # the batch classified right (the kernel's per-step fractions are summed as each chunk ends)
+    hit_sums: dict = None
+    chunk_out: np.ndarray = None     # (2, cap) float64: where a kernel call writes its losses and hit fractions
     # history: per finished epoch
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
@@ -54,7 +102,7 @@ class RunState:
     order_cache: np.ndarray = None
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
-    snapshots: list = None       # the driver's two snapshot buffers, kept between calls (not saved)
+    snapshots: list = None       # the driver's three snapshot buffers, kept between calls (not saved)
     layer_views: list = None     # [(W, b), ...] views into theta (it changes in place), made once
     schedule_state: dict = dataclasses.field(default_factory=dict)
 
@@ -65,9 +113,9 @@ class RunState:
         st = cls(sizes=sizes, loss=loss, n_records=int(n_records), n_records_all=int(n_records_all),
                  steps_per_epoch=int(steps_per_epoch), generator=bool(generator), n_threads=int(n_threads),
                  theta=theta, opt_state=np.zeros((N_OPT_ROWS, theta.shape[0]), dtype=theta.dtype))
-        st.loss_buf, st.lr_buf = np.zeros(0), np.zeros(0)
+        st.loss_buf, st.rates = np.zeros(0, dtype=theta.dtype), RateLog()
         if loss != "mse":
-            st.hits_buf = np.zeros(0)
+            st.hit_sums = {}
         st.per_step_buf = np.zeros((3, 0), dtype=np.int64)
         if order_cache:
             st.ensure_order_cache()
@@ -105,13 +153,9 @@ class RunState:
             cap = max(end, 2 * cap, 1024)
             if cap_limit is not None:
                 cap = max(end, min(cap, cap_limit))
-        for name in ("loss_buf", "lr_buf", "hits_buf"):
-            old = getattr(self, name)
-            if old is None:
-                continue
-            new = np.zeros(cap)
-            new[:len(old)] = old
-            setattr(self, name, new)
+        new = np.zeros(cap, dtype=self.loss_buf.dtype)
+        new[:len(self.loss_buf)] = self.loss_buf
+        self.loss_buf = new
         if self.noise_buf is not None:
             new = np.zeros((cap, 2))
             new[:len(self.noise_buf)] = self.noise_buf
@@ -120,6 +164,29 @@ class RunState:
             new = np.zeros((3, cap), dtype=np.int64)
             new[:, :self.per_step_buf.shape[1]] = self.per_step_buf
             self.per_step_buf = new
+
+    def chunk_buffers(self, n):
+        """(losses, hits) float64 arrays of n entries for one kernel call (hits None for mse), reused."""
+        if self.chunk_out is None or self.chunk_out.shape[1] < n:
+            self.chunk_out = np.zeros((2, n))
+        return self.chunk_out[0, :n], (None if self.hit_sums is None else self.chunk_out[1, :n])
+
+    def record_steps(self, step0, rates, hits=None, batch_sizes=None, epochs=None):
+        """Steps [step0, step0 + len(rates)) are done (their losses are in loss_buf): their rates, and
+        (classification) their hit fractions, weighted by ``batch_sizes``, added to the sums of their
+        ``epochs`` (each step's epoch)."""
+        if not len(rates):
+            return
+        self.rates.record(step0, rates)
+        if hits is not None and self.hit_sums is not None:
+            weighted = hits * batch_sizes
+            if epochs[0] == epochs[-1]:
+                e = int(epochs[0])
+                self.hit_sums[e] = self.hit_sums.get(e, 0.0) + float(np.sum(weighted))
+            else:
+                at = np.concatenate(([0], np.flatnonzero(np.diff(epochs)) + 1))
+                for e, s in zip(epochs[at], np.add.reduceat(weighted, at)):
+                    self.hit_sums[int(e)] = self.hit_sums.get(int(e), 0.0) + float(s)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -133,16 +200,18 @@ class RunState:
         """Refill an existing snapshot (no allocation: the driver's per-call path)."""
         np.copyto(snap.theta, self.theta)
         np.copyto(snap.opt, self.opt_state[:snap.opt.shape[0]])
-        snap.scalars = tuple(getattr(self, name) for name in _SNAPSHOT_SCALARS) + (
-            len(self.epoch_loss), len(self.val_loss), dict(self.schedule_state))
+        snap.scalars = _snapshot_scalars(self) + (len(self.epoch_loss), len(self.val_loss), dict(self.schedule_state),
+                                                  self.rates.n, None if self.hit_sums is None else dict(self.hit_sums))
 
     def restore(self, snap):
         np.copyto(self.theta, snap.theta)
         np.copyto(self.opt_state[:snap.opt.shape[0]], snap.opt)
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
-        n_epochs, n_val, schedule_state = snap.scalars[len(_SNAPSHOT_SCALARS):]
+        n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.scalars[len(_SNAPSHOT_SCALARS):]
         self.schedule_state = dict(schedule_state)
+        self.rates.n = n_rates
+        self.hit_sums = None if hit_sums is None else dict(hit_sums)
         del self.epoch_loss[n_epochs:]
         del self.epoch_metrics[n_epochs:]
         del self.val_loss[n_val:]
@@ -152,7 +221,7 @@ class RunState:
 
     # ------------------------------------------------------------------ epochs
 
-    def close_epoch(self, first_step, end_step, batch_sizes):
+    def close_epoch(self, epoch, first_step, end_step, batch_sizes):
         """Close an epoch: the mean loss of steps [first_step, end_step) weighted by batch size, and the
         training metric (r2 of the epoch's losses for mse), in O(steps in the epoch)."""
         w = np.asarray(batch_sizes, dtype=np.float64)
@@ -162,8 +231,8 @@ class RunState:
         logs = {"loss": loss}
         if self.loss == "mse" and self.target_var:
             logs["r2"] = 1.0 - loss / self.target_var
-        elif self.hits_buf is not None and len(w):
-            logs["accuracy"] = float(np.dot(self.hits_buf[first_step:end_step], w) / w.sum())
+        elif self.hit_sums is not None and len(w):
+            logs["accuracy"] = self.hit_sums.pop(epoch, 0.0) / float(w.sum())
         self.epoch_metrics.append(logs)
 
     # ------------------------------------------------------------------ checkpoints
@@ -177,18 +246,18 @@ class RunState:
                  "batch": self.batch, "records": self.records, "stopped_early": self.stopped_early,
                  "epoch_loss": self.epoch_loss, "val_loss": self.val_loss, "val_accuracy": self.val_accuracy,
                  "epoch_metrics": self.epoch_metrics, "target_var": self.target_var,
-                 "schedule_state": self.schedule_state,
+                 "schedule_state": self.schedule_state, "rate_runs": self.rates.n,
+                 "hit_sums": None if self.hit_sums is None else {str(e): v for e, v in self.hit_sums.items()},
                  "best": None if self.best is None else {"metric": self.best["metric"], "epoch": self.best["epoch"]}}
+        lr_starts, lr_values = self.rates.runs()
         arrays = {"sizes": self.sizes, "theta": self.theta, "opt_state": self.opt_state,
-                  "loss": self.loss_buf[:s], "lr": self.lr_buf[:s]}
+                  "loss": self.loss_buf[:s], "lr_starts": lr_starts, "lr_values": lr_values}
         if self.best is not None:
             arrays["best_theta"] = self.best["theta"]
         for key, value in (self.scaling or {}).items():
             arrays[key] = value
         if self.noise_buf is not None:
             arrays["noise"] = self.noise_buf[:s]
-        if self.hits_buf is not None:
-            arrays["hits"] = self.hits_buf[:s]
         return facts, arrays
 
     @classmethod
@@ -210,8 +279,8 @@ class RunState:
                      order_cache=False)
         st.opt_state[...] = opt
         st.reserve(step)
-        st.loss_buf[:step] = _float_array(arrays["loss"], np.float64, (step,), "loss", finite=False)
-        st.lr_buf[:step] = _float_array(arrays["lr"], np.float64, (step,), "lr")
+        st.loss_buf[:step] = _float_array(arrays["loss"], dtype, (step,), "loss", finite=False)
+        st.rates = _rate_log(arrays["lr_starts"], arrays["lr_values"], _count(facts, "rate_runs"), step)
         st.step, st.opt_t = step, _count(facts, "opt_t")
         st.epoch, st.batch, st.records = _count(facts, "epoch"), _count(facts, "batch"), _count(facts, "records")
         st.stopped_early = bool(facts["stopped_early"])
@@ -225,8 +294,8 @@ class RunState:
         if len(st.val_loss) != len(st.val_accuracy):
             raise ValueError("val_loss and val_accuracy differ in length")
         st.schedule_state = dict(facts["schedule_state"] or {})
-        if "hits" in arrays and st.hits_buf is not None:
-            st.hits_buf[:step] = _float_array(arrays["hits"], np.float64, (step,), "hits")
+        if st.hit_sums is not None and facts.get("hit_sums"):
+            st.hit_sums = _hit_sums(facts["hit_sums"], st.step, st.steps_per_epoch)
         if "noise" in arrays:
             st.noise_buf = np.zeros((len(st.loss_buf), 2))
             st.noise_buf[:step] = _float_array(arrays["noise"], np.float64, (step, 2), "noise")
@@ -247,12 +316,44 @@ class RunState:
 _SNAPSHOT_SCALARS = ("step", "opt_t", "epoch", "batch", "records", "stopped_early", "best", "steps_per_epoch",
                      "n_records")
 
+_snapshot_scalars = operator.attrgetter(*_SNAPSHOT_SCALARS)
+
 
 @dataclasses.dataclass
 class _Snapshot:
     theta: np.ndarray
     opt: np.ndarray
     scalars: tuple
+
+
+def _rate_log(starts, values, n, steps):
+    """A RateLog from saved runs: starts strictly increasing from 0 below ``steps``, rates finite and >= 0."""
+    starts = np.asarray(starts)
+    if starts.dtype != np.int64 or starts.shape != (n,):
+        raise ValueError(f"lr_starts must be int64 of shape ({n},), found {starts.dtype} {starts.shape}")
+    values = _float_array(values, np.float64, (n,), "lr_values")
+    if (values < 0).any():
+        raise ValueError("lr_values must be >= 0")
+    if n and (starts[0] != 0 or starts[-1] >= steps or (np.diff(starts) <= 0).any()):
+        raise ValueError(f"lr_starts must rise strictly from 0 to below step {steps}")
+    if steps and not n:
+        raise ValueError(f"no learning rate is recorded for the run's {steps} steps")
+    return RateLog(starts, values)
+
+
+def _hit_sums(saved, step, steps_per_epoch):
+    """The open epochs' hit sums from a checkpoint: {epoch: sum}, epochs that can be open at ``step``."""
+    if not isinstance(saved, dict):
+        raise ValueError("hit_sums must be a mapping")
+    first_open = step // max(1, steps_per_epoch)
+    out = {}
+    for key, value in saved.items():
+        if not (isinstance(key, str) and key.isdigit()) or int(key) != first_open:
+            raise ValueError(f"hit_sums names epoch {key!r}; only epoch {first_open} is open at step {step}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"hit_sums[{key}] must be a finite number >= 0, found {value!r}")
+        out[int(key)] = float(value)
+    return out
 
 
 def _count(d, key, limit=1 << 62):

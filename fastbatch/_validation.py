@@ -150,8 +150,11 @@ def _from_dataframe(X, dtype, name):
         raise ValueError(f"{name} holds missing values (NA); drop or impute them first ({exc})") from None
 
 
-def check_X(X, dtype, name="X", n_features=None):
+def check_X(X, dtype, name="X", n_features=None, scan=True):
     """Return X as a C-contiguous 2-D array of ``dtype`` (no copy when it already is one).
+
+    ``scan=False`` leaves out the look at every value (NaN, inf, too large for ``dtype``):
+    for a caller whose kernel checks each record as it reads it.
 
     A memory-mapped X of ``dtype`` is kept as it is (batches are gathered from it, the file is
     never loaded whole); any other memory map is converted in chunks into a map of its own.
@@ -188,6 +191,8 @@ def check_X(X, dtype, name="X", n_features=None):
         raise ValueError(f"{name} must have at least one record and one feature, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but this run was started with {n_features}")
+    if not scan:
+        return arr
     # in memory: one vectorised sum says "all finite" (an inf or NaN, or an overflow, sends it to the full check)
     finite = bool(np.isfinite(np.add.reduce(arr, axis=None))) if not isinstance(arr, np.memmap) else False
     if not finite and not all_finite(arr):
@@ -224,11 +229,14 @@ def _number(v):
     return str(v.item() if isinstance(v, np.generic) else v)
 
 
-def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
+def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     """Return (targets, labels, n_outputs).
 
     ``targets`` is a C-contiguous 2-D float array for mse / binary_crossentropy
-    (empty otherwise); ``labels`` is an int64 vector for cross_entropy.
+    (empty otherwise); ``labels`` is an int64 vector for cross_entropy. ``scan=False``
+    (with ``n_outputs`` known) leaves out the looks at every value that a kernel checking
+    each record as it reads it makes anyway: integer labels' range, targets' finiteness and
+    binary targets' 0 / 1. Float labels are still checked whole (NaN has no integer).
     """
     if y is None or isinstance(y, (str, bytes)):
         raise TypeError(f"{name} must be an array of targets, got {_describe(y)}")
@@ -246,7 +254,8 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
         raise ValueError(f"{name} must be 1-D (or 2-D for several mse targets), got shape {raw.shape}")
     if raw.shape[0] != n_records:
         raise ValueError(f"{name} has {raw.shape[0]} entries but X has {n_records} records")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+    scan = scan or n_outputs is None or (loss == "cross_entropy" and raw.dtype.kind == "f")
+    if scan and raw.dtype.kind == "f" and not np.isfinite(raw).all():
         bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]
         where = int(np.flatnonzero(~np.isfinite(raw.reshape(-1)))[0])
         raise ValueError(f"{name} holds NaN or infinite values (entry {where} is {bad})")
@@ -256,6 +265,8 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
         if raw.ndim != 1 and not (raw.ndim == 2 and raw.shape[1] == 1):
             raise ValueError(f"{name} for cross_entropy must be a vector of integer labels, got shape {raw.shape}")
         flat = raw.reshape(-1)
+        if not scan:
+            return empty_t, np.ascontiguousarray(flat, dtype=np.int64), n_outputs
         if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
             raise ValueError(f"{name} for cross_entropy must be integer labels 0..k-1, got fractional values "
                              f"(e.g. {_number(flat[flat != np.round(flat)][0])})")
@@ -275,7 +286,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y"):
     if loss == "binary_crossentropy":
         if targets.shape[1] != 1:
             raise ValueError(f"{name} for binary_crossentropy must be one 0/1 label per record, got shape {raw.shape}")
-        if not np.all((targets == 0) | (targets == 1)):
+        if scan and not np.all((targets == 0) | (targets == 1)):
             bad = targets[(targets != 0) & (targets != 1)][0]
             raise ValueError(f"{name} for binary_crossentropy must be 0 or 1, got {_number(bad)}")
     k = targets.shape[1]

@@ -16,7 +16,8 @@ from ._network import n_params
 from ._run import N_OPT_ROWS, RunState
 
 FORMAT = "fastbatch-checkpoint"
-VERSION = 2
+VERSION = 3  # 3: losses in the run's dtype, rates as runs of equal rates, open epochs' hit sums
+READS = (2, 3)  # versions this fastbatch reads (2: per-step float64 losses, rates and hit fractions)
 MAX_LAYER_WIDTH = 1 << 20        # a checkpoint's declared widths are bounded before anything is allocated
 MAX_PARAMS = 1 << 31
 MAX_STEPS = 1 << 40
@@ -84,8 +85,9 @@ def read_arrays(path):
         header = _read_json(ar, "header", raw, max_chars=4096)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise _bad(path, "its header does not name the fastbatch format")
-        if header.get("version") != VERSION:
-            raise _bad(path, f"it has format version {header.get('version')!r}; this fastbatch reads version {VERSION}")
+        version = header.get("version")
+        if version not in READS:
+            raise _bad(path, f"it has format version {version!r}; this fastbatch reads versions {READS}")
         arrays = {"config": _read_json(ar, "config", raw), "info": _read_json(ar, "info", raw) if "info" in names else {}}
         try:
             cfg = _config.check_config(_from_json_config(arrays["config"]))
@@ -108,14 +110,20 @@ def read_arrays(path):
             step = facts.get("step")
             if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEPS:
                 raise _bad(path, f"its step {step!r} is not a count of steps")
-            expected.update(theta=(dtype, (P,)), opt_state=(dtype, (N_OPT_ROWS, P)),
-                            loss=(np.dtype(np.float64), (step,)), lr=(np.dtype(np.float64), (step,)))
+            f64 = np.dtype(np.float64)
+            expected.update(theta=(dtype, (P,)), opt_state=(dtype, (N_OPT_ROWS, P)))
+            if version == 2:
+                expected.update(loss=(f64, (step,)), lr=(f64, (step,)))
+            else:
+                runs = facts.get("rate_runs")
+                if isinstance(runs, bool) or not isinstance(runs, int) or not 0 <= runs <= step:
+                    raise _bad(path, f"its rate_runs {runs!r} is not a count of at most {step} runs")
+                expected.update(loss=(dtype, (step,)), lr_starts=(np.dtype(np.int64), (runs,)), lr_values=(f64, (runs,)))
             if facts.get("best") is not None:
                 expected["best_theta"] = (dtype, (P,))
-            f64 = np.dtype(np.float64)
             if "noise" in names:
                 expected["noise"] = (f64, (step, 2))
-            if "hits" in names:
+            if "hits" in names and version == 2:
                 expected["hits"] = (f64, (step,))
             for key, size in (("x_shift", sizes[0]), ("x_scale", sizes[0]), ("y_shift", sizes[-1]),
                               ("y_scale", sizes[-1])):
@@ -131,7 +139,21 @@ def read_arrays(path):
     raw.pop("header")
     if header.get("sha256") != _digest({**arrays, **raw}):
         raise _bad(path, "its contents do not match their SHA-256 digest (the file was altered or damaged)")
+    if version == 2 and "state" in arrays:
+        _upgrade_from_2(arrays, dtype)
     return arrays
+
+
+def _upgrade_from_2(arrays, dtype):
+    """Version 2's per-step arrays in version 3's form (the epoch in progress loses its hit fractions:
+    its training accuracy counts the steps after the load only)."""
+    from ._run import RateLog
+    arrays["loss"] = arrays["loss"].astype(dtype)
+    rates = RateLog()
+    rates.record(0, arrays.pop("lr"))
+    arrays["lr_starts"], arrays["lr_values"] = rates.runs()
+    arrays["state"]["rate_runs"] = rates.n
+    arrays.pop("hits", None)
 
 
 def _read_json(ar, name, raw, max_chars=1 << 20):

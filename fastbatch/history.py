@@ -1,4 +1,6 @@
 """History: what a run has done so far, step by step and epoch by epoch."""
+import functools
+
 import numpy as np
 
 
@@ -7,8 +9,10 @@ class History:
 
     Attributes
     ----------
-    loss, learning_rate : ndarray of float64, one entry per step
-        The mean loss of each step's batch (before its update) and the rate it used.
+    loss : ndarray, one entry per step, in the run's dtype
+        The mean loss of each step's batch (before its update).
+    learning_rate : ndarray of float64, one entry per step
+        The rate each step used.
     epoch, batch, batch_size : ndarray of int64, one entry per step
         Which epoch (0-based) and batch within it each step trained on, and its size.
     epoch_starts : ndarray of int64
@@ -24,21 +28,50 @@ class History:
                  val_loss=(), val_accuracy=(), per_step=None, closed_epoch_loss=None, noise=None,
                  epoch_metrics=()):
         self.loss = loss
-        self.learning_rate = learning_rate
+        # an array, or a function making it on first use (a run keeps its rates as runs of equal rates)
+        self._learning_rate = learning_rate
         # fit_batches runs give every step's epoch, batch and size explicitly
         self._per_step = per_step
         # one epoch's batch sizes: every step's epoch, batch and size follow from them
         self._sizes = np.asarray(epoch_batch_sizes, dtype=np.int64)
         self.steps_per_epoch = steps_per_epoch
         self.n_records = n_records
-        self.val_loss = np.asarray(val_loss, dtype=np.float64)
-        self.val_accuracy = np.asarray(val_accuracy, dtype=np.float64)
+        # the run's per-epoch lists as they are now: a run's lists only grow, so their first
+        # entries are this moment's, converted when first read (a fit call's History costs O(1))
+        self._val = (val_loss, len(val_loss), val_accuracy, len(val_accuracy))
         # the mean loss of every finished epoch, kept by the run (None: computed here from the steps)
-        self._closed = None if closed_epoch_loss is None else np.array(closed_epoch_loss, dtype=np.float64)
+        self._closed_src = None if closed_epoch_loss is None else (closed_epoch_loss, len(closed_epoch_loss))
         # track_noise: per step |G_B|^2 (the batch-mean gradient's squared norm) and S, the mean of
         # the records' squared gradient norms (McCandlish et al. 2018); None when not tracked
         self.noise = noise
-        self._epoch_metrics = epoch_metrics
+        self._metrics_src = (epoch_metrics, len(epoch_metrics))
+
+    @functools.cached_property
+    def learning_rate(self):
+        lr = self._learning_rate
+        return lr() if callable(lr) else lr
+
+    @functools.cached_property
+    def val_loss(self):
+        values, n = self._val[:2]
+        return np.array(values[:n], dtype=np.float64)
+
+    @functools.cached_property
+    def val_accuracy(self):
+        values, n = self._val[2:]
+        return np.array(values[:n], dtype=np.float64)
+
+    @functools.cached_property
+    def _closed(self):
+        if self._closed_src is None:
+            return None
+        values, n = self._closed_src
+        return np.array(values[:n], dtype=np.float64)
+
+    @functools.cached_property
+    def _epoch_metrics(self):
+        values, n = self._metrics_src
+        return [dict(d) for d in values[:n]]
 
     @property
     def epoch(self):

@@ -23,6 +23,12 @@ class Schedule:
     def _factors(self, steps, steps_per_epoch, total_steps):
         return np.ones(len(steps))
 
+    def rates(self, learning_rate, start, n, steps_per_epoch, total_steps):
+        """The rates of steps [start, start + n): ``learning_rate`` times their factors."""
+        if type(self)._factors is Schedule._factors and not self.warmup_steps:
+            return np.full(n, float(learning_rate))  # constant: no per-step arithmetic
+        return learning_rate * self.factors(np.arange(start, start + n), steps_per_epoch, total_steps)
+
     def factors(self, steps, steps_per_epoch, total_steps):
         steps = np.asarray(steps, dtype=np.float64)
         f = self._factors(steps, steps_per_epoch, total_steps)

@@ -5,6 +5,7 @@ checked in ``_data.py``, everything that moves lives in a :class:`~fastbatch._ru
 the step loop is ``_driver.py``, and using the network is ``_inference.py``.
 """
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -194,12 +195,13 @@ class Trainer:
         noise = None if st.noise_buf is None else st.noise_buf[:s]
         if st.generator:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
-            return History(st.loss_buf[:s], st.lr_buf[:s], [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, list(st.epoch_metrics))
+            return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), [], st.steps_per_epoch, st.n_records,
+                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
         self.plan  # noqa: B018 - makes _batch_sizes
-        return History(st.loss_buf[:s], st.lr_buf[:s], self._batch_sizes, st.steps_per_epoch, st.n_records,
+        return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), self._batch_sizes,
+                       st.steps_per_epoch, st.n_records,
                        st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise,
-                       epoch_metrics=list(st.epoch_metrics))
+                       epoch_metrics=st.epoch_metrics)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
@@ -376,7 +378,10 @@ class Trainer:
             st = self._state
             if st is not None and st.generator:
                 raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
-            data = _data.prepare(X, y, self._cfg, st, n_outputs, sample_weight)
+            backend = self._backend()
+            # a started run leaves the look at every value to the kernel, which checks each record it reads
+            data = _data.prepare(X, y, self._cfg, st, n_outputs, sample_weight,
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False))
             val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, self._cfg["dtype"],
                                            data.X.shape[1]) or data.val
             if st is None:
@@ -393,7 +398,8 @@ class Trainer:
                     self._begin(new)
                 self._state.ensure_order_cache()
                 self.plan  # noqa: B018 - makes _batch_sizes
-                source = _driver.ArraySource(data, rows, self._backend(), self._batch_sizes)
+                source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
+                                             lambda: _data.prepare(X, y, self._cfg, self._state, n_outputs, sample_weight))
                 hooks = _driver.Hooks(self, on_progress, val, callbacks)
                 hooks.verbose = verbose
                 end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)

@@ -1,0 +1,137 @@
+"""The run's history in little memory: losses in the run's dtype, rates as runs of equal rates,
+training accuracy from per-epoch sums. Same numbers as before, and through checkpoints."""
+import json
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import checkpoint
+from fastbatch._run import RateLog
+from helpers import make_data
+
+
+def test_rate_log_records_runs_and_gives_every_step():
+    log = RateLog()
+    log.record(0, np.full(5, 0.1))
+    log.record(5, np.full(3, 0.1))            # the same rate goes on: no new run
+    log.record(8, np.array([0.1, 0.2, 0.2, 0.3]))
+    log.record(12, np.array([0.3]))
+    assert log.n == 3
+    assert np.array_equal(log.per_step(13), [0.1] * 9 + [0.2, 0.2] + [0.3] * 2)
+    assert np.array_equal(log.per_step(4), [0.1] * 4)
+    assert log.per_step(0).shape == (0,)
+    for i in range(40):                        # growing past its first capacity
+        log.record(13 + i, np.array([float(i)]))
+    assert np.array_equal(log.per_step(53)[13:], np.arange(40.0))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step", "plateau"])
+def test_rates_per_step_follow_the_schedule_and_live_changes(schedule):
+    X, y = make_data(n=90, d=4, loss="cross_entropy", k=3)
+    tr = fb.Trainer(hidden=(8,), batch_size=10, epochs=6, lr_schedule=schedule, warmup_steps=4, seed=1)
+    tr.fit(X, y, steps=25)
+    tr.learning_rate = 0.003                   # a live change between calls
+    h = tr.fit(X, y)
+    sched = tr._schedule
+    expected = np.concatenate([0.01 * sched.factors(np.arange(25), 9, 54)[:25],
+                               0.003 * sched.factors(np.arange(25, 54), 9, 54)])
+    if schedule != "plateau":                  # plateau's factors depend on the epochs' losses
+        assert np.allclose(h.learning_rate, expected, rtol=1e-12)
+    assert h.learning_rate.shape == (54,) and h.learning_rate.dtype == np.float64
+    assert h.learning_rate[24] != h.learning_rate[25] or schedule == "plateau"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_losses_are_kept_in_the_run_dtype(dtype):
+    X, y = make_data(n=64, d=4, loss="cross_entropy", k=2)
+    h = fb.Trainer(hidden=(8,), batch_size=8, epochs=2, dtype=dtype, backend="numpy").fit(X, y)
+    assert h.loss.dtype == np.dtype(dtype) and h.loss.shape == (16,)
+    ref = fb.Trainer(hidden=(8,), batch_size=8, epochs=2, dtype=dtype).fit(X, y)
+    assert np.allclose(h.loss, ref.loss, rtol=1e-5 if dtype == "float32" else 1e-10)
+
+
+def test_epoch_accuracy_equals_the_fraction_of_records_classified_right_per_step():
+    # the accuracy of an epoch is the batch-size-weighted mean of its steps' hit fractions; with a
+    # rate too small to move a float32 param every step classifies with the same params, so it is
+    # predict's accuracy
+    X, y = make_data(n=70, d=4, loss="cross_entropy", k=3)
+    tr = fb.Trainer(hidden=(8,), batch_size=16, epochs=3, learning_rate=1e-30, optimizer="sgd")
+    h = tr.fit(X, y)
+    right = float(np.mean(tr.predict(X) == y))
+    assert np.allclose(h.metrics["accuracy"], right, rtol=1e-12)
+
+
+@pytest.mark.parametrize("at", [3, 7, 12])  # mid-epoch (the open epoch's hit sum is saved), a boundary, later
+def test_checkpoint_mid_epoch_keeps_the_epoch_accuracy(tmp_path, at):
+    X, y = make_data(n=70, d=4, loss="cross_entropy", k=3)
+    kw = dict(hidden=(8,), batch_size=10, epochs=3, seed=3, lr_schedule="cosine")
+    ref = fb.Trainer(**kw).fit(X, y)
+    tr = fb.Trainer(**kw)
+    tr.fit(X, y, steps=at)
+    tr.save(tmp_path / "run.npz")
+    back = fb.Trainer.load(tmp_path / "run.npz")
+    h = back.fit(X, y)
+    assert np.array_equal(h.metrics["accuracy"], ref.metrics["accuracy"])
+    assert np.array_equal(h.learning_rate, ref.learning_rate) and np.array_equal(h.loss, ref.loss)
+
+
+def _as_version_2(arrays, dtype):
+    """A version-3 checkpoint's arrays rewritten as version 2 wrote them (per-step float64 arrays)."""
+    facts = json.loads(str(arrays["state"]))
+    step = facts["step"]
+    rates = RateLog(arrays.pop("lr_starts"), arrays.pop("lr_values"))
+    arrays["lr"] = rates.per_step(step)
+    arrays["loss"] = arrays["loss"].astype(np.float64)
+    arrays["hits"] = np.full(step, 0.5)
+    facts.pop("rate_runs")
+    facts.pop("hit_sums")
+    arrays["state"] = np.array(json.dumps(facts))
+    return arrays
+
+
+def test_version_2_checkpoints_still_load(tmp_path):
+    X, y = make_data(n=70, d=4, loss="cross_entropy", k=3)
+    kw = dict(hidden=(8,), batch_size=10, epochs=3, seed=3, lr_schedule="cosine")
+    ref = fb.Trainer(**kw)
+    ref.fit(X, y, steps=14)
+    path = tmp_path / "v3.npz"
+    ref.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "header"}
+    arrays = _as_version_2(arrays, np.float32)
+    header = {"format": checkpoint.FORMAT, "version": 2, "sha256": checkpoint._digest(arrays)}
+    arrays["header"] = np.array(json.dumps(header))
+    old = tmp_path / "v2.npz"
+    with open(old, "wb") as f:
+        np.savez(f, **arrays)
+    back = fb.Trainer.load(old)
+    assert back.step == 14
+    h_back, h_ref = back.fit(X, y), ref.fit(X, y)
+    assert np.array_equal(h_back.loss, h_ref.loss) and np.array_equal(h_back.learning_rate, h_ref.learning_rate)
+
+
+@pytest.mark.parametrize("change", [
+    lambda f, a: a.__setitem__("lr_starts", a["lr_starts"][::-1].copy()),     # not rising from 0
+    lambda f, a: a.__setitem__("lr_values", -a["lr_values"]),                 # negative rates
+    lambda f, a: f.__setitem__("hit_sums", {"0": 1.0}),                       # a closed epoch's sum
+    lambda f, a: f.__setitem__("hit_sums", {"1": float("nan")}),
+    lambda f, a: f.__setitem__("rate_runs", 10 ** 9),                         # more runs than steps
+])
+def test_forged_rate_runs_and_hit_sums_are_refused(tmp_path, change):
+    X, y = make_data(n=70, d=4, loss="cross_entropy", k=3)
+    tr = fb.Trainer(hidden=(8,), batch_size=10, epochs=3, lr_schedule="cosine")
+    tr.fit(X, y, steps=12)
+    path = tmp_path / "run.npz"
+    tr.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "header"}
+    facts = json.loads(str(arrays["state"]))
+    change(facts, arrays)
+    arrays["state"] = np.array(json.dumps(facts))
+    header = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "sha256": checkpoint._digest(arrays)}
+    arrays["header"] = np.array(json.dumps(header))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+        fb.Trainer.load(path)
