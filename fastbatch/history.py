@@ -91,6 +91,12 @@ class History:
             return self._per_step["batch_size"]
         return self._sizes[self.batch] if self.n_steps else np.empty(0, dtype=np.int64)
 
+    def batch_size_of(self, start, stop):
+        """``batch_size[start:stop]``, in O(stop - start)."""
+        if self._per_step is not None or not self.steps_per_epoch:
+            return self.batch_size[start:stop]
+        return self._sizes[np.arange(start, min(stop, self.n_steps)) % self.steps_per_epoch]
+
     @property
     def epoch_starts(self):
         if self._per_step is not None:

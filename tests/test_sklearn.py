@@ -241,3 +241,30 @@ def test_a_failed_partial_fit_run_leaves_the_estimator_as_it_was():
         clf.partial_fit(X[:100] * 1e3, y[:100])  # another record count: a new run, which diverges
     assert clf.trainer_ is tr and np.array_equal(clf.loss_curve_, curve)
     assert np.array_equal(clf.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("Est", [FastBatchClassifier, FastBatchRegressor])
+def test_partial_fit_plain_arrays_train_as_validated_ones(Est):
+    # later partial_fit calls with plain float arrays skip scikit-learn's validation: same numbers
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) if Est is FastBatchClassifier else X[:, 0] * 2.0
+    kw = {"classes": [0, 1]} if Est is FastBatchClassifier else {}
+    a, b = Est(hidden=(6,), batch_size=4, seed=1), Est(hidden=(6,), batch_size=4, seed=1)
+    a.partial_fit(X[:8], y[:8], **kw)
+    b.partial_fit(X[:8], y[:8], **kw)
+    for i in range(8, 40, 8):
+        a.partial_fit(X[i:i + 8], y[i:i + 8])                       # plain arrays
+        b.partial_fit(X[i:i + 8].tolist(), y[i:i + 8].tolist())     # lists: validated and converted
+    assert np.array_equal(a.loss_curve_, b.loss_curve_) and len(a.loss_curve_) == 10
+    assert np.array_equal(a.epoch_loss_, b.epoch_loss_) and a.n_iter_ == b.n_iter_ == 5 and a.t_ == b.t_ == 40
+    assert np.array_equal(a.predict(X), b.predict(X))
+    bad = X[:8].copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        a.partial_fit(bad, y[:8])
+    with pytest.raises(ValueError, match="features"):
+        a.partial_fit(X[:8, :2].copy(), y[:8])
+    if Est is FastBatchClassifier:
+        with pytest.raises(ValueError, match="not in classes"):
+            a.partial_fit(X[:8], np.full(8, 7))
