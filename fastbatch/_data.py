@@ -122,6 +122,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
 # ---------------------------------------------------------------------------- standardisation
 
 UNSCALED_SPREAD = 1e3  # feature scales spread over this factor or more: the inputs look unscaled
+WARN_SAMPLE_ROWS = 1024  # the unscaled-inputs warning looks at this many evenly spaced rows of an in-memory X
 
 
 class RunningStats:
@@ -158,8 +159,13 @@ def column_stats(X):
 
 
 def fit_scaling(X, targets, cfg, loss):
-    """The run's standardisation from its training records (None when off); warns once about unscaled X."""
-    x_stats = column_stats(X)
+    """The run's standardisation from its training records (None when off); warns once about unscaled X.
+
+    Without standardisation the statistics only feed the warning: an in-memory X is then
+    sampled (WARN_SAMPLE_ROWS evenly spaced rows), so a first fit does not pay a pass over it.
+    """
+    sample = not cfg["standardize"] and not isinstance(X, np.memmap) and X.shape[0] > WARN_SAMPLE_ROWS
+    x_stats = column_stats(X[::X.shape[0] // WARN_SAMPLE_ROWS] if sample else X)
     y_stats = column_stats(targets) if cfg["standardize_target"] and loss == "mse" else None
     return scaling_from(x_stats, y_stats, cfg)
 

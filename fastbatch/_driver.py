@@ -181,11 +181,18 @@ class ArraySource:
         return ValueError(f"{part} of record {record} holds a value the network cannot train on "
                           f"(non-finite, too large for the run's dtype, or not a valid label / target)")
 
-    def steps_of(self, state, chunk, done):
-        """(batch sizes, epochs) of the chunk's first ``done`` steps."""
-        steps = np.arange(chunk.step0, chunk.step0 + done)
-        spe = state.steps_per_epoch
-        return self.batch_sizes[steps % spe], steps // spe
+    def add_hits(self, state, chunk, done, hits):
+        """The chunk's first ``done`` hit fractions, weighted by batch size, into their epochs' sums."""
+        spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
+        if done == 1:
+            state.add_hits(s // spe, hits[0] * self.batch_sizes[s % spe])
+            return
+        while s < end:  # one piece per epoch the chunk touches
+            e = s // spe
+            stop = min(end, (e + 1) * spe)
+            sizes = self.batch_sizes[s - e * spe:stop - e * spe]
+            state.add_hits(e, np.dot(hits[s - chunk.step0:stop - chunk.step0], sizes))
+            s = stop
 
     def read_error(self, chunk, done):
         self.rows.check()
@@ -269,8 +276,9 @@ class BatchSource:
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
                                         chunk.start, n, state.opt_t, stop, max_seconds, hits=hits)
 
-    def steps_of(self, state, chunk, done):
-        return np.full(done, chunk.X.shape[0]), np.full(done, state.epoch)
+    def add_hits(self, state, chunk, done, hits):
+        if done:
+            state.add_hits(state.epoch, hits[0] * chunk.X.shape[0])
 
     def read_error(self, chunk, done):
         return OSError("could not read the batch")  # pragma: no cover - batches are in memory
@@ -470,11 +478,9 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
 
 def _record(source, state, chunk, done, hits):
     """The rates of the chunk's first ``done`` steps, and their hit fractions, into the run's history."""
-    if hits is None:
-        state.record_steps(chunk.step0, chunk.lrs[:done])
-    else:
-        sizes, epochs = source.steps_of(state, chunk, done)
-        state.record_steps(chunk.step0, chunk.lrs[:done], hits[:done], sizes, epochs)
+    state.rates.record(chunk.step0, chunk.lrs[:done])
+    if hits is not None and done:
+        source.add_hits(state, chunk, done, hits)
 
 
 def _replay(source, state, snap, chunk, n, record=False):

@@ -31,7 +31,12 @@ class RateLog:
         """Steps [step0, step0 + len(rates)) used ``rates`` (step0: the first step not yet recorded)."""
         if not len(rates):
             return
-        if len(rates) == 1 or rates[0] == rates[-1] and not (rates != rates[0]).any():
+        if len(rates) == 1:  # (a one-step call: no array work)
+            rate = float(rates[0])
+            if self.n and self.values[self.n - 1] == rate:
+                return
+            starts, values = (step0,), (rate,)
+        elif rates[0] == rates[-1] and not (rates != rates[0]).any():
             starts, values = [step0], rates[:1]
         else:
             at = np.concatenate(([0], np.flatnonzero(rates[1:] != rates[:-1]) + 1))
@@ -171,22 +176,9 @@ class RunState:
             self.chunk_out = np.zeros((2, n))
         return self.chunk_out[0, :n], (None if self.hit_sums is None else self.chunk_out[1, :n])
 
-    def record_steps(self, step0, rates, hits=None, batch_sizes=None, epochs=None):
-        """Steps [step0, step0 + len(rates)) are done (their losses are in loss_buf): their rates, and
-        (classification) their hit fractions, weighted by ``batch_sizes``, added to the sums of their
-        ``epochs`` (each step's epoch)."""
-        if not len(rates):
-            return
-        self.rates.record(step0, rates)
-        if hits is not None and self.hit_sums is not None:
-            weighted = hits * batch_sizes
-            if epochs[0] == epochs[-1]:
-                e = int(epochs[0])
-                self.hit_sums[e] = self.hit_sums.get(e, 0.0) + float(np.sum(weighted))
-            else:
-                at = np.concatenate(([0], np.flatnonzero(np.diff(epochs)) + 1))
-                for e, s in zip(epochs[at], np.add.reduceat(weighted, at)):
-                    self.hit_sums[int(e)] = self.hit_sums.get(int(e), 0.0) + float(s)
+    def add_hits(self, epoch, weighted_sum):
+        """Add steps' hit fractions, weighted by their batch sizes, to ``epoch``'s sum."""
+        self.hit_sums[epoch] = self.hit_sums.get(epoch, 0.0) + float(weighted_sum)
 
     # ------------------------------------------------------------------ snapshots
 

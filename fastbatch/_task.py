@@ -37,6 +37,15 @@ def caller_stacklevel():
     return level
 
 
+def _n_distinct(flat):
+    """How many distinct values a vector of whole numbers holds (a count per value when their range is small)."""
+    if flat.dtype.kind in "iu" and flat.size:
+        lo, hi = int(flat.min()), int(flat.max())
+        if hi - lo < max(1024, flat.size):
+            return int(np.count_nonzero(np.bincount((flat - lo).astype(np.intp, copy=False))))
+    return len(np.unique(flat))
+
+
 def decide(y, loss="auto", name="target"):
     """The :class:`Task` for targets ``y`` (any array-like of numbers) and the ``loss`` asked for."""
     if loss != "auto":
@@ -49,7 +58,7 @@ def decide(y, loss="auto", name="target"):
         return Task("mse", "regression", f"{name}: {a.shape[1]} target columns -> regression (mse)", True)
     flat = a.reshape(-1)
     whole = a.dtype.kind in "biu" or bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
-    n_distinct = len(np.unique(flat)) if whole else None
+    n_distinct = _n_distinct(flat) if whole else None
     if whole and n_distinct == 1 and a.dtype.kind == "f":
         return Task("mse", "regression", f"{name}: one value only -> regression (mse)", True)
     if whole and n_distinct <= MAX_AUTO_CLASSES:
