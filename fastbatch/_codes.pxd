@@ -25,3 +25,4 @@ cpdef enum Status:
     NONFINITE = 2
     TIME_UP = 3
     READ_ERROR = 4
+    BAD_INPUT = 5      # a record the kernel read holds a value it cannot train on

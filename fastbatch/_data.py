@@ -58,7 +58,7 @@ def split_indices(n, validation_split, seed):
 def check_weights(sample_weight, n, dtype, name="sample_weight"):
     """Per-record weights: finite, >= 0, not all 0; (0,) for None."""
     if sample_weight is None:
-        return np.empty(0, dtype=dtype)
+        return V.no_weights(dtype)
     try:
         w = np.asarray(sample_weight)
     except Exception as exc:
@@ -84,8 +84,16 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
     to the kernel, which checks each record it reads; held-out validation rows are checked here.
     """
     dtype = np.dtype(cfg["dtype"])
-    scan = scan or run is None
+    if not scan and run is not None and sample_weight is None and not cfg["validation_split"] \
+            and run.scaling is None:  # a later call of a plain run: shapes and types only
+        Xc = V.check_X(X, dtype, n_features=run.n_features, scan=False)
+        n = Xc.shape[0]
+        targets, labels, k = V.check_y(y, run.loss, n, dtype, run.n_outputs, scan=False)
+        if (n_outputs is not None and n_outputs != k) or n != run.n_records_all:
+            return prepare(X, y, cfg, run, n_outputs, sample_weight, scan=True)  # its error names what is wrong
+        return FitData(Xc, targets, labels, V.no_weights(dtype), run.loss, k, n)
     Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features, scan=scan)
+    scan = scan or run is None  # a new run's labels and targets are looked at whole (the task rule needs them)
     if run is None:
         task = _task.decide(y, cfg["loss"], "y")
         task.warn()
@@ -122,7 +130,10 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
 # ---------------------------------------------------------------------------- standardisation
 
 UNSCALED_SPREAD = 1e3  # feature scales spread over this factor or more: the inputs look unscaled
-WARN_SAMPLE_ROWS = 1024  # the unscaled-inputs warning looks at this many evenly spaced rows of an in-memory X
+# the unscaled-inputs warning looks at evenly spaced rows of an in-memory X: up to this many, and
+# at most about WARN_SAMPLE_VALUES values (a 1000x spread of scales shows in a few dozen rows)
+WARN_SAMPLE_ROWS = 1024
+WARN_SAMPLE_VALUES = 1 << 12
 
 
 class RunningStats:
@@ -148,6 +159,16 @@ class RunningStats:
         return mean + self.shift, np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0))
 
 
+def sample_stats(S):
+    """(mean, std) of each column of a small float64 array in memory, by matrix-vector products
+    (numpy's reductions down the columns of a C-ordered array go row by row)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite value is the kernel's to name
+        d = S - S[0]  # shifted: no cancellation for data far from 0
+        w = np.full(S.shape[0], 1.0 / S.shape[0])
+        m = w @ d
+        return m + S[0], np.sqrt(np.maximum(w @ (d * d) - m * m, 0.0))
+
+
 def column_stats(X):
     """(mean, std) of each column of a checked X, float64, in one streaming pass (memory maps in chunks)."""
     from ._rows import RowSource
@@ -162,10 +183,13 @@ def fit_scaling(X, targets, cfg, loss):
     """The run's standardisation from its training records (None when off); warns once about unscaled X.
 
     Without standardisation the statistics only feed the warning: an in-memory X is then
-    sampled (WARN_SAMPLE_ROWS evenly spaced rows), so a first fit does not pay a pass over it.
+    sampled (evenly spaced rows, see WARN_SAMPLE_VALUES), so a first fit does not pay a pass over it.
     """
-    sample = not cfg["standardize"] and not isinstance(X, np.memmap) and X.shape[0] > WARN_SAMPLE_ROWS
-    x_stats = column_stats(X[::X.shape[0] // WARN_SAMPLE_ROWS] if sample else X)
+    if not cfg["standardize"] and not isinstance(X, np.memmap):
+        rows = max(32, min(WARN_SAMPLE_ROWS, WARN_SAMPLE_VALUES // X.shape[1]))
+        x_stats = sample_stats(np.asarray(X[::max(1, X.shape[0] // rows)], dtype=np.float64))
+    else:
+        x_stats = column_stats(X)
     y_stats = column_stats(targets) if cfg["standardize_target"] and loss == "mse" else None
     return scaling_from(x_stats, y_stats, cfg)
 
@@ -186,6 +210,8 @@ def scaling_from(x_stats, y_stats, cfg):
 
 def warn_if_unscaled(mean, std):
     import warnings
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        return  # non-finite values: the kernel names the first one it reads
     live = std[std > 0]
     if len(live) and (live.max() / live.min() >= UNSCALED_SPREAD or np.abs(mean).max() >= UNSCALED_SPREAD * live.max()):
         warnings.warn(f"X looks unscaled: feature standard deviations range from {live.min():.3g} to {live.max():.3g} "

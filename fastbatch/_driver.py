@@ -73,16 +73,15 @@ def fire(callbacks, hook, *args):
 class Hooks:
     """What the caller watches: progress, validation, callbacks; and whether epochs need their state."""
 
-    def __init__(self, trainer, on_progress, val, callbacks):
+    def __init__(self, trainer, on_progress, val, callbacks, verbose=0):
         self.trainer, self.on_progress, self.val, self.callbacks = trainer, on_progress, val, callbacks
         cfg = trainer._cfg
-        self.step_hooks = any(overrides(cb, "on_step_end") for cb in callbacks)
+        self.step_hooks = bool(callbacks) and any(overrides(cb, "on_step_end") for cb in callbacks)
         # epoch ends that must see the params of that moment: the chunk stops there
-        self.epoch_state = bool(val is not None or any(overrides(cb, "on_epoch_end") for cb in callbacks)
-                                or cfg["patience"] or trainer._schedule.name == "plateau")
-        self.last_report = time.perf_counter()
-        self.verbose = 0
-        self.epoch_clock = time.perf_counter()  # when the last reported epoch ended
+        self.epoch_state = bool(val is not None or cfg["patience"] or trainer._schedule.name == "plateau"
+                                or (callbacks and any(overrides(cb, "on_epoch_end") for cb in callbacks)))
+        self.last_report = self.epoch_clock = time.perf_counter()  # epoch_clock: when the last reported epoch ended
+        self.verbose = verbose
 
     def report_epochs(self, first, last):
         """verbose=1: one Keras-style line per finished epoch [first, last)."""
@@ -116,7 +115,7 @@ class Hooks:
 EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Chunk:
     """One kernel call: its data and steps. ``step0`` is the run's step before it; ``start`` the
     kernel's first step index (the same for array data; 0 for a generator's one-batch "dataset")."""
@@ -146,7 +145,9 @@ class ArraySource:
         self.data, self.rows, self.backend = data, rows, backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
         self.recheck = recheck
-        self.bad = np.full(2, -1, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
+        self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
+        self.bad_input = False  # set when the kernel met a record it cannot train on
+        self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
@@ -157,24 +158,31 @@ class ArraySource:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        lrs = trainer._schedule.rates(trainer.learning_rate, start, n, spe, trainer.total_steps)
+        cfg = trainer._cfg
+        lrs = trainer._schedule.rates(cfg["learning_rate"], start, n, spe, trainer._plan.total_steps)
         d, rows = self.data, self.rows
-        self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
+        rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
         return Chunk(trainer._spec, rows.array, d.targets, d.labels, d.weights, state.order_cache, start, start, n,
                      lrs, rows.fd, rows.data_offset)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
+        if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
+            if chunk.fd >= 0:
+                return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
+                                                state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
+                                                chunk.start, n, state.opt_t, stop, max_seconds, chunk.fd,
+                                                chunk.data_offset, hits, self.bad)
+            return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
+                                            state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
+                                            chunk.start, n, state.opt_t, stop, max_seconds, hits=hits, bad=self.bad)
         kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
-        if hits is not None:
-            kw["hits"] = hits
-        if getattr(self.backend, "CHECKS_RECORDS", False):  # it checks each record it reads
-            kw["bad"] = self.bad
         return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                        chunk.start, n, state.opt_t, stop, max_seconds, **kw)
+                                        chunk.start, n, state.opt_t, stop, max_seconds, hits=hits, **kw)
 
     def input_error(self):
         """The error for the bad record the kernel found: the whole check's, which names the value."""
+        self.bad_input = True
         self.recheck()
         record, what = (int(v) for v in self.bad)
         part = "X" if what == 0 else "y"
@@ -185,7 +193,7 @@ class ArraySource:
         """The chunk's first ``done`` hit fractions, weighted by batch size, into their epochs' sums."""
         spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
         if done == 1:
-            state.add_hits(s // spe, hits[0] * self.batch_sizes[s % spe])
+            state.add_hits(s // spe, hits.item(0) * self.batch_sizes.item(s % spe))
             return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
@@ -200,6 +208,10 @@ class ArraySource:
 
     def commit(self, state, chunk, done):
         self.rows.after_chunk()
+
+    def may_end_epochs(self, state, step0):
+        """Whether the last chunk (from step0) crossed an epoch's end."""
+        return state.step // state.steps_per_epoch > step0 // state.steps_per_epoch
 
     def epochs_ended(self, state, step0):
         """The epochs that ended inside the last chunk, closed: [(epoch, ...)]."""
@@ -299,6 +311,9 @@ class BatchSource:
         state.epoch, state.batch, state.records = epoch + 1, 0, 0
         return epoch
 
+    def may_end_epochs(self, state, step0):
+        return False  # close_epoch closes them (EPOCH_END)
+
     def epochs_ended(self, state, step0):
         return ()
 
@@ -310,6 +325,7 @@ def run(trainer, source, end, hooks, stop):
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
     call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
+    look_at_params = not getattr(source.backend, "CHECKS_PARAMS", False)  # else the kernel's status says so
     while True:
         state = trainer._state
         if state is not None and (state.step >= end or trainer.finished):
@@ -328,10 +344,12 @@ def run(trainer, source, end, hooks, stop):
             began = True
             if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
                 break
-        if state.snapshots is None or state.snapshots[0].opt.shape[0] != rows:
-            state.snapshots = [state.snapshot(rows) for _ in range(3)]  # two take turns; one keeps a call's start
         snaps = state.snapshots
+        if snaps is None or snaps[0].opt.shape[0] != rows:
+            snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]  # two take turns (+ a spare, below)
         if snaps[0] is call_start:  # its turn again (a third chunk): keep it, and take the spare
+            if len(snaps) == 2:
+                snaps.append(state.snapshot(rows))
             snaps[0], snaps[2] = snaps[2], snaps[0]
         snap = snaps[0]
         if call_start is None:
@@ -339,18 +357,17 @@ def run(trainer, source, end, hooks, stop):
         state.snapshot_into(snap)
         step0, n = chunk.step0, chunk.n
         try:
-            state.reserve(step0 + n, trainer.total_steps)
+            if step0 + n > len(state.loss_buf):
+                state.reserve(step0 + n, trainer.total_steps)
             losses, hits = state.chunk_buffers(n)
             done, status = source.call(chunk, state, losses, trainer._noise_buffer(step0, n), n, stop,
                                        CHUNK_SECONDS, hits)
-            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run's huge numbers are looked at next
-                state.loss_buf[step0:step0 + done] = losses[:done]  # (a divergence looks back at them)
-                params_finite = _all_finite(state.theta)
-            if status == Status.READ_ERROR:
+            _store_losses(state.loss_buf, step0, losses, done)
+            if status == _READ_ERROR:
                 raise source.read_error(chunk, done)
-            if status == getattr(Status, "BAD_INPUT", -99):  # SHIM
+            if status == _BAD_INPUT:
                 raise _BadRecord
-            if status == Status.NONFINITE or not params_finite:
+            if status == _NONFINITE or (look_at_params and not _all_finite(state.theta)):
                 _rewind(trainer, source, state, snap, chunk, done, status, prev)
             _record(source, state, chunk, done, hits)
             source.commit(state, chunk, done)
@@ -365,30 +382,50 @@ def run(trainer, source, end, hooks, stop):
             state.restore(snap)
             raise
         snaps[0], snaps[1] = snaps[1], snaps[0]
-        prev = (state.snapshots[1], chunk)
+        prev = (snaps[1], chunk)
         if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
                                               float(state.loss_buf[state.step - 1])):
             break
-        ended = stop_run = False
-        first = None
-        for epoch in source.epochs_ended(state, step0):
-            first = epoch if first is None else first
-            ended = True
-            if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
-                stop_run = True
-                hooks.report_epochs(first, epoch + 1)
+        ended = False
+        if source.may_end_epochs(state, step0):
+            stop_run = False
+            first = None
+            for epoch in source.epochs_ended(state, step0):
+                first = epoch if first is None else first
+                ended = True
+                if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
+                    stop_run = True
+                    hooks.report_epochs(first, epoch + 1)
+                    break
+            if stop_run:
                 break
-        if stop_run:
+            if ended:
+                hooks.report_epochs(first, state.step // state.steps_per_epoch)
+        if hooks.on_progress is not None:
+            hooks.progress(force=ended and hooks.epoch_state)
+        if status == _STOPPED:
             break
-        if ended:
-            hooks.report_epochs(first, state.step // state.steps_per_epoch)
-        hooks.progress(force=ended and hooks.epoch_state)
-        if status == Status.STOPPED:
-            break
-        trainer._yield_to_readers()
+        if trainer._readers:
+            trainer._yield_to_readers()
     hooks.progress(force=True)
-    if trainer.finished:
+    if hooks.callbacks and trainer.finished:
         fire(hooks.callbacks, "on_run_end", trainer)
+
+
+_READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
+                                                                 Status.NONFINITE, Status.STOPPED))
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _store_losses(buf, at, losses, done):
+    """buf[at:at + done] := the kernel's float64 losses (a diverging run's may overflow a float32 history: inf)."""
+    if done == 1:  # (a one-step call: no array work)
+        v = float(losses[0])
+        buf[at] = v if buf.dtype.itemsize == 8 or -_FLOAT32_MAX <= v <= _FLOAT32_MAX or v != v \
+            else math.copysign(math.inf, v)
+    elif done:
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run's huge numbers are looked at next
+            buf[at:at + done] = losses[:done]
 
 
 class _BadRecord(Exception):
@@ -398,7 +435,8 @@ class _BadRecord(Exception):
 def _all_finite(a):
     """Whether every value of the vector ``a`` is finite: its dot product with itself says so, unless
     that overflows (values beyond ~1e19 in float32): then each is looked at."""
-    return bool(np.isfinite(np.dot(a, a))) or bool(np.isfinite(a).all())
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.dot(a, a))) or bool(np.isfinite(a).all())
 
 
 def end_epoch(trainer, epoch, hooks):

@@ -30,6 +30,7 @@ class KernelSpec:
     centered: bool = False     # RMSprop
     n_threads: int = 1         # the team size asked for; small steps may use fewer
     split_columns: object = None  # None: the kernel decides; True / False forces a split (tests)
+    key: tuple = dataclasses.field(default=(), init=False, repr=False)  # every field, hashable: equal specs, equal keys
 
     def __post_init__(self):
         sizes = np.array(self.sizes, dtype=np.int64)  # a copy the caller cannot change
@@ -44,6 +45,8 @@ class KernelSpec:
             object.__setattr__(self, name, int(value))
         if self.split_columns not in (None, True, False):
             raise ValueError(f"split_columns must be None, True or False, got {self.split_columns!r}")
+        object.__setattr__(self, "key", (tuple(sizes.tolist()),) + tuple(
+            getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("sizes", "key")))
 
     @property
     def n_params(self):
@@ -53,5 +56,5 @@ class KernelSpec:
 
     def __repr__(self):
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                           if f.name != "sizes")
+                           if f.name not in ("sizes", "key"))
         return f"KernelSpec(sizes={self.sizes.tolist()}, {fields})"

@@ -32,8 +32,8 @@ class RateLog:
         if not len(rates):
             return
         if len(rates) == 1:  # (a one-step call: no array work)
-            rate = float(rates[0])
-            if self.n and self.values[self.n - 1] == rate:
+            rate = rates.item(0)
+            if self.n and self.values.item(self.n - 1) == rate:
                 return
             starts, values = (step0,), (rate,)
         elif rates[0] == rates[-1] and not (rates != rates[0]).any():
@@ -191,13 +191,17 @@ class RunState:
     def snapshot_into(self, snap):
         """Refill an existing snapshot (no allocation: the driver's per-call path)."""
         np.copyto(snap.theta, self.theta)
-        np.copyto(snap.opt, self.opt_state[:snap.opt.shape[0]])
-        snap.scalars = _snapshot_scalars(self) + (len(self.epoch_loss), len(self.val_loss), dict(self.schedule_state),
-                                                  self.rates.n, None if self.hit_sums is None else dict(self.hit_sums))
+        if snap.opt.shape[0]:
+            np.copyto(snap.opt, self.opt_state[:snap.opt.shape[0]])
+        hit_sums, schedule_state = self.hit_sums, self.schedule_state
+        snap.scalars = _snapshot_scalars(self) + (len(self.epoch_loss), len(self.val_loss),
+                                                  schedule_state.copy() if schedule_state else {}, self.rates.n,
+                                                  None if hit_sums is None else hit_sums.copy())
 
     def restore(self, snap):
         np.copyto(self.theta, snap.theta)
-        np.copyto(self.opt_state[:snap.opt.shape[0]], snap.opt)
+        if snap.opt.shape[0]:
+            np.copyto(self.opt_state[:snap.opt.shape[0]], snap.opt)
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
         n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.scalars[len(_SNAPSHOT_SCALARS):]

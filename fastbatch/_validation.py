@@ -15,6 +15,8 @@ def _describe(value):
 
 def check_int(name, value, minimum=1, maximum=None):
     """An integer (not a bool, not a float) in [minimum, maximum]."""
+    if value.__class__ is int and minimum <= value < INT_LIMIT and (maximum is None or value <= maximum):
+        return value  # (the common case, without the isinstance checks against numbers' ABCs)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {_describe(value)}")
     value = int(value)
@@ -162,7 +164,9 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
     A scipy.sparse X is densified when it is small enough; a DataFrame's bool columns become 0/1.
     """
     dtype = np.dtype(dtype)
-    if isinstance(X, np.memmap) and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
+    if type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
+        arr = X  # already what the kernel reads (the common case of every later call)
+    elif isinstance(X, np.memmap) and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
         arr = X
     elif _is_sparse(X):
         if len(X.shape) != 2:
@@ -229,6 +233,22 @@ def _number(v):
     return str(v.item() if isinstance(v, np.generic) else v)
 
 
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+# the absent inputs, shared and read-only: no labels (mse, binary), no targets (cross_entropy), no weights
+_EMPTY_LABELS = _read_only(np.empty(0, dtype=np.int64))
+_EMPTY_TARGETS = {np.dtype(t): _read_only(np.empty((0, 0), dtype=t)) for t in (np.float32, np.float64)}
+_NO_WEIGHTS = {np.dtype(t): _read_only(np.empty(0, dtype=t)) for t in (np.float32, np.float64)}
+
+
+def no_weights(dtype):
+    """The (0,) weights array of ``dtype``: a run without sample weights."""
+    return _NO_WEIGHTS[np.dtype(dtype)]
+
+
 def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     """Return (targets, labels, n_outputs).
 
@@ -238,6 +258,12 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     each record as it reads it makes anyway: integer labels' range, targets' finiteness and
     binary targets' 0 / 1. Float labels are still checked whole (NaN has no integer).
     """
+    if not scan and n_outputs is not None and type(y) is np.ndarray and y.shape[0] == n_records \
+            and y.flags.c_contiguous:  # a later call with arrays as the kernel reads them: nothing to convert
+        if loss == "cross_entropy" and y.dtype == np.int64 and y.ndim == 1:
+            return _EMPTY_TARGETS[np.dtype(dtype)], y, n_outputs
+        if loss != "cross_entropy" and y.dtype == dtype and y.ndim == 2 and y.shape[1] == n_outputs:
+            return y, _EMPTY_LABELS, n_outputs
     if y is None or isinstance(y, (str, bytes)):
         raise TypeError(f"{name} must be an array of targets, got {_describe(y)}")
     try:
@@ -259,8 +285,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
         bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]
         where = int(np.flatnonzero(~np.isfinite(raw.reshape(-1)))[0])
         raise ValueError(f"{name} holds NaN or infinite values (entry {where} is {bad})")
-    empty_t = np.empty((0, 0), dtype=dtype)
-    empty_l = np.empty(0, dtype=np.int64)
+    empty_t, empty_l = _EMPTY_TARGETS[np.dtype(dtype)], _EMPTY_LABELS
     if loss == "cross_entropy":
         if raw.ndim != 1 and not (raw.ndim == 2 and raw.shape[1] == 1):
             raise ValueError(f"{name} for cross_entropy must be a vector of integer labels, got shape {raw.shape}")

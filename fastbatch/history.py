@@ -33,7 +33,8 @@ class History:
         # fit_batches runs give every step's epoch, batch and size explicitly
         self._per_step = per_step
         # one epoch's batch sizes: every step's epoch, batch and size follow from them
-        self._sizes = np.asarray(epoch_batch_sizes, dtype=np.int64)
+        self._sizes = epoch_batch_sizes if type(epoch_batch_sizes) is np.ndarray \
+            and epoch_batch_sizes.dtype == np.int64 else np.asarray(epoch_batch_sizes, dtype=np.int64)
         self.steps_per_epoch = steps_per_epoch
         self.n_records = n_records
         # the run's per-epoch lists as they are now: a run's lists only grow, so their first

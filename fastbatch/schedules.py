@@ -26,7 +26,9 @@ class Schedule:
     def rates(self, learning_rate, start, n, steps_per_epoch, total_steps):
         """The rates of steps [start, start + n): ``learning_rate`` times their factors."""
         if type(self)._factors is Schedule._factors and not self.warmup_steps:
-            return np.full(n, float(learning_rate))  # constant: no per-step arithmetic
+            rates = np.empty(n)  # constant: no per-step arithmetic
+            rates.fill(learning_rate)
+            return rates
         return learning_rate * self.factors(np.arange(start, start + n), steps_per_epoch, total_steps)
 
     def factors(self, steps, steps_per_epoch, total_steps):

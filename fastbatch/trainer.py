@@ -65,6 +65,7 @@ class Trainer:
         self._readers_cv = threading.Condition()
         self._stop_lock = threading.Lock()
         self._stop_flag = None                 # the running fit's stop flag (None when no fit runs)
+        self._stop_buf = np.zeros(1, dtype=np.uint8)  # what the kernel reads as the stop flag
         self._pending_params = None
         self.info = {}                         # JSON-able facts saved with checkpoints (names, fingerprints)
         self.reset()
@@ -317,19 +318,28 @@ class Trainer:
 
     @contextlib.contextmanager
     def _fitting(self):
+        stop = self._enter_fit()
+        try:
+            with self._state_lock:
+                yield stop
+        finally:
+            self._exit_fit()
+
+    def _enter_fit(self):
+        """Take the fit lock (RuntimeError when another fit runs) and arm a stop flag for this fit only."""
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit() is already running on this trainer in another thread; "
                                "use one trainer per thread")
-        flag = np.zeros(1, dtype=np.uint8)
-        try:
-            with self._stop_lock:
-                self._stop_flag = flag
-            with self._state_lock:
-                yield flag
-        finally:
-            with self._stop_lock:
-                self._stop_flag = None
-            self._fit_lock.release()
+        flag = self._stop_buf  # one fit at a time: the buffer is this fit's from here on
+        with self._stop_lock:
+            flag[0] = 0
+            self._stop_flag = flag
+        return flag
+
+    def _exit_fit(self):
+        with self._stop_lock:
+            self._stop_flag = None
+        self._fit_lock.release()
 
     def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None, n_outputs=None,
             epochs=None, sample_weight=None, verbose=0):
@@ -360,6 +370,15 @@ class Trainer:
         verbose : {0, 1} or callable(str)
             1 prints one line per finished epoch (epoch, steps, time, loss, metrics, validation);
             a callable gets each line instead (e.g. a progress bar's ``write``).
+
+        Notes
+        -----
+        Each call checks the arguments' types and shapes. Values are looked at as they are
+        read: the Cython kernel looks at every record a step reads, and a record it cannot
+        train on (NaN or inf, a label out of range, a binary target not 0 / 1) is a
+        ``ValueError`` naming it, with the run put back where the call began (a first call
+        leaves the trainer unstarted). So a call costs O(its steps), not O(records), and an
+        array edited in place between calls is seen as it is now.
         """
         if steps is not None:
             steps = V.check_int("steps", steps, 1)
@@ -367,44 +386,69 @@ class Trainer:
             n_outputs = V.check_int("n_outputs", n_outputs, 1)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable, got {on_progress!r}")
-        if not callable(verbose):
-            verbose = V.check_int("verbose", verbose, 0, 1)
-        callbacks = _check_callbacks(callbacks)
-        with self._fitting() as stop:
-            if epochs is not None:
-                _config.BY_NAME["epochs"].check(epochs)
-                if epochs != self._cfg["epochs"]:
-                    self._set_param("epochs", epochs, inside_fit=True)
-            st = self._state
-            if st is not None and st.generator:
-                raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
-            backend = self._backend()
-            # a started run leaves the look at every value to the kernel, which checks each record it reads
-            data = _data.prepare(X, y, self._cfg, st, n_outputs, sample_weight,
-                                 scan=not getattr(backend, "CHECKS_RECORDS", False))
-            val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, self._cfg["dtype"],
-                                           data.X.shape[1]) or data.val
-            if st is None:
-                spe = make_plan(data.n_records, self._cfg["batch_size"], 1, self._cfg["drop_last"]).steps_per_epoch
-                new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
-                                      data.n_records_all, spe, False, data.scaling, _data.pooled_variance(data.targets))
-            if self.finished:
-                warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
-                              "nothing. Raise epochs to continue it, or call reset() to start over.",
-                              RuntimeWarning, stacklevel=2)
-                return self.history
-            with RowSource.open(data.X) as rows:
-                if st is None:
-                    self._begin(new)
-                self._state.ensure_order_cache()
-                self.plan  # noqa: B018 - makes _batch_sizes
-                source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
-                                             lambda: _data.prepare(X, y, self._cfg, self._state, n_outputs, sample_weight))
-                hooks = _driver.Hooks(self, on_progress, val, callbacks)
-                hooks.verbose = verbose
-                end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
-                _driver.run(self, source, end, hooks, stop)
+        if verbose.__class__ is not int or not 0 <= verbose <= 1:
+            if not callable(verbose):
+                verbose = V.check_int("verbose", verbose, 0, 1)
+        callbacks = _check_callbacks(callbacks) if callbacks else ()
+        stop = self._enter_fit()
+        try:
+            with self._state_lock:
+                return self._fit(X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs,
+                                 sample_weight, verbose, stop)
+        finally:
+            self._exit_fit()
+
+    def _fit(self, X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs, sample_weight, verbose,
+             stop):
+        """fit's body, under the fit lock: prepare the data, start the run if new, drive it."""
+        cfg = self._cfg
+        if epochs is not None:
+            _config.BY_NAME["epochs"].check(epochs)
+            if epochs != cfg["epochs"]:
+                self._set_param("epochs", epochs, inside_fit=True)
+                cfg = self._cfg
+        st = self._state
+        if st is not None and st.generator:
+            raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
+        backend = self._backend()
+        # the kernel looks at each record it reads: the data's values need no pass here
+        data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
+                             scan=not getattr(backend, "CHECKS_RECORDS", False))
+        val = data.val
+        if validation_data is not None:
+            val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"], data.X.shape[1])
+        if st is None:
+            plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+            new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records, data.n_records_all,
+                                  plan.steps_per_epoch, False, data.scaling, _data.pooled_variance(data.targets))
+        elif self.finished:
+            warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
+                          "nothing. Raise epochs to continue it, or call reset() to start over.",
+                          RuntimeWarning, stacklevel=3)
             return self.history
+        rows = RowSource.open(data.X)
+        try:
+            pending = self._pending_params
+            if st is None:
+                self._begin(new)
+                self._plan, self._batch_sizes = plan, plan.batch_sizes()
+            state = self._state
+            if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
+                state.ensure_order_cache()
+            plan = self.plan
+            source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
+                                         lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight))
+            hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
+            end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
+            try:
+                _driver.run(self, source, end, hooks, stop)
+            except ValueError:
+                if st is None and source.bad_input:  # the first call met a bad record: as if never called
+                    self._state, self._spec, self._plan, self._pending_params = None, None, None, pending
+                raise
+        finally:
+            rows.close()
+        return self.history
 
     def fit_batches(self, batches, on_progress=None, validation_data=None, callbacks=None, n_outputs=None):
         """Train from ``batches()``, a callable returning a fresh iterable of (X_batch, y_batch) each epoch.
@@ -512,14 +556,20 @@ def _check_network_fits(sizes, dtype, hidden):
     """ValueError naming hidden when the params and their optimizer state could not fit in memory."""
     from ._network import n_params
     need = n_params(sizes) * np.dtype(dtype).itemsize * 6  # params, gradient, 3 optimizer rows, a snapshot
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return
-    if need > memory:
+    memory = _physical_memory()
+    if memory is not None and need > memory:
         raise ValueError(f"hidden={hidden} makes a network of {n_params(sizes):,} params for these data, which "
                          f"needs about {need / 2**30:,.1f} GB with its optimizer state; this machine has "
                          f"{memory / 2**30:,.1f} GB")
+
+
+@functools.lru_cache(maxsize=1)
+def _physical_memory():
+    """The machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
 
 
 def _check_callbacks(callbacks):

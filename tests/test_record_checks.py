@@ -1,0 +1,173 @@
+"""The kernel looks at each record it reads; the driver turns a bad one into an error naming it.
+
+A call no longer passes over every value of the data (that made each call O(records)): the
+Cython kernel checks the X row and the label or target of every record a step gathers, and a
+bad one ends the call before that step changes anything. The Trainer then restores the run
+to where the call began and raises the full check's ValueError, which names the value.
+"""
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import _kernel_spec  # noqa: F401 - the kernel's spec module must import
+from fastbatch._codes import Status
+from helpers import make_data
+from kernel_run import BACKENDS, data, make_spec
+
+_kernel = BACKENDS["cython"]
+pytestmark = pytest.mark.skipif(_kernel is None, reason="the Cython kernel is not built")
+
+
+def kernel_call(X, y, loss, dtype="float32", batch_size=4, n_threads=1, split_columns=None, hidden=(6,),
+                steps=20):
+    """Run ``steps`` steps from fresh params in one call, records in order; (done, status, bad, theta, theta0)."""
+    Xc, targets, labels, k = data(X, y, loss, dtype)
+    if loss == "cross_entropy":
+        k = 3  # labels 0..2 are valid whatever the data holds
+    sizes = np.array([Xc.shape[1], *hidden, k], dtype=np.int64)
+    spec = make_spec(sizes, batch_size=batch_size, spe=-(-len(Xc) // batch_size), loss=loss, shuffle=False,
+                     n_threads=n_threads, split_columns=split_columns)
+    theta = np.random.default_rng(0).normal(size=spec.n_params).astype(dtype) * 0.1
+    theta0 = theta.copy()
+    bad = np.full(2, -7, dtype=np.int64)
+    done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, dtype), theta,
+                                       np.zeros((3, len(theta)), dtype), np.full(len(Xc) + 1, -1, np.int64),
+                                       np.full(steps, 0.05), np.zeros(steps), np.empty((0, 2)), 0, steps, 0,
+                                       np.zeros(1, np.uint8), 60.0, bad=bad)
+    return done, status, bad, theta, theta0
+
+
+BAD_CASES = [  # (loss, what to spoil, expected part: 0 X / 1 y)
+    ("cross_entropy", "nan_x", 0), ("cross_entropy", "inf_x", 0), ("cross_entropy", "label_high", 1),
+    ("cross_entropy", "label_negative", 1), ("mse", "nan_target", 1), ("mse", "inf_target", 1),
+    ("binary_crossentropy", "half_target", 1), ("binary_crossentropy", "nan_x", 0),
+]
+
+
+def spoil(X, y, what, record):
+    X, y = X.copy(), y.copy()
+    if what == "nan_x":
+        X[record, 2] = np.nan
+    elif what == "inf_x":
+        X[record, 0] = -np.inf
+    elif what == "label_high":
+        y[record] = 3
+    elif what == "label_negative":
+        y[record] = -1
+    elif what == "nan_target":
+        y[record] = np.nan
+    elif what == "inf_target":
+        y[record] = np.inf
+    elif what == "half_target":
+        y[record] = 0.5
+    return X, y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, what, part", BAD_CASES)
+def test_the_kernel_stops_at_the_first_step_reading_a_bad_record(loss, what, part, dtype):
+    X, y = make_data(n=40, loss=loss, k=1 if loss == "mse" else 3)
+    X, y = spoil(X, y, what, record=21)  # in the batch of step 5 (records 20..23, in order)
+    done, status, bad, theta, _ = kernel_call(X, y, loss, dtype)
+    assert (done, status) == (5, Status.BAD_INPUT)
+    assert bad.tolist() == [21, part]
+    # the params are those of the first 5 steps: the bad step changed nothing
+    assert np.array_equal(theta, kernel_call(X, y, loss, dtype, steps=5)[3])
+
+
+@pytest.mark.parametrize("split_columns", [False, True])
+def test_a_team_stops_the_same_way(split_columns):
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(512, 300)), rng.integers(0, 3, 512)
+    y[300] = 9  # step 2 at batch 128 (split_columns: batch 16, step 18)
+    batch = 16 if split_columns else 128
+    done, status, bad, theta, _ = kernel_call(X, y, "cross_entropy", batch_size=batch, n_threads=2,
+                                              split_columns=split_columns, hidden=(256,), steps=25)
+    assert (done, status, bad.tolist()) == (300 // batch, Status.BAD_INPUT, [300, 1])
+    ref = kernel_call(X, y, "cross_entropy", batch_size=batch, n_threads=2, split_columns=split_columns,
+                      hidden=(256,), steps=300 // batch)
+    assert np.array_equal(theta, ref[3])
+
+
+def test_clean_records_are_not_flagged_and_bad_is_left_alone():
+    X, y = make_data(n=40, loss="cross_entropy")
+    X[5, 1], X[6, 2], X[7, 3] = 1e4, 1e-40, -0.0  # large, subnormal in float32 and negative zero: all fine
+    done, status, bad, _, _ = kernel_call(X, y, "cross_entropy", steps=10)
+    assert (done, status) == (10, Status.DONE)
+    assert bad.tolist() == [-7, -7]
+
+
+def test_params_made_non_finite_by_the_last_update_are_reported():
+    X, y = make_data(n=40, loss="mse", k=1)
+    Xc, targets, labels, k = data(X, y * 1e30, "mse", "float32")
+    sizes = np.array([5, 1], dtype=np.int64)
+    spec = make_spec(sizes, batch_size=40, spe=1, loss="mse", shuffle=False)
+    theta = np.zeros(spec.n_params, np.float32)
+    # one full-batch step whose loss (in float64) is finite but whose update overflows float32
+    done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
+                                       np.zeros((3, len(theta)), np.float32), np.full(41, -1, np.int64),
+                                       np.full(1, 1e10), np.zeros(1), np.empty((0, 2)), 0, 1, 0,
+                                       np.zeros(1, np.uint8), 60.0)
+    assert not np.isfinite(theta).all()
+    assert (done, status) == (1, Status.NONFINITE)
+
+
+# ---------------------------------------------------------------- through the Trainer
+
+
+def trainer(**kw):
+    return fb.Trainer(hidden=(8,), batch_size=4, epochs=3, optimizer="sgd", learning_rate=0.05, shuffle=False,
+                      n_threads=1, **kw)
+
+
+def test_an_array_edited_in_place_between_calls_is_an_error_naming_the_value():
+    X, y = make_data(n=40, loss="cross_entropy")
+    tr = trainer()
+    tr.fit(X, y, steps=3)
+    params = tr.get_params()
+    X[30, 4] = np.inf  # read by step 8 (records 28..31); the call begins at step 3
+    with pytest.raises(ValueError, match=r"X\[30, 4\] is inf"):
+        tr.fit(X, y)
+    assert tr.step == 3  # back where the call began
+    for (W, b), (W0, b0) in zip(tr.get_params(), params):
+        assert np.array_equal(W, W0) and np.array_equal(b, b0)
+    X[30, 4] = 0.0
+    y[37] = 7
+    with pytest.raises(ValueError, match="label 7"):
+        tr.fit(X, y)
+    assert tr.step == 3
+    y[37] = 1
+    tr.fit(X, y)
+    assert tr.finished and np.isfinite(tr.history.loss).all()
+
+
+def test_a_bad_record_in_a_first_call_leaves_the_trainer_unstarted():
+    X, y = make_data(n=40, loss="cross_entropy")
+    X[33, 0] = np.nan
+    tr = trainer()
+    pending = [(np.full((5, 8), 0.1), np.zeros(8)), (np.full((8, 3), 0.1), np.zeros(3))]
+    tr.set_params(pending)
+    with pytest.raises(ValueError, match=r"X\[33, 0\] is NaN"):
+        tr.fit(X, y)
+    assert not tr.started and tr.step == 0
+    assert tr.batch_size == 4 and tr.has_params  # still configurable, the params set are still there
+    tr.batch_size = 8  # (a started run would refuse this)
+    assert np.array_equal(tr.get_params()[0][0], pending[0][0].astype(np.float32))
+
+
+def test_a_bad_record_the_call_never_reads_is_not_an_error():
+    X, y = make_data(n=40, loss="cross_entropy")
+    X[39, 0] = np.nan  # in the last batch of the epoch
+    tr = trainer()
+    tr.fit(X, y, steps=2)
+    assert tr.step == 2 and np.isfinite(tr.history.loss).all()
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y)
+    assert tr.step == 2
+
+
+def test_the_numpy_backend_still_checks_every_value_first():
+    X, y = make_data(n=40, loss="cross_entropy")
+    X[39, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        trainer(backend="numpy").fit(X, y, steps=1)
