@@ -174,7 +174,7 @@ class ArraySource:
                                                 chunk.data_offset, hits, self.bad)
             return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                             state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                            chunk.start, n, state.opt_t, stop, max_seconds, hits=hits, bad=self.bad)
+                                            chunk.start, n, state.opt_t, stop, max_seconds, -1, 0, hits, self.bad)
         kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
         return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
@@ -193,7 +193,9 @@ class ArraySource:
         """The chunk's first ``done`` hit fractions, weighted by batch size, into their epochs' sums."""
         spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
         if done == 1:
-            state.add_hits(s // spe, hits.item(0) * self.batch_sizes.item(s % spe))
+            e = s // spe
+            sums = state.hit_sums
+            sums[e] = sums.get(e, 0.0) + hits.item(0) * self.batch_sizes.item(s - e * spe)
             return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
@@ -345,7 +347,7 @@ def run(trainer, source, end, hooks, stop):
             if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
                 break
         snaps = state.snapshots
-        if snaps is None or snaps[0].opt.shape[0] != rows:
+        if snaps is None or snaps[0].opt_rows != rows:
             snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]  # two take turns (+ a spare, below)
         if snaps[0] is call_start:  # its turn again (a third chunk): keep it, and take the spare
             if len(snaps) == 2:
@@ -516,7 +518,8 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
 
 def _record(source, state, chunk, done, hits):
     """The rates of the chunk's first ``done`` steps, and their hit fractions, into the run's history."""
-    state.rates.record(chunk.step0, chunk.lrs[:done])
+    lrs = chunk.lrs
+    state.rates.record(chunk.step0, lrs if done == len(lrs) else lrs[:done])
     if hits is not None and done:
         source.add_hits(state, chunk, done, hits)
 

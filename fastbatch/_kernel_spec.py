@@ -4,6 +4,8 @@ Made once per run by the driver from the checked config; both backends read it.
 Codes are those of ``fastbatch._codes`` (``_config.*_CODES``).
 """
 import dataclasses
+import functools
+import operator
 
 import numpy as np
 
@@ -45,10 +47,9 @@ class KernelSpec:
             object.__setattr__(self, name, int(value))
         if self.split_columns not in (None, True, False):
             raise ValueError(f"split_columns must be None, True or False, got {self.split_columns!r}")
-        object.__setattr__(self, "key", (tuple(sizes.tolist()),) + tuple(
-            getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("sizes", "key")))
+        object.__setattr__(self, "key", (tuple(sizes.tolist()),) + _key_fields(self))
 
-    @property
+    @functools.cached_property
     def n_params(self):
         """Length of theta: every layer's weights and biases."""
         s = self.sizes
@@ -58,3 +59,6 @@ class KernelSpec:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                            if f.name not in ("sizes", "key"))
         return f"KernelSpec(sizes={self.sizes.tolist()}, {fields})"
+
+
+_key_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(KernelSpec) if f.name not in ("sizes", "key")))

@@ -96,7 +96,7 @@ class RunState:
     # classification: per epoch not yet closed, the sum over its steps of batch size x the fraction of
     # the batch classified right (the kernel's per-step fractions are summed as each chunk ends)
     hit_sums: dict = None
-    chunk_out: np.ndarray = None     # (2, cap) float64: where a kernel call writes its losses and hit fractions
+    chunk_out: tuple = None          # (losses, hits) float64 rows: where a kernel call writes them (hits None for mse)
     # history: per finished epoch
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
@@ -171,10 +171,11 @@ class RunState:
             self.per_step_buf = new
 
     def chunk_buffers(self, n):
-        """(losses, hits) float64 arrays of n entries for one kernel call (hits None for mse), reused."""
-        if self.chunk_out is None or self.chunk_out.shape[1] < n:
-            self.chunk_out = np.zeros((2, n))
-        return self.chunk_out[0, :n], (None if self.hit_sums is None else self.chunk_out[1, :n])
+        """(losses, hits) float64 arrays of at least n entries for one kernel call (hits None for mse), reused."""
+        if self.chunk_out is None or len(self.chunk_out[0]) < n:
+            out = np.zeros((2, n))
+            self.chunk_out = (out[0], None if self.hit_sums is None else out[1])
+        return self.chunk_out
 
     def add_hits(self, epoch, weighted_sum):
         """Add steps' hit fractions, weighted by their batch sizes, to ``epoch``'s sum."""
@@ -184,27 +185,27 @@ class RunState:
 
     def snapshot(self, opt_rows):
         """What a kernel call may change, copied: restore() puts it back exactly."""
-        snap = _Snapshot(np.empty_like(self.theta), np.empty_like(self.opt_state[:opt_rows]), ())
+        snap = _Snapshot(np.empty_like(self.theta), np.empty_like(self.opt_state[:opt_rows]), opt_rows)
         self.snapshot_into(snap)
         return snap
 
     def snapshot_into(self, snap):
         """Refill an existing snapshot (no allocation: the driver's per-call path)."""
         np.copyto(snap.theta, self.theta)
-        if snap.opt.shape[0]:
-            np.copyto(snap.opt, self.opt_state[:snap.opt.shape[0]])
-        hit_sums, schedule_state = self.hit_sums, self.schedule_state
-        snap.scalars = _snapshot_scalars(self) + (len(self.epoch_loss), len(self.val_loss),
-                                                  schedule_state.copy() if schedule_state else {}, self.rates.n,
-                                                  None if hit_sums is None else hit_sums.copy())
+        if snap.opt_rows:
+            np.copyto(snap.opt, self.opt_state[:snap.opt_rows])
+        hit_sums = self.hit_sums
+        snap.scalars = _snapshot_scalars(self)
+        snap.more = (len(self.epoch_loss), len(self.val_loss), self.schedule_state.copy(), self.rates.n,
+                     None if hit_sums is None else hit_sums.copy())
 
     def restore(self, snap):
         np.copyto(self.theta, snap.theta)
-        if snap.opt.shape[0]:
-            np.copyto(self.opt_state[:snap.opt.shape[0]], snap.opt)
+        if snap.opt_rows:
+            np.copyto(self.opt_state[:snap.opt_rows], snap.opt)
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
-        n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.scalars[len(_SNAPSHOT_SCALARS):]
+        n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.more
         self.schedule_state = dict(schedule_state)
         self.rates.n = n_rates
         self.hit_sums = None if hit_sums is None else dict(hit_sums)
@@ -319,7 +320,9 @@ _snapshot_scalars = operator.attrgetter(*_SNAPSHOT_SCALARS)
 class _Snapshot:
     theta: np.ndarray
     opt: np.ndarray
-    scalars: tuple
+    opt_rows: int
+    scalars: tuple = ()  # the _SNAPSHOT_SCALARS
+    more: tuple = ()     # epochs closed, validations, schedule state, rate runs, open epochs' hit sums
 
 
 def _rate_log(starts, values, n, steps):
