@@ -221,15 +221,18 @@ class RunState:
     def close_epoch(self, epoch, first_step, end_step, batch_sizes):
         """Close an epoch: the mean loss of steps [first_step, end_step) weighted by batch size, and the
         training metric (r2 of the epoch's losses for mse), in O(steps in the epoch)."""
-        w = np.asarray(batch_sizes, dtype=np.float64)
-        losses = self.loss_buf[first_step:end_step]
-        loss = float(np.dot(losses, w) / w.sum()) if len(w) else math.nan
+        if len(batch_sizes) == 1:  # a one-step epoch (e.g. partial_fit on one batch): no array work
+            loss, records = self.loss_buf.item(first_step), float(batch_sizes[0])
+        else:
+            w = np.asarray(batch_sizes, dtype=np.float64)
+            records = float(w.sum())
+            loss = float(np.dot(self.loss_buf[first_step:end_step], w) / records) if len(w) else math.nan
         self.epoch_loss.append(loss)
         logs = {"loss": loss}
         if self.loss == "mse" and self.target_var:
             logs["r2"] = 1.0 - loss / self.target_var
-        elif self.hit_sums is not None and len(w):
-            logs["accuracy"] = self.hit_sums.pop(epoch, 0.0) / float(w.sum())
+        elif self.hit_sums is not None and len(batch_sizes):
+            logs["accuracy"] = self.hit_sums.pop(epoch, 0.0) / records
         self.epoch_metrics.append(logs)
 
     # ------------------------------------------------------------------ checkpoints

@@ -61,6 +61,11 @@ class Plan:
         return min(self.batch_size, self.n_records)
 
     @property
+    def records_per_epoch(self):
+        """Records an epoch trains on: all of them, less a dropped last batch."""
+        return (self.steps_per_epoch - 1) * self.effective_batch_size + self.last_batch_size
+
+    @property
     def epoch_starts(self):
         """Step index at which each epoch begins (the epoch boundaries)."""
         return np.arange(self.epochs, dtype=np.int64) * self.steps_per_epoch

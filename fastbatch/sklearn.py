@@ -125,12 +125,12 @@ class _FastBatchEstimator(BaseEstimator):
             trainer = self._new_trainer(partial=True)
             if params is not None:
                 trainer.set_params(params)
-        steps = make_plan(n, trainer.batch_size, 1, trainer.drop_last).steps_per_epoch
+        plan = trainer.plan if same_run else make_plan(n, trainer.batch_size, 1, trainer.drop_last)
         done = trainer.step
         if getattr(self, "_curves", None) is None:
             self._curves, self.n_iter_, self.t_ = ([], []), 0, 0
         try:
-            trainer.fit(X, y_train, steps=steps, n_outputs=self._network_outputs())
+            history = trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs())
         except BaseException:
             if same_run:  # the trainer keeps the steps before the error (e.g. DivergenceError): so do we
                 self._record(trainer, done)
@@ -138,7 +138,7 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-        self._record(trainer, done)
+        self._record(trainer, done, history)
         return self
 
     def _network_outputs(self):
@@ -154,9 +154,9 @@ class _FastBatchEstimator(BaseEstimator):
                 and not hasattr(self, "feature_names_in_")
                 and type(y) is np.ndarray and y.ndim == 1 and y.shape[0] == X.shape[0])
 
-    def _record(self, trainer, done):
+    def _record(self, trainer, done, history=None):
         """Append the trainer's steps from ``done`` on to the fitted attributes, in O(those steps)."""
-        history = self.history_ = trainer.history
+        history = self.history_ = trainer.history if history is None else history
         s, spe = trainer.step, history.steps_per_epoch
         steps, epochs = self._curves
         steps.append(np.asarray(history.loss[done:], dtype=np.float64))
@@ -166,7 +166,10 @@ class _FastBatchEstimator(BaseEstimator):
         if spe and s % spe:  # an epoch in progress: its mean so far
             epochs.append(history.epoch_loss[-1:])
         self.n_iter_ += len(closed) + (1 if spe and s % spe else 0)
-        self.t_ += int(history.batch_size_of(done, s).sum())
+        if spe and s - done == spe and done % spe == 0:  # one whole epoch (partial_fit): its records
+            self.t_ += trainer.plan.records_per_epoch
+        else:
+            self.t_ += int(history.batch_size_of(done, s).sum())
 
     @property
     def loss_curve_(self):
