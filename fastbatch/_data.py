@@ -1,12 +1,13 @@
 """The data of one fit call: checked, converted and split, every call (never cached by identity).
 
 Every ``fit`` sees the data as it is now: an array edited in place between calls is
-checked again and converted again. The first call of a run looks at every value (NaN,
-inf, labels, targets); later calls look at shapes and types only (``scan=False``) when
-the backend checks each record as it reads it (``bad`` of ``train_steps``): a call then
-costs O(its steps), not O(records), and a bad record it reaches is an error naming it,
-with the run put back where the call began (``_driver``). Nothing here changes the
-trainer, and nothing keeps the caller's arrays.
+checked again and converted again. When the backend checks each record as it reads it
+(the kernel: ``bad`` of ``train_steps``), X's values are left to it (``scan=False``), and a
+started run's labels and targets too: a call then costs O(its steps), not O(records), and
+a bad record it reaches is an error naming it, with the run put back where the call began
+(``_driver``). A new run's labels and targets are looked at whole (the task rule needs
+them); the numpy backend looks at every value. Nothing here changes the trainer, and
+nothing keeps the caller's arrays.
 """
 import dataclasses
 
