@@ -171,3 +171,34 @@ def test_the_numpy_backend_still_checks_every_value_first():
     X[39, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         trainer(backend="numpy").fit(X, y, steps=1)
+
+
+def test_labels_changed_by_another_thread_mid_fit_never_write_out_of_bounds():
+    import threading
+    X, y = make_data(n=64, loss="cross_entropy")
+    tr = trainer()
+    tr.epochs = 400
+    tr.fit(X, y, steps=1)
+    done = threading.Event()
+
+    def flip():  # a label goes out of range and back, over and over, while the kernel reads it
+        while not done.is_set():
+            for r in range(64):
+                y[r], keep = 99, y[r]
+                y[r] = keep
+
+    t = threading.Thread(target=flip)
+    t.start()
+    errors = 0
+    try:
+        for _ in range(40):
+            try:
+                tr.fit(X, y, steps=150)
+            except ValueError as e:
+                assert "label" in str(e) or "record" in str(e)
+                errors += 1
+    finally:
+        done.set()
+        t.join()
+    assert tr.step > 1 and np.isfinite(tr.history.loss).all()
+    assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in tr.get_params())
