@@ -148,6 +148,7 @@ class ArraySource:
         self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
         self.bad_input = False  # set when the kernel met a record it cannot train on
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
+        self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
@@ -235,6 +236,7 @@ class BatchSource:
         self.scaling = state.scaling if state is not None else None
         self.stats_done = state is not None
         self.specs = {}
+        self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
 
     def _check(self, xb, yb):
         tr = self.trainer
@@ -327,7 +329,7 @@ def run(trainer, source, end, hooks, stop):
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
     call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
-    look_at_params = not getattr(source.backend, "CHECKS_PARAMS", False)  # else the kernel's status says so
+    look_at_params = not source.checks_params  # else the kernel's status says so
     while True:
         state = trainer._state
         if state is not None and (state.step >= end or trainer.finished):

@@ -32,7 +32,7 @@ class KernelSpec:
     centered: bool = False     # RMSprop
     n_threads: int = 1         # the team size asked for; small steps may use fewer
     split_columns: object = None  # None: the kernel decides; True / False forces a split (tests)
-    key: tuple = dataclasses.field(default=(), init=False, repr=False)  # every field, hashable: equal specs, equal keys
+    key: int = dataclasses.field(default=-1, init=False, repr=False)  # equal specs (every field), equal keys
 
     def __post_init__(self):
         sizes = np.array(self.sizes, dtype=np.int64)  # a copy the caller cannot change
@@ -47,7 +47,8 @@ class KernelSpec:
             object.__setattr__(self, name, int(value))
         if self.split_columns not in (None, True, False):
             raise ValueError(f"split_columns must be None, True or False, got {self.split_columns!r}")
-        object.__setattr__(self, "key", (tuple(sizes.tolist()),) + _key_fields(self))
+        key = (tuple(sizes.tolist()),) + _key_fields(self)
+        object.__setattr__(self, "key", _KEYS.setdefault(key, len(_KEYS)))
 
     @functools.cached_property
     def n_params(self):
@@ -61,4 +62,5 @@ class KernelSpec:
         return f"KernelSpec(sizes={self.sizes.tolist()}, {fields})"
 
 
+_KEYS = {}  # every distinct spec made in this process -> its key (a small int: cheap to hash per call)
 _key_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(KernelSpec) if f.name not in ("sizes", "key")))

@@ -198,11 +198,11 @@ class Trainer:
             per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
             return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), [], st.steps_per_epoch, st.n_records,
                            st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
-        self.plan  # noqa: B018 - makes _batch_sizes
+        if self._plan is None:
+            self.plan  # noqa: B018 - makes _batch_sizes
         return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), self._batch_sizes,
-                       st.steps_per_epoch, st.n_records,
-                       st.val_loss, st.val_accuracy, closed_epoch_loss=st.epoch_loss, noise=noise,
-                       epoch_metrics=st.epoch_metrics)
+                       st.steps_per_epoch, st.n_records, st.val_loss, st.val_accuracy, None, st.epoch_loss, noise,
+                       st.epoch_metrics)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
