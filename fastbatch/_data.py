@@ -79,14 +79,16 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
 
 
 def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
-    """Check, convert, split and standardise (X, y) for a run (``run``: its RunState once it has started).
+    """Check, convert and split (X, y) for a run (``run``: its RunState once it has started).
 
-    ``scan=False`` (only for a run that has started): leave the look at every value of X and y
-    to the kernel, which checks each record it reads; held-out validation rows are checked here.
+    ``scan=False``: leave the look at every value of X (and of a started run's y) to the
+    kernel, which checks each record it reads; held-out validation rows are checked here.
+    Standardisation: the targets and the held-out rows are standardised here; the training
+    X is not (the backend standardises each record as it reads it: ``RunState.x_affine``).
     """
     dtype = np.dtype(cfg["dtype"])
     if not scan and run is not None and sample_weight is None and not cfg["validation_split"] \
-            and run.scaling is None:  # a later call of a plain run: shapes and types only
+            and (run.scaling is None or "y_shift" not in run.scaling):  # a later call: shapes and types only
         Xc = V.check_X(X, dtype, n_features=run.n_features, scan=False)
         n = Xc.shape[0]
         targets, labels, k = V.check_y(y, run.loss, n, dtype, run.n_outputs, scan=False)
@@ -122,10 +124,18 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
     scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)
     if scaling is not None:
-        Xc, targets = apply_scaling(scaling, Xc, targets, dtype)
+        targets = apply_scaling(scaling, Xc[:0], targets, dtype)[1]  # X: as each record is read (x_affine)
         if val is not None:
             val = (*apply_scaling(scaling, val[0], val[1], dtype), val[2], val[3])
     return FitData(Xc, targets, labels, weights, loss, k, n, val, scaling)
+
+
+def x_affine(scaling, dtype):
+    """(2, n_features) of ``dtype``: the shift, then 1 / scale, with which a backend standardises each
+    record it reads, ``(x - shift) * (1 / scale)``; None without feature standardisation."""
+    if not scaling or "x_shift" not in scaling:
+        return None
+    return np.ascontiguousarray(np.stack([scaling["x_shift"], 1.0 / scaling["x_scale"]]), dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- standardisation

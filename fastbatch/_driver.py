@@ -167,16 +167,15 @@ class ArraySource:
                      lrs, rows.fd, rows.data_offset)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
+        affine = state.affine if state.affine is not None or state.scaling is None else state.x_affine()
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
-            if chunk.fd >= 0:
-                return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
-                                                state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                                chunk.start, n, state.opt_t, stop, max_seconds, chunk.fd,
-                                                chunk.data_offset, hits, self.bad)
             return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                             state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                            chunk.start, n, state.opt_t, stop, max_seconds, -1, 0, hits, self.bad)
+                                            chunk.start, n, state.opt_t, stop, max_seconds, chunk.fd,
+                                            chunk.data_offset, hits, self.bad, affine)
         kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
+        if affine is not None:
+            kw["x_affine"] = affine
         return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
                                         state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
                                         chunk.start, n, state.opt_t, stop, max_seconds, hits=hits, **kw)

@@ -110,7 +110,7 @@ def _update(spec, p, g, state, lr, t):
 
 
 def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0, hits=None):
+                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0, hits=None, x_affine=None):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     ``spec`` is a ``KernelSpec``; ``weights`` (n,) or (0,) for none; ``opt_state`` (3, P)
@@ -119,14 +119,17 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
     kernel's (it reads rows from a file); here X is always read from memory. ``hits`` (n_steps,),
     for a classification loss, receives each step's (weighted) fraction of its batch classified right.
+    ``x_affine`` (2, n_features) of X's dtype standardises the records a step reads:
+    ``(x - x_affine[0]) * x_affine[1]`` (None or empty: none).
     """
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                            start_step, n_steps, opt_t, stop, max_seconds, hits)
+                            start_step, n_steps, opt_t, stop, max_seconds, hits,
+                            None if x_affine is None or not x_affine.size else x_affine)
 
 
 def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                 start_step, n_steps, opt_t, stop, max_seconds, hits=None):
+                 start_step, n_steps, opt_t, stop, max_seconds, hits=None, x_affine=None):
     n = X.shape[0]
     B = min(spec.batch_size, n)
     sizes, activation = spec.sizes, spec.activation
@@ -153,7 +156,8 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
             scale = np.full(rows, 1.0 / rows)
 
         # forward: keep every layer's pre-activation z and activation a
-        a, zs, acts = X[idx], [], [X[idx]]
+        xb = X[idx] if x_affine is None else (X[idx] - x_affine[0]) * x_affine[1]
+        a, zs, acts = xb, [], [xb]
         for layer, (W, b) in enumerate(params):
             z = a @ W + b
             a = _activate(activation, z) if layer < len(params) - 1 else z

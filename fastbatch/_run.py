@@ -109,6 +109,7 @@ class RunState:
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
     snapshots: list = None       # the driver's three snapshot buffers, kept between calls (not saved)
     layer_views: list = None     # [(W, b), ...] views into theta (it changes in place), made once
+    affine: np.ndarray = None    # the x_affine the backend standardises records with (from scaling), made once
     schedule_state: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -130,6 +131,14 @@ class RunState:
         """The record-order buffer, made when the data is there (never from a number a file declares)."""
         if self.order_cache is None or self.order_cache.shape[0] != self.n_records + 1:
             self.order_cache = np.full(self.n_records + 1, -1, dtype=np.int64)
+
+    def x_affine(self):
+        """(2, n_features) of the params' dtype, shift then 1 / scale, for the backend to standardise each
+        record as it reads it; None without feature standardisation."""
+        if self.affine is None and self.scaling and "x_shift" in self.scaling:
+            from ._data import x_affine
+            self.affine = x_affine(self.scaling, self.theta.dtype)
+        return self.affine
 
     def layers(self):
         """(W, b) views into theta, per layer."""

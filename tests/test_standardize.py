@@ -85,3 +85,44 @@ def test_fit_batches_streams_the_statistics_first():
     b = fb.Trainer(standardize=True, epochs=3, shuffle=False, dtype="float64")
     b.fit(X, y)
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backends_standardise_each_record_as_they_read_it(dtype):
+    from kernel_run import data, make_spec
+    from fastbatch import _kernel, _numpy_backend
+    from fastbatch._network import init_params
+    X, y = unscaled(n=90)
+    Xc, targets, labels, k = data(X, y, "cross_entropy", dtype)
+    shift, scale = Xc.astype(np.float64).mean(0), Xc.astype(np.float64).std(0)
+    affine = np.ascontiguousarray(np.stack([shift, 1 / scale]), dtype=dtype)
+    Z = (Xc - affine[0]) * affine[1]  # the same operations, in the same dtype
+    sizes = np.array([4, 6, k], dtype=np.int64)
+    results = {}
+    for name, backend, X_in, aff in (("kernel", _kernel, Xc, affine), ("numpy", _numpy_backend, Xc, affine),
+                                     ("kernel on Z", _kernel, Z, None)):
+        spec = make_spec(sizes, batch_size=8, spe=12, seed=1)
+        theta = init_params(sizes, "relu", 0, np.dtype(dtype))
+        losses = np.zeros(36)
+        kw = {} if aff is None else {"x_affine": aff}
+        done, status = backend.train_steps(spec, X_in, targets, labels, np.empty(0, dtype), theta,
+                                           np.zeros((3, len(theta)), dtype), np.full(91, -1, np.int64),
+                                           np.full(36, 0.05), losses, np.empty((0, 2)), 0, 36, 0,
+                                           np.zeros(1, np.uint8), 60.0, **kw)
+        assert (done, int(status)) == (36, 0)
+        results[name] = (losses, theta)
+    assert np.array_equal(results["kernel"][1], results["kernel on Z"][1])  # bit for bit
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results["kernel"][0], results["numpy"][0], **tol)
+    np.testing.assert_allclose(results["kernel"][1], results["numpy"][1], **tol)
+
+
+def test_a_standardised_run_hands_the_kernel_the_callers_array(monkeypatch):
+    from helpers import spy_row_sources
+    X, y = unscaled(n=200)
+    X = X.astype(np.float32)
+    seen = spy_row_sources(monkeypatch)
+    tr = fb.Trainer(standardize=True, epochs=2)
+    tr.fit(X, y, steps=3)
+    tr.fit(X, y, steps=3)
+    assert len(seen) >= 2 and all(a is X for a in seen)  # no standardised copy of X, for stats or training
