@@ -5,6 +5,7 @@ Codes are those of ``fastbatch._codes`` (``_config.*_CODES``).
 """
 import dataclasses
 import functools
+import itertools
 import operator
 
 import numpy as np
@@ -48,7 +49,7 @@ class KernelSpec:
         if self.split_columns not in (None, True, False):
             raise ValueError(f"split_columns must be None, True or False, got {self.split_columns!r}")
         key = (tuple(sizes.tolist()),) + _key_fields(self)
-        object.__setattr__(self, "key", _KEYS.setdefault(key, len(_KEYS)))
+        object.__setattr__(self, "key", _KEYS.setdefault(key, next(_NEXT_KEY)))  # (atomic: threads may race)
 
     @functools.cached_property
     def n_params(self):
@@ -63,4 +64,5 @@ class KernelSpec:
 
 
 _KEYS = {}  # every distinct spec made in this process -> its key (a small int: cheap to hash per call)
+_NEXT_KEY = itertools.count()
 _key_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(KernelSpec) if f.name not in ("sizes", "key")))

@@ -202,3 +202,24 @@ def test_labels_changed_by_another_thread_mid_fit_never_write_out_of_bounds():
         t.join()
     assert tr.step > 1 and np.isfinite(tr.history.loss).all()
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in tr.get_params())
+
+
+def test_equal_specs_share_a_key_and_different_ones_never_do():
+    import threading
+    from kernel_run import make_spec
+    specs = {}
+
+    def make(t):
+        for i in range(200):
+            specs[(t, i)] = make_spec(np.array([3, 4 + i % 50, 2]), batch_size=1 + i % 7, spe=3)
+
+    threads = [threading.Thread(target=make, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    by_key = {}
+    for s in specs.values():
+        by_key.setdefault(s.key, set()).add((tuple(s.sizes.tolist()), s.batch_size))
+    assert all(len(v) == 1 for v in by_key.values())  # one key, one spec's contents
+    assert len(by_key) == len({(tuple(s.sizes.tolist()), s.batch_size) for s in specs.values()})
