@@ -96,7 +96,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
             return prepare(X, y, cfg, run, n_outputs, sample_weight, scan=True)  # its error names what is wrong
         return FitData(Xc, targets, labels, V.no_weights(dtype), run.loss, k, n)
     Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features, scan=scan)
-    scan = scan or run is None  # a new run's labels and targets are looked at whole (the task rule needs them)
+    scan_x, scan = scan, scan or run is None  # a new run's labels and targets are looked at whole (the task rule)
     if run is None:
         task = _task.decide(y, cfg["loss"], "y")
         task.warn()
@@ -118,7 +118,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
         tr_idx, va_idx = split_indices(n, cfg["validation_split"], cfg["seed"])
         val = (V.take_rows(Xc, va_idx, dtype), _rows(targets, va_idx), _rows(labels, va_idx),
                _rows(weights, va_idx))
-        if not scan and not _rows_ok(val, k, loss):  # the kernel never reads these: look here (the full check names it)
+        if not scan_x and not _rows_ok(val, k, loss):  # the kernel never reads these: look here (the full check names it)
             return prepare(X, y, cfg, run, n_outputs, sample_weight)
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
@@ -130,12 +130,12 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
     return FitData(Xc, targets, labels, weights, loss, k, n, val, scaling)
 
 
-def x_affine(scaling, dtype):
-    """(2, n_features) of ``dtype``: the shift, then 1 / scale, with which a backend standardises each
-    record it reads, ``(x - shift) * (1 / scale)``; None without feature standardisation."""
+def x_affine(scaling):
+    """(2, n_features) float64: the shift, then 1 / scale, with which a backend standardises each record
+    it reads, ``(x - shift) * (1 / scale)`` in float64; None without feature standardisation."""
     if not scaling or "x_shift" not in scaling:
         return None
-    return np.ascontiguousarray(np.stack([scaling["x_shift"], 1.0 / scaling["x_scale"]]), dtype=dtype)
+    return np.ascontiguousarray(np.stack([scaling["x_shift"], 1.0 / scaling["x_scale"]]), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------- standardisation

@@ -380,9 +380,11 @@ def run(trainer, source, end, hooks, stop):
             raise  # _rewind left the state at the last params whose loss was finite
         except _BadRecord:
             state.restore(call_start)  # as if this fit call had not been made
+            trainer._sync_schedule()  # (epochs this call closed may have moved a plateau schedule)
             raise source.input_error() from None
         except BaseException:
             state.restore(snap)
+            trainer._sync_schedule()
             raise
         snaps[0], snaps[1] = snaps[1], snaps[0]
         prev = (snaps[1], chunk)
@@ -510,6 +512,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
         target = state.step
     state.opt_t += target - state.step
     state.step = target
+    trainer._sync_schedule()
     lr = float(trainer.learning_rate * trainer._schedule.factors([target], state.steps_per_epoch or 1,
                                                                  trainer.total_steps or 1)[0])
     epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)

@@ -119,8 +119,8 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
     kernel's (it reads rows from a file); here X is always read from memory. ``hits`` (n_steps,),
     for a classification loss, receives each step's (weighted) fraction of its batch classified right.
-    ``x_affine`` (2, n_features) of X's dtype standardises the records a step reads:
-    ``(x - x_affine[0]) * x_affine[1]`` (None or empty: none).
+    ``x_affine`` (2, n_features) float64 standardises the records a step reads:
+    ``(x - x_affine[0]) * x_affine[1]`` in float64, rounded to X's dtype (None or empty: none).
     """
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
@@ -156,7 +156,7 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
             scale = np.full(rows, 1.0 / rows)
 
         # forward: keep every layer's pre-activation z and activation a
-        xb = X[idx] if x_affine is None else (X[idx] - x_affine[0]) * x_affine[1]
+        xb = X[idx] if x_affine is None else ((X[idx] - x_affine[0]) * x_affine[1]).astype(X.dtype)
         a, zs, acts = xb, [], [xb]
         for layer, (W, b) in enumerate(params):
             z = a @ W + b

@@ -133,11 +133,11 @@ class RunState:
             self.order_cache = np.full(self.n_records + 1, -1, dtype=np.int64)
 
     def x_affine(self):
-        """(2, n_features) of the params' dtype, shift then 1 / scale, for the backend to standardise each
-        record as it reads it; None without feature standardisation."""
+        """(2, n_features) float64, shift then 1 / scale, for the backend to standardise each record as it
+        reads it; None without feature standardisation."""
         if self.affine is None and self.scaling and "x_shift" in self.scaling:
             from ._data import x_affine
-            self.affine = x_affine(self.scaling, self.theta.dtype)
+            self.affine = x_affine(self.scaling)
         return self.affine
 
     def layers(self):

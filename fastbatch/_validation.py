@@ -281,6 +281,8 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     if raw.shape[0] != n_records:
         raise ValueError(f"{name} has {raw.shape[0]} entries but X has {n_records} records")
     scan = scan or n_outputs is None or (loss == "cross_entropy" and raw.dtype.kind == "f")
+    if scan and raw is y:  # looked at whole: a copy, so what is checked is what is trained on (another thread
+        raw = raw.copy()   # may be writing into y) and the messages name what was checked
     if scan and raw.dtype.kind == "f" and not np.isfinite(raw).all():
         bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]
         where = int(np.flatnonzero(~np.isfinite(raw.reshape(-1)))[0])
@@ -317,4 +319,10 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     k = targets.shape[1]
     if n_outputs is not None and k != n_outputs:
         raise ValueError(f"{name} has {k} target columns, but this network has {n_outputs} outputs")
-    return np.ascontiguousarray(targets, dtype=dtype), empty_l, k
+    with np.errstate(over="ignore"):  # too-large values are found and named below
+        out = np.ascontiguousarray(targets, dtype=dtype)
+    if scan and out.dtype.itemsize < targets.dtype.itemsize and not np.isfinite(out).all():
+        where = int(np.flatnonzero(~np.isfinite(out.reshape(-1)))[0])
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype)} (max {np.finfo(dtype).max:.8g}): entry "
+                         f"{where} is {float(targets.reshape(-1)[where])!r}; scale the targets, or use dtype='float64'")
+    return out, empty_l, k

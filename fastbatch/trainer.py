@@ -113,6 +113,14 @@ class Trainer:
         self._plan = None
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
+    def _sync_schedule(self):
+        """The schedule object as the run state says (after the driver restored a snapshot)."""
+        saved = self._state.schedule_state if self._state is not None else None
+        if saved != self._schedule.state():
+            self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
+            if saved:
+                self._schedule.load_state(saved)
+
     @property
     def run_state(self):
         """The run's :class:`~fastbatch._run.RunState` (None before the first fit): what checkpoints save."""
@@ -400,54 +408,66 @@ class Trainer:
 
     def _fit(self, X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs, sample_weight, verbose,
              stop):
-        """fit's body, under the fit lock: prepare the data, start the run if new, drive it."""
-        cfg = self._cfg
+        """fit's body, under the fit lock: prepare the data, start the run if new, drive it.
+
+        A refused call (bad arguments or data, or a bad record the kernel met) leaves the trainer
+        as it was: its epochs too, and a first call leaves it unstarted.
+        """
+        cfg, st, pending = self._cfg, self._state, self._pending_params
+        undo = None
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
             if epochs != cfg["epochs"]:
+                undo = (cfg, st.stopped_early if st is not None else None)
                 self._set_param("epochs", epochs, inside_fit=True)
                 cfg = self._cfg
-        st = self._state
-        if st is not None and st.generator:
-            raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
-        backend = self._backend()
-        # the kernel looks at each record it reads: the data's values need no pass here
-        data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
-                             scan=not getattr(backend, "CHECKS_RECORDS", False))
-        val = data.val
-        if validation_data is not None:
-            val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"], data.X.shape[1])
-        if st is None:
-            plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
-            new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records, data.n_records_all,
-                                  plan.steps_per_epoch, False, data.scaling, _data.pooled_variance(data.targets))
-        elif self.finished:
-            warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
-                          "nothing. Raise epochs to continue it, or call reset() to start over.",
-                          RuntimeWarning, stacklevel=3)
-            return self.history
-        rows = RowSource.open(data.X)
+        source = None
         try:
-            pending = self._pending_params
+            if st is not None and st.generator:
+                raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
+            backend = self._backend()
+            # the kernel looks at each record it reads: the data's values need no pass here
+            data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False))
+            val = data.val
+            if validation_data is not None:
+                val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
+                                               data.X.shape[1])
             if st is None:
-                self._begin(new)
-                self._plan, self._batch_sizes = plan, plan.batch_sizes()
-            state = self._state
-            if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
-                state.ensure_order_cache()
-            plan = self.plan
-            source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
-                                         lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight))
-            hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
-            end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
+                plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+                new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
+                                      data.n_records_all, plan.steps_per_epoch, False, data.scaling,
+                                      _data.pooled_variance(data.targets))
+            elif self.finished:
+                warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
+                              "nothing. Raise epochs to continue it, or call reset() to start over.",
+                              RuntimeWarning, stacklevel=3)
+                return self.history
+            rows = RowSource.open(data.X)
             try:
+                if st is None:
+                    self._begin(new)
+                    self._plan, self._batch_sizes = plan, plan.batch_sizes()
+                state = self._state
+                if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
+                    state.ensure_order_cache()
+                plan = self.plan
+                source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
+                                             lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight))
+                hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
+                end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
                 _driver.run(self, source, end, hooks, stop)
-            except ValueError:
-                if st is None and source.bad_input:  # the first call met a bad record: as if never called
+            finally:
+                rows.close()
+        except BaseException:
+            if source is None or source.bad_input:  # refused: as if never called
+                if st is None:
                     self._state, self._spec, self._plan, self._pending_params = None, None, None, pending
-                raise
-        finally:
-            rows.close()
+                if undo is not None:
+                    self._cfg, self._plan = undo[0], None
+                    if st is not None:
+                        st.stopped_early = undo[1]
+            raise
         return self.history
 
     def fit_batches(self, batches, on_progress=None, validation_data=None, callbacks=None, n_outputs=None):

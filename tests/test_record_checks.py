@@ -116,8 +116,8 @@ def test_params_made_non_finite_by_the_last_update_are_reported():
 
 
 def trainer(**kw):
-    return fb.Trainer(hidden=(8,), batch_size=4, epochs=3, optimizer="sgd", learning_rate=0.05, shuffle=False,
-                      n_threads=1, **kw)
+    return fb.Trainer(**{**dict(hidden=(8,), batch_size=4, epochs=3, optimizer="sgd", learning_rate=0.05,
+                                shuffle=False, n_threads=1), **kw})
 
 
 def test_an_array_edited_in_place_between_calls_is_an_error_naming_the_value():
@@ -223,3 +223,39 @@ def test_equal_specs_share_a_key_and_different_ones_never_do():
         by_key.setdefault(s.key, set()).add((tuple(s.sizes.tolist()), s.batch_size))
     assert all(len(v) == 1 for v in by_key.values())  # one key, one spec's contents
     assert len(by_key) == len({(tuple(s.sizes.tolist()), s.batch_size) for s in specs.values()})
+
+
+def test_a_refused_call_puts_back_a_plateau_schedule_and_the_epochs_it_asked_for():
+    X, y = make_data(n=40, loss="cross_entropy")
+    kw = dict(lr_schedule="plateau", epochs=4)
+    ref, tr = trainer(**kw), trainer(**kw)
+    ref.fit(X, y, steps=5)
+    tr.fit(X, y, steps=5)
+    bad = X.copy()
+    bad[30, 0] = np.nan  # read in epoch 2 (step 18): the call closes epoch 1 first
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(bad, y, epochs=9)
+    assert tr.epochs == 4 and tr.total_steps == ref.total_steps and tr.step == 5
+    assert tr._schedule.state() == ref._schedule.state()
+    ref.fit(X, y)
+    tr.fit(X, y)
+    assert np.array_equal(tr.history.loss, ref.history.loss)
+    assert np.array_equal(tr.history.learning_rate, ref.history.learning_rate)
+
+
+def test_a_first_call_looks_at_the_held_out_rows():
+    X, y = make_data(n=40, loss="cross_entropy")
+    from fastbatch._data import split_indices
+    held_out = split_indices(40, 0.25, 0)[1]
+    X[held_out[0], 2] = np.nan  # the kernel never reads a held-out row
+    tr = trainer(validation_split=0.25)
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y)
+    assert not tr.started
+
+
+def test_mse_targets_beyond_float32_are_named():
+    X, y = make_data(n=40, loss="mse", k=1)
+    y[17] = 1e300
+    with pytest.raises(ValueError, match=r"too large for float32.*entry 17 is 1e\+300"):
+        trainer(loss="mse").fit(X, y)

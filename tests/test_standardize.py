@@ -95,8 +95,8 @@ def test_backends_standardise_each_record_as_they_read_it(dtype):
     X, y = unscaled(n=90)
     Xc, targets, labels, k = data(X, y, "cross_entropy", dtype)
     shift, scale = Xc.astype(np.float64).mean(0), Xc.astype(np.float64).std(0)
-    affine = np.ascontiguousarray(np.stack([shift, 1 / scale]), dtype=dtype)
-    Z = (Xc - affine[0]) * affine[1]  # the same operations, in the same dtype
+    affine = np.ascontiguousarray(np.stack([shift, 1 / scale]))
+    Z = ((Xc - affine[0]) * affine[1]).astype(dtype)  # the same operations, in float64, rounded to dtype
     sizes = np.array([4, 6, k], dtype=np.int64)
     results = {}
     for name, backend, X_in, aff in (("kernel", _kernel, Xc, affine), ("numpy", _numpy_backend, Xc, affine),
@@ -126,3 +126,19 @@ def test_a_standardised_run_hands_the_kernel_the_callers_array(monkeypatch):
     tr.fit(X, y, steps=3)
     tr.fit(X, y, steps=3)
     assert len(seen) >= 2 and all(a is X for a in seen)  # no standardised copy of X, for stats or training
+
+
+@pytest.mark.parametrize("what", ["huge scale", "subnormal values"])
+def test_standardisation_keeps_features_whose_numbers_are_extreme_in_float32(what):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] > 0).astype(int)
+    X[:, 0] *= 1e38 if what == "huge scale" else 1e-39  # 1 / scale, or the values, are float32 subnormals
+    kw = dict(standardize=True, epochs=5, batch_size=16, learning_rate=0.1, hidden=(8,))
+    res = {}
+    for backend in ("cython", "numpy"):
+        tr = fb.Trainer(backend=backend, **kw)
+        tr.fit(X, y)
+        res[backend] = tr
+    assert res["cython"].evaluate(X, y)["accuracy"] > 0.95  # the feature that decides y is not flushed to 0
+    np.testing.assert_allclose(res["cython"].history.loss, res["numpy"].history.loss, rtol=1e-4, atol=1e-5)
