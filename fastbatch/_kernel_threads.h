@@ -185,6 +185,7 @@ typedef struct {
     int gen;                /* bumped for each job; members watch it */
     int team;               /* the current team's size; members beyond it sit the job out */
     int left;               /* members yet to finish (or skip) the current job */
+    int spin;               /* whether members spin after the job before they sleep (not on busy cores) */
     int born[FB_MAX_THREADS]; /* gen when member t was made: jobs before it are not its own */
     fb_task fn;
     void *arg;
@@ -201,11 +202,17 @@ static fb_member_seat fb_seats[FB_MAX_TEAMS][FB_MAX_THREADS];
 
 static int fb_spinning = 0;  /* idle members spinning now: runnable threads that are ours */
 
-/* Wait for *addr to change from seen: spin, then sleep. member: count the spin in fb_spinning. */
-static void fb_wait_change(int *addr, int seen, int member)
+/* Wait for *addr to change from seen: spin (unless spin is 0), then sleep. member: count the
+ * spin in fb_spinning. */
+static void fb_wait_change(int *addr, int seen, int member, int spin)
 {
     int i;
     double deadline = 0;
+    if (!spin) {
+        while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == seen)
+            fb_sleep_while(addr, seen);
+        return;
+    }
     if (member)
         __atomic_add_fetch(&fb_spinning, 1, __ATOMIC_RELAXED);
     for (i = 1; __atomic_load_n(addr, __ATOMIC_ACQUIRE) == seen; i++) {
@@ -236,14 +243,15 @@ static void *fb_member_main(void *p)
 {
     fb_member_seat *seat = (fb_member_seat *)p;
     fb_pool *pool = seat->pool;
-    int tid = seat->tid, seen = pool->born[tid];
+    int tid = seat->tid, seen = pool->born[tid], spin = 1;
     for (;;) {
         /* every member finishes or skips each job before the next is published, so the
            job it sees is the one gen counts, and the fields stay still while it reads them */
-        fb_wait_change(&pool->gen, seen, 1);
+        fb_wait_change(&pool->gen, seen, 1, spin);
         seen++;
         if (tid < pool->team)
             pool->fn(pool->arg, tid);
+        spin = pool->spin;  /* read before left says the job is over: the next job may change it */
         if (__atomic_sub_fetch(&pool->left, 1, __ATOMIC_ACQ_REL) == 0)
             fb_wake_all(&pool->left);
     }
@@ -254,7 +262,8 @@ static void *fb_member_main(void *p)
  * The caller takes a free pool (or waits for the first one when all are busy): the team
  * never depends on who else is training. If the system refuses a thread, the team is
  * smaller: *n (and *also, if not NULL and larger) and the barrier are set to the size that
- * runs before any member starts. spin: 0 when the cores are known to be busy. */
+ * runs before any member starts. spin: 0 when the cores are known to be busy: the barrier's
+ * waiters, the members after the job and the caller waiting for them sleep at once. */
 static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *bar, int spin)
 {
     pthread_t thread;
@@ -288,12 +297,13 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
     pool->fn = fn;
     pool->arg = arg;
     pool->team = want;
+    pool->spin = spin;
     pool->left = pool->size;
     __atomic_add_fetch(&pool->gen, 1, __ATOMIC_SEQ_CST);  /* publishes the job */
     fb_wake_all(&pool->gen);
     fn(arg, 0);
     while ((left = __atomic_load_n(&pool->left, __ATOMIC_ACQUIRE)) != 0)
-        fb_wait_change(&pool->left, left, 0);
+        fb_wait_change(&pool->left, left, 0, spin);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -308,10 +318,12 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
  *  - when the team's piece was FB_MARGIN times slower than one thread's last piece (load came).
  * The other way is tried after FB_TRY_FIRST seconds of training, the wait doubling up to
  * FB_TRY_LAST while tries lose, so a lost try costs about a percent of the time. The run queue
- * (the caller's glance at the runnable threads, at most every 0.2 s) only says how to start and
- * hurries a try when it disagrees with the way in use: the load going away is noticed within
- * FB_TRY_FIRST of training. The clock is this workspace's training time, not the wall's, so a
- * caller that trains in short calls far apart tries as rarely per step as one long call.
+ * (the caller's glance at the runnable threads, at most every 0.2 s) picks the first way and
+ * sets the pace of tries: one thread on cores the run queue says are taken tries the team only
+ * every FB_TRY_LAST, and when the run queue changes its mind against the way in use (the load
+ * went away, or came) the other way is tried within FB_TRY_FIRST. The clock is this
+ * workspace's training time, not the wall's, so a caller that trains in short calls far apart
+ * tries as rarely per step as one long call.
  * No syscall: two clock reads (vDSO) a piece. */
 
 #define FB_PIECE_SECONDS 0.025
@@ -327,7 +339,11 @@ typedef struct {
     double wait;        /* tries come this long after the last one; doubles while they lose */
     double since;       /* on that clock: when the way in use was taken */
     int team;           /* the way in use: 1 the team, 0 one thread */
+    int room;           /* the run queue's last word: a core for each member */
+    int room_tried;     /* its word at the last try */
     int switches;       /* how often the way changed (tests, benches) */
+    int tries;          /* tries so far (tests, benches) */
+    double try_seconds; /* time they took */
 } fb_way;
 
 static void fb_way_init(fb_way *w, int team)
@@ -335,18 +351,21 @@ static void fb_way_init(fb_way *w, int team)
     w->rate[0] = w->rate[1] = 0;
     w->clock = w->tried = w->since = 0;
     w->wait = FB_TRY_FIRST;
-    w->team = team;
-    w->switches = 0;
+    w->team = w->room = w->room_tried = team;
+    w->switches = w->tries = 0;
+    w->try_seconds = 0;
 }
 
 /* The way of the next piece (1 the team, 0 one thread) and its length in seconds. room: the run
- * queue leaves a core for each member (the glance); when it disagrees with the way in use, the
- * other way is tried FB_TRY_FIRST after the last try at the latest. */
-static int fb_way_next(const fb_way *w, int room, double *seconds)
+ * queue leaves a core for each member (the caller's glance). */
+static int fb_way_next(fb_way *w, int room, double *seconds)
 {
     double wait = w->wait;
-    if (room != w->team && wait > FB_TRY_FIRST)
-        wait = FB_TRY_FIRST;
+    w->room = room;
+    if (room != w->team && room != w->room_tried)
+        wait = FB_TRY_FIRST;  /* the run queue changed its mind against the way in use: try soon */
+    else if (!room && !w->team)
+        wait = FB_TRY_LAST;   /* one thread, on cores that are taken: the team is tried rarely */
     if (w->clock >= w->tried + wait) {
         *seconds = FB_TRY_SECONDS;
         return !w->team;
@@ -373,6 +392,9 @@ static void fb_way_note(fb_way *w, int team, long long steps, double seconds)
     w->rate[team] = rate;
     if (team != w->team) {  /* a try */
         w->tried = w->clock;
+        w->room_tried = w->room;
+        w->tries++;
+        w->try_seconds += seconds;
         if (rate > FB_MARGIN * w->rate[w->team]) {
             fb_way_switch(w, team);
         } else if (w->wait < FB_TRY_LAST) {
@@ -390,6 +412,7 @@ static void fb_way_note(fb_way *w, int team, long long steps, double seconds)
             w->wait = FB_TRY_FIRST;
         }
         w->tried = w->clock;
+        w->room_tried = w->room;
         fb_way_switch(w, 0);
     }
 }

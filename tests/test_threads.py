@@ -347,3 +347,18 @@ def test_the_way_follows_the_faster_and_comes_back_when_the_load_goes():
     team_rate = 300  # a slow team is left even when the run queue says there is room
     feed(1, True)
     assert not w.team
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_that_sees_busy_cores_sleeps_at_once_with_the_same_bits(monkeypatch, columns):
+    # the run queue says the cores are taken: the barriers, the members between jobs and the
+    # caller waiting for them sleep at once instead of spinning; the results do not change
+    kw = dict(n_threads=2, split_columns=columns, weights=np.linspace(0.5, 2, 301), noise=True, epochs=3)
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: -10 ** 6)
+    free = run("cross_entropy", "relu", (96, 40), 30, OPTIMIZERS[2], "float32", **kw)
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: 10 ** 6)
+    monkeypatch.setattr(_kernel, "_PIECE_STEPS", 2)
+    taken = run("cross_entropy", "relu", (96, 40), 30, OPTIMIZERS[2], "float32", **kw)
+    assert np.array_equal(free.losses, taken.losses) and np.array_equal(free.theta, taken.theta)
+    assert np.array_equal(free.noise, taken.noise)
