@@ -46,6 +46,7 @@ COLUMNS = [
     ("cores", "cores", 5, "{:.2f}"),
     ("speedup", "vs numpy", 8, "{:.2f}x"),
     ("vs_one_thread", "x n_threads=1", 13, "{:.2f}x"),
+    ("way", "way at the end", 24, "{}"),
 ]
 N_TEXT = 4
 
@@ -72,6 +73,21 @@ class FastbatchThreads(FastbatchRun):
     def run(self, k):
         with self._limits():
             return super().run(k)
+
+    def way(self):
+        """How the kernel ran this trainer's team at the end ("team" or "one": one thread running
+        the members) and how often that changed; None when no team was formed (small steps)."""
+        try:
+            from fastbatch import _kernel
+            spec = self.tr._spec
+            for key, ws in getattr(_kernel._local, "workspaces", {}).items():
+                if key[0] == id(spec) and ws.way["begun"]:
+                    w = ws.way
+                    return (f"{w['way']}, {w['switches']} sw, {w['tries']} tr "
+                            f"{100 * w['try_seconds'] / max(w['seconds'], 1e-9):.1f}%")
+        except (AttributeError, ImportError):  # an older kernel, or another backend
+            pass
+        return None
 
 
 @contextlib.contextmanager
@@ -155,10 +171,14 @@ def main(argv=None):
                                "contender": r.name, **res[r.name]}
                         row["speedup"] = row["records_per_s"] / res["numpy"]["records_per_s"]
                         row["vs_one_thread"] = row["us_per_step"] / one["us_per_step"] if r.name != "numpy" else None
+                        row["way"] = r.way() if hasattr(r, "way") else None
                         rows.append(row)
                         print(C.table_row(row, COLUMNS, N_TEXT), flush=True)
         print(flush=True)
     notes = ["x n_threads=1: us/step over fastbatch n_threads=1 in the same condition (above 1: slower)",
+             "way at the end: a team's way after the last measurement (team, or one thread running its members), "
+             "how often it changed (sw) and the other way was tried (tr) since the trainer started, and the "
+             "tries' share of its training time; - : no team (small steps)",
              "cores: CPU seconds the bench process got per wall second while measuring",
              "times: medians of interleaved repeats after a warm-up; spread: (slowest - fastest) / median"]
     summary = summarize(rows)

@@ -7,7 +7,11 @@
  *
  *  - fb_barrier: a counting barrier. A step has a few of them, microseconds apart, so
  *    a waiter spins first and only sleeps (futex on Linux) if the wait is long; when the
- *    cores are oversubscribed it stops spinning and sleeps at once.
+ *    cores are oversubscribed (the caller saw it in the run queue, or a wait here outlasted
+ *    the spin) it stops spinning and sleeps at once.
+ *  - fb_way: whether a row split runs faster on its team or on one thread that runs all the
+ *    members (the same sums, the same bits), from the steps per second each way measured
+ *    lately; the call runs in pieces and the other way is tried now and then.
  *  - fb_team_run: runs fn(arg, tid) on n threads, tid 0 on the caller. Each concurrent
  *    caller gets a team of its own (a few pools of members, kept between calls), so two
  *    trainers side by side each get the team size they asked for.
@@ -114,7 +118,6 @@ typedef struct {
     int gen;        /* round number; waiters watch it change */
     int sleepers;   /* waiters asleep on gen */
     int no_spin;    /* waits left that sleep at once (the cores looked oversubscribed) */
-    long long starved_ns; /* time waits spent beyond their spin: a member was off its core */
 } fb_barrier;
 
 /* spin: 0 when the caller already knows the cores are oversubscribed (waiters sleep at once). */
@@ -125,7 +128,6 @@ static void fb_barrier_init(fb_barrier *b, int n, int spin)
     b->gen = 0;
     b->sleepers = 0;
     b->no_spin = spin ? 0 : 0x7fffffff;
-    b->starved_ns = 0;
 }
 
 /* Returns once all b->n threads have called it; memory written before is visible after. */
@@ -164,12 +166,10 @@ static void fb_barrier_wait(fb_barrier *b)
         }
         __atomic_store_n(&b->no_spin, FB_NO_SPIN_WAITS, __ATOMIC_RELAXED);
     }
-    deadline = fb_clock();
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->gen, __ATOMIC_SEQ_CST) == gen)
         fb_sleep_while(&b->gen, gen);  /* returns at once if gen has already moved on */
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
-    __atomic_add_fetch(&b->starved_ns, (long long)((fb_clock() - deadline) * 1e9), __ATOMIC_RELAXED);
 }
 
 /* ---- teams */
@@ -185,6 +185,7 @@ typedef struct {
     int gen;                /* bumped for each job; members watch it */
     int team;               /* the current team's size; members beyond it sit the job out */
     int left;               /* members yet to finish (or skip) the current job */
+    int spin;               /* whether members spin after the job before they sleep (not on busy cores) */
     int born[FB_MAX_THREADS]; /* gen when member t was made: jobs before it are not its own */
     fb_task fn;
     void *arg;
@@ -201,11 +202,17 @@ static fb_member_seat fb_seats[FB_MAX_TEAMS][FB_MAX_THREADS];
 
 static int fb_spinning = 0;  /* idle members spinning now: runnable threads that are ours */
 
-/* Wait for *addr to change from seen: spin, then sleep. member: count the spin in fb_spinning. */
-static void fb_wait_change(int *addr, int seen, int member)
+/* Wait for *addr to change from seen: spin (unless spin is 0), then sleep. member: count the
+ * spin in fb_spinning. */
+static void fb_wait_change(int *addr, int seen, int member, int spin)
 {
     int i;
     double deadline = 0;
+    if (!spin) {
+        while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == seen)
+            fb_sleep_while(addr, seen);
+        return;
+    }
     if (member)
         __atomic_add_fetch(&fb_spinning, 1, __ATOMIC_RELAXED);
     for (i = 1; __atomic_load_n(addr, __ATOMIC_ACQUIRE) == seen; i++) {
@@ -236,14 +243,15 @@ static void *fb_member_main(void *p)
 {
     fb_member_seat *seat = (fb_member_seat *)p;
     fb_pool *pool = seat->pool;
-    int tid = seat->tid, seen = pool->born[tid];
+    int tid = seat->tid, seen = pool->born[tid], spin = 1;
     for (;;) {
         /* every member finishes or skips each job before the next is published, so the
            job it sees is the one gen counts, and the fields stay still while it reads them */
-        fb_wait_change(&pool->gen, seen, 1);
+        fb_wait_change(&pool->gen, seen, 1, spin);
         seen++;
         if (tid < pool->team)
             pool->fn(pool->arg, tid);
+        spin = pool->spin;  /* read before left says the job is over: the next job may change it */
         if (__atomic_sub_fetch(&pool->left, 1, __ATOMIC_ACQ_REL) == 0)
             fb_wake_all(&pool->left);
     }
@@ -254,7 +262,8 @@ static void *fb_member_main(void *p)
  * The caller takes a free pool (or waits for the first one when all are busy): the team
  * never depends on who else is training. If the system refuses a thread, the team is
  * smaller: *n (and *also, if not NULL and larger) and the barrier are set to the size that
- * runs before any member starts. spin: 0 when the cores are known to be busy. */
+ * runs before any member starts. spin: 0 when the cores are known to be busy: the barrier's
+ * waiters, the members after the job and the caller waiting for them sleep at once. */
 static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *bar, int spin)
 {
     pthread_t thread;
@@ -288,13 +297,124 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
     pool->fn = fn;
     pool->arg = arg;
     pool->team = want;
+    pool->spin = spin;
     pool->left = pool->size;
     __atomic_add_fetch(&pool->gen, 1, __ATOMIC_SEQ_CST);  /* publishes the job */
     fb_wake_all(&pool->gen);
     fn(arg, 0);
     while ((left = __atomic_load_n(&pool->left, __ATOMIC_ACQUIRE)) != 0)
-        fb_wait_change(&pool->left, left, 0);
+        fb_wait_change(&pool->left, left, 0, spin);
     pthread_mutex_unlock(&pool->lock);
+}
+
+/* ---- a row split's way: its team, or one thread that runs all its members
+ *
+ * On busy cores a team's members wait at every barrier for one another's turn on a core: next
+ * to one busy process on 2 cores a team of 2 gets ~1 core between its members and loses most of
+ * it to those waits, while one thread alone has a whole core. Which way is faster is measured:
+ * the call runs in pieces of FB_PIECE_SECONDS, each piece's steps per second are noted for its
+ * way, and the way in use is left
+ *  - when a piece of the other way (a try, FB_TRY_SECONDS long) was FB_MARGIN times faster, or
+ *  - when the team's piece was FB_MARGIN times slower than one thread's last piece (load came).
+ * The other way is tried after FB_TRY_FIRST seconds of training, the wait doubling up to
+ * FB_TRY_LAST while tries lose, so a lost try costs about a percent of the time. The run queue
+ * (the caller's glance at the runnable threads, at most every 0.2 s) picks the first way and
+ * sets the pace of tries: one thread on cores the run queue says are taken tries the team only
+ * every FB_TRY_LAST, and when the run queue changes its mind against the way in use (the load
+ * went away, or came) the other way is tried within FB_TRY_FIRST. The clock is this
+ * workspace's training time, not the wall's, so a caller that trains in short calls far apart
+ * tries as rarely per step as one long call.
+ * No syscall: two clock reads (vDSO) a piece. */
+
+#define FB_PIECE_SECONDS 0.025
+#define FB_TRY_SECONDS 0.005
+#define FB_TRY_FIRST 0.05
+#define FB_TRY_LAST 2.0
+#define FB_MARGIN 1.1
+
+typedef struct {
+    double rate[2];     /* steps per second of the last piece run each way: [0] one thread, [1] the team; 0: none yet */
+    double clock;       /* seconds trained in pieces so far */
+    double tried;       /* on that clock: the last try (or switch) */
+    double wait;        /* tries come this long after the last one; doubles while they lose */
+    double since;       /* on that clock: when the way in use was taken */
+    int team;           /* the way in use: 1 the team, 0 one thread */
+    int room;           /* the run queue's last word: a core for each member */
+    int room_tried;     /* its word at the last try */
+    int switches;       /* how often the way changed (tests, benches) */
+    int tries;          /* tries so far (tests, benches) */
+    double try_seconds; /* time they took */
+} fb_way;
+
+static void fb_way_init(fb_way *w, int team)
+{
+    w->rate[0] = w->rate[1] = 0;
+    w->clock = w->tried = w->since = 0;
+    w->wait = FB_TRY_FIRST;
+    w->team = w->room = w->room_tried = team;
+    w->switches = w->tries = 0;
+    w->try_seconds = 0;
+}
+
+/* The way of the next piece (1 the team, 0 one thread) and its length in seconds. room: the run
+ * queue leaves a core for each member (the caller's glance). */
+static int fb_way_next(fb_way *w, int room, double *seconds)
+{
+    double wait = w->wait;
+    w->room = room;
+    if (room != w->team && room != w->room_tried)
+        wait = FB_TRY_FIRST;  /* the run queue changed its mind against the way in use: try soon */
+    else if (!room && !w->team)
+        wait = FB_TRY_LAST;   /* one thread, on cores that are taken: the team is tried rarely */
+    if (w->clock >= w->tried + wait) {
+        *seconds = FB_TRY_SECONDS;
+        return !w->team;
+    }
+    *seconds = FB_PIECE_SECONDS;
+    return w->team;
+}
+
+static void fb_way_switch(fb_way *w, int team)
+{
+    w->team = team;
+    w->since = w->clock;
+    w->switches++;
+}
+
+/* After a piece run the way team: steps done in seconds. */
+static void fb_way_note(fb_way *w, int team, long long steps, double seconds)
+{
+    double rate;
+    if (steps <= 0 || seconds <= 0)
+        return;
+    rate = (double)steps / seconds;
+    w->clock += seconds;
+    w->rate[team] = rate;
+    if (team != w->team) {  /* a try */
+        w->tried = w->clock;
+        w->room_tried = w->room;
+        w->tries++;
+        w->try_seconds += seconds;
+        if (rate > FB_MARGIN * w->rate[w->team]) {
+            fb_way_switch(w, team);
+        } else if (w->wait < FB_TRY_LAST) {
+            w->wait *= 2;
+            if (w->wait > FB_TRY_LAST)
+                w->wait = FB_TRY_LAST;
+        }
+    } else if (team && w->rate[0] > 0 && FB_MARGIN * rate < w->rate[0]) {
+        /* the team fell behind one thread: load came. If the team had only just been taken
+           (on a try that was lucky), that counts as a lost try. */
+        if (w->clock - w->since < 4 * FB_PIECE_SECONDS) {
+            if (w->wait < FB_TRY_LAST)
+                w->wait = w->wait * 2 < FB_TRY_LAST ? w->wait * 2 : FB_TRY_LAST;
+        } else {
+            w->wait = FB_TRY_FIRST;
+        }
+        w->tried = w->clock;
+        w->room_tried = w->room;
+        fb_way_switch(w, 0);
+    }
 }
 
 /* ---- the BLAS thread count */

@@ -239,13 +239,127 @@ def test_a_child_forked_during_a_team_run_trains_as_its_parent():
     assert _blas_threads() == blas_before
 
 
+@pytest.mark.parametrize("way", ["one", "alternate"])
 @pytest.mark.parametrize("n_threads", [2, 3])
 @pytest.mark.parametrize("loss, act, hidden, batch", CASES, ids=lambda c: str(c))
-def test_one_thread_running_a_teams_members_gives_the_teams_bits(monkeypatch, n_threads, loss, act, hidden, batch):
-    # on busy cores one thread runs all the members of a row split, one after the other
+def test_one_thread_running_a_teams_members_gives_the_teams_bits(monkeypatch, way, n_threads, loss, act, hidden,
+                                                                  batch):
+    # on busy cores one thread runs all the members of a row split, one after the other; a call
+    # runs in pieces, each by the team or by one thread, whichever was faster lately
     kw = dict(n_threads=n_threads, split_columns=False, weights=np.linspace(0.5, 2, 301), noise=True, epochs=2)
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
     team = run(loss, act, hidden, batch, OPTIMIZERS[2], "float32", **kw)
-    monkeypatch.setattr(_kernel, "_crowded_until", float("inf"))  # as after a team starved on busy cores
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", way)
+    monkeypatch.setattr(_kernel, "_PIECE_STEPS", 3)  # pieces of 3 steps: "alternate" changes way every 3 steps
     alone = run(loss, act, hidden, batch, OPTIMIZERS[2], "float32", **kw)
+    assert team.done == alone.done and team.status == alone.status
     assert np.array_equal(team.losses, alone.losses) and np.array_equal(team.theta, alone.theta)
     assert np.array_equal(team.noise, alone.noise)
+
+
+def _train_with_hits(**kw):
+    X, y = make_data(n=301, d=40, k=4)
+    sizes = np.array([40, 64, 4], np.int64)
+    from kernel_run import make_spec
+    spec = make_spec(sizes, batch_size=100, spe=4, n_threads=2, split_columns=False, **kw)
+    from fastbatch._network import init_params
+    theta = init_params(sizes, "relu", 3, np.dtype("float32"))
+    opt_state = np.zeros((3, theta.shape[0]), np.float32)
+    steps = 12
+    out = dict(losses=np.full(steps, np.nan), hits=np.full(steps, np.nan))
+    done, status = _kernel.train_steps(spec, X.astype(np.float32), np.empty((0, 0), np.float32), y.astype(np.int64),
+                                       np.empty(0, np.float32), theta, opt_state, np.full(302, -1, np.int64),
+                                       np.full(steps, 0.05), out["losses"], np.empty((0, 2)), 0, steps, 0,
+                                       np.zeros(1, np.uint8), 3600.0, hits=out["hits"])
+    return done, status, theta, out
+
+
+def test_pieces_run_either_way_record_the_teams_hits(monkeypatch):
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
+    ref = _train_with_hits()
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "alternate")
+    monkeypatch.setattr(_kernel, "_PIECE_STEPS", 5)
+    got = _train_with_hits()
+    assert ref[:2] == got[:2] == (12, 0)
+    assert np.array_equal(ref[2], got[2])
+    for k in ("losses", "hits"):
+        assert np.array_equal(ref[3][k], got[3][k]) and np.isfinite(got[3][k]).all()
+
+
+def test_pieces_either_way_stop_on_a_diverging_loss_as_the_team(monkeypatch):
+    X, y = make_data(n=301, d=40)
+    X[150:] *= 1e30
+    kw = dict(hidden=(48,), batch_size=100, epochs=2, lr=1.0, dtype="float32", n_threads=2, split_columns=False)
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
+    ref = train("cython", X, y, **kw)
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "alternate")
+    monkeypatch.setattr(_kernel, "_PIECE_STEPS", 1)
+    got = train("cython", X, y, **kw)
+    assert got.status == ref.status == 2 and got.done == ref.done
+    assert np.array_equal(got.losses, ref.losses, equal_nan=True) and np.array_equal(got.theta, ref.theta)
+
+
+def test_a_row_split_starts_as_the_run_queue_says(monkeypatch):
+    # a new workspace starts on one thread when other threads want the cores, else on its team
+    X, y = make_data(n=600, d=40, k=4)
+    kw = dict(hidden=(64,), batch_size=128, epochs=1, dtype="float32", n_threads=2)
+    for others, way in ((10 ** 6, "one"), (-10 ** 6, "team")):
+        monkeypatch.setattr(_kernel, "_runnable_others", lambda: others)
+        _kernel._local.__dict__.get("workspaces", {}).clear()  # a new workspace (equal specs share one)
+        r = train("cython", X, y, **kw)
+        assert r.done == 5
+        got = _workspace_of(r.spec).way
+        assert got["begun"] and got["switches"] == 0 and got["way"] == way
+
+
+def _workspace_of(spec):
+    for key, ws in _kernel._local.workspaces.items():
+        if key[0] == spec.key:
+            return ws
+    raise LookupError(spec)
+
+
+def test_the_way_follows_the_faster_and_comes_back_when_the_load_goes():
+    # made-up pieces: the team does 1000 steps/s on free cores, 300 next to a busy process;
+    # one thread 700 either way
+    w = _kernel._WayForTests(True)
+    team_rate = 1000
+
+    def feed(seconds, room):
+        spent = {True: 0.0, False: 0.0}
+        t = 0.0
+        while t < seconds:
+            team, piece = w.next(room)
+            w.note(team, max(1, round(piece * (team_rate if team else 700))), piece)
+            spent[team] += piece
+            t += piece
+        return spent
+
+    spent = feed(5, True)
+    assert w.team and spent[False] < 0.02 * 5  # tries of one thread: under 2% of the time
+    team_rate = 300  # load came: the team falls behind one thread's last rate
+    spent = feed(0.1, False)
+    assert not w.team and spent[True] <= 0.025 + 0.005
+    spent = feed(10, False)
+    assert not w.team and spent[True] < 0.02 * 10  # tries of the team, rarer and rarer
+    team_rate = 1000  # the load went away: the run queue says so, a try comes soon and wins
+    spent = feed(0.1, True)
+    assert w.team
+    team_rate = 300  # a slow team is left even when the run queue says there is room
+    feed(1, True)
+    assert not w.team
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_that_sees_busy_cores_sleeps_at_once_with_the_same_bits(monkeypatch, columns):
+    # the run queue says the cores are taken: the barriers, the members between jobs and the
+    # caller waiting for them sleep at once instead of spinning; the results do not change
+    kw = dict(n_threads=2, split_columns=columns, weights=np.linspace(0.5, 2, 301), noise=True, epochs=3)
+    monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: -10 ** 6)
+    free = run("cross_entropy", "relu", (96, 40), 30, OPTIMIZERS[2], "float32", **kw)
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: 10 ** 6)
+    monkeypatch.setattr(_kernel, "_PIECE_STEPS", 2)
+    taken = run("cross_entropy", "relu", (96, 40), 30, OPTIMIZERS[2], "float32", **kw)
+    assert np.array_equal(free.losses, taken.losses) and np.array_equal(free.theta, taken.theta)
+    assert np.array_equal(free.noise, taken.noise)
