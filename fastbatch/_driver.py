@@ -117,21 +117,17 @@ EPOCH_END = "epoch end"  # what a generator source gives when its iterable is sp
 
 @dataclasses.dataclass(slots=True)
 class Chunk:
-    """One kernel call: its data and steps. ``step0`` is the run's step before it; ``start`` the
-    kernel's first step index (the same for array data; 0 for a generator's one-batch "dataset")."""
+    """One kernel call's steps. ``step0`` is the run's step before it; ``start`` the kernel's first
+    step index (the same for array data; 0 for a generator's one-batch "dataset"); ``lrs`` their
+    rates. A generator's chunk also carries its batch: ``head``, the kernel's first arguments
+    (spec, X, targets, labels, weights, theta, opt_state, order), and its record count ``rows``."""
 
-    spec: KernelSpec
-    X: np.ndarray
-    targets: np.ndarray
-    labels: np.ndarray
-    weights: np.ndarray
-    order: np.ndarray
     step0: int
     start: int
     n: int
     lrs: np.ndarray
-    fd: int = -1
-    data_offset: int = 0
+    head: tuple = None
+    rows: int = 0
 
 
 class ArraySource:
@@ -141,10 +137,15 @@ class ArraySource:
     value); it is called when the kernel reports a bad record (``Status.BAD_INPUT``).
     """
 
-    def __init__(self, data, rows, backend, batch_sizes, recheck):
+    def __init__(self, data, rows, backend, batch_sizes, recheck, spec, state):
         self.data, self.rows, self.backend = data, rows, backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
         self.recheck = recheck
+        self.train = backend.train_steps
+        # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
+        self.head = (spec, rows.array, data.targets, data.labels, data.weights, state.theta, state.opt_state,
+                     state.order_cache)
+        self.fd, self.data_offset = rows.fd, rows.data_offset
         self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
         self.bad_input = False  # set when the kernel met a record it cannot train on
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
@@ -159,26 +160,20 @@ class ArraySource:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        cfg = trainer._cfg
-        lrs = trainer._schedule.rates(cfg["learning_rate"], start, n, spe, trainer._plan.total_steps)
-        d, rows = self.data, self.rows
-        rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
-        return Chunk(trainer._spec, rows.array, d.targets, d.labels, d.weights, state.order_cache, start, start, n,
-                     lrs, rows.fd, rows.data_offset)
+        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps)
+        self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
+        return Chunk(start, start, n, lrs)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         affine = state.affine if state.affine is not None or state.scaling is None else state.x_affine()
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
-            return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
-                                            state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                            chunk.start, n, state.opt_t, stop, max_seconds, chunk.fd,
-                                            chunk.data_offset, hits, self.bad, affine)
-        kw = {"fd": chunk.fd, "data_offset": chunk.data_offset} if chunk.fd >= 0 else {}
+            return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
+                              self.fd, self.data_offset, hits, self.bad, affine)
+        kw = {"fd": self.fd, "data_offset": self.data_offset} if self.fd >= 0 else {}
         if affine is not None:
             kw["x_affine"] = affine
-        return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
-                                        state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                        chunk.start, n, state.opt_t, stop, max_seconds, hits=hits, **kw)
+        return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
+                          hits=hits, **kw)
 
     def input_error(self):
         """The error for the bad record the kernel found: the whole check's, which names the value."""
@@ -209,7 +204,8 @@ class ArraySource:
         return OSError(f"could not read the records of step {chunk.step0 + done + 1} from the file behind X")
 
     def commit(self, state, chunk, done):
-        self.rows.after_chunk()
+        if self.rows.releases_pages:
+            self.rows.after_chunk()
 
     def may_end_epochs(self, state, step0):
         """Whether the last chunk (from step0) crossed an epoch's end."""
@@ -275,7 +271,8 @@ class BatchSource:
                 spec = self.specs[Xb.shape[0]] = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1,
                                                              shuffle=False)
             order = np.full(Xb.shape[0] + 1, -1, dtype=np.int64)
-            return Chunk(spec, Xb, t, lab, np.empty(0, Xb.dtype), order, state.step, 0, 1, lrs)
+            return Chunk(state.step, 0, 1, lrs, (spec, Xb, t, lab, V.no_weights(Xb.dtype), state.theta,
+                                                 state.opt_state, order), Xb.shape[0])
         state = trainer._state
         if state is None:
             raise ValueError("batches() yielded no batch to train on" if self.k == 0 else
@@ -287,22 +284,21 @@ class BatchSource:
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         # a batch is checked whole before it trains (check_batch): no bad record reaches the kernel
-        return self.backend.train_steps(chunk.spec, chunk.X, chunk.targets, chunk.labels, chunk.weights,
-                                        state.theta, state.opt_state, chunk.order, chunk.lrs, losses, noise,
-                                        chunk.start, n, state.opt_t, stop, max_seconds, hits=hits)
+        return self.backend.train_steps(*chunk.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop,
+                                        max_seconds, hits=hits)
 
     def add_hits(self, state, chunk, done, hits):
         if done:
-            state.add_hits(state.epoch, hits[0] * chunk.X.shape[0])
+            state.add_hits(state.epoch, hits[0] * chunk.rows)
 
     def read_error(self, chunk, done):
         return OSError("could not read the batch")  # pragma: no cover - batches are in memory
 
     def commit(self, state, chunk, done):
         if done:
-            state.per_step_buf[:, state.step] = (state.epoch, state.batch, chunk.X.shape[0])
+            state.per_step_buf[:, state.step] = (state.epoch, state.batch, chunk.rows)
             state.batch += 1
-            state.records += chunk.X.shape[0]
+            state.records += chunk.rows
 
     def close_epoch(self, state):
         """The iterable is spent: close its epoch (the first one fixes the steps per epoch)."""
@@ -363,8 +359,8 @@ def run(trainer, source, end, hooks, stop):
             if step0 + n > len(state.loss_buf):
                 state.reserve(step0 + n, trainer.total_steps)
             losses, hits = state.chunk_buffers(n)
-            done, status = source.call(chunk, state, losses, trainer._noise_buffer(step0, n), n, stop,
-                                       CHUNK_SECONDS, hits)
+            noise = _NO_NOISE if state.noise_buf is None else state.noise_buf[step0:step0 + n]
+            done, status = source.call(chunk, state, losses, noise, n, stop, CHUNK_SECONDS, hits)
             _store_losses(state.loss_buf, step0, losses, done)
             if status == _READ_ERROR:
                 raise source.read_error(chunk, done)
@@ -417,6 +413,7 @@ def run(trainer, source, end, hooks, stop):
         fire(hooks.callbacks, "on_run_end", trainer)
 
 
+_NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
 _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
                                                                  Status.NONFINITE, Status.STOPPED))
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -522,8 +519,11 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
 
 def _record(source, state, chunk, done, hits):
     """The rates of the chunk's first ``done`` steps, and their hit fractions, into the run's history."""
-    lrs = chunk.lrs
-    state.rates.record(chunk.step0, lrs if done == len(lrs) else lrs[:done])
+    lrs, rates = chunk.lrs, state.rates
+    if done == 1 and rates.n and rates.values.item(rates.n - 1) == lrs.item(0):
+        pass  # one more step at the last rate: nothing to record
+    else:
+        rates.record(chunk.step0, lrs if done == len(lrs) else lrs[:done])
     if hits is not None and done:
         source.add_hits(state, chunk, done, hits)
 

@@ -225,6 +225,11 @@ class RowSource:
             yield start, self.read(start, min(start + step, X.shape[0]))
             self.after_chunk()
 
+    @property
+    def releases_pages(self):
+        """Whether after_chunk drops pages (a read-only shared map of a file)."""
+        return self._release
+
     def after_chunk(self):
         """Drop the pages read since the last call, only from a read-only shared map of a file.
 

@@ -25,8 +25,10 @@ class Schedule:
 
     def rates(self, learning_rate, start, n, steps_per_epoch, total_steps):
         """The rates of steps [start, start + n): ``learning_rate`` times their factors."""
-        if type(self)._factors is Schedule._factors and not self.warmup_steps:
-            rates = np.empty(n)  # constant: no per-step arithmetic
+        if type(self)._factors is Schedule._factors and not self.warmup_steps:  # constant: no per-step arithmetic
+            if n == 1:
+                return np.array((float(learning_rate),))
+            rates = np.empty(n)
             rates.fill(learning_rate)
             return rates
         return learning_rate * self.factors(np.arange(start, start + n), steps_per_epoch, total_steps)

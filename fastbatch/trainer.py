@@ -283,11 +283,6 @@ class Trainer:
     def _backend(self):
         return _kernel if self._cfg["backend"] == "cython" else _numpy_backend
 
-    def _noise_buffer(self, start, n):
-        """Where the kernel writes steps [start, start + n)'s noise numbers (a (0, 2) array when not tracked)."""
-        buf = self._state.noise_buf
-        return _NO_NOISE if buf is None else buf[start:start + n]
-
     def _new_state(self, n_features, loss, n_outputs, n_records, n_records_all, steps_per_epoch, generator,
                    scaling=None, target_var=None):
         cfg = self._cfg
@@ -453,7 +448,8 @@ class Trainer:
                     state.ensure_order_cache()
                 plan = self.plan
                 source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
-                                             lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight))
+                                             lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight),
+                                             self._spec, state)
                 hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
                 _driver.run(self, source, end, hooks, stop)
@@ -567,9 +563,6 @@ class Trainer:
     def __setstate__(self, state):
         from .checkpoint import from_arrays
         from_arrays(self, state)
-
-
-_NO_NOISE = np.zeros((0, 2))
 
 
 def _check_network_fits(sizes, dtype, hidden):
