@@ -8,7 +8,8 @@ import pytest
 
 from fastbatch import _kernel
 from helpers import make_data
-from kernel_run import train
+from fastbatch._network import init_params
+from kernel_run import data, make_spec, train
 
 TOL = {"float32": dict(rtol=2e-4, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
 OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9), dict(optimizer="adam")]
@@ -64,3 +65,28 @@ def test_own_products_in_a_team_match_the_reference(columns, dtype):
 def test_turning_them_off_and_on_restores_the_setting(gemm_only):
     assert _kernel._use_own_products(True) == 0
     assert _kernel._use_own_products(False) in (0, 7)  # 7: all products, on an AVX-512 CPU
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3])
+def test_a_misaligned_theta_is_updated_in_place(shift):
+    # theta `shift` floats past a cache line: the kernel runs the call on an aligned copy (several
+    # steps through BLAS-sized layers) and copies it back into the caller's array
+    X, y = make_data(n=96, d=64, loss="cross_entropy", k=5, seed=3)
+    kw = dict(hidden=(48,), batch_size=32, epochs=3, lr=0.05, seed=4, dtype="float32")
+    ref = train("numpy", X, y, **kw)
+    Xc, targets, labels, k = data(X, y, "cross_entropy", np.float32)
+    sizes = np.array([64, 48, k], dtype=np.int64)
+    spec = make_spec(sizes, batch_size=32, spe=3, seed=4)
+    base = np.empty(ref.theta.size + 32, np.float32)
+    start = (-base.ctypes.data % 64) // 4 + shift
+    theta = base[start:start + ref.theta.size]
+    theta[:] = init_params(sizes, "relu", 4, np.dtype(np.float32))
+    steps = 9
+    losses = np.full(steps, np.nan)
+    done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
+                                       np.zeros((3, theta.size), np.float32), np.full(97, -1, np.int64),
+                                       np.full(steps, 0.05), losses, np.empty((0, 2)), 0, steps, 0,
+                                       np.zeros(1, np.uint8), 3600.0)
+    assert done == steps
+    np.testing.assert_allclose(losses, ref.losses, **TOL["float32"])
+    np.testing.assert_allclose(theta, ref.theta, **TOL["float32"])
