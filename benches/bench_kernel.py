@@ -1,8 +1,9 @@
 """The kernel alone (``train_steps``, no Trainer): us/step of optimizers and options, and the cost of a call.
 
-    python benches/bench_kernel.py                          # every section, float32, 1 thread
+    python benches/bench_kernel.py                          # adam, noise, weights, call: float32, 1 thread
     python benches/bench_kernel.py --sections adam --warm 50000
     python benches/bench_kernel.py --sections noise,call --repeats 21 --json out.json
+    python benches/bench_kernel.py --sections products      # own AVX-512 products against gemm (~1 min)
 
 Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of about
 ``--seconds`` each; medians, and the spread as the interquartile range):
@@ -15,6 +16,10 @@ Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of a
 - ``weights``: SGD with and without sample weights.
 - ``call``: the fixed cost of a ``train_steps`` call of 1 step, warm (seed net, batch 1):
   a call's time minus one step's.
+- ``products``: SGD steps with the kernel's own AVX-512 products (``own``) against the same
+  kernel on gemm and its older small loops (``gemm``, ``_kernel._use_own_products(False)``), on
+  the seed, digits and wide nets at ``--product-batches``; per-thread CPU time with one thread
+  (steadier on a shared machine), wall time otherwise. On a CPU without AVX-512 both rows run gemm.
 """
 import argparse
 import json
@@ -78,13 +83,16 @@ class Run:
         self.step += done
 
 
-def interleaved(runs, repeats, seconds, warm=0):
-    """{name: (median us/step, interquartile range)} of runs timed in turn, each round ~seconds."""
-    for run in runs.values():
-        run.size(2000)
+def interleaved(runs, repeats, seconds, warm=0, clock=time.perf_counter, setups=None):
+    """{name: (median us/step, interquartile range)} of runs timed in turn, each round ~seconds
+    (setups: {name: a function called before each of that run's calls})."""
+    setups = setups or {}
+    for name, run in runs.items():
+        setups.get(name, lambda: None)()
+        run.size(2000 if run.spec.sizes[0] < 100 else 20)
         t = time.perf_counter()
         run()
-        per_step = (time.perf_counter() - t) / 2000
+        per_step = (time.perf_counter() - t) / run.steps
         run.size(max(1, int(seconds / max(per_step, 1e-9))))
         while run.step < warm and run.backend is _kernel:
             run()
@@ -92,9 +100,10 @@ def interleaved(runs, repeats, seconds, warm=0):
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            t = time.perf_counter()
+            setups.get(name, lambda: None)()
+            t = clock()
             run()
-            times[name].append((time.perf_counter() - t) / run.steps * 1e6)
+            times[name].append((clock() - t) / run.steps * 1e6)
     return {name: (float(np.median(v)), float(np.subtract(*np.percentile(v, [75, 25])))) for name, v in times.items()}
 
 
@@ -126,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--warm", type=int, default=50000, help="steps before timing (adam section)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=0.05)
+    ap.add_argument("--product-batches", default="seed:32;digits:32,128,256;wide:32,128,512",
+                    help="products section: net:batches;...")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -141,6 +152,20 @@ def main(argv=None):
             print(f"{section:<8} batch {batch:>5}  {name:<14} {med:9.3f} us ({iqr:6.3f})  {row['ratio']:5.2f}x {ref}")
 
     for section in args.sections.split(","):
+        if section == "products":
+            own_bits = _kernel._use_own_products(True)
+            clock = time.thread_time if args.threads == 1 else time.perf_counter
+            setups = {"own": lambda: _kernel._use_own_products(True), "gemm": lambda: _kernel._use_own_products(False)}
+            try:
+                for item in args.product_batches.split(";"):
+                    net, bs = item.split(":")
+                    for batch in (int(b) for b in bs.split(",")):
+                        runs = {name: Run(net, batch, args.dtype, args.threads) for name in ("own", "gemm")}
+                        table(f"{net}", batch, interleaved(runs, args.repeats, args.seconds, clock=clock,
+                                                           setups=setups), "gemm")
+            finally:
+                _kernel._use_own_products(own_bits)
+            continue
         for batch in batches if section != "call" else [1]:
             if section == "adam":
                 runs = {o: Run("seed", batch, args.dtype, args.threads, o) for o in OPTIMIZERS}

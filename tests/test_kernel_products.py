@@ -1,0 +1,92 @@
+"""The kernel's own AVX-512 products of BLAS-sized layers (fb_mm_* in _kernel_dense.h) against the
+numpy reference, and against the same kernel on gemm: odd row counts (tiles of 8, 4 and 1 rows),
+widths of whole vectors, a vector and a pair of vectors (48, 80, 96), inputs longer than a block of
+the shared dimension (600 > 256), batches longer than a block of rows, every optimizer, both team
+splits. On a CPU without AVX-512 both runs take gemm (and still must agree)."""
+import numpy as np
+import pytest
+
+from fastbatch import _kernel
+from helpers import make_data
+from fastbatch._network import init_params
+from kernel_run import data, make_spec, train
+
+TOL = {"float32": dict(rtol=2e-4, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
+OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9), dict(optimizer="adam")]
+
+
+@pytest.fixture
+def gemm_only():
+    was = _kernel._use_own_products(False)
+    yield
+    _kernel._use_own_products(was)
+
+
+def run(backend, d, hidden, batch, dtype, opt, n=203, epochs=2, **kw):
+    X, y = make_data(n=n, d=d, loss="cross_entropy", k=5, seed=3)
+    lr = 0.05 if opt["optimizer"] == "sgd" else 0.01
+    return train(backend, X, y, hidden=hidden, batch_size=batch, epochs=epochs, lr=lr, seed=4, dtype=dtype,
+                 **opt, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+@pytest.mark.parametrize("d, hidden, batch", [
+    (600, (48,), 13),        # k in 3 blocks; 13 rows: a tile of 8, of 4 and of 1; 48 = a pair of vectors + one
+    (40, (96, 80), 45),      # 96 and 80 outputs; 45 rows: more than a block of the gradient's rows
+    (70, (64, 32), 203),     # full batch: many blocks of rows
+    (300, (16,), 37),        # one vector of outputs
+])
+def test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
+    ref = run("numpy", d, hidden, batch, dtype, opt)
+    own = run("cython", d, hidden, batch, dtype, opt)
+    was = _kernel._use_own_products(False)
+    try:
+        gemm = run("cython", d, hidden, batch, dtype, opt)
+    finally:
+        _kernel._use_own_products(was)
+    assert own.done == ref.done == gemm.done > 0
+    for got in (own, gemm):
+        np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
+        np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_own_products_in_a_team_match_the_reference(columns, dtype):
+    # 2 members: a column split shares 96 outputs as 48 + 48 (a ragged last share goes to gemm)
+    opt = dict(optimizer="sgd")
+    ref = run("numpy", 40, (96, 40), 24 if columns else 160, dtype, opt)
+    got = run("cython", 40, (96, 40), 24 if columns else 160, dtype, opt, n_threads=2, split_columns=columns)
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+
+
+def test_turning_them_off_and_on_restores_the_setting(gemm_only):
+    assert _kernel._use_own_products(True) == 0
+    assert _kernel._use_own_products(False) in (0, 7)  # 7: all products, on an AVX-512 CPU
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3])
+def test_a_misaligned_theta_is_updated_in_place(shift):
+    # theta `shift` floats past a cache line: the kernel runs the call on an aligned copy (several
+    # steps through BLAS-sized layers) and copies it back into the caller's array
+    X, y = make_data(n=96, d=64, loss="cross_entropy", k=5, seed=3)
+    kw = dict(hidden=(48,), batch_size=32, epochs=3, lr=0.05, seed=4, dtype="float32")
+    ref = train("numpy", X, y, **kw)
+    Xc, targets, labels, k = data(X, y, "cross_entropy", np.float32)
+    sizes = np.array([64, 48, k], dtype=np.int64)
+    spec = make_spec(sizes, batch_size=32, spe=3, seed=4)
+    base = np.empty(ref.theta.size + 32, np.float32)
+    start = (-base.ctypes.data % 64) // 4 + shift
+    theta = base[start:start + ref.theta.size]
+    theta[:] = init_params(sizes, "relu", 4, np.dtype(np.float32))
+    steps = 9
+    losses = np.full(steps, np.nan)
+    done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
+                                       np.zeros((3, theta.size), np.float32), np.full(97, -1, np.int64),
+                                       np.full(steps, 0.05), losses, np.empty((0, 2)), 0, steps, 0,
+                                       np.zeros(1, np.uint8), 3600.0)
+    assert done == steps
+    np.testing.assert_allclose(losses, ref.losses, **TOL["float32"])
+    np.testing.assert_allclose(theta, ref.theta, **TOL["float32"])
