@@ -18,13 +18,15 @@ that work is done ``budget`` values at a time (one slice a frame), so the event 
 waits for it.
 """
 import math
+import time
 
 import numpy as np
 from scipy.signal import lfilter
 
 BASE = 256               # values per finest block
 MAX_BLOCKS = 1 << 19     # finest blocks kept at most (~24 MB in all, for any length)
-EMA_BUDGET = 1 << 21     # values of smoothing recomputed per call while catching up (~10 ms)
+EMA_SECONDS = 0.008      # time a call spends catching the smoothing up at most (about; a frame's share)
+EMA_BUDGET = 1 << 19     # values of smoothing recomputed by the first such call (then sized by its time)
 EMA_CHUNK = 1 << 20      # values per lfilter call (its float64 temporaries stay ~16 MB)
 
 
@@ -51,6 +53,7 @@ class Pyramid:
         self.weight = 0.0
         self.ema = np.empty(0)     # the EMA accumulator at the end of each finest block
         self.ema_done = 0          # finest blocks whose accumulator is known for ``weight``
+        self.ema_budget = EMA_BUDGET   # values a catch-up call takes: about EMA_SECONDS of filtering
 
     # ------------------------------------------------------------------ growing
 
@@ -68,7 +71,7 @@ class Pyramid:
         """True while the smoothing has not caught up with the blocks (a new weight, a long series)."""
         return self.weight > 0 and self.ema_done < (self.counts[0] if self.counts else 0)
 
-    def absorb(self, values, budget=EMA_BUDGET):
+    def absorb(self, values, budget=None):
         """Take the complete blocks of ``values`` (the whole series so far) past those held: O(new values),
         plus at most ``budget`` values of smoothing still to catch up."""
         b = self.base
@@ -129,12 +132,21 @@ class Pyramid:
             self.weight = float(weight)
             self.ema_done = 0
 
-    def catch_up(self, values, budget=EMA_BUDGET):
-        """Extend the smoothing over at most ``budget`` more values (at least one block); True when done."""
+    def catch_up(self, values, budget=None):
+        """Extend the smoothing over at most ``budget`` more values (default: about EMA_SECONDS of work;
+        at least one block); True when it has caught up."""
         w, b = self.weight, self.base
         n = self.counts[0] if self.counts else 0
-        if w <= 0:
+        if w <= 0 or self.ema_done >= n:
             return True
+        if budget is None:
+            t0 = time.perf_counter()
+            todo = min(self.ema_budget, (n - self.ema_done) * b)
+            done = self.catch_up(values, todo)
+            spent = time.perf_counter() - t0
+            if todo == self.ema_budget and spent > 0:   # a full slice: size the next one by its time
+                self.ema_budget = int(min(max(todo * EMA_SECONDS / spent, 1 << 16), 1 << 24))
+            return done
         if len(self.ema) < n:
             grown = np.empty(max(n, 2 * len(self.ema), 16))
             grown[:self.ema_done] = self.ema[:self.ema_done]
@@ -178,61 +190,94 @@ class Pyramid:
         at_block = (ends % b == 0) & (ends <= self.ema_done * b)
         out[at_block] = self.ema[ends[at_block] // b - 1]
         known |= at_block
-        for i in np.flatnonzero(~at_block):
-            e = int(ends[i])
-            k = e // b
-            if k <= self.ema_done and e <= len(values):
-                out[i] = ema_filter(values[k * b:e], w, self.ema[k - 1] if k else 0.0)[-1]
-                known[i] = True
+        rest = np.flatnonzero(~at_block & (ends // b <= self.ema_done) & (ends <= len(values)))
+        if len(rest):   # one filter from the block end before the first of them (their span is at most
+            # about base per column: the narrow columns a log axis gives at its left, a range's last one)
+            k = int(ends[rest[0]]) // b
+            if int(ends[rest[-1]]) - k * b <= b * (len(rest) + 1):
+                acc = ema_filter(values[k * b:int(ends[rest[-1]])], w, self.ema[k - 1] if k else 0.0)
+                out[rest] = acc[ends[rest] - k * b - 1]
+            else:
+                for i in rest:
+                    e = int(ends[i])
+                    k = e // b
+                    out[i] = ema_filter(values[k * b:e], w, self.ema[k - 1] if k else 0.0)[-1]
+            known[rest] = True
         return known, debias(out, np.maximum(ends, 1), w)
 
     # ------------------------------------------------------------------ reading a range
 
     def buckets(self, values, a, z, cols):
-        """About ``cols`` buckets covering [a, z) of ``values``: (starts, ends, mins, maxs).
-
-        Each bucket's min and max are exactly those of ``values[start:end]``. Buckets tile the range
-        from ``a`` (or the start of the block holding it) to ``z`` (or the end of the block holding
-        it). Fine ranges (at most ``base·cols`` values) are cut into ``cols`` equal buckets from the
-        values themselves; longer ones come from the finest level with at most ``cols`` blocks in
-        range, and its end from finer levels and the last values: at most ``cols + levels + 3``
-        buckets, in O(that).
-        """
+        """``cols`` equal buckets covering [a, z) of ``values``: (starts, ends, mins, maxs) (see :meth:`columns`)."""
         z = min(int(z), len(values))
         a = max(0, min(int(a), z))
-        cols = max(1, int(cols))
-        if z <= a:
-            e = np.empty(0, dtype=np.int64)
-            return e, e, np.empty(0), np.empty(0)
-        if z - a <= self.base * cols or not self.counts:
-            n = min(cols, z - a)
-            edges = np.unique(np.linspace(a, z, n + 1).round().astype(np.int64))
-            seg = np.asarray(values[a:z])
-            mins = np.minimum.reduceat(seg, edges[:-1] - a).astype(np.float64)
-            maxs = np.maximum.reduceat(seg, edges[:-1] - a).astype(np.float64)
-            return edges[:-1], edges[1:], mins, maxs
-        level = max(0, math.ceil(math.log2((z - a) / (self.base * cols))))
-        level = min(level, len(self.counts) - 1)
-        starts, ends, mins, maxs = [], [], [], []
-        covered = a // (self.base << level) * (self.base << level)
-        for j in range(level, -1, -1):
-            size = self.base << j
-            k0 = covered // size
-            k1 = min(-(-z // size), self.counts[j])
-            if k1 > k0:
-                idx = np.arange(k0, k1, dtype=np.int64)
-                starts.append(idx * size)
-                ends.append((idx + 1) * size)
-                mins.append(self.mins[j][k0:k1])
-                maxs.append(self.maxs[j][k0:k1])
-                covered = k1 * size
-            if covered >= z:
-                break
-        if covered < z:        # the values past the last complete finest block
-            seg = np.asarray(values[covered:z])
-            starts.append(np.array([covered]))
-            ends.append(np.array([z]))
-            mins.append(np.array([seg.min()], dtype=np.float64))
-            maxs.append(np.array([seg.max()], dtype=np.float64))
-        return (np.concatenate(starts), np.concatenate(ends), np.concatenate(mins).astype(np.float64),
-                np.concatenate(maxs).astype(np.float64))
+        n = max(1, min(int(cols), z - a))
+        return self.columns(values, np.linspace(a, z, n + 1))
+
+    def columns(self, values, edges):
+        """A bucket per column between increasing ``edges`` (value positions, e.g. pixel columns
+        mapped to steps; a log axis gives widening ones): (starts, ends, mins, maxs).
+
+        Each bucket's min and max are exactly those of ``values[start:end]``, and the buckets tile
+        [edges[0], edges[-1]) (clipped to the values). A column narrower than ``2·base`` is read from
+        the values; a wider one from the coarsest level with at least two blocks in it, its edges
+        moved to that level's block boundaries (by less than half its width). Columns past the
+        complete blocks (a run's last few) are pieced together from coarser to finer blocks and the
+        last values. O(columns · levels) in all, plus the values read.
+        """
+        n_values = len(values)
+        e = np.unique(np.clip(np.asarray(edges, dtype=np.float64).round(), 0, n_values).astype(np.int64))
+        if len(e) < 2:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0), np.empty(0)
+        width = np.diff(e)
+        # each column's level (-1: the values themselves), never finer than a column to its left,
+        # so that every edge can sit on the block boundaries of both its columns
+        level = np.floor(np.log2(np.maximum(width, 1) / self.base)).astype(np.int64) - 1
+        level = np.maximum.accumulate(np.minimum(level, len(self.counts) - 1))
+        size = np.where(level >= 0, self.base << np.maximum(level, 0), 1)
+        # an edge sits on a block boundary of the coarser of its two columns (the right one); the
+        # last edge stays where it is
+        e[:-1] = e[:-1] // size * size
+        keep = np.append(np.diff(e) > 0, True)
+        e, level, size = e[keep], level[keep[:-1]], size[keep[:-1]]
+        starts, ends = e[:-1], e[1:]
+        mins, maxs = np.empty(len(starts)), np.empty(len(starts))
+        for lv in np.unique(level):
+            idx = np.flatnonzero(level == lv)
+            sz = int(size[idx[0]])
+            complete = n_values if lv < 0 else self.counts[lv] * sz
+            whole = (ends[idx] <= complete) & (ends[idx] % sz == 0)   # whole blocks of this level
+            inside = idx[whole]
+            if len(inside):
+                lo, hi = int(starts[inside[0]]), int(ends[inside[-1]])
+                rel = (starts[inside] - lo) // sz
+                if lv < 0:
+                    src_min = src_max = np.asarray(values[lo:hi])
+                else:
+                    src_min = self.mins[lv][lo // sz:hi // sz]
+                    src_max = self.maxs[lv][lo // sz:hi // sz]
+                mins[inside] = np.minimum.reduceat(src_min, rel)
+                maxs[inside] = np.maximum.reduceat(src_max, rel)
+            for i in idx[~whole]:    # the last column: past this level's complete blocks, or a part of one
+                mins[i], maxs[i] = self._range_minmax(values, int(starts[i]), int(ends[i]))
+        return starts, ends, mins, maxs
+
+    def _range_minmax(self, values, s, e):
+        """Min and max of values[s:e] from the largest aligned complete blocks, then the values: O(levels + base)."""
+        lo, hi = math.inf, -math.inf
+        pos = s
+        while pos < e:
+            for j in range(len(self.counts) - 1, -1, -1):
+                sz = self.base << j
+                k = pos // sz
+                if pos % sz == 0 and pos + sz <= e and k < self.counts[j]:
+                    lo, hi = min(lo, self.mins[j][k]), max(hi, self.maxs[j][k])
+                    pos += sz
+                    break
+            else:
+                nxt = min(e, (pos // self.base + 1) * self.base)
+                seg = np.asarray(values[pos:nxt])
+                lo, hi = min(lo, float(seg.min())), max(hi, float(seg.max()))
+                pos = nxt
+        return lo, hi

@@ -139,6 +139,7 @@ class RunTrace:
         self.full_steps, self.full_loss = [], []   # a bounded number (the worker spaces them, see worker.py)
         self._full_arrays = None
         self.n = 0
+        self.drawn_buckets = None    # (starts, ends) in steps of the min/max pairs drawn last (None: each step)
         self.current = True
         dark = pg.mkColor(color).darker(160)
         self.raw = plot_item.plot([], [], pen=pg.mkPen(color, width=1))
@@ -240,23 +241,38 @@ class RunTrace:
 
     # ------------------------------------------------------------------ drawing
 
-    def step_view(self, a, z, axis, weight, pixels):
+    def steps_at_many(self, x, axis):
+        """:meth:`steps_at` of an array of x (>= 0)."""
+        x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
+        if axis == "step":
+            return np.floor(x).astype(np.int64)
+        if axis == "epoch":
+            return np.floor(x * self.spe).astype(np.int64)
+        full, rem = np.divmod(x, self.records_per_epoch)
+        return full.astype(np.int64) * self.spe + np.minimum(rem // self.full_batch, self.spe - 1).astype(np.int64)
+
+    def step_view(self, a, z, axis, weight, pixels, edges=None):
         """(x, y, smoothed x, smoothed y, steps) of steps [a, z) for about ``pixels`` columns.
 
-        Few steps: each one. More: min and max per bucket of about a pixel column (pairs at the
-        bucket's middle, which peak downsampling draws as one vertical stroke), from the pyramid:
-        O(pixels), whatever the run's length. The smoothed curve is sampled at each bucket's end
-        (None, or shorter, while it is being recomputed for a new weight).
+        Few steps: each one. More: min and max per bucket of about a pixel column (``edges``: the
+        columns' boundaries in steps, e.g. widening on a log axis; default equal ones), drawn as a
+        pair at the bucket's middle, which peak downsampling draws as one vertical stroke, from the
+        pyramid: O(pixels), whatever the run's length. The smoothed curve is sampled at each
+        bucket's end (None, or shorter, while it is being recomputed for a new weight).
         """
         loss, pyr = self.loss, self.pyramid
         z = min(z, self.n)
         a = max(0, min(a, z))
+        self.drawn_buckets = None
         if z - a <= RAW_LIMIT:
             idx = np.arange(a, z)
             x = self.x_mid(idx, axis)
             sy = pyr.smoothed(loss, a, z) if weight > 0 else None
             return x, np.asarray(loss[a:z], dtype=np.float64), x, sy, z - a
-        starts, ends, mins, maxs = pyr.buckets(loss, a, z, pixels)
+        if edges is None:
+            edges = np.linspace(a, z, max(1, min(pixels, z - a)) + 1)
+        starts, ends, mins, maxs = pyr.columns(loss, np.concatenate(([a], np.clip(edges[1:-1], a, z), [z])))
+        self.drawn_buckets = (starts, ends)
         xc = (self.x_done(starts, axis) + self.x_done(ends, axis)) / 2
         x = np.repeat(xc, 2)
         y = np.empty(2 * len(mins))
@@ -612,7 +628,12 @@ class LossPlot(pg.PlotWidget):
             x = y = np.empty(0)
             sy = None
         else:
-            x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels)
+            if self.log_x:   # pixel columns widen to the right: so do the buckets
+                lx0 = math.log10(max(x0, float(r.x_mid(0, axis)) / 2))
+                xs = 10 ** np.linspace(lx0, math.log10(max(x1, 10 ** lx0)), pixels + 1)
+            else:
+                xs = np.linspace(x0, x1, pixels + 1)
+            x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels, r.steps_at_many(xs, axis))
             markers = count < MARKERS_BELOW
             r.raw.setData(x, y, symbol="o" if markers else None, symbolSize=5, symbolBrush=r.color,
                           symbolPen=None)

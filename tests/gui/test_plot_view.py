@@ -17,7 +17,7 @@ def check_buckets(values, pyr, a, z, cols):
     starts, ends, mins, maxs = pyr.buckets(values, a, z, cols)
     assert starts[0] <= a < ends[0] and starts[-1] < z <= ends[-1] <= len(values)   # they cover the range...
     assert np.array_equal(starts[1:], ends[:-1]) and (ends > starts).all()   # ...and tile it
-    assert len(starts) <= cols + len(pyr.counts) + 3                # about one per column
+    assert len(starts) <= cols                                      # at most one per column
     assert np.array_equal(mins, np.minimum.reduceat(values[starts[0]:ends[-1]], starts - starts[0]))
     assert np.array_equal(maxs, np.maximum.reduceat(values[starts[0]:ends[-1]], starts - starts[0]))
     return starts, ends
@@ -36,6 +36,19 @@ def test_pyramid_buckets_are_exact_at_every_zoom():
         check_buckets(values, pyr, a, z, cols)
     starts, ends = check_buckets(values, pyr, 0, len(values), 800)
     assert pyr.buckets(values, 0, len(values), 800)[3].max() == 7.0      # the spike survives
+
+
+def test_columns_widening_to_the_right_are_exact():
+    values = np.random.default_rng(6).random(1_000_003).astype(np.float32)
+    pyr = Pyramid(base=64)
+    pyr.absorb(values)
+    edges = np.geomspace(1, len(values), 600)          # a log axis's pixel columns
+    starts, ends, mins, maxs = pyr.columns(values, edges)
+    assert starts[0] <= 1 and ends[-1] == len(values) and np.array_equal(starts[1:], ends[:-1])
+    assert len(starts) <= 600
+    assert np.array_equal(mins, np.minimum.reduceat(values[starts[0]:], starts - starts[0]))
+    assert np.array_equal(maxs, np.maximum.reduceat(values[starts[0]:], starts - starts[0]))
+    assert (ends - starts)[:50].max() < 64 and (ends - starts)[-1] > 1000   # narrow at the left, wide at the right
 
 
 def test_pyramid_memory_is_bounded_and_stays_exact():
@@ -90,13 +103,12 @@ def test_a_long_run_draws_min_max_per_column_and_a_zoom_reads_the_history(qtbot)
     pixels = int(plot.getPlotItem().getViewBox().width())
     assert max(drawn) <= 2 * (max(pixels, 100) + len(trace.pyramid.counts) + 3)
     assert trace.raw.yData.max() == 7.0 and trace.raw.opts["symbol"] is None
-    # each column is a (min, max) pair of a bucket of steps: numpy's min and max over it
-    x, y = trace.raw.xData[0::2], trace.raw.yData
-    assert (np.diff(x) > 0).all()
-    width = np.diff(x).max()
-    i = len(x) // 2
-    lo, hi = round(x[i] - width / 2), round(x[i] + width / 2)
-    assert y[2 * i] == loss[lo:hi].min() and y[2 * i + 1] == loss[lo:hi].max()
+    # each column is a (min, max) pair of a bucket of steps at its middle: numpy's min and max over it
+    starts, ends = trace.drawn_buckets
+    assert np.array_equal(starts[1:], ends[:-1]) and ends[-1] == len(loss)
+    assert np.allclose(trace.raw.xData[0::2], (starts + ends) / 2)
+    assert np.array_equal(trace.raw.yData[0::2], np.minimum.reduceat(loss, starts))
+    assert np.array_equal(trace.raw.yData[1::2], np.maximum.reduceat(loss, starts))
     # zoomed in to 1,000 steps: each step drawn from the History, at the middle of its interval
     vb = plot.getPlotItem().getViewBox()
     vb.setXRange(2_000_000, 2_001_000, padding=0)
@@ -114,8 +126,8 @@ def test_smoothing_a_long_run_is_drawn_as_it_is_recomputed(qtbot):
     qtbot.addWidget(plot)
     plot.resize(800, 400)
     plot.show()
-    plot.begin_run("batch 1", 0.1, fb.plan(1_000_000, 1, 6))
-    loss = np.random.default_rng(3).random(6_000_000).astype(np.float32)
+    plot.begin_run("batch 1", 0.1, fb.plan(500_000, 1, 4))
+    loss = np.random.default_rng(3).random(2_000_000).astype(np.float32)
     plot.update_history(fake_history(loss))
     plot.set_smoothing(0.9)
     trace = plot.current
