@@ -21,7 +21,6 @@ import math
 import time
 
 import numpy as np
-from scipy.signal import lfilter
 
 BASE = 256               # values per finest block
 MAX_BLOCKS = 1 << 19     # finest blocks kept at most (~24 MB in all, for any length)
@@ -32,6 +31,7 @@ EMA_CHUNK = 1 << 20      # values per lfilter call (its float64 temporaries stay
 
 def ema_filter(values, weight, prev):
     """The EMA accumulator (not debiased) over ``values``, starting from accumulator ``prev``."""
+    from scipy.signal import lfilter   # on first use: scipy.signal costs ~50 MB, and most runs are not smoothed
     acc, _ = lfilter([1.0 - weight], [1.0, -weight], np.asarray(values, dtype=np.float64), zi=[weight * prev])
     return acc
 
