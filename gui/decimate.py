@@ -239,6 +239,7 @@ class Pyramid:
         # an edge sits on a block boundary of the coarser of its two columns (the right one); the
         # last edge stays where it is
         e[:-1] = e[:-1] // size * size
+        e = np.maximum.accumulate(e)   # (a coarser column's rounding may pass its left neighbour's edge)
         keep = np.append(np.diff(e) > 0, True)
         e, level, size = e[keep], level[keep[:-1]], size[keep[:-1]]
         starts, ends = e[:-1], e[1:]
@@ -247,7 +248,8 @@ class Pyramid:
             idx = np.flatnonzero(level == lv)
             sz = int(size[idx[0]])
             complete = n_values if lv < 0 else self.counts[lv] * sz
-            whole = (ends[idx] <= complete) & (ends[idx] % sz == 0)   # whole blocks of this level
+            # whole blocks of this level (anything else, rare, is pieced together exactly below)
+            whole = (ends[idx] <= complete) & (ends[idx] % sz == 0) & (starts[idx] % sz == 0)
             inside = idx[whole]
             if len(inside):
                 lo, hi = int(starts[inside[0]]), int(ends[inside[-1]])
@@ -259,7 +261,7 @@ class Pyramid:
                     src_max = self.maxs[lv][lo // sz:hi // sz]
                 mins[inside] = np.minimum.reduceat(src_min, rel)
                 maxs[inside] = np.maximum.reduceat(src_max, rel)
-            for i in idx[~whole]:    # the last column: past this level's complete blocks, or a part of one
+            for i in idx[~whole]:    # e.g. the last column: past this level's complete blocks
                 mins[i], maxs[i] = self._range_minmax(values, int(starts[i]), int(ends[i]))
         return starts, ends, mins, maxs
 

@@ -190,3 +190,25 @@ def test_epoch_means_in_view_are_each_drawn_when_few(qtbot, axis):
     assert list(trace.means_item.yData) == [0.9, 0.7, 0.5, 0.3, 0.1]
     assert np.allclose(trace.means_item.xData, trace.epoch_x(np.arange(5) + 0.5, axis))
     assert trace.means_item.opts["symbol"] == "o"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_columns_at_any_edges_are_exact(seed):
+    rng = np.random.default_rng(seed)
+    values = rng.random(rng.integers(1, 300_000)).astype(np.float32)
+    pyr = Pyramid(base=int(rng.choice([1, 4, 64])), max_blocks=int(rng.choice([64, 1 << 19])))
+    pyr.absorb(values)
+    n = len(values)
+    kind = seed % 3
+    if kind == 0:
+        edges = np.sort(rng.integers(0, n + 1, rng.integers(2, 900)))
+    elif kind == 1:
+        edges = np.geomspace(1, n + 1, 700) - 1
+    else:
+        edges = np.cumsum(rng.integers(1, 2000, 500))
+        edges = edges[edges <= n]
+    starts, ends, mins, maxs = pyr.columns(values, edges)
+    if len(starts):
+        assert np.array_equal(starts[1:], ends[:-1]) and (ends > starts).all()
+        assert np.array_equal(mins, [values[s:e].min() for s, e in zip(starts, ends)])
+        assert np.array_equal(maxs, [values[s:e].max() for s, e in zip(starts, ends)])
