@@ -14,6 +14,7 @@ boundaries get at most :data:`MAX_EPOCH_LINES` + 1 lines, and the worker spaces 
 points (``worker.FULL_LOSS_POINTS``).
 """
 import math
+import tempfile
 
 import numpy as np
 import pyqtgraph as pg
@@ -25,6 +26,8 @@ X_AXES = {"step": "steps done", "epoch": "epochs done", "records": "records seen
 RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 MAX_EPOCH_LINES = 10       # more epochs than this: a line every k epochs, k = 1, 2, 5, 10, 20, 50...
 EPOCH_BASE = 16            # epochs per finest min/max block of the per-epoch series
+SPILL_STEPS = 1 << 23      # an older run longer than this moves its per-step losses to a temporary file...
+SPILL_CHUNK = 1 << 22      # ...this many a frame (16 MB of float32: a few ms)
 RAW_LIMIT = 4096           # at most this many steps in view: drawn one by one from the History
 MARKERS_BELOW = 200        # fewer points than this in view: each carries a marker
 LABEL_PIXELS = 70          # epoch labels at least this far apart
@@ -133,6 +136,7 @@ class RunTrace:
         self.records_per_epoch = (self.spe - 1) * self.full_batch + self.last_batch
         self.history = None
         self.loss = np.empty(0)      # the History's per-step losses: a view of the library's array, never copied
+        self._spill = None           # [file, values written] while they move to a temporary file
         self.pyramid = Pyramid()     # their min/max per block at every scale, and the smoothing
         self.means = EpochSeries()
         self.vals = EpochSeries()
@@ -228,6 +232,40 @@ class RunTrace:
         since = getattr(history, "val_loss_since", None)
         new = since(k) if since is not None else np.asarray(history.val_loss, dtype=np.float64)[k:]
         self.vals.put(k, new)
+
+    def start_spill(self):
+        """This run is no longer the newest: when it is long, its per-step losses move to an unnamed
+        temporary file (:meth:`spill_step`, a slice a frame), then the library's array is let go, so
+        overlaid long runs do not add up in memory. Where no file can be written they stay."""
+        if self.n <= SPILL_STEPS or self._spill is not None or isinstance(self.loss, np.memmap):
+            return
+        try:
+            self._spill = [tempfile.TemporaryFile(prefix="fastbatch-loss-"), 0]   # gone when closed or at exit
+        except OSError:
+            self._spill = None
+
+    @property
+    def spilling(self):
+        return self._spill is not None
+
+    def spill_step(self, budget=None):
+        """Write the next slice; when all are written, read them from the file from then on."""
+        f, done = self._spill
+        end = min(self.n, done + (budget or SPILL_CHUNK))
+        try:
+            np.ascontiguousarray(self.loss[done:end]).tofile(f)
+            if end == self.n:
+                f.flush()
+                mapped = np.memmap(f, dtype=self.loss.dtype, mode="r", shape=(self.n,))
+        except (OSError, ValueError):   # a full disk: the values stay in memory
+            f.close()
+            self._spill = None
+            return
+        if end < self.n:
+            self._spill[1] = end
+            return
+        f.close()                       # (the mapping keeps the data)
+        self.loss, self.history, self._spill = mapped, None, None
 
     def add_full(self, steps_done, loss):
         self.full_steps.append(int(steps_done))
@@ -371,6 +409,8 @@ class LossPlot(pg.PlotWidget):
         while len(self.runs) >= self.max_runs:
             self._remove_trace(self.runs[0])
         self._clear_lr_lines()
+        for r in self.runs:
+            r.start_spill()
         trace = RunTrace(self.getPlotItem(), (label, rate), color, plan)
         trace.pyramid.set_weight(self.smoothing)   # smoothed from its first step
         self.runs.append(trace)
@@ -411,6 +451,9 @@ class LossPlot(pg.PlotWidget):
         pi = self.getPlotItem()
         for item in trace.items + [line for _, line in trace.lines]:
             pi.removeItem(item)
+        if trace.spilling:
+            trace._spill[0].close()
+            trace._spill = None
         self.runs.remove(trace)
 
     def _clear_lr_lines(self):
@@ -598,7 +641,9 @@ class LossPlot(pg.PlotWidget):
         """Push what is in view to the items; called by the window's frame timer."""
         vb = self.getPlotItem().getViewBox()
         view = tuple(vb.viewRange()[0]) + (vb.width(),)
-        for r in self.runs:   # a new smoothing weight: one slice of the recomputation per frame
+        for r in self.runs:   # an older long run moving to a file; a new smoothing weight: a slice a frame
+            if r.spilling:
+                r.spill_step()
             if r.pyramid.ema_pending:
                 r.pyramid.catch_up(r.loss)
                 self._dirty = True
@@ -800,10 +845,10 @@ class LossPlot(pg.PlotWidget):
     def show_hover_at(self, x):
         """Show step, epoch, batch and loss of the newest run's step under ``x``."""
         trace = self.current
-        if trace is None or trace.n == 0 or trace.history is None:
+        if trace is None or trace.n == 0:
             return ""
         i = int(np.clip(trace.steps_at(x, self.axis), 0, trace.n - 1))
-        loss = float(trace.history.loss[i])
+        loss = float(trace.loss[i])
         epoch, batch = divmod(i, trace.spe)
         self.hover_text = (f"step {num(i + 1)} · epoch {num(epoch + 1)} · batch {num(batch + 1)} "
                            f"({num(int(trace.batch_size(batch)))} records)\nloss {loss:.5g}")

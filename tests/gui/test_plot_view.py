@@ -212,3 +212,36 @@ def test_columns_at_any_edges_are_exact(seed):
         assert np.array_equal(starts[1:], ends[:-1]) and (ends > starts).all()
         assert np.array_equal(mins, [values[s:e].min() for s, e in zip(starts, ends)])
         assert np.array_equal(maxs, [values[s:e].max() for s, e in zip(starts, ends)])
+
+
+def test_an_older_long_run_moves_to_a_file_and_draws_the_same(qtbot, monkeypatch):
+    from fastbatch_gui import loss_plot
+    monkeypatch.setattr(loss_plot, "SPILL_STEPS", 100_000)
+    monkeypatch.setattr(loss_plot, "SPILL_CHUNK", 50_000)
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(800, 400)
+    plot.show()
+    loss = np.random.default_rng(7).random(300_000).astype(np.float32)
+    plot.begin_run("batch 1", 0.1, fb.plan(100_000, 1, 3))
+    plot.update_history(fake_history(loss))
+    plot.redraw(force=True)
+    old = plot.current
+    before = (old.raw.xData.copy(), old.raw.yData.copy())
+    plot.begin_run("batch 2", 0.1, fb.plan(1000, 2, 1))       # the first run is now an older one
+    frames = 0
+    while old.spilling:
+        plot.redraw(force=True)
+        frames += 1
+    assert frames >= 6                                         # a slice a frame
+    assert isinstance(old.loss, np.memmap) and old.history is None
+    assert np.array_equal(old.loss, loss)
+    plot.redraw(force=True)
+    assert np.array_equal(old.raw.xData, before[0]) and np.array_equal(old.raw.yData, before[1])
+    plot.discard_current_run()                                 # Reset: the older run is the newest again
+    plot.redraw(force=True)
+    assert plot.show_hover_at(1234.5).endswith(f"loss {loss[1234]:.5g}")
+    plot.set_smoothing(0.9)                                    # smoothed from the file
+    while plot.current.pyramid.ema_pending:
+        plot.redraw()
+    assert plot.current.smooth.yData is not None and len(plot.current.smooth.yData)
