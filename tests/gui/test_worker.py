@@ -63,6 +63,11 @@ def test_a_stepped_batch_is_reported(qtbot):
     assert (info["step"], info["epoch"], info["batch"], info["batch_size"]) == (1, 1, 1, 10)
     assert np.array_equal(info["records"], fb.epoch_order(1000, 0, 0)[:10])
     assert info["update_norm"] is None       # the params did not exist before the first step
+    job.trainer.learning_rate = 0.05         # a new rate (set between calls, as the window does)
+    with qtbot.waitSignal(w.stepped) as blocker:
+        w.run(Job(job.trainer, job.X, job.y, 1, train_X=job.X, train_y=job.y, plan=job.plan))
+    info = blocker.args[0]
+    assert info["step"] == 2 and info["learning_rate"] == job.trainer.history.learning_rate[1] == 0.05
 
 
 def test_epoch_means_are_sent_once_each_in_order(qtbot):
