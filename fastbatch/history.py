@@ -128,13 +128,27 @@ class History:
             first = self._epoch_first_step(len(self._closed))
             if first >= self.n_steps:
                 return self._closed
-            w = self.batch_size[first:].astype(np.float64)
+            w = self.batch_size_of(first, self.n_steps).astype(np.float64)   # O(the epoch's steps), not the run's
             return np.append(self._closed, np.dot(self.loss[first:], w) / w.sum())
         ends = np.append(self.epoch_starts[1:], self.n_steps)
         w = self.batch_size.astype(np.float64)
         wl = np.add.reduceat(self.loss * w, self.epoch_starts)
         ws = np.add.reduceat(w, self.epoch_starts)
         return (wl / ws)[: len(ends)]
+
+    def finished_epoch_loss(self, start=0):
+        """``epoch_loss`` of the finished epochs from epoch ``start`` on, in O(those epochs) (a
+        display polling a long run reads only what is new)."""
+        if self._closed_src is not None:
+            values, n = self._closed_src
+            return np.array(values[start:n], dtype=np.float64)
+        done = self.n_steps // self.steps_per_epoch if self.steps_per_epoch else 0
+        return self.epoch_loss[start:done] if start < done else np.empty(0)
+
+    def val_loss_since(self, start):
+        """``val_loss[start:]``, in O(the epochs after ``start``)."""
+        values, n = self._val[:2]
+        return np.array(values[start:n], dtype=np.float64)
 
     def _epoch_first_step(self, epoch):
         if self._per_step is not None:

@@ -8,6 +8,8 @@ is a block of records. The order is the library's ``fastbatch.epoch_order``: a p
 function, so the map costs the trainer nothing.
 """
 import math
+import os
+import sys
 import threading
 
 import numpy as np
@@ -24,6 +26,28 @@ MAX_CELLS = 8192      # cells drawn at most; more records and a cell is a block 
 ROW_LAYOUT_BATCH = 128     # one row per batch while batches are at most this big...
 ROW_LAYOUT_STEPS = 64      # ...and there are at most this many per epoch
 BIG = 200_000         # more records than this: the epoch's order is computed off the GUI thread
+
+
+def _big_epoch_order(n, seed, epoch, shuffle):
+    """``fb.epoch_order`` for millions of records, off the GUI thread: the kernel's own C version
+    (the same permutation; it holds the GIL for none of its work, so a low-priority thread computing
+    it never keeps the GUI thread waiting for the GIL), else the library's numpy one."""
+    try:
+        from fastbatch import _kernel
+        return _kernel.epoch_order(n, seed, epoch, shuffle)
+    except (ImportError, AttributeError, TypeError):
+        return fb.epoch_order(n, seed, epoch, shuffle)
+
+
+def _yield_cpu():
+    """Lowest CPU priority for the calling thread (Linux: a thread's own nice value), so that a sort
+    of millions of keys at each epoch end takes idle time and never the GUI thread's or training's:
+    on two busy cores it made the event loop wait ~100 ms for a CPU."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 class BatchMap(pg.PlotWidget):
@@ -123,7 +147,8 @@ class BatchMap(pg.PlotWidget):
             job = {"epoch": epoch, "order": None}
 
             def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
-                job["order"] = fb.epoch_order(n, seed, job["epoch"], shuffle)   # numpy's sort frees the GIL
+                _yield_cpu()
+                job["order"] = _big_epoch_order(n, seed, job["epoch"], shuffle)
             job["thread"] = threading.Thread(target=work, daemon=True)
             job["thread"].start()
             self._pending = job

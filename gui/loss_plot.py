@@ -5,23 +5,29 @@ loss is drawn at the middle of it; epoch e occupies ((e-1)·spe, e·spe], so its
 drawn as soon as its last step is done, its mean sits at its middle and its validation loss at
 its end. The loss on all training records after k steps sits at k.
 
-Bounded at any run length: the per-step loss stays in the library's History; a run keeps only
-min/max per block of steps (at most :data:`MAX_BLOCKS` blocks, the block doubling when full),
-which is what peak downsampling draws. Views of few enough steps read the History directly.
+Bounded at any run length: the per-step loss stays in the library's History (read, never
+copied); a run keeps an incremental min/max pyramid of it (``decimate.py``: O(new steps) per
+frame, bounded memory), and a redraw draws about one min/max pair per pixel column from it:
+O(pixels) for any zoom, what peak downsampling needs (a lone spike stays visible). Epoch means
+and validation losses are drawn the same way when there are more in view than pixels; epoch
+boundaries get at most :data:`MAX_EPOCH_LINES` + 1 lines, and the worker spaces the full-loss
+points (``worker.FULL_LOSS_POINTS``).
 """
 import math
+import tempfile
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from scipy.signal import lfilter
-
+from .decimate import Pyramid, debias, ema_filter
 from .fmt import num
 
 X_AXES = {"step": "steps done", "epoch": "epochs done", "records": "records seen"}
 RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 MAX_EPOCH_LINES = 10       # more epochs than this: a line every k epochs, k = 1, 2, 5, 10, 20, 50...
-MAX_BLOCKS = 4096          # min/max blocks a run keeps (a bounded view of any number of steps)
+EPOCH_BASE = 16            # epochs per finest min/max block of the per-epoch series
+SPILL_STEPS = 1 << 23      # an older run longer than this moves its per-step losses to a temporary file...
+SPILL_CHUNK = 1 << 22      # ...this many a frame (16 MB of float32: a few ms)
 RAW_LIMIT = 4096           # at most this many steps in view: drawn one by one from the History
 MARKERS_BELOW = 200        # fewer points than this in view: each carries a marker
 LABEL_PIXELS = 70          # epoch labels at least this far apart
@@ -61,68 +67,60 @@ class CountAxis(pg.AxisItem):
         return [num(round(v)) if abs(v - round(v)) < 1e-6 else f"{v:g}" for v in values]
 
 
-class Blocks:
-    """Min, max and the smoothed value of a growing per-step series, per block of ``size`` steps."""
-
-    def __init__(self):
-        self.size = 1
-        self.n = 0                      # blocks filled
-        self.mins = np.empty(MAX_BLOCKS * 2)
-        self.maxs = np.empty(MAX_BLOCKS * 2)
-        self.ema = np.empty(MAX_BLOCKS * 2)   # the EMA accumulator (not debiased) at each block's last step
-        self.weight = 0.0
-
-    @property
-    def steps(self):
-        return self.n * self.size
-
-    def absorb(self, loss):
-        """Take the complete blocks of ``loss`` (the History's array) past those held."""
-        b = self.size
-        end = (len(loss) // b) * b
-        if end <= self.steps:
-            return
-        new = loss[self.steps:end].reshape(-1, b)
-        k = len(new)
-        if self.n + k > len(self.mins):
-            self._coarsen(loss)
-            return self.absorb(loss)
-        self.mins[self.n:self.n + k] = new.min(axis=1)
-        self.maxs[self.n:self.n + k] = new.max(axis=1)
-        if self.weight > 0:
-            prev = self.ema[self.n - 1] if self.n else 0.0
-            w = self.weight
-            acc, _ = lfilter([1 - w], [1, -w], new.ravel(), zi=[w * prev])
-            self.ema[self.n:self.n + k] = acc[b - 1::b]
-        self.n += k
-
-    def _coarsen(self, loss):
-        """Double the block size: pairs merge, a lone last block is dropped (re-read from the History)."""
-        m = self.n // 2
-        self.mins[:m] = np.minimum(self.mins[0:2 * m:2], self.mins[1:2 * m:2])
-        self.maxs[:m] = np.maximum(self.maxs[0:2 * m:2], self.maxs[1:2 * m:2])
-        self.ema[:m] = self.ema[1:2 * m:2]
-        self.n, self.size = m, self.size * 2
-
-    def set_weight(self, weight, loss):
-        """Recompute the smoothed values for a new EMA weight (in chunks: bounded memory)."""
-        self.weight = weight
-        if weight <= 0 or not self.n:
-            return
-        b, acc_prev = self.size, 0.0
-        chunk = max(b, (1 << 20) // b * b)
-        for lo in range(0, self.steps, chunk):
-            hi = min(lo + chunk, self.steps)
-            acc, _ = lfilter([1 - weight], [1, -weight], loss[lo:hi], zi=[weight * acc_prev])
-            self.ema[lo // b:hi // b] = acc[b - 1::b]
-            acc_prev = acc[-1]
-
-
 def ema(loss, lo, hi, weight, prev):
     """TensorBoard's debiased EMA of ``loss[lo:hi]``, the accumulator being ``prev`` after step lo-1."""
-    acc, _ = lfilter([1 - weight], [1, -weight], loss[lo:hi], zi=[weight * prev])
-    t = np.arange(lo + 1, hi + 1, dtype=np.float64)
-    return acc / (1 - weight ** t)
+    return debias(ema_filter(loss[lo:hi], weight, prev), np.arange(lo + 1, hi + 1), weight)
+
+
+class Series:
+    """A growing float64 array: room doubles, ``values`` is the part in use."""
+
+    def __init__(self):
+        self._a = np.empty(16)
+        self.n = 0
+
+    @property
+    def values(self):
+        return self._a[:self.n]
+
+    def put(self, start, new):
+        """Write ``new`` from index ``start`` (at most the current length); what was after it goes.
+        False when ``start`` leaves a gap."""
+        if start > self.n:
+            return False
+        end = start + len(new)
+        if end > len(self._a):
+            grown = np.empty(max(end, 2 * len(self._a)))
+            grown[:start] = self._a[:start]
+            self._a = grown
+        self._a[start:end] = new
+        self.n = end
+        return True
+
+
+class EpochSeries:
+    """Per-epoch values of a run (epoch means, validation losses) and their min/max pyramid."""
+
+    def __init__(self):
+        self.series = Series()
+        self.pyramid = Pyramid(base=EPOCH_BASE)
+
+    def __len__(self):
+        return self.series.n
+
+    @property
+    def values(self):
+        return self.series.values
+
+    def put(self, start, new):
+        if len(new) == 0:
+            return
+        rewrite = start < self.series.n
+        if not self.series.put(start, np.asarray(new, dtype=np.float64)):
+            return
+        if rewrite:      # (never while a run grows: its finished epochs do not change)
+            self.pyramid = Pyramid(base=EPOCH_BASE)
+        self.pyramid.absorb(self.series.values)
 
 
 class RunTrace:
@@ -137,11 +135,15 @@ class RunTrace:
         self.full_batch, self.last_batch = plan.effective_batch_size, plan.last_batch_size
         self.records_per_epoch = (self.spe - 1) * self.full_batch + self.last_batch
         self.history = None
-        self.blocks = Blocks()
-        self.epoch_means = np.empty(0)
-        self.val_loss = np.empty(0)
-        self.full_steps, self.full_loss = [], []
+        self.loss = np.empty(0)      # the History's per-step losses: a view of the library's array, never copied
+        self._spill = None           # [file, values written] while they move to a temporary file
+        self.pyramid = Pyramid()     # their min/max per block at every scale, and the smoothing
+        self.means = EpochSeries()
+        self.vals = EpochSeries()
+        self.full_steps, self.full_loss = [], []   # a bounded number (the worker spaces them, see worker.py)
+        self._full_arrays = None
         self.n = 0
+        self.drawn_buckets = None    # (starts, ends) in steps of the min/max pairs drawn last (None: each step)
         self.current = True
         dark = pg.mkColor(color).darker(160)
         self.raw = plot_item.plot([], [], pen=pg.mkPen(color, width=1))
@@ -155,8 +157,16 @@ class RunTrace:
         for item in (self.means_item, self.val_item, self.full_item):
             item.setZValue(10)  # over the per-step curves
         self.items = [self.raw, self.smooth, self.means_item, self.val_item, self.full_item]
-        self.lines = []         # (epoch boundary index, InfiniteLine)
+        self.lines = []         # (epoch boundary index, InfiniteLine): at most MAX_EPOCH_LINES + 2
         self.set_plan(plan)
+
+    @property
+    def epoch_means(self):
+        return self.means.values
+
+    @property
+    def val_loss(self):
+        return self.vals.values
 
     def set_plan(self, plan):
         """Which epoch boundaries get a line: every k-th (k = 1, 2, 5, 10, ...) and the run's end."""
@@ -213,57 +223,128 @@ class RunTrace:
     # ------------------------------------------------------------------ data in
 
     def update(self, history):
+        """The run's History now: only what is new is read (O(new steps, new epochs))."""
         self.history = history
+        self.loss = history.loss
         self.n = history.n_steps
-        self.blocks.absorb(history.loss)
-        if len(history.val_loss) != len(self.val_loss):
-            self.val_loss = np.asarray(history.val_loss, dtype=np.float64).copy()
+        self.pyramid.absorb(self.loss)
+        k = len(self.vals)
+        since = getattr(history, "val_loss_since", None)
+        new = since(k) if since is not None else np.asarray(history.val_loss, dtype=np.float64)[k:]
+        self.vals.put(k, new)
+
+    def start_spill(self):
+        """This run is no longer the newest: when it is long, its per-step losses move to an unnamed
+        temporary file (:meth:`spill_step`, a slice a frame), then the library's array is let go, so
+        overlaid long runs do not add up in memory. Where no file can be written they stay."""
+        if self.n <= SPILL_STEPS or self._spill is not None or isinstance(self.loss, np.memmap):
+            return
+        try:
+            self._spill = [tempfile.TemporaryFile(prefix="fastbatch-loss-"), 0]   # gone when closed or at exit
+        except OSError:
+            self._spill = None
+
+    @property
+    def spilling(self):
+        return self._spill is not None
+
+    def spill_step(self, budget=None):
+        """Write the next slice; when all are written, read them from the file from then on."""
+        f, done = self._spill
+        end = min(self.n, done + (budget or SPILL_CHUNK))
+        try:
+            np.ascontiguousarray(self.loss[done:end]).tofile(f)
+            if end == self.n:
+                f.flush()
+                mapped = np.memmap(f, dtype=self.loss.dtype, mode="r", shape=(self.n,))
+        except (OSError, ValueError):   # a full disk: the values stay in memory
+            f.close()
+            self._spill = None
+            return
+        if end < self.n:
+            self._spill[1] = end
+            return
+        f.close()                       # (the mapping keeps the data)
+        self.loss, self.history, self._spill = mapped, None, None
+
+    def add_full(self, steps_done, loss):
+        self.full_steps.append(int(steps_done))
+        self.full_loss.append(float(loss))
+        self._full_arrays = None
+
+    def full_arrays(self):
+        if self._full_arrays is None:
+            self._full_arrays = (np.asarray(self.full_steps, dtype=np.int64), np.asarray(self.full_loss))
+        return self._full_arrays
 
     # ------------------------------------------------------------------ drawing
 
-    def step_view(self, a, z, axis, weight, pixels):
-        """(x, y, smoothed x, smoothed y, points) of steps [a, z) for about ``pixels`` columns."""
-        loss = self.history.loss if self.history is not None else np.empty(0)
+    def steps_at_many(self, x, axis):
+        """:meth:`steps_at` of an array of x (>= 0)."""
+        x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
+        if axis == "step":
+            return np.floor(x).astype(np.int64)
+        if axis == "epoch":
+            return np.floor(x * self.spe).astype(np.int64)
+        full, rem = np.divmod(x, self.records_per_epoch)
+        return full.astype(np.int64) * self.spe + np.minimum(rem // self.full_batch, self.spe - 1).astype(np.int64)
+
+    def step_view(self, a, z, axis, weight, pixels, edges=None):
+        """(x, y, smoothed x, smoothed y, steps) of steps [a, z) for about ``pixels`` columns.
+
+        Few steps: each one. More: min and max per bucket of about a pixel column (``edges``: the
+        columns' boundaries in steps, e.g. widening on a log axis; default equal ones), drawn as a
+        pair at the bucket's middle, which peak downsampling draws as one vertical stroke, from the
+        pyramid: O(pixels), whatever the run's length. The smoothed curve is sampled at each
+        bucket's end (None, or shorter, while it is being recomputed for a new weight).
+        """
+        loss, pyr = self.loss, self.pyramid
         z = min(z, self.n)
         a = max(0, min(a, z))
+        self.drawn_buckets = None
         if z - a <= RAW_LIMIT:
             idx = np.arange(a, z)
-            x, y = self.x_mid(idx, axis), np.asarray(loss[a:z], dtype=np.float64)
-            sx, sy = x, None
-            if weight > 0 and z > a:
-                bl = self.blocks
-                k = min(a // bl.size, bl.n)
-                prev = bl.ema[k - 1] if k and bl.weight == weight else 0.0
-                start = k * bl.size if k and bl.weight == weight else 0
-                sy = ema(loss, start, z, weight, prev)[a - start:]
-            return x, y, sx, sy, z - a
-        bl = self.blocks
-        ka, kz = a // bl.size, min(-(-z // bl.size), bl.n)
-        if kz - ka < pixels // 2 and z - a <= (1 << 22):   # zoomed in finer than the blocks: read the History
-            cols = max(1, pixels)
-            edges = np.linspace(a, z, cols + 1).astype(np.int64)
-            edges = np.unique(edges)
-            seg = np.asarray(loss[a:z], dtype=np.float64)
-            mins = np.minimum.reduceat(seg, edges[:-1] - a)
-            maxs = np.maximum.reduceat(seg, edges[:-1] - a)
-            centers = (edges[:-1] + edges[1:]) // 2
-        else:
-            mins, maxs = bl.mins[ka:kz], bl.maxs[ka:kz]
-            centers = np.arange(ka, kz) * bl.size + bl.size // 2
-        xc = self.x_mid(centers, axis)
+            x = self.x_mid(idx, axis)
+            sy = pyr.smoothed(loss, a, z) if weight > 0 else None
+            return x, np.asarray(loss[a:z], dtype=np.float64), x, sy, z - a
+        if edges is None:
+            edges = np.linspace(a, z, max(1, min(pixels, z - a)) + 1)
+        starts, ends, mins, maxs = pyr.columns(loss, np.concatenate(([a], np.clip(edges[1:-1], a, z), [z])))
+        self.drawn_buckets = (starts, ends)
+        xc = (self.x_done(starts, axis) + self.x_done(ends, axis)) / 2
         x = np.repeat(xc, 2)
         y = np.empty(2 * len(mins))
         y[0::2], y[1::2] = mins, maxs
-        tail = np.arange(max(bl.steps, a), z)        # steps past the last full block
-        if len(tail):
-            x = np.concatenate([x, self.x_mid(tail, axis)])
-            y = np.concatenate([y, np.asarray(loss[tail[0]:tail[-1] + 1], dtype=np.float64)])
         sx = sy = None
-        if weight > 0 and bl.weight == weight and kz > ka:
-            ends = np.arange(ka, kz) * bl.size + bl.size - 1
-            sx = self.x_mid(ends, axis)
-            sy = bl.ema[ka:kz] / (1 - weight ** (ends + 1.0))
+        if weight > 0:
+            if z - a <= pyr.base * pixels:    # a fine range: its every step is cheap to smooth
+                every = pyr.smoothed(loss, a, z)
+                if every is not None:
+                    sy = every[ends - 1 - a]
+            else:
+                known, values = pyr.smoothed_at(loss, ends)
+                sy = values[known] if known.any() else None
+                ends = ends[known]
+            if sy is not None:
+                sx = self.x_mid(ends - 1, axis)
         return x, y, sx, sy, z - a
+
+    def epoch_view(self, es, offset, x0, x1, axis, pixels):
+        """(x, y, each) of a per-epoch series (value i drawn at ``i + offset`` epochs) within [x0, x1]:
+        each value when they are at most ``pixels`` (``each`` True), else min/max pairs per bucket."""
+        n = len(es)
+        width = float(self.epoch_x(1, axis))
+        a = max(0, math.ceil(x0 / width - offset - 1e-9))
+        z = min(n, math.floor(x1 / width - offset + 1e-9) + 1)
+        if z <= a:
+            return np.empty(0), np.empty(0), True
+        if z - a <= pixels:
+            return self.epoch_x(np.arange(a, z) + offset, axis), es.values[a:z].copy(), True
+        starts, ends, mins, maxs = es.pyramid.buckets(es.values, a, z, pixels)
+        x = np.repeat(self.epoch_x((starts + ends - 1) / 2 + offset, axis), 2)
+        y = np.empty(2 * len(mins))
+        y[0::2], y[1::2] = mins, maxs
+        return x, y, False
 
     def set_current(self, current):
         """The newest run is drawn bold; older ones fade (their legend swatches keep full colour)."""
@@ -328,8 +409,10 @@ class LossPlot(pg.PlotWidget):
         while len(self.runs) >= self.max_runs:
             self._remove_trace(self.runs[0])
         self._clear_lr_lines()
+        for r in self.runs:
+            r.start_spill()
         trace = RunTrace(self.getPlotItem(), (label, rate), color, plan)
-        trace.blocks.weight = self.smoothing   # smoothed from its first step
+        trace.pyramid.set_weight(self.smoothing)   # smoothed from its first step
         self.runs.append(trace)
         for r in self.runs:
             r.set_current(r is trace)
@@ -368,6 +451,9 @@ class LossPlot(pg.PlotWidget):
         pi = self.getPlotItem()
         for item in trace.items + [line for _, line in trace.lines]:
             pi.removeItem(item)
+        if trace.spilling:
+            trace._spill[0].close()
+            trace._spill = None
         self.runs.remove(trace)
 
     def _clear_lr_lines(self):
@@ -392,10 +478,15 @@ class LossPlot(pg.PlotWidget):
 
     def set_epoch_means(self, means):
         """The newest run's finished epochs' means (the library's, weighted by batch size)."""
-        if self.current is not None:
-            had = len(self.current.epoch_means)
-            self.current.epoch_means = np.asarray(means, dtype=np.float64)
-            if had == 0 and len(means):
+        self.add_epoch_means(0, means)
+
+    def add_epoch_means(self, start, means):
+        """Means of the newest run's finished epochs ``start``, ``start + 1``, ... (O(len(means)))."""
+        trace = self.current
+        if trace is not None and len(means):
+            had = len(trace.means)
+            trace.means.put(start, means)
+            if had == 0:
                 self._rebuild_legend()
             self._dirty = True
 
@@ -406,8 +497,7 @@ class LossPlot(pg.PlotWidget):
             return
         if trace.full_steps and steps_done <= trace.full_steps[-1]:
             return
-        trace.full_steps.append(int(steps_done))
-        trace.full_loss.append(float(loss))
+        trace.add_full(steps_done, loss)
         if len(trace.full_steps) == 1:
             self._rebuild_legend()
         self._dirty = True
@@ -495,10 +585,7 @@ class LossPlot(pg.PlotWidget):
             raise ValueError(f"smoothing must be in [0, 1), got {weight!r}")
         self.smoothing = float(weight)
         for r in self.runs:
-            if r.history is not None:
-                r.blocks.set_weight(self.smoothing, r.history.loss)
-            else:
-                r.blocks.weight = self.smoothing
+            r.pyramid.set_weight(self.smoothing)   # recomputed a slice a frame (see redraw)
         self._rebuild_legend()
         self._dirty = True
 
@@ -554,6 +641,12 @@ class LossPlot(pg.PlotWidget):
         """Push what is in view to the items; called by the window's frame timer."""
         vb = self.getPlotItem().getViewBox()
         view = tuple(vb.viewRange()[0]) + (vb.width(),)
+        for r in self.runs:   # an older long run moving to a file; a new smoothing weight: a slice a frame
+            if r.spilling:
+                r.spill_step()
+            if r.pyramid.ema_pending:
+                r.pyramid.catch_up(r.loss)
+                self._dirty = True
         if not (self._dirty or force or view != self._drawn_range):
             return
         self._dirty = False
@@ -580,7 +673,12 @@ class LossPlot(pg.PlotWidget):
             x = y = np.empty(0)
             sy = None
         else:
-            x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels)
+            if self.log_x:   # pixel columns widen to the right: so do the buckets
+                lx0 = math.log10(max(x0, float(r.x_mid(0, axis)) / 2))
+                xs = 10 ** np.linspace(lx0, math.log10(max(x1, 10 ** lx0)), pixels + 1)
+            else:
+                xs = np.linspace(x0, x1, pixels + 1)
+            x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels, r.steps_at_many(xs, axis))
             markers = count < MARKERS_BELOW
             r.raw.setData(x, y, symbol="o" if markers else None, symbolSize=5, symbolBrush=r.color,
                           symbolPen=None)
@@ -593,26 +691,29 @@ class LossPlot(pg.PlotWidget):
                 r.smooth.setData(sx, sy)
             else:
                 r.smooth.setData([], [])
-        m, v = r.epoch_means, r.val_loss
-        for item, xs, vs, symbol in ((r.means_item, r.epoch_x(np.arange(len(m)) + 0.5, axis), m, "o"),
-                                     (r.val_item, r.epoch_x(np.arange(1, len(v) + 1), axis), v, "t1")):
-            keep = (xs >= x0) & (xs <= x1)
-            xs, vs = xs[keep], vs[keep]
-            stride = max(1, len(xs) // pixels)       # never more points than pixel columns
-            many = len(xs) > MANY_EPOCH_MARKS
-            pen = pg.mkPen(pg.mkColor(r.color).darker(160), width=2) if many or item is r.val_item else None
-            if item is r.val_item and not many:
-                pen = pg.mkPen(pg.mkColor(r.color).darker(160), width=2, style=Qt.DashLine)
-            item.setData(xs[::stride], vs[::stride], symbol=None if many else symbol, pen=pen)
-        fx = r.x_done(np.asarray(r.full_steps, dtype=np.int64), axis) if r.full_steps else np.empty(0)
-        r.full_item.setData(fx, np.asarray(r.full_loss))
         # what sets the y range: with smoothing on, the smoothed curve (the raw one stays faint behind it,
-        # and its spikes may leave the view)
-        out = [y] if sy is None else [sy]
-        for xs, vs in ((r.epoch_x(np.arange(len(m)) + 0.5, axis), m), (r.epoch_x(np.arange(1, len(v) + 1), axis), v),
-                       (fx, np.asarray(r.full_loss))):
-            if len(vs):
-                out.append(vs[(xs >= x0) & (xs <= x1)])
+        # and its spikes may leave the view), once it is computed
+        out = [y] if sy is None or r.pyramid.ema_pending else [sy]
+        dark = pg.mkColor(r.color).darker(160)
+        for item, es, offset, symbol in ((r.means_item, r.means, 0.5, "o"), (r.val_item, r.vals, 1.0, "t1")):
+            xs, vs, each = r.epoch_view(es, offset, x0, x1, axis, pixels)
+            many = not each or len(xs) > MANY_EPOCH_MARKS     # a line without markers
+            if item is r.val_item and not many:
+                pen = pg.mkPen(dark, width=2, style=Qt.DashLine)
+            else:
+                pen = pg.mkPen(dark, width=2) if many or item is r.val_item else None
+            item.setData(xs, vs, symbol=None if many else symbol, pen=pen)
+            out.append(vs)
+        fs, fl = r.full_arrays()
+        if len(fs):
+            lo = np.searchsorted(fs, r.steps_at(x0, axis), side="left")
+            hi = np.searchsorted(fs, r.steps_at(x1, axis), side="right")
+            stride = max(1, -(-(hi - lo) // pixels))   # never more points than pixel columns
+            fx, fv = r.x_done(fs[lo:hi:stride], axis), fl[lo:hi:stride]
+        else:
+            fx = fv = np.empty(0)
+        r.full_item.setData(fx, fv)
+        out.append(fv)
         return out
 
     def _set_range(self, x0, x1, ys):
@@ -657,25 +758,27 @@ class LossPlot(pg.PlotWidget):
             begun = min(-(-trace.n // trace.spe), trace.plan.epochs)
             width = float(trace.epoch_x(1, self.axis))
             k = 1 if self.log_x else nice_step(max(1, math.ceil(LABEL_PIXELS / max(width * px, 1e-9))), 1)
-            first = 0 if self.log_x else max(0, int(max(x0, 0) / width) // k * k)
+            first = max(0, int(max(x0, 0) / width))
+            e = first if self.log_x else first // k * k
             last_px = -1e18
-            for e in range(first, begun, k):
-                lo, hi = max(e * width, x0), min((e + 1) * width, x1, float(trace.x_done(trace.n, self.axis)))
+            end_x = float(trace.x_done(trace.n, self.axis))
+            # O(labels shown), whatever the number of epochs: each turn places a label or jumps to the
+            # first epoch that can hold the next one
+            while e < begun and e * width <= x1 and len(want) < 30:
+                lo, hi = max(e * width, x0), min((e + 1) * width, x1, end_x)
                 if self.log_x:
                     lo = max(lo, float(trace.x_mid(0, self.axis)))
-                    if hi <= lo:
-                        continue
-                    lo, hi = math.log10(lo), math.log10(hi)
-                if hi <= lo:
-                    if e * width > x1:
-                        break
-                    continue
-                mid = (lo + hi) / 2
-                if (mid - last_px) * px >= LABEL_PIXELS:
-                    want.append((e, mid))
-                    last_px = mid
-                if len(want) >= 30:
-                    break
+                    lo, hi = (math.log10(lo), math.log10(hi)) if hi > lo else (0.0, 0.0)
+                if hi > lo:
+                    mid = (lo + hi) / 2
+                    if (mid - last_px) * px >= LABEL_PIXELS:
+                        want.append((e, mid))
+                        last_px = mid
+                if self.log_x and last_px > -1e18:   # the next label's span ends at or after 10^(last + gap)
+                    nxt = 10 ** min(last_px + LABEL_PIXELS / px, 300.0) / width - 1
+                    e = max(e + 1, int(min(nxt, float(begun))))
+                else:
+                    e += k
         key = (tuple(want), trace.color if trace is not None else None)
         if key == self._labels_shown:
             return
@@ -742,10 +845,10 @@ class LossPlot(pg.PlotWidget):
     def show_hover_at(self, x):
         """Show step, epoch, batch and loss of the newest run's step under ``x``."""
         trace = self.current
-        if trace is None or trace.n == 0 or trace.history is None:
+        if trace is None or trace.n == 0:
             return ""
         i = int(np.clip(trace.steps_at(x, self.axis), 0, trace.n - 1))
-        loss = float(trace.history.loss[i])
+        loss = float(trace.loss[i])
         epoch, batch = divmod(i, trace.spe)
         self.hover_text = (f"step {num(i + 1)} · epoch {num(epoch + 1)} · batch {num(batch + 1)} "
                            f"({num(int(trace.batch_size(batch)))} records)\nloss {loss:.5g}")

@@ -233,7 +233,7 @@ class MainWindow(QMainWindow):
         wk = self.worker
         self._worker_links = [(self.runRequested, wk.run), (wk.progress, self._on_progress),
                               (wk.surface, self._on_surface), (wk.fullLoss, self._on_full_loss),
-                              (wk.epochMeans, self.loss_plot.set_epoch_means), (wk.stepped, self._on_stepped),
+                              (wk.epochMeans, self.loss_plot.add_epoch_means), (wk.stepped, self._on_stepped),
                               (wk.finished, self._on_job_returned), (wk.errored, self._on_errored)]
         for signal, slot in self._worker_links:
             signal.connect(slot)

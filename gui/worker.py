@@ -9,6 +9,7 @@ import atexit
 import math
 import time
 import traceback
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,7 @@ class TrainingWorker(QObject):
     progress = Signal(object)          # History, at most every PROGRESS_SECONDS
     surface = Signal(int, object)      # (steps done, probabilities of shape (rows, cols, classes))
     fullLoss = Signal(int, float)      # (steps done, mean loss on all training records)
-    epochMeans = Signal(object)        # the finished epochs' mean losses (History.epoch_loss), at each epoch end
+    epochMeans = Signal(int, object)   # (first epoch, the newly finished epochs' mean losses), after epoch ends
     stepped = Signal(object)           # a dict describing the one step a Step-1-batch job trained
     finished = Signal(object)          # History, when the job is done (run over, stopped or paused)
     errored = Signal(object)           # the exception fit raised (the traceback goes to stderr)
@@ -83,13 +84,14 @@ class TrainingWorker(QObject):
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
     FULL_LOSS_FREE = 0.05     # ...after this many seconds of it
     LESSON_STEPS = 2000       # runs this short get a full-loss point after every step
+    FULL_LOSS_POINTS = 2000   # a longer run gets at most about this many (+ one per epoch while fewer epochs)
 
     def __init__(self):
         super().__init__()
         self._job = None
         self._chunk = 1
         self._full = {}          # per trainer: the full-loss budget's state
-        self._means_sent = {}    # per trainer: epochs whose means were sent
+        self._means_sent = (None, 0)   # (weakref to the trainer, how many of its finished epochs' means were sent)
         self._means_cost = 0.0   # seconds the last means took (they are sent at most 5% of the time)
 
     @Slot(object)
@@ -163,12 +165,18 @@ class TrainingWorker(QObject):
         return history
 
     def _send_means(self, history, job):
-        """The finished epochs' means (the library's ``History.epoch_loss``), when an epoch has ended."""
+        """The means of the epochs finished since the last call (the library's ``History.epoch_loss``):
+        O(those epochs), never the whole list again (a run of a few records may have a million)."""
         done = history.n_steps // job.plan.steps_per_epoch
-        if done != self._means_sent.get(id(job.trainer)):
+        ref, sent = self._means_sent
+        if ref is None or ref() is not job.trainer:   # (the object, not its id: a new trainer may reuse an old one's)
+            sent = 0
+        if done > sent:
             t0 = time.perf_counter()
-            self._means_sent = {id(job.trainer): done}
-            self.epochMeans.emit(np.array(history.epoch_loss[:done]))
+            means = history.finished_epoch_loss(sent)[:done - sent]
+            self._means_sent = (weakref.ref(job.trainer), sent + len(means))
+            if len(means):
+                self.epochMeans.emit(sent, means)
             self._means_cost = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ the full-loss line
@@ -176,9 +184,9 @@ class TrainingWorker(QObject):
     def _full_state(self, job):
         key = id(job.trainer)
         st = self._full.get(key)
-        if st is None or st["trainer"] is not job.trainer:
+        if st is None or st["trainer"]() is not job.trainer:
             lesson = job.plan.total_steps <= self.LESSON_STEPS
-            st = {"trainer": job.trainer, "every": 1 if lesson else job.plan.steps_per_epoch,
+            st = {"trainer": weakref.ref(job.trainer), "every": 1 if lesson else job.plan.steps_per_epoch,
                   "eval_seconds": 0.0, "train_seconds": 0.0,
                   "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf")}
             self._full = {key: st}
@@ -186,7 +194,7 @@ class TrainingWorker(QObject):
 
     def _next_full_point(self, job, st, after=None):
         """The next step count (> ``after``) at which to measure: every ``every`` steps and, while that is
-        less than an epoch, each epoch end (``every`` is then a whole number of epochs)."""
+        less than an epoch, each epoch end (else ``every`` is a whole number of epochs)."""
         s = job.trainer.step if after is None else after
         spe = job.plan.steps_per_epoch
         every = st["every"]
@@ -206,7 +214,8 @@ class TrainingWorker(QObject):
             st["every"] = 1          # a lesson-sized run gets a point after every step
         elif st["rate_steps"]:
             per_step = st["rate_seconds"] / st["rate_steps"]
-            every = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))))
+            every = max(1, math.ceil(cost / (self.FULL_LOSS_SHARE * max(per_step, 1e-9))),
+                        math.ceil(job.plan.total_steps / self.FULL_LOSS_POINTS))   # a bounded number of points
             spe = job.plan.steps_per_epoch
             st["every"] = every if every < spe else math.ceil(every / spe) * spe   # at epoch ends then
         self.fullLoss.emit(job.trainer.step, float(loss))
@@ -231,7 +240,8 @@ class TrainingWorker(QObject):
         self.stepped.emit({
             "step": s + 1, "epoch": s // spe + 1, "batch": s % spe + 1, "batches": spe,
             "batch_size": len(idx), "records": idx, "loss_before": float(h.loss[s]),
-            "loss_after": float(res["loss"]), "learning_rate": float(h.learning_rate[s]),
+            # the rate the app set for this one-step call (History.learning_rate would expand every step's)
+            "loss_after": float(res["loss"]), "learning_rate": float(tr.learning_rate),
             "update_norm": None if before is None else float(np.linalg.norm(after - before)),
             "param_norm": float(np.linalg.norm(after)),
         })

@@ -68,3 +68,9 @@ def test_a_batch_of_many_rows_is_outlined_whole(qtbot):
     bmap.show_steps(2)
     r = bmap.box.rect()
     assert (r.x(), r.y(), r.width(), r.height()) == (0, 0, bmap.cols, bmap.n_rows)
+
+
+def test_a_big_epochs_order_is_the_librarys():
+    from fastbatch_gui.batch_map import _big_epoch_order
+    for n, epoch, shuffle in ((300_001, 2, True), (250_000, 0, False), (1, 0, True)):
+        assert np.array_equal(_big_epoch_order(n, 7, epoch, shuffle), fb.epoch_order(n, 7, epoch, shuffle))

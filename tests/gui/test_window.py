@@ -298,3 +298,31 @@ def test_count_axes_tick_whole_numbers_with_separators(window):
     axis = window.loss_plot.getPlotItem().getAxis("bottom")
     assert all(spacing >= 1 for spacing, _ in axis.tickSpacing(0.0, 2.0, 500))
     assert axis.tickStrings([0.0, 1.0, 2_500_000.0], 1, 1) == ["0", "1", "2,500,000"]
+
+
+def test_a_run_of_one_step(qtbot, window):
+    set_spins(window, records=2, batch_size=2, epochs=1)
+    assert run_to_end(qtbot, window) == "finished"
+    plot = window.loss_plot
+    assert plot.current.n == 1 and plot.n_plotted_steps == 1
+    assert [e for e, _ in plot.epoch_lines] == [0, 1]
+    assert np.allclose(plot.current.epoch_means, window.trainer.history.epoch_loss)
+
+
+def test_tens_of_thousands_of_epochs_paused_and_resumed_stay_bounded(qtbot, window):
+    set_spins(window, records=2, batch_size=2, epochs=20_000)   # one step an epoch
+    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+        find(window, QPushButton, "startButton").click()
+    qtbot.waitUntil(lambda: window.trainer.step > 2000, timeout=10_000)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "pauseButton").click()      # mid-chunk
+    assert window.state == "paused"
+    assert run_to_end(qtbot, window, "pauseButton", timeout=60_000) == "finished"   # Resume
+    plot = window.loss_plot
+    plot.redraw(force=True)
+    trace = plot.current
+    assert trace.n == 20_000
+    assert np.array_equal(trace.epoch_means, window.trainer.history.epoch_loss)   # each epoch's mean, once
+    pixels = max(int(plot.getPlotItem().getViewBox().width()), 100)
+    assert len(trace.raw.xData) <= 2 * pixels and len(trace.means_item.xData) <= 2 * pixels
+    assert plot.n_epoch_lines <= MAX_EPOCH_LINES + 2

@@ -63,3 +63,41 @@ def test_a_stepped_batch_is_reported(qtbot):
     assert (info["step"], info["epoch"], info["batch"], info["batch_size"]) == (1, 1, 1, 10)
     assert np.array_equal(info["records"], fb.epoch_order(1000, 0, 0)[:10])
     assert info["update_norm"] is None       # the params did not exist before the first step
+    job.trainer.learning_rate = 0.05         # a new rate (set between calls, as the window does)
+    with qtbot.waitSignal(w.stepped) as blocker:
+        w.run(Job(job.trainer, job.X, job.y, 1, train_X=job.X, train_y=job.y, plan=job.plan))
+    info = blocker.args[0]
+    assert info["step"] == 2 and info["learning_rate"] == job.trainer.history.learning_rate[1] == 0.05
+
+
+def test_epoch_means_are_sent_once_each_in_order(qtbot):
+    job = make_job()
+    w = TrainingWorker()
+    w.SURFACE_SECONDS = 0.0                   # a check after every chunk
+    sent = []
+    w.epochMeans.connect(lambda start, means: sent.append((start, np.array(means))))
+    with qtbot.waitSignal(w.finished):
+        w.run(job)
+    starts = [s for s, _ in sent]
+    assert starts[0] == 0 and all(b == a + len(m) for (a, m), b in zip(sent, starts[1:]))   # only what is new
+    assert np.array_equal(np.concatenate([m for _, m in sent]), job.trainer.history.epoch_loss)
+    job2 = make_job()                         # a new trainer starts from its first epoch again
+    sent.clear()
+    with qtbot.waitSignal(w.finished):
+        w.run(job2)
+    assert sent[0][0] == 0
+
+
+def test_full_loss_points_of_a_long_run_are_bounded(qtbot):
+    X, y = datasets.make("moons", 20, 2, seed=0)
+    tr = fb.Trainer(batch_size=1, epochs=500, learning_rate=0.1)
+    job = Job(tr, X, y, None, train_X=X, train_y=y, plan=fb.plan(20, 1, 500), full_loss=True)
+    w = TrainingWorker()
+    w.FULL_LOSS_POINTS = 50
+    w.FULL_LOSS_SHARE = 1.0                   # evaluation is cheap here: the cap is what spaces the points
+    points = []
+    w.fullLoss.connect(lambda step, loss: points.append(step))
+    with qtbot.waitSignal(w.finished, timeout=30_000):
+        w.run(job)
+    assert tr.step == 10_000 and points[-1] == 10_000
+    assert len(points) <= 50 + 10 and points == sorted(set(points))
