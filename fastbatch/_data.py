@@ -160,9 +160,10 @@ class RunningStats:
         if self.shift is None:
             self.shift = part[0].copy()  # shifted sums: no cancellation for data far from 0
             self.total, self.sq = np.zeros(part.shape[1]), np.zeros(part.shape[1])
-        d = part - self.shift
-        self.total += d.sum(axis=0)
-        self.sq += np.einsum("ij,ij->j", d, d)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite statistics: the kernel names the value
+            d = part - self.shift
+            self.total += d.sum(axis=0)
+            self.sq += np.einsum("ij,ij->j", d, d)
         self.n += part.shape[0]
 
     def result(self):

@@ -249,7 +249,9 @@ def all_finite(X):
     """True when every value of a 2-D X is finite; reads a memory-mapped X safely and in chunks."""
     with RowSource.open(X) as src:
         for _, part in src.chunks():
-            if not np.isfinite(part.sum()) and not np.isfinite(part).all():
+            with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows: each value is looked at
+                total = part.sum()
+            if not np.isfinite(total) and not np.isfinite(part).all():
                 return False
     return True
 

@@ -198,7 +198,8 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
     if not scan:
         return arr
     # in memory: one vectorised sum says "all finite" (an inf or NaN, or an overflow, sends it to the full check)
-    finite = bool(np.isfinite(np.add.reduce(arr, axis=None))) if not isinstance(arr, np.memmap) else False
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows sends it to the full check
+        finite = bool(np.isfinite(np.add.reduce(arr, axis=None))) if not isinstance(arr, np.memmap) else False
     if not finite and not all_finite(arr):
         raw = X.to_numpy(dtype=np.float64) if _is_dataframe(X) else X
         raw = raw if isinstance(raw, np.ndarray) and raw.ndim == 2 and raw.dtype.kind in "biuf" else arr
