@@ -184,11 +184,11 @@ def side_by_side(fn, args):
 
 @pytest.mark.parametrize("columns", [None, True], ids=["auto", "columns"])
 def test_trainers_side_by_side_each_get_their_team_and_end_as_alone(columns):
-    # batch 128 through 40 -> 64 -> 4: the shapes call for a team of 2 sharing rows
-    X, y = make_data(n=600, d=40, k=4)
+    # batch 256 through 40 -> 64 -> 4: the shapes call for a team of 2 sharing rows (128 each)
+    X, y = make_data(n=1200, d=40, k=4)
 
     def fit(seed):
-        return train("cython", X, y, hidden=(64,), batch_size=128, epochs=6, seed=seed, dtype="float32",
+        return train("cython", X, y, hidden=(64,), batch_size=256, epochs=6, seed=seed, dtype="float32",
                      optimizer="adam", lr=0.01, n_threads=2, split_columns=columns, pieces=[3] * 10)
 
     blas_before = _blas_threads()
@@ -200,7 +200,7 @@ def test_trainers_side_by_side_each_get_their_team_and_end_as_alone(columns):
 
 
 def _child_run(conn, kw):
-    X, y = make_data(n=600, d=40, k=4)
+    X, y = make_data(n=1200, d=40, k=4)
     r = train("cython", X, y, **kw)
     conn.send((r.losses, r.theta, _blas_threads()))
     conn.close()
@@ -213,8 +213,8 @@ def _blas_threads():
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_a_child_forked_during_a_team_run_trains_as_its_parent():
     # fork while another thread's team runs (members busy, BLAS pinned): the child starts clean
-    X, y = make_data(n=600, d=40, k=4)
-    kw = dict(hidden=(64,), batch_size=128, epochs=3, seed=7, dtype="float64", optimizer="adam", lr=0.01,
+    X, y = make_data(n=1200, d=40, k=4)
+    kw = dict(hidden=(64,), batch_size=256, epochs=3, seed=7, dtype="float64", optimizer="adam", lr=0.01,
               n_threads=2)
     ref = train("cython", X, y, **kw)
     blas_before = _blas_threads()
@@ -301,8 +301,8 @@ def test_pieces_either_way_stop_on_a_diverging_loss_as_the_team(monkeypatch):
 
 def test_a_row_split_starts_as_the_run_queue_says(monkeypatch):
     # a new workspace starts on one thread when other threads want the cores, else on its team
-    X, y = make_data(n=600, d=40, k=4)
-    kw = dict(hidden=(64,), batch_size=128, epochs=1, dtype="float32", n_threads=2)
+    X, y = make_data(n=1200, d=40, k=4)
+    kw = dict(hidden=(64,), batch_size=256, epochs=1, dtype="float32", n_threads=2)  # 128 rows a member
     for others, way in ((10 ** 6, "one"), (-10 ** 6, "team")):
         monkeypatch.setattr(_kernel, "_runnable_others", lambda: others)
         _kernel._local.__dict__.get("workspaces", {}).clear()  # a new workspace (equal specs share one)
