@@ -11,9 +11,9 @@ reference row; its BLAS on the default threads), fastbatch with its default team
 (``n_threads=None``: the BLAS's thread setting, here the usable cores) and fastbatch with
 ``n_threads=1``. Timing as in bench_vs_numpy.py: warm-up, calibrated measurements,
 interleaved repeats, medians and their spread; "cores" is the CPU time the bench process got
-per second of wall time. The default points are those where the default team is used
-(``TEAM_MIN_MACS`` in the kernel: a batch's forward pass of at least 32768 multiply-adds)
-plus the seed net at batch 1, which never uses it.
+per second of wall time. The default points are the issue's (the seed net at batch 1 and 128,
+digits at 32 and 128: since teams share rows only from 128 rows a member, two threads run
+none of them as a team) and two where the default team is used (seed at 2048, digits at 256).
 Target (issue 12): busy, the default is at most 1.2x slower than n_threads=1 and still beats numpy.
 """
 import argparse
@@ -33,7 +33,7 @@ import fastbatch as fb  # noqa: E402
 from bench_vs_numpy import FastbatchRun, NumpyLoop  # noqa: E402
 
 DEFAULT_JSON = os.path.join("bench-results", "bench_busy.json")
-POINTS = "seed:1,128;digits:32,128"
+POINTS = "seed:1,128,2048;digits:32,128,256"
 HAS_N_THREADS = "n_threads" in fb.config.BY_NAME
 
 COLUMNS = [
