@@ -124,18 +124,10 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
     scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)
     if scaling is not None:
-        targets = apply_scaling(scaling, Xc[:0], targets, dtype)[1]  # X: as each record is read (x_affine)
+        targets = scale_targets(scaling, targets, dtype)  # X: as each record is read (RunState.x_affine)
         if val is not None:
             val = (*apply_scaling(scaling, val[0], val[1], dtype), val[2], val[3])
     return FitData(Xc, targets, labels, weights, loss, k, n, val, scaling)
-
-
-def x_affine(scaling):
-    """(2, n_features) float64: the shift, then 1 / scale, with which a backend standardises each record
-    it reads, ``(x - shift) * (1 / scale)`` in float64; None without feature standardisation."""
-    if not scaling or "x_shift" not in scaling:
-        return None
-    return np.ascontiguousarray(np.stack([scaling["x_shift"], 1.0 / scaling["x_scale"]]), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------- standardisation
@@ -236,9 +228,14 @@ def apply_scaling(scaling, X, targets, dtype):
     """(X, targets) standardised with the run's shift and scale, as new arrays of ``dtype``."""
     if "x_shift" in scaling:
         X = _affine(X, scaling["x_shift"], scaling["x_scale"], dtype)
+    return X, scale_targets(scaling, targets, dtype)
+
+
+def scale_targets(scaling, targets, dtype):
+    """mse targets standardised with the run's shift and scale (as they are without target scaling)."""
     if "y_shift" in scaling and targets.size:
         targets = np.ascontiguousarray((targets - scaling["y_shift"]) / scaling["y_scale"], dtype=dtype)
-    return X, targets
+    return targets
 
 
 def _affine(X, shift, scale, dtype):

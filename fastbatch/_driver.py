@@ -165,7 +165,7 @@ class ArraySource:
         return Chunk(start, start, n, lrs)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
-        affine = state.affine if state.affine is not None or state.scaling is None else state.x_affine()
+        affine = state.x_affine()
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
                               self.fd, self.data_offset, hits, self.bad, affine)

@@ -136,8 +136,8 @@ class RunState:
         """(2, n_features) float64, shift then 1 / scale, for the backend to standardise each record as it
         reads it; None without feature standardisation."""
         if self.affine is None and self.scaling and "x_shift" in self.scaling:
-            from ._data import x_affine
-            self.affine = x_affine(self.scaling)
+            self.affine = np.ascontiguousarray(np.stack([self.scaling["x_shift"], 1.0 / self.scaling["x_scale"]]),
+                                               dtype=np.float64)
         return self.affine
 
     def layers(self):

@@ -164,10 +164,9 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
     A scipy.sparse X is densified when it is small enough; a DataFrame's bool columns become 0/1.
     """
     dtype = np.dtype(dtype)
-    if type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
-        arr = X  # already what the kernel reads (the common case of every later call)
-    elif isinstance(X, np.memmap) and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous:
-        arr = X
+    if (type(X) is np.ndarray or isinstance(X, np.memmap)) and X.dtype == dtype and X.ndim == 2 \
+            and X.flags.c_contiguous:
+        arr = X  # already what the kernel reads (a memory map is then read from its file, never loaded whole)
     elif _is_sparse(X):
         if len(X.shape) != 2:
             raise ValueError(f"{name} must be 2-D (records x features), got shape {X.shape}")
