@@ -88,6 +88,33 @@ def test_a_team_is_deterministic(columns):
     assert np.array_equal(a.losses, b.losses) and np.array_equal(a.theta, b.theta)
 
 
+RMSPROP = dict(optimizer="rmsprop", momentum=0.5, centered=True, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS + [RMSPROP], ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+def test_a_column_split_in_any_pieces_is_one_call(opt):
+    # Sharing outputs, each member trains on its own copy of its columns of W and of their
+    # optimizer state (m, v, ga), taken at a call's start and put back at its end: however a
+    # run is cut into calls, it ends with the same bits. 283 records in batches of 40 end each
+    # epoch with 3 rows (whose products would not go to the BLAS on their own: the layers stay
+    # on the members' copies), and 96 outputs give 3 members 32 columns each.
+    kw = dict(n_threads=3, split_columns=True, epochs=2, n=283)
+    whole = run("cross_entropy", "relu", (96, 40), 40, opt, "float32", **kw)
+    cut = run("cross_entropy", "relu", (96, 40), 40, opt, "float32", pieces=[1, 2, 5, 1, 7], **kw)
+    assert whole.done == cut.done == 16
+    assert np.array_equal(whole.losses, cut.losses) and np.array_equal(whole.theta, cut.theta)
+    assert np.array_equal(whole.opt_state, cut.opt_state)
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+def test_a_team_matches_the_numpy_reference_with_centered_rmsprop(columns):
+    # RMSprop's gradient average (ga) is the state only it keeps; float64, as its first steps
+    # (near g / |g|) magnify a team's other order of sums in float32
+    ref = run("cross_entropy", "relu", (96, 40), 30, RMSPROP, "float64", backend="numpy")
+    got = run("cross_entropy", "relu", (96, 40), 30, RMSPROP, "float64", n_threads=2, split_columns=columns)
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float64"])
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_a_team_reads_a_memory_mapped_file(tmp_path, columns):
     X, y = make_data(n=301, d=40)
