@@ -133,39 +133,62 @@ class Chunk:
 class ArraySource:
     """Chunks of steps over records held in arrays (``fit``).
 
-    ``recheck()`` checks the caller's data whole (it raises the ValueError that names a bad
-    value); it is called when the kernel reports a bad record (``Status.BAD_INPUT``).
+    Made once per run (what stays the same: the backend, the spec, the run's buffers) and
+    bound to each fit call's data with ``bind``, released with ``release`` when the call ends
+    (the caller's arrays are never kept between calls).
     """
 
-    def __init__(self, data, rows, backend, batch_sizes, recheck, spec, state):
-        self.data, self.rows, self.backend = data, rows, backend
+    def __init__(self, backend, batch_sizes, spec, state):
+        self.backend = backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
-        self.recheck = recheck
         self.train = backend.train_steps
-        # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
-        self.head = (spec, rows.array, data.targets, data.labels, data.weights, state.theta, state.opt_state,
-                     state.order_cache)
-        self.fd, self.data_offset = rows.fd, rows.data_offset
+        self.spec, self.state = spec, state
         self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
-        self.bad_input = False  # set when the kernel met a record it cannot train on
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
+        self.lrs = None  # the last chunk's one-step rates (reused while the rate stays the same)
+        self.bad_input = False  # set when the kernel met a record it cannot train on
+        self.release()
+
+    def bind(self, data, rows, recheck):
+        """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
+        ``_data.prepare``'s arguments, to check the caller's data whole (it raises the ValueError
+        that names a bad value) when the kernel reports a bad record (``Status.BAD_INPUT``)."""
+        state = self.state
+        self.data, self.rows, self.recheck = data, rows, recheck
+        self.check_rows = None if rows is None or not rows.mapped else rows.check
+        # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
+        self.head = (self.spec, data.X, data.targets, data.labels, data.weights, state.theta, state.opt_state,
+                     state.order_cache)
+        self.fd, self.data_offset = (-1, 0) if rows is None else (rows.fd, rows.data_offset)
+        self.affine = state.x_affine()
+        self.bad_input = False
+
+    def release(self):
+        """Let go of the call's data."""
+        self.data = self.rows = self.recheck = self.head = self.check_rows = None
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
-        state = trainer._state
+        state = self.state
         start, spe = state.step, state.steps_per_epoch
-        n = min(end - start, MAX_CHUNK_STEPS)
+        n = end - start
+        if n > MAX_CHUNK_STEPS:
+            n = MAX_CHUNK_STEPS
         if hooks.epoch_state:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps)
-        self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
+        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps,
+                                      self.lrs)
+        if n == 1:
+            self.lrs = lrs
+        if self.check_rows is not None:
+            self.check_rows()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
         return Chunk(start, start, n, lrs)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
-        affine = state.x_affine()
+        affine = self.affine
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
                               self.fd, self.data_offset, hits, self.bad, affine)
@@ -178,7 +201,7 @@ class ArraySource:
     def input_error(self):
         """The error for the bad record the kernel found: the whole check's, which names the value."""
         self.bad_input = True
-        self.recheck()
+        _data.prepare(*self.recheck)
         record, what = (int(v) for v in self.bad)
         part = "X" if what == 0 else "y"
         return ValueError(f"{part} of record {record} holds a value the network cannot train on "
@@ -200,11 +223,12 @@ class ArraySource:
             s = stop
 
     def read_error(self, chunk, done):
-        self.rows.check()
+        if self.check_rows is not None:
+            self.check_rows()
         return OSError(f"could not read the records of step {chunk.step0 + done + 1} from the file behind X")
 
     def commit(self, state, chunk, done):
-        if self.rows.releases_pages:
+        if self.rows is not None and self.rows.releases_pages:
             self.rows.after_chunk()
 
     def may_end_epochs(self, state, step0):
