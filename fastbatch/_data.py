@@ -17,7 +17,7 @@ from . import _task, _validation as V
 from .schedule import split_sizes
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FitData:
     """Training arrays as the kernel reads them, plus the held-out validation arrays."""
 

@@ -112,6 +112,14 @@ class Hooks:
             self.last_report = now
 
 
+# The first epoch's record order of recent runs, by (backend's train_steps, records, seed, shuffle),
+# read-only: a new run of the same shape (a fresh Trainer on the same data, a grid search) copies
+# it instead of sorting the records again. Taken from a kernel call's order_cache, so it is the
+# backend's own order; orders of more than FIRST_ORDER_MAX records are not kept.
+FIRST_ORDERS_KEPT = 4
+FIRST_ORDER_MAX = 1 << 20
+_first_orders = {}
+
 EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
 
 
@@ -148,7 +156,8 @@ class ArraySource:
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
         self.lrs = None  # the last chunk's one-step rates (reused while the rate stays the same)
         self.bad_input = False  # set when the kernel met a record it cannot train on
-        self.release()
+        self.order_kept = False  # the first epoch's order was looked at for _first_orders
+        self.data = self.rows = self.recheck = self.head = self.check_rows = None
 
     def bind(self, data, rows, recheck):
         """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
@@ -163,10 +172,31 @@ class ArraySource:
         self.fd, self.data_offset = (-1, 0) if rows is None else (rows.fd, rows.data_offset)
         self.affine = state.x_affine()
         self.bad_input = False
+        order = state.order_cache
+        if order.item(0) == -1 and state.step < state.steps_per_epoch:  # the first epoch's order is to be made
+            first = _first_orders.get(self._order_key())
+            if first is not None:
+                order[1:] = first
+                order[0] = 0
 
     def release(self):
-        """Let go of the call's data."""
+        """Let go of the call's data; keep the first epoch's order for the next run like this one."""
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
+        order = self.state.order_cache
+        if self.order_kept or order is None or order.item(0) != 0:
+            return
+        self.order_kept = True
+        key = self._order_key()
+        if key not in _first_orders and len(order) <= FIRST_ORDER_MAX + 1:
+            if len(_first_orders) >= FIRST_ORDERS_KEPT:
+                _first_orders.pop(next(iter(_first_orders)), None)
+            first = order[1:].copy()
+            first.flags.writeable = False
+            _first_orders[key] = first
+
+    def _order_key(self):
+        """What the first epoch's record order is a function of (``schedule.epoch_order``), and who made it."""
+        return self.train, self.state.n_records, self.spec.seed, self.spec.shuffle
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
@@ -349,10 +379,12 @@ def run(trainer, source, end, hooks, stop):
     call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
+    look = False  # the callers look at trainer.finished before the loop (and end is past the step)
     while True:
         state = trainer._state
-        if state is not None and (state.step >= end or trainer.finished):
+        if look and (state.step >= end or trainer.finished):
             break
+        look = True
         chunk = source.next_chunk(trainer, end, hooks)
         state = trainer._state
         if chunk is EPOCH_END:
@@ -432,7 +464,8 @@ def run(trainer, source, end, hooks, stop):
             break
         if trainer._readers:
             trainer._yield_to_readers()
-    hooks.progress(force=True)
+    if hooks.on_progress is not None:
+        hooks.progress(force=True)
     if hooks.callbacks and trainer.finished:
         fire(hooks.callbacks, "on_run_end", trainer)
 

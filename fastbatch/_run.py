@@ -7,6 +7,7 @@ call and restores it exactly on any error; checkpoints serialise it (``to_arrays
 ``from_arrays``), with no private attribute of the Trainer.
 """
 import dataclasses
+import functools
 import math
 import operator
 
@@ -146,11 +147,11 @@ class RunState:
             self.layer_views = unpack(self.theta, self.sizes)
         return self.layer_views
 
-    @property
+    @functools.cached_property
     def n_features(self):
-        return int(self.sizes[0])
+        return int(self.sizes[0])  # (sizes are fixed for the run)
 
-    @property
+    @functools.cached_property
     def n_outputs(self):
         return int(self.sizes[-1])
 
