@@ -17,7 +17,7 @@ from . import _task, _validation as V
 from .schedule import split_sizes
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FitData:
     """Training arrays as the kernel reads them, plus the held-out validation arrays."""
 
@@ -189,19 +189,39 @@ def fit_scaling(X, targets, cfg, loss):
     Without standardisation the statistics only feed the warning: an in-memory X is then
     sampled (evenly spaced rows, see WARN_SAMPLE_VALUES), so a first fit does not pay a pass over it.
     """
-    if not cfg["standardize"] and not isinstance(X, np.memmap):
-        rows = max(32, min(WARN_SAMPLE_ROWS, WARN_SAMPLE_VALUES // X.shape[1]))
-        x_stats = sample_stats(np.asarray(X[::max(1, X.shape[0] // rows)], dtype=np.float64))
-    else:
-        x_stats = column_stats(X)
     y_stats = column_stats(targets) if cfg["standardize_target"] and loss == "mse" else None
-    return scaling_from(x_stats, y_stats, cfg)
+    if not cfg["standardize"] and not isinstance(X, np.memmap):
+        _warn(unscaled_sample_message(X))
+        return scaling_from(None, y_stats, cfg)
+    return scaling_from(column_stats(X), y_stats, cfg)
+
+
+# the last sample the unscaled-X warning looked at (up to _task.MEMO_BYTES): (its bytes, dtype, shape) and its message,
+# so a new run on the same values (a fresh Trainer, a grid search) does not compute its statistics again
+_last_sample = (None, None, None, None)
+
+
+def unscaled_sample_message(X):
+    """The unscaled-X warning's text for an in-memory X (None when it looks scaled), from evenly spaced rows."""
+    global _last_sample
+    rows = max(32, min(WARN_SAMPLE_ROWS, WARN_SAMPLE_VALUES // X.shape[1]))
+    sample = np.ascontiguousarray(X[::max(1, X.shape[0] // rows)])
+    if sample.nbytes > _task.MEMO_BYTES:
+        return unscaled_message(*sample_stats(np.asarray(sample, dtype=np.float64)))
+    raw = sample.tobytes()
+    last = _last_sample
+    if last[0] == raw and last[1] == sample.dtype and last[2] == sample.shape:
+        return last[3]
+    message = unscaled_message(*sample_stats(np.asarray(sample, dtype=np.float64)))
+    _last_sample = (raw, sample.dtype, sample.shape, message)
+    return message
 
 
 def scaling_from(x_stats, y_stats, cfg):
-    """The scaling dict from (mean, std) pairs; None when standardisation is off (then warn if X looks unscaled)."""
-    if not cfg["standardize"]:
-        warn_if_unscaled(*x_stats)
+    """The scaling dict from (mean, std) pairs; None when standardisation is off (then warn if X
+    looks unscaled; ``x_stats`` None: the caller has seen to that)."""
+    if not cfg["standardize"] and x_stats is not None:
+        _warn(unscaled_message(*x_stats))
     out = {}
     if cfg["standardize"]:
         mean, std = x_stats
@@ -212,16 +232,22 @@ def scaling_from(x_stats, y_stats, cfg):
     return out or None
 
 
-def warn_if_unscaled(mean, std):
-    import warnings
+def unscaled_message(mean, std):
+    """The warning's text when the feature scales (mean, std) look unscaled, else None."""
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-        return  # non-finite values: the kernel names the first one it reads
+        return None  # non-finite values: the kernel names the first one it reads
     live = std[std > 0]
     if len(live) and (live.max() / live.min() >= UNSCALED_SPREAD or np.abs(mean).max() >= UNSCALED_SPREAD * live.max()):
-        warnings.warn(f"X looks unscaled: feature standard deviations range from {live.min():.3g} to {live.max():.3g} "
-                      f"and means reach {np.abs(mean).max():.3g}; unscaled inputs often train badly. "
-                      "Pass standardize=True (or scale the data first).", UserWarning,
-                      stacklevel=_task.caller_stacklevel())
+        return (f"X looks unscaled: feature standard deviations range from {live.min():.3g} to {live.max():.3g} "
+                f"and means reach {np.abs(mean).max():.3g}; unscaled inputs often train badly. "
+                "Pass standardize=True (or scale the data first).")
+    return None
+
+
+def _warn(message):
+    if message is not None:
+        import warnings
+        warnings.warn(message, UserWarning, stacklevel=_task.caller_stacklevel())
 
 
 def apply_scaling(scaling, X, targets, dtype):

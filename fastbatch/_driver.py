@@ -33,17 +33,30 @@ MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call 
 BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
 
 
+_specs = {}  # the specs made lately, by their fields: equal runs share one (a KernelSpec never changes)
+
+
 def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None):
     """The fixed part of the run's kernel calls, from the checked config."""
     b1, b2 = cfg["betas"]
-    return KernelSpec(
-        sizes=state.sizes, batch_size=batch_size or cfg["batch_size"],
+    fields = dict(
+        batch_size=batch_size or cfg["batch_size"],
         steps_per_epoch=steps_per_epoch or state.steps_per_epoch,
         shuffle=cfg["shuffle"] if shuffle is None else shuffle, seed=cfg["seed"],
         activation=ACTIVATION_CODES[cfg["activation"]], loss=LOSS_CODES[state.loss],
         optimizer=OPTIMIZER_CODES[cfg["optimizer"]], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
         beta1=b1, beta2=b2, eps=cfg["eps"], weight_decay=cfg["weight_decay"],
         **{k: cfg[k] for k in ("alpha", "centered") if k in cfg}, n_threads=state.n_threads)
+    if any(v == 0.0 and math.copysign(1.0, v) < 0 for v in (fields["momentum"], b1, b2, fields["eps"],
+                                                             fields["weight_decay"], fields.get("alpha", 1.0))):
+        return KernelSpec(sizes=state.sizes, **fields)  # (a -0.0 equals 0.0 as a key: no shared spec)
+    key = (state.sizes.tobytes(), *fields.items())
+    spec = _specs.get(key)
+    if spec is None:
+        if len(_specs) >= 64:
+            _specs.clear()
+        spec = _specs[key] = KernelSpec(sizes=state.sizes, **fields)
+    return spec
 
 
 def opt_rows(cfg):
@@ -112,6 +125,14 @@ class Hooks:
             self.last_report = now
 
 
+# The first epoch's record order of recent runs, by (backend's train_steps, records, seed, shuffle),
+# read-only: a new run of the same shape (a fresh Trainer on the same data, a grid search) copies
+# it instead of sorting the records again. Taken from a kernel call's order_cache, so it is the
+# backend's own order; orders of more than FIRST_ORDER_MAX records are not kept.
+FIRST_ORDERS_KEPT = 4
+FIRST_ORDER_MAX = 1 << 20
+_first_orders = {}
+
 EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
 
 
@@ -133,39 +154,84 @@ class Chunk:
 class ArraySource:
     """Chunks of steps over records held in arrays (``fit``).
 
-    ``recheck()`` checks the caller's data whole (it raises the ValueError that names a bad
-    value); it is called when the kernel reports a bad record (``Status.BAD_INPUT``).
+    Made once per run (what stays the same: the backend, the spec, the run's buffers) and
+    bound to each fit call's data with ``bind``, released with ``release`` when the call ends
+    (the caller's arrays are never kept between calls).
     """
 
-    def __init__(self, data, rows, backend, batch_sizes, recheck, spec, state):
-        self.data, self.rows, self.backend = data, rows, backend
+    def __init__(self, backend, batch_sizes, spec, state):
+        self.backend = backend
         self.batch_sizes = batch_sizes  # of every step of an epoch
-        self.recheck = recheck
         self.train = backend.train_steps
-        # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
-        self.head = (spec, rows.array, data.targets, data.labels, data.weights, state.theta, state.opt_state,
-                     state.order_cache)
-        self.fd, self.data_offset = rows.fd, rows.data_offset
+        self.spec, self.state = spec, state
         self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
-        self.bad_input = False  # set when the kernel met a record it cannot train on
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
+        self.lrs = None  # the last chunk's one-step rates (reused while the rate stays the same)
+        self.bad_input = False  # set when the kernel met a record it cannot train on
+        self.order_kept = False  # the first epoch's order was looked at for _first_orders
+        self.data = self.rows = self.recheck = self.head = self.check_rows = None
+
+    def bind(self, data, rows, recheck):
+        """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
+        ``_data.prepare``'s arguments, to check the caller's data whole (it raises the ValueError
+        that names a bad value) when the kernel reports a bad record (``Status.BAD_INPUT``)."""
+        state = self.state
+        self.data, self.rows, self.recheck = data, rows, recheck
+        self.check_rows = None if rows is None or not rows.mapped else rows.check
+        # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
+        self.head = (self.spec, data.X, data.targets, data.labels, data.weights, state.theta, state.opt_state,
+                     state.order_cache)
+        self.fd, self.data_offset = (-1, 0) if rows is None else (rows.fd, rows.data_offset)
+        self.affine = state.x_affine()
+        self.bad_input = False
+        order = state.order_cache
+        if order.item(0) == -1 and state.step < state.steps_per_epoch:  # the first epoch's order is to be made
+            first = _first_orders.get(self._order_key())
+            if first is not None:
+                order[1:] = first
+                order[0] = 0
+
+    def release(self):
+        """Let go of the call's data; keep the first epoch's order for the next run like this one."""
+        self.data = self.rows = self.recheck = self.head = self.check_rows = None
+        order = self.state.order_cache
+        if self.order_kept or order is None or order.item(0) != 0:
+            return
+        self.order_kept = True
+        key = self._order_key()
+        if key not in _first_orders and len(order) <= FIRST_ORDER_MAX + 1:
+            if len(_first_orders) >= FIRST_ORDERS_KEPT:
+                _first_orders.pop(next(iter(_first_orders)), None)
+            first = order[1:].copy()
+            first.flags.writeable = False
+            _first_orders[key] = first
+
+    def _order_key(self):
+        """What the first epoch's record order is a function of (``schedule.epoch_order``), and who made it."""
+        return self.train, self.state.n_records, self.spec.seed, self.spec.shuffle
 
     def next_chunk(self, trainer, end, hooks):
         """Up to the end, or to the epoch's end when epoch hooks need its state, or one step for step hooks."""
-        state = trainer._state
+        state = self.state
         start, spe = state.step, state.steps_per_epoch
-        n = min(end - start, MAX_CHUNK_STEPS)
+        n = end - start
+        if n > MAX_CHUNK_STEPS:
+            n = MAX_CHUNK_STEPS
         if hooks.epoch_state:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps)
-        self.rows.check()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
+        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps,
+                                      self.lrs)
+        if n == 1:
+            self.lrs = lrs
+        if self.check_rows is not None:
+            self.check_rows()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
         return Chunk(start, start, n, lrs)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
-        affine = state.x_affine()
+        affine = self.affine
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
                               self.fd, self.data_offset, hits, self.bad, affine)
@@ -178,7 +244,7 @@ class ArraySource:
     def input_error(self):
         """The error for the bad record the kernel found: the whole check's, which names the value."""
         self.bad_input = True
-        self.recheck()
+        _data.prepare(*self.recheck)
         record, what = (int(v) for v in self.bad)
         part = "X" if what == 0 else "y"
         return ValueError(f"{part} of record {record} holds a value the network cannot train on "
@@ -200,11 +266,12 @@ class ArraySource:
             s = stop
 
     def read_error(self, chunk, done):
-        self.rows.check()
+        if self.check_rows is not None:
+            self.check_rows()
         return OSError(f"could not read the records of step {chunk.step0 + done + 1} from the file behind X")
 
     def commit(self, state, chunk, done):
-        if self.rows.releases_pages:
+        if self.rows is not None and self.rows.releases_pages:
             self.rows.after_chunk()
 
     def may_end_epochs(self, state, step0):
@@ -325,10 +392,12 @@ def run(trainer, source, end, hooks, stop):
     call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
+    look = False  # the callers look at trainer.finished before the loop (and end is past the step)
     while True:
         state = trainer._state
-        if state is not None and (state.step >= end or trainer.finished):
+        if look and (state.step >= end or trainer.finished):
             break
+        look = True
         chunk = source.next_chunk(trainer, end, hooks)
         state = trainer._state
         if chunk is EPOCH_END:
@@ -408,7 +477,8 @@ def run(trainer, source, end, hooks, stop):
             break
         if trainer._readers:
             trainer._yield_to_readers()
-    hooks.progress(force=True)
+    if hooks.on_progress is not None:
+        hooks.progress(force=True)
     if hooks.callbacks and trainer.finished:
         fire(hooks.callbacks, "on_run_end", trainer)
 

@@ -8,7 +8,8 @@ def layer_sizes(n_features, hidden, n_outputs):
 
 
 def n_params(sizes):
-    return int(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])))
+    s = [int(v) for v in sizes]
+    return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
 
 
 def unpack(flat, sizes):

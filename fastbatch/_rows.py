@@ -226,6 +226,11 @@ class RowSource:
             self.after_chunk()
 
     @property
+    def mapped(self):
+        """Whether the rows are behind a memory map (whose file ``check`` measures)."""
+        return self._mm is not None
+
+    @property
     def releases_pages(self):
         """Whether after_chunk drops pages (a read-only shared map of a file)."""
         return self._release

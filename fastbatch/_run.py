@@ -7,6 +7,7 @@ call and restores it exactly on any error; checkpoints serialise it (``to_arrays
 ``from_arrays``), with no private attribute of the Trainer.
 """
 import dataclasses
+import functools
 import math
 import operator
 
@@ -146,11 +147,11 @@ class RunState:
             self.layer_views = unpack(self.theta, self.sizes)
         return self.layer_views
 
-    @property
+    @functools.cached_property
     def n_features(self):
-        return int(self.sizes[0])
+        return int(self.sizes[0])  # (sizes are fixed for the run)
 
-    @property
+    @functools.cached_property
     def n_outputs(self):
         return int(self.sizes[-1])
 
@@ -193,25 +194,28 @@ class RunState:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self, opt_rows):
-        """What a kernel call may change, copied: restore() puts it back exactly."""
-        snap = _Snapshot(np.empty_like(self.theta), np.empty_like(self.opt_state[:opt_rows]), opt_rows)
-        self.snapshot_into(snap)
-        return snap
+        """An empty snapshot of the state's shape: its buffers are made when it is first filled
+        (``snapshot_into``), so a call that needs one snapshot allocates one."""
+        return _Snapshot(None, None, opt_rows)
 
     def snapshot_into(self, snap):
-        """Refill an existing snapshot (no allocation: the driver's per-call path)."""
-        np.copyto(snap.theta, self.theta)
+        """Copy what a kernel call may change into ``snap``: restore() puts it back exactly
+        (no allocation once the snapshot has been filled before: the driver's per-call path)."""
+        if snap.theta is None:
+            snap.theta, snap.opt = np.empty_like(self.theta), np.empty_like(self.opt_state[:snap.opt_rows])
+        snap.theta[...] = self.theta
         if snap.opt_rows:
-            np.copyto(snap.opt, self.opt_state[:snap.opt_rows])
+            snap.opt[...] = self.opt_state[:snap.opt_rows]
         hit_sums = self.hit_sums
         snap.scalars = _snapshot_scalars(self)
-        snap.more = (len(self.epoch_loss), len(self.val_loss), self.schedule_state.copy(), self.rates.n,
+        # schedule_state is replaced, never changed in place (end_epoch, restore): kept by reference
+        snap.more = (len(self.epoch_loss), len(self.val_loss), self.schedule_state, self.rates.n,
                      None if hit_sums is None else hit_sums.copy())
 
     def restore(self, snap):
-        np.copyto(self.theta, snap.theta)
+        self.theta[...] = snap.theta
         if snap.opt_rows:
-            np.copyto(self.opt_state[:snap.opt_rows], snap.opt)
+            self.opt_state[:snap.opt_rows] = snap.opt
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
         n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.more

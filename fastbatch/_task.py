@@ -54,6 +54,26 @@ def decide(y, loss="auto", name="target"):
     a = np.asarray(y)
     if a.dtype.kind not in "biuf" or a.size == 0:
         return Task("mse", "regression", f"{name}: not numbers", True)  # check_y then says what is wrong
+    if a.nbytes > MEMO_BYTES:
+        return _decide(a, name)
+    global _last
+    raw = np.ascontiguousarray(a).tobytes()
+    last = _last
+    if last[0] == raw and last[1] == a.dtype and last[2] == a.shape and last[3] == name:
+        return last[4]
+    task = _decide(a, name)
+    _last = (raw, a.dtype, a.shape, name, task)
+    return task
+
+
+# the last targets decided on (up to MEMO_BYTES): (their bytes, dtype, shape, name) and the Task,
+# so a new run on the same values (a fresh Trainer, a grid search) does not look at them again
+MEMO_BYTES = 1 << 20
+_last = (None, None, None, None, None)
+
+
+def _decide(a, name):
+    """The rule, for an array of numbers."""
     if a.ndim == 2 and a.shape[1] > 1:
         return Task("mse", "regression", f"{name}: {a.shape[1]} target columns -> regression (mse)", True)
     flat = a.reshape(-1)

@@ -126,14 +126,52 @@ PARAMS = (
 BY_NAME = {p.name: p for p in PARAMS}
 DEFAULTS = {p.name: p.default for p in PARAMS}
 LIVE = tuple(p.name for p in PARAMS if p.live)
+_CHECKED_DEFAULTS = {p.name: p.check(p.default) for p in PARAMS}  # (each an immutable value)
+
+
+_NAMES = frozenset(BY_NAME)
+# checked values of immutable types, by (name, type, value) (and a tuple's item types): a config's
+# check then costs a dict lookup per parameter passed, since a value's types and equality decide
+# its check (a float 0.0 is left out: -0.0 equals it). Errors are never stored; the memo is
+# cleared when it grows large.
+_SCALARS = frozenset((int, float, str, bool, type(None)))
+_CHECKED = {}
+_CHECKED_MAX = 4096
+
+
+def _checked(p, value):
+    cls = value.__class__
+    if cls in _SCALARS:
+        if cls is float and value == 0.0:
+            return p.check(value)
+        key = (p.name, cls, value)
+    elif cls is tuple and len(value) <= 8:
+        kinds = tuple(v.__class__ for v in value)
+        if not _SCALARS.issuperset(kinds) or 0.0 in value:
+            return p.check(value)
+        key = (p.name, cls, value, kinds)
+    else:
+        return p.check(value)
+    out = _CHECKED.get(key, _CHECKED)
+    if out is _CHECKED:
+        out = p.check(value)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = out
+    return out
 
 
 def check_config(params, defaults=DEFAULTS):
     """The full, checked, normalised config from keyword parameters (TypeError on an unknown name)."""
-    unknown = set(params) - set(BY_NAME)
-    if unknown:
+    if not _NAMES.issuperset(params):
+        unknown = set(params) - _NAMES
         raise TypeError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(BY_NAME)}")
-    cfg = {p.name: p.check(params.get(p.name, defaults.get(p.name, p.default))) for p in PARAMS}
+    if defaults is DEFAULTS:  # the defaults, checked once; then only what is passed
+        cfg = dict(_CHECKED_DEFAULTS)
+        for name, value in params.items():
+            cfg[name] = _checked(BY_NAME[name], value)
+    else:
+        cfg = {p.name: _checked(p, params.get(p.name, defaults.get(p.name, p.default))) for p in PARAMS}
     if cfg["nesterov"] and cfg["momentum"] == 0.0:
         raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD), got momentum=0.0")
     if isinstance(cfg["lr_schedule"], dict):  # a dict's warmup_steps and the parameter must agree

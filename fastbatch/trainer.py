@@ -97,6 +97,7 @@ class Trainer:
         if name in ("lr_schedule", "warmup_steps"):
             self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         self._plan = None
+        self._quiet_hooks = None
 
     def __repr__(self):
         diff = ", ".join(f"{k}={v!r}" for k, v in self._cfg.items()
@@ -111,6 +112,7 @@ class Trainer:
         self._state = None
         self._spec = None
         self._plan = None
+        self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     def _sync_schedule(self):
@@ -312,6 +314,7 @@ class Trainer:
         self._state = state
         self._pending_params = None
         self._plan = None
+        self._source = self._quiet_hooks = None
         if not state.generator:
             self._spec = _driver.kernel_spec(self._cfg, state)
 
@@ -438,7 +441,7 @@ class Trainer:
                               "nothing. Raise epochs to continue it, or call reset() to start over.",
                               RuntimeWarning, stacklevel=3)
                 return self.history
-            rows = RowSource.open(data.X)
+            rows = RowSource.open(data.X) if isinstance(data.X, np.memmap) else None  # (else: read in memory)
             try:
                 if st is None:
                     self._begin(new)
@@ -447,14 +450,24 @@ class Trainer:
                 if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
                     state.ensure_order_cache()
                 plan = self.plan
-                source = _driver.ArraySource(data, rows, backend, self._batch_sizes,
-                                             lambda: _data.prepare(X, y, cfg, self._state, n_outputs, sample_weight),
-                                             self._spec, state)
-                hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
+                bound = self._source
+                if bound is None or bound.state is not state or bound.backend is not backend:
+                    bound = self._source = _driver.ArraySource(backend, self._batch_sizes, self._spec, state)
+                bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight))
+                source = bound
+                if on_progress is None and val is None and not callbacks and not verbose:
+                    hooks = self._quiet_hooks
+                    if hooks is None:
+                        hooks = self._quiet_hooks = _driver.Hooks(self, None, None, ())
+                else:
+                    hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
                 _driver.run(self, source, end, hooks, stop)
             finally:
-                rows.close()
+                if source is not None:
+                    source.release()
+                if rows is not None:
+                    rows.close()
         except BaseException:
             if source is None or source.bad_input:  # refused: as if never called
                 if st is None:

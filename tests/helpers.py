@@ -20,14 +20,22 @@ def make_data(n=60, d=5, loss="cross_entropy", k=3, seed=0):
 
 
 def spy_row_sources(monkeypatch):
-    """A list that gets every array a fit hands to ``_rows.RowSource.open`` (what the kernel reads rows from)."""
-    from fastbatch import _rows
+    """A list that gets every array a fit reads rows from: each one handed to ``_rows.RowSource.open``
+    (statistics, conversions, a memory map's file) or bound to the kernel's ``_driver.ArraySource``."""
+    from fastbatch import _driver, _rows
     seen = []
     original = _rows.RowSource.open.__func__
+    bind = _driver.ArraySource.bind
 
     def spy(cls, X):
         seen.append(X)
         return original(cls, X)
 
+    def spy_bind(self, data, rows, recheck):
+        if rows is None:  # (else RowSource.open saw it)
+            seen.append(data.X)
+        return bind(self, data, rows, recheck)
+
     monkeypatch.setattr(_rows.RowSource, "open", classmethod(spy))
+    monkeypatch.setattr(_driver.ArraySource, "bind", spy_bind)
     return seen

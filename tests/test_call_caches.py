@@ -1,0 +1,184 @@
+"""What is kept between calls to make them cheap never changes a result: the data of each call is
+the caller's as it is now, and the memos of fresh runs are keyed by everything they depend on."""
+import gc
+import warnings
+import weakref
+
+import numpy as np
+import pytest
+
+import fastbatch as fb
+from fastbatch import _driver, config as _config
+from fastbatch.schedule import epoch_order
+from helpers import make_data
+
+KW = dict(hidden=(8,), batch_size=4, epochs=20, optimizer="sgd", learning_rate=0.05)
+
+
+def same_params(a, b):
+    return all(np.array_equal(x, y) for pa, pb in zip(a.get_params(), b.get_params()) for x, y in zip(pa, pb))
+
+
+def plain(n=64, seed=0):
+    """float32 X and int64 labels: arrays the kernel reads as they are (no converted copy)."""
+    X, y = make_data(n=n, seed=seed)
+    return X.astype(np.float32), y.astype(np.int64)
+
+
+def test_a_warm_trainer_keeps_no_reference_to_the_callers_arrays():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    for _ in range(3):
+        tr.fit(X, y, steps=1)
+    refs = weakref.ref(X), weakref.ref(y)
+    del X, y
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None
+
+
+def test_arrays_edited_in_place_between_one_step_calls_are_trained_on_as_they_are_now():
+    X, y = plain()
+    X2, y2 = plain(seed=1)
+    tr, ref = fb.Trainer(**KW), fb.Trainer(**KW)
+    for i in range(6):
+        tr.fit(X, y, steps=1)
+        ref.fit(X.copy(), y.copy(), steps=1)
+        if i == 2:
+            X[...], y[...] = X2, y2  # the same objects, new values
+    assert same_params(tr, ref) and np.array_equal(tr.history.loss, ref.history.loss)
+
+
+def test_another_array_of_the_same_shape_is_trained_on():
+    X, y = plain()
+    X2, y2 = plain(seed=1)
+    a, b = fb.Trainer(**KW), fb.Trainer(**KW)
+    a.fit(X, y, steps=3)
+    a.fit(X2, y2, steps=3)
+    b.fit(X, y, steps=3)
+    b.fit(X2.copy(), y2.copy(), steps=3)
+    c = fb.Trainer(**KW)
+    c.fit(X, y, steps=3)
+    c.fit(X, y, steps=3)
+    assert same_params(a, b) and not same_params(a, c)
+
+
+def test_a_bad_value_written_between_calls_is_named_and_the_call_undone():
+    X, y = plain()
+    tr = fb.Trainer(**{**KW, "batch_size": 64})  # every step reads every record
+    tr.fit(X, y, steps=2)
+    X[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y, steps=2)
+    assert tr.step == 2
+    X[5, 1] = 0.0
+    y[7] = 99
+    with pytest.raises(ValueError, match="99"):
+        tr.fit(X, y, steps=2)
+    assert tr.step == 2
+
+
+def test_a_memory_maps_file_rewritten_between_calls_is_read_as_it_is_now(tmp_path):
+    X, y = plain()
+    X2, _ = plain(seed=1)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    Xm = np.load(path, mmap_mode="r")
+    tr, ref = fb.Trainer(**KW), fb.Trainer(**KW)
+    tr.fit(Xm, y, steps=3)
+    ref.fit(X, y, steps=3)
+    with open(path, "r+b") as f:  # the same file, new values
+        f.seek(Xm.offset)
+        f.write(X2.tobytes())
+    tr.fit(Xm, y, steps=3)
+    ref.fit(X2, y, steps=3)
+    assert same_params(tr, ref)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_the_first_epochs_order_kept_for_new_runs_is_the_backends_and_changes_nothing(backend):
+    X, y = plain(n=300)
+    kw = {**KW, "backend": backend, "seed": 7, "epochs": 2}
+    _driver._first_orders.clear()
+    cold = fb.Trainer(**kw)
+    cold.fit(X, y, steps=5)
+    kept = [v for k, v in _driver._first_orders.items() if k[1:] == (300, 7, True)]
+    assert len(kept) == 1 and np.array_equal(kept[0], epoch_order(300, 7, 0)) and not kept[0].flags.writeable
+    warm = fb.Trainer(**kw)  # copies the kept order
+    warm.fit(X, y)
+    cold.fit(X, y)
+    assert same_params(cold, warm) and np.array_equal(cold.history.loss, warm.history.loss)
+    other = fb.Trainer(**{**kw, "seed": 8})  # another seed: its own order
+    other.fit(X, y, steps=1)
+    assert np.array_equal(other.run_state.order_cache[1:], epoch_order(300, 8, 0))
+
+
+def test_the_task_rule_looks_at_targets_edited_in_place_between_new_runs():
+    X, _ = plain()
+    y = (np.arange(64) % 3).astype(np.float64)  # whole-number floats: classes (with a warning)
+    with pytest.warns(UserWarning, match="whole-number"):
+        assert fb.Trainer(**KW).fit(X, y, steps=1) is not None
+    tr = fb.Trainer(**KW)
+    with pytest.warns(UserWarning, match="whole-number"):  # the same values: warned again
+        tr.fit(X, y, steps=1)
+    assert tr.run_state.loss == "cross_entropy"
+    y += 0.5  # real-valued now: a regression target
+    tr = fb.Trainer(**KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr.fit(X, y, steps=1)
+    assert tr.run_state.loss == "mse"
+
+
+def test_the_unscaled_warning_looks_at_x_edited_in_place_between_new_runs():
+    X, y = plain()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(**KW).fit(X, y, steps=1)
+    X[:, 0] *= 1e6
+    for _ in range(2):  # and again for the same values
+        with pytest.warns(UserWarning, match="unscaled"):
+            fb.Trainer(**KW).fit(X, y, steps=1)
+    X[:, 0] /= 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(**KW).fit(X, y, steps=1)
+
+
+def test_memoised_config_checks_still_refuse_what_they_refused():
+    assert fb.Trainer(hidden=(1,)).hidden == (1,)
+    with pytest.raises(ValueError, match="hidden"):
+        fb.Trainer(hidden=(True,))
+    assert fb.Trainer(batch_size=1).batch_size == 1
+    with pytest.raises(TypeError, match="batch_size"):
+        fb.Trainer(batch_size=True)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="learning_rate"):
+            fb.Trainer(learning_rate=-1.0)
+    assert np.copysign(1.0, fb.Trainer(momentum=-0.0).momentum) == -1.0
+    assert _config.check_config({}) == _config.check_config({}, defaults=dict(_config.DEFAULTS))
+
+
+def test_equal_runs_share_a_kernel_spec_and_a_negative_zero_gets_its_own():
+    X, y = plain()
+    a, b = fb.Trainer(**KW), fb.Trainer(**KW)
+    a.fit(X, y, steps=1)
+    b.fit(X, y, steps=1)
+    assert a._spec is b._spec
+    c = fb.Trainer(**{**KW, "momentum": -0.0})
+    c.fit(X, y, steps=1)
+    assert c._spec is not a._spec and np.copysign(1.0, c._spec.momentum) == -1.0
+    d = fb.Trainer(**{**KW, "seed": 3})
+    d.fit(X, y, steps=1)
+    assert d._spec is not a._spec and d._spec.seed == 3
+
+
+def test_one_step_calls_equal_one_call_with_hooks_between():
+    X, y = plain()
+    seen = []
+    ones = fb.Trainer(**KW)
+    for i in range(10):
+        ones.fit(X, y, steps=1, on_progress=seen.append if i % 3 == 0 else None)
+    whole = fb.Trainer(**KW)
+    whole.fit(X, y, steps=10)
+    assert same_params(ones, whole) and np.array_equal(ones.history.loss, whole.history.loss)
+    assert len(seen) == 4
