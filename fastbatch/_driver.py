@@ -87,7 +87,10 @@ class Hooks:
     """What the caller watches: progress, validation, callbacks; and whether epochs need their state."""
 
     def __init__(self, trainer, on_progress, val, callbacks, verbose=0):
-        self.trainer, self.on_progress, self.val, self.callbacks = trainer, on_progress, val, callbacks
+        self.on_progress, self.val, self.callbacks = on_progress, val, callbacks
+        # only what reports needs the trainer: a hook-less Hooks (which its trainer keeps between
+        # calls) holds none, so a dropped trainer's buffers are freed at once, not by a later GC pass
+        self.trainer = trainer if on_progress is not None or verbose else None
         cfg = trainer._cfg
         self.step_hooks = bool(callbacks) and any(overrides(cb, "on_step_end") for cb in callbacks)
         # epoch ends that must see the params of that moment: the chunk stops there

@@ -36,6 +36,24 @@ def test_a_warm_trainer_keeps_no_reference_to_the_callers_arrays():
     assert refs[0]() is None and refs[1]() is None
 
 
+
+@pytest.mark.parametrize("hooks", [{}, {"on_progress": lambda h: None}], ids=["quiet", "on_progress"])
+def test_a_dropped_trainer_is_freed_at_once(hooks):
+    # what a trainer keeps between calls (its run's source, its hook-less Hooks) makes no
+    # reference cycle: its buffers go when the last reference does, not at a later GC pass
+    # (which left a fresh Trainer's first fit paying page faults for the new run's buffers)
+    X, y = plain()
+    gc.disable()
+    try:
+        tr = fb.Trainer(**KW)
+        tr.fit(X, y, steps=3, **hooks)
+        tr.fit(X, y, steps=1, **hooks)
+        ref = weakref.ref(tr)
+        del tr
+        assert ref() is None
+    finally:
+        gc.enable()
+
 def test_arrays_edited_in_place_between_one_step_calls_are_trained_on_as_they_are_now():
     X, y = plain()
     X2, y2 = plain(seed=1)
