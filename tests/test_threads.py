@@ -115,6 +115,21 @@ def test_a_team_matches_the_numpy_reference_with_centered_rmsprop(columns):
     np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
     np.testing.assert_allclose(got.theta, ref.theta, **TOL["float64"])
 
+@pytest.mark.parametrize("batch, split", [(1, "columns"), (40, "columns"), (256, "columns"), (512, "rows")])
+def test_the_kernel_shares_a_big_layer_by_outputs_up_to_256_rows(batch, split):
+    # 300 -> 256 is a big W: batches of 1-256 rows share its outputs (each member on its own
+    # copy of its columns), bigger ones the rows (256 a member); either trains as the reference
+    X, y = make_data(n=1100, d=300, k=4)
+    kw = dict(hidden=(256,), batch_size=batch, steps=12, lr=0.01, seed=3, dtype="float64", optimizer="adam")
+    ref = train("numpy", X, y, **kw)
+    got = train("cython", X, y, n_threads=2, **kw)
+    ws = [w for w in _kernel._local.workspaces.values() if repr(w).startswith("Workspace(n=1100, dtype=float64")
+          and "batch_size=" + str(batch) + "," in repr(w) and "n_threads=2" in repr(w)]
+    assert len(ws) == 1 and "members=2" in repr(ws[0]) and f"split={split}" in repr(ws[0])
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float64"])
+
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_a_team_reads_a_memory_mapped_file(tmp_path, columns):
     X, y = make_data(n=301, d=40)
