@@ -17,6 +17,7 @@ other threads may read it (``Trainer._consistent``) and when callbacks run.
 """
 import dataclasses
 import math
+import threading
 import time
 
 import numpy as np
@@ -135,6 +136,7 @@ class Hooks:
 FIRST_ORDERS_KEPT = 4
 FIRST_ORDER_MAX = 1 << 20
 _first_orders = {}
+_first_orders_lock = threading.Lock()  # trainers in several threads keep orders at once
 
 EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
 
@@ -204,11 +206,12 @@ class ArraySource:
         self.order_kept = True
         key = self._order_key()
         if key not in _first_orders and len(order) <= FIRST_ORDER_MAX + 1:
-            if len(_first_orders) >= FIRST_ORDERS_KEPT:
-                _first_orders.pop(next(iter(_first_orders)), None)
             first = order[1:].copy()
             first.flags.writeable = False
-            _first_orders[key] = first
+            with _first_orders_lock:  # (the oldest goes: iterating while another thread adds would raise)
+                if len(_first_orders) >= FIRST_ORDERS_KEPT:
+                    _first_orders.pop(next(iter(_first_orders)), None)
+                _first_orders[key] = first
 
     def _order_key(self):
         """What the first epoch's record order is a function of (``schedule.epoch_order``), and who made it."""

@@ -130,6 +130,39 @@ def test_the_first_epochs_order_kept_for_new_runs_is_the_backends_and_changes_no
     assert np.array_equal(other.run_state.order_cache[1:], epoch_order(300, 8, 0))
 
 
+
+def test_new_runs_in_many_threads_keep_and_take_first_orders_safely():
+    # 8 threads make fresh runs of 6 record counts at once: the kept orders are added and
+    # evicted concurrently, and every run trains exactly as it does alone
+    import threading
+    data = {n: plain(n=n, seed=n) for n in (40, 41, 42, 43, 44, 45)}
+    alone = {}
+    for n, (X, y) in data.items():
+        tr = fb.Trainer(**KW, seed=1)
+        tr.fit(X, y, steps=12)
+        alone[n] = tr.history.loss.copy()
+    _driver._first_orders.clear()
+    errors, bad = [], []
+
+    def work(t):
+        try:
+            for i in range(30):
+                n = 40 + (t + i) % 6
+                tr = fb.Trainer(**KW, seed=1)
+                tr.fit(*data[n], steps=12)
+                if not np.array_equal(tr.history.loss, alone[n]):
+                    bad.append(n)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not bad
+    assert len(_driver._first_orders) <= _driver.FIRST_ORDERS_KEPT
+
 def test_the_task_rule_looks_at_targets_edited_in_place_between_new_runs():
     X, _ = plain()
     y = (np.arange(64) % 3).astype(np.float64)  # whole-number floats: classes (with a warning)
