@@ -91,11 +91,12 @@ def test_a_team_is_deterministic(columns):
 RMSPROP = dict(optimizer="rmsprop", momentum=0.5, centered=True, weight_decay=0.01)
 
 
-@pytest.mark.parametrize("opt", OPTIMIZERS + [RMSPROP], ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+@pytest.mark.parametrize("opt", OPTIMIZERS + [RMSPROP, dict(optimizer="rmsprop")],
+                         ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
 def test_a_column_split_in_any_pieces_is_one_call(opt):
-    # Sharing outputs, each member trains on its own copy of its columns of W and of their
-    # optimizer state (m, v, ga), taken at a call's start and put back at its end: however a
-    # run is cut into calls, it ends with the same bits. 283 records in batches of 40 end each
+    # Sharing outputs, each member trains on its own copy of its columns of W and of the
+    # optimizer state kept for them (m, v, ga), taken at a call's start and put back at its
+    # end: however a run is cut into calls, it ends with the same bits. 283 records in batches of 40 end each
     # epoch with 3 rows (whose products would not go to the BLAS on their own: the layers stay
     # on the members' copies), and 96 outputs give 3 members 32 columns each.
     kw = dict(n_threads=3, split_columns=True, epochs=2, n=283)
