@@ -202,17 +202,11 @@ class Trainer:
         st = self._state
         if st is None:
             return History(np.empty(0), np.empty(0), [], 0, 0)
-        s = st.step
-        noise = None if st.noise_buf is None else st.noise_buf[:s]
         if st.generator:
-            per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
-            return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
+            return History.of_run(st, [])
         if self._plan is None:
             self.plan  # noqa: B018 - makes _batch_sizes
-        return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), self._batch_sizes,
-                       st.steps_per_epoch, st.n_records, st.val_loss, st.val_accuracy, None, st.epoch_loss, noise,
-                       st.epoch_metrics)
+        return History.of_run(st, self._batch_sizes)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
