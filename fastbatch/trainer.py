@@ -63,9 +63,7 @@ class Trainer:
         self._state_lock = threading.RLock()   # held by the fit thread except between chunks
         self._readers = 0                      # threads waiting for a consistent point
         self._readers_cv = threading.Condition()
-        self._stop_lock = threading.Lock()
-        self._stop_flag = None                 # the running fit's stop flag (None when no fit runs)
-        self._stop_buf = np.zeros(1, dtype=np.uint8)  # what the kernel reads as the stop flag
+        self._stop_flag = None                 # the running fit's stop flag, its own (None when no fit runs)
         self._pending_params = None
         self.info = {}                         # JSON-able facts saved with checkpoints (names, fingerprints)
         self.reset()
@@ -113,6 +111,7 @@ class Trainer:
         self._spec = None
         self._plan = None
         self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
+        self._last_arrays = None  # the run's _data.LastArrays
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     def _sync_schedule(self):
@@ -211,11 +210,11 @@ class Trainer:
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
 
-        A no-op when no fit is running: it never stops a later fit.
+        A no-op when no fit is running: it never stops a later fit (each fit has a flag of its own).
         """
-        with self._stop_lock:
-            if self._stop_flag is not None:
-                self._stop_flag[0] = 1
+        flag = self._stop_flag
+        if flag is not None:
+            flag[0] = 1
 
     # ------------------------------------------------------------------ consistency between threads
 
@@ -309,6 +308,7 @@ class Trainer:
         self._pending_params = None
         self._plan = None
         self._source = self._quiet_hooks = None
+        self._last_arrays = _data.LastArrays()
         if not state.generator:
             self._spec = _driver.kernel_spec(self._cfg, state)
 
@@ -330,15 +330,13 @@ class Trainer:
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit() is already running on this trainer in another thread; "
                                "use one trainer per thread")
-        flag = self._stop_buf  # one fit at a time: the buffer is this fit's from here on
-        with self._stop_lock:
-            flag[0] = 0
-            self._stop_flag = flag
+        # a new flag (what the kernel reads) for each fit: a stop() that read the last fit's flag
+        # as it ended writes into that one, never into this fit's (no lock needed around it)
+        flag = self._stop_flag = np.zeros(1, dtype=np.uint8)
         return flag
 
     def _exit_fit(self):
-        with self._stop_lock:
-            self._stop_flag = None
+        self._stop_flag = None
         self._fit_lock.release()
 
     def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None, n_outputs=None,
@@ -405,7 +403,7 @@ class Trainer:
         A refused call (bad arguments or data, or a bad record the kernel met) leaves the trainer
         as it was: its epochs too, and a first call leaves it unstarted.
         """
-        cfg, st, pending = self._cfg, self._state, self._pending_params
+        cfg, st, pending, last = self._cfg, self._state, self._pending_params, self._last_arrays
         undo = None
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
@@ -420,7 +418,7 @@ class Trainer:
             backend = self._backend()
             # the kernel looks at each record it reads: the data's values need no pass here
             data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
-                                 scan=not getattr(backend, "CHECKS_RECORDS", False))
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last)
             val = data.val
             if validation_data is not None:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
@@ -460,6 +458,8 @@ class Trainer:
             finally:
                 if source is not None:
                     source.release()
+                if last is not None:
+                    last.release()
                 if rows is not None:
                     rows.close()
         except BaseException:

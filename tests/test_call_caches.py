@@ -200,3 +200,66 @@ def test_one_step_calls_equal_one_call_with_hooks_between():
     whole.fit(X, y, steps=10)
     assert same_params(ones, whole) and np.array_equal(ones.history.loss, whole.history.loss)
     assert len(seen) == 4
+
+
+def test_a_call_on_the_same_arrays_reuses_their_checked_data_and_keeps_none_of_them():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)
+    last = tr._last_arrays
+    kept = last.data
+    assert last.x_ref() is X and last.y_ref() is y and kept.X is None and kept.labels is None
+    tr.fit(X, y, steps=1)
+    assert last.data is kept and kept.X is None  # reused, and let go again when the call ended
+    tr.fit(X.copy(), y, steps=1)  # another X: checked anew
+    assert last.data is not kept
+
+
+def test_the_same_arrays_changed_in_layout_in_place_are_checked_again():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=2)
+    tr.fit(X, y, steps=2)
+    X.shape = (32, 2 * X.shape[1])  # the same object, other features
+    with pytest.raises(ValueError, match="features"):
+        tr.fit(X, y, steps=1)
+    X.shape = (64, X.shape[1] // 2)
+    y.dtype = np.float64  # the same object and memory, read as floats now: labels to convert and check
+    ref = fb.Trainer(**KW)
+    ref.fit(X, y.view(np.int64).copy(), steps=4)
+    with pytest.raises(ValueError, match="cross_entropy"):
+        tr.fit(X, y, steps=1)  # (tiny floats: not whole-number labels)
+    y.dtype = np.int64
+    tr.fit(X, y, steps=1)
+    ref.fit(X, y, steps=1)
+    assert tr.step == 5 and same_params(tr, ref)
+
+
+def test_trainers_called_at_once_from_threads_each_train_on_their_own_arrays():
+    import threading
+    data = [plain(seed=s) for s in range(4)]
+    alone = []
+    for X, y in data:
+        tr = fb.Trainer(**KW)
+        for _ in range(40):
+            tr.fit(X, y, steps=1)
+        alone.append(tr)
+    together = [fb.Trainer(**KW) for _ in data]
+    errors = []
+
+    def work(tr, X, y):
+        try:
+            for _ in range(40):
+                tr.fit(X, y, steps=1)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(tr, X, y)) for tr, (X, y) in zip(together, data)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for a, b in zip(alone, together):
+        assert same_params(a, b) and np.array_equal(a.history.loss, b.history.loss)
