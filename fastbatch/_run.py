@@ -9,6 +9,7 @@ call and restores it exactly on any error; checkpoints serialise it (``to_arrays
 import dataclasses
 import functools
 import math
+import mmap
 import operator
 
 import numpy as np
@@ -17,6 +18,7 @@ from ._network import n_params, unpack
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
+MAPPED_ZEROS_BYTES = 1 << 18  # an opt_state the optimizer never touches, of at least this size, is mapped zeros
 
 
 class RateLog:
@@ -115,11 +117,19 @@ class RunState:
 
     @classmethod
     def new(cls, sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
-            order_cache=True):
+            order_cache=True, opt_untouched=False):
+        """``opt_untouched``: the optimizer never writes opt_state (plain SGD): a large one is then an
+        anonymous map of zeros, whose pages cost nothing until read (no memset of 3 rows of params)."""
         sizes = np.asarray(sizes, dtype=np.int64)
+        shape, dtype = (N_OPT_ROWS, theta.shape[0]), theta.dtype
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        if opt_untouched and nbytes >= MAPPED_ZEROS_BYTES:
+            opt_state = np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+        else:
+            opt_state = np.zeros(shape, dtype=dtype)
         st = cls(sizes=sizes, loss=loss, n_records=int(n_records), n_records_all=int(n_records_all),
                  steps_per_epoch=int(steps_per_epoch), generator=bool(generator), n_threads=int(n_threads),
-                 theta=theta, opt_state=np.zeros((N_OPT_ROWS, theta.shape[0]), dtype=theta.dtype))
+                 theta=theta, opt_state=opt_state)
         st.loss_buf, st.rates = np.zeros(0, dtype=theta.dtype), RateLog()
         if loss != "mse":
             st.hit_sums = {}

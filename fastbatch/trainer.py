@@ -294,7 +294,8 @@ class Trainer:
             _check_network_fits(sizes, dtype, cfg["hidden"])
             theta = init_params(sizes, cfg["activation"], cfg["seed"], dtype)
         n_threads = cfg["n_threads"] or default_threads()
-        state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
+        state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
+                             opt_untouched=_driver.opt_rows(cfg) == 0)
         state.scaling = scaling
         if target_var is not None:
             state.target_var = target_var

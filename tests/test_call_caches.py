@@ -263,3 +263,25 @@ def test_trainers_called_at_once_from_threads_each_train_on_their_own_arrays():
     assert not errors
     for a, b in zip(alone, together):
         assert same_params(a, b) and np.array_equal(a.history.loss, b.history.loss)
+
+
+@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9)])
+def test_plain_sgds_mapped_optimizer_state_changes_no_result(optimizer, tmp_path, monkeypatch):
+    from fastbatch import _run
+    X, y = plain(n=64)
+    X = np.tile(X, (1, 8))  # 80 features, hidden 512: 3 optimizer rows of ~42k params, past MAPPED_ZEROS_BYTES
+    kw = {**KW, **optimizer, "hidden": (512,), "epochs": 3}
+    mapped = fb.Trainer(**kw)
+    mapped.fit(X, y, steps=5)
+    assert mapped.run_state.opt_state.nbytes >= _run.MAPPED_ZEROS_BYTES
+    assert (mapped.run_state.opt_state.base is not None) == (optimizer.get("momentum", 0) == 0)
+    mapped.save(tmp_path / "ck.npz")
+    loaded = fb.Trainer.load(tmp_path / "ck.npz")
+    mapped.fit(X, y)
+    loaded.fit(X, y)
+    monkeypatch.setattr(_run, "MAPPED_ZEROS_BYTES", 1 << 62)
+    zeroed = fb.Trainer(**kw)
+    zeroed.fit(X, y)
+    assert same_params(mapped, zeroed) and same_params(loaded, zeroed)
+    assert np.array_equal(mapped.run_state.opt_state, zeroed.run_state.opt_state)
+    assert np.array_equal(mapped.history.loss, zeroed.history.loss)
