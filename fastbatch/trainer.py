@@ -575,13 +575,20 @@ class Trainer:
 
 def _check_network_fits(sizes, dtype, hidden):
     """ValueError naming hidden when the params and their optimizer state could not fit in memory."""
-    from ._network import n_params
-    need = n_params(sizes) * np.dtype(dtype).itemsize * 6  # params, gradient, 3 optimizer rows, a snapshot
+    need = _run_bytes(sizes.tobytes(), dtype.itemsize)
     memory = _physical_memory()
     if memory is not None and need > memory:
+        from ._network import n_params
         raise ValueError(f"hidden={hidden} makes a network of {n_params(sizes):,} params for these data, which "
                          f"needs about {need / 2**30:,.1f} GB with its optimizer state; this machine has "
                          f"{memory / 2**30:,.1f} GB")
+
+
+@functools.lru_cache(maxsize=64)
+def _run_bytes(sizes_bytes, itemsize):
+    """The memory a run of these int64 layer sizes needs: params, gradient, 3 optimizer rows, a snapshot."""
+    from ._network import n_params
+    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * itemsize * 6
 
 
 @functools.lru_cache(maxsize=1)
