@@ -54,6 +54,22 @@ def test_a_dropped_trainer_is_freed_at_once(hooks):
     finally:
         gc.enable()
 
+def test_a_fit_calls_history_keeps_none_of_the_runs_big_buffers():
+    # a loop that keeps what fit returns (a list of Histories) must not keep each run's params,
+    # optimizer rows and snapshots: a fresh Trainer's buffers would then never be reused
+    X, y = plain()
+    gc.disable()
+    try:
+        tr = fb.Trainer(**KW)
+        kept = [tr.fit(X, y, steps=1) for _ in range(2)]
+        refs = [weakref.ref(a) for a in (tr.run_state.theta, tr.run_state.opt_state, tr.run_state.snapshots[0].theta)]
+        del tr
+        assert all(r() is None for r in refs)
+        assert [len(h.loss) for h in kept] == [1, 2]
+    finally:
+        gc.enable()
+
+
 def test_arrays_edited_in_place_between_one_step_calls_are_trained_on_as_they_are_now():
     X, y = plain()
     X2, y2 = plain(seed=1)
