@@ -440,11 +440,10 @@ class Trainer:
                     self._begin(new)
                     self._plan, self._batch_sizes = plan, plan.batch_sizes()
                 state = self._state
-                if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
-                    state.ensure_order_cache()
                 plan = self.plan
                 bound = self._source
-                if bound is None or bound.state is not state or bound.backend is not backend:
+                if bound is None or bound.state is not state or bound.backend is not backend:  # (once a run)
+                    state.ensure_order_cache()
                     bound = self._source = _driver.ArraySource(backend, self._batch_sizes, self._spec, state)
                 bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight))
                 source = bound
