@@ -216,6 +216,17 @@ class RunState:
         snap.theta[...] = self.theta
         if snap.opt_rows:
             snap.opt[...] = self.opt_state[:snap.opt_rows]
+        snap.initial = None
+        self._snapshot_rest(snap)
+
+    def snapshot_start(self, snap, make_theta):
+        """snapshot_into for a run that has not stepped yet, whose params ``make_theta()`` makes again
+        exactly and whose optimizer rows are still zeros: nothing is copied (a new run's first kernel
+        call does not pay a copy of all its params), and restore() makes the params again."""
+        snap.initial = make_theta
+        self._snapshot_rest(snap)
+
+    def _snapshot_rest(self, snap):
         hit_sums = self.hit_sums
         snap.scalars = _snapshot_scalars(self)
         # schedule_state is replaced, never changed in place (end_epoch, restore): kept by reference
@@ -223,9 +234,14 @@ class RunState:
                      None if hit_sums is None else hit_sums.copy())
 
     def restore(self, snap):
-        self.theta[...] = snap.theta
-        if snap.opt_rows:
-            self.opt_state[:snap.opt_rows] = snap.opt
+        if snap.initial is not None:  # (snapshot_start)
+            self.theta[...] = snap.initial()
+            if snap.opt_rows:
+                self.opt_state[:snap.opt_rows] = 0
+        else:
+            self.theta[...] = snap.theta
+            if snap.opt_rows:
+                self.opt_state[:snap.opt_rows] = snap.opt
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
         n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.more
@@ -349,6 +365,7 @@ class _Snapshot:
     opt_rows: int
     scalars: tuple = ()  # the _SNAPSHOT_SCALARS
     more: tuple = ()     # epochs closed, validations, schedule state, rate runs, open epochs' hit sums
+    initial: object = None  # snapshot_start's make_theta: the params are made again, not copied (None: copied)
 
 
 def _rate_log(starts, values, n, steps):

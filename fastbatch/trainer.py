@@ -289,10 +289,13 @@ class Trainer:
                 raise ValueError(f"the params set with set_params map {p[0][0].shape[0]} features to "
                                  f"{p[-1][0].shape[1]} outputs, but the data has {n_features} features "
                                  f"and needs {n_outputs} outputs")
-            theta = np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]), dtype=dtype)
+            def make_theta():
+                return np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]),
+                                            dtype=dtype)
         else:
             _check_network_fits(sizes, dtype, cfg["hidden"])
-            theta = init_params(sizes, cfg["activation"], cfg["seed"], dtype)
+            make_theta = functools.partial(init_params, sizes, cfg["activation"], cfg["seed"], dtype)
+        theta = make_theta()
         n_threads = cfg["n_threads"] or default_threads()
         state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
                              opt_untouched=_driver.opt_rows(cfg) == 0)
@@ -301,7 +304,7 @@ class Trainer:
             state.target_var = target_var
         if cfg["track_noise"]:
             state.noise_buf = np.zeros((0, 2))
-        return state
+        return state, make_theta  # make_theta(): the run's first params again, exactly
 
     def _begin(self, state):
         """Make ``state`` the run's (the trainer changes from here on)."""
@@ -314,7 +317,7 @@ class Trainer:
             self._spec = _driver.kernel_spec(self._cfg, state)
 
     def _start_generator_run(self, n_features, loss, n_outputs):
-        self._begin(self._new_state(n_features, loss, n_outputs, 0, 0, 0, True))
+        self._begin(self._new_state(n_features, loss, n_outputs, 0, 0, 0, True)[0])
         return self._state
 
     @contextlib.contextmanager
@@ -405,7 +408,7 @@ class Trainer:
         as it was: its epochs too, and a first call leaves it unstarted.
         """
         cfg, st, pending, last = self._cfg, self._state, self._pending_params, self._last_arrays
-        undo = None
+        undo = make_theta = None
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
             if epochs != cfg["epochs"]:
@@ -426,7 +429,7 @@ class Trainer:
                                                data.X.shape[1])
             if st is None:
                 plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
-                new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
+                new, make_theta = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
                                       data.n_records_all, plan.steps_per_epoch, False, data.scaling,
                                       _data.pooled_variance(data.targets))
             elif self.finished:
@@ -454,7 +457,7 @@ class Trainer:
                 else:
                     hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
-                _driver.run(self, source, end, hooks, stop)
+                _driver.run(self, source, end, hooks, stop, make_theta)
             finally:
                 if source is not None:
                     source.release()
