@@ -1,7 +1,8 @@
-"""The data of one fit call: checked, converted and split, every call (never cached by identity).
+"""The data of one fit call: checked, converted and split, every call.
 
 Every ``fit`` sees the data as it is now: an array edited in place between calls is
-checked again and converted again. When the backend checks each record as it reads it
+checked again and converted again (a later call on the very same arrays, unchanged in
+layout, reuses what their shapes and types were checked as: ``LastArrays``). When the backend checks each record as it reads it
 (the kernel: ``bad`` of ``train_steps``), X's values are left to it (``scan=False``), and a
 started run's labels and targets too: a call then costs O(its steps), not O(records), and
 a bad record it reaches is an error naming it, with the run put back where the call began
@@ -10,6 +11,7 @@ them); the numpy backend looks at every value. Nothing here changes the trainer,
 nothing keeps the caller's arrays.
 """
 import dataclasses
+import weakref
 
 import numpy as np
 
@@ -34,6 +36,54 @@ class FitData:
     @property
     def n_records(self):
         return self.X.shape[0]
+
+
+class LastArrays:
+    """A run's last later call on arrays the kernel reads as they are (no converted copy), remembered
+    without keeping them: X and y by weak reference, their shapes, strides and dtypes, and the FitData
+    made for them. A call on the very same objects, with the same layout, gets that FitData again (its
+    arrays put back for the call, let go by ``release`` after it): the checks of types and shapes it
+    skips would pass as before, and the kernel reads the arrays' memory as it is then, and looks at
+    each record it reads, on every call alike. Another array, even of the same shape, is checked anew."""
+
+    __slots__ = ("x_ref", "y_ref", "layout", "data", "y_labels")
+
+    def __init__(self):
+        self.x_ref = self.y_ref = self.layout = self.data = None
+        self.y_labels = False
+
+    def get(self, X, y):
+        """The FitData of the last call when X and y are its arrays, unchanged in layout; else None."""
+        ref = self.x_ref
+        if ref is None or ref() is not X or self.y_ref() is not y \
+                or (X.shape, X.strides, X.dtype, y.shape, y.strides, y.dtype) != self.layout:
+            return None
+        data = self.data
+        data.X = X
+        if self.y_labels:
+            data.labels = y
+        else:
+            data.targets = y
+        return data
+
+    def keep(self, X, y, data):
+        """Remember ``data`` for X and y when it holds them as they are (else forget the last call)."""
+        if data.X is X and (data.labels is y or data.targets is y):
+            self.x_ref, self.y_ref = weakref.ref(X), weakref.ref(y)
+            self.layout = (X.shape, X.strides, X.dtype, y.shape, y.strides, y.dtype)
+            self.data, self.y_labels = data, data.labels is y
+        else:
+            self.x_ref = self.y_ref = self.layout = self.data = None
+
+    def release(self):
+        """The call is over: let go of its arrays (a kept FitData holds no caller's array between calls)."""
+        data = self.data
+        if data is not None:
+            data.X = None
+            if self.y_labels:
+                data.labels = None
+            else:
+                data.targets = None
 
 
 _split_cache = {}
@@ -78,8 +128,11 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     return w
 
 
-def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
+def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None):
     """Check, convert and split (X, y) for a run (``run``: its RunState once it has started).
+
+    ``last``: the run's LastArrays, for a later call with ``scan=False`` (the caller calls its
+    ``release`` when the call ends).
 
     ``scan=False``: leave the look at every value of X (and of a started run's y) to the
     kernel, which checks each record it reads; held-out validation rows are checked here.
@@ -89,12 +142,19 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True):
     dtype = np.dtype(cfg["dtype"])
     if not scan and run is not None and sample_weight is None and not cfg["validation_split"] \
             and (run.scaling is None or "y_shift" not in run.scaling):  # a later call: shapes and types only
+        if last is not None and n_outputs is None:
+            data = last.get(X, y)
+            if data is not None:
+                return data
         Xc = V.check_X(X, dtype, n_features=run.n_features, scan=False)
         n = Xc.shape[0]
         targets, labels, k = V.check_y(y, run.loss, n, dtype, run.n_outputs, scan=False)
         if (n_outputs is not None and n_outputs != k) or n != run.n_records_all:
             return prepare(X, y, cfg, run, n_outputs, sample_weight, scan=True)  # its error names what is wrong
-        return FitData(Xc, targets, labels, V.no_weights(dtype), run.loss, k, n)
+        data = FitData(Xc, targets, labels, V.no_weights(dtype), run.loss, k, n)
+        if last is not None and n_outputs is None:
+            last.keep(X, y, data)
+        return data
     Xc = V.check_X(X, dtype, n_features=None if run is None else run.n_features, scan=scan)
     scan_x, scan = scan, scan or run is None  # a new run's labels and targets are looked at whole (the task rule)
     if run is None:

@@ -390,8 +390,13 @@ class BatchSource:
         return ()
 
 
-def run(trainer, source, end, hooks, stop):
-    """The step loop of ``fit`` and ``fit_batches``: chunks until ``end`` (a step), the budget, or a stop."""
+def run(trainer, source, end, hooks, stop, make_theta=None):
+    """The step loop of ``fit`` and ``fit_batches``: chunks until ``end`` (a step), the budget, or a stop.
+
+    ``make_theta``: for a run this call made, a function making its first params again exactly; the
+    call's first chunk then snapshots without a copy of them (``RunState.snapshot_start``). Not with
+    callbacks (on_run_begin runs before that snapshot, with the trainer in its hands).
+    """
     cfg = trainer._cfg
     rows = opt_rows(cfg)
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
@@ -428,7 +433,12 @@ def run(trainer, source, end, hooks, stop):
         snap = snaps[0]
         if call_start is None:
             call_start = snap
-        state.snapshot_into(snap)
+            if make_theta is not None and not hooks.callbacks and state.step == 0:
+                state.snapshot_start(snap, make_theta)
+            else:
+                state.snapshot_into(snap)
+        else:
+            state.snapshot_into(snap)
         step0, n = chunk.step0, chunk.n
         try:
             if step0 + n > len(state.loss_buf):

@@ -9,6 +9,7 @@ call and restores it exactly on any error; checkpoints serialise it (``to_arrays
 import dataclasses
 import functools
 import math
+import mmap
 import operator
 
 import numpy as np
@@ -17,6 +18,7 @@ from ._network import n_params, unpack
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
+MAPPED_ZEROS_BYTES = 1 << 18  # an opt_state the optimizer never touches, of at least this size, is mapped zeros
 
 
 class RateLog:
@@ -115,11 +117,19 @@ class RunState:
 
     @classmethod
     def new(cls, sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
-            order_cache=True):
+            order_cache=True, opt_untouched=False):
+        """``opt_untouched``: the optimizer never writes opt_state (plain SGD): a large one is then an
+        anonymous map of zeros, whose pages cost nothing until read (no memset of 3 rows of params)."""
         sizes = np.asarray(sizes, dtype=np.int64)
+        shape, dtype = (N_OPT_ROWS, theta.shape[0]), theta.dtype
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        if opt_untouched and nbytes >= MAPPED_ZEROS_BYTES:
+            opt_state = np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+        else:
+            opt_state = np.zeros(shape, dtype=dtype)
         st = cls(sizes=sizes, loss=loss, n_records=int(n_records), n_records_all=int(n_records_all),
                  steps_per_epoch=int(steps_per_epoch), generator=bool(generator), n_threads=int(n_threads),
-                 theta=theta, opt_state=np.zeros((N_OPT_ROWS, theta.shape[0]), dtype=theta.dtype))
+                 theta=theta, opt_state=opt_state)
         st.loss_buf, st.rates = np.zeros(0, dtype=theta.dtype), RateLog()
         if loss != "mse":
             st.hit_sums = {}
@@ -206,6 +216,17 @@ class RunState:
         snap.theta[...] = self.theta
         if snap.opt_rows:
             snap.opt[...] = self.opt_state[:snap.opt_rows]
+        snap.initial = None
+        self._snapshot_rest(snap)
+
+    def snapshot_start(self, snap, make_theta):
+        """snapshot_into for a run that has not stepped yet, whose params ``make_theta()`` makes again
+        exactly and whose optimizer rows are still zeros: nothing is copied (a new run's first kernel
+        call does not pay a copy of all its params), and restore() makes the params again."""
+        snap.initial = make_theta
+        self._snapshot_rest(snap)
+
+    def _snapshot_rest(self, snap):
         hit_sums = self.hit_sums
         snap.scalars = _snapshot_scalars(self)
         # schedule_state is replaced, never changed in place (end_epoch, restore): kept by reference
@@ -213,9 +234,14 @@ class RunState:
                      None if hit_sums is None else hit_sums.copy())
 
     def restore(self, snap):
-        self.theta[...] = snap.theta
-        if snap.opt_rows:
-            self.opt_state[:snap.opt_rows] = snap.opt
+        if snap.initial is not None:  # (snapshot_start)
+            self.theta[...] = snap.initial()
+            if snap.opt_rows:
+                self.opt_state[:snap.opt_rows] = 0
+        else:
+            self.theta[...] = snap.theta
+            if snap.opt_rows:
+                self.opt_state[:snap.opt_rows] = snap.opt
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
         n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.more
@@ -339,6 +365,7 @@ class _Snapshot:
     opt_rows: int
     scalars: tuple = ()  # the _SNAPSHOT_SCALARS
     more: tuple = ()     # epochs closed, validations, schedule state, rate runs, open epochs' hit sums
+    initial: object = None  # snapshot_start's make_theta: the params are made again, not copied (None: copied)
 
 
 def _rate_log(starts, values, n, steps):

@@ -281,8 +281,9 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     if raw.shape[0] != n_records:
         raise ValueError(f"{name} has {raw.shape[0]} entries but X has {n_records} records")
     scan = scan or n_outputs is None or (loss == "cross_entropy" and raw.dtype.kind == "f")
+    private = False  # raw is a copy made here
     if scan and raw is y:  # looked at whole: a copy, so what is checked is what is trained on (another thread
-        raw = raw.copy()   # may be writing into y) and the messages name what was checked
+        raw, private = raw.copy(), True  # may be writing into y) and the messages name what was checked
     if scan and raw.dtype.kind == "f" and not np.isfinite(raw).all():
         bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]
         where = int(np.flatnonzero(~np.isfinite(raw.reshape(-1)))[0])
@@ -303,7 +304,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
         if hi >= MAX_CLASSES:
             raise ValueError(f"{name} has label {_number(hi)}; cross_entropy needs one output per class 0..label, "
                              f"at most {MAX_CLASSES:,} classes. Is this a regression target? Pass loss='mse'")
-        labels = flat.astype(np.int64)
+        labels = flat.astype(np.int64, copy=not private)  # (a copy of our own is not copied again)
         hi = int(hi)
         k = max(hi + 1, 2) if n_outputs is None else n_outputs
         if hi >= k:

@@ -47,6 +47,40 @@ class History:
         self.noise = noise
         self._metrics_src = (epoch_metrics, len(epoch_metrics))
 
+    @classmethod
+    def of_run(cls, state, epoch_batch_sizes):
+        """The History of ``state`` (a RunState) as it stands now, in O(1) (a fit call returns one):
+        the run's buffers and lengths are taken now, the attributes made from them on first use. It
+        holds what a History holds, never the run state itself (its params, optimizer rows, snapshots)."""
+        h = cls.__new__(cls)
+        h._moment = (state.step, state.loss_buf, state.noise_buf, state.per_step_buf if state.generator else None,
+                     state.rates, epoch_batch_sizes, state.steps_per_epoch, state.n_records,
+                     state.epoch_loss, len(state.epoch_loss), state.val_loss, len(state.val_loss),
+                     state.val_accuracy, len(state.val_accuracy), state.epoch_metrics, len(state.epoch_metrics))
+        return h
+
+    def __getattr__(self, name):
+        # only reached for an attribute not set yet: a History of_run makes its attributes now
+        moment = self.__dict__.pop("_moment", None)
+        if moment is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        (s, loss_buf, noise_buf, per_step_buf, rates, sizes, spe, n_records, epoch_loss, n_epochs, val_loss, n_val,
+         val_accuracy, n_acc, epoch_metrics, n_metrics) = moment
+        per_step = None
+        if per_step_buf is not None:
+            per_step = {k: per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
+        self.__init__(loss_buf[:s], functools.partial(rates.per_step, s), sizes, spe, n_records, val_loss,
+                      val_accuracy, per_step, epoch_loss, None if noise_buf is None else noise_buf[:s], epoch_metrics)
+        self._val = (val_loss, n_val, val_accuracy, n_acc)
+        self._closed_src = (epoch_loss, n_epochs)
+        self._metrics_src = (epoch_metrics, n_metrics)
+        return getattr(self, name)
+
+    def __getstate__(self):
+        if "_moment" in self.__dict__:  # a pickle holds the History's arrays, not the run they are taken from
+            self.__getattr__("loss")
+        return self.__dict__
+
     @functools.cached_property
     def learning_rate(self):
         lr = self._learning_rate

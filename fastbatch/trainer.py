@@ -63,9 +63,7 @@ class Trainer:
         self._state_lock = threading.RLock()   # held by the fit thread except between chunks
         self._readers = 0                      # threads waiting for a consistent point
         self._readers_cv = threading.Condition()
-        self._stop_lock = threading.Lock()
-        self._stop_flag = None                 # the running fit's stop flag (None when no fit runs)
-        self._stop_buf = np.zeros(1, dtype=np.uint8)  # what the kernel reads as the stop flag
+        self._stop_flag = None                 # the running fit's stop flag, its own (None when no fit runs)
         self._pending_params = None
         self.info = {}                         # JSON-able facts saved with checkpoints (names, fingerprints)
         self.reset()
@@ -113,6 +111,7 @@ class Trainer:
         self._spec = None
         self._plan = None
         self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
+        self._last_arrays = None  # the run's _data.LastArrays
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     def _sync_schedule(self):
@@ -202,26 +201,20 @@ class Trainer:
         st = self._state
         if st is None:
             return History(np.empty(0), np.empty(0), [], 0, 0)
-        s = st.step
-        noise = None if st.noise_buf is None else st.noise_buf[:s]
         if st.generator:
-            per_step = {k: st.per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
-            return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), [], st.steps_per_epoch, st.n_records,
-                           st.val_loss, st.val_accuracy, per_step, st.epoch_loss, noise, st.epoch_metrics)
+            return History.of_run(st, [])
         if self._plan is None:
             self.plan  # noqa: B018 - makes _batch_sizes
-        return History(st.loss_buf[:s], functools.partial(st.rates.per_step, s), self._batch_sizes,
-                       st.steps_per_epoch, st.n_records, st.val_loss, st.val_accuracy, None, st.epoch_loss, noise,
-                       st.epoch_metrics)
+        return History.of_run(st, self._batch_sizes)
 
     def stop(self):
         """Ask a running ``fit`` to return after the current step (safe from any thread).
 
-        A no-op when no fit is running: it never stops a later fit.
+        A no-op when no fit is running: it never stops a later fit (each fit has a flag of its own).
         """
-        with self._stop_lock:
-            if self._stop_flag is not None:
-                self._stop_flag[0] = 1
+        flag = self._stop_flag
+        if flag is not None:
+            flag[0] = 1
 
     # ------------------------------------------------------------------ consistency between threads
 
@@ -296,18 +289,22 @@ class Trainer:
                 raise ValueError(f"the params set with set_params map {p[0][0].shape[0]} features to "
                                  f"{p[-1][0].shape[1]} outputs, but the data has {n_features} features "
                                  f"and needs {n_outputs} outputs")
-            theta = np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]), dtype=dtype)
+            def make_theta():
+                return np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]),
+                                            dtype=dtype)
         else:
             _check_network_fits(sizes, dtype, cfg["hidden"])
-            theta = init_params(sizes, cfg["activation"], cfg["seed"], dtype)
+            make_theta = functools.partial(init_params, sizes, cfg["activation"], cfg["seed"], dtype)
+        theta = make_theta()
         n_threads = cfg["n_threads"] or default_threads()
-        state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads)
+        state = RunState.new(sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
+                             opt_untouched=_driver.opt_rows(cfg) == 0)
         state.scaling = scaling
         if target_var is not None:
             state.target_var = target_var
         if cfg["track_noise"]:
             state.noise_buf = np.zeros((0, 2))
-        return state
+        return state, make_theta  # make_theta(): the run's first params again, exactly
 
     def _begin(self, state):
         """Make ``state`` the run's (the trainer changes from here on)."""
@@ -315,11 +312,12 @@ class Trainer:
         self._pending_params = None
         self._plan = None
         self._source = self._quiet_hooks = None
+        self._last_arrays = _data.LastArrays()
         if not state.generator:
             self._spec = _driver.kernel_spec(self._cfg, state)
 
     def _start_generator_run(self, n_features, loss, n_outputs):
-        self._begin(self._new_state(n_features, loss, n_outputs, 0, 0, 0, True))
+        self._begin(self._new_state(n_features, loss, n_outputs, 0, 0, 0, True)[0])
         return self._state
 
     @contextlib.contextmanager
@@ -336,15 +334,13 @@ class Trainer:
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit() is already running on this trainer in another thread; "
                                "use one trainer per thread")
-        flag = self._stop_buf  # one fit at a time: the buffer is this fit's from here on
-        with self._stop_lock:
-            flag[0] = 0
-            self._stop_flag = flag
+        # a new flag (what the kernel reads) for each fit: a stop() that read the last fit's flag
+        # as it ended writes into that one, never into this fit's (no lock needed around it)
+        flag = self._stop_flag = np.zeros(1, dtype=np.uint8)
         return flag
 
     def _exit_fit(self):
-        with self._stop_lock:
-            self._stop_flag = None
+        self._stop_flag = None
         self._fit_lock.release()
 
     def fit(self, X, y, steps=None, on_progress=None, validation_data=None, callbacks=None, n_outputs=None,
@@ -411,8 +407,8 @@ class Trainer:
         A refused call (bad arguments or data, or a bad record the kernel met) leaves the trainer
         as it was: its epochs too, and a first call leaves it unstarted.
         """
-        cfg, st, pending = self._cfg, self._state, self._pending_params
-        undo = None
+        cfg, st, pending, last = self._cfg, self._state, self._pending_params, self._last_arrays
+        undo = make_theta = None
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
             if epochs != cfg["epochs"]:
@@ -426,14 +422,14 @@ class Trainer:
             backend = self._backend()
             # the kernel looks at each record it reads: the data's values need no pass here
             data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
-                                 scan=not getattr(backend, "CHECKS_RECORDS", False))
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last)
             val = data.val
             if validation_data is not None:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
                                                data.X.shape[1])
             if st is None:
                 plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
-                new = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
+                new, make_theta = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
                                       data.n_records_all, plan.steps_per_epoch, False, data.scaling,
                                       _data.pooled_variance(data.targets))
             elif self.finished:
@@ -447,11 +443,10 @@ class Trainer:
                     self._begin(new)
                     self._plan, self._batch_sizes = plan, plan.batch_sizes()
                 state = self._state
-                if state.order_cache is None or state.order_cache.shape[0] != state.n_records + 1:
-                    state.ensure_order_cache()
                 plan = self.plan
                 bound = self._source
-                if bound is None or bound.state is not state or bound.backend is not backend:
+                if bound is None or bound.state is not state or bound.backend is not backend:  # (once a run)
+                    state.ensure_order_cache()
                     bound = self._source = _driver.ArraySource(backend, self._batch_sizes, self._spec, state)
                 bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight))
                 source = bound
@@ -462,10 +457,12 @@ class Trainer:
                 else:
                     hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
-                _driver.run(self, source, end, hooks, stop)
+                _driver.run(self, source, end, hooks, stop, make_theta)
             finally:
                 if source is not None:
                     source.release()
+                if last is not None:
+                    last.release()
                 if rows is not None:
                     rows.close()
         except BaseException:
@@ -580,13 +577,20 @@ class Trainer:
 
 def _check_network_fits(sizes, dtype, hidden):
     """ValueError naming hidden when the params and their optimizer state could not fit in memory."""
-    from ._network import n_params
-    need = n_params(sizes) * np.dtype(dtype).itemsize * 6  # params, gradient, 3 optimizer rows, a snapshot
+    need = _run_bytes(sizes.tobytes(), dtype.itemsize)
     memory = _physical_memory()
     if memory is not None and need > memory:
+        from ._network import n_params
         raise ValueError(f"hidden={hidden} makes a network of {n_params(sizes):,} params for these data, which "
                          f"needs about {need / 2**30:,.1f} GB with its optimizer state; this machine has "
                          f"{memory / 2**30:,.1f} GB")
+
+
+@functools.lru_cache(maxsize=64)
+def _run_bytes(sizes_bytes, itemsize):
+    """The memory a run of these int64 layer sizes needs: params, gradient, 3 optimizer rows, a snapshot."""
+    from ._network import n_params
+    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * itemsize * 6
 
 
 @functools.lru_cache(maxsize=1)

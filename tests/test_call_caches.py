@@ -54,6 +54,25 @@ def test_a_dropped_trainer_is_freed_at_once(hooks):
     finally:
         gc.enable()
 
+def test_a_fit_calls_history_keeps_none_of_the_runs_big_buffers():
+    # a loop that keeps what fit returns (a list of Histories) must not keep each run's params,
+    # optimizer rows and snapshots: a fresh Trainer's buffers would then never be reused
+    X, y = plain()
+    gc.disable()
+    try:
+        tr = fb.Trainer(**KW)
+        kept = [tr.fit(X, y, steps=1) for _ in range(2)]
+        st = tr.run_state
+        copied = [s.theta for s in st.snapshots if s.theta is not None]  # (a new run's first snapshot copies none)
+        refs = [weakref.ref(a) for a in [st.theta, st.opt_state] + copied]
+        del st, copied
+        del tr
+        assert all(r() is None for r in refs)
+        assert [len(h.loss) for h in kept] == [1, 2]
+    finally:
+        gc.enable()
+
+
 def test_arrays_edited_in_place_between_one_step_calls_are_trained_on_as_they_are_now():
     X, y = plain()
     X2, y2 = plain(seed=1)
@@ -233,3 +252,88 @@ def test_one_step_calls_equal_one_call_with_hooks_between():
     whole.fit(X, y, steps=10)
     assert same_params(ones, whole) and np.array_equal(ones.history.loss, whole.history.loss)
     assert len(seen) == 4
+
+
+def test_a_call_on_the_same_arrays_reuses_their_checked_data_and_keeps_none_of_them():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)
+    last = tr._last_arrays
+    kept = last.data
+    assert last.x_ref() is X and last.y_ref() is y and kept.X is None and kept.labels is None
+    tr.fit(X, y, steps=1)
+    assert last.data is kept and kept.X is None  # reused, and let go again when the call ended
+    tr.fit(X.copy(), y, steps=1)  # another X: checked anew
+    assert last.data is not kept
+
+
+def test_the_same_arrays_changed_in_layout_in_place_are_checked_again():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=2)
+    tr.fit(X, y, steps=2)
+    X.shape = (32, 2 * X.shape[1])  # the same object, other features
+    with pytest.raises(ValueError, match="features"):
+        tr.fit(X, y, steps=1)
+    X.shape = (64, X.shape[1] // 2)
+    y.dtype = np.float64  # the same object and memory, read as floats now: labels to convert and check
+    ref = fb.Trainer(**KW)
+    ref.fit(X, y.view(np.int64).copy(), steps=4)
+    with pytest.raises(ValueError, match="cross_entropy"):
+        tr.fit(X, y, steps=1)  # (tiny floats: not whole-number labels)
+    y.dtype = np.int64
+    tr.fit(X, y, steps=1)
+    ref.fit(X, y, steps=1)
+    assert tr.step == 5 and same_params(tr, ref)
+
+
+def test_trainers_called_at_once_from_threads_each_train_on_their_own_arrays():
+    import threading
+    data = [plain(seed=s) for s in range(4)]
+    alone = []
+    for X, y in data:
+        tr = fb.Trainer(**KW)
+        for _ in range(40):
+            tr.fit(X, y, steps=1)
+        alone.append(tr)
+    together = [fb.Trainer(**KW) for _ in data]
+    errors = []
+
+    def work(tr, X, y):
+        try:
+            for _ in range(40):
+                tr.fit(X, y, steps=1)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(tr, X, y)) for tr, (X, y) in zip(together, data)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for a, b in zip(alone, together):
+        assert same_params(a, b) and np.array_equal(a.history.loss, b.history.loss)
+
+
+@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9)])
+def test_plain_sgds_mapped_optimizer_state_changes_no_result(optimizer, tmp_path, monkeypatch):
+    from fastbatch import _run
+    X, y = plain(n=64)
+    X = np.tile(X, (1, 8))  # 80 features, hidden 512: 3 optimizer rows of ~42k params, past MAPPED_ZEROS_BYTES
+    kw = {**KW, **optimizer, "hidden": (512,), "epochs": 3}
+    mapped = fb.Trainer(**kw)
+    mapped.fit(X, y, steps=5)
+    assert mapped.run_state.opt_state.nbytes >= _run.MAPPED_ZEROS_BYTES
+    assert (mapped.run_state.opt_state.base is not None) == (optimizer.get("momentum", 0) == 0)
+    mapped.save(tmp_path / "ck.npz")
+    loaded = fb.Trainer.load(tmp_path / "ck.npz")
+    mapped.fit(X, y)
+    loaded.fit(X, y)
+    monkeypatch.setattr(_run, "MAPPED_ZEROS_BYTES", 1 << 62)
+    zeroed = fb.Trainer(**kw)
+    zeroed.fit(X, y)
+    assert same_params(mapped, zeroed) and same_params(loaded, zeroed)
+    assert np.array_equal(mapped.run_state.opt_state, zeroed.run_state.opt_state)
+    assert np.array_equal(mapped.history.loss, zeroed.history.loss)

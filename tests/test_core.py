@@ -247,6 +247,69 @@ def test_an_error_mid_fit_restores_the_state_exactly(monkeypatch, how, error):
     assert same_params(tr, ref)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("pending", [False, True], ids=["seeded", "set_params"])
+@pytest.mark.parametrize("how, error", [("read", OSError), ("interrupt", KeyboardInterrupt)])
+def test_an_error_in_a_new_runs_first_chunk_restores_its_first_params_exactly(monkeypatch, how, error, pending,
+                                                                               optimizer):
+    # that snapshot copies no params: restore() makes them again (the seed's, or those set with set_params)
+    X, y = make_data(n=200)
+    kw = dict(batch_size=4, epochs=50, optimizer=optimizer, seed=3)
+    first = fb.Trainer(**{**kw, "seed": 4})  # other params to set
+    first.fit(X, y, steps=2)
+    tr, ref = fb.Trainer(**kw), fb.Trainer(**kw)
+    if pending:
+        tr.set_params(first.get_params())
+        ref.set_params(first.get_params())
+    fake = FailingBackend(_kernel, 1, how)
+    monkeypatch.setattr(tr, "_backend", lambda: fake)
+    with pytest.raises(error):
+        tr.fit(X, y, steps=20)
+    assert tr.step == 0 and tr.started and not tr.run_state.opt_state.any()
+    monkeypatch.undo()
+    ref.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)
+    assert same_params(tr, ref) and np.array_equal(tr.history.loss, ref.history.loss)
+    tr.fit(X, y, steps=30)
+    ref.fit(X, y, steps=30)
+    assert same_params(tr, ref) and np.array_equal(tr.history.loss, ref.history.loss)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_a_divergence_in_a_new_runs_first_chunk_rewinds_as_from_a_copied_snapshot(monkeypatch, optimizer):
+    from fastbatch._run import RunState
+    copy_first = RunState.snapshot_into
+
+    lazy = RunState.snapshot_start
+    starts = []
+
+    def outcome(X, y, kw, copied):
+        with monkeypatch.context() as m:
+            if copied:  # the first snapshot a copy, as every other one
+                m.setattr(RunState, "snapshot_start", lambda st, snap, make_theta: copy_first(st, snap))
+            else:
+                m.setattr(RunState, "snapshot_start", lambda st, *a: starts.append(1) or lazy(st, *a))
+            tr = fb.Trainer(**kw)
+            try:
+                tr.fit(X, y)
+            except fb.DivergenceError as exc:
+                return tr, (exc.step, exc.bad_step)
+            return tr, None
+
+    settings = [(dtype, loss, seed) for seed in range(6) for dtype in ("float64", "float32")
+                for loss in ("mse", "cross_entropy")]
+    for dtype, loss, seed in settings:  # the first setting that diverges in its first call's first chunk
+        X, y, kw = diverging(optimizer, loss, dtype, seed)
+        a, where_a = outcome(X, y, kw, copied=False)
+        if where_a is not None:
+            break
+    assert where_a is not None and starts
+    b, where_b = outcome(X, y, kw, copied=True)
+    assert where_a == where_b
+    assert same_params(a, b) and np.array_equal(a.history.loss, b.history.loss)
+    assert np.array_equal(a.run_state.opt_state, b.run_state.opt_state)
+
+
 # ---------------------------------------------------------------------------- divergence
 
 

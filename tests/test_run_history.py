@@ -1,6 +1,7 @@
 """The run's history in little memory: losses in the run's dtype, rates as runs of equal rates,
 training accuracy from per-epoch sums. Same numbers as before, and through checkpoints."""
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -135,3 +136,36 @@ def test_forged_rate_runs_and_hit_sums_are_refused(tmp_path, change):
         np.savez(f, **arrays)
     with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
         fb.Trainer.load(path)
+
+
+@pytest.mark.parametrize("how", ["fit", "fit_batches"])
+def test_a_history_is_the_run_as_it_stood_when_taken_even_when_first_read_later(how):
+    X, y = make_data(n=40, seed=3)
+    X = X.astype(np.float32)
+    kw = dict(hidden=(4,), batch_size=8, epochs=6, optimizer="sgd", learning_rate=0.05, track_noise=True,
+              validation_split=0.25 if how == "fit" else 0.0)
+    batches = lambda: ((X[i:i + 8], y[i:i + 8]) for i in range(0, 40, 8))  # noqa: E731
+
+    def train(tr, epochs):
+        tr.epochs = epochs
+        return tr.fit(X, y) if how == "fit" else tr.fit_batches(batches)
+
+    eager, lazy = fb.Trainer(**kw), fb.Trainer(**kw)
+    h_eager = train(eager, 2)
+    expected = {k: np.array(v, copy=True) for k, v in h_eager.as_dict().items()}
+    expected.update(epoch_loss=h_eager.epoch_loss.copy(), val_loss=h_eager.val_loss.copy(),
+                    noise=h_eager.noise.copy(), metrics=h_eager.metrics, n=(h_eager.steps_per_epoch,
+                                                                             h_eager.n_records, len(h_eager)))
+    h_lazy = train(lazy, 2)  # read only after the run went on (and grew its buffers)
+    train(lazy, 6)
+    copied = pickle.loads(pickle.dumps(h_lazy))
+    for h in (h_lazy, copied):
+        for k, v in h.as_dict().items():
+            assert np.array_equal(v, expected[k]), k
+        assert np.array_equal(h.epoch_loss, expected["epoch_loss"])
+        assert np.array_equal(h.val_loss, expected["val_loss"]) and np.array_equal(h.noise, expected["noise"])
+        assert h.metrics.keys() == expected["metrics"].keys()
+        assert all(np.array_equal(h.metrics[k], expected["metrics"][k]) for k in h.metrics)
+        assert (h.steps_per_epoch, h.n_records, len(h)) == expected["n"]
+    with pytest.raises(AttributeError):
+        h_lazy.no_such_attribute  # noqa: B018

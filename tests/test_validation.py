@@ -289,3 +289,13 @@ def test_a_dataframe_with_bool_columns_is_accepted():
         fb.Trainer().fit(df.assign(city=["x"] * 50), Y0)
     with pytest.raises(ValueError, match="missing values|NaN values"):
         fb.Trainer().fit(df.assign(n=pd.array([1, None] * 25, dtype="Int64")), Y0)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float64])
+def test_labels_checked_whole_are_a_copy_of_their_own(dtype):
+    # what a first call checks is what it trains on: one copy (not two), never the caller's memory
+    y = np.arange(12, dtype=dtype) % 3
+    from fastbatch import _validation as V
+    _, labels, k = V.check_y(y, "cross_entropy", 12, np.float32)
+    assert k == 3 and labels.dtype == np.int64 and not np.shares_memory(labels, y)
+    assert np.array_equal(labels, np.arange(12) % 3)
