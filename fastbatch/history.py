@@ -60,8 +60,9 @@ class History:
         return h
 
     def __getattr__(self, name):
-        # only reached for an attribute not set yet: a History of_run makes its attributes now
-        moment = self.__dict__.pop("_moment", None)
+        # only reached for an attribute not set yet: a History of_run makes its attributes now, all
+        # at once (one dict update: another thread reading the same History sees all or none of them)
+        moment = self.__dict__.get("_moment")
         if moment is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         (s, loss_buf, noise_buf, per_step_buf, rates, sizes, spe, n_records, epoch_loss, n_epochs, val_loss, n_val,
@@ -69,11 +70,13 @@ class History:
         per_step = None
         if per_step_buf is not None:
             per_step = {k: per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
-        self.__init__(loss_buf[:s], functools.partial(rates.per_step, s), sizes, spe, n_records, val_loss,
-                      val_accuracy, per_step, epoch_loss, None if noise_buf is None else noise_buf[:s], epoch_metrics)
-        self._val = (val_loss, n_val, val_accuracy, n_acc)
-        self._closed_src = (epoch_loss, n_epochs)
-        self._metrics_src = (epoch_metrics, n_metrics)
+        full = History(loss_buf[:s], functools.partial(rates.per_step, s), sizes, spe, n_records, val_loss,
+                       val_accuracy, per_step, epoch_loss, None if noise_buf is None else noise_buf[:s], epoch_metrics)
+        full._val = (val_loss, n_val, val_accuracy, n_acc)
+        full._closed_src = (epoch_loss, n_epochs)
+        full._metrics_src = (epoch_metrics, n_metrics)
+        self.__dict__.update(full.__dict__)
+        self.__dict__.pop("_moment", None)
         return getattr(self, name)
 
     def __getstate__(self):

@@ -169,3 +169,43 @@ def test_a_history_is_the_run_as_it_stood_when_taken_even_when_first_read_later(
         assert (h.steps_per_epoch, h.n_records, len(h)) == expected["n"]
     with pytest.raises(AttributeError):
         h_lazy.no_such_attribute  # noqa: B018
+
+
+def test_a_history_read_first_by_many_threads_at_once_is_whole_in_each():
+    # a fit's History makes its attributes on first use: threads that read it first at the same
+    # time each see all of them (never a missing one, never another moment's)
+    X, y = make_data(n=40, seed=3)
+    tr = fb.Trainer(hidden=(4,), batch_size=8, epochs=4, optimizer="sgd", learning_rate=0.05,
+                    validation_split=0.25)
+    ref = tr.fit(X, y, steps=7)
+    expected = (ref.loss.copy(), ref.val_loss.copy(), ref.epoch_loss.copy())
+    import sys
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch within the first read
+    try:
+        _read_at_once(tr, expected)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _read_at_once(tr, expected):
+    import threading
+    for _ in range(50):
+        h = tr.history
+        start, seen, errors = threading.Barrier(8), [], []
+
+        def read():
+            start.wait()
+            try:
+                seen.append((h.val_loss.copy(), h.epoch_loss.copy(), h.loss.copy()))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert all(np.array_equal(v, expected[1]) and np.array_equal(e, expected[2]) and np.array_equal(loss, expected[0])
+                   for v, e, loss in seen)
