@@ -14,7 +14,7 @@ import operator
 
 import numpy as np
 
-from ._network import n_params, unpack
+from ._network import aligned, n_params, unpack
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
@@ -121,6 +121,7 @@ class RunState:
         """``opt_untouched``: the optimizer never writes opt_state (plain SGD): a large one is then an
         anonymous map of zeros, whose pages cost nothing until read (no memset of 3 rows of params)."""
         sizes = np.asarray(sizes, dtype=np.int64)
+        theta = aligned(theta)  # (init_params makes it so: set_params' and a checkpoint's params are copied)
         shape, dtype = (N_OPT_ROWS, theta.shape[0]), theta.dtype
         nbytes = shape[0] * shape[1] * dtype.itemsize
         if opt_untouched and nbytes >= MAPPED_ZEROS_BYTES:

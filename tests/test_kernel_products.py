@@ -90,3 +90,22 @@ def test_a_misaligned_theta_is_updated_in_place(shift):
     assert done == steps
     np.testing.assert_allclose(losses, ref.losses, **TOL["float32"])
     np.testing.assert_allclose(theta, ref.theta, **TOL["float32"])
+
+
+@pytest.mark.parametrize("start", ["init", "set_params", "load"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_runs_params_lie_on_a_cache_line(tmp_path, start, dtype):
+    # the kernel then trains on them where they lie (no aligned copy in and out of each call)
+    import fastbatch as fb
+    X, y = make_data(n=64, d=12, loss="cross_entropy", k=3, seed=1)
+    tr = fb.Trainer(hidden=(8,), batch_size=16, epochs=2, dtype=dtype, seed=2)
+    if start == "set_params":
+        rng = np.random.default_rng(0)
+        tr.set_params([(rng.normal(size=(12, 8)), np.zeros(8)), (rng.normal(size=(8, 3)), np.zeros(3))])
+    tr.fit(X, y, steps=3)
+    if start == "load":
+        path = str(tmp_path / "run.npz")
+        tr.save(path)
+        tr = fb.Trainer.load(path)
+    theta = tr.run_state.theta
+    assert theta.ctypes.data % 64 == 0 and theta.dtype == np.dtype(dtype) and theta.flags.c_contiguous
