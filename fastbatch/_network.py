@@ -22,9 +22,11 @@ def aligned_zeros(n, dtype):
     return base[start:start + n]
 
 
-def aligned(theta):
-    """``theta`` itself when it is 64-byte aligned, else an aligned copy (see aligned_zeros)."""
-    if theta.ctypes.data % 64 == 0:
+def aligned(theta, copy=False):
+    """``theta`` itself when it is 64-byte aligned (and no ``copy`` is asked for), else an aligned
+    copy (see aligned_zeros). A run's params are made so (``init_params``, ``set_params``, a
+    checkpoint's): the kernel trains on them where they lie."""
+    if not copy and theta.ctypes.data % 64 == 0:
         return theta
     out = aligned_zeros(theta.shape[0], theta.dtype)
     out[...] = theta

@@ -121,7 +121,6 @@ class RunState:
         """``opt_untouched``: the optimizer never writes opt_state (plain SGD): a large one is then an
         anonymous map of zeros, whose pages cost nothing until read (no memset of 3 rows of params)."""
         sizes = np.asarray(sizes, dtype=np.int64)
-        theta = aligned(theta)  # (init_params makes it so: set_params' and a checkpoint's params are copied)
         shape, dtype = (N_OPT_ROWS, theta.shape[0]), theta.dtype
         nbytes = shape[0] * shape[1] * dtype.itemsize
         if opt_untouched and nbytes >= MAPPED_ZEROS_BYTES:
@@ -314,7 +313,7 @@ class RunState:
         loss_name = facts["loss"]
         if loss_name not in ("mse", "binary_crossentropy", "cross_entropy"):
             raise ValueError(f"unknown loss {loss_name!r}")
-        st = cls.new(sizes, loss_name, theta.copy(), _count(facts, "n_records"), _count(facts, "n_records_all"),
+        st = cls.new(sizes, loss_name, aligned(theta, copy=True), _count(facts, "n_records"), _count(facts, "n_records_all"),
                      _count(facts, "steps_per_epoch"), bool(facts["generator"]), max(1, _count(facts, "n_threads")),
                      order_cache=False)
         st.opt_state[...] = opt

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from . import _data, _driver, _inference, _numpy_backend, _validation as V, config as _config
-from ._network import init_params, layer_sizes, unpack
+from ._network import aligned, init_params, layer_sizes, unpack
 from ._run import RunState
 from .errors import NotFittedError
 from .history import History
@@ -290,8 +290,7 @@ class Trainer:
                                  f"{p[-1][0].shape[1]} outputs, but the data has {n_features} features "
                                  f"and needs {n_outputs} outputs")
             def make_theta():
-                return np.ascontiguousarray(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]),
-                                            dtype=dtype)
+                return aligned(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]).astype(dtype, copy=False))
         else:
             _check_network_fits(sizes, dtype, cfg["hidden"])
             make_theta = functools.partial(init_params, sizes, cfg["activation"], cfg["seed"], dtype)
