@@ -164,7 +164,8 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
     else:
         loss = run.loss
     n = Xc.shape[0]
-    targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs, scan=scan)
+    targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs, scan=scan,
+                                   copy=scan_x)  # (a kernel that checks each record it reads needs no copy of y)
     if run is not None and n_outputs is not None and n_outputs != run.n_outputs:
         raise ValueError(f"n_outputs={n_outputs} does not fit the run, which has {run.n_outputs} outputs")
     if n_outputs is not None and n_outputs != k:
@@ -265,7 +266,7 @@ def unscaled_sample_message(X):
     """The unscaled-X warning's text for an in-memory X (None when it looks scaled), from evenly spaced rows."""
     global _last_sample
     rows = max(32, min(WARN_SAMPLE_ROWS, WARN_SAMPLE_VALUES // X.shape[1]))
-    sample = np.ascontiguousarray(X[::max(1, X.shape[0] // rows)])
+    sample = X[::max(1, X.shape[0] // rows)]  # (a view: its bytes are copied once, by tobytes)
     if sample.nbytes > _task.MEMO_BYTES:
         return unscaled_message(*sample_stats(np.asarray(sample, dtype=np.float64)))
     raw = sample.tobytes()

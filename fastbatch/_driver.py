@@ -40,23 +40,26 @@ _specs = {}  # the specs made lately, by their fields: equal runs share one (a K
 def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None):
     """The fixed part of the run's kernel calls, from the checked config."""
     b1, b2 = cfg["betas"]
-    fields = dict(
-        batch_size=batch_size or cfg["batch_size"],
-        steps_per_epoch=steps_per_epoch or state.steps_per_epoch,
-        shuffle=cfg["shuffle"] if shuffle is None else shuffle, seed=cfg["seed"],
-        activation=ACTIVATION_CODES[cfg["activation"]], loss=LOSS_CODES[state.loss],
-        optimizer=OPTIMIZER_CODES[cfg["optimizer"]], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
-        beta1=b1, beta2=b2, eps=cfg["eps"], weight_decay=cfg["weight_decay"],
-        **{k: cfg[k] for k in ("alpha", "centered") if k in cfg}, n_threads=state.n_threads)
-    if any(v == 0.0 and math.copysign(1.0, v) < 0 for v in (fields["momentum"], b1, b2, fields["eps"],
-                                                             fields["weight_decay"], fields.get("alpha", 1.0))):
-        return KernelSpec(sizes=state.sizes, **fields)  # (a -0.0 equals 0.0 as a key: no shared spec)
-    key = (state.sizes.tobytes(), *fields.items())
-    spec = _specs.get(key)
+    batch_size = batch_size or cfg["batch_size"]
+    steps_per_epoch = steps_per_epoch or state.steps_per_epoch
+    shuffle = cfg["shuffle"] if shuffle is None else shuffle
+    floats = (cfg["momentum"], b1, b2, cfg["eps"], cfg["weight_decay"], cfg.get("alpha", 1.0))
+    # every field's value, as the spec's key (a -0.0 equals 0.0 as a key: such a spec is not shared)
+    key = (state.sizes.tobytes(), batch_size, steps_per_epoch, shuffle, cfg["seed"], cfg["activation"], state.loss,
+           cfg["optimizer"], cfg["nesterov"], cfg.get("centered"), state.n_threads, *floats)
+    shared = not (0.0 in floats and any(v == 0.0 and math.copysign(1.0, v) < 0 for v in floats))
+    spec = _specs.get(key) if shared else None
     if spec is None:
-        if len(_specs) >= 64:
-            _specs.clear()
-        spec = _specs[key] = KernelSpec(sizes=state.sizes, **fields)
+        spec = KernelSpec(
+            sizes=state.sizes, batch_size=batch_size, steps_per_epoch=steps_per_epoch, shuffle=shuffle,
+            seed=cfg["seed"], activation=ACTIVATION_CODES[cfg["activation"]], loss=LOSS_CODES[state.loss],
+            optimizer=OPTIMIZER_CODES[cfg["optimizer"]], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+            beta1=b1, beta2=b2, eps=cfg["eps"], weight_decay=cfg["weight_decay"],
+            **{k: cfg[k] for k in ("alpha", "centered") if k in cfg}, n_threads=state.n_threads)
+        if shared:
+            if len(_specs) >= 64:
+                _specs.clear()
+            _specs[key] = spec
     return spec
 
 

@@ -141,7 +141,8 @@ class RunState:
     def ensure_order_cache(self):
         """The record-order buffer, made when the data is there (never from a number a file declares)."""
         if self.order_cache is None or self.order_cache.shape[0] != self.n_records + 1:
-            self.order_cache = np.full(self.n_records + 1, -1, dtype=np.int64)
+            self.order_cache = np.empty(self.n_records + 1, dtype=np.int64)  # (read only after it is made)
+            self.order_cache[0] = -1
 
     def x_affine(self):
         """(2, n_features) float64, shift then 1 / scale, for the backend to standardise each record as it

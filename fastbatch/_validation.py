@@ -249,7 +249,7 @@ def no_weights(dtype):
     return _NO_WEIGHTS[np.dtype(dtype)]
 
 
-def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
+def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy=True):
     """Return (targets, labels, n_outputs).
 
     ``targets`` is a C-contiguous 2-D float array for mse / binary_crossentropy
@@ -257,6 +257,8 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
     (with ``n_outputs`` known) leaves out the looks at every value that a kernel checking
     each record as it reads it makes anyway: integer labels' range, targets' finiteness and
     binary targets' 0 / 1. Float labels are still checked whole (NaN has no integer).
+    A whole look is made on a copy of y (what is checked is what is trained on, whatever another
+    thread writes into y), unless ``copy=False``: for such a kernel, which checks what it reads.
     """
     if not scan and n_outputs is not None and type(y) is np.ndarray and y.shape[0] == n_records \
             and y.flags.c_contiguous:  # a later call with arrays as the kernel reads them: nothing to convert
@@ -282,7 +284,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True):
         raise ValueError(f"{name} has {raw.shape[0]} entries but X has {n_records} records")
     scan = scan or n_outputs is None or (loss == "cross_entropy" and raw.dtype.kind == "f")
     private = False  # raw is a copy made here
-    if scan and raw is y:  # looked at whole: a copy, so what is checked is what is trained on (another thread
+    if scan and copy and raw is y:  # looked at whole: a copy, so what is checked is what is trained on (another thread
         raw, private = raw.copy(), True  # may be writing into y) and the messages name what was checked
     if scan and raw.dtype.kind == "f" and not np.isfinite(raw).all():
         bad = raw.reshape(-1)[~np.isfinite(raw.reshape(-1))][0]

@@ -72,9 +72,22 @@ class Plan:
 
     def batch_sizes(self):
         """Size of the batch of every step of one epoch."""
-        sizes = np.full(self.steps_per_epoch, self.effective_batch_size, dtype=np.int64)
+        sizes = np.empty(self.steps_per_epoch, dtype=np.int64)
+        sizes.fill(self.effective_batch_size)
         sizes[-1] = self.last_batch_size
         return sizes
+
+    def shared_batch_sizes(self):
+        """``batch_sizes()``, read-only, and the very array of the last plan with the same batches
+        (what a run keeps: a fresh run of the same shape does not make it again)."""
+        global _last_sizes
+        key = (self.steps_per_epoch, self.effective_batch_size, self.last_batch_size)
+        last = _last_sizes
+        if last[0] != key:
+            sizes = self.batch_sizes()
+            sizes.flags.writeable = False
+            _last_sizes = last = (key, sizes)
+        return last[1]
 
     def step_memory(self):
         """Bytes one step of a full batch needs, by part (None without ``layers``).
@@ -109,6 +122,9 @@ class Plan:
                 f"{last}{drop} x {self.epochs} {epochs} = {self.total_steps} steps{per_step}")
 
 
+_last_sizes = (None, None)  # Plan.shared_batch_sizes: (steps, batch, last batch) and its array
+
+
 def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="float32", optimizer="sgd"):
     """Return the :class:`Plan` for ``n_records`` records, ``batch_size`` and ``epochs``.
 
@@ -116,7 +132,9 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
     ``optimizer``, the plan also knows the memory a step needs (:meth:`Plan.step_memory`).
     """
     e = check_int("epochs", epochs, 1)
-    spe = steps_per_epoch(n_records, batch_size, drop_last)
+    spe = steps_per_epoch(n_records, batch_size, drop_last)  # (checks n_records, batch_size and drop_last)
+    n, b = int(n_records), int(batch_size)
+    last = n if b >= n and not drop_last else b if (drop_last or n % b == 0) else n % b  # last_batch_size
     if layers is not None:
         try:
             layers = tuple(check_int("layers", w, 1) for w in layers)
@@ -126,8 +144,7 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
             raise ValueError(f"layers must list at least the inputs and the outputs, got {layers!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return Plan(int(n_records), int(batch_size), e, bool(drop_last), spe,
-                last_batch_size(n_records, batch_size, drop_last), spe * e, layers, dtype, optimizer)
+    return Plan(n, b, e, bool(drop_last), spe, last, spe * e, layers, dtype, optimizer)
 
 
 def format_bytes(n):

@@ -174,7 +174,7 @@ class Trainer:
             return None
         if self._plan is None:
             self._plan = make_plan(st.n_records, self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])
-            self._batch_sizes = self._plan.batch_sizes()
+            self._batch_sizes = self._plan.shared_batch_sizes()
         return self._plan
 
     @property
@@ -440,7 +440,7 @@ class Trainer:
             try:
                 if st is None:
                     self._begin(new)
-                    self._plan, self._batch_sizes = plan, plan.batch_sizes()
+                    self._plan, self._batch_sizes = plan, plan.shared_batch_sizes()
                 state = self._state
                 plan = self.plan
                 bound = self._source
