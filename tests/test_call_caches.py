@@ -1,5 +1,6 @@
 """What is kept between calls to make them cheap never changes a result: the data of each call is
 the caller's as it is now, and the memos of fresh runs are keyed by everything they depend on."""
+import dataclasses
 import gc
 import warnings
 import weakref
@@ -240,6 +241,36 @@ def test_equal_runs_share_a_kernel_spec_and_a_negative_zero_gets_its_own():
     d = fb.Trainer(**{**KW, "seed": 3})
     d.fit(X, y, steps=1)
     assert d._spec is not a._spec and d._spec.seed == 3
+
+
+@pytest.mark.parametrize("change", [dict(seed=3), dict(shuffle=False), dict(batch_size=8), dict(activation="tanh"),
+                                    dict(optimizer="adam"), dict(optimizer="adam", betas=(0.8, 0.99)),
+                                    dict(optimizer="adam", eps=1e-6), dict(optimizer="adamw", weight_decay=0.1),
+                                    dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
+                                    dict(optimizer="rmsprop", alpha=0.9), dict(optimizer="rmsprop", centered=True),
+                                    dict(n_threads=7)])
+def test_a_run_differing_in_any_one_setting_gets_a_spec_of_its_own(change):
+    X, y = plain()
+    base = fb.Trainer(**KW)
+    base.fit(X, y, steps=1)
+    other = fb.Trainer(**{**KW, **change})
+    other.fit(X, y, steps=1)
+    again = fb.Trainer(**{**KW, **change})
+    again.fit(X, y, steps=1)
+    assert other._spec is not base._spec and again._spec is other._spec
+    assert _driver.kernel_spec(other._cfg, other.run_state) is other._spec
+    fresh = dataclasses.replace(other._spec)  # every field as the spec holds it: equal fields, equal key
+    assert fresh.key == other._spec.key and fresh.key != base._spec.key
+
+
+def test_a_runs_batch_sizes_are_read_only_and_shared_by_equal_plans():
+    from fastbatch.schedule import plan
+    a, b = plan(10, 4, 3), plan(10, 4, 7)
+    sizes = a.shared_batch_sizes()
+    assert sizes.tolist() == [4, 4, 2] == a.batch_sizes().tolist() and not sizes.flags.writeable
+    assert b.shared_batch_sizes() is sizes  # the same batches (epochs differ)
+    c = plan(10, 4, 3, drop_last=True)
+    assert c.shared_batch_sizes().tolist() == [4, 4] and a.batch_sizes().flags.writeable
 
 
 def test_one_step_calls_equal_one_call_with_hooks_between():
