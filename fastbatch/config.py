@@ -120,8 +120,9 @@ PARAMS = (
           "data's units; History's losses are in standardised units)."),
     Param("track_noise", False, "bool", "Record each step's squared norm of the batch's mean gradient and the "
           "mean squared norm of its records' gradients, for History.noise_scale()."),
-    Param("n_threads", None, "optional_int", "Threads of the kernel's team; None: the BLAS's thread setting "
-          "when the run starts. The only thing that decides the team size.", low=1),
+    Param("n_threads", None, "optional_int", "Threads of the kernel's team, at most; None: the BLAS's thread "
+          "setting when the run starts. With the step's shapes and the CPU it decides the team; the load never does.",
+          low=1),
 )
 BY_NAME = {p.name: p for p in PARAMS}
 DEFAULTS = {p.name: p.default for p in PARAMS}
