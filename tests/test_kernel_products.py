@@ -109,3 +109,19 @@ def test_a_runs_params_lie_on_a_cache_line(tmp_path, start, dtype):
         tr = fb.Trainer.load(path)
     theta = tr.run_state.theta
     assert theta.ctypes.data % 64 == 0 and theta.dtype == np.dtype(dtype) and theta.flags.c_contiguous
+
+
+@pytest.mark.parametrize("hidden, k, batch", [
+    ((32,), 2, 40),     # the seed net's last layer: 16 rows at a time, twice, then 8 one by one
+    ((48,), 3, 16),     # inputs of three vectors, one block of rows exactly
+    ((40,), 2, 37),     # inputs not whole vectors: one row at a time
+])
+def test_a_narrow_last_layer_matches_the_reference(hidden, k, batch):
+    # a layer of few outputs is dot products along its inputs (fb_abt): 16 rows' at a time are
+    # summed together (fb_hsum16_f) when the inputs are whole vectors; every row's must be right
+    X, y = make_data(n=203, d=12, loss="cross_entropy", k=k, seed=5)
+    kw = dict(hidden=hidden, batch_size=batch, epochs=2, lr=0.05, seed=4, dtype="float32", optimizer="sgd")
+    ref, got = train("numpy", X, y, **kw), train("cython", X, y, **kw)
+    assert got.done == ref.done > 0
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float32"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float32"])
