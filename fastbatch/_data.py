@@ -111,7 +111,9 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     if sample_weight is None:
         return V.no_weights(dtype)
     try:
-        w = np.asarray(sample_weight)
+        w = np.asarray(V.in_memory(sample_weight, name))
+    except OSError:
+        raise
     except Exception as exc:
         raise TypeError(f"{name} must be an array of {n} non-negative numbers; could not convert it: {exc}") from None
     if w.dtype.kind not in "biuf":

@@ -107,8 +107,9 @@ class RowSource:
     ``read(start, stop)`` gives rows for checks and conversions, safely, whatever X is.
     """
 
-    def __init__(self, array):
+    def __init__(self, array, name="X"):
         self.array = array
+        self.name = name         # what the caller calls the array, for the messages
         self.fd = -1
         self.data_offset = 0
         self.path = getattr(array, "filename", None)
@@ -123,9 +124,9 @@ class RowSource:
         return f"RowSource({self.array.shape} {self.array.dtype}, {how})"
 
     @classmethod
-    def open(cls, X):
+    def open(cls, X, name="X"):
         """A source for a checked X (ndarray or np.memmap); OSError if X's file no longer covers it."""
-        src = cls(X)
+        src = cls(X, name)
         if isinstance(X, np.memmap) and X.size:
             mm = _mapping(X)
             if mm is not None and isinstance(getattr(X, "offset", None), int):
@@ -175,9 +176,9 @@ class RowSource:
             except (OSError, ValueError):
                 size = self._end  # no file to measure (an anonymous map)
             if size < self._end:
-                raise OSError(f"{self.path or 'the file behind X'} is {size} bytes, shorter than the "
-                              f"{self._end} bytes its memory map of X covers: it was truncated after it was "
-                              "loaded; reload it")
+                raise OSError(f"{self.path or 'the file behind ' + self.name} is {size} bytes, shorter than "
+                              f"the {self._end} bytes its memory map of {self.name} covers: it was truncated after "
+                              "it was loaded; reload it")
         if self.fd >= 0:
             st = os.fstat(self.fd)
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:

@@ -249,6 +249,16 @@ def no_weights(dtype):
     return _NO_WEIGHTS[np.dtype(dtype)]
 
 
+def in_memory(a, name):
+    """A memory-mapped array's values read into memory, safely (an OSError when its file no longer
+    covers them); any other array as it is. The kernel reads labels, targets and weights where they
+    lie, and a file cut short under a map would kill the process (SIGBUS) at the next read."""
+    if not isinstance(a, np.memmap) or a.ndim == 0 or not a.size:
+        return a
+    with RowSource.open(a.reshape(a.shape[0], -1), name) as src:
+        return np.asarray(src.read(0, a.shape[0])).reshape(a.shape)
+
+
 def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy=True):
     """Return (targets, labels, n_outputs).
 
@@ -260,6 +270,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
     A whole look is made on a copy of y (what is checked is what is trained on, whatever another
     thread writes into y), unless ``copy=False``: for such a kernel, which checks what it reads.
     """
+    y = in_memory(y, name)
     if not scan and n_outputs is not None and type(y) is np.ndarray and y.shape[0] == n_records \
             and y.flags.c_contiguous:  # a later call with arrays as the kernel reads them: nothing to convert
         if loss == "cross_entropy" and y.dtype == np.int64 and y.ndim == 1:

@@ -289,3 +289,36 @@ def test_a_file_truncated_during_a_fit_stops_it_with_an_error(tmp_path, backend)
     assert [line.split()[0] for line in lines] == ["r", "c"]
     # stopped after epoch 1, with the state of its last chunk
     assert all("error at step 125 " in line and "truncated" in line for line in lines), lines
+
+
+LABELS_SCRIPT = r"""
+import os, sys, numpy as np, fastbatch as fb
+folder, mode = sys.argv[1:]
+X = np.random.default_rng(0).random((4000, 8)).astype(np.float32)
+for what in ("y", "sample_weight"):
+    np.save(os.path.join(folder, "y.npy"), (np.arange(4000) % 2).astype(np.int64))
+    np.save(os.path.join(folder, "w.npy"), np.ones(4000, dtype=np.float32))
+    y = np.load(os.path.join(folder, "y.npy"), mmap_mode=mode)
+    w = np.load(os.path.join(folder, "w.npy"), mmap_mode=mode)
+    tr = fb.Trainer(epochs=3, batch_size=32, n_threads=1)
+    tr.fit(X, y, steps=3, sample_weight=w)
+    os.truncate(os.path.join(folder, "y.npy" if what == "y" else "w.npy"), 1000)
+    try:
+        tr.fit(X, y, steps=300, sample_weight=w)
+        print(what, "no error")
+    except OSError as exc:
+        print(what, "error at step", tr.step, exc)
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize("mode", ["r", "c"])
+def test_labels_or_weights_truncated_under_their_map_are_an_error_not_sigbus(tmp_path, mode):
+    # the kernel reads labels, targets and weights where they lie: a map's are read into memory first
+    out = subprocess.run([sys.executable, "-c", LABELS_SCRIPT, str(tmp_path), mode],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stdout} {out.stderr[-500:]}"
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["y", "sample_weight"]
+    assert all("error at step 3 " in line and "truncated" in line for line in lines), lines
+    assert "memory map of y " in lines[0] and "memory map of sample_weight " in lines[1], lines
