@@ -191,6 +191,13 @@ def test_a_read_only_map_is_read_from_its_own_file(tmp_path):
     assert rows.fd == -1
 
 
+def script_lines(script, *args):
+    """The lines a script prints in a process of its own (a SIGBUS there fails the test, not the run)."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stdout} {out.stderr[-500:]}"
+    return out.stdout.splitlines()
+
+
 TRUNCATED_SCRIPT = r"""
 import os, sys, numpy as np, fastbatch as fb
 from fastbatch import _validation as V
@@ -220,10 +227,7 @@ for what in ("check_X", "fit", "predict"):
 @pytest.mark.parametrize("mode", ["r", "c"])
 def test_a_file_truncated_under_its_map_is_an_error_not_sigbus(tmp_path, mode):
     # issue 11, item 2: reading the missing pages killed the process with SIGBUS
-    out = subprocess.run([sys.executable, "-c", TRUNCATED_SCRIPT, str(tmp_path / "X.npy"), mode],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stdout} {out.stderr[-500:]}"
-    lines = out.stdout.splitlines()
+    lines = script_lines(TRUNCATED_SCRIPT, str(tmp_path / "X.npy"), mode)
     assert [line.split()[0] for line in lines] == ["check_X", "fit", "predict"]
     assert all(" error: " in line and "X.npy" in line and "truncated" in line for line in lines), lines
 
@@ -282,10 +286,7 @@ for mode in ("r", "c"):
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_a_file_truncated_during_a_fit_stops_it_with_an_error(tmp_path, backend):
-    out = subprocess.run([sys.executable, "-c", MIDFIT_SCRIPT, str(tmp_path / "X.npy"), backend],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stdout} {out.stderr[-500:]}"
-    lines = out.stdout.splitlines()
+    lines = script_lines(MIDFIT_SCRIPT, str(tmp_path / "X.npy"), backend)
     assert [line.split()[0] for line in lines] == ["r", "c"]
     # stopped after epoch 1, with the state of its last chunk
     assert all("error at step 125 " in line and "truncated" in line for line in lines), lines
@@ -315,10 +316,7 @@ for what in ("y", "sample_weight"):
 @pytest.mark.parametrize("mode", ["r", "c"])
 def test_labels_or_weights_truncated_under_their_map_are_an_error_not_sigbus(tmp_path, mode):
     # the kernel reads labels, targets and weights where they lie: a map's are read into memory first
-    out = subprocess.run([sys.executable, "-c", LABELS_SCRIPT, str(tmp_path), mode],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"the process died with {out.returncode}: {out.stdout} {out.stderr[-500:]}"
-    lines = out.stdout.splitlines()
+    lines = script_lines(LABELS_SCRIPT, str(tmp_path), mode)
     assert [line.split()[0] for line in lines] == ["y", "sample_weight"]
     assert all("error at step 3 " in line and "truncated" in line for line in lines), lines
     assert "memory map of y " in lines[0] and "memory map of sample_weight " in lines[1], lines
