@@ -2,11 +2,11 @@
 
 Every ``fit`` sees the data as it is now: an array edited in place between calls is
 checked again and converted again (a later call on the very same arrays, unchanged in
-layout, reuses what their shapes and types were checked as: ``LastArrays``). When the backend checks each record as it reads it
-(the kernel: ``bad`` of ``train_steps``), X's values are left to it (``scan=False``), and a
-started run's labels and targets too: a call then costs O(its steps), not O(records), and
-a bad record it reaches is an error naming it, with the run put back where the call began
-(``_driver``). A new run's labels and targets are looked at whole (the task rule needs
+layout, reuses what their shapes and types were checked as: ``LastArrays``). When the
+backend checks each record as it reads it (the kernel: ``bad`` of ``train_steps``), X's
+values are left to it (``scan=False``), and a started run's labels and targets too: a call
+then costs O(its steps), not O(records), and a bad record it reaches is an error naming it,
+with the run put back where the call began (``_driver``). A new run's labels and targets are looked at whole (the task rule needs
 them); the numpy backend looks at every value. Nothing here changes the trainer, and
 nothing keeps the caller's arrays.
 """
@@ -110,10 +110,9 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     """Per-record weights: finite, >= 0, not all 0; (0,) for None."""
     if sample_weight is None:
         return V.no_weights(dtype)
+    sample_weight = V.in_memory(sample_weight, name)  # (a map's file cut short: an OSError naming it)
     try:
-        w = np.asarray(V.in_memory(sample_weight, name))
-    except OSError:
-        raise
+        w = np.asarray(sample_weight)
     except Exception as exc:
         raise TypeError(f"{name} must be an array of {n} non-negative numbers; could not convert it: {exc}") from None
     if w.dtype.kind not in "biuf":

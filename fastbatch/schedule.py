@@ -34,10 +34,13 @@ def last_batch_size(n_records, batch_size, drop_last=False):
     """Size of the last batch of an epoch (``batch_size`` when it divides evenly or is dropped)."""
     n = check_int("n_records", n_records, 1)
     b = check_int("batch_size", batch_size, 1)
-    if b >= n and not drop_last:
-        return n
     steps_per_epoch(n, b, drop_last)  # validates drop_last
-    return b if (drop_last or n % b == 0) else n % b
+    return _last_batch(n, b, drop_last)
+
+
+def _last_batch(n, b, drop_last):
+    """last_batch_size of checked arguments."""
+    return n if b >= n and not drop_last else b if (drop_last or n % b == 0) else n % b
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,6 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
     e = check_int("epochs", epochs, 1)
     spe = steps_per_epoch(n_records, batch_size, drop_last)  # (checks n_records, batch_size and drop_last)
     n, b = int(n_records), int(batch_size)
-    last = n if b >= n and not drop_last else b if (drop_last or n % b == 0) else n % b  # last_batch_size
     if layers is not None:
         try:
             layers = tuple(check_int("layers", w, 1) for w in layers)
@@ -144,7 +146,7 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
             raise ValueError(f"layers must list at least the inputs and the outputs, got {layers!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return Plan(n, b, e, bool(drop_last), spe, last, spe * e, layers, dtype, optimizer)
+    return Plan(n, b, e, bool(drop_last), spe, _last_batch(n, b, drop_last), spe * e, layers, dtype, optimizer)
 
 
 def format_bytes(n):
