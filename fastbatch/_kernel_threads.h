@@ -451,6 +451,20 @@ static void fb_blas_pin(void)
     pthread_mutex_unlock(&fb_blas_lock);
 }
 
+/* The BLAS's thread count as its caller set it: the count saved while teams hold it pinned to
+ * one (another thread's team may be running right now), else the BLAS's own; 0 when unknown. */
+static int fb_blas_threads(void)
+{
+    int n = 0;
+    pthread_mutex_lock(&fb_blas_lock);
+    if (fb_blas_teams > 0 && fb_blas_saved > 0)
+        n = fb_blas_saved;
+    else if (fb_blas_get)
+        n = fb_blas_get();
+    pthread_mutex_unlock(&fb_blas_lock);
+    return n;
+}
+
 /* After a team ran: the last team out gives the BLAS its thread count back. */
 static void fb_blas_unpin(void)
 {

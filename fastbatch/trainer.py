@@ -30,11 +30,11 @@ except ImportError:  # pragma: no cover - only when the extension was not built
 
 
 def default_threads():
-    """The BLAS's thread setting (what ``n_threads=None`` means when a run starts)."""
-    get = getattr(_kernel, "_blas_get", 0) if _kernel is not None else 0
-    if get:
-        import ctypes
-        return max(1, int(ctypes.CFUNCTYPE(ctypes.c_int)(get)()))
+    """The BLAS's thread setting (what ``n_threads=None`` means when a run starts), as the caller
+    made it: a team running in another thread pins the BLAS to one thread meanwhile."""
+    n = _kernel.blas_threads() if _kernel is not None else 0
+    if n:
+        return max(1, n)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:

@@ -184,6 +184,30 @@ def test_the_blas_gets_its_thread_count_back():
         set_(before)
 
 
+@pytest.mark.skipif(not _kernel.BLAS_THREADS_CONTROLLED, reason="the BLAS's thread count is not settable")
+def test_a_run_started_while_another_threads_team_runs_gets_the_callers_thread_count():
+    # a team pins the BLAS to one thread while it runs; a run started in another thread meanwhile
+    # took that 1 for n_threads=None's default (another team size, other sums: a race on results)
+    from fastbatch.trainer import default_threads
+    get = ctypes.CFUNCTYPE(ctypes.c_int)(_kernel._blas_get)
+    set_ = ctypes.CFUNCTYPE(None, ctypes.c_int)(_kernel._blas_set)
+    before = get()
+    seen, done = set(), threading.Event()
+    try:
+        set_(3)
+        X, y = make_data(n=4096, d=40)
+        team = threading.Thread(target=lambda: (train("cython", X, y, hidden=(64,), batch_size=1024, epochs=20,
+                                                      dtype="float32", n_threads=3), done.set()))
+        team.start()
+        while not done.is_set():
+            seen.add((get(), default_threads()))
+        team.join()
+        assert (1, 3) in seen  # the team held the BLAS at 1 while we looked, and the default stayed 3
+        assert {d for _, d in seen} == {3}
+    finally:
+        set_(before)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_forms_its_own_team():
     # the team's members are kept between calls; a forked child has none of them
