@@ -13,7 +13,9 @@ Parts (``--parts``):
   per step. The same for the scikit-learn estimator's ``partial_fit`` on a chunk of one batch,
   and scikit-learn's own ``MLPClassifier.partial_fit`` as a peer; one step of the plain numpy
   loop is the reference row. Then a fresh ``Trainer(...).fit(X, y, steps=1)`` against the
-  parameter initialisation alone (``fastbatch._network.init_params``).
+  parameter initialisation alone (``fastbatch._network.init_params``): its fixed cost is the
+  median, over pairs of one call each side by side, of the fresh fit minus the initialisation,
+  less the in-kernel step (see paired_difference; the spread is over the repeats' medians).
 - hooks: epoch hooks. 300 records, batch 1, ``--hook-epochs`` epochs: the same run with no hook
   (the reference row), with ``on_progress``, with ``validation_split=0.2`` and with an
   ``on_epoch_end`` callback. Compared as whole runs (the issue's target: the same run with and
@@ -26,6 +28,7 @@ Method: warm-up, then ``--repeats`` rounds with the variants interleaved; median
 spread of the repeats. The targets (issues 10 and 12) are printed with PASS / MISS.
 """
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -93,6 +96,34 @@ def interleaved(fns, repeats, settle=0.0):
     return out
 
 
+def paired_difference(fn_a, fn_b, pairs, repeats, settle=0.0):
+    """[us, ...] per repeat: the median over ``pairs`` of one call of fn_a minus the call of fn_b
+    next to it, the order alternating (a then b, b then a). A small difference between two large,
+    drifting times (a fresh Trainer's first fit and its init_params, both milliseconds on a wide
+    net): each pair sees the same machine state, where loops of one call and then the other
+    compare two moments."""
+    out = []
+    clock = time.perf_counter
+    for _ in range(repeats):
+        time.sleep(settle)
+        diffs = []
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            for i in range(max(pairs, 20)):
+                if i % 2:
+                    t0 = clock(); fn_a(); t1 = clock(); fn_b(); t2 = clock()
+                    diffs.append((t1 - t0) - (t2 - t1))
+                else:
+                    t0 = clock(); fn_b(); t1 = clock(); fn_a(); t2 = clock()
+                    diffs.append((t2 - t1) - (t1 - t0))
+        finally:
+            if was:
+                gc.enable()
+        out.append(C.median(diffs) * 1e6)
+    return out
+
+
 def calibrate(fn_of_n, target):
     """The n for which fn_of_n(n) takes about ``target`` seconds."""
     n = 1
@@ -146,6 +177,8 @@ def bench_calls(args, threads_kw):
             k_steps = calibrate(lambda k: warm.fit(X, y, steps=k), args.seconds)
             fns["fit(steps=K): the in-kernel step"] = (lambda: warm.fit(X, y, steps=k_steps)), k_steps
             times = interleaved({label: f for label, (f, _) in fns.items()}, args.repeats, args.settle)
+            over_init = paired_difference(calls["Trainer(...).fit(steps=1), fresh"], calls["init_params alone"],
+                                          fns["init_params alone"][1], args.repeats, args.settle)
             per = {label: C.median(ts) / fns[label][1] * 1e6 for label, ts in times.items()}
             step_us = per["fit(steps=K): the in-kernel step"]
             ref = per["numpy loop, 1 step"]
@@ -159,7 +192,8 @@ def bench_calls(args, threads_kw):
                 elif label == "Trainer(...).fit(steps=1), fresh":
                     # over what the params cost to make, and the step itself
                     row["step_us"] = step_us
-                    row["fixed_us"] = us - step_us - per["init_params alone"]
+                    row["fixed_us"] = C.median(over_init) - step_us
+                    row["fixed_spread_us"] = max(over_init) - min(over_init)
                 elif label == "fit(steps=K): the in-kernel step":
                     row["us_per_call"], row["step_us"] = us * fns[label][1], us
                     row["speedup"] = None
@@ -258,6 +292,7 @@ def summarize(calls, hooks, cli):
         if r["call"] == "Trainer(...).fit(steps=1), fresh":
             one(f"fresh Trainer's first fit over init_params, {r['workload']} batch {r['batch']}", r["fixed_us"],
                 100.0, "{:.0f} us")
+            out[-1] += f"; repeats spread {r['fixed_spread_us']:.0f} us"
     for r in hooks:
         if r["hook"] != "none":
             one(f"{r['hook']}, {r['epochs']} epochs (run, x no hook)", r["ratio_run"], 1.3, "{:.2f}x")
@@ -303,7 +338,7 @@ def main(argv=None):
     print("\n".join(meta), flush=True)
     calls = hooks = cli = []
     if "calls" in parts:
-        print("\nfit-call cost (fixed = us/call - the in-kernel us/step; fresh: also - init_params)")
+        print("\nfit-call cost (fixed = us/call - the in-kernel us/step; fresh: paired, fresh - init_params - step)")
         print(C.table_header(CALL_COLUMNS), flush=True)
         calls = bench_calls(args, threads_kw)
     if "hooks" in parts:
