@@ -164,3 +164,34 @@ def test_adam_over_many_steps_in_pieces_is_bit_identical_and_matches_numpy(dt):
     ref = train("numpy", X, y, **kw)
     np.testing.assert_allclose(one.losses, ref.losses, **TOL[dt])
     np.testing.assert_allclose(one.theta, ref.theta, **TOL[dt])
+
+
+@pytest.mark.parametrize("batch", [1, 15, 16, 17, 40])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("scale", [1.0, 300.0], ids=["moderate", "margins-past-exp-range"])
+def test_two_class_softmax_matches_numpy(batch, weighted, scale):
+    # two classes take their own float32 path (fb_ce2_f: 16 rows at a time, from each row's margin);
+    # partial chunks of rows, weights, and margins whose exp underflows (|m| > 87) must all agree
+    X, y = make_data(n=203, d=6, loss="cross_entropy", k=2, seed=7)
+    w = np.random.default_rng(8).uniform(0.0, 2.0, len(y)) if weighted else None
+    # (huge margins: a few steps, as later ones amplify rounding; the float64 reference differs as much)
+    kw = dict(hidden=(9,), batch_size=batch, epochs=2, lr=0.05 / scale, seed=5, dtype="float32", weights=w,
+              steps=None if scale == 1.0 else 6)
+    ref, got = train("numpy", X * scale, y, **kw), train("cython", X * scale, y, **kw)
+    assert got.done == ref.done > 0 and np.isfinite(got.losses).all()
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float32"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float32"])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_two_class_accuracy_counts_ties_as_the_first_class(n_threads):
+    # equal logits: numpy's argmax says class 0, so exactly the label-0 records are classified right
+    import fastbatch as fb
+    X, y = make_data(n=256, d=4, loss="cross_entropy", k=2, seed=2)
+    accs = []
+    for backend in ("cython", "numpy"):
+        tr = fb.Trainer(hidden=(), batch_size=256, epochs=1, optimizer="sgd", seed=0, backend=backend,
+                        n_threads=n_threads)  # one step: its accuracy is of the params before its update
+        tr.set_params([(np.zeros((4, 2)), np.zeros(2))])
+        accs.append(tr.fit(X, y).metrics["accuracy"][0])
+    assert accs[0] == accs[1] == pytest.approx(np.mean(y == 0))
