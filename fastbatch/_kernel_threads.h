@@ -319,9 +319,10 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
  * The other way is tried after FB_TRY_FIRST seconds of training, the wait doubling up to
  * FB_TRY_LAST while tries lose, so a lost try costs about a percent of the time. The run queue
  * (the caller's glance at the runnable threads, at most every 0.2 s) picks the first way and
- * sets the pace of tries: one thread on cores the run queue says are taken tries the team only
- * every FB_TRY_LAST, and when the run queue changes its mind against the way in use (the load
- * went away, or came) the other way is tried within FB_TRY_FIRST. The clock is this
+ * sets the pace of tries: one thread on cores the run queue says are taken tries the team once
+ * after FB_TRY_FIRST (the glance can be stale: another library's threads that were busy just
+ * before), then only every FB_TRY_LAST; when the run queue changes its mind against the way in
+ * use (the load went away, or came) the other way is tried within FB_TRY_FIRST. The clock is this
  * workspace's training time, not the wall's, so a caller that trains in short calls far apart
  * tries as rarely per step as one long call.
  * No syscall: two clock reads (vDSO) a piece. */
@@ -364,8 +365,8 @@ static int fb_way_next(fb_way *w, int room, double *seconds)
     w->room = room;
     if (room != w->team && room != w->room_tried)
         wait = FB_TRY_FIRST;  /* the run queue changed its mind against the way in use: try soon */
-    else if (!room && !w->team)
-        wait = FB_TRY_LAST;   /* one thread, on cores that are taken: the team is tried rarely */
+    else if (!room && !w->team && w->tries)
+        wait = FB_TRY_LAST;   /* one thread, on cores that are taken: after a first try, the team is tried rarely */
     if (w->clock >= w->tried + wait) {
         *seconds = FB_TRY_SECONDS;
         return !w->team;

@@ -430,3 +430,24 @@ def test_a_team_that_sees_busy_cores_sleeps_at_once_with_the_same_bits(monkeypat
     taken = run("cross_entropy", "relu", (96, 40), 30, OPTIMIZERS[2], "float32", **kw)
     assert np.array_equal(free.losses, taken.losses) and np.array_equal(free.theta, taken.theta)
     assert np.array_equal(free.noise, taken.noise)
+
+
+def test_a_run_started_on_one_thread_tries_its_team_soon_once():
+    # the run queue said the cores were taken (it may be stale: threads that were busy just before):
+    # the team is tried within a tenth of a second and taken when faster; on cores that really
+    # are taken it loses that try, and the next ones come rarely
+    for team_rate, taken in ((1000, True), (300, False)):
+        w = _kernel._WayForTests(False)
+        spent, t = {True: 0.0, False: 0.0}, 0.0
+        while t < 0.09:  # (pieces of 0.025 s; the try after 0.05 s, the next one not before 0.1)
+            team, piece = w.next(False)
+            w.note(team, max(1, round(piece * (team_rate if team else 700))), piece)
+            spent[team] += piece
+            t += piece
+        assert w.team == taken and w.tries == 1
+        if not taken:
+            while t < 1.9:
+                team, piece = w.next(False)
+                w.note(team, max(1, round(piece * (team_rate if team else 700))), piece)
+                t += piece
+            assert w.tries == 1  # no second try before FB_TRY_LAST
