@@ -372,7 +372,7 @@ def test_a_row_split_starts_as_the_run_queue_says(monkeypatch):
     kw = dict(hidden=(64,), batch_size=256, epochs=1, dtype="float32", n_threads=2)  # 128 rows a member
     for others, way in ((10 ** 6, "one"), (-10 ** 6, "team")):
         monkeypatch.setattr(_kernel, "_runnable_others", lambda: others)
-        _kernel._local.__dict__.get("workspaces", {}).clear()  # a new workspace (equal specs share one)
+        _kernel._forget_workspaces()  # a new workspace (equal specs share one)
         r = train("cython", X, y, **kw)
         assert r.done == 5
         got = _workspace_of(r.spec).way
