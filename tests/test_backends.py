@@ -195,3 +195,26 @@ def test_two_class_accuracy_counts_ties_as_the_first_class(n_threads):
         tr.set_params([(np.zeros((4, 2)), np.zeros(2))])
         accs.append(tr.fit(X, y).metrics["accuracy"][0])
     assert accs[0] == accs[1] == pytest.approx(np.mean(y == 0))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("batch, weighted", [(1, False), (7, True), (32, False), (40, True)])
+def test_the_two_class_path_trains_with_the_general_paths_bits(optimizer, batch, weighted):
+    # fb_ce2_f does the general softmax's arithmetic in vectors: the same params, bit for bit, and the
+    # same hit fractions (Adam would amplify any change in a near-zero gradient into a different run)
+    import fastbatch as fb
+    from fastbatch import _kernel
+    X, y = make_data(n=203, d=6, loss="cross_entropy", k=2, seed=9)
+    w = np.random.default_rng(3).uniform(0.2, 3.0, len(y)) if weighted else None
+    runs = []
+    for on in (True, False):
+        was = _kernel._use_two_class_path(on)
+        try:
+            tr = fb.Trainer(hidden=(16,), batch_size=batch, epochs=4, optimizer=optimizer, learning_rate=0.02,
+                            seed=1, n_threads=1)
+            h = tr.fit(X, y, sample_weight=w)
+        finally:
+            _kernel._use_two_class_path(was)
+        runs.append((tr.run_state.theta.copy(), h.metrics["accuracy"], h.loss))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    np.testing.assert_allclose(runs[0][2], runs[1][2], rtol=1e-6)  # (the losses' sums may round in another order)
