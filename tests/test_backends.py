@@ -168,13 +168,13 @@ def test_adam_over_many_steps_in_pieces_is_bit_identical_and_matches_numpy(dt):
 
 @pytest.mark.parametrize("batch", [1, 15, 16, 17, 40])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-@pytest.mark.parametrize("scale", [1.0, 300.0], ids=["moderate", "margins-past-exp-range"])
+@pytest.mark.parametrize("scale", [1.0, 300.0], ids=["moderate", "gaps-past-exp-range"])
 def test_two_class_softmax_matches_numpy(batch, weighted, scale):
-    # two classes take their own float32 path (fb_ce2_f: 16 rows at a time, from each row's margin);
-    # partial chunks of rows, weights, and margins whose exp underflows (|m| > 87) must all agree
+    # two classes take their own float32 path (fb_ce2_f: 16 rows at a time, in vectors); partial
+    # chunks of rows, weights, and logit gaps whose exp underflows (> 87) must all agree
     X, y = make_data(n=203, d=6, loss="cross_entropy", k=2, seed=7)
     w = np.random.default_rng(8).uniform(0.0, 2.0, len(y)) if weighted else None
-    # (huge margins: a few steps, as later ones amplify rounding; the float64 reference differs as much)
+    # (huge gaps: a few steps, as later ones amplify rounding; the float64 reference differs as much)
     kw = dict(hidden=(9,), batch_size=batch, epochs=2, lr=0.05 / scale, seed=5, dtype="float32", weights=w,
               steps=None if scale == 1.0 else 6)
     ref, got = train("numpy", X * scale, y, **kw), train("cython", X * scale, y, **kw)
