@@ -217,3 +217,25 @@ def test_the_two_class_path_trains_with_the_general_paths_bits(optimizer, batch,
         runs.append((tr.run_state.theta.copy(), h.metrics["accuracy"], h.loss))
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
     np.testing.assert_allclose(runs[0][2], runs[1][2], rtol=1e-6)  # (the losses' sums may round in another order)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_the_two_class_path_stops_on_an_infinite_logit_as_the_general_path(label):
+    # logits +inf and -inf (finite params, records near float32's largest): the general path's
+    # z - max is inf - inf, a NaN loss, and the call ends before its first update; so must this one
+    from fastbatch import _kernel
+    from fastbatch._codes import Status
+    X = np.full((8, 4), 1e38, np.float32)
+    W = np.zeros((4, 2), np.float32)
+    W[:, 1], W[:, 0] = 1.0, -1.0
+    runs = []
+    for on in (True, False):
+        was = _kernel._use_two_class_path(on)
+        try:
+            runs.append(train("cython", X, np.full(8, label), batch_size=8, steps=3, lr=0.01, dtype="float32",
+                              params=[(W, np.zeros(2, np.float32))]))
+        finally:
+            _kernel._use_two_class_path(was)
+    for r in runs:
+        assert r.done == 0 and r.status == Status.NONFINITE and np.isnan(r.losses[0])
+    assert np.array_equal(runs[0].theta, runs[1].theta)
