@@ -267,20 +267,28 @@ def test_a_file_changed_during_a_fit_is_reported(tmp_path):
             rows.check()
 
 
-MIDFIT_SCRIPT = r"""
+# the scripts below share this: fit(), then one line, "<label> no error" or "<label> error at step <n> <message>"
+FIT_OR_OSERROR = r"""
 import os, sys, numpy as np, fastbatch as fb
+
+
+def fit_or_oserror(label, tr, *args, **kw):
+    try:
+        tr.fit(*args, **kw)
+        print(label, "no error")
+    except OSError as exc:
+        print(label, "error at step", tr.step, exc)
+    sys.stdout.flush()
+"""
+
+MIDFIT_SCRIPT = FIT_OR_OSERROR + r"""
 path, backend = sys.argv[1:]
 for mode in ("r", "c"):
     np.save(path, np.random.default_rng(0).random((4000, 8)).astype(np.float32))
     X = np.load(path, mmap_mode=mode)
     cut = fb.LambdaCallback(on_epoch_end=lambda t, e, logs: os.truncate(path, 1000) if e == 0 else None)
     tr = fb.Trainer(epochs=3, batch_size=32, backend=backend, n_threads=1)
-    try:
-        tr.fit(X, np.arange(len(X)) % 2, callbacks=[cut])
-        print(mode, "no error")
-    except OSError as exc:
-        print(mode, "error at step", tr.step, exc)
-    sys.stdout.flush()
+    fit_or_oserror(mode, tr, X, np.arange(len(X)) % 2, callbacks=[cut])
 """
 
 
@@ -292,8 +300,7 @@ def test_a_file_truncated_during_a_fit_stops_it_with_an_error(tmp_path, backend)
     assert all("error at step 125 " in line and "truncated" in line for line in lines), lines
 
 
-LABELS_SCRIPT = r"""
-import os, sys, numpy as np, fastbatch as fb
+LABELS_SCRIPT = FIT_OR_OSERROR + r"""
 folder, mode = sys.argv[1:]
 X = np.random.default_rng(0).random((4000, 8)).astype(np.float32)
 for what in ("y", "sample_weight"):
@@ -304,12 +311,7 @@ for what in ("y", "sample_weight"):
     tr = fb.Trainer(epochs=3, batch_size=32, n_threads=1)
     tr.fit(X, y, steps=3, sample_weight=w)
     os.truncate(os.path.join(folder, "y.npy" if what == "y" else "w.npy"), 1000)
-    try:
-        tr.fit(X, y, steps=300, sample_weight=w)
-        print(what, "no error")
-    except OSError as exc:
-        print(what, "error at step", tr.step, exc)
-    sys.stdout.flush()
+    fit_or_oserror(what, tr, X, y, steps=300, sample_weight=w)
 """
 
 
