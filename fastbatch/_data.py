@@ -7,8 +7,8 @@ backend checks each record as it reads it (the kernel: ``bad`` of ``train_steps`
 values are left to it (``scan=False``), and a started run's labels and targets too: a call
 then costs O(its steps), not O(records), and a bad record it reaches is an error naming it,
 with the run put back where the call began (``_driver``). A new run's labels and targets are
-looked at whole (the task rule needs them); the numpy backend looks at every value. Nothing here changes the trainer, and
-nothing keeps the caller's arrays.
+looked at whole (the task rule needs them); the numpy backend looks at every value. Nothing
+here changes the trainer, and nothing keeps the caller's arrays.
 """
 import dataclasses
 import weakref
