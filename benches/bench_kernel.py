@@ -3,7 +3,7 @@
     python benches/bench_kernel.py                          # adam, noise, weights, call: float32, 1 thread
     python benches/bench_kernel.py --sections adam --warm 50000
     python benches/bench_kernel.py --sections noise,call --repeats 21 --json out.json
-    python benches/bench_kernel.py --sections products      # own AVX-512 products against gemm (~1 min)
+    python benches/bench_kernel.py --sections products      # own products (AVX-512 / AVX2) against gemm (~1 min)
 
 Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of about
 ``--seconds`` each; medians, and the spread as the interquartile range):
@@ -16,10 +16,10 @@ Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of a
 - ``weights``: SGD with and without sample weights.
 - ``call``: the fixed cost of a ``train_steps`` call of 1 step, warm (seed net, batch 1):
   a call's time minus one step's.
-- ``products``: SGD steps with the kernel's own AVX-512 products (``own``) against the same
+- ``products``: SGD steps with the kernel's own products (AVX-512 or AVX2 tiles) (``own``) against the same
   kernel on gemm and its older small loops (``gemm``, ``_kernel._use_own_products(False)``), on
   the seed, digits and wide nets at ``--product-batches``; per-thread CPU time with one thread
-  (steadier on a shared machine), wall time otherwise. On a CPU without AVX-512 both rows run gemm.
+  (steadier on a shared machine), wall time otherwise. On a CPU without AVX2 both rows run gemm.
 """
 import argparse
 import json

@@ -90,3 +90,11 @@ def test_the_level_is_checked():
     was = _kernel._use_isa_level(2)  # a cap above the CPU's: its own level
     assert _kernel._isa_level() == TOP
     _kernel._use_isa_level(was)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("d, hidden, batch", [(600, (48,), 13), (40, (96, 80), 45)])
+def test_each_isas_own_products_match_the_reference_and_gemm(level, d, hidden, batch, dtype):
+    # AVX2's tiles are 6 rows (AVX-512's 8) by 2 vectors of 8 lanes; at level 0 both runs take gemm
+    import test_kernel_products as P
+    P.test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, dict(optimizer="adam"))

@@ -1,8 +1,8 @@
-"""The kernel's own AVX-512 products of BLAS-sized layers (fb_mm_* in _kernel_dense.h) against the
-numpy reference, and against the same kernel on gemm: odd row counts (tiles of 8, 4 and 1 rows),
+"""The kernel's own products of BLAS-sized layers (fb_mm_* in _kernel_dense.h; AVX-512 or AVX2) against
+the numpy reference, and against the same kernel on gemm: odd row counts (tiles of 8 or 6, 4 and 1 rows),
 widths of whole vectors, a vector and a pair of vectors (48, 80, 96), inputs longer than a block of
 the shared dimension (600 > 256), batches longer than a block of rows, every optimizer, both team
-splits. On a CPU without AVX-512 both runs take gemm (and still must agree)."""
+splits. On a CPU without AVX2 both runs take gemm (and still must agree)."""
 import numpy as np
 import pytest
 
@@ -64,7 +64,7 @@ def test_own_products_in_a_team_match_the_reference(columns, dtype):
 
 def test_turning_them_off_and_on_restores_the_setting(gemm_only):
     assert _kernel._use_own_products(True) == 0
-    assert _kernel._use_own_products(False) in (0, 7)  # 7: all products, on an AVX-512 CPU
+    assert _kernel._use_own_products(False) in (0, 7)  # 7: all products, on an AVX-512 or AVX2 CPU
 
 
 @pytest.mark.parametrize("shift", [0, 1, 3])
