@@ -22,9 +22,9 @@ def gemm_only():
     _kernel._use_own_products(was)
 
 
-def run(backend, d, hidden, batch, dtype, opt, n=203, epochs=2, **kw):
+def run(backend, d, hidden, batch, dtype, opt, n=203, epochs=2, lr=None, **kw):
     X, y = make_data(n=n, d=d, loss="cross_entropy", k=5, seed=3)
-    lr = 0.05 if opt["optimizer"] == "sgd" else 0.01
+    lr = lr or (0.05 if opt["optimizer"] == "sgd" else 0.01)
     return train(backend, X, y, hidden=hidden, batch_size=batch, epochs=epochs, lr=lr, seed=4, dtype=dtype,
                  **opt, **kw)
 
@@ -43,6 +43,28 @@ def test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, opt)
     was = _kernel._use_own_products(False)
     try:
         gemm = run("cython", d, hidden, batch, dtype, opt)
+    finally:
+        _kernel._use_own_products(was)
+    assert own.done == ref.done == gemm.done > 0
+    for got in (own, gemm):
+        np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
+        np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+@pytest.mark.parametrize("d, hidden, batch", [
+    (784, (256, 64), 1),     # a row alone: 8 vectors at a time; its deltas as dot products, not gemm
+    (520, (160, 48), 3),     # three rows; 160 outputs: 8 vectors of AVX2's and 2 more, or 10 of 16
+])
+def test_own_products_of_a_few_rows_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
+    # (a small rate: a step of one record through 784 inputs moves far)
+    kw = dict(n=60, epochs=1, lr=0.002)
+    ref = run("numpy", d, hidden, batch, dtype, opt, **kw)
+    own = run("cython", d, hidden, batch, dtype, opt, **kw)
+    was = _kernel._use_own_products(False)
+    try:
+        gemm = run("cython", d, hidden, batch, dtype, opt, **kw)
     finally:
         _kernel._use_own_products(was)
     assert own.done == ref.done == gemm.done > 0
