@@ -166,6 +166,22 @@ def test_adam_over_many_steps_in_pieces_is_bit_identical_and_matches_numpy(dt):
     np.testing.assert_allclose(one.theta, ref.theta, **TOL[dt])
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_whose_gradient_squares_overflow_float32_goes_on_as_numpy(optimizer):
+    # gradients near 1e22: (1 - b2) g^2 is past float32's range, so v is infinite and the update
+    # m / (sqrt(v) + eps) is 0, as in torch; the AVX-512 update's estimates of 1/sqrt(v) and 1/d must
+    # give that 0 too, not inf * 0 = NaN (a DivergenceError where numpy and torch go on)
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=40) * 1e11, rng.normal(size=40)].astype(np.float32)
+    y = (X[:, 0] * 2.0 + 1e10).astype(np.float32)
+    X = np.tile(X, (1, 12))  # 24 inputs: a vector and a half of weights on the AVX-512 path
+    kw = dict(hidden=(), loss="mse", batch_size=4, epochs=2, optimizer=optimizer, lr=1e-3, seed=1, dtype="float32")
+    got, ref = train("cython", X, y, **kw), train("numpy", X, y, **kw)
+    assert got.done == ref.done == 20 and np.isfinite(got.theta).all() and np.isfinite(got.losses).all()
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float32"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float32"])
+
+
 @pytest.mark.parametrize("batch", [1, 15, 16, 17, 40])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("scale", [1.0, 300.0], ids=["moderate", "gaps-past-exp-range"])
