@@ -147,3 +147,19 @@ def test_a_narrow_last_layer_matches_the_reference(hidden, k, batch):
     assert got.done == ref.done > 0
     np.testing.assert_allclose(got.losses, ref.losses, **TOL["float32"])
     np.testing.assert_allclose(got.theta, ref.theta, **TOL["float32"])
+
+
+@pytest.mark.parametrize("d, hidden, batch, threads", [
+    (10, (32, 24), 1, {}), (10, (32, 24), 5, {}), (10, (32, 24), 32, {}),
+    (12, (40,), 64, dict(n_threads=2, split_columns=False)),       # a team sharing rows: no fusing
+    (600, (48, 32), 4, dict(n_threads=2, split_columns=True)),     # a team sharing outputs: member 0's small layers
+])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plain_sgd_steps_small_layers_in_place_as_numpy(d, hidden, batch, threads, dtype):
+    # plain SGD writes W -= lr * A.T @ D into a small layer's W on the own tiles (no gradient in G)
+    opt = dict(optimizer="sgd")
+    ref = run("numpy", d, hidden, batch, dtype, opt, n=97, lr=0.01)
+    got = run("cython", d, hidden, batch, dtype, opt, n=97, lr=0.01, **threads)
+    assert got.done == ref.done > 0
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
