@@ -16,7 +16,7 @@ Sections (each row's contenders are timed interleaved, ``--repeats`` rounds of a
 - ``weights``: SGD with and without sample weights.
 - ``call``: the fixed cost of a ``train_steps`` call of 1 step, warm (seed net, batch 1):
   a call's time minus one step's.
-- ``products``: SGD steps with the kernel's own products (AVX-512 or AVX2 tiles) (``own``) against the same
+- ``products``: SGD steps with the kernel's own products (``own``, AVX-512 or AVX2 tiles) against the same
   kernel on gemm and its older small loops (``gemm``, ``_kernel._use_own_products(False)``), on
   the seed, digits and wide nets at ``--product-batches``; per-thread CPU time with one thread
   (steadier on a shared machine), wall time otherwise. On a CPU without AVX2 both rows run gemm.
