@@ -103,6 +103,19 @@ def score(z, loss, targets, labels, weights=None):
     return out
 
 
+def score_of_sums(sums, loss, targets):
+    """``score``'s dict from the kernel's sums (``_kernel.score``): sums[0] of the weighted losses,
+    sums[1] of the weighted hits (classification) or absolute errors (mse), sums[2] of the weights,
+    then (mse) each output's sum of squared errors."""
+    if loss != "mse":
+        return {"loss": float(sums[0] / sums[2]), "accuracy": float(sums[1] / sums[2])}
+    t = targets.astype(np.float64)
+    ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - sums[3:3 + t.shape[1]] / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+    return {"loss": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2]), "r2": float(np.mean(r2))}
+
+
 def _mean(values, w):
     if w is None:
         return float(np.add.reduce(values, dtype=np.float64)) / len(values)

@@ -104,3 +104,56 @@ def test_training_accuracy_per_epoch_is_the_epochs_batches():
     probe.fit(X, y, steps=1)
     expect = probe.evaluate(X, y)["accuracy"]
     np.testing.assert_allclose(h.metrics["accuracy"], [expect] * 3, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the validation's score in the kernel
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, k", [("cross_entropy", 4), ("binary_crossentropy", 1), ("mse", 3)])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_the_kernels_validation_score_matches_numpys(dtype, loss, k, activation, weighted):
+    # _kernel.score: the forward pass and the score in C; _inference.score: the numpy reference.
+    # 5,000 records: more than one block of the kernel's rows (4,096), and then the same set in parts
+    from fastbatch import _inference, _kernel
+    from fastbatch._network import init_params, unpack
+    from fastbatch.config import ACTIVATION_CODES, LOSS_CODES
+    rng = np.random.default_rng(5)
+    sizes = np.array([9, 17, 11, k])
+    theta = init_params(sizes, activation, 3, dtype)
+    X = rng.normal(size=(5000, 9)).astype(dtype)
+    labels = rng.integers(0, k, 5000) if loss == "cross_entropy" else np.zeros(0, np.int64)
+    targets = (rng.normal(size=(5000, k)) if loss == "mse" else rng.integers(0, 2, (5000, 1))).astype(dtype)
+    w = rng.uniform(0.0, 2.0, 5000).astype(dtype) if weighted else np.zeros(0, dtype)
+    codes = (ACTIVATION_CODES[activation], LOSS_CODES[loss])
+    got = _inference.score_of_sums(_kernel.score(theta, sizes, *codes, X, targets, labels, w), loss, targets)
+    ref = _inference.score(_inference.forward_views(unpack(theta, sizes), activation, X), loss, targets, labels, w)
+    assert set(got) == set(ref)
+    for key in ref:  # the kernel sums in double: within float32's rounding of numpy's float32 arithmetic
+        assert got[key] == pytest.approx(ref[key], rel=1e-5 if dtype == "float32" else 1e-12)
+    sums = None
+    for lo in range(0, 5000, 1234):  # in parts, into the same sums: the same bits
+        hi = lo + 1234
+        sums = _kernel.score(theta, sizes, *codes, X[lo:hi], targets[lo:hi], labels[lo:hi], w[lo:hi], sums)
+    assert _inference.score_of_sums(sums, loss, targets) == got
+
+
+def test_the_kernels_validation_score_checks_its_x():
+    from fastbatch import _kernel
+    from fastbatch._network import init_params
+    sizes = np.array([3, 2])
+    theta = init_params(sizes, "relu", 0, "float32")
+    for X in (np.zeros((4, 3)), np.zeros((4, 3), np.float32)[:, ::-1], np.zeros((0, 3), np.float32)):
+        with pytest.raises(ValueError, match="C-ordered X of theta's dtype"):
+            _kernel.score(theta, sizes, 1, 2, X, None, np.zeros(4, np.int64), None)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_validation_metrics_agree_between_the_backends(loss):
+    # the cython backend scores its validation set in the kernel, the numpy one with numpy
+    X, y = make_data(n=400, d=6, loss=loss, k=3 if loss == "cross_entropy" else 2)
+    w = np.random.default_rng(2).uniform(0.5, 1.5, 400)
+    hs = [fb.Trainer(epochs=3, batch_size=16, validation_split=0.25, backend=b, seed=1).fit(X, y, sample_weight=w)
+          for b in ("cython", "numpy")]
+    for key in hs[1].metrics:
+        np.testing.assert_allclose(hs[0].metrics[key], hs[1].metrics[key], rtol=1e-4, err_msg=key)
