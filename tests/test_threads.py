@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+import fastbatch as fb
 from fastbatch import _kernel
 from helpers import make_data
 from kernel_run import train
@@ -450,3 +451,17 @@ def test_a_run_started_on_one_thread_tries_its_team_soon_once():
                 w.note(team, max(1, round(piece * (team_rate if team else 700))), piece)
                 t += piece
             assert w.tries == 1  # no second try before FB_TRY_LAST
+
+
+@pytest.mark.parametrize("hidden", [(129,), (257,), (225, 64)])
+@pytest.mark.parametrize("batch", [1, 4, 16])
+def test_two_threads_on_odd_widths_train_as_numpy(hidden, batch):
+    # a big W at a small batch runs a team sharing each layer's outputs; outputs that do not fall
+    # into whole shares of 16 a member (257 as 144 + 113) once gave wrong outputs from the first step
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 784))
+    y = rng.integers(0, 3, 64)
+    kw = dict(hidden=hidden, batch_size=batch, epochs=1, optimizer="sgd", learning_rate=0.01, dtype="float64", seed=1)
+    got = fb.Trainer(n_threads=2, **kw).fit(X, y, steps=6)
+    ref = fb.Trainer(backend="numpy", **kw).fit(X, y, steps=6)
+    np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-9)
