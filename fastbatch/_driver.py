@@ -531,27 +531,36 @@ def _all_finite(a):
 
 
 def validate(trainer, val):
-    """The validation set's score at an epoch end: on the cython backend one kernel call over X in
-    memory (``_kernel.score``: the forward pass and the score in C, where numpy's calls cost 10x the
+    """The validation set's score at an epoch end: on the cython backend a kernel call over X
+    (``_kernel.score``: the forward pass and the score in C, where numpy's calls cost 10x the
     arithmetic on a small set), else the numpy reference's (``_inference``)."""
     state, cfg = trainer._state, trainer._cfg
     Xv, tv, lv, wv = val
     backend = trainer._backend()
-    if not (hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous):
-        z = _inference.forward_views(state.layers(), cfg["activation"], Xv)
-        return _inference.score(z, state.loss, tv, lv, wv)
+    in_c = hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous
     codes = (ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[state.loss])
+    sums, zs = None, []
+    for lo, hi, part in _validation_parts(Xv):
+        if in_c:
+            sums = backend.score(state.theta, state.sizes, *codes, part, tv[lo:hi], lv[lo:hi], wv[lo:hi], sums)
+        else:
+            zs.append(_inference.forward_views(state.layers(), cfg["activation"], part))
+    if in_c:
+        return _inference.score_of_sums(sums, state.loss, tv)
+    return _inference.score(zs[0] if len(zs) == 1 else np.concatenate(zs), state.loss, tv, lv, wv)
+
+
+def _validation_parts(Xv):
+    """(lo, hi, rows) of the validation set: all of it in memory; a memory map's rows read through the
+    row source, a part at a time (a file cut short is an OSError, not a SIGBUS; memory stays bounded)."""
     if not isinstance(Xv, np.memmap):
-        sums = backend.score(state.theta, state.sizes, *codes, Xv, tv, lv, wv)
-    else:  # read through the row source in parts: a file cut short is an OSError, not a SIGBUS
-        from ._rows import RowSource
-        sums, n = None, len(Xv)
-        with RowSource.open(Xv) as src:
-            for lo in range(0, n, _inference.CHUNK):
-                hi = min(lo + _inference.CHUNK, n)
-                part = np.ascontiguousarray(src.read(lo, hi))
-                sums = backend.score(state.theta, state.sizes, *codes, part, tv[lo:hi], lv[lo:hi], wv[lo:hi], sums)
-    return _inference.score_of_sums(sums, state.loss, tv)
+        yield 0, len(Xv), Xv
+        return
+    from ._rows import RowSource
+    with RowSource.open(Xv) as src:
+        for lo in range(0, len(Xv), _inference.CHUNK):
+            hi = min(lo + _inference.CHUNK, len(Xv))
+            yield lo, hi, np.ascontiguousarray(src.read(lo, hi))
 
 
 def end_epoch(trainer, epoch, hooks):

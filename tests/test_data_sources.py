@@ -300,6 +300,25 @@ def test_a_file_truncated_during_a_fit_stops_it_with_an_error(tmp_path, backend)
     assert all("error at step 125 " in line and "truncated" in line for line in lines), lines
 
 
+VALIDATION_SCRIPT = FIT_OR_OSERROR + r"""
+path, backend = sys.argv[1:]
+rng = np.random.default_rng(0)
+X, y = rng.random((400, 8)).astype(np.float32), np.arange(400) % 2
+np.save(path, rng.random((3000, 8)).astype(np.float32))
+Xv = np.load(path, mmap_mode="r")
+cut = fb.LambdaCallback(on_epoch_end=lambda t, e, logs: os.truncate(path, 1000) if e == 0 else None)
+tr = fb.Trainer(epochs=3, batch_size=32, backend=backend, n_threads=1)
+fit_or_oserror("validation", tr, X, y, validation_data=(Xv, np.arange(3000) % 2), callbacks=[cut])
+"""
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_a_validation_file_truncated_during_a_fit_is_an_error_not_sigbus(tmp_path, backend):
+    # each epoch's validation reads a memory-mapped set through the row source (either backend)
+    lines = script_lines(VALIDATION_SCRIPT, str(tmp_path / "Xv.npy"), backend)
+    assert len(lines) == 1 and "error at step" in lines[0] and "truncated" in lines[0], lines
+
+
 LABELS_SCRIPT = FIT_OR_OSERROR + r"""
 folder, mode = sys.argv[1:]
 X = np.random.default_rng(0).random((4000, 8)).astype(np.float32)

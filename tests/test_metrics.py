@@ -157,3 +157,25 @@ def test_validation_metrics_agree_between_the_backends(loss):
           for b in ("cython", "numpy")]
     for key in hs[1].metrics:
         np.testing.assert_allclose(hs[0].metrics[key], hs[1].metrics[key], rtol=1e-4, err_msg=key)
+
+
+def test_the_kernels_validation_score_refuses_what_would_read_out_of_bounds():
+    # an internal call, but one wrong argument must be an error, never a read past an array
+    from fastbatch import _kernel
+    from fastbatch._network import init_params
+    sizes = np.array([5, 8, 3])
+    theta = init_params(sizes, "relu", 0, "float32")
+    X = np.zeros((10, 5), np.float32)
+    labels = np.zeros(10, np.int64)
+    bad_calls = {
+        "theta": (theta[:-1], sizes, 1, 2, X, None, labels, None),
+        "codes": (theta, sizes, 1, 99, X, None, labels, None),
+        "labels": (theta, sizes, 1, 2, X, None, labels[:2], None),
+        "a label": (theta, sizes, 1, 2, X, None, np.full(10, 3), None),
+        "targets": (theta, sizes, 1, 0, X, np.zeros((1, 3), np.float32), labels, None),
+        "weights": (theta, sizes, 1, 2, X, None, labels, np.ones(2, np.float32)),
+        "sums": (theta, sizes, 1, 2, X, None, labels, None, np.zeros(2)),
+    }
+    for what, args in bad_calls.items():
+        with pytest.raises(ValueError):
+            _kernel.score(*args)
