@@ -29,37 +29,8 @@ def run(backend, d, hidden, batch, dtype, opt, n=203, epochs=2, lr=None, **kw):
                  **opt, **kw)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
-@pytest.mark.parametrize("d, hidden, batch", [
-    (600, (48,), 13),        # k in 3 blocks; 13 rows: a tile of 8, of 4 and of 1; 48 = a pair of vectors + one
-    (40, (96, 80), 45),      # 96 and 80 outputs; 45 rows: more than a block of the gradient's rows
-    (70, (64, 32), 203),     # full batch: many blocks of rows
-    (300, (16,), 37),        # one vector of outputs
-])
-def test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
-    ref = run("numpy", d, hidden, batch, dtype, opt)
-    own = run("cython", d, hidden, batch, dtype, opt)
-    was = _kernel._use_own_products(False)
-    try:
-        gemm = run("cython", d, hidden, batch, dtype, opt)
-    finally:
-        _kernel._use_own_products(was)
-    assert own.done == ref.done == gemm.done > 0
-    for got in (own, gemm):
-        np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
-        np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
-@pytest.mark.parametrize("d, hidden, batch", [
-    (784, (256, 64), 1),     # a row alone: 8 vectors at a time; its deltas as dot products, not gemm
-    (520, (160, 48), 3),     # three rows; 160 outputs: 8 vectors of AVX2's and 2 more, or 10 of 16
-])
-def test_own_products_of_a_few_rows_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
-    # (a small rate: a step of one record through 784 inputs moves far)
-    kw = dict(n=60, epochs=1, lr=0.002)
+def assert_own_and_gemm_match_numpy(d, hidden, batch, dtype, opt, **kw):
+    """The run on the own products and on gemm (_use_own_products(False)) both match numpy's."""
     ref = run("numpy", d, hidden, batch, dtype, opt, **kw)
     own = run("cython", d, hidden, batch, dtype, opt, **kw)
     was = _kernel._use_own_products(False)
@@ -71,6 +42,29 @@ def test_own_products_of_a_few_rows_match_the_reference_and_gemm(d, hidden, batc
     for got in (own, gemm):
         np.testing.assert_allclose(got.losses, ref.losses, **TOL[dtype])
         np.testing.assert_allclose(got.theta, ref.theta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+@pytest.mark.parametrize("d, hidden, batch", [
+    (600, (48,), 13),        # k in 3 blocks; 13 rows: a tile of 8, of 4 and of 1; 48 = a pair of vectors + one
+    (40, (96, 80), 45),      # 96 and 80 outputs; 45 rows: more than a block of the gradient's rows
+    (70, (64, 32), 203),     # full batch: many blocks of rows
+    (300, (16,), 37),        # one vector of outputs
+])
+def test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
+    assert_own_and_gemm_match_numpy(d, hidden, batch, dtype, opt)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
+@pytest.mark.parametrize("d, hidden, batch", [
+    (784, (256, 64), 1),     # a row alone: 8 vectors at a time; its deltas as dot products, not gemm
+    (520, (160, 48), 3),     # three rows; 160 outputs: 8 vectors of AVX2's and 2 more, or 10 of 16
+])
+def test_own_products_of_a_few_rows_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
+    # (a small rate: a step of one record through 784 inputs moves far)
+    assert_own_and_gemm_match_numpy(d, hidden, batch, dtype, opt, n=60, epochs=1, lr=0.002)
 
 
 @pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
