@@ -95,11 +95,7 @@ def score(z, loss, targets, labels, weights=None):
     err = z - t
     per = np.mean(err * err, axis=1)
     out = {"loss": _mean(per, w), "mae": _mean(np.mean(np.abs(err), axis=1), w)}
-    ss_res = np.sum(err * err, axis=0)
-    ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
-    out["r2"] = float(np.mean(r2))
+    out["r2"] = _r2(np.sum(err * err, axis=0), t)
     return out
 
 
@@ -110,10 +106,15 @@ def score_of_sums(sums, loss, targets):
     if loss != "mse":
         return {"loss": float(sums[0] / sums[2]), "accuracy": float(sums[1] / sums[2])}
     t = targets.astype(np.float64)
+    return {"loss": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2]), "r2": _r2(sums[3:3 + t.shape[1]], t)}
+
+
+def _r2(ss_res, t):
+    """The mean over outputs of 1 - ss_res / ss_tot (NaN for an output whose targets are constant)."""
     ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(ss_tot > 0, 1 - sums[3:3 + t.shape[1]] / np.where(ss_tot > 0, ss_tot, 1), np.nan)
-    return {"loss": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2]), "r2": float(np.mean(r2))}
+        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+    return float(np.mean(r2))
 
 
 def _mean(values, w):
