@@ -456,8 +456,8 @@ def test_a_run_started_on_one_thread_tries_its_team_soon_once():
 @pytest.mark.parametrize("hidden", [(129,), (257,), (225, 64)])
 @pytest.mark.parametrize("batch", [1, 4, 16])
 def test_two_threads_on_odd_widths_train_as_numpy(hidden, batch):
-    # a big W at a small batch runs a team sharing each layer's outputs; outputs that do not fall
-    # into whole shares of 16 a member (257 as 144 + 113) once gave wrong outputs from the first step
+    # a big W at a small batch runs a team sharing each layer's outputs; widths of 32k + 1 (257 as
+    # 144 + 113) once gave wrong outputs from the first step (see the test below)
     rng = np.random.default_rng(1)
     X = rng.standard_normal((64, 784))
     y = rng.integers(0, 3, 64)
@@ -465,3 +465,19 @@ def test_two_threads_on_odd_widths_train_as_numpy(hidden, batch):
     got = fb.Trainer(n_threads=2, **kw).fit(X, y, steps=6)
     ref = fb.Trainer(backend="numpy", **kw).fit(X, y, steps=6)
     np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-9)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("hidden", [(97,), (129, 33), (257,), (48, 161)])
+@pytest.mark.parametrize("opt", [OPTIMIZERS[0], OPTIMIZERS[2]], ids=["sgd", "adam"])
+def test_members_copies_of_their_columns_are_sized_by_their_share(n_threads, hidden, opt):
+    # a column split's members keep their columns of W (and m, v) in copies sized by member 0's
+    # share; the size came from -(-n // nt), which under C division truncates (257 / 2 gave 128,
+    # the share 144), so member 0's copy ran into member 1's and outputs were wrong from the first step
+    X, y = make_data(n=80, d=40, loss="cross_entropy", k=3)
+    kw = dict(hidden=hidden, batch_size=8, epochs=2, lr=0.01, seed=3, dtype="float64", **opt)
+    ref = train("numpy", X, y, **kw)
+    got = train("cython", X, y, n_threads=n_threads, split_columns=True, **kw)
+    assert got.done == ref.done > 0
+    np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
+    np.testing.assert_allclose(got.theta, ref.theta, **TOL["float64"])
