@@ -1,5 +1,5 @@
 """The kernel's own products of BLAS-sized layers (fb_mm_* in _kernel_dense.h; AVX-512 or AVX2) against
-the numpy reference, and against the same kernel on gemm: odd row counts (tiles of 8 or 6, 4 and 1 rows),
+the numpy reference, and against the same kernel on gemm: every row count's tiles (8 or 6, 4, and 1-3),
 widths of whole vectors, a vector and a pair of vectors (48, 80, 96), inputs longer than a block of
 the shared dimension (600 > 256), batches longer than a block of rows, every optimizer, both team
 splits. On a CPU without AVX2 both runs take gemm (and still must agree)."""
@@ -65,6 +65,15 @@ def test_own_products_match_the_reference_and_gemm(d, hidden, batch, dtype, opt)
 def test_own_products_of_a_few_rows_match_the_reference_and_gemm(d, hidden, batch, dtype, opt):
     # (a small rate: a step of one record through 784 inputs moves far)
     assert_own_and_gemm_match_numpy(d, hidden, batch, dtype, opt, n=60, epochs=1, lr=0.002)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [*range(1, 15), 17, 32, 39])
+def test_every_remainder_of_rows_after_the_big_tiles_matches_the_reference(batch, dtype):
+    # rows go into tiles of 8 (AVX-512's forward) or 6, then of 4, then one tile of the last 1-3; after
+    # tiles of 6 a remainder of 1, 2 or 5 trades one for 4-row tiles (fb_row_tiles). The batch's rows
+    # are the forward's tile rows; the inputs (701 = 6 * 116 + 5, 48 = 6 * 8) the weight gradient's
+    assert_own_and_gemm_match_numpy(701, (48,), batch, dtype, OPTIMIZERS[0], n=40, epochs=1, lr=0.002)
 
 
 @pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
