@@ -156,10 +156,12 @@ def test_a_narrow_last_layer_matches_the_reference(hidden, k, batch):
     (10, (32, 24), 1, {}), (10, (32, 24), 5, {}), (10, (32, 24), 32, {}),
     (12, (40,), 64, dict(n_threads=2, split_columns=False)),       # a team sharing rows: no fusing
     (600, (48, 32), 4, dict(n_threads=2, split_columns=True)),     # a team sharing outputs: member 0's small layers
+    (600, (48, 32), 1, dict(n_threads=2, split_columns=True)),     # ... and its narrow last layer, a row alone
 ])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_plain_sgd_steps_small_layers_in_place_as_numpy(d, hidden, batch, threads, dtype):
-    # plain SGD writes W -= lr * A.T @ D into a small layer's W on the own tiles (no gradient in G)
+    # plain SGD writes W -= lr * A.T @ D into a small layer's W on the own tiles (no gradient in G); a
+    # narrow layer (5 outputs) only at batch 1, as a rank-1 update
     opt = dict(optimizer="sgd")
     ref = run("numpy", d, hidden, batch, dtype, opt, n=97, lr=0.01)
     got = run("cython", d, hidden, batch, dtype, opt, n=97, lr=0.01, **threads)
