@@ -481,3 +481,18 @@ def test_members_copies_of_their_columns_are_sized_by_their_share(n_threads, hid
     assert got.done == ref.done > 0
     np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
     np.testing.assert_allclose(got.theta, ref.theta, **TOL["float64"])
+
+
+def test_a_big_w_without_a_team_has_the_same_bits_on_free_and_busy_cores(monkeypatch):
+    # n_threads=2, a big W (300 x 256) and 300 rows: too few rows for a team, so the BLAS runs
+    # the products on its own threads. Their number once came from the run queue (one thread
+    # when busy), and OpenBLAS's sums differ with its threads: the same run gave other bits next
+    # to a busy process. It comes from the spec and the shapes only now.
+    X, y = make_data(n=700, d=300, loss="cross_entropy", k=3, seed=1)
+    kw = dict(hidden=(256,), batch_size=300, steps=4, lr=0.05, seed=3, dtype="float64", n_threads=2)
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: -10 ** 6)
+    free = train("cython", X, y, **kw)
+    monkeypatch.setattr(_kernel, "_runnable_others", lambda: 10 ** 6)
+    taken = train("cython", X, y, **kw)
+    assert free.done == taken.done == 4
+    assert np.array_equal(free.losses, taken.losses) and np.array_equal(free.theta, taken.theta)
