@@ -475,7 +475,7 @@ def test_members_copies_of_their_columns_are_sized_by_their_share(n_threads, hid
     # share; the size came from -(-n // nt), which under C division truncates (257 / 2 gave 128,
     # the share 144), so member 0's copy ran into member 1's and outputs were wrong from the first step
     X, y = make_data(n=80, d=40, loss="cross_entropy", k=3)
-    kw = dict(hidden=hidden, batch_size=8, epochs=2, lr=0.01, seed=3, dtype="float64", **opt)
+    kw = dict(hidden=hidden, batch_size=16, epochs=2, lr=0.01, seed=3, dtype="float64", **opt)  # (each BLAS-sized)
     ref = train("numpy", X, y, **kw)
     got = train("cython", X, y, n_threads=n_threads, split_columns=True, **kw)
     assert got.done == ref.done > 0
