@@ -72,7 +72,7 @@ class Run:
     def size(self, steps):
         self.steps = steps
         self.lrs = np.full(steps, self.lr)
-        self.losses = np.zeros(steps)
+        self.losses = np.zeros(steps, self.theta.dtype)  # (the run's dtype, as its history buffer)
         self.noise_out = np.zeros((steps, 2)) if self.noise else np.empty((0, 2))
 
     def __call__(self):

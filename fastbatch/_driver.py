@@ -157,6 +157,7 @@ class Chunk:
     lrs: np.ndarray
     head: tuple = None
     rows: int = 0
+    rate: float = None  # every step's rate, when they are all the same (a constant schedule)
 
 
 class ArraySource:
@@ -169,13 +170,15 @@ class ArraySource:
 
     def __init__(self, backend, batch_sizes, spec, state):
         self.backend = backend
-        self.batch_sizes = batch_sizes  # of every step of an epoch
         self.train = backend.train_steps
         self.spec, self.state = spec, state
         self.bad = np.empty(2, dtype=np.int64)  # where the kernel writes a bad record: (index, 0 X / 1 y)
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
-        self.lrs = None  # the last chunk's one-step rates (reused while the rate stays the same)
+        self.lrs = None  # the last chunk's rates (a constant schedule's are reused while the rate stays the same)
+        # every step's batch size of an epoch as float64 (the weights of its mean loss and accuracy), and their sum
+        self.weights = np.asarray(batch_sizes, dtype=np.float64)
+        self.records = float(self.weights.sum())
         self.bad_input = False  # set when the kernel met a record it cannot train on
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
@@ -231,13 +234,11 @@ class ArraySource:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
             n = 1
-        lrs = trainer._schedule.rates(trainer._cfg["learning_rate"], start, n, spe, trainer._plan.total_steps,
-                                      self.lrs)
-        if n == 1:
-            self.lrs = lrs
+        schedule, lr = trainer._schedule, trainer._cfg["learning_rate"]
+        lrs = self.lrs = schedule.rates(lr, start, n, spe, trainer._plan.total_steps, self.lrs)
         if self.check_rows is not None:
             self.check_rows()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
-        return Chunk(start, start, n, lrs)
+        return Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         affine = self.affine
@@ -265,12 +266,12 @@ class ArraySource:
         if done == 1:
             e = s // spe
             sums = state.hit_sums
-            sums[e] = sums.get(e, 0.0) + hits.item(0) * self.batch_sizes.item(s - e * spe)
+            sums[e] = sums.get(e, 0.0) + hits.item(0) * self.weights.item(s - e * spe)
             return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
-            sizes = self.batch_sizes[s - e * spe:stop - e * spe]
+            sizes = self.weights[s - e * spe:stop - e * spe]
             state.add_hits(e, np.dot(hits[s - chunk.step0:stop - chunk.step0], sizes))
             s = stop
 
@@ -291,7 +292,7 @@ class ArraySource:
         """The epochs that ended inside the last chunk, closed: [(epoch, ...)]."""
         spe = state.steps_per_epoch
         for epoch in range(step0 // spe, state.step // spe):
-            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, self.batch_sizes)
+            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, self.weights, self.records)
             yield epoch
 
 
@@ -446,10 +447,11 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         try:
             if step0 + n > len(state.loss_buf):
                 state.reserve(step0 + n, trainer.total_steps)
-            losses, hits = state.chunk_buffers(n)
+            hits = state.chunk_hits(n)
             noise = _NO_NOISE if state.noise_buf is None else state.noise_buf[step0:step0 + n]
-            done, status = source.call(chunk, state, losses, noise, n, stop, CHUNK_SECONDS, hits)
-            _store_losses(state.loss_buf, step0, losses, done)
+            # the kernel writes each step's loss into the run's history, in its dtype
+            done, status = source.call(chunk, state, state.loss_buf[step0:step0 + n], noise, n, stop, CHUNK_SECONDS,
+                                       hits)
             if status == _READ_ERROR:
                 raise source.read_error(chunk, done)
             if status == _BAD_INPUT:
@@ -505,18 +507,6 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
 _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
                                                                  Status.NONFINITE, Status.STOPPED))
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _store_losses(buf, at, losses, done):
-    """buf[at:at + done] := the kernel's float64 losses (a diverging run's may overflow a float32 history: inf)."""
-    if done == 1:  # (a one-step call: no array work)
-        v = float(losses[0])
-        buf[at] = v if buf.dtype.itemsize == 8 or -_FLOAT32_MAX <= v <= _FLOAT32_MAX or v != v \
-            else math.copysign(math.inf, v)
-    elif done:
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run's huge numbers are looked at next
-            buf[at:at + done] = losses[:done]
 
 
 class _BadRecord(Exception):
@@ -639,11 +629,14 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
 
 def _record(source, state, chunk, done, hits):
     """The rates of the chunk's first ``done`` steps, and their hit fractions, into the run's history."""
-    lrs, rates = chunk.lrs, state.rates
-    if done == 1 and rates.n and rates.values.item(rates.n - 1) == lrs.item(0):
-        pass  # one more step at the last rate: nothing to record
+    rate = chunk.rate
+    if rate is not None:  # (no array work)
+        rates = state.rates
+        if done and not (rates.n and rates.values.item(rates.n - 1) == rate):  # (else the last run goes on)
+            rates.record_rate(chunk.step0, rate)
     else:
-        rates.record(chunk.step0, lrs if done == len(lrs) else lrs[:done])
+        lrs = chunk.lrs
+        state.rates.record(chunk.step0, lrs if done == len(lrs) else lrs[:done])
     if hits is not None and done:
         source.add_hits(state, chunk, done, hits)
 
@@ -653,8 +646,9 @@ def _replay(source, state, snap, chunk, n, record=False):
     ``record``: and record their rates and hit fractions, as a chunk of n steps would."""
     state.restore(snap)
     if n > 0:
-        losses, hits = state.chunk_buffers(n)
-        source.call(chunk, state, losses, np.zeros((0, 2)), n, np.zeros(1, np.uint8), 3600.0, hits)
+        hits = state.chunk_hits(n)
+        source.call(chunk, state, state.loss_buf[chunk.step0:chunk.step0 + n], np.zeros((0, 2)), n,
+                    np.zeros(1, np.uint8), 3600.0, hits)
         if record:
             _record(source, state, chunk, n, hits)
 

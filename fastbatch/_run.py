@@ -35,17 +35,24 @@ class RateLog:
         if not len(rates):
             return
         if len(rates) == 1:  # (a one-step call: no array work)
-            rate = rates.item(0)
-            if self.n and self.values.item(self.n - 1) == rate:
-                return
-            starts, values = (step0,), (rate,)
-        elif rates[0] == rates[-1] and not (rates != rates[0]).any():
+            self.record_rate(step0, rates.item(0))
+            return
+        if rates[0] == rates[-1] and not (rates != rates[0]).any():
             starts, values = [step0], rates[:1]
         else:
             at = np.concatenate(([0], np.flatnonzero(rates[1:] != rates[:-1]) + 1))
             starts, values = at + step0, rates[at]
         if self.n and self.values[self.n - 1] == values[0]:  # the last run goes on
             starts, values = starts[1:], values[1:]
+        self._append(starts, values)
+
+    def record_rate(self, step0, rate):
+        """Steps from step0 on (at least one) used the one rate ``rate``: O(1), no array work."""
+        if self.n and self.values.item(self.n - 1) == rate:
+            return  # the last run goes on
+        self._append((step0,), (rate,))
+
+    def _append(self, starts, values):
         k = len(starts)
         if not k:
             return
@@ -99,7 +106,7 @@ class RunState:
     # classification: per epoch not yet closed, the sum over its steps of batch size x the fraction of
     # the batch classified right (the kernel's per-step fractions are summed as each chunk ends)
     hit_sums: dict = None
-    chunk_out: tuple = None          # (losses, hits) float64 rows: where a kernel call writes them (hits None for mse)
+    chunk_out: np.ndarray = None     # float64: where a kernel call writes each step's hit fraction (classification)
     # history: per finished epoch
     epoch_loss: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
@@ -191,11 +198,12 @@ class RunState:
             new[:, :self.per_step_buf.shape[1]] = self.per_step_buf
             self.per_step_buf = new
 
-    def chunk_buffers(self, n):
-        """(losses, hits) float64 arrays of at least n entries for one kernel call (hits None for mse), reused."""
-        if self.chunk_out is None or len(self.chunk_out[0]) < n:
-            out = np.zeros((2, n))
-            self.chunk_out = (out[0], None if self.hit_sums is None else out[1])
+    def chunk_hits(self, n):
+        """A float64 array of at least n entries for one kernel call's hit fractions (None for mse), reused."""
+        if self.hit_sums is None:
+            return None
+        if self.chunk_out is None or len(self.chunk_out) < n:
+            self.chunk_out = np.zeros(n)
         return self.chunk_out
 
     def add_hits(self, epoch, weighted_sum):
@@ -258,14 +266,16 @@ class RunState:
 
     # ------------------------------------------------------------------ epochs
 
-    def close_epoch(self, epoch, first_step, end_step, batch_sizes):
+    def close_epoch(self, epoch, first_step, end_step, batch_sizes, records=None):
         """Close an epoch: the mean loss of steps [first_step, end_step) weighted by batch size, and the
-        training metric (r2 of the epoch's losses for mse), in O(steps in the epoch)."""
+        training metric (r2 of the epoch's losses for mse), in O(steps in the epoch). ``records``: the
+        batch sizes' sum, when the caller knows it (an array run's epochs all have the same batches)."""
         if len(batch_sizes) == 1:  # a one-step epoch (e.g. partial_fit on one batch): no array work
             loss, records = self.loss_buf.item(first_step), float(batch_sizes[0])
         else:
             w = np.asarray(batch_sizes, dtype=np.float64)
-            records = float(w.sum())
+            if records is None:
+                records = float(w.sum())
             loss = float(np.dot(self.loss_buf[first_step:end_step], w) / records) if len(w) else math.nan
         self.epoch_loss.append(loss)
         logs = {"loss": loss}

@@ -19,20 +19,21 @@ class Schedule:
 
     def __init__(self, warmup_steps=0):
         self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        # every step's factor is 1 (no schedule, no warm-up): a step's rate is learning_rate
+        self._constant_rate = type(self)._factors is Schedule._factors and not self.warmup_steps
 
     def _factors(self, steps, steps_per_epoch, total_steps):
         return np.ones(len(steps))
 
     def rates(self, learning_rate, start, n, steps_per_epoch, total_steps, last=None):
-        """The rates of steps [start, start + n): ``learning_rate`` times their factors.
+        """The rates of steps [start, start + n) (at least n of them): ``learning_rate`` times their factors.
 
-        ``last``: an earlier one-step result (never written to), given back when it holds the rate.
+        ``last``: an earlier result for the same run (never written to): a constant schedule gives
+        it back when it holds at least n rates, all ``learning_rate`` (no array work per call).
         """
-        if type(self)._factors is Schedule._factors and not self.warmup_steps:  # constant: no per-step arithmetic
-            if n == 1:
-                if last is not None and last.item(0) == learning_rate:
-                    return last
-                return np.array((float(learning_rate),))
+        if self._constant_rate:  # no per-step arithmetic
+            if last is not None and len(last) >= n and last.item(0) == learning_rate:
+                return last
             rates = np.empty(n)
             rates.fill(learning_rate)
             return rates

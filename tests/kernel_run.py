@@ -80,7 +80,7 @@ def train(backend, X, y, *, hidden=(), loss="cross_entropy", activation="relu", 
     order_cache = np.full(n + 1, -1, dtype=np.int64)
     w = np.empty(0, dtype) if weights is None else np.ascontiguousarray(weights, dtype=dtype)
     lrs = np.full(total, lr) if np.ndim(lr) == 0 else np.asarray(lr, dtype=np.float64)
-    losses = np.full(total, np.nan)
+    losses = np.full(total, np.nan, dtype=dtype)  # (the run's history buffer: its dtype)
     nz = np.full((total, 2), np.nan) if noise else np.empty((0, 2))
     stop = np.zeros(1, np.uint8) if stop is None else stop
     be = BACKENDS[backend]

@@ -130,7 +130,7 @@ def test_the_kernel_names_a_misshapen_or_mistyped_array():
     r = train("cython", X, y, hidden=(4,), batch_size=5, steps=1, dtype="float32")
     base = dict(spec=r.spec, X=np.ascontiguousarray(X, np.float32), targets=np.empty((0, 0), np.float32),
                 labels=np.asarray(y, np.int64), weights=np.empty(0, np.float32), theta=r.theta,
-                opt_state=r.opt_state, order_cache=np.full(21, -1, np.int64), lrs=np.ones(1), losses=np.zeros(1),
+                opt_state=r.opt_state, order_cache=np.full(21, -1, np.int64), lrs=np.ones(1), losses=np.zeros(1, np.float32),
                 noise=np.empty((0, 2)), start_step=0, n_steps=1, opt_t=0, stop=np.zeros(1, np.uint8),
                 max_seconds=1.0)
     from fastbatch import _kernel
@@ -140,6 +140,8 @@ def test_the_kernel_names_a_misshapen_or_mistyped_array():
         _kernel.train_steps(**{**base, "theta": r.theta.astype(np.float64)})
     with pytest.raises(ValueError, match="losses must have shape"):
         _kernel.train_steps(**{**base, "n_steps": 2, "lrs": np.ones(2)})
+    with pytest.raises(TypeError, match="losses must be a 1-D float32"):  # the run's dtype: its history buffer
+        _kernel.train_steps(**{**base, "losses": np.zeros(1)})
 
 
 def test_the_callers_floating_point_mode_is_restored():

@@ -107,7 +107,7 @@ def test_a_misaligned_theta_is_updated_in_place(shift):
     theta = base[start:start + ref.theta.size]
     theta[:] = init_params(sizes, "relu", 4, np.dtype(np.float32))
     steps = 9
-    losses = np.full(steps, np.nan)
+    losses = np.full(steps, np.nan, np.float32)
     done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
                                        np.zeros((3, theta.size), np.float32), np.full(97, -1, np.int64),
                                        np.full(steps, 0.05), losses, np.empty((0, 2)), 0, steps, 0,

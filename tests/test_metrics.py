@@ -78,7 +78,7 @@ def hits_run(backend, loss, n_threads=1, split_columns=None, weights=False):
     theta = init_params(sizes, "relu", 0, np.float64)
     opt = np.zeros((3, len(theta)))
     n = 6
-    losses, hits = np.full(n, np.nan), np.full(n, np.nan)
+    losses, hits = np.full(n, np.nan, X.dtype), np.full(n, np.nan)
     be = _kernel if backend == "cython" else _numpy_backend
     done, status = be.train_steps(spec, X, T, L, w, theta, opt, np.full(601, -1, np.int64), np.full(n, 0.01),
                                   losses, np.zeros((0, 2)), 0, n, 0, np.zeros(1, np.uint8), 60.0, hits=hits)

@@ -32,7 +32,7 @@ def kernel_call(X, y, loss, dtype="float32", batch_size=4, n_threads=1, split_co
     bad = np.full(2, -7, dtype=np.int64)
     done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, dtype), theta,
                                        np.zeros((3, len(theta)), dtype), np.full(len(Xc) + 1, -1, np.int64),
-                                       np.full(steps, 0.05), np.zeros(steps), np.empty((0, 2)), 0, steps, 0,
+                                       np.full(steps, 0.05), np.zeros(steps, dtype), np.empty((0, 2)), 0, steps, 0,
                                        np.zeros(1, np.uint8), 60.0, bad=bad)
     return done, status, bad, theta, theta0
 
@@ -103,13 +103,15 @@ def test_params_made_non_finite_by_the_last_update_are_reported():
     sizes = np.array([5, 1], dtype=np.int64)
     spec = make_spec(sizes, batch_size=40, spe=1, loss="mse", shuffle=False)
     theta = np.zeros(spec.n_params, np.float32)
+    losses = np.zeros(1, np.float32)
     # one full-batch step whose loss (in float64) is finite but whose update overflows float32
     done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
                                        np.zeros((3, len(theta)), np.float32), np.full(41, -1, np.int64),
-                                       np.full(1, 1e10), np.zeros(1), np.empty((0, 2)), 0, 1, 0,
+                                       np.full(1, 1e10), losses, np.empty((0, 2)), 0, 1, 0,
                                        np.zeros(1, np.uint8), 60.0)
     assert not np.isfinite(theta).all()
     assert (done, status) == (1, Status.NONFINITE)
+    assert losses[0] == np.inf  # a finite loss of ~1e60 beyond float32's range: inf in the float32 history
 
 
 # ---------------------------------------------------------------- through the Trainer

@@ -103,7 +103,7 @@ def test_backends_standardise_each_record_as_they_read_it(dtype):
                                      ("kernel on Z", _kernel, Z, None)):
         spec = make_spec(sizes, batch_size=8, spe=12, seed=1)
         theta = init_params(sizes, "relu", 0, np.dtype(dtype))
-        losses = np.zeros(36)
+        losses = np.zeros(36, dtype)
         kw = {} if aff is None else {"x_affine": aff}
         done, status = backend.train_steps(spec, X_in, targets, labels, np.empty(0, dtype), theta,
                                            np.zeros((3, len(theta)), dtype), np.full(91, -1, np.int64),

@@ -334,7 +334,7 @@ def _train_with_hits(**kw):
     theta = init_params(sizes, "relu", 3, np.dtype("float32"))
     opt_state = np.zeros((3, theta.shape[0]), np.float32)
     steps = 12
-    out = dict(losses=np.full(steps, np.nan), hits=np.full(steps, np.nan))
+    out = dict(losses=np.full(steps, np.nan, np.float32), hits=np.full(steps, np.nan))
     done, status = _kernel.train_steps(spec, X.astype(np.float32), np.empty((0, 0), np.float32), y.astype(np.int64),
                                        np.empty(0, np.float32), theta, opt_state, np.full(302, -1, np.int64),
                                        np.full(steps, 0.05), out["losses"], np.empty((0, 2)), 0, steps, 0,
