@@ -338,8 +338,9 @@ def _affine(X, shift, scale, dtype):
         return np.memmap(f, dtype=dtype, mode="r", shape=X.shape)
 
 
-def prepare_validation(validation_data, loss, n_outputs, dtype, n_features):
-    """(X, targets, labels, weights) of ``validation_data=(X_val, y_val)``, checked."""
+def prepare_validation(validation_data, loss, n_outputs, dtype, n_features, scaling=None):
+    """(X, targets, labels, weights) of ``validation_data=(X_val, y_val)``, checked, and standardised
+    with the run's ``scaling`` as its training records are (so its loss is in the training loss's units)."""
     if validation_data is None:
         return None
     try:
@@ -349,6 +350,8 @@ def prepare_validation(validation_data, loss, n_outputs, dtype, n_features):
     dtype = np.dtype(dtype)
     Xv = V.check_X(Xv, dtype, name="validation_data X", n_features=n_features)
     t, lab, _ = V.check_y(yv, loss, Xv.shape[0], dtype, n_outputs, name="validation_data y")
+    if scaling:
+        Xv, t = apply_scaling(scaling, Xv, t, dtype)
     return Xv, t, lab, np.empty(0, dtype=dtype)
 
 

@@ -328,9 +328,7 @@ class BatchSource:
                 continue
             Xb, t, lab, kk, loss = self._check(xb, yb)
             if hooks.val is None and self.validation_data is not None:
-                val = _data.prepare_validation(self.validation_data, loss, kk, dtype, Xb.shape[1])
-                if self.scaling:
-                    val = (*_data.apply_scaling(self.scaling, val[0], val[1], dtype), *val[2:])
+                val = _data.prepare_validation(self.validation_data, loss, kk, dtype, Xb.shape[1], self.scaling)
                 hooks.val, hooks.epoch_state = val, True
             if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
                 continue

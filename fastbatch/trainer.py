@@ -425,7 +425,7 @@ class Trainer:
             val = data.val
             if validation_data is not None:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
-                                               data.X.shape[1])
+                                               data.X.shape[1], st.scaling if st is not None else data.scaling)
             if st is None:
                 plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
                 new, make_theta = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,

@@ -142,3 +142,30 @@ def test_standardisation_keeps_features_whose_numbers_are_extreme_in_float32(wha
         res[backend] = tr
     assert res["cython"].evaluate(X, y)["accuracy"] > 0.95  # the feature that decides y is not flushed to 0
     np.testing.assert_allclose(res["cython"].history.loss, res["numpy"].history.loss, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_validation_data_is_standardised_as_the_training_records(task):
+    # unscaled features (scales 1 .. 1e5, far from 0): validation_data given raw must be scored as the
+    # run scores its training records, i.e. as a run on data standardised by hand scores the same rows
+    rng = np.random.default_rng(5)
+    scale, shift = np.array([1.0, 10.0, 1e3, 1e5]), np.array([0.0, 5.0, -300.0, 1e6])
+    X, Xv = (rng.normal(size=(n, 4)) * scale + shift for n in (240, 60))
+    z, zv = ((A - shift) / scale @ [1.0, -2.0, 0.5, 1.5] for A in (X, Xv))
+    if task == "classification":
+        y, yv = (z > 0).astype(int) + (z > 1), (zv > 0).astype(int) + (zv > 1)
+    else:
+        y, yv = 50.0 * z + 1e3, 50.0 * zv + 1e3
+    kw = dict(hidden=(8,), epochs=4, batch_size=16, seed=0, dtype="float64", learning_rate=0.05)
+    raw = fb.Trainer(standardize=True, standardize_target=task == "regression", **kw)
+    h = raw.fit(X, y, validation_data=(Xv, yv))
+    m, s = X.mean(axis=0), X.std(axis=0)
+    if task == "regression":
+        ym, ys = y.mean(), y.std()
+        y, yv = (y - ym) / ys, (yv - ym) / ys
+    ref = fb.Trainer(**kw).fit((X - m) / s, y, validation_data=((Xv - m) / s, yv))
+    assert len(h.val_loss) == 4
+    np.testing.assert_allclose(h.val_loss, ref.val_loss, rtol=1e-8)
+    if task == "classification":
+        np.testing.assert_allclose(h.val_accuracy, ref.val_accuracy, rtol=1e-12)
+        assert h.val_accuracy[-1] > 0.8
