@@ -304,13 +304,15 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
         z = self._outputs(X)
+        if len(self.classes_) == 1:  # one class seen: it is every record's, with probability 1 (a row sums to 1)
+            return np.ones((z.shape[0], 1))
         if z.shape[1] == 2:  # from the log-odds, so proba ranks exactly as decision_function
             p = sigmoid(z[:, 1] - z[:, 0])
             proba = np.column_stack([1.0 - p, p])
         else:
             e = np.exp(z - z.max(axis=1, keepdims=True))
             proba = e / e.sum(axis=1, keepdims=True)
-        return proba[:, :len(self.classes_)]  # one class: the second logit was never a label
+        return proba
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""

@@ -268,3 +268,12 @@ def test_partial_fit_plain_arrays_train_as_validated_ones(Est):
     if Est is FastBatchClassifier:
         with pytest.raises(ValueError, match="not in classes"):
             a.partial_fit(X[:8], np.full(8, 7))
+
+
+def test_a_classifier_fitted_on_one_class_gives_it_probability_one():
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    clf = FastBatchClassifier(epochs=2, hidden=(4,), seed=0).fit(X, np.full(40, "only"))
+    proba = clf.predict_proba(X[:5])
+    assert proba.shape == (5, 1) and np.array_equal(proba, np.ones((5, 1)))  # a row of probabilities sums to 1
+    assert clf.predict(X[:5]).tolist() == ["only"] * 5
+    assert np.array_equal(clf.predict_log_proba(X[:5]), np.zeros((5, 1)))
