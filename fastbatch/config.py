@@ -7,6 +7,7 @@ its position there.
 """
 import dataclasses
 import inspect
+import warnings
 from . import _codes
 from . import _validation as V
 from .schedules import SCHEDULES, make_schedule
@@ -38,6 +39,7 @@ class Param:
     low: float = None    # bounds of an int / float
     high: float = None
     live: bool = False   # may be assigned once a run has started
+    optimizers: tuple = ()  # the optimizers it is a setting of (empty: every one)
 
     def check(self, value):
         n = self.name
@@ -93,12 +95,15 @@ PARAMS = (
     Param("learning_rate", 0.01, "float", "The rate (the base of lr_schedule); may change between fit calls.",
           low=0.0, live=True),
     Param("optimizer", "adam", "choice", "As torch.optim.SGD, Adam, AdamW (and RMSprop).", OPTIMIZERS),
-    Param("momentum", 0.0, "float", "SGD and RMSprop momentum.", low=0.0),
-    Param("nesterov", False, "bool", "Nesterov momentum (needs momentum > 0)."),
-    Param("betas", (0.9, 0.999), "betas", "Adam's moment decay rates."),
-    Param("eps", 1e-8, "float", "Adam's and RMSprop's denominator term.", low=0.0),
-    Param("alpha", 0.99, "float", "RMSprop's smoothing constant (torch.optim.RMSprop's alpha).", low=0.0, high=1.0),
-    Param("centered", False, "bool", "RMSprop: normalise by the gradient's estimated variance (centered RMSprop)."),
+    Param("momentum", 0.0, "float", "SGD and RMSprop momentum.", low=0.0, optimizers=("sgd", "rmsprop")),
+    Param("nesterov", False, "bool", "Nesterov momentum (needs momentum > 0).", optimizers=("sgd",)),
+    Param("betas", (0.9, 0.999), "betas", "Adam's moment decay rates.", optimizers=("adam", "adamw")),
+    Param("eps", 1e-8, "float", "Adam's and RMSprop's denominator term.", low=0.0,
+          optimizers=("adam", "adamw", "rmsprop")),
+    Param("alpha", 0.99, "float", "RMSprop's smoothing constant (torch.optim.RMSprop's alpha).", low=0.0, high=1.0,
+          optimizers=("rmsprop",)),
+    Param("centered", False, "bool", "RMSprop: normalise by the gradient's estimated variance (centered RMSprop).",
+          optimizers=("rmsprop",)),
     Param("weight_decay", 0.0, "float", "L2 penalty (SGD, Adam) or decoupled decay (AdamW), on weights and biases.",
           low=0.0),
     Param("shuffle", True, "bool", "Visit the records in a seeded new order each epoch (epoch_order)."),
@@ -131,6 +136,7 @@ _CHECKED_DEFAULTS = {p.name: p.check(p.default) for p in PARAMS}  # (each an imm
 
 
 _NAMES = frozenset(BY_NAME)
+_OPTIMIZER_SETTINGS = tuple((p.name, p.check(p.default), p.optimizers) for p in PARAMS if p.optimizers)
 # checked values of immutable types, by (name, type, value) (and a tuple's item types): a config's
 # check then costs a dict lookup per parameter passed, since a value's types and equality decide
 # its check (a float 0.0 is left out: -0.0 equals it). Errors are never stored; the memo is
@@ -175,6 +181,11 @@ def check_config(params, defaults=DEFAULTS):
         cfg = {p.name: _checked(p, params.get(p.name, defaults.get(p.name, p.default))) for p in PARAMS}
     if cfg["nesterov"] and cfg["momentum"] == 0.0:
         raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD), got momentum=0.0")
+    optimizer = cfg["optimizer"]
+    for name, default, optimizers in _OPTIMIZER_SETTINGS:
+        if optimizer not in optimizers and cfg[name] != default:  # a setting the run would ignore: say so
+            warnings.warn(f"{name}={cfg[name]!r} has no effect with optimizer={optimizer!r}: it is a setting of "
+                          f"{' and '.join(repr(o) for o in optimizers)} only", UserWarning, stacklevel=3)
     if isinstance(cfg["lr_schedule"], dict):  # a dict's warmup_steps and the parameter must agree
         make_schedule(cfg["lr_schedule"], cfg["warmup_steps"])
     return cfg

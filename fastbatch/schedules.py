@@ -3,6 +3,7 @@
 A schedule maps global step indices to factors in one vectorised call per kernel
 call (never per step). ``plateau`` also watches a metric at each epoch end.
 """
+import inspect
 import math
 
 import numpy as np
@@ -153,6 +154,10 @@ def make_schedule(spec, warmup_steps=0):
         kw = dict(spec)
         name = check_choice("lr_schedule", kw.pop("name", "constant"), SCHEDULES)
         kw.setdefault("warmup_steps", warmup_steps)
+        allowed = set(inspect.signature(_BY_NAME[name]).parameters)
+        if not allowed.issuperset(kw):
+            raise TypeError(f"lr_schedule {name!r} has no setting(s) {sorted(set(kw) - allowed)}; "
+                            f"its settings are {sorted(allowed)}")
         return _BY_NAME[name](**kw)
     name = check_choice("lr_schedule", spec, SCHEDULES)
     return _BY_NAME[name](warmup_steps=warmup_steps)

@@ -415,7 +415,12 @@ def _class_weights(class_weight, classes, y_encoded, sample_weight, n):
         unknown = set(class_weight) - set(classes.tolist())
         if unknown:
             raise ValueError(f"class_weight names labels that are not in y: {sorted(map(str, unknown))}")
-        per_class = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+        try:
+            per_class = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+        except (TypeError, ValueError):
+            raise TypeError(f"class_weight's weights must be numbers, got {class_weight!r}") from None
+        if not (np.isfinite(per_class).all() and (per_class >= 0).all()):
+            raise ValueError(f"class_weight's weights must be finite and >= 0, got {class_weight!r}")
     else:
         raise ValueError(f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got {class_weight!r}")
     w = None if per_class is None else per_class[y_encoded]

@@ -365,7 +365,8 @@ class Trainer:
             The network's outputs: for cross_entropy the number of classes, when the
             labels of this data do not show the largest one (default: largest label + 1).
         epochs : int, optional
-            Shorthand for ``trainer.epochs = epochs`` first: extends a run (never shortens it).
+            Shorthand for ``trainer.epochs = epochs`` first: the run's budget of epochs (raising it
+            extends a finished run; it may not go below the epochs already done).
         sample_weight : array-like (n_records,), optional
             Per-record weights: a step's loss is ``sum(w_i * l_i) / sum(w_i)`` over its batch.
         verbose : {0, 1} or callable(str)

@@ -2,6 +2,7 @@
 and the README's parameter table are made from it, and agree."""
 import inspect
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,26 @@ def test_imports_flow_one_way():
     for path in (root / "fastbatch").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "fastbatch_gui" not in text and not re.search(r"^\s*(from|import) gui\b", text, re.M), path.name
+
+
+@pytest.mark.parametrize("optimizer, setting", [("adam", {"momentum": 0.9}), ("adamw", {"centered": True}),
+                                                ("sgd", {"betas": (0.8, 0.99)}), ("sgd", {"alpha": 0.9}),
+                                                ("rmsprop", {"nesterov": True, "momentum": 0.5})])
+def test_a_setting_the_chosen_optimizer_ignores_is_named_in_a_warning(optimizer, setting):
+    name = next(iter(setting))
+    with pytest.warns(UserWarning, match=f"{name}=.* has no effect with optimizer='{optimizer}'"):
+        fb.Trainer(optimizer=optimizer, **setting)
+
+
+def test_settings_of_the_chosen_optimizer_and_defaults_raise_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=0.1)
+        fb.Trainer(optimizer="rmsprop", momentum=0.5, centered=True, alpha=0.9, eps=1e-6)
+        fb.Trainer(optimizer="adamw", betas=(0.8, 0.99), eps=1e-7)
+        fb.Trainer(optimizer="adam")
+
+
+def test_an_unknown_setting_of_a_schedule_names_lr_schedule():
+    with pytest.raises(TypeError, match="lr_schedule 'step' has no setting.*'foo'"):
+        fb.Trainer(lr_schedule={"name": "step", "foo": 1})

@@ -277,3 +277,11 @@ def test_a_classifier_fitted_on_one_class_gives_it_probability_one():
     assert proba.shape == (5, 1) and np.array_equal(proba, np.ones((5, 1)))  # a row of probabilities sums to 1
     assert clf.predict(X[:5]).tolist() == ["only"] * 5
     assert np.array_equal(clf.predict_log_proba(X[:5]), np.zeros((5, 1)))
+
+
+@pytest.mark.parametrize("weights, error", [({0: -1.0}, ValueError), ({0: float("nan")}, ValueError),
+                                            ({0: "heavy"}, TypeError)])
+def test_a_bad_class_weight_is_named_as_class_weight(weights, error):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(error, match="class_weight"):
+        FastBatchClassifier(class_weight=weights, epochs=1).fit(X, np.arange(20) % 2)
