@@ -324,8 +324,15 @@ class RunState:
         loss_name = facts["loss"]
         if loss_name not in ("mse", "binary_crossentropy", "cross_entropy"):
             raise ValueError(f"unknown loss {loss_name!r}")
+        for key in ("generator", "stopped_early"):
+            if not isinstance(facts[key], bool):
+                raise ValueError(f"{key} must be true or false, found {facts[key]!r}")
+        if loss_name != "mse" and ("y_shift" in arrays or "y_scale" in arrays):
+            raise ValueError(f"a {loss_name} run has no target standardisation (y_shift / y_scale)")
+        if ("x_shift" in arrays) != ("x_scale" in arrays) or ("y_shift" in arrays) != ("y_scale" in arrays):
+            raise ValueError("a standardisation needs both its shift and its scale")
         st = cls.new(sizes, loss_name, aligned(theta, copy=True), _count(facts, "n_records"), _count(facts, "n_records_all"),
-                     _count(facts, "steps_per_epoch"), bool(facts["generator"]), max(1, _count(facts, "n_threads")),
+                     _count(facts, "steps_per_epoch"), facts["generator"], max(1, _count(facts, "n_threads")),
                      order_cache=False)
         st.opt_state[...] = opt
         st.reserve(step)
@@ -333,7 +340,7 @@ class RunState:
         st.rates = _rate_log(arrays["lr_starts"], arrays["lr_values"], _count(facts, "rate_runs"), step)
         st.step, st.opt_t = step, _count(facts, "opt_t")
         st.epoch, st.batch, st.records = _count(facts, "epoch"), _count(facts, "batch"), _count(facts, "records")
-        st.stopped_early = bool(facts["stopped_early"])
+        st.stopped_early = facts["stopped_early"]
         st.epoch_loss = [float(x) for x in facts["epoch_loss"]]
         st.epoch_metrics = [{str(k): float(v) for k, v in d.items()} for d in facts.get("epoch_metrics", [])]
         if len(st.epoch_metrics) != len(st.epoch_loss):

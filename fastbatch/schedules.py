@@ -138,7 +138,17 @@ class ReduceOnPlateau(Schedule):
         return {"scale": self._scale, "best": self._best, "bad": self._bad}
 
     def load_state(self, state):
-        self._scale, self._best, self._bad = float(state["scale"]), float(state["best"]), int(state["bad"])
+        """A saved ``state()`` (a checkpoint's): ValueError unless it is one this schedule can reach."""
+        try:
+            scale, best, bad = state["scale"], state["best"], state["bad"]
+        except (TypeError, KeyError):
+            raise ValueError(f"a plateau schedule's state holds scale, best and bad, got {state!r}") from None
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (scale, best, bad))
+        if not (ok and self.min_factor <= scale <= 1.0 and not math.isnan(best) and bad == int(bad)
+                and 0 <= bad < self.patience):
+            raise ValueError(f"a plateau schedule's state must have min_factor <= scale <= 1, a best metric "
+                             f"and 0 <= bad < patience, got {state!r}")
+        self._scale, self._best, self._bad = float(scale), float(best), int(bad)
 
 
 _BY_NAME = {c.name: c for c in (Constant, StepDecay, Exponential, Cosine, ReduceOnPlateau)}

@@ -137,9 +137,11 @@ class Trainer:
         self._check_not_fitting("adopt_run_state")
         if tuple(int(s) for s in state.sizes[1:-1]) != self._cfg["hidden"]:
             raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={self._cfg['hidden']}")
-        self._begin(state)
+        schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         if state.schedule_state:
-            self._schedule.load_state(state.schedule_state)
+            schedule.load_state(state.schedule_state)  # (a ValueError here leaves the trainer as it was)
+        self._begin(state)
+        self._schedule = schedule
 
     @property
     def started(self):

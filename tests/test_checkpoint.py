@@ -141,6 +141,45 @@ def test_tampered_files_are_refused(tmp_path, change):
         fb.Trainer.load(path)
 
 
+def forge(path, change, out):
+    """A copy of the checkpoint at ``path`` with ``change(arrays, facts)`` made and its digest recomputed."""
+    from fastbatch import checkpoint
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "header"}
+    facts = json.loads(str(arrays["state"]))
+    change(arrays, facts)
+    arrays["state"] = np.array(json.dumps(facts))
+    arrays["header"] = np.array(json.dumps({"format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+                                            "sha256": checkpoint._digest(arrays)}))
+    with open(out, "wb") as f:
+        np.savez(f, **arrays)
+    return out
+
+
+@pytest.mark.parametrize("what", ["stopped_early a string", "generator a number", "plateau scale negative",
+                                  "plateau state incomplete", "target scaling on a classifier",
+                                  "a shift without its scale"])
+def test_forged_run_facts_are_refused(tmp_path, what):
+    # a forger who recomputes the digest: facts the run could never have reached are refused
+    X, y = data()
+    tr = fb.Trainer(**{**KW, "lr_schedule": {"name": "plateau", "patience": 2}, "warmup_steps": 0,
+                       "standardize": True})
+    tr.fit(X, y, steps=25)
+    good = tmp_path / "ck.npz"
+    tr.save(good)
+    fb.Trainer.load(good)  # (the unforged file loads)
+    change = {
+        "stopped_early a string": lambda a, f: f.__setitem__("stopped_early", "no"),
+        "generator a number": lambda a, f: f.__setitem__("generator", 0),
+        "plateau scale negative": lambda a, f: f["schedule_state"].__setitem__("scale", -5.0),
+        "plateau state incomplete": lambda a, f: f.__setitem__("schedule_state", {"scale": 0.5}),
+        "target scaling on a classifier": lambda a, f: a.update(y_shift=np.zeros(3), y_scale=np.ones(3)),
+        "a shift without its scale": lambda a, f: a.pop("x_scale"),
+    }[what]
+    with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+        fb.Trainer.load(forge(good, change, tmp_path / "forged.npz"))
+
+
 def test_consistent_but_wrong_contents_are_refused(tmp_path):
     # a forger who also recomputes the digest still cannot smuggle in a wrong shape or config
     from fastbatch import checkpoint
