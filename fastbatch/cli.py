@@ -194,8 +194,9 @@ def build_parser():
     p = sub.add_parser("predict", help="predictions of a checkpoint's network for data")
     p.add_argument("checkpoint")
     p.add_argument("data")
-    p.add_argument("--target", help="a target column to leave out of the features (without it, a file with "
-                                    "one column more than the network's inputs has its last column left out)")
+    p.add_argument("--target", help="a target column to leave out of the features (without it, a file whose "
+                                    "columns are not matched by name and that has one column more than the "
+                                    "network's inputs has its last column left out)")
     p.add_argument("--out", help="write the predictions to this CSV (default: print them)")
 
     p = sub.add_parser("compare", help="train the same run at several batch sizes; print a table, write a "
@@ -363,24 +364,78 @@ def _resumed_trainer(args, opts):
     return trainer
 
 
+def _target_name(table):
+    return f"target {table.target!r}" if table.target is not None else "target y"
+
+
 def _decide_task(args, trainer, table):
-    """Classification or regression, by the library's one rule (or --task / --loss), said in one line."""
+    """Classification or regression, by the library's one rule (or --task / --loss): sets the loss, returns why."""
     import re
-    from . import _task, datasets
-    y = table.y
-    name = f"target {table.target!r}" if table.target is not None else "target y"
+    from . import _task
+    name = _target_name(table)
     asked = trainer.config["loss"]
-    task = _task.decide(y, asked, name)
-    if task.loss == "cross_entropy" and y.dtype.kind in "iuf" and len(y) and y.max() >= datasets.MAX_CLASSES:
-        raise ValueError(f"the {name} of {args.data} has values up to {y.max().item():,}: as class labels that is "
-                         f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
+    task = _task.decide(table.y, asked, name)
     if not args.resume:
         trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
-    if not args.quiet:
-        reason = task.reason
-        if table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
-            reason = f"{name}: {len(table.classes)} class names -> classification ({task.loss})"
-        print(re.sub(r"loss='(\w+)'", r"--loss \1", reason))
+    reason = task.reason
+    if table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
+        reason = f"{name}: {len(table.classes)} class names -> classification ({task.loss})"
+    return re.sub(r"loss='(\w+)'", r"--loss \1", reason)
+
+
+CLASS_LOSSES = ("cross_entropy", "binary_crossentropy")
+
+
+def _as_class_codes(args, trainer, table, recorded=None):
+    """``table`` with numeric class labels coded 0..k-1 in sorted order, their values kept as its classes.
+
+    A classifier's outputs are its labels 0..k-1, so labels -1/1 or 1,2,3 are coded as a text
+    target's names are; labels already 0..k-1 are left as they are (the run is the one they always
+    gave). ``recorded``: the values a resumed run was trained on, which its codes must keep meaning.
+    """
+    from . import datasets
+    y = table.y
+    if (trainer.loss not in CLASS_LOSSES or table.classes is not None or y.dtype.kind not in "iu"
+            or y.reshape(len(y), -1).shape[1] != 1):
+        return table
+    import numpy as np
+    values = np.unique(y) if recorded is None else np.asarray(recorded)
+    name = _target_name(table)
+    if len(values) > datasets.MAX_CLASSES:
+        raise ValueError(f"the {name} of {args.data} has {len(values):,} distinct values: as class labels that is "
+                         f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
+    # labels 0..k-1 already; or one value only, which a network of two outputs or more keeps as it is
+    # (coded 0, its other outputs would have no label to write)
+    if recorded is None and (len(values) == 1 or values[0] >= 0 and values[-1] < len(values)):
+        return table
+    return table._replace(y=_label_codes(y.reshape(-1), values, name, args.data),
+                          classes=[v.item() for v in values])
+
+
+def _label_codes(y, values, name, data):
+    """The code (index in the sorted ``values``) of each label in ``y``; a label not among them is an error."""
+    import numpy as np
+    codes = np.minimum(np.searchsorted(values, y), len(values) - 1)
+    unseen = np.flatnonzero(values[codes] != y)
+    if len(unseen):
+        shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+        raise ValueError(f"{data}, record {unseen[0]}: the {name} is {y[unseen[0]].item()!r}, not one of the labels "
+                         f"the network was trained on ({shown})")
+    return codes.astype(np.int64)
+
+
+def _class_names(classes):
+    """The recorded classes when they are names (text a CSV reader encodes), else None (numeric labels, or none)."""
+    return classes if classes and isinstance(classes[0], str) else None
+
+
+def _prepared(args, trainer, table, recorded=None, say=True):
+    """The task decided (and said, unless ``say`` is false), and ``table`` with its class labels coded 0..k-1."""
+    reason = _decide_task(args, trainer, table)
+    table = _as_class_codes(args, trainer, table, recorded)  # checked before a word is said
+    if say:
+        print(reason)
+    return table
 
 
 def _check_data(args, trainer, table):
@@ -417,9 +472,10 @@ def cmd_train(args):
             raise UsageError(str(exc)) from None
     from . import datasets
     recorded = trainer.info.get("classes") if args.resume else None
-    table = datasets.load_table(args.data, args.target, classes=recorded)
+    table = datasets.load_table(args.data, args.target, classes=_class_names(recorded))
+    # the task is always said (the README's promise); --quiet is only the progress bar
+    table = _prepared(args, trainer, table, None if _class_names(recorded) else recorded)
     X, y = table.X, table.y
-    _decide_task(args, trainer, table)
     _check_data(args, trainer, table)
     paths = _out_paths(args)
     progress = None if args.quiet else Progress(trainer)
@@ -658,8 +714,7 @@ def cmd_compare(args):
     if os.path.isdir(prefix):
         raise UsageError(f"--out {prefix} is a folder; give a prefix like {os.path.join(prefix, 'compare')}")
     from . import datasets
-    table = datasets.load_table(args.data, args.target)
-    _decide_task(args, trainer, table)
+    table = _prepared(args, trainer, datasets.load_table(args.data, args.target), say=not args.quiet)
     from .schedule import split_sizes
     n_train, _ = split_sizes(len(table.y), trainer.config["validation_split"])
     sizes = sorted({n_train if b == "full" else b for b in args.batch_sizes})
@@ -740,22 +795,102 @@ def _compare_title(trainer, args, n_records):
 
 # ---------------------------------------------------------------------- evaluate / predict
 
-def _features(path, target, n_features, trainer):
-    """The features of a data file for a network of ``n_features`` inputs; the target column is left out unread.
+def _features(args, trainer):
+    """The features of ``args.data`` as the network takes them; the target column is left out unread.
 
-    The target column is ``target``, else the one the checkpoint was trained on when the file has
-    it. Without either, a .csv/.npy file with exactly ``n_features`` columns is all features;
+    The target column is ``--target``, else the one the checkpoint was trained on when the file has
+    it. Without either, a CSV whose header names the training features has them all (in any
+    order); by position, a .csv/.npy file with exactly the network's inputs is all features, and
     one with a column more has its last column taken as the target.
     """
     from . import datasets
+    target = _recorded_target(trainer, args.data, args.target)
+    trained = _trained_features(trainer)
+    by_name = _has_header(args.data) and trained is not None
+    if by_name and target is None:  # no target column: every column must be a feature, checked before any is read
+        order = _feature_order(datasets.columns(args.data), trained, args)
+        return _all_columns(args.data)[:, order]
+    table = datasets.load_table(args.data, target, read_target=False)
+    plain = os.path.splitext(os.fspath(args.data))[1].lower() in (".csv", ".npy")
+    if not by_name and target is None and plain and table.X.shape[1] + 1 == _n_inputs(trainer):
+        return _all_columns(args.data)  # the last column, taken as the target, was a feature
+    return _in_training_order(table, trainer, args)
+
+
+def _all_columns(path):
+    """Every column of a .csv/.npy file as a feature (the reader's target, its last column, put back)."""
     import numpy as np
-    target = _recorded_target(trainer, path, target)
-    table = datasets.load_table(path, target, read_target=False)
-    plain = os.path.splitext(os.fspath(path))[1].lower() in (".csv", ".npy")
-    if target is None and plain and table.X.shape[1] + 1 == n_features:  # the last column was a feature
-        table = datasets.load_table(path, target, read_target=True)
-        return np.column_stack([table.X, np.asarray(table.y, dtype=np.float64)])
+    from . import datasets
+    table = datasets.load_table(path, None, read_target=True)
+    if table.classes is not None:
+        raise ValueError(f"{path!r}, column {table.target!r}: {table.classes[0]!r} is not a number "
+                         "(a feature must be numbers)")
+    return np.column_stack([table.X, np.asarray(table.y, dtype=np.float64)])
+
+
+def _n_inputs(trainer):
+    return trainer.get_params()[0][0].shape[0]
+
+
+def _has_header(data):
+    return os.path.splitext(os.fspath(data))[1].lower() == ".csv"
+
+
+def _trained_features(trainer):
+    """The names of the features the network was trained on; None when unknown, or when they name no column.
+
+    A .npy/.npz file's columns are named by their indices ("0", "1", ... without the target's), which
+    say nothing a position does not; nor can repeated names tell their columns apart.
+    """
+    names = trainer.info.get("features")
+    if not names or len(set(names)) < len(names):
+        return None
+    target = trainer.info.get("target")
+    indices = [str(j) for j in range(len(names) + 1) if str(j) != target][:len(names)]
+    return None if names == indices else list(names)
+
+
+def _in_training_order(table, trainer, args):
+    """``table.X`` with its columns in the order the network takes them: by name when both name them.
+
+    Columns are matched by name, so a file with the same columns in another order gives the same
+    results; a file without names (.npy, .npz) is taken by position and only their number is checked.
+    """
+    trained = _trained_features(trainer)
+    if _has_header(args.data) and trained is not None:
+        return table.X[:, _feature_order(table.features, trained, args)]
+    n_inputs = _n_inputs(trainer)
+    if table.X.shape[1] != n_inputs:
+        hint = " (is the target column missing?)" if table.X.shape[1] + 1 == n_inputs else ""
+        raise ValueError(f"{args.data} has {table.X.shape[1]} feature columns besides its target, but the network in "
+                         f"{args.checkpoint} takes {n_inputs}{hint}")
     return table.X
+
+
+def _feature_order(names, trained, args):
+    """Where each of the ``trained`` feature names is among a file's feature columns ``names``.
+
+    A missing feature is an error naming it. So is a column the network was not trained on: train
+    takes every column but the target as a feature, so such a column is not something to ignore.
+    """
+    missing = [f for f in trained if f not in names]
+    extra = [c for c in names if c not in trained]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if missing:
+        raise ValueError(f"{args.data} has no feature column {_listed(missing)}: the network in {args.checkpoint} "
+                         f"was trained on {_listed(trained)}" + (f" (the file has {_listed(extra)})" if extra else ""))
+    if extra:
+        raise ValueError(f"{args.data} has column {_listed(extra)}, which the network in {args.checkpoint} was not "
+                         f"trained on (its features: {_listed(trained)}); drop it, or name a target column with "
+                         "--target")
+    if twice:
+        raise ValueError(f"{args.data} has more than one column named {_listed(twice)}")
+    return [names.index(f) for f in trained]
+
+
+def _listed(names, limit=10):
+    """``'a', 'b', 'c'``, cut after ``limit`` names."""
+    return ", ".join(map(repr, names[:limit])) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _trained(path):
@@ -770,7 +905,7 @@ def _recorded_target(trainer, data, target):
     """``target``, or the column the checkpoint was trained on when the data file has it."""
     from . import datasets
     recorded = trainer.info.get("target")
-    if target is not None or recorded is None or os.path.splitext(os.fspath(data))[1].lower() != ".csv":
+    if target is not None or recorded is None or not _has_header(data):
         return target
     return recorded if recorded in datasets.columns(data) else None
 
@@ -779,19 +914,15 @@ def cmd_evaluate(args):
     import numpy as np
     from . import datasets
     trainer = _trained(args.checkpoint)
-    n_inputs = trainer.get_params()[0][0].shape[0]
     recorded = trainer.info.get("target")
     target = _recorded_target(trainer, args.data, args.target)
-    if target is None and recorded is not None and os.path.splitext(args.data)[1].lower() == ".csv":
+    if target is None and recorded is not None and _has_header(args.data):
         raise ValueError(f"{args.data} has no column {recorded!r}, the target {args.checkpoint} was trained on; "
                          "evaluate needs the true targets (name another column with --target)")
     classes = trainer.info.get("classes")
-    table = datasets.load_table(args.data, target, classes=classes)
-    X, y = table.X, table.y
-    if X.shape[1] != n_inputs:
-        hint = " (is the target column missing?)" if X.shape[1] + 1 == n_inputs else ""
-        raise ValueError(f"{args.data} has {X.shape[1]} feature columns besides its target, but the network in "
-                         f"{args.checkpoint} takes {n_inputs}{hint}")
+    table = datasets.load_table(args.data, target, classes=_class_names(classes))
+    X = _in_training_order(table, trainer, args)
+    y = _evaluation_labels(table, classes, args)
     res = trainer.evaluate(X, y)
     line = f"loss {res['loss']:.6g}"
     for key in ("accuracy", "r2", "mae"):
@@ -809,12 +940,24 @@ def cmd_evaluate(args):
     return EXIT_OK
 
 
+def _evaluation_labels(table, classes, args):
+    """``table.y`` as the network's codes: numeric labels coded by the values it was trained on."""
+    if not classes or _class_names(classes):  # none recorded, or names the reader has coded already
+        return table.y
+    import numpy as np
+    name = _target_name(table)
+    if table.classes is not None:
+        raise ValueError(f"{args.data}: the {name} holds class names such as {table.classes[0]!r}, but the network "
+                         f"in {args.checkpoint} was trained on the labels {_listed(classes)}")
+    return _label_codes(table.y.reshape(-1), np.asarray(classes), name, args.data)
+
+
 def cmd_predict(args):
     import csv
     import io
     import numpy as np
     trainer = _trained(args.checkpoint)
-    X = _features(args.data, args.target, trainer.get_params()[0][0].shape[0], trainer)
+    X = _features(args, trainer)
     pred = np.asarray(trainer.predict(X))
     pred = pred.reshape(len(pred), -1)
     classes = trainer.info.get("classes")

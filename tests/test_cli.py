@@ -384,9 +384,10 @@ def test_hostile_files_get_one_line_errors(capsys, csv_data, tmp_path):
     assert "line 2: field larger" in one_line_error(capsys, 1, "train", tmp_path / "wide.csv", "--quiet")
     (tmp_path / "blank.csv").write_text("a,label\n1,0\n2,\n3,1\n")
     assert "line 3: the target 'label' is blank" in one_line_error(capsys, 1, "train", tmp_path / "blank.csv")
-    (tmp_path / "ids.csv").write_text("a,id\n1,0\n2,100000000000\n")
-    err = one_line_error(capsys, 1, "train", tmp_path / "ids.csv", "--quiet")
-    assert "100,000,000,000" in err and "--loss mse" in err
+    n = datasets.MAX_CLASSES + 1  # ids: one output per distinct value would be too many classes
+    (tmp_path / "ids.csv").write_text("a,id\n" + "".join(f"1,{i * 7}\n" for i in range(n)))
+    err = one_line_error(capsys, 1, "train", tmp_path / "ids.csv", "--loss", "cross_entropy", "--quiet")
+    assert f"{n:,} distinct values" in err and "--loss mse" in err
     assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
     huge_shape_checkpoint(tmp_path / "points-checkpoint.npz", tmp_path / "huge.npz")
     assert "not a valid fastbatch checkpoint" in one_line_error(capsys, 1, "evaluate", tmp_path / "huge.npz", path)
@@ -675,3 +676,89 @@ def test_plan_memory_needs_the_network(capsys):
     assert code == 2 and "--features and --outputs" in err and out == ""
     code, out, _ = run(capsys, "plan", "--records", 100, "--batch-size", 8, "--epochs", 1)
     assert code == 0 and "per step" not in out
+
+
+# ---------------------------------------------------------------------- columns by name, numeric labels, --quiet
+
+def test_evaluate_and_predict_take_the_features_by_name(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "points-checkpoint.npz"
+    _, evaluated, _ = run(capsys, "evaluate", ckpt, path)
+    _, predicted, _ = run(capsys, "predict", ckpt, path)
+    order = [3, 1, 0, 2]
+    shuffled = tmp_path / "shuffled.csv"  # the same columns in another order, the target first
+    shuffled.write_text("label," + ",".join(f"f{j}" for j in order) + "\n" + "".join(
+        f"{t}," + ",".join(repr(float(v)) for v in row[order]) + "\n" for row, t in zip(X, y)))
+    code, out, err = run(capsys, "evaluate", ckpt, shuffled)
+    assert code == 0 and out == evaluated, err
+    code, out, err = run(capsys, "predict", ckpt, shuffled)
+    assert code == 0 and out == predicted, err
+    features = tmp_path / "features.csv"  # no target column: all four features, reordered
+    features.write_text(",".join(f"f{j}" for j in order) + "\n" + "".join(
+        ",".join(repr(float(v)) for v in row[order]) + "\n" for row in X))
+    code, out, err = run(capsys, "predict", ckpt, features)
+    assert code == 0 and out == predicted, err
+    # a missing feature, or a column the network never saw, is named (train takes every column as a feature)
+    write_csv(tmp_path / "three.csv", X[:, :3], y)
+    err = one_line_error(capsys, 1, "evaluate", ckpt, tmp_path / "three.csv")
+    assert "no feature column 'f3'" in err
+    (tmp_path / "extra.csv").write_text(features.read_text().replace("\n", ",1\n").replace("f2,1", "f2,id", 1))
+    err = one_line_error(capsys, 1, "predict", ckpt, tmp_path / "extra.csv")
+    assert "column 'id', which the network" in err
+    # a file without names is taken by position, and must have the network's number of inputs
+    np.save(tmp_path / "wide.npy", np.column_stack([X, X[:, :2], y]))
+    err = one_line_error(capsys, 1, "evaluate", ckpt, tmp_path / "wide.npy")
+    assert "has 6 feature columns besides its target" in err and "takes 4" in err
+
+
+@pytest.mark.parametrize("labels", [(-1, 1), (1, 2, 3), (0, 10, 20)])
+def test_numeric_class_labels_are_coded_and_written_back(capsys, tmp_path, labels):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(240, 2))
+    k = len(labels)
+    codes = np.digitize(X[:, 0], np.quantile(X[:, 0], np.arange(1, k) / k))
+    write_csv(tmp_path / "num.csv", X, np.array(labels)[codes])
+    code, out, err = run(capsys, "train", tmp_path / "num.csv", "--epochs", "30", "--optimizer", "adam",
+                         "--out-dir", tmp_path, "--quiet", "--seed", "1")
+    assert code == 0, err
+    ckpt = tmp_path / "num-checkpoint.npz"
+    tr = fb.Trainer.load(ckpt)
+    assert tr.info["classes"] == list(labels) and tr.get_params()[-1][0].shape[1] == k  # one output per label
+    # the run is the one on the codes 0..k-1
+    ref = fb.Trainer(epochs=30, optimizer="adam", seed=1, standardize=True).fit(X, codes)
+    assert np.array_equal(tr.history.loss, ref.loss)
+    code, out, err = run(capsys, "predict", ckpt, tmp_path / "num.csv")
+    rows = out.splitlines()
+    assert code == 0 and rows[0] == "prediction," + ",".join(f"proba_{v}" for v in labels), err
+    got = np.array([int(r.split(",")[0]) for r in rows[1:]])
+    assert (got == np.array(labels)[codes]).mean() > 0.85
+    keep = codes > 0  # an evaluation file without the first label: its labels still mean what they meant
+    write_csv(tmp_path / "part.csv", X[keep], [f"{v}.0" for v in np.array(labels)[codes[keep]]])
+    code, out, err = run(capsys, "evaluate", ckpt, tmp_path / "part.csv")
+    assert code == 0, err
+    assert f"class {labels[1]}: {int((codes == 1).sum())} records" in out and f"class {labels[-1]}:" in out
+    assert float(out.split("accuracy ")[1].split()[0]) > 0.85
+    write_csv(tmp_path / "unseen.csv", X[:3], [labels[0], 7, labels[0]])
+    err = one_line_error(capsys, 1, "evaluate", ckpt, tmp_path / "unseen.csv")
+    assert "record 1: the target 'label' is 7, not one of the labels" in err
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (0, 1, 2)])
+def test_labels_already_0_to_k_minus_1_train_as_before(capsys, tmp_path, labels):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 3))
+    y = np.arange(120) % len(labels)
+    write_csv(tmp_path / "plain.csv", X, y)
+    code, _, err = run(capsys, "train", tmp_path / "plain.csv", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
+    assert code == 0, err
+    tr = fb.Trainer.load(tmp_path / "plain-checkpoint.npz")
+    ref = fb.Trainer(hidden=(8,), epochs=3, batch_size=32, learning_rate=0.1, seed=3, standardize=True).fit(X, y)
+    assert tr.info["classes"] is None and np.array_equal(tr.history.loss, ref.loss)
+
+
+def test_train_quiet_still_says_which_task_and_why(capsys, csv_data, tmp_path):
+    path, _, _ = csv_data
+    code, out, err = run(capsys, "train", path, "--out-dir", tmp_path, "--epochs", "1", "--quiet")
+    assert code == 0 and err == "", err  # no progress bar
+    assert "target 'label': 2 distinct whole-number values -> classification (cross_entropy)" in out
