@@ -961,6 +961,9 @@ def cmd_predict(args):
     pred = np.asarray(trainer.predict(X))
     pred = pred.reshape(len(pred), -1)
     classes = trainer.info.get("classes")
+    one_class = classes is not None and len(classes) == 1  # its network's second output never had a label
+    if one_class:
+        pred = np.zeros_like(pred)
     cols = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j}" for j in range(pred.shape[1])]
     if classes:  # the names the CSV had, not their codes
         pred = np.asarray(classes, dtype=object)[pred]
@@ -968,7 +971,7 @@ def cmd_predict(args):
     else:
         fmt = [_fmt_int if pred.dtype.kind in "iub" else _fmt_float] * pred.shape[1]
     try:
-        proba = trainer.predict_proba(X)
+        proba = np.ones((len(pred), 1)) if one_class else trainer.predict_proba(X)
     except ValueError:  # an mse network has no probabilities
         proba = np.empty((len(pred), 0))
     cols += [f"proba_{c}" for c in (classes or range(proba.shape[1]))][:proba.shape[1]]

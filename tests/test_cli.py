@@ -762,3 +762,16 @@ def test_train_quiet_still_says_which_task_and_why(capsys, csv_data, tmp_path):
     code, out, err = run(capsys, "train", path, "--out-dir", tmp_path, "--epochs", "1", "--quiet")
     assert code == 0 and err == "", err  # no progress bar
     assert "target 'label': 2 distinct whole-number values -> classification (cross_entropy)" in out
+
+
+def test_predict_of_a_network_trained_on_one_class_names_that_class(capsys, tmp_path):
+    X = np.random.default_rng(4).normal(size=(40, 2))
+    write_csv(tmp_path / "one.csv", X, ["only"] * 40, target="kind")
+    code, out, err = run(capsys, "train", tmp_path / "one.csv", "--target", "kind", "--epochs", "2", "--quiet",
+                         "--out-dir", tmp_path)
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", tmp_path / "one-checkpoint.npz", tmp_path / "one.csv")
+    assert code == 0, err  # (an IndexError's traceback before: the network's second output has no name)
+    rows = list(__import__("csv").reader(out.splitlines()))
+    assert rows[0] == ["prediction", "proba_only"] and len(rows) == 41
+    assert all(r == ["only", "1"] or (r[0] == "only" and float(r[1]) == 1.0) for r in rows[1:])
