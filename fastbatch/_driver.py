@@ -307,6 +307,7 @@ class BatchSource:
         self.skip = state.batch if state is not None else 0  # batches of this epoch already trained on
         self.scaling = state.scaling if state is not None else None
         self.stats_done = state is not None
+        self.epoch_batches = None  # batches an epoch trains on, counted first when the rates need them (_epoch_batches)
         self.specs = {}
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
 
@@ -320,6 +321,10 @@ class BatchSource:
         if not self.stats_done:
             self.scaling = _batch_scaling(self.batches, cfg, self._check)
             self.stats_done = True
+        state = trainer._state
+        if self.epoch_batches is None and not (state is not None and state.steps_per_epoch) \
+                and not trainer._schedule._constant_rate:
+            self.epoch_batches = _epoch_batches(self.batches, cfg)
         if self.iterator is None:
             self.iterator, self.k = iter(self.batches()), 0
         for xb, yb in self.iterator:
@@ -338,7 +343,7 @@ class BatchSource:
             if state is None:
                 state = trainer._start_generator_run(Xb.shape[1], loss, kk)
                 state.scaling = self.scaling
-            spe = state.steps_per_epoch or (state.batch + 1)
+            spe = state.steps_per_epoch or self.epoch_batches or (state.batch + 1)
             lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
                                                                     spe * cfg["epochs"])
             spec = self.specs.get(Xb.shape[0])  # one per batch size: the kernel keeps its buffers per spec
@@ -649,6 +654,16 @@ def _replay(source, state, snap, chunk, n, record=False):
                     np.zeros(1, np.uint8), 3600.0, hits)
         if record:
             _record(source, state, chunk, n, hits)
+
+
+def _epoch_batches(batches, cfg):
+    """A first pass over ``batches()`` counting the batches an epoch trains on (drop_last's short ones left
+    out): a schedule of the steps per epoch (step, exponential, cosine) then gives the first epoch's steps
+    the rates ``fit`` gives them, as it does once the first epoch has ended and its length is known."""
+    n = 0
+    for xb, _ in batches():
+        n += not (cfg["drop_last"] and np.shape(xb)[0] < cfg["batch_size"])
+    return n
 
 
 def _batch_scaling(batches, cfg, check):

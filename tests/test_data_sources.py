@@ -341,3 +341,22 @@ def test_labels_or_weights_truncated_under_their_map_are_an_error_not_sigbus(tmp
     assert [line.split()[0] for line in lines] == ["y", "sample_weight"]
     assert all("error at step 3 " in line and "truncated" in line for line in lines), lines
     assert "memory map of y " in lines[0] and "memory map of sample_weight " in lines[1], lines
+
+
+@pytest.mark.parametrize("schedule", ["cosine", {"name": "step", "step_epochs": 1, "gamma": 0.5}, "exponential"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_fit_batches_gives_the_first_epoch_the_rates_fit_gives(seed_data, schedule, drop_last):
+    # the steps per epoch are known from the first step (a counting pass), as fit knows them: the same
+    # consecutive batches train with the same rates, and pieces of the run equal one call
+    X, y = seed_data
+    kw = dict(batch_size=64, epochs=3, shuffle=False, drop_last=drop_last, lr_schedule=schedule, optimizer="sgd",
+              learning_rate=0.1)
+    ref = fb.Trainer(**kw).fit(X, y)
+    h = fb.Trainer(**kw).fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    assert np.array_equal(h.learning_rate, ref.learning_rate)
+    np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-5)
+    cut = fb.Trainer(**kw)
+    cb = fb.LambdaCallback(on_step_end=lambda t, step, loss: step == 7)
+    cut.fit_batches(seed_generator(X, y, 64), n_outputs=2, callbacks=[cb])
+    hc = cut.fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    assert np.array_equal(hc.learning_rate, h.learning_rate) and np.array_equal(hc.loss, h.loss)
