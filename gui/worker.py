@@ -89,7 +89,6 @@ class TrainingWorker(QObject):
     def __init__(self):
         super().__init__()
         self._job = None
-        self._chunk = 1
         self._full = {}          # per trainer: the full-loss budget's state
         self._means_sent = (None, 0)   # (weakref to the trainer, how many of its finished epochs' means were sent)
         self._means_cost = 0.0   # seconds the last means took (they are sent at most 5% of the time)
@@ -117,8 +116,9 @@ class TrainingWorker(QObject):
         last_progress = last_surface = last_means = time.perf_counter()
         full = self._full_state(job)
         history = tr.history
+        chunk = 1   # every job starts small: the last job's rate says nothing about this one's network or data
         while not job.stop_requested and not tr.finished and (target is None or tr.step < target):
-            n = max(1, self._chunk)
+            n = chunk
             if target is not None:
                 n = min(n, target - tr.step)
             if job.full_loss:
@@ -132,14 +132,14 @@ class TrainingWorker(QObject):
                 full["rate_seconds"] += dt
                 full["rate_steps"] += done
             # next chunk: about CHUNK_SECONDS of steps (more when a call's fixed cost is high), growing at
-            # most 4x a call
+            # most 4x a call; from the steps done, not asked for: a pause or stop cuts a call short
             if n <= 4:
                 full["overhead"] = min(full["overhead"], dt)
-            if dt > 0:
+            if dt > 0 and done:
                 fixed = full["overhead"] if full["overhead"] < float("inf") else 0.0
                 target_s = min(max(self.CHUNK_SECONDS, fixed / self.OVERHEAD_SHARE),
                                self.MAX_CHUNK_SECONDS)
-                self._chunk = int(min(4 * n, max(1, n * target_s / dt)))
+                chunk = int(min(4 * done, max(1, done * target_s / dt)))
             if time.perf_counter() - last_means >= max(self.SURFACE_SECONDS, 20 * self._means_cost):
                 last_means = time.perf_counter()
                 self._send_means(history, job)

@@ -36,6 +36,43 @@ def test_trains_to_the_end_in_growing_chunks(qtbot, monkeypatch):
     assert calls[:3] == [1, 4, 16]          # each call at most 4x the last, towards ~30 ms of steps
 
 
+def test_each_job_starts_with_a_small_chunk(qtbot, monkeypatch):
+    calls = []
+    real = fb.Trainer.fit
+
+    def fit(self, X, y, steps=None, **kw):
+        calls.append(steps)
+        return real(self, X, y, steps=steps, **kw)
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    w = TrainingWorker()
+    X, y = datasets.make("moons", 200, 2, seed=0)
+    tr = fb.Trainer(batch_size=1, epochs=100, learning_rate=0.1, hidden=(4,))   # 20,000 fast steps
+    with qtbot.waitSignal(w.finished, timeout=30_000):
+        w.run(Job(tr, X, y, None, train_X=X, train_y=y, plan=fb.plan(200, 1, 100)))
+    assert max(calls) > 64                   # the chunks grew in that job
+    calls.clear()
+    with qtbot.waitSignal(w.finished):       # a new job, maybe far slower a step: it starts small again
+        w.run(make_job())
+    assert calls[:3] == [1, 4, 16]
+
+
+def test_a_chunk_cut_short_grows_the_next_from_the_steps_it_did(qtbot, monkeypatch):
+    asked, done = [], []
+    real = fb.Trainer.fit
+
+    def fit(self, X, y, steps=None, **kw):   # each call cut short after half its steps (a pause would cut it)
+        asked.append(steps)
+        s0 = self.step
+        history = real(self, X, y, steps=max(1, steps // 2), **kw)
+        done.append(self.step - s0)
+        return history
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    w = TrainingWorker()
+    with qtbot.waitSignal(w.finished):
+        w.run(make_job())
+    assert all(nxt <= 4 * d for nxt, d in zip(asked[1:], done))   # never 4x the steps asked and not done
+
+
 def test_a_stop_before_the_job_begins_trains_nothing(qtbot):
     job = make_job()
     job.request_stop()
