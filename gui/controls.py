@@ -1,7 +1,10 @@
 """The control panel: data, network and training settings, the transport buttons and the exports."""
+import math
 import os
+import re
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
@@ -33,11 +36,57 @@ RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "acti
              "sorted_by_class", "lr_scaling", "reference_batch", "standardize", "task")
 
 
+class ExactSpinBox(QDoubleSpinBox):
+    """A float spin box that keeps the value it is given: 1.5e-05 stays 1.5e-05, not 2e-05.
+
+    QDoubleSpinBox rounds every value to ``decimals()`` places; with DECIMALS places each double
+    from 1e-13 up keeps its 17 significant digits, so it reads back exactly. The text is the
+    shortest that reads back as the value (``repr``), and plain or scientific notation is typed.
+    """
+
+    DECIMALS = 30
+    PARTIAL = re.compile(r"[+-]?\d*\.?\d*(?:[eE][+-]?\d*)?")   # what may still become a number as one types
+
+    def __init__(self):
+        super().__init__()
+        self.setDecimals(self.DECIMALS)
+
+    def textFromValue(self, value):
+        text = repr(float(value))
+        return text[:-2] if text.endswith(".0") else text
+
+    def valueFromText(self, text):
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def validate(self, text, pos):
+        t = text.strip()
+        try:
+            value = float(t)
+        except ValueError:
+            return (QValidator.Intermediate if self.PARTIAL.fullmatch(t) else QValidator.Invalid), text, pos
+        if not math.isfinite(value):
+            return QValidator.Invalid, text, pos
+        ok = self.minimum() <= value <= self.maximum()
+        return (QValidator.Acceptable if ok else QValidator.Intermediate), text, pos
+
+    def stepBy(self, steps):
+        """The arrows step to a short number (0.15, not 0.15000000000000002): one change, one signal."""
+        before = self.value()
+        self.blockSignals(True)
+        super().stepBy(steps)
+        after = float(f"{self.value():.12g}")
+        self.setValue(before)
+        self.blockSignals(False)
+        self.setValue(after)
+
+
 def _spin(name):
     obj, lo, hi, default = SPIN_RANGES[name]
     if isinstance(default, float):
-        w = QDoubleSpinBox()
-        w.setDecimals(5 if name == "learning_rate" else 2)
+        w = ExactSpinBox()
         w.setSingleStep(0.05)
         if name == "learning_rate":
             w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
@@ -181,7 +230,8 @@ class ControlPanel(QWidget):
         self.export_csv_button = _button("exportCsvButton", "Export CSV…",
                                          "step,epoch,batch,batch_size,loss,learning_rate,records_seen")
         self.export_png_button = _button("exportPngButton", "Export PNG…", "Save the loss plot as a picture")
-        self.clear_runs_button = _button("clearRunsButton", "Clear runs", "Remove all runs from the plot")
+        self.clear_runs_button = _button("clearRunsButton", "Clear runs",
+                                         "Remove the earlier runs from the plot (the current run stays until Reset)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         for box in (data, net, train):
@@ -196,6 +246,7 @@ class ControlPanel(QWidget):
             elif isinstance(widget, QCheckBox):
                 widget.toggled.connect(self.changed)
         self._last_dataset = w["dataset"].currentData()
+        self._own_shape = None   # (dataset, {box: (value, maximum)}) the user had before a file's shape replaced them
         w["dataset"].currentIndexChanged.connect(self._dataset_changed)
         w["lr_scaling"].currentIndexChanged.connect(self._dataset_changed)
         w["load_file"].clicked.connect(self._choose_file)
@@ -234,6 +285,11 @@ class ControlPanel(QWidget):
         """Set one setting as a person would (fires ``changed``)."""
         widget = self.w[name]
         if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            # a value the box would clamp or round (as QDoubleSpinBox rounds to decimals()) is refused, not changed
+            held = float(f"{value:.{widget.decimals()}f}") if isinstance(widget, QDoubleSpinBox) else value
+            if not widget.minimum() <= value <= widget.maximum() or held != value:
+                raise ValueError(f"{name} must be between {widget.minimum():g} and {widget.maximum():g} and held "
+                                 f"exactly by its box; got {value!r}")
             widget.setValue(value)
         elif isinstance(widget, QComboBox):
             i = widget.findData(value)
@@ -287,12 +343,24 @@ class ControlPanel(QWidget):
         for box in ("records", "features"):
             self.w[box].setEnabled(not is_file)
         self.w["reference_batch"].setEnabled(self.w["lr_scaling"].currentData() != "none")
+        if not is_file and self._own_shape is not None:   # back to a generated dataset: the user's own values
+            before, shape = self._own_shape
+            self._own_shape = None
+            for box, (value, maximum) in shape.items():
+                self.w[box].setMaximum(maximum)
+                self.w[box].setValue(value)
+            if name == before:   # the features they chose for it, not the dataset's natural count
+                self._last_dataset = name
         if name != self._last_dataset and name in NATURAL_FEATURES:
             self.w["features"].setValue(NATURAL_FEATURES[name])   # two moons: its 2 features, no noise columns
         self._last_dataset = name
 
     def show_data_shape(self, n_records, n_features):
-        """The records and features boxes follow the loaded file (they are read-only then)."""
+        """The records and features boxes follow the loaded file (they are read-only then, and the user's own
+        values come back with a generated dataset)."""
+        if self._own_shape is None:
+            self._own_shape = (self._last_dataset, {box: (self.w[box].value(), self.w[box].maximum())
+                                                    for box in ("records", "features")})
         for box, value in (("records", n_records), ("features", n_features)):
             spin = self.w[box]
             spin.blockSignals(True)

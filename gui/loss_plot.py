@@ -440,10 +440,12 @@ class LossPlot(pg.PlotWidget):
             self._rebuild_legend()
             self._dirty = True
 
-    def clear_runs(self):
-        while self.runs:
-            self._remove_trace(self.runs[0])
-        self._clear_lr_lines()
+    def clear_runs(self, keep_current=False):
+        """Remove the runs from the plot; with ``keep_current``, all but the newest (a run that may go on)."""
+        for trace in self.runs[:-1] if keep_current else list(self.runs):
+            self._remove_trace(trace)
+        if not keep_current:   # the rate markers are the newest run's
+            self._clear_lr_lines()
         self._rebuild_legend()
         self._dirty = True
 

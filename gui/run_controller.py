@@ -37,7 +37,8 @@ class RunController:
         ValueError / TypeError / OSError / ImportError when they are invalid (no run starts).
     launch : callable(trainer, steps) -> job
         Hands one fit call (``steps`` more steps, None: to the end) to the worker; the job
-        returned has ``request_stop()``.
+        returned has ``request_stop()``. When it raises, no job runs: the error is kept and the
+        run goes back to paused (or ends, "errored", when it was not paused).
     clock : callable() -> float, optional
         Seconds (``time.perf_counter``); tests pass a fake.
     """
@@ -91,8 +92,7 @@ class RunController:
         """Start a new run (idle only); False when the settings could not make a trainer."""
         if self.state != IDLE or not self._new_run():
             return False
-        self._launch(None)
-        return True
+        return self._launch(None)
 
     def extend(self, epochs, plan):
         """Continue a finished run to ``epochs`` epochs (more than it had), following ``plan``."""
@@ -101,23 +101,23 @@ class RunController:
         self.trainer.epochs = epochs     # the library extends the run's budget
         self.plan = plan
         self.ended = None
-        self._launch(None)
-        return True
+        return self._launch(None)
 
     def pause_or_resume(self):
+        """Pause while running, resume while paused; False when the resume could not launch (see ``error``)."""
         if self.state == RUNNING:
             self._after_fit = "pause"
             self.job.request_stop()
         elif self.state == PAUSED:
-            self._launch(None)
+            return self._launch(None)
+        return True
 
     def step_batch(self):
         """Train one step, starting a new run when none is in progress."""
         if self.state == IDLE and not self._new_run():
             return False
         if self.state in (IDLE, PAUSED):
-            self._launch(1)
-            return True
+            return self._launch(1)
         return False
 
     def step_epoch(self):
@@ -126,8 +126,7 @@ class RunController:
             return False
         if self.state in (IDLE, PAUSED):
             spe = self.plan.steps_per_epoch
-            self._launch(spe - self.trainer.step % spe)
-            return True
+            return self._launch(spe - self.trainer.step % spe)
         return False
 
     def stop(self):
@@ -223,7 +222,9 @@ class RunController:
         return True
 
     def _launch(self, steps):
+        """One fit call to the worker; False when the launch raised (the state is then never a job-less RUNNING)."""
         tr = self.trainer
+        before = self.state
         if self.learning_rate is not None and self.learning_rate != tr.learning_rate:
             tr.learning_rate = self.learning_rate
             if tr.step > 0:
@@ -234,7 +235,18 @@ class RunController:
         self._samples.append((self._t0, tr.step))
         self.state = RUNNING
         self.stateChanged.emit(self.state)
-        self.job = self._launch_fn(tr, steps)
+        try:
+            self.job = self._launch_fn(tr, steps)
+        except Exception as exc:   # no job would ever report back: a RUNNING state here could not be left
+            self._stop_clock()
+            self.error = exc
+            if before == PAUSED:   # the run's steps so far stay; it can be resumed, stopped or reset
+                self.state = PAUSED
+                self.stateChanged.emit(self.state)
+            else:
+                self._end("errored")
+            return False
+        return True
 
     def _stop_clock(self):
         if self._t0 is not None:

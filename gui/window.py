@@ -33,6 +33,8 @@ from .worker import Job, start_worker_thread, stop_thread
 FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
 SMOOTHING_STEPS = 1000   # the smoothing slider moves in steps of 0.001
 MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
+MAX_SURFACE_OUTPUTS = 64   # the surface's predict_proba is 14,400 grid points x outputs, on the worker between
+                           # chunks: 10,000 outputs (a label 9999) would take minutes and GBs, and Stop would wait
 CLOSE_WAIT_SECONDS = 2.0   # closing waits this long for the step in progress; a longer one ends on its own
 
 
@@ -128,6 +130,8 @@ class MainWindow(QMainWindow):
                                     # is chosen)
         self._closed = False
         self._rows = None           # (training rows, validation rows) of the current run
+        self._run_data = None       # (X, y) the current run trains on: read once when it starts, so a data file
+                                    # changed or deleted meanwhile neither breaks nor silently alters a resume
         self._grid = None
         self._run_key = None        # the settings the run was started with
         self._map_drawn = 0.0
@@ -250,7 +254,7 @@ class MainWindow(QMainWindow):
         c.reset_button.clicked.connect(self.reset)
         c.export_csv_button.clicked.connect(self._export_csv_clicked)
         c.export_png_button.clicked.connect(self._export_png_clicked)
-        c.clear_runs_button.clicked.connect(self.loss_plot.clear_runs)
+        c.clear_runs_button.clicked.connect(self.clear_runs)
         self.x_axis_combo.currentIndexChanged.connect(
             lambda: self.loss_plot.set_x_axis(self.x_axis_combo.currentData()))
         self.log_x_check.toggled.connect(self.loss_plot.set_log_x)
@@ -373,6 +377,10 @@ class MainWindow(QMainWindow):
             notes.append(f"Start continues the finished run to {count(plan.epochs, 'epoch')}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
+        outputs = self._surface_outputs_skipped() if c["dataset"] == "file" else None   # generated: few classes
+        if outputs:
+            notes.append(f"no decision surface: the labels need {count(outputs, 'output')}, and it is drawn for at "
+                         f"most {num(MAX_SURFACE_OUTPUTS)}")
         task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
         if task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
@@ -413,12 +421,31 @@ class MainWindow(QMainWindow):
         text = re.sub(r"<br>", "\n", self.readout.text())
         return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ").strip()
 
-    def _surface_wanted(self, X, y):
+    def _surface_suits(self, X, y):
+        """Two features (or a 2-D dataset) and class labels: a decision surface can be drawn."""
         y = np.asarray(y)
         if self.controls.config()["task"] == "regression":
             return False
         return X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
                                                     or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
+
+    def _surface_wanted(self, X, y):
+        return self._surface_suits(X, y) and self._n_outputs(y) <= MAX_SURFACE_OUTPUTS
+
+    @staticmethod
+    def _n_outputs(y):
+        """The classifier's outputs: one per label from 0 to the largest."""
+        return int(np.max(y)) + 1 if len(y) else 0
+
+    def _surface_outputs_skipped(self):
+        """The output count when the surface suits the data but is skipped as too costly (else None)."""
+        try:
+            X, y = self.data()
+        except (ValueError, TypeError, OSError):
+            return None
+        if self._surface_suits(X, y) and not self._surface_wanted(X, y):
+            return self._n_outputs(y)
+        return None
 
     def _refresh_preview(self):
         """Show the points of a two-feature dataset before training (and hide the panel otherwise)."""
@@ -488,7 +515,10 @@ class MainWindow(QMainWindow):
         r = self.run
         if r.trainer is None or r.ended != "finished" or self.plan is None or self._run_key is None:
             return False
-        key = self._settings_key()
+        try:
+            key = self._settings_key()
+        except OSError:   # the run's data file is gone: Start reports it as it makes a new run
+            return False
         return key[1:] == self._run_key[1:] and key[0] > self._run_key[0]
 
     def _settings_key(self):
@@ -527,17 +557,24 @@ class MainWindow(QMainWindow):
 
     def pause_or_resume(self):
         self._sync_rate()
-        self.run.pause_or_resume()
+        if not self.run.pause_or_resume():
+            self._show_error(self.run.error)
 
     def reset(self):
         """Discard the current run (its curve too) and go back to editing the settings."""
         if self.run.reset():
+            self._run_data = None
             self.loss_plot.discard_current_run()
             self.surface_plot.clear_surface()
             self.step_panel.clear()
             self._settings_changed()
             self._refresh_preview()
             self._update_status()
+
+    def clear_runs(self):
+        """Clear runs: the earlier runs go; the current one stays until Reset (it may be resumed or continued,
+        and the status bar counts its steps)."""
+        self.loss_plot.clear_runs(keep_current=self.trainer is not None)
 
     def _make_run(self):
         """For the controller: a new Trainer and the plan it follows (raises on invalid settings)."""
@@ -549,6 +586,7 @@ class MainWindow(QMainWindow):
         trainer = fb.Trainer(**self.controls.trainer_params())
         self._rows = split_rows(len(X), c["validation_split"], c["seed"])
         self._run_key = self._settings_key()
+        self._run_data = X, y
         return trainer, self.plan
 
     def _on_run_started(self, trainer):
@@ -559,7 +597,7 @@ class MainWindow(QMainWindow):
         self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan)
         self.step_panel.clear()
         self._grid = None
-        X, y = self.data()
+        X, y = self._run_data
         c = self.controls.config()
         self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         if self._surface_wanted(X, y):
@@ -571,7 +609,7 @@ class MainWindow(QMainWindow):
 
     def _launch(self, trainer, steps):
         """For the controller: hand one job to the worker thread."""
-        X, y = self.data()
+        X, y = self._run_data
         train = self._rows[0]
         grid, shape = self._grid if self._grid is not None else (None, None)
         c = self.controls.config()

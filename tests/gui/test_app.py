@@ -88,3 +88,23 @@ def test_view_and_lesson_flags_reach_their_controls(window):
     assert (c["lr_scaling"], c["reference_batch"], c["task"], c["standardize"]) == ("sqrt", 32, "regression", False)
     assert window.log_x_check.isChecked() and window.full_loss_check.isChecked()
     assert window.smoothing_slider.value() == 600 and window.loss_plot.smoothing == 0.6
+
+
+def test_float_flags_reach_their_controls_exactly(window):
+    from PySide6.QtWidgets import QDoubleSpinBox
+    from fastbatch_gui.app import apply_args, build_parser, check_args
+    parser = build_parser()
+    args = parser.parse_args(["--learning-rate", "0.000015", "--validation-split", "0.125"])
+    check_args(parser, args)
+    apply_args(window, args)
+    c = window.controls.config()
+    assert (c["learning_rate"], c["validation_split"]) == (0.000015, 0.125)   # not 2e-05 and 0.13
+    assert window.controls.trainer_params()["learning_rate"] == 0.000015
+    lr = window.findChild(QDoubleSpinBox, "learningRateSpin")
+    assert lr.text() == "1.5e-05"
+    lr.lineEdit().setText("1.23456789e-4")                                    # typed in scientific notation
+    lr.interpretText()
+    assert lr.value() == 1.23456789e-4
+    with pytest.raises(ValueError, match="learning_rate"):                    # refused, not clamped
+        window.controls.set_value("learning_rate", 1e-6)
+    assert lr.value() == 1.23456789e-4

@@ -169,6 +169,26 @@ def test_error_ends_the_run_and_keeps_the_exception(rig):
     assert rig.events[-1] == ("ended", "errored")
 
 
+def test_a_launch_that_raises_never_leaves_a_job_less_running_state(rig):
+    c = rig.c
+    assert c.step_batch()
+    rig.finish()
+    assert c.state == PAUSED
+    real = c._launch_fn
+    c._launch_fn = lambda trainer, steps: [][0]        # what a data file changed meanwhile once raised
+    assert not c.pause_or_resume()                     # Resume
+    assert c.state == PAUSED and c.job is None and isinstance(c.error, IndexError)
+    assert not c.step_batch() and c.state == PAUSED
+    assert c.can("stop") and c.can("reset") and c.can("step")
+    c.stop()                                           # no job to ask: it ends at once
+    assert c.state == IDLE and c.ended == "stopped"
+    c.reset()
+    assert not c.start()                               # a new run whose first launch fails ends, "errored"
+    assert c.state == IDLE and c.ended == "errored" and c.can("reset") and c.can("start")
+    c._launch_fn = real
+    assert c.reset() and c.start() and c.state == RUNNING
+
+
 def test_invalid_settings_start_nothing(rig):
     c = rig.c
     rig.fail = ValueError("batch_size must be >= 1, got 0")

@@ -173,6 +173,34 @@ def test_a_bad_file_after_a_good_one_replaces_the_plan_and_disables_start(window
     assert window.readout_text().startswith("60 records") and start_button(window).isEnabled()
 
 
+@pytest.mark.parametrize("change", ["fewer rows", "new values", "deleted"])
+def test_a_data_file_changed_while_paused_leaves_the_run_on_the_records_it_started_with(qtbot, window, tmp_path,
+                                                                                          change):
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        window.controls.step_batch_button.click()
+    X0 = jobs[0].X.copy()
+    if change == "deleted":
+        path.unlink()
+    else:
+        write_good_csv(path, n=30 if change == "fewer rows" else 60)
+        path.write_text(path.read_text().replace(",0.5,", ",99.5,"))
+        os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))   # a new mtime
+    with qtbot.waitSignal(window.runEnded, timeout=10_000) as blocker:
+        window.controls.pause_button.click()           # Resume
+    assert blocker.args == ["finished"] and window.state == "idle" and window.trainer.step == 12
+    assert all(np.array_equal(job.X, X0) for job in jobs)   # the records it started with, not the new ones
+    window.reset()                                     # a new run reads the file again
+    if change == "deleted":
+        assert window.readout_text().startswith("⚠") and not start_button(window).isEnabled()
+    else:
+        assert window.readout_text().startswith(f"{30 if change == 'fewer rows' else 60} records")
+
+
 def test_an_unexpected_error_from_a_loader_reaches_the_readout(window, tmp_path, monkeypatch, capfd):
     from fastbatch import datasets
     good = write_good_csv(tmp_path / "good.csv")

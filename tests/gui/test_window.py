@@ -183,6 +183,27 @@ def test_reset_discards_the_run(qtbot, window):
     assert window.status_labels["step"].text() == "no run yet"
 
 
+def test_clear_runs_keeps_the_run_that_may_go_on(qtbot, window):
+    set_spins(window, records=500, batch_size=50, epochs=2)
+    run_to_end(qtbot, window)
+    set_spins(window, batch_size=100)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert window.state == "paused" and len(window.loss_plot.runs) == 2
+    find(window, QPushButton, "clearRunsButton").click()
+    plot = window.loss_plot
+    assert [r.n for r in plot.runs] == [1] and plot.legend_labels() == ["batch 100, lr 0.1"]
+    assert window.status_labels["step"].text() == "step 1 / 10"
+    assert run_to_end(qtbot, window, "pauseButton") == "finished"   # Resume: the run is still plotted
+    assert plot.current.n == 10 and plot.n_plotted_steps == 10
+    assert window.status_labels["step"].text() == "step 10 / 10"
+    run_to_end(qtbot, window)                                        # another run, then Reset: no run is left
+    find(window, QPushButton, "resetButton").click()
+    assert len(plot.runs) == 1 and window.trainer is None
+    find(window, QPushButton, "clearRunsButton").click()             # ...so Clear runs clears them all
+    assert not plot.runs and window.status_labels["step"].text() == "no run yet"
+
+
 def test_last_runs_stay_overlaid_with_a_legend(qtbot, window):
     for batch in (64, 32, 16, 128):
         set_spins(window, records=500, batch_size=batch, epochs=2)
@@ -256,6 +277,34 @@ def test_loaded_csv_with_a_chosen_target(qtbot, window, tmp_path):
     run_to_end(qtbot, window)
     assert window.trainer.history.n_steps == 6
     assert window.trainer.predict_proba(X).shape == (120, 3)
+
+
+def test_a_generated_dataset_after_a_file_gets_the_users_records_and_features_back(window, tmp_path):
+    records = find(window, QSpinBox, "recordsSpin")
+    records.setMaximum(100)                       # (a file longer than the box's maximum, kept small)
+    set_spins(window, dataset="moons", records=90, features=7)
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(120)))
+    assert window.load_file(str(path))
+    c = window.controls.config()
+    assert (c["records"], c["features"], records.maximum()) == (120, 2, 120)   # the boxes show the file's shape
+    set_spins(window, dataset="moons")
+    c = window.controls.config()
+    assert (c["records"], c["features"], records.maximum()) == (90, 7, 100)    # ...and give the user's back
+    assert window.readout_text().startswith("90 records") and window.data()[0].shape == (90, 7)
+
+
+def test_a_huge_class_label_skips_the_decision_surface_and_says_so(qtbot, window, tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i % 5},{9999 if i == 0 else i % 2}\n" for i in range(40)))
+    assert window.load_file(str(path))
+    assert "no decision surface: the labels need 10,000 outputs" in window.readout_text()
+    set_spins(window, batch_size=40, epochs=1, hidden=4)
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    assert run_to_end(qtbot, window) == "finished"
+    assert jobs and all(job.grid is None for job in jobs)   # no 14,400 x 10,000 predict_proba on the worker
+    assert not window.surface_plot.isVisible()
 
 
 def test_exports(qtbot, window, tmp_path):
