@@ -264,3 +264,24 @@ def test_mse_targets_beyond_float32_are_named():
     y[17] = 1e300
     with pytest.raises(ValueError, match=r"too large for float32.*entry 17 is 1e\+300"):
         trainer(loss="mse").fit(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_non_finite_value_anywhere_in_a_batch_of_any_width_is_found(dtype):
+    # the finiteness test runs in vectors of 32 bytes, four at a time, then one by one: every width
+    # (below, at and past each of those) and every position of the bad value in the gathered batch
+    rng = np.random.default_rng(8)
+    big = np.finfo(dtype).max
+    for n_feat in (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40):
+        X = rng.normal(size=(8, n_feat))
+        X[0, 0], X[-1, -1] = -0.0, big / 2  # finite extremes are fine (x * 0 is 0 for them)
+        X[1, n_feat // 2] = np.finfo(dtype).tiny / 4  # a subnormal
+        y = rng.integers(0, 3, 8)
+        done, status, _, _, _ = kernel_call(X, y, "cross_entropy", dtype, batch_size=8, hidden=(), steps=1)
+        assert (done, status) == (1, Status.DONE)
+        for pos in range(8 * n_feat):
+            for bad_value in (np.nan, np.inf, -np.inf):
+                Xb = X.copy()
+                Xb.flat[pos] = bad_value
+                done, status, bad, _, _ = kernel_call(Xb, y, "cross_entropy", dtype, batch_size=8, hidden=(), steps=1)
+                assert (done, status, bad.tolist()) == (0, Status.BAD_INPUT, [pos // n_feat, 0]), (n_feat, pos)
