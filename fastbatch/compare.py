@@ -45,6 +45,14 @@ def pooled_noise_scale(rows):
     return float(np.median(estimates)) if estimates else math.nan
 
 
+def mark_suggested(rows):
+    """Set each summary row's ``suggested``: its batch size is the compared one nearest the pooled noise scale."""
+    pooled = pooled_noise_scale(rows)
+    pick = suggested_batch_size([r["batch_size"] for r in rows], None if math.isnan(pooled) else pooled)
+    for r in rows:
+        r["suggested"] = r["batch_size"] == pick
+
+
 def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=None, threads=True, stop=None,
                         **trainer_params):
     """Train one run per batch size; return ``(histories, summary)``.
@@ -111,10 +119,7 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
                      "steps_per_s": h.n_steps / seconds, "records_per_s": float(h.records_seen[-1]) / seconds,
                      "seconds_per_epoch": seconds / epochs, "train_loss": float(h.epoch_loss[-1]),
                      "val_loss": float(h.val_loss[-1]) if len(h.val_loss) else math.nan, "noise_scale": noise})
-    pooled = pooled_noise_scale(rows)
-    pick = suggested_batch_size(sizes, None if math.isnan(pooled) else pooled)
-    for r in rows:
-        r["suggested"] = r["batch_size"] == pick
+    mark_suggested(rows)
     try:
         import pandas as pd
         return histories, pd.DataFrame(rows)

@@ -1,29 +1,32 @@
 """The batch-size lab: the same run at several batch sizes (``fastbatch.compare_batch_sizes``), overlaid and tabled.
 
 Same data, network, initial params, seed and record budget; the rate scaled with the batch
-size when asked. The plot overlays the runs against records seen (default), steps or
-seconds; the table gives each run's steps, speed, losses and the measured gradient noise
-scale, and marks the batch size nearest it as suggested.
+size when asked. The runs train one after another (each timed alone), so the lab can say which
+one it is on, and Cancel stops the one in progress within about a step. The plot overlays the
+runs against records seen (default), steps or seconds; the table gives each run's steps, speed,
+losses and the measured gradient noise scale, and marks the batch size nearest it as suggested.
 """
 import math
 import threading
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
 import fastbatch as fb
-from fastbatch.compare import pooled_noise_scale
+from fastbatch.compare import mark_suggested, pooled_noise_scale
 
-from .fmt import esc, num
+from .fmt import clock, esc, num
 from .loss_plot import RUN_COLORS, CountAxis
 
 DEFAULT_SIZES = "1, 8, 32, 128, full"
+COMPARE_TEXT, CANCEL_TEXT = "Compare batch sizes", "■  Cancel"
 LAB_AXES = {"records": "records seen", "steps": "steps done", "seconds": "seconds (at the run's mean speed)"}
 COLUMNS = [("batch_size", "batch"), ("learning_rate", "lr"), ("steps_per_epoch", "steps / epoch"),
            ("last_batch", "last batch"), ("steps_per_s", "steps/s"), ("records_per_s", "records/s"),
@@ -62,39 +65,49 @@ class LabJob:
     params: dict            # Trainer parameters, without batch_size
     scale_lr: str | None
     reference: int
+    stop: threading.Event = field(default_factory=threading.Event)   # Cancel or close: the run in progress
+                                                                      # stops within ~0.1 s
 
 
 class LabWorker(QObject):
-    """Runs ``fb.compare_batch_sizes`` off the GUI thread."""
+    """Runs the comparison off the GUI thread: one ``fb.compare_batch_sizes`` call per batch size, because the
+    library says nothing from inside a call and the lab must say which run it is on."""
 
+    runStarted = Signal(int, int)        # (index of the run, its batch size)
     finished = Signal(object, object)    # (histories by batch size, summary rows)
     errored = Signal(object)
-
-    def __init__(self):
-        super().__init__()
-        self.stop_event = threading.Event()  # set on close: the comparison's runs stop within ~0.1 s
+    cancelled = Signal()                 # the job's stop was set (Cancel): no results, as a partial one would
+                                         # compare unequal budgets
 
     @Slot(object)
     def run(self, job):
+        histories, rows = {}, []
         try:
-            histories, summary = fb.compare_batch_sizes(job.X, job.y, job.sizes, scale_lr=job.scale_lr,
-                                                        reference_batch_size=job.reference, stop=self.stop_event,
-                                                        **job.params)
-        except InterruptedError:   # the window is closing
+            for i, b in enumerate(job.sizes):
+                self.runStarted.emit(i, b)
+                h, summary = fb.compare_batch_sizes(job.X, job.y, [b], scale_lr=job.scale_lr,
+                                                    reference_batch_size=job.reference, stop=job.stop, **job.params)
+                histories.update(h)
+                rows += summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
+        except InterruptedError:
+            self.cancelled.emit()
             return
         except Exception as exc:   # reported, never a silent thread death
             traceback.print_exc()
             self.errored.emit(exc)
             return
-        rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
+        mark_suggested(rows)   # each call above saw one size: the pick is made over them all
         self.finished.emit(histories, rows)
 
 
 class BatchLab(QWidget):
-    """objectName ``batchLab``: the sizes box, ``compareBatchSizesButton``, ``comparisonPlot``, ``comparisonTable``."""
+    """objectName ``batchLab``: the sizes box, ``compareBatchSizesButton`` (Cancel while comparing),
+    ``comparisonPlot``, ``comparisonTable``."""
 
     compareRequested = Signal(str)   # the sizes as typed; the window supplies data and settings
-    done = Signal(object)            # on the GUI thread, after the results (None) or the error (the exception)
+    done = Signal(object)            # on the GUI thread, after the results (None), the error (the exception)
+                                     # or a cancel (an InterruptedError)
+    runningChanged = Signal(bool)    # a comparison began (True) or ended (False)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -106,13 +119,18 @@ class BatchLab(QWidget):
         self.axis_combo.setObjectName("comparisonAxisCombo")
         for key, text in LAB_AXES.items():
             self.axis_combo.addItem(text, key)
-        self.button = QPushButton("Compare batch sizes")
+        self.button = QPushButton(COMPARE_TEXT)
         self.button.setObjectName("compareBatchSizesButton")
         self.button.setToolTip("train the same run (data, network, initial params, seed, epochs) at each batch "
                                "size, with the rate scaled as set")
         self.status = QLabel("same data, network, initial params, seed and epochs at each batch size")
         self.status.setObjectName("comparisonStatus")
         self.status.setWordWrap(True)
+        self.note = QLabel()   # why the button is off (a training run is using the cores)
+        self.note.setObjectName("comparisonBlockedLabel")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #8a5a00")
+        self.note.setVisible(False)
         top = QHBoxLayout()
         top.addWidget(QLabel("batch sizes:"))
         top.addWidget(self.sizes_edit, 1)
@@ -145,10 +163,17 @@ class BatchLab(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 6, 6, 4)
         lay.addLayout(top)
+        lay.addWidget(self.note)
         lay.addWidget(self.status)
         lay.addWidget(split, 1)
         self.histories, self.rows = {}, []
-        self.button.clicked.connect(lambda: self.compareRequested.emit(self.sizes_edit.text()))
+        self.job = None              # the comparison in progress
+        self._blocked = None         # why a comparison may not start now (None: it may)
+        self._run = None             # (index, batch size, start time) of the run in progress
+        self._clock = QTimer(self)   # the elapsed time of the run in progress, twice a second
+        self._clock.setInterval(500)
+        self._clock.timeout.connect(self._show_progress)
+        self.button.clicked.connect(self._clicked)
         self.axis_combo.currentIndexChanged.connect(lambda: self._draw())
 
         self.thread = QThread()
@@ -156,21 +181,77 @@ class BatchLab(QWidget):
         self.worker = LabWorker()
         self.worker.moveToThread(self.thread)
         self.thread.start()
-        self.worker.finished.connect(self.show_results)
-        self.worker.errored.connect(self.show_error)
+        self._links = ((self.worker.runStarted, self._run_started), (self.worker.finished, self.show_results),
+                       (self.worker.errored, self.show_error), (self.worker.cancelled, self._cancelled))
+        for signal, slot in self._links:
+            signal.connect(slot)
 
-    def busy(self, text):
-        self.button.setEnabled(False)
-        self.status.setText(text)
+    running = property(lambda self: self.job is not None)
+
+    def _clicked(self):
+        if self.running:
+            self.cancel()
+        else:
+            self.compareRequested.emit(self.sizes_edit.text())
+
+    def begin(self, job):
+        """The window hands ``job`` to the worker: the button becomes Cancel until it ends."""
+        self.job, self._run = job, None
+        self.button.setText(CANCEL_TEXT)
+        self.button.setEnabled(True)
+        self.status.setText(f"training {len(job.sizes)} runs, one after another: "
+                            f"batch {', '.join(num(b) for b in job.sizes)} …")
+        self.runningChanged.emit(True)
+
+    def cancel(self):
+        """Stop the comparison: its run in progress ends within about a step, and no results are shown."""
+        if self.job is not None:
+            self.job.stop.set()
+            self.button.setEnabled(False)   # until the worker confirms
+            self.status.setText("cancelling …")
+
+    def set_blocked(self, reason):
+        """While ``reason`` (not None) holds, no comparison may start; it is shown above the status."""
+        self._blocked = reason
+        self.note.setText(esc(reason or ""))
+        self.note.setVisible(reason is not None)
+        if not self.running:
+            self.button.setEnabled(reason is None)
+
+    def _end(self):
+        was_running = self.running
+        self.job, self._run = None, None
+        self._clock.stop()
+        self.button.setText(COMPARE_TEXT)
+        self.button.setEnabled(self._blocked is None)
+        if was_running:
+            self.runningChanged.emit(False)
+
+    def _run_started(self, index, batch_size):
+        self._run = (index, batch_size, time.perf_counter())
+        self._show_progress()
+        self._clock.start()
+
+    def _show_progress(self):
+        if self._run is None or self.job is None or self.job.stop.is_set():
+            return
+        i, b, t0 = self._run
+        self.status.setText(f"run {i + 1} of {len(self.job.sizes)}: batch {num(b)} · "
+                            f"{clock(time.perf_counter() - t0)} so far")
+
+    def _cancelled(self):
+        self._end()
+        self.status.setText("cancelled: nothing is shown (unfinished runs would compare unequal budgets)")
+        self.done.emit(InterruptedError("the batch-size comparison was cancelled"))
 
     def show_error(self, exc):
-        self.button.setEnabled(True)
+        self._end()
         self.status.setText(f"<span style='color:#c00000'>⚠ {esc(exc)}</span>")
         self.done.emit(exc)
 
     def show_results(self, histories, rows):
+        self._end()
         self.histories, self.rows = histories, rows
-        self.button.setEnabled(True)
         pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
         noise = pooled_noise_scale(rows)   # the library's pooling of the runs' estimates
         self.status.setText(
@@ -234,9 +315,11 @@ class BatchLab(QWidget):
     def shutdown(self, wait_seconds=2.0):
         """Quit the lab's thread; a comparison still running is left to end on its own (never an abort)."""
         from .worker import stop_thread
-        for signal, slot in ((self.worker.finished, self.show_results), (self.worker.errored, self.show_error)):
+        for signal, slot in self._links:
             _disconnect(signal, slot)
-        self.worker.stop_event.set()
+        self._clock.stop()
+        if self.job is not None:
+            self.job.stop.set()
         stop_thread(self.thread, self.worker, wait_seconds)
 
 

@@ -23,6 +23,7 @@ from fastbatch.schedule import format_bytes
 from .batch_lab import BatchLab, LabJob, parse_sizes
 from .batch_map import BatchMap
 from .controls import ControlPanel
+from .data_memory import check_room
 from .fmt import clock, count, esc, load_error, num
 from .lesson import RANDOM_HINT, TASKS, sorted_by_class
 from .loss_plot import X_AXES, LossPlot
@@ -36,6 +37,10 @@ MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at
 MAX_SURFACE_OUTPUTS = 64   # the surface's predict_proba is 14,400 grid points x outputs, on the worker between
                            # chunks: 10,000 outputs (a label 9999) would take minutes and GBs, and Stop would wait
 CLOSE_WAIT_SECONDS = 2.0   # closing waits this long for the step in progress; a longer one ends on its own
+# training and a comparison never run together: on a shared machine each would halve the other's speed
+LAB_BLOCKS_TRAINING = ("a batch-size comparison is running (Compare batch sizes tab): training waits until it ends "
+                       "or is cancelled")
+TRAINING_BLOCKS_LAB = "a run is training (Train tab): compare batch sizes once it is paused, stopped or finished"
 
 
 def error_html(message):
@@ -220,6 +225,12 @@ class MainWindow(QMainWindow):
         lv.addWidget(scroll, 1)
         lv.addWidget(self.controls.transport)
         main.addWidget(left)
+        self.lab_note = QLabel(LAB_BLOCKS_TRAINING)   # why the transport is off
+        self.lab_note.setObjectName("trainingBlockedLabel")
+        self.lab_note.setWordWrap(True)
+        self.lab_note.setStyleSheet("color: #8a5a00")
+        self.lab_note.setVisible(False)
+        self.controls.transport.layout().addWidget(self.lab_note, 3, 0, 1, 2)
         self.lab = BatchLab()
         self.tabs = QTabWidget()
         self.tabs.setObjectName("mainTabs")
@@ -233,6 +244,7 @@ class MainWindow(QMainWindow):
 
         self.labRequested.connect(self.lab.worker.run)
         self.lab.compareRequested.connect(self.compare_batch_sizes)
+        self.lab.runningChanged.connect(lambda _: self._apply_state())
         self.thread, self.worker = start_worker_thread()
         wk = self.worker
         self._worker_links = [(self.runRequested, wk.run), (wk.progress, self._on_progress),
@@ -338,6 +350,7 @@ class MainWindow(QMainWindow):
             return X.shape[0]
         if c["dataset"] in datasets.TWO_FEATURE and c["features"] < 2:
             raise ValueError(f"the {c['dataset']} dataset needs at least 2 features")
+        check_room(c["records"], c["features"], DEFAULTS["dtype"])   # refused before it is made, not after
         return c["records"]
 
     def _settings_changed(self):
@@ -370,6 +383,8 @@ class MainWindow(QMainWindow):
         if memory:
             notes.append(f"batch {num(plan.batch_size)}: {memory} per step (the batch, activations, gradients, "
                          "params and optimizer state)")
+        if c["dataset"] != "file":
+            notes.append(check_room(c["records"], c["features"], DEFAULTS["dtype"]))
         if c["lr_scaling"] != "none":
             notes.append(f"learning rate {num(c['learning_rate'])} × {c['lr_scaling']}(batch {num(c['batch_size'])}"
                          f" / {num(c['reference_batch'])}) = {num(self.controls.learning_rate())}")
@@ -527,9 +542,15 @@ class MainWindow(QMainWindow):
         params.pop("learning_rate")
         return (epochs, sorted(params.items()), self._data_spec())
 
+    def _refused_for_lab(self):
+        """True, with the reason in the readout, while a comparison runs (the buttons are off then too)."""
+        if self.lab.running:
+            self._show_error(LAB_BLOCKS_TRAINING)
+        return self.lab.running
+
     def start(self):
         """Start a new run with the current settings, or continue the finished one when only epochs rose."""
-        if self.plan_error is not None:
+        if self.plan_error is not None or self._refused_for_lab():
             return
         if self._continues():
             epochs = self.controls.config()["epochs"]
@@ -542,12 +563,16 @@ class MainWindow(QMainWindow):
 
     def step_batch(self):
         """Train one step (starting a new run when none is in progress)."""
+        if self._refused_for_lab():
+            return
         self._sync_rate()
         if (self.state != IDLE or self.plan_error is None) and not self.run.step_batch():
             self._show_error(self.run.error)
 
     def step_epoch(self):
         """Train to the end of the current epoch."""
+        if self._refused_for_lab():
+            return
         self._sync_rate()
         if (self.state != IDLE or self.plan_error is None) and not self.run.step_epoch():
             self._show_error(self.run.error)
@@ -556,6 +581,8 @@ class MainWindow(QMainWindow):
         self.run.stop()
 
     def pause_or_resume(self):
+        if self.state == PAUSED and self._refused_for_lab():
+            return
         self._sync_rate()
         if not self.run.pause_or_resume():
             self._show_error(self.run.error)
@@ -723,11 +750,14 @@ class MainWindow(QMainWindow):
         ok = self.plan_error is None
         r, c = self.run, self.controls
         c.set_editable(self.state == RUNNING, self.state == PAUSED)
-        c.start_button.setEnabled(r.can("start", ok))
-        c.pause_button.setEnabled(r.can("pause"))
+        lab = self.lab.running   # then the state is idle or paused: nothing may train
+        c.start_button.setEnabled(r.can("start", ok) and not lab)
+        c.pause_button.setEnabled(r.can("pause") and not lab)
         c.pause_button.setText("▶  Resume" if self.state == PAUSED else "Pause")
-        c.step_batch_button.setEnabled(r.can("step", ok))
-        c.step_epoch_button.setEnabled(r.can("step", ok))
+        c.step_batch_button.setEnabled(r.can("step", ok) and not lab)
+        c.step_epoch_button.setEnabled(r.can("step", ok) and not lab)
+        self.lab_note.setVisible(lab)
+        self.lab.set_blocked(TRAINING_BLOCKS_LAB if self.state == RUNNING else None)
         c.stop_button.setEnabled(r.can("stop"))
         c.reset_button.setEnabled(r.can("reset"))
         c.export_csv_button.setEnabled(r.can("export"))
@@ -739,6 +769,10 @@ class MainWindow(QMainWindow):
 
     def compare_batch_sizes(self, text):
         """Train the current settings at each batch size in ``text`` (the lab's button)."""
+        if self.lab.running:
+            return
+        if self.state == RUNNING:
+            return self.lab.show_error(TRAINING_BLOCKS_LAB)
         if self.plan_error is not None:
             return self.lab.show_error(self.plan_error)
         try:
@@ -751,8 +785,9 @@ class MainWindow(QMainWindow):
         params.pop("batch_size")
         params["learning_rate"] = c["learning_rate"]
         scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]
-        self.lab.busy(f"training {len(sizes)} runs: batch {', '.join(num(b) for b in sizes)} …")
-        self.labRequested.emit(LabJob(X, y, sizes, params, scale, c["reference_batch"]))
+        job = LabJob(X, y, sizes, params, scale, c["reference_batch"])
+        self.lab.begin(job)
+        self.labRequested.emit(job)
 
     def export_comparison(self, path):
         """Write the lab's runs (the library's ``batch_size,step,epoch,records_seen,seconds,loss``)."""

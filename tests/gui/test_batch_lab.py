@@ -1,4 +1,6 @@
 """The batch-size lab: the library's comparison, shown; its runs equal separate Trainer runs bit for bit."""
+import time
+
 import numpy as np
 import pytest
 from PySide6.QtWidgets import QPushButton, QTableWidget
@@ -46,3 +48,47 @@ def test_headless_comparison_export(tmp_path):
     assert lines[0] == "batch_size,step,epoch,records_seen,seconds,loss"
     assert len(lines) == 1 + 40 + 10
     assert lines[1].startswith("16,1,1,16,") and lines[41].startswith("64,1,1,64,")
+
+
+def long_comparison(qtbot, window):
+    """Start "1, full" on 20,000 records x 200 epochs (batch 1: 4,000,000 steps, far more than a test waits for)."""
+    for name, value in (("records", 20_000), ("epochs", 200)):
+        window.controls.set_value(name, value)
+    window.lab.sizes_edit.setText("1, full")
+    window.lab.button.click()
+    qtbot.waitUntil(lambda: window.lab.status.text().startswith("run 1 of 2: batch 1 · "), timeout=5_000)
+
+
+def test_a_comparison_shows_its_run_is_cancelled_within_a_step_and_never_trains_alongside_a_run(qtbot, window):
+    lab, c = window.lab, window.controls
+    compare_text = lab.button.text()
+    long_comparison(qtbot, window)
+    assert "Cancel" in lab.button.text() and lab.button.isEnabled()
+    for button in (c.start_button, c.step_batch_button, c.step_epoch_button):
+        assert not button.isEnabled()
+    assert not window.lab_note.isHidden() and "comparison is running" in window.lab_note.text()
+    window.start()   # as the command line would: refused, with the reason
+    assert window.state == "idle" and "comparison is running" in window.readout_text()
+
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(lab.done, timeout=5_000) as blocker:
+        lab.button.click()
+    assert time.perf_counter() - t0 < 2.0   # the library stops within ~0.1 s; the rest is a loaded machine
+    assert isinstance(blocker.args[0], InterruptedError) and lab.histories == {}
+    assert "cancelled" in lab.status.text() and lab.button.text() == compare_text
+    assert c.start_button.isEnabled() and window.lab_note.isHidden()
+
+    window.controls.set_value("batch_size", 1)   # and the other way round
+    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+        c.start_button.click()
+    assert not lab.button.isEnabled() and "run is training" in lab.note.text() and not lab.note.isHidden()
+    with qtbot.waitSignal(window.runEnded, timeout=5_000):
+        c.stop_button.click()
+    assert lab.button.isEnabled() and lab.note.isHidden()
+
+
+def test_closing_during_a_comparison_ends_its_thread_at_once(qtbot, window):
+    long_comparison(qtbot, window)
+    t0 = time.perf_counter()
+    window.close()
+    assert not window.lab.thread.isRunning() and time.perf_counter() - t0 < 1.5

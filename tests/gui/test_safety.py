@@ -294,3 +294,40 @@ def test_the_command_line_turns_any_loader_error_into_a_usage_error(tmp_path, mo
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--data: could not load" in err and "MemoryError" in err
     assert "Traceback" not in err
+
+
+def test_data_too_big_for_the_machine_is_refused_before_it_is_made(qtbot, window, monkeypatch):
+    from fastbatch import datasets
+    from fastbatch_gui import data_memory
+    made = []
+
+    def make(*args):   # records what would have been made, and makes nothing
+        made.append(args)
+        raise ValueError("made")
+    monkeypatch.setattr(datasets, "make", make)
+    set_spins(window, records=500_000, features=100)
+    assert "data: 500,000 × 100 float32 = 194.5 MB in memory" in window.readout_text()   # said before it is made
+    monkeypatch.setattr(data_memory, "ram_bytes", lambda: 2 << 30)   # a 2 GB machine: 512 MB may be used
+    set_spins(window, features=101)
+    assert "need 793.5 MB of memory to make" in window.readout_text()
+    assert "more than a quarter of this machine's 2.0 GB" in window.readout_text()
+    assert not start_button(window).isEnabled()
+    qtbot.wait(400)   # the preview timer has fired
+    window.compare_batch_sizes("1, full")
+    assert made == [] and window.lab.job is None
+
+
+@pytest.mark.parametrize("dataset, features, by_class", [("moons", 2, True), ("random", 50, False),
+                                                         ("random", 50, True), ("blobs", 30, True)])
+def test_the_data_size_shown_is_what_making_it_takes(window, dataset, features, by_class):
+    import tracemalloc
+    from fastbatch_gui.data_memory import generated_bytes
+    set_spins(window, dataset=dataset, records=20_000, features=features, sorted_by_class=by_class)
+    tracemalloc.start()
+    try:
+        X, y = window.data()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    kept, estimate = generated_bytes(20_000, features, X.dtype)
+    assert kept == X.nbytes + y.nbytes and peak <= estimate < 2 * peak
