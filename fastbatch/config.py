@@ -186,7 +186,16 @@ def check_config(params, defaults=DEFAULTS):
         if optimizer not in optimizers and cfg[name] != default:  # a setting the run would ignore: say so
             warnings.warn(f"{name}={cfg[name]!r} has no effect with optimizer={optimizer!r}: it is a setting of "
                           f"{' and '.join(repr(o) for o in optimizers)} only", UserWarning, stacklevel=3)
-    if isinstance(cfg["lr_schedule"], dict):  # a dict's warmup_steps and the parameter must agree
+    schedule = cfg["lr_schedule"]
+    if isinstance(schedule, dict):
+        # the warm-up is the warmup_steps parameter's, stated once: a schedule's own warmup_steps (a dict's, or a
+        # Schedule object's) moves there, and the two must agree when both are given
+        warmup = schedule.get("warmup_steps", 0)
+        if warmup and cfg["warmup_steps"] and warmup != cfg["warmup_steps"]:
+            raise ValueError(f"lr_schedule has warmup_steps={warmup} but warmup_steps={cfg['warmup_steps']}; "
+                             "give the warm-up once")
+        cfg["lr_schedule"] = {k: v for k, v in schedule.items() if k != "warmup_steps"}
+        cfg["warmup_steps"] = warmup or cfg["warmup_steps"]
         make_schedule(cfg["lr_schedule"], cfg["warmup_steps"])
     return cfg
 

@@ -117,3 +117,25 @@ def test_step_callback_sees_every_step(seed_data):
     assert np.array_equal([l for _, l in seen], h.loss)
     with pytest.raises(TypeError):
         fb.LambdaCallback(on_step_end=3)
+
+
+@pytest.mark.parametrize("form", ["name", "dict", "dict with its warm-up", "object", "assigned later"])
+def test_the_warm_up_applies_whatever_form_the_schedule_is_given_in(form):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 3)), rng.integers(0, 2, 100)
+    kw = dict(hidden=(4,), batch_size=10, epochs=2, learning_rate=0.1)
+    ref = fb.Trainer(lr_schedule="cosine", warmup_steps=5, **kw)
+    schedule = {"name": "cosine", "dict": {"name": "cosine"}, "dict with its warm-up": {"name": "cosine", "warmup_steps": 5},
+                "object": fb.schedules.Cosine(warmup_steps=5), "assigned later": {"name": "cosine"}}[form]
+    given = {} if form in ("dict with its warm-up", "object", "assigned later") else {"warmup_steps": 5}
+    tr = fb.Trainer(lr_schedule=schedule, **given, **kw)
+    if form == "assigned later":
+        tr.warmup_steps = 5
+    assert tr.warmup_steps == 5  # the parameter says what the run does
+    assert np.array_equal(tr.fit(X, y).learning_rate, ref.fit(X, y).learning_rate)
+    assert tr.history.learning_rate[0] == pytest.approx(0.1 / 5)
+
+
+def test_two_different_warm_ups_are_refused():
+    with pytest.raises(ValueError, match="warmup_steps=3 but warmup_steps=5"):
+        fb.Trainer(lr_schedule={"name": "step", "warmup_steps": 3}, warmup_steps=5)
