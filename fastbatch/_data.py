@@ -129,8 +129,11 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     return w
 
 
-def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None):
+def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None, split=None):
     """Check, convert and split (X, y) for a run (``run``: its RunState once it has started).
+
+    ``split``: the fraction held out for validation (default: the config's ``validation_split``;
+    0 for a run whose validation is ``validation_data``, which replaces the split).
 
     ``last``: the run's LastArrays, for a later call with ``scan=False`` (the caller calls its
     ``release`` when the call ends).
@@ -141,7 +144,8 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
     X is not (the backend standardises each record as it reads it: ``RunState.x_affine``).
     """
     dtype = np.dtype(cfg["dtype"])
-    if not scan and run is not None and sample_weight is None and not cfg["validation_split"] \
+    split = cfg["validation_split"] if split is None else split
+    if not scan and run is not None and sample_weight is None and not split \
             and (run.scaling is None or "y_shift" not in run.scaling):  # a later call: shapes and types only
         if last is not None and n_outputs is None:
             data = last.get(X, y)
@@ -151,7 +155,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
         n = Xc.shape[0]
         targets, labels, k = V.check_y(y, run.loss, n, dtype, run.n_outputs, scan=False)
         if (n_outputs is not None and n_outputs != k) or n != run.n_records_all:
-            return prepare(X, y, cfg, run, n_outputs, sample_weight, scan=True)  # its error names what is wrong
+            return prepare(X, y, cfg, run, n_outputs, sample_weight, scan=True, split=split)  # its error names it
         data = FitData(Xc, targets, labels, V.no_weights(dtype), run.loss, k, n)
         if last is not None and n_outputs is None:
             last.keep(X, y, data)
@@ -176,12 +180,12 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
                          "call reset() to start a new run on other data")
     weights = check_weights(sample_weight, n, dtype)
     val = None
-    if cfg["validation_split"] > 0:
-        tr_idx, va_idx = split_indices(n, cfg["validation_split"], cfg["seed"])
+    if split > 0:
+        tr_idx, va_idx = split_indices(n, split, cfg["seed"])
         val = (V.take_rows(Xc, va_idx, dtype), _rows(targets, va_idx), _rows(labels, va_idx),
                _rows(weights, va_idx))
         if not scan_x and not _rows_ok(val, k, loss):  # the kernel never reads these: look here (the full check names it)
-            return prepare(X, y, cfg, run, n_outputs, sample_weight)
+            return prepare(X, y, cfg, run, n_outputs, sample_weight, split=split)
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
     scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)

@@ -423,8 +423,11 @@ class Trainer:
                 raise ValueError("this run was started with fit_batches(); call reset() before fit(X, y)")
             backend = self._backend()
             # the kernel looks at each record it reads: the data's values need no pass here
+            # validation_data replaces the split: a run it starts trains on every record (and goes on so)
+            split = cfg["validation_split"] if (validation_data is None if st is None
+                                                else st.n_records < st.n_records_all) else 0.0
             data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
-                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last)
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last, split=split)
             val = data.val
             if validation_data is not None:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
@@ -450,7 +453,7 @@ class Trainer:
                 if bound is None or bound.state is not state or bound.backend is not backend:  # (once a run)
                     state.ensure_order_cache()
                     bound = self._source = _driver.ArraySource(backend, self._batch_sizes, self._spec, state)
-                bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight))
+                bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight, True, None, split))
                 source = bound
                 if on_progress is None and val is None and not callbacks and not verbose:
                     hooks = self._quiet_hooks

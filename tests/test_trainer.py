@@ -231,3 +231,21 @@ def test_n_outputs_for_labels_that_do_not_show_every_class():
         tr.fit(X, y + 3, n_outputs=4)
     with pytest.raises(ValueError, match="n_outputs"):
         fb.Trainer().fit(X, y, n_outputs=0)
+
+
+def test_validation_data_replaces_the_split_for_the_whole_run():
+    rng = np.random.default_rng(3)
+    X, Xv = rng.normal(size=(100, 3)), rng.normal(size=(30, 3))
+    y, yv = (X[:, 0] > 0).astype(int), (Xv[:, 0] > 0).astype(int)
+    kw = dict(hidden=(4,), epochs=2, batch_size=10, seed=1)
+    tr = fb.Trainer(validation_split=0.2, **kw)
+    h = tr.fit(X, y, validation_data=(Xv, yv))
+    ref = fb.Trainer(**kw).fit(X, y, validation_data=(Xv, yv))
+    assert h.n_records == 100 and h.n_steps == 20  # every record trains (20 were held out for nothing before)
+    assert np.array_equal(h.loss, ref.loss) and np.array_equal(h.val_loss, ref.val_loss)
+    h = tr.fit(X, y, epochs=3)  # the run goes on as it started: on every record
+    assert h.n_records == 100 and tr.step == 30
+    split = fb.Trainer(validation_split=0.2, **kw)  # a run started with the split keeps its training rows
+    split.fit(X, y, steps=3)
+    h = split.fit(X, y, validation_data=(Xv, yv))
+    assert h.n_records == 80 and len(h.val_loss) == 2
