@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_float, check_int
 from .trainer import Trainer
 
 LR_SCALINGS = (None, "linear", "sqrt")
@@ -24,6 +24,7 @@ def scaled_learning_rate(learning_rate, batch_size, reference_batch_size, rule):
     ``lr * sqrt(b / ref)`` (sqrt), or ``lr`` (None)."""
     if rule not in LR_SCALINGS:
         raise ValueError(f"scale_lr must be one of {LR_SCALINGS}, got {rule!r}")
+    learning_rate = check_float("learning_rate", learning_rate, 0.0, low_open=True)
     if rule is None:
         return learning_rate
     ratio = check_int("batch_size", batch_size, 1) / check_int("reference_batch_size", reference_batch_size, 1)
@@ -82,7 +83,8 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         raise ValueError(f"batch_sizes has repeats: {sizes}")
     if "batch_size" in trainer_params:
         raise TypeError("pass the batch sizes as batch_sizes, not batch_size")
-    reference = reference_batch_size or min(sizes)
+    reference = min(sizes) if reference_batch_size is None else check_int("reference_batch_size",
+                                                                            reference_batch_size, 1)
     base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)
     trainers = {b: Trainer(**{**trainer_params, "track_noise": True}, batch_size=b,
                            learning_rate=scaled_learning_rate(base_lr, b, reference, scale_lr)) for b in sizes}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_choice, check_float, check_int
 
 __all__ = ["Plan", "plan", "steps_per_epoch", "last_batch_size", "epoch_order", "schedule_lines"]
 
@@ -146,6 +146,8 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
             raise ValueError(f"layers must list at least the inputs and the outputs, got {layers!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    from .config import OPTIMIZERS  # (config imports this module)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     return Plan(n, b, e, bool(drop_last), spe, _last_batch(n, b, drop_last), spe * e, layers, dtype, optimizer)
 
 
@@ -163,7 +165,8 @@ def split_sizes(n_records, validation_split):
     The one rounding rule: ``round(n_records * validation_split)`` records are held out.
     """
     n = check_int("n_records", n_records, 1)
-    n_val = int(round(n * float(validation_split))) if validation_split else 0
+    split = check_float("validation_split", validation_split, 0.0, 1.0, high_open=True)  # as the Trainer's
+    n_val = int(round(n * split)) if split else 0
     return n - n_val, n_val
 
 

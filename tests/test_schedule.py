@@ -82,3 +82,18 @@ def test_trainer_visits_records_in_epoch_order():
         for k in range(h.steps_per_epoch):
             idx = order[k * 5:(k + 1) * 5]
             assert h.loss[e * h.steps_per_epoch + k] == pytest.approx(np.mean(X[idx, 0] ** 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: fb.split_sizes(10, 1.5), ValueError, "validation_split"),
+    (lambda: fb.split_sizes(10, -0.2), ValueError, "validation_split"),
+    (lambda: fb.split_sizes(10, "0.2"), TypeError, "validation_split"),
+    (lambda: fb.split_sizes(10, float("nan")), ValueError, "validation_split"),
+    (lambda: fb.plan(100, 10, 2, optimizer="bogus"), ValueError, "optimizer"),
+    (lambda: fb.scaled_learning_rate(-1.0, 64, 16, "sqrt"), ValueError, "learning_rate"),
+    (lambda: fb.compare_batch_sizes(np.zeros((10, 1)), np.arange(10) % 2, [2, 4], reference_batch_size=0),
+     ValueError, "reference_batch_size"),
+])
+def test_the_planning_helpers_name_a_bad_argument(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
