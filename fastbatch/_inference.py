@@ -13,22 +13,28 @@ from ._network import unpack
 CHUNK = 8192  # records per matrix product
 
 
-def forward(theta, sizes, activation, X):
-    """The network's outputs (logits) for a checked X, float64, shape (n, n_outputs)."""
+def forward(theta, sizes, activation, X, x_scaling=None):
+    """The network's outputs (logits) for a checked X, float64, shape (n, n_outputs). ``x_scaling``:
+    the run's (shift, scale), standardising each record first, ``(x - shift) / scale`` in float64, a
+    chunk at a time (a standardised copy of all of X would take twice its size in float64)."""
     code = ACTIVATION_CODES[activation]
     layers = unpack(theta if theta.dtype == np.float64 else theta.astype(np.float64), sizes)
-    if X.shape[0] <= CHUNK and X.dtype == np.float64:  # the common small case: no copies but the products
-        return _forward_chunk(layers, code, X)
+
+    def records(part):
+        part = np.asarray(part, dtype=np.float64)
+        return part if x_scaling is None else (part - x_scaling[0]) / x_scaling[1]
+
+    if X.shape[0] <= CHUNK and not isinstance(X, np.memmap):  # the common small case: no copies but the products
+        return _forward_chunk(layers, code, records(X))
     out = np.empty((X.shape[0], int(sizes[-1])))
     if isinstance(X, np.memmap):  # read through the row source: a file cut short is an OSError, not SIGBUS
         from ._rows import RowSource
         with RowSource.open(X) as src:
             for lo in range(0, X.shape[0], CHUNK):
-                part = src.read(lo, min(lo + CHUNK, X.shape[0]))
-                out[lo:lo + CHUNK] = _forward_chunk(layers, code, np.asarray(part, dtype=np.float64))
+                out[lo:lo + CHUNK] = _forward_chunk(layers, code, records(src.read(lo, min(lo + CHUNK, X.shape[0]))))
         return out
     for lo in range(0, X.shape[0], CHUNK):
-        out[lo:lo + CHUNK] = _forward_chunk(layers, code, np.asarray(X[lo:lo + CHUNK], dtype=np.float64))
+        out[lo:lo + CHUNK] = _forward_chunk(layers, code, records(X[lo:lo + CHUNK]))
     return out
 
 

@@ -527,9 +527,8 @@ class Trainer:
         with self._consistent():
             st = self._state
             scaling = st.scaling or {}
-            if "x_shift" in scaling:
-                Xc = _data.apply_scaling(scaling, Xc, np.empty((0, 0)), np.float64)[0]
-            z = _inference.forward(st.theta, st.sizes, self._cfg["activation"], Xc)
+            affine = (scaling["x_shift"], scaling["x_scale"]) if "x_shift" in scaling else None
+            z = _inference.forward(st.theta, st.sizes, self._cfg["activation"], Xc, affine)
         if "y_shift" in scaling:
             z = z * scaling["y_scale"] + scaling["y_shift"]
         return z

@@ -169,3 +169,22 @@ def test_validation_data_is_standardised_as_the_training_records(task):
     if task == "classification":
         np.testing.assert_allclose(h.val_accuracy, ref.val_accuracy, rtol=1e-12)
         assert h.val_accuracy[-1] > 0.8
+
+
+def test_predicting_with_standardisation_takes_a_chunk_of_memory_not_a_copy_of_X():
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(100_000, 16)) * 100 + 50).astype(np.float32)  # 6.4 MB
+    y = (X[:, 0] > 50).astype(int)
+    tr = fb.Trainer(standardize=True, hidden=(8,), epochs=1, batch_size=256)
+    tr.fit(X[:2000], y[:2000])
+    expected = tr.predict_proba(X[:5000])
+    tracemalloc.start()
+    try:
+        proba = tr.predict_proba(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = proba.nbytes  # the answer itself, and the logits it comes from
+    assert peak < 3 * out + 4 * 8192 * 16 * 8, peak  # a standardised float64 copy of X alone is 12.8 MB
+    np.testing.assert_array_equal(proba[:5000], expected)  # by chunks: the same numbers
