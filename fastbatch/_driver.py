@@ -588,10 +588,10 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     The first bad state is the params before step ``bad`` (0-based): their batch loss is
     non-finite, or they are non-finite themselves. A run that diverges usually blows up
     over a few steps first (losses of 1e8, 1e20, then inf), and params whose loss is
-    finite but huge diverge again at any rate. So the run goes back to the last step
-    whose loss was finite and at most ``BLOW_UP`` times the lowest loss so far (at least
-    one step before ``bad``, and no further back than the snapshots kept: the start of
-    the previous kernel call). Continuing with a smaller rate redoes that step's update.
+    finite but huge diverge again at any rate. So the run goes back to the step before the
+    first loss more than ``BLOW_UP`` times the lowest so far (at least one step before
+    ``bad``, and no further back than the snapshots kept: the start of the previous kernel
+    call). Continuing with a smaller rate redoes that step's update.
     """
     step0 = chunk.step0
     if status == Status.NONFINITE and np.isfinite(state.theta).all():
@@ -611,8 +611,10 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     if bad > earliest:
         losses = np.abs(state.loss_buf[:bad])  # the steps before `bad` all had finite losses
         lowest = np.minimum.accumulate(losses)
-        sane = np.flatnonzero(losses[earliest:bad] <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30))
-        target = min(earliest + int(sane[-1]) if len(sane) else earliest, bad - 1)
+        # the step before the first blown-up loss: a blown-up network can still score a record exactly
+        # (a loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params
+        blown = np.flatnonzero(~(losses[earliest:bad] <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30)))
+        target = max(earliest, min(earliest + int(blown[0]) - 1 if len(blown) else bad - 1, bad - 1))
     for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
         if target >= ch.step0:
             _replay(source, state, snapshot, ch, target - ch.step0, record=True)

@@ -421,3 +421,19 @@ def test_warnings_point_at_the_callers_line():
     with pytest.warns(UserWarning) as record:
         fb.Trainer(epochs=1).fit(X * np.array([1e-3, 1, 1, 1, 1e4]), (X[:, 0] > 0).astype(float))
     assert {w.filename for w in record} == {__file__}
+
+
+def test_a_divergence_rewinds_before_the_blow_up_even_past_a_lucky_zero_loss():
+    # a blown-up network can still classify one record with full confidence (a loss of exactly 0):
+    # that sane-looking loss after the blow-up must not be where the run goes back to
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = (X[:, 0] > 0).astype(int)
+    cb = fb.LambdaCallback(on_epoch_end=lambda t, e, logs: setattr(t, "learning_rate", 1e9) if e == 1 else None)
+    tr = fb.Trainer(hidden=(4,), epochs=5, batch_size=1, learning_rate=0.5, optimizer="sgd", validation_split=0.25)
+    with pytest.raises(fb.DivergenceError):
+        tr.fit(X, y, callbacks=[cb])
+    assert max(np.abs(W).max() for W, _ in tr.get_params()) < 100  # (3e18 before)
+    tr.learning_rate = 0.005
+    tr.fit(X, y)
+    assert tr.evaluate(X, y)["loss"] < 1.0  # it trains on (1e35 before)
