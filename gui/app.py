@@ -19,7 +19,7 @@ from .lesson import LR_SCALINGS, TASKS
 # flag -> control name; the spin boxes' ranges check the values
 SPIN_FLAGS = {"records": "records", "features": "features", "batch_size": "batch_size", "epochs": "epochs",
               "learning_rate": "learning_rate", "hidden": "hidden", "layers": "layers", "seed": "seed",
-              "validation_split": "validation_split", "reference_batch": "reference_batch"}
+              "validation_split": "validation_split", "reference_batch": "reference_batch", "threads": "threads"}
 NO_DISPLAY = ("fastbatch-gui: no display found (DISPLAY and WAYLAND_DISPLAY are unset); run it on a desktop, "
               "or add --offscreen (with --screenshot/--export-* and --exit-when-done) to run without a window")
 
@@ -76,6 +76,8 @@ def build_parser():
                    help="the batch size at which the rate is as given (default 64)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--backend", choices=BACKENDS)
+    g.add_argument("--threads", type=_ranged("threads", int),
+                   help="threads of the kernel's team, at most (n_threads); 0: auto, the BLAS's setting (default)")
     g.add_argument("--validation-split", type=_ranged("validation_split", float),
                    help="fraction held out to validate each epoch (default 0)")
     g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,

@@ -29,11 +29,12 @@ SPIN_RANGES = {
     "learning_rate": ("learningRateSpin", 1e-5, 10.0, 0.1),
     "validation_split": ("validationSplitSpin", 0.0, 0.9, 0.0),
     "reference_batch": ("referenceBatchSpin", 1, 2_000_000, 64),
+    "threads": ("threadsSpin", 0, 256, 0),   # the kernel's team at most; 0: auto (n_threads=None)
 }
 # what cannot change in the middle of a run
 RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "activation", "batch_size", "epochs",
              "optimizer", "backend", "validation_split", "shuffle", "drop_last", "target", "load_file",
-             "sorted_by_class", "lr_scaling", "reference_batch", "standardize", "task")
+             "sorted_by_class", "lr_scaling", "reference_batch", "standardize", "task", "threads")
 
 
 class ExactSpinBox(QDoubleSpinBox):
@@ -141,6 +142,10 @@ class ControlPanel(QWidget):
         w["backend"] = _combo("backendCombo", BACKENDS)
         for name in ("optimizer", "activation", "backend"):
             w[name].setCurrentIndex(w[name].findData(LESSON_DEFAULTS.get(name, DEFAULTS[name])))
+        w["threads"].setSpecialValueText("auto")
+        w["threads"].setToolTip("threads of the kernel's team, at most (the step's shapes decide how many it "
+                                "uses); auto: the BLAS's thread setting. A run's results depend on it, never on "
+                                "the load")
         w["target"] = _combo("targetCombo", [])
         w["shuffle"] = QCheckBox("shuffle records each epoch")
         w["shuffle"].setObjectName("shuffleCheck")
@@ -207,6 +212,7 @@ class ControlPanel(QWidget):
         f.addRow("reference batch", w["reference_batch"])
         f.addRow("optimizer", w["optimizer"])
         f.addRow("backend", w["backend"])
+        f.addRow("threads", w["threads"])
         f.addRow("validation split", w["validation_split"])
         f.addRow(w["shuffle"])
         f.addRow(w["drop_last"])
@@ -279,7 +285,7 @@ class ControlPanel(QWidget):
                     learning_rate=self.learning_rate(), optimizer=c["optimizer"], shuffle=c["shuffle"],
                     drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
                     validation_split=c["validation_split"], standardize=c["standardize"],
-                    loss=TASKS[c["task"]][1])
+                    loss=TASKS[c["task"]][1], n_threads=c["threads"] or None)
 
     def set_value(self, name, value):
         """Set one setting as a person would (fires ``changed``)."""

@@ -108,3 +108,20 @@ def test_float_flags_reach_their_controls_exactly(window):
     with pytest.raises(ValueError, match="learning_rate"):                    # refused, not clamped
         window.controls.set_value("learning_rate", 1e-6)
     assert lr.value() == 1.23456789e-4
+
+
+def test_the_threads_control_and_flag_reach_the_trainer(window, qtbot):
+    from PySide6.QtWidgets import QSpinBox
+    from fastbatch_gui.app import apply_args, build_parser, check_args
+    spin = window.findChild(QSpinBox, "threadsSpin")
+    assert spin.text() == "auto" and window.controls.trainer_params()["n_threads"] is None   # the BLAS's setting
+    parser = build_parser()
+    args = parser.parse_args(["--threads", "1", "--records", "64", "--batch-size", "16", "--epochs", "1"])
+    check_args(parser, args)
+    apply_args(window, args)
+    assert window.controls.trainer_params()["n_threads"] == 1
+    with qtbot.waitSignal(window.runEnded, timeout=20_000):
+        window.start()
+    assert window.trainer.n_threads == 1 and window.trainer.run_state.n_threads == 1   # the run's team: one thread
+    with pytest.raises(SystemExit):
+        check_args(parser, parser.parse_args(["--threads", "-1", "--exit-when-done"]))
