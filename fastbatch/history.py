@@ -70,8 +70,14 @@ class History:
         per_step = None
         if per_step_buf is not None:
             per_step = {k: per_step_buf[i, :s] for i, k in enumerate(("epoch", "batch", "batch_size"))}
-        full = History(loss_buf[:s], functools.partial(rates.per_step, s), sizes, spe, n_records, val_loss,
-                       val_accuracy, per_step, epoch_loss, None if noise_buf is None else noise_buf[:s], epoch_metrics)
+            for view in per_step.values():
+                view.flags.writeable = False
+        loss, noise = loss_buf[:s], None if noise_buf is None else noise_buf[:s]
+        for view in (loss, noise):  # views of the run's own buffers: reading them must not write the run
+            if view is not None:
+                view.flags.writeable = False
+        full = History(loss, functools.partial(rates.per_step, s), sizes, spe, n_records, val_loss,
+                       val_accuracy, per_step, epoch_loss, noise, epoch_metrics)
         full._val = (val_loss, n_val, val_accuracy, n_acc)
         full._closed_src = (epoch_loss, n_epochs)
         full._metrics_src = (epoch_metrics, n_metrics)

@@ -209,3 +209,18 @@ def _read_at_once(tr, expected):
         assert not errors
         assert all(np.array_equal(v, expected[1]) and np.array_equal(e, expected[2]) and np.array_equal(loss, expected[0])
                    for v, e, loss in seen)
+
+
+def test_a_history_cannot_write_into_its_run():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    tr = fb.Trainer(hidden=(4,), epochs=2, batch_size=8, track_noise=True)
+    h = tr.fit(X, y)
+    for name in ("loss", "noise"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(h, name)[:] = np.nan  # (it set the trainer's own losses, then its epoch means, to NaN)
+    assert np.isfinite(tr.history.loss).all()
+    g = fb.Trainer(hidden=(4,), epochs=1, batch_size=8).fit_batches(lambda: [(X[:8], y[:8]), (X[8:], y[8:])],
+                                                                     n_outputs=2)
+    with pytest.raises(ValueError, match="read-only"):
+        g.batch_size[:] = 0
