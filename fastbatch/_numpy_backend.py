@@ -116,7 +116,7 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     ``spec`` is a ``KernelSpec``; ``weights`` (n,) or (0,) for none; ``opt_state`` (3, P)
     holds the optimizer's buffers; ``order_cache`` (n + 1 int64: an epoch, then its record
     order; -1 when empty) keeps the current epoch's order between calls; ``losses`` (X's dtype)
-    receives each step's loss (float32 rounds a finite loss beyond its range to inf); ``noise`` (n_steps, 2)
+    receives each step's loss (one beyond the dtype's range is ``NONFINITE``); ``noise`` (n_steps, 2)
     receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
     kernel's (it reads rows from a file); here X is always read from memory. ``hits`` (n_steps,),
     for a classification loss, receives each step's (weighted) fraction of its batch classified right.
@@ -166,7 +166,7 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
             acts.append(a)
         step_loss, delta = loss_and_grad(spec.loss, a, targets[idx] if targets.size else None,
                                          labels[idx] if labels.size else None, scale)
-        if not np.isfinite(step_loss):
+        if not np.isfinite(step_loss) or abs(step_loss) > np.finfo(X.dtype).max:  # (a float32 loss beyond it: inf)
             return i, Status.NONFINITE
         losses[i] = step_loss
         if hits is not None and spec.loss != Loss.MSE:

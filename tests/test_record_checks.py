@@ -99,19 +99,38 @@ def test_clean_records_are_not_flagged_and_bad_is_left_alone():
 
 def test_params_made_non_finite_by_the_last_update_are_reported():
     X, y = make_data(n=40, loss="mse", k=1)
-    Xc, targets, labels, k = data(X, y * 1e30, "mse", "float32")
+    Xc, targets, labels, k = data(X, y * 1e15, "mse", "float32")
     sizes = np.array([5, 1], dtype=np.int64)
     spec = make_spec(sizes, batch_size=40, spe=1, loss="mse", shuffle=False)
     theta = np.zeros(spec.n_params, np.float32)
     losses = np.zeros(1, np.float32)
-    # one full-batch step whose loss (in float64) is finite but whose update overflows float32
+    # one full-batch step whose loss is finite in float32 but whose update overflows it
     done, status = _kernel.train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
                                        np.zeros((3, len(theta)), np.float32), np.full(41, -1, np.int64),
-                                       np.full(1, 1e10), losses, np.empty((0, 2)), 0, 1, 0,
+                                       np.full(1, 1e30), losses, np.empty((0, 2)), 0, 1, 0,
                                        np.zeros(1, np.uint8), 60.0)
     assert not np.isfinite(theta).all()
     assert (done, status) == (1, Status.NONFINITE)
-    assert losses[0] == np.inf  # a finite loss of ~1e60 beyond float32's range: inf in the float32 history
+    assert np.isfinite(losses[0]) and losses[0] > 1e28
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_a_loss_beyond_float32_is_non_finite_before_its_update(backend):
+    # a float32 run's loss of ~1e60 (finite in the float64 it is summed in) cannot be held by its
+    # history: the call ends there, as for an infinite loss, and the params stay as they were
+    X, y = make_data(n=40, loss="mse", k=1)
+    Xc, targets, labels, k = data(X, y * 1e30, "mse", "float32")
+    spec = make_spec(np.array([5, 1], dtype=np.int64), batch_size=40, spe=1, loss="mse", shuffle=False)
+    theta = np.zeros(spec.n_params, np.float32)
+    losses = np.zeros(1, np.float32)
+    done, status = BACKENDS[backend].train_steps(spec, Xc, targets, labels, np.empty(0, np.float32), theta,
+                                                 np.zeros((3, len(theta)), np.float32), np.full(41, -1, np.int64),
+                                                 np.full(1, 1e-42), losses, np.empty((0, 2)), 0, 1, 0,
+                                                 np.zeros(1, np.uint8), 60.0)
+    assert (done, status) == (0, Status.NONFINITE) and not theta.any()
+    with pytest.raises(fb.DivergenceError):  # through the Trainer: a divergence, not a history of inf
+        fb.Trainer(loss="mse", hidden=(), epochs=2, batch_size=40, learning_rate=1e-42,
+                   optimizer="sgd").fit(X, y * 1e30)
 
 
 # ---------------------------------------------------------------- through the Trainer
