@@ -181,11 +181,6 @@ def check_config(params, defaults=DEFAULTS):
         cfg = {p.name: _checked(p, params.get(p.name, defaults.get(p.name, p.default))) for p in PARAMS}
     if cfg["nesterov"] and cfg["momentum"] == 0.0:
         raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD), got momentum=0.0")
-    optimizer = cfg["optimizer"]
-    for name, default, optimizers in _OPTIMIZER_SETTINGS:
-        if optimizer not in optimizers and cfg[name] != default:  # a setting the run would ignore: say so
-            warnings.warn(f"{name}={cfg[name]!r} has no effect with optimizer={optimizer!r}: it is a setting of "
-                          f"{' and '.join(repr(o) for o in optimizers)} only", UserWarning, stacklevel=3)
     schedule = cfg["lr_schedule"]
     if isinstance(schedule, dict):
         # the warm-up is the warmup_steps parameter's, stated once: a schedule's own warmup_steps (a dict's, or a
@@ -198,6 +193,18 @@ def check_config(params, defaults=DEFAULTS):
         cfg["warmup_steps"] = warmup or cfg["warmup_steps"]
         make_schedule(cfg["lr_schedule"], cfg["warmup_steps"])
     return cfg
+
+
+def warn_ignored(cfg, names=None):
+    """Warn, once each, of the settings (of ``names``, default all) the chosen optimizer ignores: a setting
+    that changes nothing is said, not silently dropped. The warning points at the caller's own line."""
+    from ._task import caller_stacklevel
+    optimizer = cfg["optimizer"]
+    for name, default, optimizers in _OPTIMIZER_SETTINGS:
+        if (names is None or name in names) and optimizer not in optimizers and cfg[name] != default:
+            warnings.warn(f"{name}={cfg[name]!r} has no effect with optimizer={optimizer!r}: it is a setting of "
+                          f"{' and '.join(repr(o) for o in optimizers)} only", UserWarning,
+                          stacklevel=caller_stacklevel())
 
 
 def signature(defaults=DEFAULTS, first=("self",)):

@@ -55,6 +55,7 @@ class Trainer:
 
     def __init__(self, **params):
         cfg = _config.check_config(params)
+        _config.warn_ignored(cfg)
         if cfg["backend"] == "cython" and _kernel is None:
             raise ImportError("the Cython kernel is not built; reinstall fastbatch (pip install -e .) "
                               "or use backend='numpy'")
@@ -92,6 +93,8 @@ class Trainer:
             if value > self._cfg["epochs"]:
                 self._state.stopped_early = False  # more budget: the run goes on (as Keras' fit again)
         self._cfg = _config.check_config({**self._cfg, name: value})
+        if name == "optimizer" or _config.BY_NAME[name].optimizers:
+            _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
         if name in ("lr_schedule", "warmup_steps"):
             self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         self._plan = None

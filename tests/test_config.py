@@ -89,3 +89,14 @@ def test_settings_of_the_chosen_optimizer_and_defaults_raise_no_warning():
 def test_an_unknown_setting_of_a_schedule_names_lr_schedule():
     with pytest.raises(TypeError, match="lr_schedule 'step' has no setting.*'foo'"):
         fb.Trainer(lr_schedule={"name": "step", "foo": 1})
+
+
+def test_an_ignored_setting_is_said_once_at_the_users_line():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tr = fb.Trainer(optimizer="adam", momentum=0.9)   # said here, once
+        tr.learning_rate = 0.1                              # nothing to say
+        tr.epochs = 3
+        tr.momentum = 0.5                                   # said again: a new value the run ignores
+    said = [w for w in seen if "has no effect" in str(w.message)]
+    assert len(said) == 2 and all(w.filename == __file__ for w in said)
