@@ -452,7 +452,7 @@ def _check_data(args, trainer, table):
                 raise ValueError(f"{args.data} is not the data the run in {args.resume} was trained on ({diff}); "
                                  "pass --force to train on it anyway, or start a new run without --resume")
     trainer.info.update(data_fingerprint=current, target=table.target, features=table.features,
-                        classes=table.classes)
+                        features_named=_has_header(args.data), classes=table.classes)
 
 
 def cmd_train(args):
@@ -840,11 +840,14 @@ def _trained_features(trainer):
     """The names of the features the network was trained on; None when unknown, or when they name no column.
 
     A .npy/.npz file's columns are named by their indices ("0", "1", ... without the target's), which
-    say nothing a position does not; nor can repeated names tell their columns apart.
+    say nothing a position does not (a checkpoint from before ``features_named`` was recorded: names
+    that are those indices are taken as none); nor can repeated names tell their columns apart.
     """
     names = trainer.info.get("features")
     if not names or len(set(names)) < len(names):
         return None
+    if trainer.info.get("features_named"):  # a CSV's header: names, even "0", "1", ... (pandas' for unnamed columns)
+        return list(names)
     target = trainer.info.get("target")
     indices = [str(j) for j in range(len(names) + 1) if str(j) != target][:len(names)]
     return None if names == indices else list(names)

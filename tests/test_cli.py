@@ -775,3 +775,20 @@ def test_predict_of_a_network_trained_on_one_class_names_that_class(capsys, tmp_
     rows = list(__import__("csv").reader(out.splitlines()))
     assert rows[0] == ["prediction", "proba_only"] and len(rows) == 41
     assert all(r == ["only", "1"] or (r[0] == "only" and float(r[1]) == 1.0) for r in rows[1:])
+
+
+def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
+    # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
+    path, X, y = csv_data
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("0,1,2,3,label\n" + "".join(",".join(repr(float(v)) for v in row) + f",{t}\n"
+                                                   for row, t in zip(X, y)))
+    assert run(capsys, "train", numbered, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "numbered-checkpoint.npz"
+    _, evaluated, _ = run(capsys, "evaluate", ckpt, numbered)
+    order = [3, 1, 0, 2]
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text(",".join(map(str, order)) + ",label\n" + "".join(
+        ",".join(repr(float(v)) for v in row[order]) + f",{t}\n" for row, t in zip(X, y)))
+    code, out, err = run(capsys, "evaluate", ckpt, swapped)
+    assert code == 0 and out == evaluated, err  # (positions before: accuracy about a coin's)
