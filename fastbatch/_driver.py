@@ -407,6 +407,10 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     cfg = trainer._cfg
     rows = opt_rows(cfg)
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
+    state = trainer._state
+    carried = state.carried if state is not None else None
+    if carried is not None and carried[2] == state.step:
+        prev = carried[:2]  # the last call's last chunk, nothing changed since (replayed on this call's data)
     call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
@@ -501,6 +505,9 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
             break
         if trainer._readers:
             trainer._yield_to_readers()
+    state = trainer._state
+    if state is not None:
+        state.carried = None if prev is None else (*prev, state.step)
     if hooks.on_progress is not None:
         hooks.progress(force=True)
     if hooks.callbacks and trainer.finished:
@@ -607,7 +614,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
                 hi = mid
         bad = step0 + lo + 1 if hi > lo else step0 + lo
     earliest = prev[1].step0 if prev is not None else step0
-    target = earliest
+    target, sane = earliest, False  # sane: the target's own loss was finite and not blown up
     if bad > earliest:
         losses = np.abs(state.loss_buf[:bad])  # the steps before `bad` all had finite losses
         lowest = np.minimum.accumulate(losses)
@@ -615,6 +622,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
         # (a loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params
         blown = np.flatnonzero(~(losses[earliest:bad] <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30)))
         target = max(earliest, min(earliest + int(blown[0]) - 1 if len(blown) else bad - 1, bad - 1))
+        sane = not len(blown) or target < earliest + int(blown[0])
     for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
         if target >= ch.step0:
             _replay(source, state, snapshot, ch, target - ch.step0, record=True)
@@ -629,7 +637,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
                                                                  trainer.total_steps or 1)[0])
     epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)
     what = "the loss" if status == Status.NONFINITE and bad == step0 + done else "the params"
-    raise DivergenceError(target, epoch, batch, lr, what, bad)
+    raise DivergenceError(target, epoch, batch, lr, what, bad, sane)
 
 
 def _record(source, state, chunk, done, hits):

@@ -118,6 +118,9 @@ class RunState:
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
     snapshots: list = None       # the driver's three snapshot buffers, kept between calls (not saved)
+    # the last call's last chunk, (snapshot, chunk, step after it): a divergence at the next call's
+    # start rewinds into it (a run of short calls could otherwise never go back before one)
+    carried: tuple = None
     layer_views: list = None     # [(W, b), ...] views into theta (it changes in place), made once
     affine: np.ndarray = None    # the x_affine the backend standardises records with (from scaling), made once
     schedule_state: dict = dataclasses.field(default_factory=dict)

@@ -6,19 +6,31 @@ class DivergenceError(FloatingPointError):
 
     The trainer is rewound to the last params whose batch loss was finite (``step``,
     0-based, with its optimizer state and history), before the update that produced the
-    bad state at ``bad_step``, so it can continue with a smaller learning rate.
+    bad state at ``bad_step``, so it can continue with a smaller learning rate. ``sane`` is
+    False when the run had blown up before the earliest step it keeps (its last two kernel
+    calls): the message then says so, and to start over.
     """
 
-    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None):
+    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True):
         bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
-        self.bad_step = bad_step
-        back = (f"the trainer is back at step {step + 1} (epoch {epoch + 1}, batch {batch + 1}), before the update "
-                f"that produced them: the last params whose batch loss was finite")
-        super().__init__(
-            f"training diverged: {what} became NaN or infinite at step {bad_step + 1} with "
-            f"learning_rate={learning_rate:g}; {back}. Continue with a smaller learning rate "
-            f"(e.g. trainer.learning_rate /= 100), or scale the inputs (standardize=True).")
+        self.bad_step, self.what, self.sane = bad_step, what, sane
+        where = f"the trainer is back at step {step + 1} (epoch {epoch + 1}, batch {batch + 1})"
+        if sane:
+            back = f"{where}, before the update that produced them: the last params whose batch loss was finite"
+            advice = ("Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100), or scale the "
+                      "inputs (standardize=True).")
+        else:  # the run had blown up before the earliest step it could go back to
+            back = (f"{where}, as far back as it keeps (the start of its previous kernel call), but the loss had "
+                    f"already blown up there")
+            advice = ("A smaller learning rate may not bring these params back: reset() starts the run over "
+                      "(or load a checkpoint from before), with a smaller rate or scaled inputs (standardize=True).")
+        super().__init__(f"training diverged: {what} became NaN or infinite at step {bad_step + 1} with "
+                         f"learning_rate={learning_rate:g}; {back}. {advice}")
+
+    def __reduce__(self):  # (pickled to another process: a Dask or joblib worker's error reaches the caller)
+        return type(self), (self.step, self.epoch, self.batch, self.learning_rate, self.what, self.bad_step,
+                            self.sane)
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -274,6 +274,7 @@ class Trainer:
             for (W, b), (W0, b0) in zip(layers, unpack(st.theta, st.sizes)):
                 W0[...] = W
                 b0[...] = b
+            st.carried = None  # (a divergence must not rewind to params from before these)
         else:
             dtype = np.dtype(self._cfg["dtype"])
             self._pending_params = [(W.astype(dtype), b.astype(dtype)) for W, b in layers]
