@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): random shapes, batch sizes, optimizers and dtypes, at the kernel."""
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from kernel_run import train
 
@@ -45,6 +45,9 @@ def test_backends_agree(c):
     X, y, kw = setup(c)
     rc, rn = train("cython", X, y, **kw), train("numpy", X, y, **kw)
     tol = dict(rtol=1e-4, atol=1e-5) if kw["dtype"] == "float32" else dict(rtol=1e-10, atol=1e-12)
+    # a run that diverges (a deep linear net with momentum at batch 1 can) stops where its loss leaves the
+    # dtype's range, which two summation orders may reach a step apart: agreement is for runs that train
+    assume(rc.done == len(rc.losses) or rn.done == len(rn.losses))
     assert rc.done == rn.done == len(rc.losses)
     np.testing.assert_allclose(rc.losses, rn.losses, **tol)
 
@@ -56,5 +59,6 @@ def test_calls_in_random_pieces_are_bit_identical(c, pieces, backend):
     ref = train(backend, X, y, **kw)
     got = train(backend, X, y, pieces=pieces, **kw)
     assert got.done == ref.done
-    assert np.array_equal(got.losses, ref.losses) and np.array_equal(got.theta, ref.theta)
-    assert np.array_equal(got.opt_state, ref.opt_state)
+    # (a diverged run's steps not run stay NaN in both)
+    assert np.array_equal(got.losses, ref.losses, equal_nan=True) and np.array_equal(got.theta, ref.theta, equal_nan=True)
+    assert np.array_equal(got.opt_state, ref.opt_state, equal_nan=True)
