@@ -439,18 +439,23 @@ def test_a_divergence_rewinds_before_the_blow_up_even_past_a_lucky_zero_loss():
     assert tr.evaluate(X, y)["loss"] < 1.0  # it trains on (1e35 before)
 
 
-def test_a_divergence_in_a_run_of_short_calls_rewinds_into_the_call_before():
-    # the app's Step 1 batch and partial_fit make calls of a few steps: a divergence at a call's first
-    # step could not go back before it (the run stayed at params that diverge at any rate)
+def diverge_in_calls_of_3_steps(dtype):
+    """(trainer, X, y, its DivergenceError): an mse run at a rate far too high, trained 3 steps a call."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(256, 4))
     y = X @ [1.0, 2.0, 3.0, 4.0]
     tr = fb.Trainer(hidden=(16,), loss="mse", epochs=20, batch_size=8, optimizer="sgd", momentum=0.9,
-                    learning_rate=0.5, dtype="float32")
+                    learning_rate=0.5, dtype=dtype)
     with pytest.raises(fb.DivergenceError) as info:
         while True:
             tr.fit(X, y, steps=3)
-    err = info.value
+    return tr, X, y, info.value
+
+
+def test_a_divergence_in_a_run_of_short_calls_rewinds_into_the_call_before():
+    # the app's Step 1 batch and partial_fit make calls of a few steps: a divergence at a call's first
+    # step could not go back before it (the run stayed at params that diverge at any rate)
+    tr, X, y, err = diverge_in_calls_of_3_steps("float32")
     assert err.step < (err.bad_step // 3) * 3  # back into the call before the one that diverged
     assert err.sane and "last params whose batch loss was finite" in str(err)
     for _ in range(3):  # and it trains on, with the rate cut as the message says (0.005 diverged once more)
@@ -465,15 +470,7 @@ def test_a_divergence_in_a_run_of_short_calls_rewinds_into_the_call_before():
 
 def test_a_divergence_that_cannot_go_back_far_enough_says_so_and_pickles():
     import pickle
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(256, 4))
-    y = X @ [1.0, 2.0, 3.0, 4.0]
-    tr = fb.Trainer(hidden=(16,), loss="mse", epochs=20, batch_size=8, optimizer="sgd", momentum=0.9,
-                    learning_rate=0.5, dtype="float64")
-    with pytest.raises(fb.DivergenceError) as info:
-        while True:
-            tr.fit(X, y, steps=3)
-    err = info.value
+    err = diverge_in_calls_of_3_steps("float64")[3]
     assert not err.sane and "reset() starts the run over" in str(err)  # not "the last params ... finite"
     back = pickle.loads(pickle.dumps(err))  # (a Dask or joblib worker's error reaches the caller)
     assert (back.step, back.bad_step, back.sane, str(back)) == (err.step, err.bad_step, err.sane, str(err))

@@ -14,6 +14,18 @@ def make_job(steps=None, **kw):
     return Job(tr, X, y, steps, train_X=X, train_y=y, plan=fb.plan(1000, 10, 3), **kw)
 
 
+def record_fit_steps(monkeypatch):
+    """The ``steps`` of every Trainer.fit call from here on, in a list."""
+    calls = []
+    real = fb.Trainer.fit
+
+    def fit(self, X, y, steps=None, **kw):
+        calls.append(steps)
+        return real(self, X, y, steps=steps, **kw)
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    return calls
+
+
 def test_batch_records_are_the_epochs_order():
     plan = fb.plan(100, 30, 2)
     assert np.array_equal(batch_records(plan, 5, True, 5), fb.epoch_order(100, 5, 1, True)[30:60])
@@ -22,13 +34,7 @@ def test_batch_records_are_the_epochs_order():
 
 def test_trains_to_the_end_in_growing_chunks(qtbot, monkeypatch):
     job = make_job()
-    calls = []
-    real = fb.Trainer.fit
-
-    def fit(self, X, y, steps=None, **kw):
-        calls.append(steps)
-        return real(self, X, y, steps=steps, **kw)
-    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    calls = record_fit_steps(monkeypatch)
     w = TrainingWorker()
     with qtbot.waitSignal(w.finished) as blocker:
         w.run(job)
@@ -37,13 +43,7 @@ def test_trains_to_the_end_in_growing_chunks(qtbot, monkeypatch):
 
 
 def test_each_job_starts_with_a_small_chunk(qtbot, monkeypatch):
-    calls = []
-    real = fb.Trainer.fit
-
-    def fit(self, X, y, steps=None, **kw):
-        calls.append(steps)
-        return real(self, X, y, steps=steps, **kw)
-    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    calls = record_fit_steps(monkeypatch)
     w = TrainingWorker()
     X, y = datasets.make("moons", 200, 2, seed=0)
     tr = fb.Trainer(batch_size=1, epochs=100, learning_rate=0.1, hidden=(4,))   # 20,000 fast steps
