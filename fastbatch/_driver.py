@@ -579,9 +579,12 @@ def end_epoch(trainer, epoch, hooks):
     state.schedule_state = trainer._schedule.state()
     patience = cfg["patience"]
     if patience:
-        if state.best is None or metric < state.best["metric"]:
-            state.best = {"metric": metric, "epoch": epoch, "theta": state.theta.copy()}
-        elif epoch - state.best["epoch"] >= patience:
+        # the best of the metric watched now: a validation loss and a training loss are not compared (validation
+        # given on some fit calls only), so when the watched one changes the count starts again from this epoch
+        validated, best = hooks.val is not None, state.best
+        if best is None or best.get("validated", validated) != validated or metric < best["metric"]:
+            state.best = {"metric": metric, "epoch": epoch, "theta": state.theta.copy(), "validated": validated}
+        elif epoch - best["epoch"] >= patience:
             state.theta[...] = state.best["theta"]
             state.stopped_early = True
             logs["stopped_early"] = True

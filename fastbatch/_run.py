@@ -301,7 +301,8 @@ class RunState:
                  "epoch_metrics": self.epoch_metrics, "target_var": self.target_var,
                  "schedule_state": self.schedule_state, "rate_runs": self.rates.n,
                  "hit_sums": None if self.hit_sums is None else {str(e): v for e, v in self.hit_sums.items()},
-                 "best": None if self.best is None else {"metric": self.best["metric"], "epoch": self.best["epoch"]}}
+                 "best": None if self.best is None else {k: self.best[k] for k in ("metric", "epoch", "validated")
+                                                         if k in self.best}}
         lr_starts, lr_values = self.rates.runs()
         arrays = {"sizes": self.sizes, "theta": self.theta, "opt_state": self.opt_state,
                   "loss": self.loss_buf[:s], "lr_starts": lr_starts, "lr_values": lr_values}
@@ -328,8 +329,7 @@ class RunState:
         if loss_name not in ("mse", "binary_crossentropy", "cross_entropy"):
             raise ValueError(f"unknown loss {loss_name!r}")
         for key in ("generator", "stopped_early"):
-            if not isinstance(facts[key], bool):
-                raise ValueError(f"{key} must be true or false, found {facts[key]!r}")
+            _flag(facts, key)
         if loss_name != "mse" and ("y_shift" in arrays or "y_scale" in arrays):
             raise ValueError(f"a {loss_name} run has no target standardisation (y_shift / y_scale)")
         if ("x_shift" in arrays) != ("x_scale" in arrays) or ("y_shift" in arrays) != ("y_scale" in arrays):
@@ -369,6 +369,8 @@ class RunState:
         if facts["best"] is not None:
             st.best = {"metric": float(facts["best"]["metric"]), "epoch": _count(facts["best"], "epoch"),
                        "theta": _float_array(arrays["best_theta"], dtype, (P,), "best_theta").copy()}
+            if "validated" in facts["best"]:  # (checkpoints before it: the best of whichever metric was watched)
+                st.best["validated"] = _flag(facts["best"], "validated")
         return st
 
 
@@ -417,6 +419,13 @@ def _hit_sums(saved, step, steps_per_epoch):
             raise ValueError(f"hit_sums[{key}] must be a finite number >= 0, found {value!r}")
         out[int(key)] = float(value)
     return out
+
+
+def _flag(d, key):
+    v = d[key]
+    if not isinstance(v, bool):
+        raise ValueError(f"{key} must be true or false, found {v!r}")
+    return v
 
 
 def _count(d, key, limit=1 << 62):

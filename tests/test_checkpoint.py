@@ -158,13 +158,14 @@ def forge(path, change, out):
 
 @pytest.mark.parametrize("what", ["stopped_early a string", "generator a number", "plateau scale negative",
                                   "plateau state incomplete", "target scaling on a classifier",
-                                  "a shift without its scale"])
+                                  "a shift without its scale", "the best's metric kind a string"])
 def test_forged_run_facts_are_refused(tmp_path, what):
     # a forger who recomputes the digest: facts the run could never have reached are refused
     X, y = data()
     tr = fb.Trainer(**{**KW, "lr_schedule": {"name": "plateau", "patience": 2}, "warmup_steps": 0,
-                       "standardize": True})
+                       "standardize": True, "patience": 50})
     tr.fit(X, y, steps=25)
+    assert tr._state.best is not None
     good = tmp_path / "ck.npz"
     tr.save(good)
     fb.Trainer.load(good)  # (the unforged file loads)
@@ -175,6 +176,7 @@ def test_forged_run_facts_are_refused(tmp_path, what):
         "plateau state incomplete": lambda a, f: f.__setitem__("schedule_state", {"scale": 0.5}),
         "target scaling on a classifier": lambda a, f: a.update(y_shift=np.zeros(3), y_scale=np.ones(3)),
         "a shift without its scale": lambda a, f: a.pop("x_scale"),
+        "the best's metric kind a string": lambda a, f: f["best"].__setitem__("validated", "no"),
     }[what]
     with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
         fb.Trainer.load(forge(good, change, tmp_path / "forged.npz"))

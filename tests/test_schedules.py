@@ -1,4 +1,7 @@
 """Learning-rate schedules, validation, early stopping and callbacks on the Trainer."""
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -82,6 +85,42 @@ def test_early_stopping_restores_the_best_params():
     best = int(np.argmin(h.val_loss))
     assert len(h.val_loss) == best + 4     # stopped `patience` epochs after the best
     assert tr.evaluate(Xv, yv)["loss"] == pytest.approx(h.val_loss[best], rel=1e-5)
+
+
+def test_patience_never_compares_a_validation_loss_with_a_training_loss():
+    # validation on the first calls only: its best (a noisy validation set's loss, high) is not the bar for the
+    # training losses of later calls (low), nor the other way round; the watched metric's count starts again
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)), rng.integers(0, 2, 60)
+    Xv, yv = rng.normal(size=(200, 5)), rng.integers(0, 2, 200)
+    tr = fb.Trainer(hidden=(16,), learning_rate=0.01, batch_size=60, epochs=100, patience=2, shuffle=False)
+    tr.fit(X, y, validation_data=(Xv, yv), steps=3)
+    best = tr._state.best
+    assert best["validated"] and best["metric"] == min(tr.history.val_loss)
+    tr.fit(X, y, steps=1)                  # a training loss now: the count starts at this epoch
+    assert not tr._state.best["validated"] and tr._state.best["epoch"] == 3
+    assert tr._state.best["metric"] == tr.history.epoch_loss[3]
+    tr.fit(X, y, steps=5)
+    assert not tr.finished                 # the training loss keeps falling: no early stop
+    tr.fit(X, y, validation_data=(Xv, yv), steps=1)
+    assert tr._state.best["validated"] and tr._state.best["epoch"] == 9
+    # a checkpoint keeps which metric the best was of
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "run.fbz")
+        tr.save(path)
+        assert fb.Trainer.load(path)._state.best["validated"]
+
+
+def test_validation_added_later_is_not_held_to_the_training_losses_best():
+    rng = np.random.default_rng(2)
+    X, Xv = rng.normal(size=(400, 5)), rng.normal(size=(400, 5))
+    y, yv = (X[:, 0] + X[:, 1] > 0).astype(int), (Xv[:, 0] + Xv[:, 1] > 0).astype(int)
+    tr = fb.Trainer(hidden=(16,), optimizer="sgd", learning_rate=0.1, batch_size=400, epochs=1000, patience=2, seed=3)
+    tr.fit(X, y, steps=30)                 # training losses only: a low best
+    h = tr.fit(X, y, validation_data=(Xv, yv), steps=4)
+    assert min(h.val_loss) > min(h.epoch_loss)          # each validation loss is above that best...
+    assert np.all(np.diff(h.val_loss) < 0)              # ...and falls: no early stop
+    assert not tr.finished and h.n_steps == 34
 
 
 def test_callbacks_at_each_level_and_stopping(seed_data):
