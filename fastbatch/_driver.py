@@ -570,6 +570,8 @@ def end_epoch(trainer, epoch, hooks):
     logs = {"epoch": epoch, "loss": metric}
     if hooks.val is not None:
         res = validate(trainer, hooks.val)
+        for values in (state.val_loss, state.val_accuracy):  # NaN for epochs that ended without validation
+            values.extend([math.nan] * (epoch - len(values)))
         state.val_loss.append(res["loss"])
         state.val_accuracy.append(res.get("accuracy", math.nan))
         metric = res["loss"]

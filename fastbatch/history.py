@@ -20,7 +20,8 @@ class History:
     epoch_loss : ndarray of float64
         Per started epoch, the mean of its step losses weighted by batch size.
     val_loss, val_accuracy : ndarray of float64
-        Per finished epoch, on the validation data (empty without validation).
+        Per finished epoch, on the validation data: empty when no epoch was validated, NaN for an
+        epoch that ended without validation (validation_data given on some fit calls only).
     steps_per_epoch, n_records : int
     """
 
@@ -97,13 +98,20 @@ class History:
 
     @functools.cached_property
     def val_loss(self):
-        values, n = self._val[:2]
-        return np.array(values[:n], dtype=np.float64)
+        return self._per_epoch(*self._val[:2])
 
     @functools.cached_property
     def val_accuracy(self):
-        values, n = self._val[2:]
-        return np.array(values[:n], dtype=np.float64)
+        return self._per_epoch(*self._val[2:])
+
+    def _per_epoch(self, values, n, start=0):
+        """``values[start:n]``, then NaN up to the finished epochs when some epoch was validated: the epochs
+        that ended after the last validation had none (a run's lists hold up to its last validated epoch)."""
+        out = np.array(values[start:n], dtype=np.float64)
+        finished = self._metrics_src[1]
+        if 0 < n < finished and start < finished:
+            out = np.append(out, np.full(finished - max(n, start), np.nan))
+        return out
 
     @functools.cached_property
     def _closed(self):
@@ -190,8 +198,7 @@ class History:
 
     def val_loss_since(self, start):
         """``val_loss[start:]``, in O(the epochs after ``start``)."""
-        values, n = self._val[:2]
-        return np.array(values[start:n], dtype=np.float64)
+        return self._per_epoch(*self._val[:2], start=start)
 
     def _epoch_first_step(self, epoch):
         if self._per_step is not None:

@@ -118,9 +118,28 @@ def test_validation_added_later_is_not_held_to_the_training_losses_best():
     tr = fb.Trainer(hidden=(16,), optimizer="sgd", learning_rate=0.1, batch_size=400, epochs=1000, patience=2, seed=3)
     tr.fit(X, y, steps=30)                 # training losses only: a low best
     h = tr.fit(X, y, validation_data=(Xv, yv), steps=4)
-    assert min(h.val_loss) > min(h.epoch_loss)          # each validation loss is above that best...
-    assert np.all(np.diff(h.val_loss) < 0)              # ...and falls: no early stop
+    val = h.val_loss[30:]                               # (the epochs before had no validation: NaN)
+    assert np.isnan(h.val_loss[:30]).all() and min(val) > min(h.epoch_loss)  # each above that best...
+    assert np.all(np.diff(val) < 0)                     # ...and falling: no early stop
     assert not tr.finished and h.n_steps == 34
+
+
+def test_val_loss_stays_aligned_with_the_epochs_when_validation_comes_and_goes():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), rng.integers(0, 2, 30)
+    Xv, yv = rng.normal(size=(20, 4)), rng.integers(0, 2, 20)
+    tr = fb.Trainer(hidden=(8,), batch_size=10, epochs=10)
+    tr.fit(X, y, steps=6)                                   # epochs 0, 1: no validation
+    tr.fit(X, y, validation_data=(Xv, yv), steps=3)         # epoch 2: validated
+    h = tr.fit(X, y, steps=6)                               # epochs 3, 4: none
+    assert len(h.val_loss) == len(h.val_accuracy) == len(h.epoch_loss) == 5
+    assert np.isnan(h.val_loss[[0, 1, 3, 4]]).all() and np.isfinite(h.val_loss[2])
+    np.testing.assert_array_equal(h.val_loss, h.metrics["val_loss"])
+    np.testing.assert_array_equal(h.val_loss_since(2), h.val_loss[2:])
+    np.testing.assert_array_equal(h.val_loss_since(4), h.val_loss[4:])
+    assert len(h.val_loss_since(7)) == 0
+    tr2 = fb.Trainer(hidden=(8,), batch_size=10, epochs=10)
+    assert len(tr2.fit(X, y, steps=6).val_loss) == 0         # no epoch validated: empty, as before
 
 
 def test_callbacks_at_each_level_and_stopping(seed_data):
