@@ -175,7 +175,8 @@ def build_parser():
     g.add_argument("--dtype", choices=DTYPES, help=f"(default: {DEFAULTS['dtype']})")
 
     p = sub.add_parser("train", help="train on a .csv/.npy/.npz file; write history CSV, checkpoint, loss plot")
-    p.add_argument("data", help="the data: .csv with a header, .npy (a 2-D array), or .npz with arrays X and y")
+    p.add_argument("data", help="the data: .csv (with a header row, or numbers only: columns 0, 1, ...), .npy (a 2-D "
+                   "array), or .npz with arrays X and y")
     p.add_argument("--target", help=TARGET_HELP)
     p.add_argument("--out-dir", help="where to write the outputs (default: next to the data, "
                                      "or ./fastbatch-run when that folder is not writable)")
@@ -473,6 +474,9 @@ def cmd_train(args):
     from . import datasets
     recorded = trainer.info.get("classes") if args.resume else None
     table = datasets.load_table(args.data, args.target, classes=_class_names(recorded))
+    if os.path.splitext(os.fspath(args.data))[1].lower() == ".csv" and not _has_header(args.data):
+        print(f"{args.data} has no header row (its first row is a record): its columns are named 0 to "
+              f"{len(table.features)}, the target is column {table.target}")
     # the task is always said (the README's promise); --quiet is only the progress bar
     table = _prepared(args, trainer, table, None if _class_names(recorded) else recorded)
     X, y = table.X, table.y
@@ -833,7 +837,9 @@ def _n_inputs(trainer):
 
 
 def _has_header(data):
-    return os.path.splitext(os.fspath(data))[1].lower() == ".csv"
+    """Whether ``data`` names its columns: a .csv file with a header row."""
+    from . import datasets
+    return os.path.splitext(os.fspath(data))[1].lower() == ".csv" and datasets.csv_header(data) is not None
 
 
 def _trained_features(trainer):

@@ -15,6 +15,7 @@ No scikit-learn: the generators are a few lines of numpy each.
 import array
 import collections
 import csv
+import itertools
 import math
 import os
 import stat
@@ -171,7 +172,9 @@ def load(path, target=None):
     ----------
     path : str or path-like
         ``.csv``: a header row, then one record per row; numbers, except that the target
-        column may hold class names (encoded 0..k-1 in sorted order).
+        column may hold class names (encoded 0..k-1 in sorted order). A first row of numbers
+        only is a record (a file without a header, as ``np.savetxt`` writes): the columns are
+        then named by their indices, unless it is ``0,1,...`` (pandas' names for unnamed columns).
         ``.npy``: a 2-D numeric array, one record per row.
         ``.npz``: arrays ``X`` (2-D) and ``y`` (1-D, or 2-D for several targets); ``target`` is ignored.
     target : str or int, optional
@@ -286,12 +289,35 @@ def _csv_rows(path):
                              "is it a CSV file?") from None
 
 
+def _header_of(cells):
+    """A CSV's first row as its column names; None when it is a record: every cell a number, other than
+    0, 1, ..., n-1 (pandas' names for unnamed columns). ``np.savetxt`` writes no header, and taking its first
+    record for one would drop that record and name the columns by its values."""
+    names = [c.strip() for c in cells]
+    try:
+        for c in names:
+            float(c)
+    except ValueError:
+        return names
+    return names if names == [str(j) for j in range(len(names))] else None
+
+
+def csv_header(path):
+    """A CSV file's column names from its header row; None when it has none (its first row is a record)."""
+    for _, row in _csv_rows(path):
+        return _header_of(row)
+    raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
+
+
 def _load_csv(path, target, classes=None, read_target=True):
     rows = _csv_rows(path)
     first = next(rows, None)
     if first is None:
-        raise ValueError(f"{path!r} is empty: a CSV needs a header row and at least one record")
-    names = [c.strip() for c in first[1]]
+        raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
+    names = _header_of(first[1])
+    if names is None:  # no header: the first row is a record, the columns are named by their indices
+        names = [str(j) for j in range(len(first[1]))]
+        rows = itertools.chain([first], rows)
     if len(names) < 2:
         raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target")
     t = _column_index(target, names, len(names), path)
@@ -414,14 +440,15 @@ def _load_npz(path):
 def columns(path):
     """The column names of a data file, to choose the target from.
 
-    A ``.csv`` file's header; ``["0", "1", ...]`` for a ``.npy`` array; ``None`` for a
-    ``.npz`` archive, whose ``y`` array is the target.
+    A ``.csv`` file's header (``["0", "1", ...]`` without one); ``["0", "1", ...]`` for a ``.npy``
+    array; ``None`` for a ``.npz`` archive, whose ``y`` array is the target.
     """
     path, ext = _check_path(path)
     if ext == ".csv":
         for _, row in _csv_rows(path):
-            return [c.strip() for c in row]
-        raise ValueError(f"{path!r} is empty: a CSV needs a header row and at least one record")
+            header = _header_of(row)
+            return header if header is not None else [str(j) for j in range(len(row))]
+        raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
     if ext == ".npy":
         a = _open_npy(path)
         if a.ndim != 2:

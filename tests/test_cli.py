@@ -777,6 +777,23 @@ def test_predict_of_a_network_trained_on_one_class_names_that_class(capsys, tmp_
     assert all(r == ["only", "1"] or (r[0] == "only" and float(r[1]) == 1.0) for r in rows[1:])
 
 
+def test_a_csv_without_a_header_trains_on_every_record_and_predicts_by_position(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    bare = tmp_path / "bare.csv"
+    np.savetxt(bare, np.column_stack([X, y]), delimiter=",")   # no header row
+    code, out, err = run(capsys, "train", bare, "--out-dir", tmp_path, *TRAIN_OPTS)
+    assert code == 0, err
+    assert "bare.csv has no header row" in out and "the target is column 4" in out
+    tr = fb.Trainer.load(tmp_path / "bare-checkpoint.npz")
+    assert tr.plan.n_records == len(X)          # the first record too (it was taken for the header)
+    assert tr.info["features"] == ["0", "1", "2", "3"] and not tr.info["features_named"]
+    code, out, err = run(capsys, "predict", tmp_path / "bare-checkpoint.npz", bare)
+    assert code == 0, err
+    assert len(out.splitlines()) == len(X) + 1
+    code, out, err = run(capsys, "evaluate", tmp_path / "bare-checkpoint.npz", bare)
+    assert code == 0 and f"({len(X)} records)" in out, err
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data

@@ -167,6 +167,22 @@ def test_columns_of_files(tmp_path):
         datasets.columns(tmp_path / "missing.csv")
 
 
+def test_a_csv_without_a_header_keeps_its_first_record(tmp_path):
+    # np.savetxt writes no header: its first row is a record, not names (it used to be dropped as the header)
+    X, y = pytest.importorskip("sklearn.datasets").load_iris(return_X_y=True)
+    np.savetxt(tmp_path / "iris.csv", np.column_stack([X, y]), delimiter=",")
+    table = datasets.load_table(tmp_path / "iris.csv")
+    assert table.X.shape == (150, 4) and np.array_equal(table.X, X) and np.array_equal(table.y, y)
+    assert table.features == ["0", "1", "2", "3"] and table.target == "4"
+    assert datasets.csv_header(tmp_path / "iris.csv") is None
+    assert datasets.columns(tmp_path / "iris.csv") == ["0", "1", "2", "3", "4"]
+    # pandas' names for unnamed columns are a header; so is any row with text
+    for head in ("0,1,2", "a,1,2", "1.5,x,2"):
+        p = write(tmp_path, "h.csv", f"{head}\n1,2,0\n3,4,1\n")
+        assert datasets.csv_header(p) == head.split(",") and len(datasets.load(p)[0]) == 2
+    assert len(datasets.load(write(tmp_path, "n.csv", "0,1,2.5\n1,2,0\n"))[0]) == 2   # numbers, not 0,1,2
+
+
 # ---------------------------------------------------------------------- hostile files (issue 11)
 
 def test_a_fifo_is_refused_without_waiting(tmp_path):
