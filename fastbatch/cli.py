@@ -420,7 +420,8 @@ def _label_codes(y, values, name, data):
     unseen = np.flatnonzero(values[codes] != y)
     if len(unseen):
         shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
-        raise ValueError(f"{data}, record {unseen[0]}: the {name} is {y[unseen[0]].item()!r}, not one of the labels "
+        raise ValueError(f"{data}, record {unseen[0] + 1} (counting from 1): the {name} is {y[unseen[0]].item()!r}, "
+                         "not one of the labels "
                          f"the network was trained on ({shown})")
     return codes.astype(np.int64)
 

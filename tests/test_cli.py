@@ -741,7 +741,7 @@ def test_numeric_class_labels_are_coded_and_written_back(capsys, tmp_path, label
     assert float(out.split("accuracy ")[1].split()[0]) > 0.85
     write_csv(tmp_path / "unseen.csv", X[:3], [labels[0], 7, labels[0]])
     err = one_line_error(capsys, 1, "evaluate", ckpt, tmp_path / "unseen.csv")
-    assert "record 1: the target 'label' is 7, not one of the labels" in err
+    assert "record 2 (counting from 1): the target 'label' is 7, not one of the labels" in err
 
 
 @pytest.mark.parametrize("labels", [(0, 1), (0, 1, 2)])
