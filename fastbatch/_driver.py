@@ -557,7 +557,7 @@ def _validation_parts(Xv):
         yield 0, len(Xv), Xv
         return
     from ._rows import RowSource
-    with RowSource.open(Xv) as src:
+    with RowSource.open(Xv, "validation_data X") as src:
         for lo in range(0, len(Xv), _inference.CHUNK):
             hi = min(lo + _inference.CHUNK, len(Xv))
             yield lo, hi, np.ascontiguousarray(src.read(lo, hi))

@@ -251,9 +251,10 @@ class RowSource:
         self.after_chunk()
 
 
-def all_finite(X):
-    """True when every value of a 2-D X is finite; reads a memory-mapped X safely and in chunks."""
-    with RowSource.open(X) as src:
+def all_finite(X, name="X"):
+    """True when every value of a 2-D X is finite; reads a memory-mapped X safely and in chunks (``name``: what
+    the caller calls it, for a file cut short's OSError)."""
+    with RowSource.open(X, name) as src:
         for _, part in src.chunks():
             with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows: each value is looked at
                 total = part.sum()
@@ -262,7 +263,7 @@ def all_finite(X):
     return True
 
 
-def take_rows(X, rows, dtype):
+def take_rows(X, rows, dtype, name="X"):
     """X[rows] (all rows when None) as C-contiguous ``dtype``.
 
     For a memory-mapped X the result is a read-only memory map of a temporary file (deleted
@@ -276,7 +277,7 @@ def take_rows(X, rows, dtype):
     import tempfile
     n = X.shape[0] if rows is None else len(rows)
     step = max(1, CHUNK_BYTES // max(1, X.shape[1] * max(X.dtype.itemsize, dtype.itemsize)))
-    with tempfile.TemporaryFile() as f, RowSource.open(X) as src:
+    with tempfile.TemporaryFile() as f, RowSource.open(X, name) as src:
         for start in range(0, n, step):
             stop = min(start + step, n)
             part = src.read(start, stop) if rows is None else src.take(rows[start:stop])

@@ -186,7 +186,7 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
         if raw.ndim != 2:
             raise ValueError(f"{name} must be 2-D (records x features), got shape {raw.shape}")
         if isinstance(X, np.memmap) and raw.size:
-            arr = take_rows(X, None, dtype)  # converted once, into a file of its own: never loaded whole
+            arr = take_rows(X, None, dtype, name)  # converted once, into a file of its own: never loaded whole
         else:
             with np.errstate(over="ignore"):  # too-large values are found and named below
                 arr = np.ascontiguousarray(raw, dtype=dtype)
@@ -199,7 +199,7 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
     # in memory: one vectorised sum says "all finite" (an inf or NaN, or an overflow, sends it to the full check)
     with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows sends it to the full check
         finite = bool(np.isfinite(np.add.reduce(arr, axis=None))) if not isinstance(arr, np.memmap) else False
-    if not finite and not all_finite(arr):
+    if not finite and not all_finite(arr, name):
         raw = X.to_numpy(dtype=np.float64) if _is_dataframe(X) else X
         raw = raw if isinstance(raw, np.ndarray) and raw.ndim == 2 and raw.dtype.kind in "biuf" else arr
         raise ValueError(_not_finite_message(raw, dtype, name))
@@ -209,7 +209,7 @@ def check_X(X, dtype, name="X", n_features=None, scan=True):
 def _not_finite_message(X, dtype, name):
     """Where the first non-finite value is, and what it really was (NaN, inf, or a number too large for dtype)."""
     top = np.finfo(dtype).max
-    with RowSource.open(X) as src:
+    with RowSource.open(X, name) as src:
         for start, part in src.chunks():
             with np.errstate(over="ignore", invalid="ignore"):
                 bad = ~np.isfinite(part) | (np.abs(part) > top)

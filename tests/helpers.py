@@ -27,9 +27,9 @@ def spy_row_sources(monkeypatch):
     original = _rows.RowSource.open.__func__
     bind = _driver.ArraySource.bind
 
-    def spy(cls, X):
+    def spy(cls, X, *name):
         seen.append(X)
-        return original(cls, X)
+        return original(cls, X, *name)
 
     def spy_bind(self, data, rows, recheck):
         if rows is None:  # (else RowSource.open saw it)

@@ -267,6 +267,19 @@ def test_a_file_changed_during_a_fit_is_reported(tmp_path):
             rows.check()
 
 
+def test_a_validation_file_cut_short_is_named_as_the_validation_data(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 4)).astype(np.float32), rng.integers(0, 2, 100)
+    np.save(tmp_path / "val.npy", rng.normal(size=(5000, 4)).astype(np.float32))
+    Xv, yv = np.load(tmp_path / "val.npy", mmap_mode="r"), rng.integers(0, 2, 5000)
+    tr = fb.Trainer(hidden=(8,), batch_size=10, epochs=5)
+    tr.fit(X, y, validation_data=(Xv, yv), steps=10)
+    os.truncate(tmp_path / "val.npy", 2000)
+    with pytest.raises(OSError, match="truncated") as err:
+        tr.fit(X, y, validation_data=(Xv, yv), steps=10)
+    assert "memory map of validation_data X" in str(err.value) and tr.step == 10
+
+
 # the scripts below share this: fit(), then one line, "<label> no error" or "<label> error at step <n> <message>"
 FIT_OR_OSERROR = r"""
 import os, sys, numpy as np, fastbatch as fb
