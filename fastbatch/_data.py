@@ -129,11 +129,14 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     return w
 
 
-def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None, split=None):
+def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None, split=None, scaling=None):
     """Check, convert and split (X, y) for a run (``run``: its RunState once it has started).
 
     ``split``: the fraction held out for validation (default: the config's ``validation_split``;
     0 for a run whose validation is ``validation_data``, which replaces the split).
+
+    ``scaling``: a new run's standardisation when it is decided already (its network's: the Trainer's
+    ``_continue_network``), instead of the statistics of these records.
 
     ``last``: the run's LastArrays, for a later call with ``scan=False`` (the caller calls its
     ``release`` when the call ends).
@@ -188,7 +191,10 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
             return prepare(X, y, cfg, run, n_outputs, sample_weight, split=split)
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
-    scaling = run.scaling if run is not None else fit_scaling(Xc, targets, cfg, loss)
+    if run is not None:
+        scaling = run.scaling
+    elif scaling is None:
+        scaling = fit_scaling(Xc, targets, cfg, loss)
     if scaling is not None:
         targets = scale_targets(scaling, targets, dtype)  # X: as each record is read (RunState.x_affine)
         if val is not None:

@@ -114,23 +114,23 @@ class _FastBatchEstimator(BaseEstimator):
         self._record(trainer, 0)
         return self
 
-    def _partial_fit(self, X, y_train):
+    def _partial_fit(self, X, y_train, sample_weight=None):
         """One more epoch of the open-ended partial_fit run (a new run if the record count changed)."""
         trainer = getattr(self, "trainer_", None)
         n = X.shape[0]
         same_run = (trainer is not None and self._partial_run and trainer.plan is not None
                     and trainer.plan.n_records == n and not trainer.finished)
-        if not same_run:  # a new run, from the current network if there is one
-            params = trainer.get_params() if trainer is not None and trainer.started else None
-            trainer = self._new_trainer(partial=True)
-            if params is not None:
-                trainer.set_params(params)
+        if not same_run:  # a new run, from the current network (and its standardisation) if there is one
+            previous, trainer = trainer, self._new_trainer(partial=True)
+            if previous is not None and previous.run_state is not None:
+                trainer._continue_network(previous)
         plan = trainer.plan if same_run else make_plan(n, trainer.batch_size, 1, trainer.drop_last)
         done = trainer.step
         if getattr(self, "_curves", None) is None:
             self._curves, self.n_iter_, self.t_ = ([], []), 0, 0
         try:
-            history = trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs())
+            history = trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs(),
+                                  sample_weight=sample_weight)
         except BaseException:
             if same_run:  # the trainer keeps the steps before the error (e.g. DivergenceError): so do we
                 self._record(trainer, done)
@@ -207,7 +207,8 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
     encoded as 0..k-1 (``classes_`` maps back) and trained with ``cross_entropy`` over k
     logits (two logits for two classes).
 """ + _COMMON_DOC + """    class_weight : dict, "balanced" or None, default=None
-        Weights per class, as scikit-learn defines them (multiplied into ``sample_weight``).
+        Weights per class, as scikit-learn defines them (multiplied into ``sample_weight``); ``partial_fit``
+        takes a dict only.
 
     Attributes
     ----------
@@ -254,7 +255,7 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
         return self._fit(X, y_train.astype(np.int64).reshape(-1), weights)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one more epoch on (X, y), continuing from the current network.
 
         Parameters
@@ -264,11 +265,18 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         classes : array-like, optional
             All the labels that will ever appear; required on the first call (as
             ``SGDClassifier.partial_fit``), and must not change afterwards.
+        sample_weight : array-like of shape (n_records,), optional
+            Per-record weights (multiplied by ``class_weight``'s, which must be a dict here: "balanced"
+            needs every label's frequency, which one chunk does not show; as ``SGDClassifier.partial_fit``).
 
         Returns
         -------
         self : FastBatchClassifier
         """
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported by partial_fit (a chunk does not show the "
+                             "labels' frequencies): pass class_weight=dict(zip(classes, compute_class_weight("
+                             "'balanced', classes=classes, y=y_sample))) from a large enough sample of the targets")
         first = not hasattr(self, "classes_")
         if first or not self._plain(X, y):  # (plain arrays: labels outside classes_ are refused below)
             X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C", reset=first)
@@ -290,7 +298,8 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         if unseen.any():
             raise ValueError(f"y holds labels not in classes: {np.unique(y[unseen])!r}; "
                              f"classes are {self.classes_!r}")
-        return self._partial_fit(X, y_train.astype(np.int64))
+        weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
+        return self._partial_fit(X, y_train.astype(np.int64), weights)
 
     def _network_outputs(self):
         # every class gets an output, also when this chunk's labels do not show the largest
@@ -380,8 +389,10 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         X, y = self._check(X, y, reset=True)
         return self._fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """Train one more epoch on (X, y), continuing from the current network.
+
+        ``sample_weight`` (n_records,): per-record weights, optional.
 
         Returns
         -------
@@ -389,9 +400,9 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         """
         first = not hasattr(self, "trainer_")
         if not first and self._plain(X, y) and y.dtype.kind == "f" and self._n_outputs == 1:
-            return self._partial_fit(X, np.asarray(y, dtype=np.float64))
+            return self._partial_fit(X, np.asarray(y, dtype=np.float64), sample_weight)
         X, y = self._check(X, y, reset=first)
-        return self._partial_fit(X, y)
+        return self._partial_fit(X, y, sample_weight)
 
     def predict(self, X):
         """The predicted targets, shape (n,) (or (n, n_outputs) when fitted on 2-D y)."""

@@ -66,6 +66,7 @@ class Trainer:
         self._readers_cv = threading.Condition()
         self._stop_flag = None                 # the running fit's stop flag, its own (None when no fit runs)
         self._pending_params = None
+        self._pending_scaling = None           # the standardisation those params were trained under (_continue_network)
         self.info = {}                         # JSON-able facts saved with checkpoints (names, fingerprints)
         self.reset()
 
@@ -278,6 +279,22 @@ class Trainer:
         else:
             dtype = np.dtype(self._cfg["dtype"])
             self._pending_params = [(W.astype(dtype), b.astype(dtype)) for W, b in layers]
+            self._pending_scaling = None
+
+    def _continue_network(self, other):
+        """Start this trainer's first run from the network of ``other`` (a trainer with a run): its params, and
+        the standardisation they were trained under when this run standardises the same way. A new run on
+        other records (scikit-learn's partial_fit on a chunk of another size) then sees its inputs on the
+        scale the network learned them, not on one taken from its own first records."""
+        with other._consistent():
+            st = other._state
+            self.set_params(unpack(st.theta, st.sizes))
+            scaling = st.scaling or {}
+        cfg = self._cfg
+        keys = {k for k, on in (("x_shift", cfg["standardize"]),
+                                ("y_shift", cfg["standardize_target"] and st.loss == "mse")) if on}
+        if keys and keys == {k for k in scaling if k.endswith("_shift")}:
+            self._pending_scaling = {k: v.copy() for k, v in scaling.items()}
 
     # ------------------------------------------------------------------ training
 
@@ -314,7 +331,7 @@ class Trainer:
     def _begin(self, state):
         """Make ``state`` the run's (the trainer changes from here on)."""
         self._state = state
-        self._pending_params = None
+        self._pending_params = self._pending_scaling = None
         self._plan = None
         self._source = self._quiet_hooks = None
         self._last_arrays = _data.LastArrays()
@@ -414,6 +431,7 @@ class Trainer:
         as it was: its epochs too, and a first call leaves it unstarted.
         """
         cfg, st, pending, last = self._cfg, self._state, self._pending_params, self._last_arrays
+        pending_scaling = self._pending_scaling
         undo = make_theta = None
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
@@ -431,7 +449,8 @@ class Trainer:
             split = cfg["validation_split"] if (validation_data is None if st is None
                                                 else st.n_records < st.n_records_all) else 0.0
             data = _data.prepare(X, y, cfg, st, n_outputs, sample_weight,
-                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last, split=split)
+                                 scan=not getattr(backend, "CHECKS_RECORDS", False), last=last, split=split,
+                                 scaling=pending_scaling)
             val = data.val
             if validation_data is not None:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
@@ -478,6 +497,7 @@ class Trainer:
             if source is None or source.bad_input:  # refused: as if never called
                 if st is None:
                     self._state, self._spec, self._plan, self._pending_params = None, None, None, pending
+                    self._pending_scaling = pending_scaling
                 if undo is not None:
                     self._cfg, self._plan = undo[0], None
                     if st is not None:

@@ -157,6 +157,51 @@ def test_partial_fit_new_record_count_carries_the_params():
     assert len(reg.loss_curve_) == 20 * 2 + 1 and reg.n_iter_ == 21
 
 
+@pytest.mark.parametrize("Est", [FastBatchClassifier, FastBatchRegressor])
+def test_a_new_partial_fit_run_keeps_the_networks_standardisation(Est):
+    # a chunk of another size starts a new run from the network: on the scale the network learned its inputs
+    # (and targets) on, not on statistics of that chunk alone
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+    X, y = (load_breast_cancer if Est is FastBatchClassifier else load_diabetes)(return_X_y=True)
+    kw = dict(classes=[0, 1]) if Est is FastBatchClassifier else {}
+    est = Est(standardize=True, standardize_target=True, seed=0)
+    for _ in range(3):
+        est.partial_fit(X[:200], y[:200], **kw)
+    scaling = {k: v.copy() for k, v in est.trainer_.run_state.scaling.items()}
+    before = est.predict(X[200:])
+    est.set_params(learning_rate=1e-12)          # the new run's step barely moves the params
+    est.partial_fit(X[:10], y[:10])              # 10 records: a new run
+    assert est.trainer_.run_state.step == 1      # (one batch: the new run's first step)
+    after = est.trainer_.run_state.scaling
+    assert after.keys() == scaling.keys() and all(np.array_equal(after[k], scaling[k]) for k in scaling)
+    np.testing.assert_allclose(est.predict(X[200:]), before, rtol=1e-5)   # (it was 0.97 -> 0.78 accuracy)
+
+
+def test_partial_fit_applies_class_weight_and_sample_weight():
+    X, y = blobs()
+    classes = np.unique(y)
+    heavy = {classes[0]: 50.0, **{c: 1.0 for c in classes[1:]}}
+
+    def trained(**kw):
+        fit_kw = {k: kw.pop(k) for k in list(kw) if k == "sample_weight"}
+        est = FastBatchClassifier(seed=0, **kw)
+        for _ in range(3):
+            est.partial_fit(X, y, classes=classes, **fit_kw)
+        return est
+
+    plain, weighted = trained(), trained(class_weight=heavy)
+    assert not np.allclose(plain.predict_proba(X), weighted.predict_proba(X))   # (it was ignored: equal)
+    assert weighted.predict_proba(X)[:, 0].mean() > plain.predict_proba(X)[:, 0].mean()
+    # a class weight is a per-record weight: the same run as sample_weight of those weights
+    by_sample = trained(sample_weight=np.where(y == classes[0], 50.0, 1.0))
+    np.testing.assert_array_equal(by_sample.predict_proba(X), weighted.predict_proba(X))
+    with pytest.raises(ValueError, match="balanced"):
+        FastBatchClassifier(class_weight="balanced").partial_fit(X, y, classes=classes)
+    reg = FastBatchRegressor(seed=0)
+    reg.partial_fit(X, y.astype(float), sample_weight=np.ones(len(y)))
+    assert reg.n_iter_ == 1
+
+
 def test_partial_fit_after_fit_continues_from_the_fitted_network():
     X, y = blobs()
     clf = FastBatchClassifier(epochs=3).fit(X, y)
