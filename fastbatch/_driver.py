@@ -546,7 +546,7 @@ def validate(trainer, val):
         else:
             zs.append(_inference.forward_views(state.layers(), cfg["activation"], part))
     if in_c:
-        return _inference.score_of_sums(sums, state.loss, tv)
+        return _inference.score_of_sums(sums, state.loss, tv, wv)
     return _inference.score(zs[0] if len(zs) == 1 else np.concatenate(zs), state.loss, tv, lv, wv)
 
 

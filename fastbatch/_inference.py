@@ -101,23 +101,30 @@ def score(z, loss, targets, labels, weights=None):
     err = z - t
     per = np.mean(err * err, axis=1)
     out = {"loss": _mean(per, w), "mae": _mean(np.mean(np.abs(err), axis=1), w)}
-    out["r2"] = _r2(np.sum(err * err, axis=0), t)
+    out["r2"] = _r2(np.sum(err * err, axis=0) if w is None else np.dot(w, err * err), t, w)
     return out
 
 
-def score_of_sums(sums, loss, targets):
+def score_of_sums(sums, loss, targets, weights=None):
     """``score``'s dict from the kernel's sums (``_kernel.score``): sums[0] of the weighted losses,
     sums[1] of the weighted hits (classification) or absolute errors (mse), sums[2] of the weights,
-    then (mse) each output's sum of squared errors."""
+    then (mse) each output's weighted sum of squared errors; ``weights``: the records' (None or empty: 1 each)."""
     if loss != "mse":
         return {"loss": float(sums[0] / sums[2]), "accuracy": float(sums[1] / sums[2])}
     t = targets.astype(np.float64)
-    return {"loss": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2]), "r2": _r2(sums[3:3 + t.shape[1]], t)}
+    w = None if weights is None or not len(weights) else np.asarray(weights, dtype=np.float64)
+    return {"loss": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2]),
+            "r2": _r2(sums[3:3 + t.shape[1]], t, w)}
 
 
-def _r2(ss_res, t):
-    """The mean over outputs of 1 - ss_res / ss_tot (NaN for an output whose targets are constant)."""
-    ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+def _r2(ss_res, t, w=None):
+    """The mean over outputs of 1 - ss_res / ss_tot (NaN for an output whose targets are constant); with
+    weights ``w``, ss_tot is weighted around the weighted mean (and ss_res must be weighted so), as
+    scikit-learn's ``r2_score(sample_weight=w)``."""
+    if w is None:
+        ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    else:
+        ss_tot = np.dot(w, (t - np.dot(w, t) / w.sum()) ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
     return float(np.mean(r2))

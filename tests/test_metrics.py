@@ -47,6 +47,28 @@ def test_sample_weight_of_ones_changes_nothing_and_zero_weights_drop_records():
         fb.Trainer().fit(X, y, sample_weight=np.ones(3))
 
 
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_weighted_r2_is_scikit_learns(backend):
+    # evaluate and the per-epoch validation weight r2 as they weight the loss and mae (r2_score(sample_weight=))
+    metrics = pytest.importorskip("sklearn.metrics")
+    X, y = make_data(n=400, d=5, loss="mse", k=2)
+    w = np.random.default_rng(1).uniform(0.1, 5.0, 400)
+    tr = fb.Trainer(epochs=3, batch_size=16, dtype="float64", backend=backend, seed=0)
+    tr.fit(X[:300], y[:300], validation_data=(X[300:], y[300:]))
+    res = tr.evaluate(X[300:], y[300:], sample_weight=w[300:])
+    p = tr.predict(X[300:])
+    assert res["r2"] == pytest.approx(metrics.r2_score(y[300:], p, sample_weight=w[300:]), rel=1e-12)
+    assert res["r2"] != pytest.approx(metrics.r2_score(y[300:], p), rel=1e-6)
+    assert res["loss"] == pytest.approx(np.average(((p - y[300:]) ** 2).mean(axis=1), weights=w[300:]), rel=1e-12)
+    # a weighted validation split: its val_r2 is the weighted r2 of the held-out records at that epoch's end
+    tr2 = fb.Trainer(epochs=1, batch_size=16, dtype="float64", backend=backend, seed=0, validation_split=0.25)
+    h2 = tr2.fit(X, y, sample_weight=w)
+    from fastbatch._data import split_indices
+    _, rows = split_indices(400, 0.25, 0)
+    assert h2.metrics["val_r2"][-1] == pytest.approx(
+        metrics.r2_score(y[rows], tr2.predict(X[rows]), sample_weight=w[rows]), rel=1e-9)
+
+
 def test_class_weight_is_per_record_weights():
     sk = pytest.importorskip("fastbatch.sklearn")
     from sklearn.utils.class_weight import compute_class_weight
@@ -126,7 +148,7 @@ def test_the_kernels_validation_score_matches_numpys(dtype, loss, k, activation,
     targets = (rng.normal(size=(5000, k)) if loss == "mse" else rng.integers(0, 2, (5000, 1))).astype(dtype)
     w = rng.uniform(0.0, 2.0, 5000).astype(dtype) if weighted else np.zeros(0, dtype)
     codes = (ACTIVATION_CODES[activation], LOSS_CODES[loss])
-    got = _inference.score_of_sums(_kernel.score(theta, sizes, *codes, X, targets, labels, w), loss, targets)
+    got = _inference.score_of_sums(_kernel.score(theta, sizes, *codes, X, targets, labels, w), loss, targets, w)
     ref = _inference.score(_inference.forward_views(unpack(theta, sizes), activation, X), loss, targets, labels, w)
     assert set(got) == set(ref)
     for key in ref:  # the kernel sums in double: within float32's rounding of numpy's float32 arithmetic
@@ -135,7 +157,7 @@ def test_the_kernels_validation_score_matches_numpys(dtype, loss, k, activation,
     for lo in range(0, 5000, 1234):  # in parts, into the same sums: the same bits
         hi = lo + 1234
         sums = _kernel.score(theta, sizes, *codes, X[lo:hi], targets[lo:hi], labels[lo:hi], w[lo:hi], sums)
-    assert _inference.score_of_sums(sums, loss, targets) == got
+    assert _inference.score_of_sums(sums, loss, targets, w) == got
 
 
 def test_the_kernels_validation_score_checks_its_x():
