@@ -91,8 +91,10 @@ class Trainer:
             done = self._epochs_done()
             if value < done:
                 raise ValueError(f"epochs must be at least the {done} epochs this run has done, got {value}")
-            if value > self._cfg["epochs"]:
-                self._state.stopped_early = False  # more budget: the run goes on (as Keras' fit again)
+            if self._state.stopped_early and value > done:
+                # a budget beyond the epochs done: the stopped run goes on (as Keras' fit again), and early stopping
+                # counts afresh (the best it stopped on would end the run again at the next epoch)
+                self._state.stopped_early, self._state.best = False, None
         self._cfg = _config.check_config({**self._cfg, name: value})
         if name == "optimizer" or _config.BY_NAME[name].optimizers:
             _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
@@ -436,7 +438,7 @@ class Trainer:
         if epochs is not None:
             _config.BY_NAME["epochs"].check(epochs)
             if epochs != cfg["epochs"]:
-                undo = (cfg, st.stopped_early if st is not None else None)
+                undo = (cfg, None if st is None else (st.stopped_early, st.best))
                 self._set_param("epochs", epochs, inside_fit=True)
                 cfg = self._cfg
         source = None
@@ -501,7 +503,7 @@ class Trainer:
                 if undo is not None:
                     self._cfg, self._plan = undo[0], None
                     if st is not None:
-                        st.stopped_early = undo[1]
+                        st.stopped_early, st.best = undo[1]
             raise
         return self.history
 

@@ -142,6 +142,22 @@ def test_val_loss_stays_aligned_with_the_epochs_when_validation_comes_and_goes()
     assert len(tr2.fit(X, y, steps=6).val_loss) == 0         # no epoch validated: empty, as before
 
 
+def test_a_new_epoch_budget_continues_an_early_stopped_run_with_patience_counted_afresh():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 20)), rng.integers(0, 2, 60)        # noise: validation loss soon rises
+    Xv, yv = rng.normal(size=(200, 20)), rng.integers(0, 2, 200)
+    tr = fb.Trainer(hidden=(64,), optimizer="adam", learning_rate=0.02, batch_size=8, epochs=200, patience=3)
+    done = len(tr.fit(X, y, validation_data=(Xv, yv)).epoch_loss)
+    assert tr.finished and tr._state.stopped_early and done < 200
+    with pytest.raises(ValueError):                                   # a refused call changes nothing
+        tr.fit(X[:, :3], y, validation_data=(Xv, yv), epochs=300)
+    assert tr.finished and tr._state.best is not None
+    h = tr.fit(X, y, validation_data=(Xv, yv), epochs=done + 50)      # (below the 200 first asked for)
+    more = len(h.epoch_loss) - done
+    assert more >= 4 and tr._state.stopped_early                     # (it stopped after one epoch: the old best)
+    assert more == 4 + int(np.argmin(h.val_loss[done:]))             # patience counted from the new start
+
+
 def test_callbacks_at_each_level_and_stopping(seed_data):
     X, y = seed_data
     events = []
