@@ -277,13 +277,17 @@ def _lines(f, path):
 def _csv_rows(path):
     """(line number, cells) of every non-blank CSV row; one-line errors for bad bytes and huge fields."""
     with _open_regular(path, "r", newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(_lines(f, path))
-        try:
+        reader = csv.reader(_lines(f, path), strict=True)  # (strict: a quote never closed is an error, not a field
+        try:                                               # that swallows the rest of the file)
             for r in reader:
                 if r and any(c.strip() for c in r):
+                    if any("\n" in c or "\r" in c for c in r):
+                        raise ValueError(f"{path!r}, line {reader.line_num}: a value spans several lines (a quote "
+                                         "opened and closed lines apart?); a record is one line")
                     yield reader.line_num, r
         except csv.Error as exc:
-            raise ValueError(f"{path!r}, line {reader.line_num}: {exc}") from None
+            hint = " (a quote opened and never closed?)" if "end of data" in str(exc) else ""
+            raise ValueError(f"{path!r}, line {reader.line_num}: {exc}{hint}") from None
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                              "is it a CSV file?") from None

@@ -100,6 +100,8 @@ def test_csv_float_target_and_class_names(tmp_path):
     ("a,label\n1,cat\n2,3\n3,dog\n", "line 3: the target 'label' is '3', a number, but the other targets are class"),
     ("a,label\n1,0\n2,inf\n", "line 3: the target 'label' is 'inf', not a finite number"),
     ("a,b\n1,\"" + "x" * 200_000 + "\"\n", "line 2: field larger than field limit"),
+    ("a,b\n1,\"x\n2,3\n4,5\n", "line 4: unexpected end of data \\(a quote opened and never closed"),   # (it read
+    ("a,b\n1,\"x\n2\",3\n4,5\n", "line 3: a value spans several lines"),              # 1 record)
 ])
 def test_bad_csv_files(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
