@@ -806,7 +806,7 @@ def _features(args, trainer):
     The target column is ``--target``, else the one the checkpoint was trained on when the file has
     it. Without either, a CSV whose header names the training features has them all (in any
     order); by position, a .csv/.npy file with exactly the network's inputs is all features, and
-    one with a column more has its last column taken as the target.
+    one with a column more has the checkpoint's target column (by index; else its last) taken as the target.
     """
     from . import datasets
     target = _recorded_target(trainer, args.data, args.target)
@@ -912,12 +912,21 @@ def _trained(path):
 
 
 def _recorded_target(trainer, data, target):
-    """``target``, or the column the checkpoint was trained on when the data file has it."""
+    """``target``, or the column the checkpoint was trained on when the data file has it: by name in a CSV with
+    a header; by index in a file without names (.npy, a CSV without a header) of one column more than the
+    network's inputs (with exactly its inputs, every column is a feature)."""
     from . import datasets
     recorded = trainer.info.get("target")
-    if target is not None or recorded is None or not _has_header(data):
+    if target is not None or recorded is None:
         return target
-    return recorded if recorded in datasets.columns(data) else None
+    columns = datasets.columns(data)
+    if columns is None:  # .npz: its y
+        return None
+    if _has_header(data):
+        return recorded if recorded in columns else None
+    if isinstance(recorded, str) and recorded.isdigit() and int(recorded) < len(columns) == _n_inputs(trainer) + 1:
+        return recorded
+    return None
 
 
 def cmd_evaluate(args):

@@ -794,6 +794,23 @@ def test_a_csv_without_a_header_trains_on_every_record_and_predicts_by_position(
     assert code == 0 and f"({len(X)} records)" in out, err
 
 
+def test_a_npy_trained_with_its_target_first_is_predicted_and_evaluated_with_that_column(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    np.save(tmp_path / "first.npy", np.column_stack([y, X]))
+    np.save(tmp_path / "features.npy", X)
+    assert run(capsys, "train", tmp_path / "first.npy", "--target", "0", "--out-dir", tmp_path, "--quiet",
+               *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "first-checkpoint.npz"
+    outs = []
+    for data in ("first.npy", "features.npy"):      # the target column at index 0, or no target column
+        code, out, err = run(capsys, "predict", ckpt, tmp_path / data)
+        assert code == 0, err
+        outs.append([int(r.split(",")[0]) for r in out.splitlines()[1:]])
+    assert outs[0] == outs[1] and np.mean(np.array(outs[0]) == y) > 0.9   # (the last feature was dropped: 0.5)
+    code, out, err = run(capsys, "evaluate", ckpt, tmp_path / "first.npy")
+    assert code == 0 and float(out.split("accuracy ")[1].split()[0]) > 0.9, err
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
