@@ -480,6 +480,8 @@ def cmd_train(args):
               f"{len(table.features)}, the target is column {table.target}")
     # the task is always said (the README's promise); --quiet is only the progress bar
     table = _prepared(args, trainer, table, None if _class_names(recorded) else recorded)
+    if args.resume and _has_header(args.data):
+        table = _as_trained(table, trainer)
     X, y = table.X, table.y
     _check_data(args, trainer, table)
     paths = _out_paths(args)
@@ -896,6 +898,16 @@ def _feature_order(names, trained, args):
     if twice:
         raise ValueError(f"{args.data} has more than one column named {_listed(twice)}")
     return [names.index(f) for f in trained]
+
+
+def _as_trained(table, trainer):
+    """A resumed run's table with its feature columns in the order the network takes them, when its header names
+    exactly the features the network was trained on, in another order: matched by name, as evaluate and predict
+    match them (by position the network would train on scrambled inputs)."""
+    trained, names = _trained_features(trainer), table.features
+    if trained is None or names == trained or sorted(names) != sorted(trained) or len(set(names)) < len(names):
+        return table
+    return table._replace(X=table.X[:, [names.index(f) for f in trained]], features=list(trained))
 
 
 def _listed(names, limit=10):

@@ -811,6 +811,24 @@ def test_a_npy_trained_with_its_target_first_is_predicted_and_evaluated_with_tha
     assert code == 0 and float(out.split("accuracy ")[1].split()[0]) > 0.9, err
 
 
+def test_resuming_on_the_same_columns_in_another_order_matches_them_by_name(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--out-dir", tmp_path / "a", "--quiet", *TRAIN_OPTS)[0] == 0
+    order = [2, 0, 3, 1]
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text(",".join(f"f{j}" for j in order) + ",label\n" + "".join(
+        ",".join(repr(float(v)) for v in row[order]) + f",{t}\n" for row, t in zip(X, y)))
+    runs = []
+    for data, out in ((path, "b"), (swapped, "c")):   # the same records: the same run, without --force
+        code, _, err = run(capsys, "train", data, "--resume", tmp_path / "a" / "points-checkpoint.npz",
+                           "--epochs", "6", "--out-dir", tmp_path / out, "--quiet")
+        assert code == 0, err
+        runs.append(fb.Trainer.load(next((tmp_path / out).glob("*-checkpoint.npz"))))
+    for (W1, b1), (W2, b2) in zip(runs[0].get_params(), runs[1].get_params()):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+    assert runs[1].info["features"] == ["f0", "f1", "f2", "f3"]
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
