@@ -376,6 +376,9 @@ def _decide_task(args, trainer, table):
     name = _target_name(table)
     asked = trainer.config["loss"]
     task = _task.decide(table.y, asked, name)
+    if table.classes is not None and task.loss not in CLASS_LOSSES:  # (the codes of names are not quantities)
+        raise ValueError(f"{args.data}: the {name} holds class names ({_listed(table.classes, 5)}), which a "
+                         f"regression (--loss {task.loss}) cannot fit; drop --task regression / --loss mse")
     if not args.resume:
         trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
     reason = task.reason

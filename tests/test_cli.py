@@ -829,6 +829,15 @@ def test_resuming_on_the_same_columns_in_another_order_matches_them_by_name(caps
     assert runs[1].info["features"] == ["f0", "f1", "f2", "f3"]
 
 
+@pytest.mark.parametrize("flag", [["--task", "regression"], ["--loss", "mse"]])
+def test_regression_on_class_names_is_refused(capsys, csv_data, tmp_path, flag):
+    path, X, y = csv_data
+    write_csv(tmp_path / "named.csv", X, np.array(["cat", "dog"])[y])
+    err = one_line_error(capsys, 1, "train", tmp_path / "named.csv", *flag, "--out-dir", tmp_path, "--quiet")
+    assert "class names ('cat', 'dog')" in err and "regression" in err
+    assert not list(tmp_path.glob("*-checkpoint.npz"))   # (it trained on the codes; predict then raised)
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
