@@ -413,6 +413,12 @@ def _load_npy(path, target):
 
 def _open_npy(path):
     """The .npy at ``path`` as a read-only map: its header and size are checked, nothing is read yet."""
+    with _open_regular(path) as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":  # (np.load would open a zip as a .npz, or speak of pickles for a text file)
+        what = "it is a zip archive (a .npz named .npy?)" if magic[:2] == b"PK" else "the file is empty" if not magic else \
+            "it does not begin with numpy's .npy header"
+        raise ValueError(f"cannot read {path!r} as a .npy array: {what}")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:

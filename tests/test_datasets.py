@@ -216,6 +216,8 @@ def test_a_folder_with_a_data_suffix_is_refused(tmp_path):
 @pytest.mark.parametrize("content, words", [
     (b"", "the file is empty"),
     (b"\x93NUMPY\x01\x00", "cannot read"),
+    (b"PK\x03\x04" + bytes(40), r"a zip archive \(a .npz named .npy\?\)"),          # (an AttributeError's traceback before)
+    (b"a,b\n1,2\n", "does not begin with numpy's .npy header"),       # (numpy spoke of allow_pickle)
 ])
 def test_empty_or_cut_npy(tmp_path, content, words):
     (tmp_path / "e.npy").write_bytes(content)
