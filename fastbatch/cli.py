@@ -355,7 +355,7 @@ def _resumed_trainer(args, opts):
     if changed:
         raise UsageError("--resume continues the checkpoint's run with its own options; only "
                          f"{', '.join(map(_flag, LIVE))} may change, got {', '.join(map(_flag, changed))}")
-    trainer = Trainer.load(args.resume)
+    trainer = _checked_info(Trainer.load(args.resume), args.resume)
     for name in LIVE:
         if name in opts:
             try:
@@ -923,6 +923,33 @@ def _trained(path):
     trainer = Trainer.load(path)
     if not trainer.started:
         raise ValueError(f"{path} holds an untrained network (no run started)")
+    return _checked_info(trainer, path)
+
+
+def _checked_info(trainer, path):
+    """``trainer``, when the names ``train`` recorded in its info fit its network (a checkpoint edited by hand,
+    its digest recomputed, is refused here with a ValueError, not by an IndexError later)."""
+    info, st = trainer.info, trainer.run_state
+    if st is None:
+        return trainer
+    n_in, n_out = int(st.sizes[0]), int(st.sizes[-1])
+    classes, features, target = info.get("classes"), info.get("features"), info.get("target")
+    problem = None
+    if classes is not None:
+        kinds = {str} if classes and isinstance(classes[0], str) else {int, float}
+        fits = len(classes) == 1 or len(classes) == (n_out if st.loss == "cross_entropy" else 2)
+        if not (isinstance(classes, list) and st.loss in CLASS_LOSSES and fits and len(set(map(repr, classes)))
+                == len(classes) and all(type(c) in kinds for c in classes)):
+            problem = f"classes {classes!r} do not fit its {st.loss} network of {n_out} outputs"
+    if features is not None and not (isinstance(features, list) and len(features) == n_in
+                                     and all(isinstance(f, str) for f in features)):
+        problem = f"features {features!r} do not fit its network of {n_in} inputs"
+    if target is not None and not isinstance(target, str):
+        problem = f"target {target!r} is not a column name"
+    if "features_named" in info and not isinstance(info["features_named"], bool):
+        problem = f"features_named {info['features_named']!r} is not true or false"
+    if problem:
+        raise ValueError(f"{path} is not a valid fastbatch checkpoint: its {problem}")
     return trainer
 
 

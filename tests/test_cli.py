@@ -838,6 +838,24 @@ def test_regression_on_class_names_is_refused(capsys, csv_data, tmp_path, flag):
     assert not list(tmp_path.glob("*-checkpoint.npz"))   # (it trained on the codes; predict then raised)
 
 
+@pytest.mark.parametrize("field, value", [("classes", ["a", "b"]), ("classes", "abc"), ("classes", ["a", 1, "c"]),
+                                          ("features", ["f0"]), ("target", 3), ("features_named", "yes")])
+def test_a_checkpoints_names_that_do_not_fit_its_network_are_refused(capsys, tmp_path, field, value):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 2))
+    write_csv(tmp_path / "named.csv", X, np.array(["high", "low", "mid"])[rng.integers(0, 3, 60)], target="kind")
+    assert run(capsys, "train", tmp_path / "named.csv", "--epochs", "1", "--quiet", "--out-dir", tmp_path)[0] == 0
+    tr = fb.Trainer.load(tmp_path / "named-checkpoint.npz")
+    tr.info[field] = value                       # a valid file (its digest is right) with names edited
+    tr.save(tmp_path / "edited.npz")
+    for argv in (["predict", tmp_path / "edited.npz", tmp_path / "named.csv"],
+                 ["evaluate", tmp_path / "edited.npz", tmp_path / "named.csv"],
+                 ["train", tmp_path / "named.csv", "--resume", tmp_path / "edited.npz", "--epochs", "2",
+                  "--out-dir", tmp_path / "more", "--quiet"]):
+        err = one_line_error(capsys, 1, *argv)   # (predict raised an IndexError's traceback)
+        assert "is not a valid fastbatch checkpoint" in err and field in err
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
