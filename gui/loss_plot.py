@@ -523,9 +523,21 @@ class LossPlot(pg.PlotWidget):
             line.setValue(float(x))
 
     def add_lr_marker(self, steps_done, rate):
-        """A dashed line where the learning rate changed (it applies from the next step); the legend follows."""
+        """A dashed line where the learning rate changed (it applies from the next step); the legend follows.
+        A change before any step at the last rate (the run's first step, or a second change at the same step)
+        replaces that rate: no step was trained at it."""
         trace = self.current
         if trace is None:
+            return
+        last_change = self.lr_lines[-1][0] if self.lr_lines else 0
+        if steps_done == last_change and (steps_done == 0 or self.lr_lines):
+            trace.rates[-1] = rate
+            if self.lr_lines:
+                _, _, line = self.lr_lines[-1]
+                self.lr_lines[-1] = (steps_done, rate, line)
+                line.label.setFormat(f"lr {num(rate)}")
+            self._rebuild_legend()
+            self._dirty = True
             return
         line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("#e07000", width=1.5, style=Qt.DashLine),
                                label=f"lr {num(rate)}",

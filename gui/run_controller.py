@@ -60,7 +60,7 @@ class RunController:
         self.steps_per_second = float("nan")
         self.stateChanged = Event()   # (state)
         self.runStarted = Event()     # (trainer), before its first fit call
-        self.rateChanged = Event()    # (steps done, new rate): a rate change mid-run
+        self.rateChanged = Event()    # (steps done, new rate): a rate change between fit calls
         self.runEnded = Event()       # ("finished" | "stopped" | "errored")
 
     def __repr__(self):
@@ -227,8 +227,7 @@ class RunController:
         before = self.state
         if self.learning_rate is not None and self.learning_rate != tr.learning_rate:
             tr.learning_rate = self.learning_rate
-            if tr.step > 0:
-                self.rateChanged.emit(tr.step, self.learning_rate)
+            self.rateChanged.emit(tr.step, self.learning_rate)  # (at step 0 too: the run's rate is then this one)
         self._after_fit = None
         self._t0 = self._clock()
         self._samples.clear()

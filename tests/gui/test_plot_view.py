@@ -245,3 +245,16 @@ def test_an_older_long_run_moves_to_a_file_and_draws_the_same(qtbot, monkeypatch
     while plot.current.pyramid.ema_pending:
         plot.redraw()
     assert plot.current.smooth.yData is not None and len(plot.current.smooth.yData)
+
+
+def test_a_rate_changed_before_any_step_at_it_replaces_it_in_the_legend(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.begin_run("batch 64", 0.1, fb.plan(1000, 64, 5))
+    plot.add_lr_marker(0, 0.01)            # before the first step: the run's rate, no marker
+    assert plot.legend_labels()[0] == "batch 64, lr 0.01" and plot.lr_lines == []
+    plot.add_lr_marker(16, 0.05)
+    plot.add_lr_marker(16, 0.02)           # changed again before a step at 0.05: that marker says 0.02
+    assert plot.legend_labels()[0] == "batch 64, lr 0.01 → 0.02"
+    assert [(s, r) for s, r, _ in plot.lr_lines] == [(16, 0.02)] and plot.lr_lines[0][2].label.format == "lr 0.02"
+

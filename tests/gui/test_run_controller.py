@@ -242,3 +242,16 @@ def test_a_finished_run_continues_when_epochs_are_raised(rig):
     assert c.ended == "finished" and c.trainer.step == 128
     c.reset()
     assert not c.extend(10, more)                 # nothing to continue
+
+
+def test_a_rate_change_before_the_first_step_is_reported_too(rig):
+    # paused at step 0 (a pause that won the race with the first step), then a new rate: the run's rate is it
+    c = rig.c
+    c.start()
+    c.pause_or_resume()
+    rig.finish(0)
+    assert c.state == PAUSED and c.trainer.step == 0
+    c.set_learning_rate(0.01)
+    c.pause_or_resume()
+    assert ("rate", 0, 0.01) in rig.events and c.trainer.learning_rate == 0.01
+
