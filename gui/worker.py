@@ -80,7 +80,10 @@ class TrainingWorker(QObject):
     OVERHEAD_SHARE = 0.05     # ...or longer, so that a call's fixed cost (the data check: O(records)) stays this small
     MAX_CHUNK_SECONDS = 0.5
     PROGRESS_SECONDS = 0.03   # ~30 reports a second at most, however fast the steps are
-    SURFACE_SECONDS = 0.25    # the surface is evaluated at most this often
+    SURFACE_SECONDS = 0.25    # the surface is evaluated at most this often,
+    SURFACE_SHARE = 0.10      # ...and costs at most this share of the time (a big network's takes seconds)
+    SURFACE_ROWS = 1024       # grid points evaluated at a time: a stop request is looked at between them
+    QUICK_SURFACE_MACS = 2e8  # a surface of at most this many multiply-adds is drawn as a stopped job ends
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
     FULL_LOSS_FREE = 0.05     # ...after this many seconds of it
     LESSON_STEPS = 2000       # runs this short get a full-loss point after every step
@@ -114,6 +117,7 @@ class TrainingWorker(QObject):
         stepping = job.steps == 1
         before = self._params(tr) if stepping else None
         last_progress = last_surface = last_means = time.perf_counter()
+        surface_cost = None   # seconds the last surface took (None: none yet in this job)
         full = self._full_state(job)
         history = tr.history
         chunk = 1   # every job starts small: the last job's rate says nothing about this one's network or data
@@ -149,17 +153,20 @@ class TrainingWorker(QObject):
             if now - last_progress >= self.PROGRESS_SECONDS:
                 last_progress = now
                 self.progress.emit(history)
-            if job.grid is not None and now - last_surface >= self.SURFACE_SECONDS:
-                last_surface = now
-                self._emit_surface(job)
+            if job.grid is not None and now - last_surface >= max(self.SURFACE_SECONDS,
+                                                                  (surface_cost or 0.0) / self.SURFACE_SHARE):
+                surface_cost = self._emit_surface(job)
+                last_surface = time.perf_counter()
         history = tr.history
         if job.cancelled:   # nobody will draw them; the window waits for this thread to end
             return history
         self._send_means(history, job)
         if job.full_loss and full["last"] != tr.step and tr.step > 0:
             self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
-        if job.grid is not None:
-            self._emit_surface(job)
+        if job.grid is not None and (not job.stop_requested or (
+                surface_cost <= self.SURFACE_SECONDS if surface_cost is not None
+                else len(job.grid) * tr.run_state.theta.size <= self.QUICK_SURFACE_MACS)):
+            self._emit_surface(job, stoppable=False)   # where the job ends (after a stop: when it is quick)
         if stepping and tr.step == target:
             self._emit_step(job, before)
         return history
@@ -246,11 +253,20 @@ class TrainingWorker(QObject):
             "param_norm": float(np.linalg.norm(after)),
         })
 
-    def _emit_surface(self, job):
+    def _emit_surface(self, job, stoppable=True):
+        """The decision surface now, SURFACE_ROWS grid points at a time; a stop request (when ``stoppable``)
+        abandons it between them. Returns the seconds it took (None when it was not drawn)."""
         if job.grid is None or job.trainer.step == 0:
-            return
-        proba = job.trainer.predict_proba(job.grid)
+            return None
+        t0 = time.perf_counter()
+        parts = []
+        for lo in range(0, len(job.grid), self.SURFACE_ROWS):
+            if stoppable and job.stop_requested:
+                return None
+            parts.append(job.trainer.predict_proba(job.grid[lo:lo + self.SURFACE_ROWS]))
+        proba = np.concatenate(parts)
         self.surface.emit(job.trainer.step, proba.reshape(*job.grid_shape, proba.shape[1]))
+        return time.perf_counter() - t0
 
 
 _parked = []   # (thread, worker) still busy when their window closed: kept referenced until they end

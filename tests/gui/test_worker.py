@@ -138,3 +138,38 @@ def test_full_loss_points_of_a_long_run_are_bounded(qtbot):
         w.run(job)
     assert tr.step == 10_000 and points[-1] == 10_000
     assert len(points) <= 50 + 10 and points == sorted(set(points))
+
+
+def test_a_costly_surface_keeps_to_its_share_and_never_holds_up_a_stop(qtbot, monkeypatch):
+    # a big network's decision surface (14,400 points) can take seconds: it may take SURFACE_SHARE of the time,
+    # is abandoned between its parts when a stop comes, and a stopped job's last surface is drawn only when quick
+    import threading
+    import time
+    real = fb.Trainer.predict_proba
+    parts, stopped_at = [], []
+
+    def slow(self, X):                      # 30 ms a part of the grid: a surface of 15 parts takes 0.45 s
+        if len(X) > 64:
+            time.sleep(0.03)
+            parts.append(time.perf_counter())
+        return real(self, X)
+    monkeypatch.setattr(fb.Trainer, "predict_proba", slow)
+    xs = np.linspace(-2, 2, 120)
+    grid = np.array(np.meshgrid(xs, xs)).reshape(2, -1).T
+    X, y = datasets.make("moons", 1000, 2, seed=0)
+    tr = fb.Trainer(batch_size=1, epochs=100_000, learning_rate=0.01, optimizer="sgd", hidden=(8,))
+    job = Job(tr, X, y, None, train_X=X, train_y=y, plan=fb.plan(1000, 1, 100_000), grid=grid,
+              grid_shape=(120, 120))
+    w = TrainingWorker()
+    drawn = []
+    w.surface.connect(lambda step, proba: drawn.append(step))
+    timer = threading.Timer(3.0, lambda: (stopped_at.append(time.perf_counter()), job.request_stop()))
+    t0 = time.perf_counter()
+    timer.start()
+    w.run(job)
+    timer.join()
+    assert drawn and tr.step > 0 and tr.step < tr.total_steps        # surfaces were drawn, and it stopped...
+    # ...within their share: surfaces start SURFACE_SHARE of their cost apart (+ the one in progress)
+    assert 0.03 * len(parts) <= (stopped_at[0] - t0) * w.SURFACE_SHARE * 1.5 + 0.45
+    # a stop abandons the surface between parts; the stopped job's last surface (0.45 s: not quick) is not drawn
+    assert sum(p > stopped_at[0] for p in parts) <= 1
