@@ -130,6 +130,7 @@ class MainWindow(QMainWindow):
         self.plan_error = None
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
+        self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
                                     # is chosen)
@@ -337,9 +338,33 @@ class MainWindow(QMainWindow):
                 X, y = sorted_by_class(X, y)
             # kept in the run's dtype only: the library checks the data at every fit call, and a call
             # with nothing to convert costs a few ms instead of tens at 2M records (and half the memory)
-            X = np.ascontiguousarray(X, dtype=np.dtype(DEFAULTS["dtype"]))
-            self._data, self._data_key = (X, y), key
-        return self._data
+            dtype = np.dtype(DEFAULTS["dtype"])
+            with np.errstate(over="ignore"):
+                X = np.ascontiguousarray(X, dtype=dtype)
+            if not np.isfinite(X).all():   # finite in the file, beyond the run's dtype: said now, not at Start
+                i, j = np.argwhere(~np.isfinite(X))[0]
+                exc = ValueError(f"record {i + 1}, feature {j + 1} of {key[1]!r} is too large for {dtype} "
+                                 f"(beyond ±{np.finfo(dtype).max:.3g}); scale the data first")
+                self._data_failure = (key, exc)
+                raise exc
+            self._data, self._data_key, self._coded = (X, y), key, None
+        if key[0] != "file":
+            return self._data
+        return self._data[0], self._class_codes(self._data[1])
+
+    def _class_codes(self, y):
+        """A file's class labels as the network's classes 0..k-1 (in sorted order), when the task is a
+        classification and they are other whole numbers (-1 / 1, 1, 2, 3); otherwise ``y`` itself."""
+        loss = TASKS[self.controls.config()["task"]][1]
+        if self._coded is not None and self._coded[0] == loss:
+            return self._coded[1]
+        coded = y
+        if y.ndim == 1 and decide_task(y, loss).kind == "classification" and len(y):
+            values, codes = np.unique(y, return_inverse=True)
+            if not (values[0] == 0 and values[-1] == len(values) - 1):
+                coded = codes.astype(np.int64)
+        self._coded = (loss, coded)
+        return coded
 
     def _n_records(self):
         c = self.controls.config()
@@ -399,6 +424,10 @@ class MainWindow(QMainWindow):
         task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
         if task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
+        if task is not None and self._coded is not None and self._coded[1] is not self._data[1]:
+            values = np.unique(self._data[1])
+            shown = ", ".join(num(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            notes.append(f"the labels {shown} are the network's classes 0 to {len(values) - 1}, in that order")
         note = "".join(f"<br><span style='color:#8a5a00'>{esc(n)}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{esc(text)}</span>{note}")
 

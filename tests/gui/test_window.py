@@ -279,6 +279,23 @@ def test_loaded_csv_with_a_chosen_target(qtbot, window, tmp_path):
     assert window.trainer.predict_proba(X).shape == (120, 3)
 
 
+def test_a_files_labels_other_than_0_to_k_are_coded_and_a_value_beyond_float32_is_refused(qtbot, window, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = np.where(X[:, 0] > 0, 1, -1)
+    (tmp_path / "neg.csv").write_text("a,b,label\n" + "".join(f"{a},{b},{t}\n" for (a, b), t in zip(X, y)))
+    assert window.load_file(str(tmp_path / "neg.csv"))
+    assert "the labels -1, 1 are the network's classes 0 to 1" in window.readout_text()
+    assert np.array_equal(window.data()[1], (y > 0).astype(int))
+    assert run_to_end(qtbot, window) == "finished"          # (the first fit raised: labels must be 0..k-1)
+    set_spins(window, task="regression")                     # a regression fits the numbers themselves
+    assert np.array_equal(window.data()[1], y) and "are the network's classes" not in window.readout_text()
+    (tmp_path / "big.csv").write_text("a,b,label\n1,2,0\n3,1e39,1\n4,5,0\n")
+    assert not window.load_file(str(tmp_path / "big.csv"))  # finite in the file, inf in float32
+    assert "record 2, feature 2" in window.readout_text() and "too large for float32" in window.readout_text()
+    assert not find(window, QPushButton, "startButton").isEnabled()
+
+
 def test_a_generated_dataset_after_a_file_gets_the_users_records_and_features_back(window, tmp_path):
     records = find(window, QSpinBox, "recordsSpin")
     records.setMaximum(100)                       # (a file longer than the box's maximum, kept small)
@@ -294,16 +311,17 @@ def test_a_generated_dataset_after_a_file_gets_the_users_records_and_features_ba
     assert window.readout_text().startswith("90 records") and window.data()[0].shape == (90, 7)
 
 
-def test_a_huge_class_label_skips_the_decision_surface_and_says_so(qtbot, window, tmp_path):
-    path = tmp_path / "labels.csv"
-    path.write_text("a,b,y\n" + "".join(f"{i},{i % 5},{9999 if i == 0 else i % 2}\n" for i in range(40)))
+def test_many_classes_skip_the_decision_surface_and_say_so(qtbot, window, tmp_path):
+    path = tmp_path / "labels.csv"                           # 101 classes (a label 9999 is coded as one of them)
+    path.write_text("a,b,y\n" + "".join(f"{i},{i % 5},{9999 if i == 0 else i % 100}\n" for i in range(200)))
     assert window.load_file(str(path))
-    assert "no decision surface: the labels need 10,000 outputs" in window.readout_text()
+    set_spins(window, task="classification")
+    assert "no decision surface: the labels need 101 outputs" in window.readout_text()
     set_spins(window, batch_size=40, epochs=1, hidden=4)
     jobs = []
     window.runRequested.connect(jobs.append)
     assert run_to_end(qtbot, window) == "finished"
-    assert jobs and all(job.grid is None for job in jobs)   # no 14,400 x 10,000 predict_proba on the worker
+    assert jobs and all(job.grid is None for job in jobs)   # no 14,400 x 101 predict_proba on the worker
     assert not window.surface_plot.isVisible()
 
 
