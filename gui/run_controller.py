@@ -94,14 +94,15 @@ class RunController:
             return False
         return self._launch(None)
 
-    def extend(self, epochs, plan):
-        """Continue a finished run to ``epochs`` epochs (more than it had), following ``plan``."""
+    def extend(self, epochs, plan, steps=None):
+        """Continue a finished run to ``epochs`` epochs (more than it had), following ``plan``: ``steps`` more
+        steps (Step 1 batch, Step 1 epoch), or None to its new end (Start)."""
         if self.state != IDLE or self.trainer is None or self.ended != "finished" or epochs <= self.plan.epochs:
             return False
         self.trainer.epochs = epochs     # the library extends the run's budget
         self.plan = plan
         self.ended = None
-        return self._launch(None)
+        return self._launch(steps)
 
     def pause_or_resume(self):
         """Pause while running, resume while paused; False when the resume could not launch (see ``error``)."""

@@ -582,26 +582,37 @@ class MainWindow(QMainWindow):
         if self.plan_error is not None or self._refused_for_lab():
             return
         if self._continues():
-            epochs = self.controls.config()["epochs"]
-            self._sync_rate()
-            self.loss_plot.extend_run(self.plan)
-            self.run.extend(epochs, self.plan)
-            self._run_key = self._settings_key()
+            self._continue_finished(None)
         elif not self.run.start():
             self._show_error(self.run.error)
 
+    def _continue_finished(self, steps):
+        """Go on with the finished run whose epochs were raised: ``steps`` more (None: to its new end)."""
+        epochs = self.controls.config()["epochs"]
+        self._sync_rate()
+        self._run_key = self._settings_key()
+        self._settings_changed()   # the readout, without "Start continues ..." (done now)
+        self._data_timer.stop()    # (a preview must not clear this run's surface)
+        self.loss_plot.extend_run(self.plan)
+        self.run.extend(epochs, self.plan, steps)
+
     def step_batch(self):
-        """Train one step (starting a new run when none is in progress)."""
+        """Train one step (starting a new run when none is in progress; going on with a finished run whose
+        epochs were raised, as Start would)."""
         if self._refused_for_lab():
             return
+        if self.state == IDLE and self._continues():
+            return self._continue_finished(1)
         self._sync_rate()
         if (self.state != IDLE or self.plan_error is None) and not self.run.step_batch():
             self._show_error(self.run.error)
 
     def step_epoch(self):
-        """Train to the end of the current epoch."""
+        """Train to the end of the current epoch (as step_batch: a new run, or the finished one going on)."""
         if self._refused_for_lab():
             return
+        if self.state == IDLE and self._continues():
+            return self._continue_finished(self.plan.steps_per_epoch)   # (a finished run is at an epoch's end)
         self._sync_rate()
         if (self.state != IDLE or self.plan_error is None) and not self.run.step_epoch():
             self._show_error(self.run.error)

@@ -153,6 +153,24 @@ def test_markers_only_while_few_points_and_the_smoothing_slider(qtbot, window):
     assert np.allclose(ema(loss, 0, len(loss), 0.6, 0.0), expect)
 
 
+def test_stepping_after_raising_the_epochs_of_a_finished_run_continues_it(qtbot, window):
+    set_values(window, records=200, batch_size=50, epochs=2)
+    press(qtbot, window, "startButton", "runEnded")
+    trainer = window.trainer
+    set_values(window, epochs=4)
+    assert "Start continues the finished run to 4 epochs" in window.readout_text()
+    press(qtbot, window, "stepBatchButton", "fitReturned")      # the same run, one step on (it began a new run)
+    assert window.trainer is trainer and trainer.step == 9 and window.state == "paused"
+    assert "continues" not in window.readout_text()              # (it kept saying Start would continue it)
+    press(qtbot, window, "stepEpochButton", "fitReturned")
+    assert trainer.step == 12 and len(window.loss_plot.runs) == 1
+    press(qtbot, window, "pauseButton", "runEnded")              # Resume: to the new end
+    assert window.trainer is trainer and trainer.step == 16
+    set_values(window, epochs=5)
+    press(qtbot, window, "stepEpochButton", "fitReturned")      # a whole epoch on from the finished run's end
+    assert window.trainer is trainer and trainer.step == 20
+
+
 def test_legend_words_and_no_empty_legend_before_a_run(qtbot, window):
     assert not window.loss_plot.legend.isVisible()
     set_values(window, records=200, batch_size=50, epochs=2)
