@@ -15,6 +15,7 @@ A run advances in chunks, each one call of a backend's ``train_steps``:
 Between chunks the state is consistent (step, params and history agree): that is when
 other threads may read it (``Trainer._consistent``) and when callbacks run.
 """
+import contextlib
 import dataclasses
 import math
 import threading
@@ -284,14 +285,15 @@ class ArraySource:
         if self.rows is not None and self.rows.releases_pages:
             self.rows.after_chunk()
 
-    def may_end_epochs(self, state, step0):
-        """Whether the last chunk (from step0) crossed an epoch's end."""
-        return state.step // state.steps_per_epoch > step0 // state.steps_per_epoch
+    def may_end_epochs(self, state):
+        """Whether an epoch has ended that is not closed yet (by the last chunk, or by one whose closing an
+        error cut short before it began)."""
+        return state.step // state.steps_per_epoch > len(state.epoch_loss)
 
-    def epochs_ended(self, state, step0):
-        """The epochs that ended inside the last chunk, closed: [(epoch, ...)]."""
+    def epochs_ended(self, state):
+        """The epochs ended and not closed yet, closed one by one: [(epoch, ...)]."""
         spe = state.steps_per_epoch
-        for epoch in range(step0 // spe, state.step // spe):
+        for epoch in range(len(state.epoch_loss), state.step // spe):
             state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, self.weights, self.records)
             yield epoch
 
@@ -326,8 +328,11 @@ class BatchSource:
                 and not trainer._schedule._constant_rate:
             self.epoch_batches = _epoch_batches(self.batches, cfg)
         if self.iterator is None:
-            self.iterator, self.k = iter(self.batches()), 0
+            self.iterator, self.k, self.seen = iter(self.batches()), 0, 0
         for xb, yb in self.iterator:
+            self.seen += 1
+            if cfg["drop_last"] and np.shape(xb)[0] < cfg["batch_size"]:
+                continue  # dropped: not one of the epoch's steps (nor counted among those a resumed call skips)
             self.k += 1
             if self.k <= self.skip:
                 continue
@@ -335,8 +340,6 @@ class BatchSource:
             if hooks.val is None and self.validation_data is not None:
                 val = _data.prepare_validation(self.validation_data, loss, kk, dtype, Xb.shape[1], self.scaling)
                 hooks.val, hooks.epoch_state = val, True
-            if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
-                continue
             if self.scaling:
                 Xb, t = _data.apply_scaling(self.scaling, Xb, t, dtype)
             state = trainer._state
@@ -355,7 +358,7 @@ class BatchSource:
                                                  state.opt_state, order), Xb.shape[0])
         state = trainer._state
         if state is None:
-            raise ValueError("batches() yielded no batch to train on" if self.k == 0 else
+            raise ValueError("batches() yielded no batch to train on" if self.seen == 0 else
                              "every batch was smaller than batch_size and drop_last=True dropped them all")
         if state.batch == 0:
             raise ValueError(f"batches() yielded no batch in epoch {state.epoch + 1}")
@@ -390,10 +393,10 @@ class BatchSource:
         state.epoch, state.batch, state.records = epoch + 1, 0, 0
         return epoch
 
-    def may_end_epochs(self, state, step0):
+    def may_end_epochs(self, state):
         return False  # close_epoch closes them (EPOCH_END)
 
-    def epochs_ended(self, state, step0):
+    def epochs_ended(self, state):
         return ()
 
 
@@ -415,6 +418,11 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
     look = False  # the callers look at trainer.finished before the loop (and end is past the step)
+    if state is not None and state.steps_per_epoch and source.may_end_epochs(state):
+        # an epoch the last call ended but did not close (an interrupt between its chunk and its closing):
+        # closed now, at the params it ended with, before any step of this call
+        if _close_epochs(trainer, source, state, hooks)[1]:
+            return
     while True:
         state = trainer._state
         if look and (state.step >= end or trainer.finished):
@@ -423,10 +431,13 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         chunk = source.next_chunk(trainer, end, hooks)
         state = trainer._state
         if chunk is EPOCH_END:
-            epoch = source.close_epoch(state)
-            stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
-            hooks.report_epochs(epoch, epoch + 1)
-            hooks.progress(force=True)
+            before = state.snapshot(rows)
+            state.snapshot_into(before)
+            with _undone_on_error(trainer, state, before):  # an epoch is closed whole, or not at all
+                epoch = source.close_epoch(state)
+                stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
+                hooks.report_epochs(epoch, epoch + 1)
+                hooks.progress(force=True)
             if stop_run:
                 break
             continue
@@ -481,26 +492,17 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
             raise
         snaps[0], snaps[1] = snaps[1], snaps[0]
         prev = (snaps[1], chunk)
-        if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
-                                              float(state.loss_buf[state.step - 1])):
-            break
-        ended = False
-        if source.may_end_epochs(state, step0):
-            stop_run = False
-            first = None
-            for epoch in source.epochs_ended(state, step0):
-                first = epoch if first is None else first
-                ended = True
-                if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
-                    stop_run = True
-                    hooks.report_epochs(first, epoch + 1)
-                    break
-            if stop_run:
+        # the chunk's step hook and the epochs it ended, closed whole (validation, schedule, early stopping,
+        # callbacks), or on an error (KeyboardInterrupt, a validation file cut short) the chunk undone with them
+        with _undone_on_error(trainer, state, snaps[1]):
+            if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
+                                                  float(state.loss_buf[state.step - 1])):
                 break
-            if ended:
-                hooks.report_epochs(first, state.step // state.steps_per_epoch)
-        if hooks.on_progress is not None:
-            hooks.progress(force=ended and hooks.epoch_state)
+            ended, stop_run = _close_epochs(trainer, source, state, hooks)
+            if hooks.on_progress is not None and not stop_run:
+                hooks.progress(force=ended and hooks.epoch_state)
+        if stop_run:
+            break
         if status == _STOPPED:
             break
         if trainer._readers:
@@ -517,6 +519,33 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
 _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
                                                                  Status.NONFINITE, Status.STOPPED))
+
+
+def _close_epochs(trainer, source, state, hooks):
+    """Close the epochs that ended and are not closed yet: their means, then (epoch hooks) validation, schedule,
+    early stopping and callbacks; report them. Returns (any ended, the run is to end)."""
+    if not source.may_end_epochs(state):
+        return False, False
+    first = None
+    for epoch in source.epochs_ended(state):
+        first = epoch if first is None else first
+        if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
+            hooks.report_epochs(first, epoch + 1)
+            return True, True
+    hooks.report_epochs(first, state.step // state.steps_per_epoch)
+    return True, False
+
+
+@contextlib.contextmanager
+def _undone_on_error(trainer, state, snap):
+    """On any error inside, restore ``snap`` (the state before the chunk or epoch close) and raise it: a run
+    never keeps an epoch half closed (its loss without its validation, schedule or early-stopping step)."""
+    try:
+        yield
+    except BaseException:
+        state.restore(snap)
+        trainer._sync_schedule()
+        raise
 
 
 class _BadRecord(Exception):

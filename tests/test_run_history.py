@@ -224,3 +224,90 @@ def test_a_history_cannot_write_into_its_run():
                                                                      n_outputs=2)
     with pytest.raises(ValueError, match="read-only"):
         g.batch_size[:] = 0
+
+
+# ---------------------------------------------------------------------- an epoch is closed whole, or not at all
+
+def _same_run(a, b):
+    ha, hb = a.history, b.history
+    assert np.array_equal(ha.loss, hb.loss) and np.array_equal(ha.epoch_loss, hb.epoch_loss)
+    assert np.array_equal(ha.val_loss, hb.val_loss) and ha.metrics.keys() == hb.metrics.keys()
+    assert all(np.array_equal(ha.metrics[k], hb.metrics[k]) for k in ha.metrics)
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a.get_params(), b.get_params()))
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_error_while_an_epoch_closes_undoes_its_chunk_and_the_run_goes_on_exactly(error):
+    # a Ctrl-C (or a validation file cut short) between an epoch's mean loss and its validation, schedule and
+    # early-stopping step: the epoch used to stay half closed, its val_loss missing for good
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 6)).astype(np.float32), rng.integers(0, 3, 300)
+    cfg = dict(hidden=(16,), batch_size=16, epochs=6, seed=0, validation_split=0.3, patience=3,
+               lr_schedule={"name": "plateau", "patience": 1})
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+
+    class Once(fb.Callback):
+        fired = False
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 2 and not self.fired:
+                Once.fired = True
+                raise error("at the end of epoch 3")
+    tr = fb.Trainer(**cfg)
+    with pytest.raises(error):
+        tr.fit(X, y, callbacks=[Once()])
+    h = tr.history
+    assert len(h.epoch_loss) == len(h.val_loss) == 2 and tr.step == 2 * h.steps_per_epoch  # the chunk undone
+    tr.fit(X, y)
+    _same_run(tr, ref)
+
+
+def test_a_resumed_generator_run_with_dropped_batches_skips_only_the_batches_it_trained():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 3, 200)
+    sizes = [32, 10, 32, 32, 32]                   # the 10-record batch is dropped
+
+    def batches():
+        i = 0
+        for n in sizes:
+            yield X[i:i + n], y[i:i + n]
+            i += n
+    cfg = dict(hidden=(8,), batch_size=32, epochs=3, seed=0, drop_last=True)
+    ref = fb.Trainer(**cfg)
+    ref.fit_batches(batches, n_outputs=3)
+    tr = fb.Trainer(**cfg)
+    tr.fit_batches(batches, n_outputs=3, callbacks=[fb.LambdaCallback(on_step_end=lambda t, s, loss: s == 1)])
+    assert tr.step == 2
+    tr.fit_batches(batches, n_outputs=3)           # (it trained the third batch twice: 13 steps)
+    assert tr.step == ref.step == 12 and tr.history.epoch.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(ref.get_params(), tr.get_params()))
+
+
+def test_an_epoch_left_unclosed_by_an_interrupt_after_its_chunk_is_closed_first_by_the_next_call(monkeypatch):
+    # Ctrl-C landing between a chunk's commit and its epoch's closing (outside either's undo): the next fit call
+    # closes that epoch first, at the params it ended with, so the run is the uninterrupted one exactly
+    import contextlib
+    from fastbatch import _driver
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
+    cfg = dict(hidden=(8,), batch_size=20, epochs=5, seed=0, validation_split=0.25)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+    real, chunks = _driver._undone_on_error, []
+
+    @contextlib.contextmanager
+    def interrupted_before(trainer, state, snap):
+        chunks.append(state.step)
+        if len(chunks) == 3:
+            raise KeyboardInterrupt   # (as if it came just before the with statement)
+        with real(trainer, state, snap):
+            yield
+    monkeypatch.setattr(_driver, "_undone_on_error", interrupted_before)
+    tr = fb.Trainer(**cfg)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y)
+    monkeypatch.setattr(_driver, "_undone_on_error", real)
+    assert tr.step == 3 * 8 and len(tr.history.epoch_loss) == 3 and len(tr.run_state.epoch_loss) == 2
+    tr.fit(X, y)
+    _same_run(tr, ref)
