@@ -100,8 +100,9 @@ class Trainer:
             _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
         if name in ("lr_schedule", "warmup_steps"):
             self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
-        self._plan = None
-        self._quiet_hooks = None
+        if name != "learning_rate":  # (the rate may change while fit runs, in another thread: what fit reads stays)
+            self._plan = None
+            self._quiet_hooks = None
 
     def __repr__(self):
         diff = ", ".join(f"{k}={v!r}" for k, v in self._cfg.items()

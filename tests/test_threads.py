@@ -496,3 +496,30 @@ def test_a_big_w_without_a_team_has_the_same_bits_on_free_and_busy_cores(monkeyp
     taken = train("cython", X, y, **kw)
     assert free.done == taken.done == 4
     assert np.array_equal(free.losses, taken.losses) and np.array_equal(free.theta, taken.theta)
+
+
+def test_the_learning_rate_set_from_another_thread_while_fit_runs_never_breaks_it():
+    # learning_rate is live: another thread may set it during a fit (it used to drop the plan fit was reading)
+    import sys
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(500, 6)).astype(np.float32), rng.integers(0, 3, 500)
+    tr = fb.Trainer(hidden=(4,), batch_size=500, epochs=100_000, learning_rate=0.01, validation_split=0.1)
+    done = threading.Event()
+
+    def setter():
+        v = 0.01
+        while not done.is_set():
+            tr.learning_rate = v
+            v *= 0.9999
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)   # threads interleave densely
+    th = threading.Thread(target=setter)
+    th.start()
+    try:
+        for _ in range(20):
+            tr.fit(X, y, steps=50)
+    finally:
+        done.set()
+        th.join()
+        sys.setswitchinterval(old)
+    assert tr.step == 1000 and np.isfinite(tr.history.loss).all()
