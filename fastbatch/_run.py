@@ -345,7 +345,10 @@ class RunState:
         st.epoch, st.batch, st.records = _count(facts, "epoch"), _count(facts, "batch"), _count(facts, "records")
         st.stopped_early = facts["stopped_early"]
         st.epoch_loss = [float(x) for x in facts["epoch_loss"]]
-        st.epoch_metrics = [{str(k): float(v) for k, v in d.items()} for d in facts.get("epoch_metrics", [])]
+        metrics = facts.get("epoch_metrics", [])
+        if not isinstance(metrics, list) or not all(isinstance(d, dict) for d in metrics):
+            raise ValueError("epoch_metrics must be a list of {name: value} per epoch")
+        st.epoch_metrics = [{str(k): float(v) for k, v in d.items()} for d in metrics]
         if len(st.epoch_metrics) != len(st.epoch_loss):
             raise ValueError("epoch_metrics and epoch_loss differ in length")
         st.target_var = None if facts.get("target_var") is None else float(facts["target_var"])
@@ -355,7 +358,7 @@ class RunState:
             raise ValueError("val_loss and val_accuracy differ in length")
         st.schedule_state = dict(facts["schedule_state"] or {})
         if st.hit_sums is not None and facts.get("hit_sums"):
-            st.hit_sums = _hit_sums(facts["hit_sums"], st.step, st.steps_per_epoch)
+            st.hit_sums = _hit_sums(facts["hit_sums"], st.step, st.steps_per_epoch, len(st.epoch_loss))
         if "noise" in arrays:
             st.noise_buf = np.zeros((len(st.loss_buf), 2))
             st.noise_buf[:step] = _float_array(arrays["noise"], np.float64, (step, 2), "noise")
@@ -406,15 +409,17 @@ def _rate_log(starts, values, n, steps):
     return RateLog(starts, values)
 
 
-def _hit_sums(saved, step, steps_per_epoch):
-    """The open epochs' hit sums from a checkpoint: {epoch: sum}, epochs that can be open at ``step``."""
+def _hit_sums(saved, step, steps_per_epoch, closed):
+    """The open epochs' hit sums from a checkpoint: {epoch: sum}, epochs that can be open at ``step`` with
+    ``closed`` epochs closed (the current one, and an ended one an interrupt left to close)."""
     if not isinstance(saved, dict):
         raise ValueError("hit_sums must be a mapping")
-    first_open = step // max(1, steps_per_epoch)
+    current = step // max(1, steps_per_epoch)
     out = {}
     for key, value in saved.items():
-        if not (isinstance(key, str) and key.isdigit()) or int(key) != first_open:
-            raise ValueError(f"hit_sums names epoch {key!r}; only epoch {first_open} is open at step {step}")
+        if not (isinstance(key, str) and key.isdigit()) or not closed <= int(key) <= current:
+            raise ValueError(f"hit_sums names epoch {key!r}; only epochs {closed} to {current} are open at step "
+                             f"{step}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise ValueError(f"hit_sums[{key}] must be a finite number >= 0, found {value!r}")
         out[int(key)] = float(value)

@@ -225,15 +225,4 @@ def from_arrays(trainer, arrays):
     st = RunState.from_arrays(arrays["state"], arrays, dtype, cfg["hidden"])
     if st.generator:
         raise ValueError("a fit_batches() run cannot be restored from a checkpoint")
-    if st.steps_per_epoch < 1 or st.n_records < 1 or st.n_records_all < st.n_records:
-        raise ValueError("the recorded record counts are inconsistent")
-    from .schedule import plan as make_plan
-    plan = make_plan(st.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
-    if plan.steps_per_epoch != st.steps_per_epoch:
-        raise ValueError(f"steps_per_epoch {st.steps_per_epoch} does not follow from {st.n_records} records "
-                         f"at batch_size {cfg['batch_size']}")
-    if st.step > plan.total_steps:
-        raise ValueError(f"step {st.step} is outside the run's {plan.total_steps} steps")
-    if len(st.epoch_loss) != st.step // st.steps_per_epoch:
-        raise ValueError(f"{len(st.epoch_loss)} epoch losses for {st.step // st.steps_per_epoch} finished epochs")
-    trainer.adopt_run_state(st)
+    trainer.adopt_run_state(st)  # (which checks the state against the config)

@@ -140,10 +140,32 @@ class Trainer:
         return self._state is not None or self._pending_params is not None
 
     def adopt_run_state(self, state):
-        """Continue the run ``state`` (a checkpoint's); the config must be the one it was made with."""
+        """Continue the run ``state`` (a checkpoint's, which becomes this trainer's own: not another trainer's);
+        the config must be the one it was made with: a state that does not follow from it is a ValueError."""
         self._check_not_fitting("adopt_run_state")
-        if tuple(int(s) for s in state.sizes[1:-1]) != self._cfg["hidden"]:
-            raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={self._cfg['hidden']}")
+        cfg = self._cfg
+        if tuple(int(s) for s in state.sizes[1:-1]) != cfg["hidden"]:
+            raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={cfg['hidden']}")
+        if state.theta.dtype != np.dtype(cfg["dtype"]):
+            raise ValueError(f"the run state's params are {state.theta.dtype}, the config's dtype is {cfg['dtype']}")
+        if cfg["loss"] not in ("auto", state.loss):
+            raise ValueError(f"the run state's loss is {state.loss!r}, the config's is {cfg['loss']!r}")
+        if len(state.val_loss) > len(state.epoch_loss):
+            raise ValueError(f"{len(state.val_loss)} validation losses for {len(state.epoch_loss)} finished epochs")
+        if not state.generator:
+            if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
+                raise ValueError("the run state's record counts are inconsistent")
+            plan = make_plan(state.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+            if plan.steps_per_epoch != state.steps_per_epoch:
+                raise ValueError(f"the run state's {state.steps_per_epoch} steps per epoch do not follow from its "
+                                 f"{state.n_records} records at batch_size={cfg['batch_size']}, "
+                                 f"drop_last={cfg['drop_last']}")
+            if state.step > plan.total_steps:
+                raise ValueError(f"the run state's step {state.step} is beyond the {plan.total_steps} steps of "
+                                 f"epochs={cfg['epochs']}")
+            ended = state.step // state.steps_per_epoch   # (the last one may wait to be closed: an interrupt came
+            if not ended - (state.step % state.steps_per_epoch == 0) <= len(state.epoch_loss) <= ended:  # first)
+                raise ValueError(f"{len(state.epoch_loss)} epoch losses for {ended} finished epochs")
         schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         if state.schedule_state:
             schedule.load_state(state.schedule_state)  # (a ValueError here leaves the trainer as it was)

@@ -158,7 +158,8 @@ def forge(path, change, out):
 
 @pytest.mark.parametrize("what", ["stopped_early a string", "generator a number", "plateau scale negative",
                                   "plateau state incomplete", "target scaling on a classifier",
-                                  "a shift without its scale", "the best's metric kind a string"])
+                                  "a shift without its scale", "the best's metric kind a string",
+                                  "epoch metrics not dicts", "more validation losses than epochs"])
 def test_forged_run_facts_are_refused(tmp_path, what):
     # a forger who recomputes the digest: facts the run could never have reached are refused
     X, y = data()
@@ -177,6 +178,9 @@ def test_forged_run_facts_are_refused(tmp_path, what):
         "target scaling on a classifier": lambda a, f: a.update(y_shift=np.zeros(3), y_scale=np.ones(3)),
         "a shift without its scale": lambda a, f: a.pop("x_scale"),
         "the best's metric kind a string": lambda a, f: f["best"].__setitem__("validated", "no"),
+        "epoch metrics not dicts": lambda a, f: f.__setitem__("epoch_metrics", [1] * len(f["epoch_metrics"])),
+        "more validation losses than epochs": lambda a, f: (f.__setitem__("val_loss", [1.0] * 9),
+                                                            f.__setitem__("val_accuracy", [1.0] * 9)),
     }[what]
     with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
         fb.Trainer.load(forge(good, change, tmp_path / "forged.npz"))
@@ -240,3 +244,48 @@ def test_pickle_round_trip_for_other_processes():
     back = pickle.loads(pickle.dumps(tr))
     ref = fb.Trainer(**KW)
     assert np.array_equal(back.fit(X, y).loss, ref.fit(X, y).loss)
+
+
+@pytest.mark.parametrize("other, words", [({"batch_size": 7}, "steps per epoch do not follow"),
+                                          ({"dtype": "float64"}, "params are float32"),
+                                          ({"epochs": 1}, "beyond the"),
+                                          ({"batch_size": 64, "drop_last": True}, "steps per epoch do not follow"),
+                                          ({"loss": "mse"}, "loss is 'cross_entropy'")])
+def test_a_run_state_that_does_not_follow_from_the_config_is_refused(other, words):
+    # (a batch_size of 7 trained the state past its plan, then failed inside; epochs=1 said "step 15 of 10")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 4)).astype(np.float32), rng.integers(0, 3, 200)
+    cfg = dict(hidden=(8,), batch_size=32, epochs=3, seed=0)
+    tr = fb.Trainer(**cfg)
+    tr.fit(X, y, steps=15)
+    other_tr = fb.Trainer(**{**cfg, **other})
+    with pytest.raises(ValueError, match=words):
+        other_tr.adopt_run_state(tr.run_state)
+    assert not other_tr.started
+
+
+def test_a_checkpoint_saved_after_an_interrupt_left_an_epoch_unclosed_loads_and_goes_on(tmp_path, monkeypatch):
+    import contextlib
+    from fastbatch import _driver
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
+    cfg = dict(hidden=(8,), batch_size=20, epochs=5, seed=0, validation_split=0.25)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+    real = _driver._undone_on_error
+
+    @contextlib.contextmanager
+    def interrupted(trainer, state, snap):
+        raise KeyboardInterrupt
+        yield
+    monkeypatch.setattr(_driver, "_undone_on_error", interrupted)
+    tr = fb.Trainer(**cfg)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y)
+    monkeypatch.setattr(_driver, "_undone_on_error", real)
+    assert tr.step == 8 and len(tr.run_state.epoch_loss) == 0     # its first epoch ended, not closed
+    tr.save(tmp_path / "ck.npz")
+    back = fb.Trainer.load(tmp_path / "ck.npz")
+    back.fit(X, y)
+    assert np.array_equal(back.history.val_loss, ref.history.val_loss)
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(back.get_params(), ref.get_params()))
