@@ -328,7 +328,7 @@ class BatchSource:
                 and not trainer._schedule._constant_rate:
             self.epoch_batches = _epoch_batches(self.batches, cfg)
         if self.iterator is None:
-            self.iterator, self.k, self.seen = iter(self.batches()), 0, 0
+            self.iterator, self.k, self.seen = _pairs(self.batches), 0, 0
         for xb, yb in self.iterator:
             self.seen += 1
             if cfg["drop_last"] and np.shape(xb)[0] < cfg["batch_size"]:
@@ -700,12 +700,21 @@ def _replay(source, state, snap, chunk, n, record=False):
             _record(source, state, chunk, n, hits)
 
 
+def _pairs(batches):
+    """The (X, y) pairs of a fresh ``batches()`` iterable; anything else is a TypeError saying what it was."""
+    for item in batches():
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"batches() must yield (X_batch, y_batch) pairs, got {type(item).__name__}"
+                            + (f" of {len(item)}" if isinstance(item, (tuple, list)) else ""))
+        yield item
+
+
 def _epoch_batches(batches, cfg):
     """A first pass over ``batches()`` counting the batches an epoch trains on (drop_last's short ones left
     out): a schedule of the steps per epoch (step, exponential, cosine) then gives the first epoch's steps
     the rates ``fit`` gives them, as it does once the first epoch has ended and its length is known."""
     n = 0
-    for xb, _ in batches():
+    for xb, _ in _pairs(batches):
         n += not (cfg["drop_last"] and np.shape(xb)[0] < cfg["batch_size"])
     return n
 
@@ -715,8 +724,10 @@ def _batch_scaling(batches, cfg, check):
     if not cfg["standardize"] and not cfg["standardize_target"]:
         return None
     xs, ys, loss = _data.RunningStats(), _data.RunningStats(), None
-    for xb, yb in batches():
+    for xb, yb in _pairs(batches):
         Xb, t, _, _, loss = check(xb, yb)
+        if xs.n and Xb.shape[1] != xs.shift.shape[0]:
+            raise ValueError(f"X batch has {Xb.shape[1]} features, but the first batch had {xs.shift.shape[0]}")
         if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
             continue
         xs.add(Xb)

@@ -59,6 +59,12 @@ def test_fit_batches_checks_each_batch(seed_data):
     tr = fb.Trainer()
     with pytest.raises(ValueError, match="features"):
         tr.fit_batches(bad)
+    with pytest.raises(ValueError, match="X batch has 5 features, but the first batch had 10"):
+        fb.Trainer(standardize=True).fit_batches(bad)            # (numpy's broadcasting message before)
+    with pytest.raises(TypeError, match=r"must yield \(X_batch, y_batch\) pairs, got tuple of 3"):
+        fb.Trainer().fit_batches(lambda: iter([(X, y, y)]))      # (the bare "too many values to unpack")
+    with pytest.raises(TypeError, match="pairs, got ndarray"):
+        fb.Trainer(standardize=True).fit_batches(lambda: iter([X]))
     with pytest.raises(TypeError, match="callable"):
         fb.Trainer().fit_batches([(X, y)])
     with pytest.raises(ValueError, match="no batch"):
