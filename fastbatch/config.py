@@ -63,8 +63,13 @@ class Param:
         if self.kind == "seed":
             return V.check_seed(value)
         if self.kind == "schedule":
-            return make_schedule(value).config() if not isinstance(value, str) else V.check_choice(
-                n, value, SCHEDULES)
+            if isinstance(value, str):
+                return V.check_choice(n, value, SCHEDULES)
+            try:
+                return make_schedule(value).config()
+            except (ValueError, TypeError) as exc:  # a setting's error, said as lr_schedule's
+                message = str(exc)
+                raise type(exc)(message if message.startswith(n) else f"{n}: {message}") from None
         raise AssertionError(self.kind)  # pragma: no cover
 
     @property

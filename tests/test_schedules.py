@@ -32,7 +32,7 @@ def test_plateau_reduces_after_patience():
 
 @pytest.mark.parametrize("spec", ["bogus", {"name": "step", "gamma": -1}, {"name": "cosine", "min_factor": 2}])
 def test_bad_schedules(spec):
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises((ValueError, TypeError), match="^lr_schedule"):   # the error names the parameter
         fb.Trainer(lr_schedule=spec)
 
 
