@@ -109,7 +109,8 @@ PARAMS = (
           optimizers=("rmsprop",)),
     Param("centered", False, "bool", "RMSprop: normalise by the gradient's estimated variance (centered RMSprop).",
           optimizers=("rmsprop",)),
-    Param("weight_decay", 0.0, "float", "L2 penalty (SGD, Adam) or decoupled decay (AdamW), on weights and biases.",
+    Param("weight_decay", 0.0, "float", "L2 penalty (SGD, Adam, RMSprop) or decoupled decay (AdamW), on weights "
+          "and biases; 0 for every optimizer (torch.optim.AdamW's default is 0.01: pass it for AdamW as torch has it).",
           low=0.0),
     Param("shuffle", True, "bool", "Visit the records in a seeded new order each epoch (epoch_order)."),
     Param("drop_last", False, "bool", "Drop the last, short batch of each epoch."),
