@@ -208,7 +208,7 @@ def load_table(path, target=None, classes=None, read_target=True):
     elif ext == ".npy":
         X, y, names = _load_npy(path, target)
     else:
-        X, y, names = _load_npz(path)
+        X, y, names = _load_npz(path, read_target)
     if X.shape[0] < 1:
         raise ValueError(f"{path!r} holds no records (no data rows)")
     if X.shape[1] < 1:
@@ -428,12 +428,19 @@ def _open_npy(path):
         raise ValueError(f"cannot read {path!r} as a .npy array: {why}") from None
 
 
-def _load_npz(path):
+def _load_npz(path, read_target=True):
     from ._archive import open_archive
     with open_archive(path, what=".npz data file", compressed=True) as ar:
-        missing = [k for k in ("X", "y") if k not in ar.names()]
+        missing = [k for k in (("X", "y") if read_target else ("X",)) if k not in ar.names()]
         if missing:
-            raise ValueError(f"{path!r} has arrays {ar.names()}; a .npz needs arrays named 'X' and 'y'")
+            need = "arrays named 'X' and 'y'" if read_target else "an array named 'X'"
+            raise ValueError(f"{path!r} has arrays {ar.names()}; a .npz needs {need}")
+        if not read_target:  # new records to predict: y need not be there (nor is it read)
+            xd, xs = ar.member_info("X")
+            if len(xs) != 2 or xd.kind not in "iufb":
+                raise ValueError(f"{path!r}: X has shape {xs} of {xd}; expected 2-D numbers (records x features)")
+            _check_size(path, "X", xs)
+            return ar.read_array("X", xd, xs).astype(np.float64), None, (None, [str(j) for j in range(xs[1])])
         (xd, xs), (yd, ys) = ar.member_info("X"), ar.member_info("y")
         if len(xs) != 2:
             raise ValueError(f"{path!r}: X has shape {xs}; expected 2-D (records x features)")

@@ -856,6 +856,17 @@ def test_a_checkpoints_names_that_do_not_fit_its_network_are_refused(capsys, tmp
         assert "is not a valid fastbatch checkpoint" in err and field in err
 
 
+def test_predict_takes_a_npz_of_new_records_without_y(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    np.savez(tmp_path / "xy.npz", X=X, y=y)
+    np.savez(tmp_path / "new.npz", X=X[:50])
+    assert run(capsys, "train", tmp_path / "xy.npz", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    code, out, err = run(capsys, "predict", tmp_path / "xy-checkpoint.npz", tmp_path / "new.npz")
+    assert code == 0 and len(out.splitlines()) == 51, err        # (refused: "a .npz needs arrays named 'X' and 'y'")
+    err = one_line_error(capsys, 1, "evaluate", tmp_path / "xy-checkpoint.npz", tmp_path / "new.npz")
+    assert "needs arrays named 'X' and 'y'" in err                 # evaluate needs the true targets
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
