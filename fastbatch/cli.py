@@ -382,7 +382,9 @@ def _decide_task(args, trainer, table):
     if not args.resume:
         trainer.loss = task.loss  # decided here, once: the run and its checkpoint name the concrete loss
     reason = task.reason
-    if table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
+    if args.resume:  # (its loss is the run's, decided when it began: nobody asked for it now)
+        reason = f"{name}: the resumed run's task -> {task.kind} ({task.loss})"
+    elif table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
         reason = f"{name}: {len(table.classes)} class names -> classification ({task.loss})"
     return re.sub(r"loss='(\w+)'", r"--loss \1", reason)
 
@@ -1017,6 +1019,10 @@ def cmd_predict(args):
     import csv
     import io
     import numpy as np
+    if args.out and os.path.exists(args.out) and any(
+            os.path.exists(p) and os.path.samefile(args.out, p) for p in (args.checkpoint, args.data)):
+        raise ValueError(f"--out {args.out} is the {'checkpoint' if os.path.samefile(args.out, args.checkpoint) else 'data'}"
+                         " file: the predictions would overwrite it; name another file")
     trainer = _trained(args.checkpoint)
     X = _features(args, trainer)
     pred = np.asarray(trainer.predict(X))

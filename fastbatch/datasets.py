@@ -350,14 +350,19 @@ def _load_csv(path, target, classes=None, read_target=True):
     return X, y, (names[t], [names[j] for j in feat_cols])
 
 
+# a target cell that says "missing" (pandas' default NA markers), not a class named so
+MISSING_MARKS = frozenset({"NA", "N/A", "NAN", "NULL", "NONE", "#N/A", "-NAN", "<NA>"})
+
+
 def _csv_target(raw, lines, name, path, classes=None):
     """Numbers, or (codes, class names) with names coded 0..k-1 in sorted order (or as ``classes`` has them).
 
     A blank cell, or a mix of numbers and text, is an error naming its line.
     """
     for v, line in zip(raw, lines):
-        if not v:
-            raise ValueError(f"{path!r}, line {line}: the target {name!r} is blank; fill it in or drop the row")
+        if not v or v.upper() in MISSING_MARKS:
+            what = "blank" if not v else f"{v!r} (missing)"
+            raise ValueError(f"{path!r}, line {line}: the target {name!r} is {what}; fill it in or drop the row")
     if classes is not None:
         index = {str(c): i for i, c in enumerate(classes)}
         for v, line in zip(raw, lines):

@@ -867,6 +867,22 @@ def test_predict_takes_a_npz_of_new_records_without_y(capsys, csv_data, tmp_path
     assert "needs arrays named 'X' and 'y'" in err                 # evaluate needs the true targets
 
 
+def test_predict_never_writes_over_its_checkpoint_or_data_and_resume_says_whose_task_it_is(capsys, csv_data,
+                                                                                            tmp_path):
+    path, X, y = csv_data
+    code, out, _ = run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
+    ckpt = tmp_path / "points-checkpoint.npz"
+    before = ckpt.read_bytes()
+    for target in (ckpt, path):
+        err = one_line_error(capsys, 1, "predict", ckpt, path, "--out", target)
+        assert "would overwrite it" in err
+    assert ckpt.read_bytes() == before and fb.Trainer.load(ckpt).started
+    code, out, err = run(capsys, "train", path, "--resume", ckpt, "--epochs", "4", "--out-dir", tmp_path / "r",
+                         "--quiet")
+    assert code == 0, err
+    assert "the resumed run's task -> classification (cross_entropy)" in out and "was asked for" not in out
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data

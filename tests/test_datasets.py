@@ -96,6 +96,8 @@ def test_csv_float_target_and_class_names(tmp_path):
     ("a,b\n1,2\nx,3\n", "line 3, column 'a': 'x' is not a number"),
     ("a,b\nnan,1\n", "line 2, column 'a': nan is not a finite number"),
     ("a,label\n1,0\n2,\n3,1\n", "line 3: the target 'label' is blank"),
+    ("a,label\n1,cat\n2,NA\n3,dog\n", "line 3: the target 'label' is 'NA' \\(missing\\)"),   # (a class "NA")
+    ("a,label\n1,0.5\n2,nan\n3,1\n", "line 3: the target 'label' is 'nan' \\(missing\\)"),
     ("a,label\n1,0\n2,x\n3,1\n", "line 3: the target 'label' is 'x', not a number, but the other targets are numbers"),
     ("a,label\n1,cat\n2,3\n3,dog\n", "line 3: the target 'label' is '3', a number, but the other targets are class"),
     ("a,label\n1,0\n2,inf\n", "line 3: the target 'label' is 'inf', not a finite number"),
