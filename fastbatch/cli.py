@@ -454,7 +454,9 @@ def _check_data(args, trainer, table):
         if recorded is None:
             _err(f"fastbatch train: {args.resume} records no fingerprint of its data; the data cannot be checked")
         else:
-            diff = datasets.fingerprint_mismatch(recorded, current)
+            sampled = recorded.get("sample_rows")  # (a checkpoint from before every row was hashed)
+            now = current if sampled is None else datasets.fingerprint(table.X, table.y, datasets.FINGERPRINT_ROWS)
+            diff = datasets.fingerprint_mismatch(recorded, now)
             if diff and not args.force:
                 raise ValueError(f"{args.data} is not the data the run in {args.resume} was trained on ({diff}); "
                                  "pass --force to train on it anyway, or start a new run without --resume")

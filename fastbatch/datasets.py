@@ -110,7 +110,7 @@ def n_classes(name):
 MAX_LINE_CHARS = 1 << 24     # 16 M characters: a CSV line longer than this is refused, not read whole
 MAX_CLASSES = 100_000        # class labels above this are not classes (see _validation.MAX_CLASSES)
 SUFFIXES = (".csv", ".npy", ".npz")
-FINGERPRINT_ROWS = 1024      # rows hashed by fingerprint()
+FINGERPRINT_ROWS = 1024      # rows an older checkpoint's fingerprint hashed (fingerprint(sample_rows=))
 
 
 def _open_regular(path, mode="rb", **kw):
@@ -479,21 +479,30 @@ def columns(path):
     return None
 
 
-def fingerprint(X, y):
-    """A JSON-able summary that tells data sets apart: record and feature counts, and a SHA-256 of sampled rows.
+def fingerprint(X, y, sample_rows=None):
+    """A JSON-able summary that tells data sets apart: record and feature counts, and a SHA-256 of every row
+    (as float64, with its target, a block of rows at a time): the same data gives the same fingerprint on any
+    machine, and a change to any value gives another.
 
-    The sample is :data:`FINGERPRINT_ROWS` rows spread evenly over the records (all of them when
-    fewer), as float64, with their targets: the same data gives the same fingerprint on any machine.
+    ``sample_rows``: hash only that many rows spread evenly over the records, as checkpoints before the
+    hash of every row did (their fingerprints record ``sample_rows``; ``fingerprint_mismatch`` then uses it).
     """
     import hashlib
     X = np.asarray(X)
     y = np.asarray(y)
     n, d = X.shape
-    idx = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64)) if n else np.zeros(0, int)
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(X[idx], dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(y[idx], dtype="<f8").tobytes())
-    return {"n_records": int(n), "n_features": int(d), "sample_rows": int(len(idx)), "sha256": h.hexdigest()}
+    if sample_rows is not None:
+        idx = np.unique(np.linspace(0, n - 1, min(n, sample_rows)).astype(np.int64)) if n else np.zeros(0, int)
+        h.update(np.ascontiguousarray(X[idx], dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(y[idx], dtype="<f8").tobytes())
+        return {"n_records": int(n), "n_features": int(d), "sample_rows": int(len(idx)), "sha256": h.hexdigest()}
+    step = max(1, (1 << 22) // max(1, d * 8))   # ~4 MB of X a block: memory stays bounded
+    for lo in range(0, n, step):
+        h.update(np.ascontiguousarray(X[lo:lo + step], dtype="<f8").tobytes())
+    for lo in range(0, n, step):
+        h.update(np.ascontiguousarray(y[lo:lo + step], dtype="<f8").tobytes())
+    return {"n_records": int(n), "n_features": int(d), "sha256": h.hexdigest()}
 
 
 def fingerprint_mismatch(recorded, current):
@@ -501,6 +510,7 @@ def fingerprint_mismatch(recorded, current):
     diffs = [f"{k.replace('_', ' ')} {recorded.get(k)} -> {current[k]}" for k in ("n_records", "n_features")
              if recorded.get(k) != current[k]]
     if not diffs and recorded.get("sha256") != current["sha256"]:
-        diffs.append(f"same shape, but the sampled rows differ (sha256 {recorded.get('sha256', '?')[:12]}... -> "
+        what = "the sampled rows differ" if "sample_rows" in current else "some values differ"
+        diffs.append(f"same shape, but {what} (sha256 {recorded.get('sha256', '?')[:12]}... -> "
                      f"{current['sha256'][:12]}...)")
     return "; ".join(diffs) or None

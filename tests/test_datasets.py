@@ -281,12 +281,14 @@ def test_fingerprint_tells_data_apart():
     X, y = datasets.make("blobs", 5000, 4, seed=0)
     fp = datasets.fingerprint(X, y)
     assert fp == datasets.fingerprint(X.copy(), y.astype(np.float64))
-    assert fp["n_records"] == 5000 and fp["n_features"] == 4 and fp["sample_rows"] == 1024
+    assert fp["n_records"] == 5000 and fp["n_features"] == 4 and "sample_rows" not in fp
     assert json.loads(json.dumps(fp)) == fp
     X2 = X.copy()
-    X2[0, 0] += 1e-9  # the first row is always sampled
+    X2[2, 0] += 1e-9  # any row: every one is hashed (row 2 was not among an older fingerprint's samples)
     other = datasets.fingerprint(X2, y)
-    assert other != fp and "sampled rows differ" in datasets.fingerprint_mismatch(fp, other)
+    assert other != fp and "some values differ" in datasets.fingerprint_mismatch(fp, other)
+    old = datasets.fingerprint(X, y, datasets.FINGERPRINT_ROWS)   # as checkpoints before recorded it
+    assert old["sample_rows"] == 1024 and old == datasets.fingerprint(X2, y, datasets.FINGERPRINT_ROWS)
     assert datasets.fingerprint(X, (y + 1) % 3) != fp
     assert "n records 5000 -> 4999" in datasets.fingerprint_mismatch(fp, datasets.fingerprint(X[:-1], y[:-1]))
     assert datasets.fingerprint_mismatch(fp, fp) is None
