@@ -15,7 +15,8 @@ class DivergenceError(FloatingPointError):
         bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
         self.bad_step, self.what, self.sane = bad_step, what, sane
-        where = f"the trainer is back at step {step + 1} (epoch {epoch + 1}, batch {batch + 1})"
+        where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
+                 f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
             back = f"{where}, before the update that produced them: the last params whose batch loss was finite"
             advice = ("Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100), or scale the "
