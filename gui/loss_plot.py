@@ -810,7 +810,7 @@ class LossPlot(pg.PlotWidget):
         for i, line in enumerate(self.epoch_labels):
             if i < len(want):
                 e, x = want[i]
-                text = f"epoch {e + 1}" if i == 0 or len(want) <= 8 else str(e + 1)
+                text = f"epoch {num(e + 1)}" if i == 0 or len(want) <= 8 else num(e + 1)
                 half = (7 * len(text) + 10) / 2 / px     # about half the label's width: kept inside the plot
                 line.setVisible(True)   # first: a hidden label does not take a new text
                 line.label.setFormat(text)
