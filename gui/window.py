@@ -661,6 +661,7 @@ class MainWindow(QMainWindow):
         label = f"batch {num(c['batch_size'])}"
         if c["optimizer"] != "sgd":
             label += f", {c['optimizer']}"
+        label += self._differs_from_last_run(c)
         self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan)
         self.step_panel.clear()
         self._grid = None
@@ -673,6 +674,26 @@ class MainWindow(QMainWindow):
             self._grid = self.surface_plot.grid()
         else:
             self._show_surface(False)
+
+    # settings a legend label names when a run differs from the last in them (batch, optimizer, lr: always named)
+    LABELLED = ("dataset", "records", "features", "data_path", "target", "hidden", "layers", "activation", "epochs",
+                "seed", "shuffle", "drop_last", "validation_split", "standardize", "task", "sorted_by_class")
+
+    def _differs_from_last_run(self, c):
+        """``", seed 3, epochs 10"``: up to three settings in which this run differs from the last one, so that
+        overlaid runs can be told apart in the legend ("" for the first run, or when none differ)."""
+        last, self._last_run_config = getattr(self, "_last_run_config", None), dict(c)
+        if last is None:
+            return ""
+        names = {"data_path": "file", "validation_split": "validation", "sorted_by_class": "sorted"}
+
+        def shown(k):
+            v = c[k]
+            if k == "data_path":
+                return os.path.basename(str(v))
+            return num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+        parts = [f"{names.get(k, k.replace('_', ' '))} {shown(k)}" for k in self.LABELLED if c.get(k) != last.get(k)]
+        return "".join(f", {p}" for p in parts[:3])
 
     def _launch(self, trainer, steps):
         """For the controller: hand one job to the worker thread."""

@@ -217,6 +217,17 @@ def test_last_runs_stay_overlaid_with_a_legend(qtbot, window):
         {r.color for r in window.loss_plot.runs}
 
 
+def test_overlaid_runs_are_told_apart_by_what_differs_from_the_last(qtbot, window):
+    set_spins(window, records=200, batch_size=50, epochs=2)
+    run_to_end(qtbot, window)
+    set_spins(window, seed=3)
+    run_to_end(qtbot, window)
+    set_spins(window, epochs=3, seed=5)
+    run_to_end(qtbot, window)
+    labels = [r.text for r in window.loss_plot.runs]
+    assert labels == ["batch 50, lr 0.1", "batch 50, seed 3, lr 0.1", "batch 50, epochs 3, seed 5, lr 0.1"]  # (alike)
+
+
 def test_thousands_of_epochs_get_a_capped_number_of_lines(qtbot, window):
     set_spins(window, records=20, batch_size=20, epochs=5000)
     run_to_end(qtbot, window)
