@@ -15,7 +15,6 @@ A run advances in chunks, each one call of a backend's ``train_steps``:
 Between chunks the state is consistent (step, params and history agree): that is when
 other threads may read it (``Trainer._consistent``) and when callbacks run.
 """
-import contextlib
 import dataclasses
 import math
 import threading
@@ -421,7 +420,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     if state is not None and state.steps_per_epoch and source.may_end_epochs(state):
         # an epoch the last call ended but did not close (an interrupt between its chunk and its closing):
         # closed now, at the params it ended with, before any step of this call
-        if _close_epochs(trainer, source, state, hooks)[1]:
+        if _close_epochs(trainer, source, state, hooks):
             return
     while True:
         state = trainer._state
@@ -433,11 +432,14 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         if chunk is EPOCH_END:
             before = state.snapshot(rows)
             state.snapshot_into(before)
-            with _undone_on_error(trainer, state, before):  # an epoch is closed whole, or not at all
+            try:  # an epoch is closed whole, or not at all
                 epoch = source.close_epoch(state)
                 stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
                 hooks.report_epochs(epoch, epoch + 1)
                 hooks.progress(force=True)
+            except BaseException:
+                _undo(trainer, state, before)
+                raise
             if stop_run:
                 break
             continue
@@ -494,15 +496,18 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         prev = (snaps[1], chunk)
         # the chunk's step hook and the epochs it ended, closed whole (validation, schedule, early stopping,
         # callbacks), or on an error (KeyboardInterrupt, a validation file cut short) the chunk undone with them
-        with _undone_on_error(trainer, state, snaps[1]):
+        try:
             if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
                                                   float(state.loss_buf[state.step - 1])):
                 break
-            ended, stop_run = _close_epochs(trainer, source, state, hooks)
-            if hooks.on_progress is not None and not stop_run:
+            ended = source.may_end_epochs(state)
+            if ended and _close_epochs(trainer, source, state, hooks):
+                break
+            if hooks.on_progress is not None:
                 hooks.progress(force=ended and hooks.epoch_state)
-        if stop_run:
-            break
+        except BaseException:
+            _undo(trainer, state, snaps[1])
+            raise
         if status == _STOPPED:
             break
         if trainer._readers:
@@ -523,29 +528,23 @@ _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ER
 
 def _close_epochs(trainer, source, state, hooks):
     """Close the epochs that ended and are not closed yet: their means, then (epoch hooks) validation, schedule,
-    early stopping and callbacks; report them. Returns (any ended, the run is to end)."""
-    if not source.may_end_epochs(state):
-        return False, False
+    early stopping and callbacks; report them. True when the run is to end."""
     first = None
     for epoch in source.epochs_ended(state):
         first = epoch if first is None else first
         if hooks.epoch_state and end_epoch(trainer, epoch, hooks):
             hooks.report_epochs(first, epoch + 1)
-            return True, True
-    hooks.report_epochs(first, state.step // state.steps_per_epoch)
-    return True, False
+            return True
+    if first is not None:
+        hooks.report_epochs(first, state.step // state.steps_per_epoch)
+    return False
 
 
-@contextlib.contextmanager
-def _undone_on_error(trainer, state, snap):
-    """On any error inside, restore ``snap`` (the state before the chunk or epoch close) and raise it: a run
-    never keeps an epoch half closed (its loss without its validation, schedule or early-stopping step)."""
-    try:
-        yield
-    except BaseException:
-        state.restore(snap)
-        trainer._sync_schedule()
-        raise
+def _undo(trainer, state, snap):
+    """Restore ``snap`` (the state before a chunk or an epoch's closing) after an error there: a run never keeps
+    an epoch half closed (its loss without its validation, schedule or early-stopping step)."""
+    state.restore(snap)
+    trainer._sync_schedule()
 
 
 class _BadRecord(Exception):

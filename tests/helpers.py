@@ -39,3 +39,19 @@ def spy_row_sources(monkeypatch):
     monkeypatch.setattr(_rows.RowSource, "open", classmethod(spy))
     monkeypatch.setattr(_driver.ArraySource, "bind", spy_bind)
     return seen
+
+
+def interrupt_before_closing(monkeypatch, at_chunk):
+    """A KeyboardInterrupt as if it came between chunk ``at_chunk``'s commit and its epoch's closing (outside
+    either's undo): the chunk stays, its epoch is left to close."""
+    from fastbatch import _driver as driver
+    real_close, real_undo, chunks = driver._close_epochs, driver._undo, []
+
+    def close(*args):
+        chunks.append(1)
+        if len(chunks) == at_chunk:
+            monkeypatch.setattr(driver, "_undo", lambda *a: None)   # (no undo: the interrupt came before the try)
+            raise KeyboardInterrupt
+        monkeypatch.setattr(driver, "_undo", real_undo)
+        return real_close(*args)
+    monkeypatch.setattr(driver, "_close_epochs", close)

@@ -9,7 +9,7 @@ import pytest
 import fastbatch as fb
 from fastbatch import checkpoint
 from fastbatch._run import RateLog
-from helpers import make_data
+from helpers import interrupt_before_closing, make_data
 
 
 def test_rate_log_records_runs_and_gives_every_step():
@@ -287,27 +287,16 @@ def test_a_resumed_generator_run_with_dropped_batches_skips_only_the_batches_it_
 def test_an_epoch_left_unclosed_by_an_interrupt_after_its_chunk_is_closed_first_by_the_next_call(monkeypatch):
     # Ctrl-C landing between a chunk's commit and its epoch's closing (outside either's undo): the next fit call
     # closes that epoch first, at the params it ended with, so the run is the uninterrupted one exactly
-    import contextlib
-    from fastbatch import _driver
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
     cfg = dict(hidden=(8,), batch_size=20, epochs=5, seed=0, validation_split=0.25)
     ref = fb.Trainer(**cfg)
     ref.fit(X, y)
-    real, chunks = _driver._undone_on_error, []
-
-    @contextlib.contextmanager
-    def interrupted_before(trainer, state, snap):
-        chunks.append(state.step)
-        if len(chunks) == 3:
-            raise KeyboardInterrupt   # (as if it came just before the with statement)
-        with real(trainer, state, snap):
-            yield
-    monkeypatch.setattr(_driver, "_undone_on_error", interrupted_before)
     tr = fb.Trainer(**cfg)
+    interrupt_before_closing(monkeypatch, at_chunk=3)
     with pytest.raises(KeyboardInterrupt):
         tr.fit(X, y)
-    monkeypatch.setattr(_driver, "_undone_on_error", real)
+    monkeypatch.undo()
     assert tr.step == 3 * 8 and len(tr.history.epoch_loss) == 3 and len(tr.run_state.epoch_loss) == 2
     tr.fit(X, y)
     _same_run(tr, ref)
