@@ -9,7 +9,9 @@ A run advances in chunks, each one call of a backend's ``train_steps``:
    position), or on any error (divergence, OSError, KeyboardInterrupt) the snapshot is
    restored exactly;
 3. every epoch that ended inside the chunk is closed: its mean loss (O(steps in the epoch)),
-   then validation, the schedule, early stopping and the epoch callbacks;
+   then validation, the schedule, early stopping and the epoch callbacks; an error there undoes
+   the chunk with them (an epoch is closed whole or not at all), and an epoch an interrupt left
+   unclosed after its chunk is closed at the start of the next call;
 4. progress is reported, and a stop request ends the loop.
 
 Between chunks the state is consistent (step, params and history agree): that is when
