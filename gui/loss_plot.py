@@ -675,6 +675,7 @@ class LossPlot(pg.PlotWidget):
         if self._auto:
             self._set_range(x0, x1, ys)
         self._place_epoch_labels()
+        self._place_legend()
         self._drawn_range = tuple(vb.viewRange()[0]) + (vb.width(),)
 
     def _draw_run(self, r, x0, x1, pixels):
@@ -729,6 +730,47 @@ class LossPlot(pg.PlotWidget):
         r.full_item.setData(fx, fv)
         out.append(fv)
         return out
+
+    # where the legend may sit: (its corner, the plot's corner, offset in pixels); the top ones below the epoch labels
+    LEGEND_CORNERS = {"bottom left": ((0, 1), (0, 1), (10, -10)), "top right": ((1, 0), (1, 0), (-10, 48)),
+                      "bottom right": ((1, 1), (1, 1), (-10, -10)), "top left": ((0, 0), (0, 0), (10, 48))}
+
+    def _place_legend(self):
+        """The legend in the corner of the view with the fewest drawn points under it, so that it does not hide
+        the curves it names; it moves only to a corner with at most half the points of its own."""
+        lg = self.legend
+        if not lg.isVisible():
+            return
+        vb = self.getPlotItem().getViewBox()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        w, h, box = vb.width(), vb.height(), lg.boundingRect()
+        if w <= 0 or h <= 0 or x1 <= x0 or y1 <= y0:
+            return
+        xs, ys = [], []
+        for r in self.runs:
+            for item in (r.raw, r.smooth, r.means_item, r.val_item, r.full_item):
+                x, y = item.getData()
+                if x is not None and len(x):
+                    xs.append(np.asarray(x, dtype=np.float64))
+                    ys.append(np.asarray(y, dtype=np.float64))
+        if not xs:
+            return
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        with np.errstate(divide="ignore", invalid="ignore"):   # (log axes: the view is in log10 units)
+            u = ((np.log10(x) if self.log_x else x) - x0) / (x1 - x0)
+            v = ((np.log10(y) if self.log_y else y) - y0) / (y1 - y0)
+        counts = {}
+        for name, (_, (px, py), (ox, oy)) in self.LEGEND_CORNERS.items():
+            fu, fv = (box.width() + abs(ox)) / w, (box.height() + abs(oy)) / h   # the legend's share of the view
+            inside_u = u <= fu if px == 0 else u >= 1 - fu
+            inside_v = v >= 1 - fv if py == 0 else v <= fv                        # (v: 0 at the bottom)
+            counts[name] = int(np.count_nonzero(inside_u & inside_v))
+        here = getattr(self, "_legend_corner", "bottom left")
+        best = min(counts, key=lambda name: (counts[name], name != here))
+        if best != here and counts[best] <= counts[here] // 2:
+            item_pos, parent_pos, offset = self.LEGEND_CORNERS[best]
+            lg.anchor(itemPos=item_pos, parentPos=parent_pos, offset=offset)
+            self._legend_corner = best
 
     def _set_range(self, x0, x1, ys):
         vals = np.concatenate([np.asarray(y, dtype=np.float64).ravel() for y in ys]) if ys else np.empty(0)

@@ -228,6 +228,25 @@ def test_overlaid_runs_are_told_apart_by_what_differs_from_the_last(qtbot, windo
     assert labels == ["batch 50, lr 0.1", "batch 50, seed 3, lr 0.1", "batch 50, epochs 3, seed 5, lr 0.1"]  # (alike)
 
 
+def test_the_legend_sits_where_it_hides_no_point_of_the_curves(qtbot, window):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtWidgets import QApplication
+    # a loss that falls at once, then stays low: points all along the bottom, early ones at the left
+    set_spins(window, dataset="blobs", records=200, batch_size=20, epochs=5, learning_rate=0.5)
+    run_to_end(qtbot, window)
+    plot = window.loss_plot
+    plot.redraw(force=True)
+    QApplication.processEvents()
+    vb, legend = plot.getPlotItem().getViewBox(), plot.legend
+    rect = legend.sceneBoundingRect()
+    hidden = 0
+    for r in plot.runs:
+        for item in (r.raw, r.means_item):
+            xs, ys = item.getData()
+            hidden += sum(rect.contains(vb.mapViewToScene(QPointF(float(x), float(y)))) for x, y in zip(xs, ys))
+    assert legend.isVisible() and hidden == 0      # (bottom left, always: it hid early steps of a quick run)
+
+
 def test_thousands_of_epochs_get_a_capped_number_of_lines(qtbot, window):
     set_spins(window, records=20, batch_size=20, epochs=5000)
     run_to_end(qtbot, window)
