@@ -756,8 +756,13 @@ class MainWindow(QMainWindow):
         self.fitReturned.emit()
 
     def _show_error(self, exc):
-        if exc is not None:
-            self.readout.setText(error_html(exc))
+        if exc is None:
+            return
+        text = str(exc)
+        if isinstance(exc, fb.DivergenceError):   # the library's advice, in the app's words: its controls
+            text = text.replace(" (e.g. trainer.learning_rate /= 100)", " (the learning rate box, then Resume)")
+            text = text.replace("reset() starts the run over", "Reset starts the run over")
+        self.readout.setText(error_html(text))
 
     def _on_run_ended(self, how):
         self._update_status()

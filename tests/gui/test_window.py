@@ -387,7 +387,9 @@ def test_a_failed_fit_reaches_the_window_as_the_exception(qtbot, window, monkeyp
     monkeypatch.setattr(fb.Trainer, "fit", fit)
     assert run_to_end(qtbot, window) == "errored"
     assert window.run.error is boom and window.state == "idle"
-    assert str(boom) in window.readout_text()
+    said = window.readout_text()      # the library's message, its advice in the app's words
+    assert str(boom).split(". Continue")[0] in said and "trainer.learning_rate" not in said
+    assert "the learning rate box" in said
     assert "failed" in window.status_labels["elapsed"].text()
 
 
