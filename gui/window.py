@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
         self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
+        self._map_is_run = False   # the batch map shows the run (its progress is drawn), not a preview of settings
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
                                     # is chosen)
@@ -508,6 +509,7 @@ class MainWindow(QMainWindow):
         if show:
             self.surface_plot.set_data(X, y, held_out=val, seed=0)
         self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, train))
+        self._map_is_run = False   # (the last run's progress is not drawn over the new settings' records)
 
     def _class_labels(self, y, train):
         """The training records' classes (for the batch map's colours); None for a regression."""
@@ -593,6 +595,9 @@ class MainWindow(QMainWindow):
         self._run_key = self._settings_key()
         self._settings_changed()   # the readout, without "Start continues ..." (done now)
         self._data_timer.stop()    # (a preview must not clear this run's surface)
+        c, (_, y) = self.controls.config(), self._run_data
+        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
+        self._map_is_run = True
         self.loss_plot.extend_run(self.plan)
         self.run.extend(epochs, self.plan, steps)
 
@@ -668,6 +673,7 @@ class MainWindow(QMainWindow):
         X, y = self._run_data
         c = self.controls.config()
         self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
+        self._map_is_run = True
         if self._surface_wanted(X, y):
             self._show_surface(True)
             self.surface_plot.set_data(X, y, held_out=self._rows[1], seed=0)
@@ -780,7 +786,7 @@ class MainWindow(QMainWindow):
             self.loss_plot.update_history(h)
         self.loss_plot.redraw()
         now = time.perf_counter()
-        if self.trainer is not None and self.loss_plot.current is not None and (
+        if self._map_is_run and self.trainer is not None and self.loss_plot.current is not None and (
                 self.state != RUNNING or now - self._map_drawn >= MAP_SECONDS):
             self._map_drawn = now   # at full speed the map shows the epoch's progress a few times a second
             self.batch_map.show_steps(self.loss_plot.current.n)

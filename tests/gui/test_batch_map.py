@@ -74,3 +74,25 @@ def test_a_big_epochs_order_is_the_librarys():
     from fastbatch_gui.batch_map import _big_epoch_order
     for n, epoch, shuffle in ((300_001, 2, True), (250_000, 0, False), (1, 0, True)):
         assert np.array_equal(_big_epoch_order(n, 7, epoch, shuffle), fb.epoch_order(n, 7, epoch, shuffle))
+
+
+def test_after_a_run_a_preview_of_new_settings_shows_no_old_progress_and_a_continued_run_shows_its_own(qtbot, window):
+    set_values = window.controls.set_value
+    for name, value in (("records", 200), ("batch_size", 50), ("epochs", 2)):
+        set_values(name, value)
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        window.findChild(QPushButton, "startButton").click()
+    bmap = window.findChild(BatchMap, "batchMap")
+    window._on_frame()
+    assert bmap.current_batch == 3                      # the run's last batch, outlined
+    set_values("records", 300)                          # new settings: a preview of their records
+    window._data_timer.timeout.emit()
+    window._on_frame()
+    assert bmap.plan.n_records == 300 and bmap.current_batch == -1   # (the old run's progress was drawn over it)
+    set_values("records", 200)
+    set_values("epochs", 3)                             # Start would continue the run: its progress is shown again
+    window._data_timer.timeout.emit()
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        window.findChild(QPushButton, "startButton").click()
+    window._on_frame()
+    assert window.trainer.step == 12 and bmap.plan.epochs == 3 and bmap.current_batch == 3
