@@ -9,7 +9,9 @@ from PySide6.QtCore import QRectF
 
 CLASS_COLORS = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
                          [148, 103, 189], [140, 86, 75]], dtype=np.float64)
-GRID = 120          # the surface is GRID x GRID predictions
+GRID = 120          # the surface is GRID x GRID predictions,
+SURFACE_MACS = 2e9  # ...or fewer, so that one costs at most about this many multiply-adds (a big network's
+MIN_GRID = 16       # 14,400 predictions took tens of seconds); never fewer than MIN_GRID x MIN_GRID
 MAX_POINTS = 2500   # points drawn at most (a seeded subsample of bigger datasets)
 PAD = 0.08          # the view spans the data plus this share on each side
 
@@ -87,15 +89,19 @@ class SurfacePlot(pg.PlotWidget):
         self.image.clear()
         self.steps_shown = -1
 
-    def grid(self):
-        """``(points (GRID*GRID, n_features), (GRID, GRID))``; features past the first two are 0."""
+    def grid(self, n_params=0):
+        """``(points (n*n, n_features), (n, n))``: n = GRID, or fewer for a network of ``n_params`` params whose
+        predictions would cost more than SURFACE_MACS; features past the first two are 0."""
+        n = GRID
+        if n_params and GRID * GRID * n_params > SURFACE_MACS:
+            n = max(MIN_GRID, int((SURFACE_MACS / n_params) ** 0.5))
         r = self.rect
-        xs = np.linspace(r.left(), r.right(), GRID)
-        ys = np.linspace(r.top(), r.bottom(), GRID)  # QRectF.top() is the smaller y
+        xs = np.linspace(r.left(), r.right(), n)
+        ys = np.linspace(r.top(), r.bottom(), n)      # QRectF.top() is the smaller y
         gx, gy = np.meshgrid(xs, ys)                  # row i is y = ys[i]
-        pts = np.zeros((GRID * GRID, self.n_features))
+        pts = np.zeros((n * n, self.n_features))
         pts[:, 0], pts[:, 1] = gx.ravel(), gy.ravel()
-        return pts, (GRID, GRID)
+        return pts, (n, n)
 
     def set_proba(self, steps_done, proba):
         """Shade each grid cell by the class probabilities: a blend of the class colours."""

@@ -677,7 +677,8 @@ class MainWindow(QMainWindow):
         if self._surface_wanted(X, y):
             self._show_surface(True)
             self.surface_plot.set_data(X, y, held_out=self._rows[1], seed=0)
-            self._grid = self.surface_plot.grid()
+            sizes = (X.shape[1], *trainer.config["hidden"], max(self._n_outputs(y), 1))
+            self._grid = self.surface_plot.grid(sum(a * b + b for a, b in zip(sizes, sizes[1:])))
         else:
             self._show_surface(False)
 

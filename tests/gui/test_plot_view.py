@@ -258,3 +258,16 @@ def test_a_rate_changed_before_any_step_at_it_replaces_it_in_the_legend(qtbot):
     assert plot.legend_labels()[0] == "batch 64, lr 0.01 → 0.02"
     assert [(s, r) for s, r, _ in plot.lr_lines] == [(16, 0.02)] and plot.lr_lines[0][2].label.format == "lr 0.02"
 
+
+
+def test_a_big_networks_decision_surface_has_fewer_points(qtbot):
+    # 14,400 predictions of a 1024 x 4 network took tens of seconds a surface: the grid keeps them to SURFACE_MACS
+    from fastbatch_gui.surface_plot import GRID, MIN_GRID, SURFACE_MACS, SurfacePlot
+    plot = SurfacePlot()
+    qtbot.addWidget(plot)
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    plot.set_data(X, (X[:, 0] > 0).astype(int), held_out=np.zeros(0, int), seed=0)
+    assert plot.grid()[1] == plot.grid(1_000)[1] == (GRID, GRID)               # small networks: every point
+    pts, (n, m) = plot.grid(3_150_000)
+    assert n == m and n * n * 3_150_000 <= SURFACE_MACS < (n + 1) ** 2 * 3_150_000 and pts.shape == (n * n, 2)
+    assert plot.grid(10 ** 12)[1] == (MIN_GRID, MIN_GRID)
