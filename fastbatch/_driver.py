@@ -289,7 +289,7 @@ class ArraySource:
     def may_end_epochs(self, state):
         """Whether an epoch has ended that is not closed yet (by the last chunk, or by one whose closing an
         error cut short before it began)."""
-        return state.step // state.steps_per_epoch > len(state.epoch_loss)
+        return unclosed_epochs(state)
 
     def epochs_ended(self, state):
         """The epochs ended and not closed yet, closed one by one: [(epoch, ...)]."""
@@ -335,12 +335,15 @@ class BatchSource:
             if cfg["drop_last"] and np.shape(xb)[0] < cfg["batch_size"]:
                 continue  # dropped: not one of the epoch's steps (nor counted among those a resumed call skips)
             self.k += 1
-            if self.k <= self.skip:
+            if self.k <= self.skip and (hooks.val is not None or self.validation_data is None):
                 continue
             Xb, t, lab, kk, loss = self._check(xb, yb)
-            if hooks.val is None and self.validation_data is not None:
+            if hooks.val is None and self.validation_data is not None:  # (from the first batch, trained or not:
+                # a call resumed at an epoch's last batch trains none of it, and still validates that epoch)
                 val = _data.prepare_validation(self.validation_data, loss, kk, dtype, Xb.shape[1], self.scaling)
                 hooks.val, hooks.epoch_state = val, True
+            if self.k <= self.skip:
+                continue
             if self.scaling:
                 Xb, t = _data.apply_scaling(self.scaling, Xb, t, dtype)
             state = trainer._state
@@ -422,7 +425,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     if state is not None and state.steps_per_epoch and source.may_end_epochs(state):
         # an epoch the last call ended but did not close (an interrupt between its chunk and its closing):
         # closed now, at the params it ended with, before any step of this call
-        if _close_epochs(trainer, source, state, hooks):
+        if _close_epochs(trainer, source, state, hooks) or state.step >= end:
             return
     while True:
         state = trainer._state
@@ -499,11 +502,10 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         # the chunk's step hook and the epochs it ended, closed whole (validation, schedule, early stopping,
         # callbacks), or on an error (KeyboardInterrupt, a validation file cut short) the chunk undone with them
         try:
-            if hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
-                                                  float(state.loss_buf[state.step - 1])):
-                break
-            ended = source.may_end_epochs(state)
-            if ended and _close_epochs(trainer, source, state, hooks):
+            stop_run = hooks.step_hooks and done and fire(hooks.callbacks, "on_step_end", trainer, state.step - 1,
+                                                          float(state.loss_buf[state.step - 1]))
+            ended = source.may_end_epochs(state)   # (closed when a step hook stops the run too)
+            if (ended and _close_epochs(trainer, source, state, hooks)) or stop_run:
                 break
             if hooks.on_progress is not None:
                 hooks.progress(force=ended and hooks.epoch_state)
@@ -526,6 +528,12 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
 _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
                                                                  Status.NONFINITE, Status.STOPPED))
+
+
+def unclosed_epochs(state):
+    """Whether an array run has an epoch that ended and is not closed yet (an interrupt came between its last
+    chunk and its closing): the next fit call closes it first, even on a finished run."""
+    return not state.generator and state.step // state.steps_per_epoch > len(state.epoch_loss)
 
 
 def _close_epochs(trainer, source, state, hooks):

@@ -300,3 +300,52 @@ def test_an_epoch_left_unclosed_by_an_interrupt_after_its_chunk_is_closed_first_
     assert tr.step == 3 * 8 and len(tr.history.epoch_loss) == 3 and len(tr.run_state.epoch_loss) == 2
     tr.fit(X, y)
     _same_run(tr, ref)
+
+
+def test_an_interrupt_before_a_runs_last_epoch_closed_is_made_good_by_the_next_call(monkeypatch):
+    # the run's last chunk done, its epoch not closed: the run is finished, and a fit call still closes it
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
+    cfg = dict(hidden=(8,), batch_size=20, epochs=2, seed=0, validation_split=0.25)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+    tr = fb.Trainer(**cfg)
+    interrupt_before_closing(monkeypatch, at_chunk=2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y)
+    monkeypatch.undo()
+    assert tr.finished and len(tr.run_state.epoch_loss) == 1
+    tr.fit(X, y)                                   # (it warned "finished, trains nothing" and left it open)
+    _same_run(tr, ref)
+    assert len(tr.history.val_loss) == 2
+
+
+def test_a_step_callback_that_stops_the_run_at_an_epochs_end_still_closes_that_epoch():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 4)).astype(np.float32), rng.integers(0, 2, 100)
+    Xv, yv = rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 2, 40)
+    seen = []
+    stop = fb.LambdaCallback(on_step_end=lambda tr, step, loss: step == 9,
+                             on_epoch_end=lambda tr, epoch, logs: seen.append(epoch))
+    tr = fb.Trainer(hidden=(8,), batch_size=20, epochs=3, seed=0)
+    h = tr.fit(X, y, validation_data=(Xv, yv), callbacks=[stop])
+    assert tr.step == 10 and seen == [0, 1] and len(h.val_loss) == len(h.metrics["loss"]) == 2  # (epoch 2: none)
+
+
+def test_a_generator_run_resumed_after_an_epochs_last_batch_still_validates_that_epoch():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 4))
+    y = (X[:, 0] > 0).astype(int)
+
+    def batches():
+        for i in range(0, 256, 32):
+            yield X[i:i + 32], y[i:i + 32]
+    kw = dict(hidden=(8,), batch_size=32, epochs=3, seed=0, patience=2)
+    ref = fb.Trainer(**kw)
+    ref.fit_batches(batches, validation_data=(X[:64], y[:64]))
+    tr = fb.Trainer(**kw)
+    tr.fit_batches(batches, validation_data=(X[:64], y[:64]),
+                   callbacks=[fb.LambdaCallback(on_step_end=lambda t, step, loss: step == 7)])
+    tr.fit_batches(batches, validation_data=(X[:64], y[:64]))   # (epoch 1 closed with no validation: NaN)
+    assert np.array_equal(tr.history.val_loss, ref.history.val_loss) and np.isfinite(tr.history.val_loss).all()
+    assert np.array_equal(tr.run_state.theta, ref.run_state.theta)
