@@ -56,10 +56,10 @@ class RateLog:
         k = len(starts)
         if not k:
             return
-        if self.n + k > len(self.starts):
-            cap = max(self.n + k, 2 * len(self.starts))
-            self.starts = np.resize(self.starts, cap)
+        if self.n + k > len(self.starts) or self.n + k > len(self.values):  # (either: an interrupt may have come
+            cap = max(self.n + k, 2 * len(self.starts))                     # between the two, last time)
             self.values = np.resize(self.values, cap)
+            self.starts = np.resize(self.starts, cap)
         self.starts[self.n:self.n + k] = starts
         self.values[self.n:self.n + k] = values
         self.n += k
@@ -189,17 +189,19 @@ class RunState:
             cap = max(end, 2 * cap, 1024)
             if cap_limit is not None:
                 cap = max(end, min(cap, cap_limit))
-        new = np.zeros(cap, dtype=self.loss_buf.dtype)
-        new[:len(self.loss_buf)] = self.loss_buf
-        self.loss_buf = new
-        if self.noise_buf is not None:
+        # loss_buf last, its length being what says the buffers are big enough: an interrupt between two of these
+        # leaves it short, so the next call grows them all again (the others to at least its length)
+        if self.noise_buf is not None and len(self.noise_buf) < cap:
             new = np.zeros((cap, 2))
             new[:len(self.noise_buf)] = self.noise_buf
             self.noise_buf = new
-        if self.generator:
+        if self.generator and self.per_step_buf.shape[1] < cap:
             new = np.zeros((3, cap), dtype=np.int64)
             new[:, :self.per_step_buf.shape[1]] = self.per_step_buf
             self.per_step_buf = new
+        new = np.zeros(cap, dtype=self.loss_buf.dtype)
+        new[:len(self.loss_buf)] = self.loss_buf
+        self.loss_buf = new
 
     def chunk_hits(self, n):
         """A float64 array of at least n entries for one kernel call's hit fractions (None for mse), reused."""

@@ -349,3 +349,41 @@ def test_a_generator_run_resumed_after_an_epochs_last_batch_still_validates_that
     tr.fit_batches(batches, validation_data=(X[:64], y[:64]))   # (epoch 1 closed with no validation: NaN)
     assert np.array_equal(tr.history.val_loss, ref.history.val_loss) and np.isfinite(tr.history.val_loss).all()
     assert np.array_equal(tr.run_state.theta, ref.run_state.theta)
+
+
+def test_an_interrupt_while_the_history_buffers_grow_leaves_them_whole(monkeypatch):
+    # Ctrl-C between growing one per-step buffer and the next: the noise buffer stayed empty for good (the
+    # loss buffer, grown first, said there was room), noise_scale failed and the checkpoint would not load
+    import types
+    from fastbatch import _run
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+    cfg = dict(hidden=(8,), batch_size=4, epochs=400, seed=0, track_noise=True)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y, steps=50)
+    real, real_reserve, made, raised = np.zeros, _run.RunState.reserve, [], []
+
+    def zeros(shape, *a, **k):
+        if made and made[0] == "in reserve":   # its second buffer is where the interrupt comes
+            made.append(shape)
+            if len(made) == 3 and not raised:
+                raised.append(shape)
+                raise KeyboardInterrupt
+        return real(shape, *a, **k)
+
+    def reserve(self, *a, **k):
+        made[:] = ["in reserve"]
+        try:
+            return real_reserve(self, *a, **k)
+        finally:
+            made.clear()
+    monkeypatch.setattr(_run, "np", types.SimpleNamespace(**{**vars(np), "zeros": zeros}))
+    monkeypatch.setattr(_run.RunState, "reserve", reserve)
+    tr = fb.Trainer(**cfg)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y, steps=1)
+    monkeypatch.undo()
+    assert raised and tr.step == 0
+    tr.fit(X, y, steps=50)
+    assert tr.history.noise.shape == (50, 2) and np.array_equal(tr.history.noise, ref.history.noise)
+    assert np.array_equal(tr.history.loss, ref.history.loss)
