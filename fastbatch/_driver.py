@@ -490,12 +490,10 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         except DivergenceError:
             raise  # _rewind left the state at the last params whose loss was finite
         except _BadRecord:
-            state.restore(call_start)  # as if this fit call had not been made
-            trainer._sync_schedule()  # (epochs this call closed may have moved a plateau schedule)
+            _undo(trainer, state, call_start)  # as if this fit call had not been made
             raise source.input_error() from None
         except BaseException:
-            state.restore(snap)
-            trainer._sync_schedule()
+            _undo(trainer, state, snap)
             raise
         snaps[0], snaps[1] = snaps[1], snaps[0]
         prev = (snaps[1], chunk)
@@ -551,8 +549,10 @@ def _close_epochs(trainer, source, state, hooks):
 
 
 def _undo(trainer, state, snap):
-    """Restore ``snap`` (the state before a chunk or an epoch's closing) after an error there: a run never keeps
-    an epoch half closed (its loss without its validation, schedule or early-stopping step)."""
+    """Restore ``snap`` (the state before a chunk, an epoch's closing or the call) after an error there: a run
+    never keeps an epoch half closed (its loss without its validation, schedule or early-stopping step). The
+    Histories given out meanwhile keep what they recorded; the schedule follows the state (a plateau's)."""
+    state.detach_history()
     state.restore(snap)
     trainer._sync_schedule()
 
@@ -644,6 +644,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     call). Continuing with a smaller rate redoes that step's update.
     """
     step0 = chunk.step0
+    state.detach_history()  # (it may go back into the last call: the History that call returned stays as it was)
     if status == Status.NONFINITE and np.isfinite(state.theta).all():
         bad = step0 + done
     else:  # the params went non-finite at some step of the chunk: replay from the snapshot to find it

@@ -30,6 +30,11 @@ class RateLog:
         self.values = np.zeros(16) if values is None else np.array(values, dtype=np.float64)
         self.n = 0 if starts is None else len(self.starts)
 
+    def copy(self):
+        out = RateLog()
+        out.starts, out.values, out.n = self.starts.copy(), self.values.copy(), self.n
+        return out
+
     def record(self, step0, rates):
         """Steps [step0, step0 + len(rates)) used ``rates`` (step0: the first step not yet recorded)."""
         if not len(rates):
@@ -246,6 +251,19 @@ class RunState:
         # schedule_state is replaced, never changed in place (end_epoch, restore): kept by reference
         snap.more = (len(self.epoch_loss), len(self.val_loss), self.schedule_state, self.rates.n,
                      None if hit_sums is None else hit_sums.copy())
+
+    def detach_history(self):
+        """New copies of what the Histories taken so far read (the per-step buffers, the rate log, the epoch
+        lists), before the run goes back over steps they hold (a divergence's rewind, an error's undo): each
+        History keeps what it recorded. O(the run's steps), on those rare paths only."""
+        self.loss_buf = self.loss_buf.copy()
+        if self.noise_buf is not None:
+            self.noise_buf = self.noise_buf.copy()
+        if self.per_step_buf is not None:
+            self.per_step_buf = self.per_step_buf.copy()
+        self.rates = self.rates.copy()
+        self.epoch_loss, self.val_loss = list(self.epoch_loss), list(self.val_loss)
+        self.val_accuracy, self.epoch_metrics = list(self.val_accuracy), list(self.epoch_metrics)
 
     def restore(self, snap):
         if snap.initial is not None:  # (snapshot_start)
