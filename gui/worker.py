@@ -163,7 +163,7 @@ class TrainingWorker(QObject):
         self._send_means(history, job)
         if job.full_loss and full["last"] != tr.step and tr.step > 0:
             self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
-        if job.grid is not None and (not job.stop_requested or (
+        if job.grid is not None and tr.step > 0 and (not job.stop_requested or (
                 surface_cost <= self.SURFACE_SECONDS if surface_cost is not None
                 else len(job.grid) * tr.run_state.theta.size <= self.QUICK_SURFACE_MACS)):
             self._emit_surface(job, stoppable=False)   # where the job ends (after a stop: when it is quick)

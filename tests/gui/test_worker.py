@@ -173,3 +173,17 @@ def test_a_costly_surface_keeps_to_its_share_and_never_holds_up_a_stop(qtbot, mo
     assert 0.03 * len(parts) <= (stopped_at[0] - t0) * w.SURFACE_SHARE * 1.5 + 0.45
     # a stop abandons the surface between parts; the stopped job's last surface (0.45 s: not quick) is not drawn
     assert sum(p > stopped_at[0] for p in parts) <= 1
+
+
+def test_a_job_stopped_before_its_first_step_ends_cleanly_with_a_surface_to_draw(qtbot):
+    # (it read the run's params to cost the surface while there was no run yet: the job errored)
+    xs = np.linspace(-2, 2, 20)
+    grid = np.array(np.meshgrid(xs, xs)).reshape(2, -1).T
+    job = make_job(grid=grid, grid_shape=(20, 20))
+    job.request_stop()
+    w = TrainingWorker()
+    errors = []
+    w.errored.connect(errors.append)
+    with qtbot.waitSignal(w.finished):
+        w.run(job)
+    assert not errors and job.trainer.step == 0
