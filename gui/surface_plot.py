@@ -56,8 +56,8 @@ class SurfacePlot(pg.PlotWidget):
         held[np.asarray(held_out, dtype=np.int64)] = True
         self._held = held[self.shown]
         self.highlight((), ())
-        lo, hi = self._X.min(axis=0), self._X.max(axis=0)
-        pad = PAD * np.maximum(hi - lo, 1e-9)
+        lo, hi = self._X.min(axis=0).astype(np.float64), self._X.max(axis=0).astype(np.float64)
+        pad = PAD * np.maximum(hi - lo, 1e-9)   # (in float64: a float32 span of values near its limit is inf)
         lo, hi = lo - pad, hi + pad
         self.rect = QRectF(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
         self.clear_surface()

@@ -342,9 +342,11 @@ class MainWindow(QMainWindow):
             dtype = np.dtype(DEFAULTS["dtype"])
             with np.errstate(over="ignore"):
                 X = np.ascontiguousarray(X, dtype=dtype)
-            if not np.isfinite(X).all():   # finite in the file, beyond the run's dtype: said now, not at Start
-                i, j = np.argwhere(~np.isfinite(X))[0]
-                exc = ValueError(f"record {i + 1}, feature {j + 1} of {key[1]!r} is too large for {dtype} "
+            big = np.abs(np.asarray(y, dtype=np.float64)).reshape(len(y), -1).max(axis=1) > np.finfo(dtype).max
+            if not np.isfinite(X).all() or big.any():   # finite in the file, beyond the run's dtype: said now
+                i, j = np.argwhere(~np.isfinite(X))[0] if not np.isfinite(X).all() else (np.flatnonzero(big)[0], -1)
+                what = f"feature {j + 1}" if j >= 0 else "the target"
+                exc = ValueError(f"record {i + 1}, {what} of {key[1]!r} is too large for {dtype} "
                                  f"(beyond ±{np.finfo(dtype).max:.3g}); scale the data first")
                 self._data_failure = (key, exc)
                 raise exc
@@ -360,7 +362,9 @@ class MainWindow(QMainWindow):
         if self._coded is not None and self._coded[0] == loss:
             return self._coded[1]
         coded = y
-        if y.ndim == 1 and decide_task(y, loss).kind == "classification" and len(y):
+        whole = y.dtype.kind in "iub" or bool(np.isfinite(y).all() and (y == np.round(y)).all())
+        if y.ndim == 1 and len(y) and whole and decide_task(y, loss).kind == "classification":  # (fractional
+            # targets are not labels: a classification of them gets the library's error, not a class a value)
             values, codes = np.unique(y, return_inverse=True)
             if not (values[0] == 0 and values[-1] == len(values) - 1):
                 coded = codes.astype(np.int64)

@@ -324,6 +324,16 @@ def test_a_files_labels_other_than_0_to_k_are_coded_and_a_value_beyond_float32_i
     assert not window.load_file(str(tmp_path / "big.csv"))  # finite in the file, inf in float32
     assert "record 2, feature 2" in window.readout_text() and "too large for float32" in window.readout_text()
     assert not find(window, QPushButton, "startButton").isEnabled()
+    (tmp_path / "bigy.csv").write_text("a,b,label\n1,2,0.5\n3,1,1e39\n4,5,2.5\n")
+    assert not window.load_file(str(tmp_path / "bigy.csv"))
+    assert "record 2, the target" in window.readout_text()
+    (tmp_path / "near.csv").write_text("a,b,label\n3e38,1,0\n-3e38,2,1\n0,0,1\n")   # finite in float32
+    assert window.load_file(str(tmp_path / "near.csv"))                      # (the surface's span overflowed)
+    (tmp_path / "real.csv").write_text("a,b,t\n" + "".join(f"{i},{i % 3},{0.37 * i}\n" for i in range(30)))
+    assert window.load_file(str(tmp_path / "real.csv"))
+    set_spins(window, task="classification")                  # fractional targets are not labels: no coding
+    assert "are the network's classes" not in window.readout_text()
+    assert run_to_end(qtbot, window) == "errored" and "fractional" in window.readout_text()
 
 
 def test_a_generated_dataset_after_a_file_gets_the_users_records_and_features_back(window, tmp_path):
