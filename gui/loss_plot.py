@@ -128,6 +128,7 @@ class RunTrace:
 
     def __init__(self, plot_item, label, color, plan):
         self.label, self.color, self.plan = label, color, plan
+        self.config = None           # the window's settings of this run (what later runs' labels are told from)
         self.rates = [label[1]]
         self.base_label = label[0]
         self.spe = plan.steps_per_epoch

@@ -603,6 +603,7 @@ class MainWindow(QMainWindow):
         self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         self._map_is_run = True
         self.loss_plot.extend_run(self.plan)
+        self.loss_plot.current.config = dict(c)
         self.run.extend(epochs, self.plan, steps)
 
     def step_batch(self):
@@ -671,7 +672,7 @@ class MainWindow(QMainWindow):
         if c["optimizer"] != "sgd":
             label += f", {c['optimizer']}"
         label += self._differs_from_last_run(c)
-        self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan)
+        self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan).config = dict(c)
         self.step_panel.clear()
         self._grid = None
         X, y = self._run_data
@@ -691,9 +692,11 @@ class MainWindow(QMainWindow):
                 "seed", "shuffle", "drop_last", "validation_split", "standardize", "task", "sorted_by_class")
 
     def _differs_from_last_run(self, c):
-        """``", seed 3, epochs 10"``: up to three settings in which this run differs from the last one, so that
-        overlaid runs can be told apart in the legend ("" for the first run, or when none differ)."""
-        last, self._last_run_config = getattr(self, "_last_run_config", None), dict(c)
+        """``", seed 3, epochs 10"``: up to three settings in which this run differs from the plot's last run (as
+        it stands: continued to more epochs, or the one before a run Reset discarded), so that overlaid runs can
+        be told apart in the legend ("" when it is the first, or none differ)."""
+        runs = self.loss_plot.runs
+        last = getattr(runs[-1], "config", None) if runs else None
         if last is None:
             return ""
         names = {"data_path": "file", "validation_split": "validation", "sorted_by_class": "sorted"}

@@ -226,6 +226,14 @@ def test_overlaid_runs_are_told_apart_by_what_differs_from_the_last(qtbot, windo
     run_to_end(qtbot, window)
     labels = [r.text for r in window.loss_plot.runs]
     assert labels == ["batch 50, lr 0.1", "batch 50, seed 3, lr 0.1", "batch 50, epochs 3, seed 5, lr 0.1"]  # (alike)
+    find(window, QPushButton, "resetButton").click()         # told from the plot's last run, not a discarded one
+    set_spins(window, seed=3, epochs=4)
+    run_to_end(qtbot, window)
+    set_spins(window, epochs=5)                             # continued: the plot's last run is now 5 epochs
+    run_to_end(qtbot, window)
+    set_spins(window, seed=4)
+    run_to_end(qtbot, window)
+    assert [r.text for r in window.loss_plot.runs][-2:] == ["batch 50, epochs 4, lr 0.1", "batch 50, seed 4, lr 0.1"]
 
 
 def test_the_legend_sits_where_it_hides_no_point_of_the_curves(qtbot, window):
