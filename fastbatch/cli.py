@@ -460,8 +460,10 @@ def _check_data(args, trainer, table):
             if diff and not args.force:
                 raise ValueError(f"{args.data} is not the data the run in {args.resume} was trained on ({diff}); "
                                  "pass --force to train on it anyway, or start a new run without --resume")
+    columns = datasets.columns(args.data, _known(trainer))
     trainer.info.update(data_fingerprint=current, target=table.target, features=table.features,
-                        features_named=_has_header(args.data), classes=table.classes)
+                        features_named=_has_header(args.data, trainer), classes=table.classes,
+                        target_column=columns.index(table.target) if columns and table.target in columns else None)
 
 
 def cmd_train(args):
@@ -481,13 +483,13 @@ def cmd_train(args):
             raise UsageError(str(exc)) from None
     from . import datasets
     recorded = trainer.info.get("classes") if args.resume else None
-    table = datasets.load_table(args.data, args.target, classes=_class_names(recorded))
-    if os.path.splitext(os.fspath(args.data))[1].lower() == ".csv" and not _has_header(args.data):
+    table = datasets.load_table(args.data, args.target, classes=_class_names(recorded), known=_known(trainer))
+    if os.path.splitext(os.fspath(args.data))[1].lower() == ".csv" and not _has_header(args.data, trainer):
         print(f"{args.data} has no header row (its first row is a record): its columns are named 0 to "
               f"{len(table.features)}, the target is column {table.target}")
     # the task is always said (the README's promise); --quiet is only the progress bar
     table = _prepared(args, trainer, table, None if _class_names(recorded) else recorded)
-    if args.resume and _has_header(args.data):
+    if args.resume and _has_header(args.data, trainer):
         table = _as_trained(table, trainer)
     X, y = table.X, table.y
     _check_data(args, trainer, table)
@@ -820,22 +822,23 @@ def _features(args, trainer):
     from . import datasets
     target = _recorded_target(trainer, args.data, args.target)
     trained = _trained_features(trainer)
-    by_name = _has_header(args.data) and trained is not None
+    known = _known(trainer)
+    by_name = _has_header(args.data, trainer) and trained is not None
     if by_name and target is None:  # no target column: every column must be a feature, checked before any is read
-        order = _feature_order(datasets.columns(args.data), trained, args)
-        return _all_columns(args.data)[:, order]
-    table = datasets.load_table(args.data, target, read_target=False)
+        order = _feature_order(datasets.columns(args.data, known), trained, args)
+        return _all_columns(args.data, known)[:, order]
+    table = datasets.load_table(args.data, target, read_target=False, known=known)
     plain = os.path.splitext(os.fspath(args.data))[1].lower() in (".csv", ".npy")
     if not by_name and target is None and plain and table.X.shape[1] + 1 == _n_inputs(trainer):
-        return _all_columns(args.data)  # the last column, taken as the target, was a feature
+        return _all_columns(args.data, known)  # the last column, taken as the target, was a feature
     return _in_training_order(table, trainer, args)
 
 
-def _all_columns(path):
+def _all_columns(path, known=None):
     """Every column of a .csv/.npy file as a feature (the reader's target, its last column, put back)."""
     import numpy as np
     from . import datasets
-    table = datasets.load_table(path, None, read_target=True)
+    table = datasets.load_table(path, None, read_target=True, known=known)
     if table.classes is not None:
         raise ValueError(f"{path!r}, column {table.target!r}: {table.classes[0]!r} is not a number "
                          "(a feature must be numbers)")
@@ -846,10 +849,21 @@ def _n_inputs(trainer):
     return trainer.get_params()[0][0].shape[0]
 
 
-def _has_header(data):
-    """Whether ``data`` names its columns: a .csv file with a header row."""
+def _has_header(data, trainer=None):
+    """Whether ``data`` names its columns: a .csv file with a header row (of any names, or of the names the
+    ``trainer``'s network was trained on, numbers or not)."""
     from . import datasets
-    return os.path.splitext(os.fspath(data))[1].lower() == ".csv" and datasets.csv_header(data) is not None
+    return os.path.splitext(os.fspath(data))[1].lower() == ".csv" and datasets.csv_header(
+        data, _known(trainer)) is not None
+
+
+def _known(trainer):
+    """The column names a checkpoint's network was trained on, when a CSV header gave them (features and
+    target); None otherwise."""
+    info = trainer.info if trainer is not None else {}
+    if not info.get("features_named"):
+        return None
+    return list(info.get("features") or []) + ([info["target"]] if isinstance(info.get("target"), str) else [])
 
 
 def _trained_features(trainer):
@@ -876,7 +890,7 @@ def _in_training_order(table, trainer, args):
     results; a file without names (.npy, .npz) is taken by position and only their number is checked.
     """
     trained = _trained_features(trainer)
-    if _has_header(args.data) and trained is not None:
+    if _has_header(args.data, trainer) and trained is not None:
         return table.X[:, _feature_order(table.features, trained, args)]
     n_inputs = _n_inputs(trainer)
     if table.X.shape[1] != n_inputs:
@@ -952,6 +966,9 @@ def _checked_info(trainer, path):
         problem = f"target {target!r} is not a column name"
     if "features_named" in info and not isinstance(info["features_named"], bool):
         problem = f"features_named {info['features_named']!r} is not true or false"
+    column = info.get("target_column")
+    if column is not None and (type(column) is not int or not 0 <= column <= n_in):
+        problem = f"target_column {column!r} is not a column of a file of {n_in + 1}"
     if problem:
         raise ValueError(f"{path} is not a valid fastbatch checkpoint: its {problem}")
     return trainer
@@ -965,14 +982,19 @@ def _recorded_target(trainer, data, target):
     recorded = trainer.info.get("target")
     if target is not None or recorded is None:
         return target
-    columns = datasets.columns(data)
+    columns = datasets.columns(data, _known(trainer))
     if columns is None:  # .npz: its y
         return None
-    if _has_header(data):
-        return recorded if recorded in columns else None
-    if isinstance(recorded, str) and recorded.isdigit() and int(recorded) < len(columns) == _n_inputs(trainer) + 1:
+    named = _has_header(data, trainer)
+    if named and recorded in columns:
         return recorded
-    return None
+    if len(columns) != _n_inputs(trainer) + 1 or (named and _trained_features(trainer) is not None):
+        return None          # (a header of other names than the network's: evaluate says what is missing)
+    # by position: the index the target had in the training file (recorded since; before, a .npy's name was it)
+    index = trainer.info.get("target_column")
+    if index is None and isinstance(recorded, str) and recorded.isdigit():
+        index = int(recorded)
+    return index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(columns) else None
 
 
 def cmd_evaluate(args):
@@ -981,11 +1003,11 @@ def cmd_evaluate(args):
     trainer = _trained(args.checkpoint)
     recorded = trainer.info.get("target")
     target = _recorded_target(trainer, args.data, args.target)
-    if target is None and recorded is not None and _has_header(args.data):
+    if target is None and recorded is not None and _has_header(args.data, trainer):
         raise ValueError(f"{args.data} has no column {recorded!r}, the target {args.checkpoint} was trained on; "
                          "evaluate needs the true targets (name another column with --target)")
     classes = trainer.info.get("classes")
-    table = datasets.load_table(args.data, target, classes=_class_names(classes))
+    table = datasets.load_table(args.data, target, classes=_class_names(classes), known=_known(trainer))
     X = _in_training_order(table, trainer, args)
     y = _evaluation_labels(table, classes, args)
     res = trainer.evaluate(X, y)

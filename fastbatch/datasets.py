@@ -194,17 +194,18 @@ def load(path, target=None):
     return table.X, table.y
 
 
-def load_table(path, target=None, classes=None, read_target=True):
+def load_table(path, target=None, classes=None, read_target=True, known=None):
     """:func:`load`, with the names: a :class:`Table`.
 
     ``classes``: the class names a network was trained on (from its checkpoint). A CSV's text
     target is then encoded by them, so that its codes mean what they meant in training; a
     name that is not among them is an error naming its line. With ``read_target=False`` a
     CSV's target column is left out unread (``y`` is None): new records to predict may leave it blank.
+    ``known``: the column names a network was trained on (a CSV's first row of them is its header).
     """
     path, ext = _check_path(path)
     if ext == ".csv":
-        X, y, names = _load_csv(path, target, classes, read_target)
+        X, y, names = _load_csv(path, target, classes, read_target, known)
     elif ext == ".npy":
         X, y, names = _load_npy(path, target)
     else:
@@ -293,32 +294,54 @@ def _csv_rows(path):
                              "is it a CSV file?") from None
 
 
-def _header_of(cells):
-    """A CSV's first row as its column names; None when it is a record: every cell a number, other than
-    0, 1, ..., n-1 (pandas' names for unnamed columns). ``np.savetxt`` writes no header, and taking its first
-    record for one would drop that record and name the columns by its values."""
-    names = [c.strip() for c in cells]
+HEADER_PEEK_ROWS = 1000  # rows after the first that tell whether its one text cell is a value of its column
+
+
+def _is_number(text):
     try:
-        for c in names:
-            float(c)
+        float(text)
     except ValueError:
-        return names
-    return names if names == [str(j) for j in range(len(names))] else None
+        return False
+    return True
 
 
-def csv_header(path):
-    """A CSV file's column names from its header row; None when it has none (its first row is a record)."""
-    for _, row in _csv_rows(path):
-        return _header_of(row)
-    raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
+def _header_of(first, rows, known=None):
+    """A CSV's first row ``first`` (its cells) as its column names; None when it is a record:
+    - every cell a number (np.savetxt writes no header), unless they are 0, 1, ..., n-1 (pandas' names for
+      unnamed columns) or names of ``known`` (the columns a network was trained on: years, wavelengths);
+    - every cell a number but one, whose text is a value of its own column in the ``rows`` after it
+      (iris.data: ``5.1,3.5,1.4,0.2,setosa``; up to HEADER_PEEK_ROWS of them are looked at).
+    Taking a record for a header would drop it and name the columns by its values."""
+    names = [c.strip() for c in first]
+    text = [j for j, c in enumerate(names) if not _is_number(c)]
+    if not text:
+        named = names == [str(j) for j in range(len(names))] or (known and set(names) <= set(known))
+        return names if named else None
+    if len(text) == 1 and len(names) > 1:
+        j = text[0]
+        for _, (_, r) in zip(range(HEADER_PEEK_ROWS), rows):
+            if len(r) > j and r[j].strip() == names[j]:
+                return None
+    return names
 
 
-def _load_csv(path, target, classes=None, read_target=True):
+def csv_header(path, known=None):
+    """A CSV file's column names from its header row; None when it has none (its first row is a record).
+    ``known``: names a network was trained on (a header of them is one, numbers or not)."""
     rows = _csv_rows(path)
-    first = next(rows, None)
-    if first is None:
-        raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
-    names = _header_of(first[1])
+    try:
+        first = next(rows, None)
+        if first is None:
+            raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
+        return _header_of(first[1], rows, known)
+    finally:
+        rows.close()
+
+
+def _load_csv(path, target, classes=None, read_target=True, known=None):
+    names = csv_header(path, known)
+    rows = _csv_rows(path)
+    first = next(rows)
     if names is None:  # no header: the first row is a record, the columns are named by their indices
         names = [str(j) for j in range(len(first[1]))]
         rows = itertools.chain([first], rows)
@@ -459,7 +482,7 @@ def _load_npz(path, read_target=True):
         return X, y, (None, [str(j) for j in range(xs[1])])
 
 
-def columns(path):
+def columns(path, known=None):
     """The column names of a data file, to choose the target from.
 
     A ``.csv`` file's header (``["0", "1", ...]`` without one); ``["0", "1", ...]`` for a ``.npy``
@@ -467,10 +490,11 @@ def columns(path):
     """
     path, ext = _check_path(path)
     if ext == ".csv":
+        header = csv_header(path, known)
+        if header is not None:
+            return header
         for _, row in _csv_rows(path):
-            header = _header_of(row)
-            return header if header is not None else [str(j) for j in range(len(row))]
-        raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
+            return [str(j) for j in range(len(row))]
     if ext == ".npy":
         a = _open_npy(path)
         if a.ndim != 2:

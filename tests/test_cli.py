@@ -853,7 +853,8 @@ def test_regression_on_class_names_is_refused(capsys, csv_data, tmp_path, flag):
 
 
 @pytest.mark.parametrize("field, value", [("classes", ["a", "b"]), ("classes", "abc"), ("classes", ["a", 1, "c"]),
-                                          ("features", ["f0"]), ("target", 3), ("features_named", "yes")])
+                                          ("features", ["f0"]), ("target", 3), ("features_named", "yes"),
+                                          ("target_column", 7)])
 def test_a_checkpoints_names_that_do_not_fit_its_network_are_refused(capsys, tmp_path, field, value):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(60, 2))
@@ -895,6 +896,55 @@ def test_predict_never_writes_over_its_checkpoint_or_data_and_resume_says_whose_
                          "--quiet")
     assert code == 0, err
     assert "the resumed run's task -> classification (cross_entropy)" in out and "was asked for" not in out
+
+
+def test_files_without_names_are_read_with_the_target_where_training_had_it(capsys, tmp_path):
+    # a checkpoint from a headed CSV whose target came first: a .npy or headerless CSV of the same values
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    data = np.column_stack([y, X])                                          # the target first
+    (tmp_path / "first.csv").write_text("label,f0,f1,f2\n" + "".join(
+        f"{int(r[0])}," + ",".join(repr(float(v)) for v in r[1:]) + "\n" for r in data))
+    np.save(tmp_path / "first.npy", data)
+    np.savetxt(tmp_path / "bare.csv", data, delimiter=",")
+    assert run(capsys, "train", tmp_path / "first.csv", "--target", "label", "--out-dir", tmp_path, "--quiet",
+               *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "first-checkpoint.npz"
+    said = [run(capsys, "evaluate", ckpt, tmp_path / f)[1] for f in ("first.csv", "first.npy", "bare.csv")]
+    assert said[0] == said[1].replace("first.npy", "first.csv") and said[1] == said[2]   # (0.28 accuracy before)
+    predicted = [run(capsys, "predict", ckpt, tmp_path / f)[1] for f in ("first.csv", "first.npy", "bare.csv")]
+    assert predicted[0] == predicted[1] == predicted[2]
+
+
+def test_a_header_of_numbers_the_network_was_trained_on_is_a_header(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 3))
+    y = (X[:, 0] > 0).astype(int)
+    years = ["2019", "2020", "2021"]
+    write = lambda path, cols, rows: path.write_text(",".join(cols) + "\n" + "".join(
+        ",".join(repr(float(v)) for v in r) + "\n" for r in rows))
+    write(tmp_path / "years.csv", years + ["label"], np.column_stack([X, y]))
+    assert run(capsys, "train", tmp_path / "years.csv", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "years-checkpoint.npz"
+    write(tmp_path / "new.csv", years, X[:5])                      # new records: features only, numeric names
+    write(tmp_path / "swapped.csv", years[::-1], X[:5, ::-1])
+    code, out, err = run(capsys, "predict", ckpt, tmp_path / "new.csv")
+    assert code == 0 and len(out.splitlines()) == 6, err            # (6 predictions: the header as a record)
+    assert run(capsys, "predict", ckpt, tmp_path / "swapped.csv")[1] == out   # matched by name
+
+
+def test_a_headerless_csv_with_a_text_target_keeps_its_first_record(capsys, tmp_path):
+    # UCI's iris.data: 5.1,3.5,1.4,0.2,Iris-setosa, no header; its first row's one text cell is a class
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(90, 4))
+    names = np.array(["Iris-setosa", "Iris-versicolor", "Iris-virginica"])[np.arange(90) % 3]
+    (tmp_path / "iris.data.csv").write_text("".join(",".join(f"{v:.2f}" for v in r) + f",{c}\n"
+                                                    for r, c in zip(X, names)))
+    code, out, err = run(capsys, "train", tmp_path / "iris.data.csv", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
+    assert code == 0 and "has no header row" in out, err
+    tr = fb.Trainer.load(tmp_path / "iris.data-checkpoint.npz")
+    assert tr.plan.n_records == 90 and tr.info["classes"] == list(names[:3])   # (89: the first was the header)
 
 
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
