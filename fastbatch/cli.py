@@ -411,8 +411,10 @@ def _as_class_codes(args, trainer, table, recorded=None):
         raise ValueError(f"the {name} of {args.data} has {len(values):,} distinct values: as class labels that is "
                          f"more than {datasets.MAX_CLASSES:,} classes. Is it a regression target? Pass --loss mse")
     # labels 0..k-1 already; or one value only, which a network of two outputs or more keeps as it is
-    # (coded 0, its other outputs would have no label to write)
-    if recorded is None and (len(values) == 1 or values[0] >= 0 and values[-1] < len(values)):
+    # (coded 0, its other outputs would have no label to write); or a resumed run trained on labels 0..k-1 (none
+    # recorded): they mean its outputs, whichever of them this file holds (recoding 1, 2 would move them)
+    resumed = getattr(args, "resume", None)
+    if recorded is None and (resumed or len(values) == 1 or values[0] >= 0 and values[-1] < len(values)):
         return table
     return table._replace(y=_label_codes(y.reshape(-1), values, name, args.data),
                           classes=[v.item() for v in values])
@@ -483,7 +485,8 @@ def cmd_train(args):
             raise UsageError(str(exc)) from None
     from . import datasets
     recorded = trainer.info.get("classes") if args.resume else None
-    table = datasets.load_table(args.data, args.target, classes=_class_names(recorded), known=_known(trainer))
+    target = _recorded_target(trainer, args.data, args.target) if args.resume else args.target  # (its own column)
+    table = datasets.load_table(args.data, target, classes=_class_names(recorded), known=_known(trainer))
     if os.path.splitext(os.fspath(args.data))[1].lower() == ".csv" and not _has_header(args.data, trainer):
         print(f"{args.data} has no header row (its first row is a record): its columns are named 0 to "
               f"{len(table.features)}, the target is column {table.target}")

@@ -947,6 +947,29 @@ def test_a_headerless_csv_with_a_text_target_keeps_its_first_record(capsys, tmp_
     assert tr.plan.n_records == 90 and tr.info["classes"] == list(names[:3])   # (89: the first was the header)
 
 
+def test_resume_keeps_the_runs_target_column_and_its_labels_meaning(capsys, tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 3))
+    y = np.arange(150) % 3                                     # labels 0, 1, 2: no classes recorded
+    rows = lambda Xs, ys: "".join(f"{t}," + ",".join(repr(float(v)) for v in r) + "\n" for r, t in zip(Xs, ys))
+    (tmp_path / "first.csv").write_text("label,a,b,c\n" + rows(X, y))
+    assert run(capsys, "train", tmp_path / "first.csv", "--target", "label", "--out-dir", tmp_path / "a",
+               "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt = tmp_path / "a" / "first-checkpoint.npz"
+    # resumed without --target: the run's own column (it took the last column, then refused the data)
+    code, _, err = run(capsys, "train", tmp_path / "first.csv", "--resume", ckpt, "--epochs", "4", "--out-dir",
+                       tmp_path / "b", "--quiet")
+    assert code == 0, err
+    # other data without label 0, forced: labels 1 and 2 stay outputs 1 and 2 (they became 0 and 1)
+    (tmp_path / "other.csv").write_text("label,a,b,c\n" + rows(X, np.where(y == 0, 1, y)))
+    code, _, err = run(capsys, "train", tmp_path / "other.csv", "--resume", ckpt, "--epochs", "4", "--force",
+                       "--out-dir", tmp_path / "c", "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", tmp_path / "c" / "other-checkpoint.npz", tmp_path / "first.csv")
+    assert code == 0, err                                        # (the checkpoint was refused: classes [1, 2])
+    assert {r.split(",")[0] for r in out.splitlines()[1:]} <= {"0", "1", "2"}
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
