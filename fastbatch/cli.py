@@ -514,18 +514,20 @@ def cmd_train(args):
     say = progress.write if progress else print
     noise = [NoiseReport(say)] if trainer.config["track_noise"] else []
     try:
-        trainer.fit(X, y, on_progress=progress, callbacks=noise, verbose=say if progress else 0)
-    except DivergenceError as exc:
-        _err(f"fastbatch train: {exc}")
-        status = EXIT_DATA
+        try:
+            trainer.fit(X, y, on_progress=progress, callbacks=noise, verbose=say if progress else 0)
+        except DivergenceError as exc:
+            _err(f"fastbatch train: {exc}")
+            status = EXIT_DATA
+        finally:
+            if progress:
+                progress.close()
+        if not trainer.started:
+            return status or EXIT_DATA
+        plot_line = _write_outputs(trainer, paths, args.data)  # (a first Ctrl-C meanwhile waits for them)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
-        if progress:
-            progress.close()
-    if not trainer.started:
-        return status or EXIT_DATA
-    plot_line = _write_outputs(trainer, paths, args.data)
     h = trainer.history
     summary = [trainer.plan.describe(),
                f"trained {h.n_steps} of {trainer.total_steps} steps ({_epochs(h.n_steps, h.steps_per_epoch)}), "
@@ -538,7 +540,7 @@ def cmd_train(args):
         summary.append(noise_suggestion(h))
     summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", plot_line]
     print("\n".join(summary))
-    if interrupted:
+    if interrupted and not trainer.finished:  # (a Ctrl-C after the last step interrupted nothing)
         _err(f"fastbatch train: interrupted at step {trainer.step}; continue with "
              f"--resume {paths['checkpoint']}")
         return EXIT_INTERRUPTED
@@ -564,8 +566,8 @@ def _write_outputs(trainer, paths, data):
     """History CSV, checkpoint, and the loss plot (skipped with a note when matplotlib is missing)."""
     from ._plot import PlotUnavailable, write_loss_plot
     h = trainer.history
+    trainer.save(paths["checkpoint"])  # first: the run itself (each file is written whole or not at all)
     h.to_csv(paths["history"])
-    trainer.save(paths["checkpoint"])
     try:
         write_loss_plot(paths["plot"], h, _plot_title(trainer, data))
     except PlotUnavailable as exc:

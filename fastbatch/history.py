@@ -276,13 +276,23 @@ class History:
         Steps, epochs and batches are numbered from 1 there, as a person reads them (the seed's
         ``Epoch: 1, Batch: 1, Step: 1``); the arrays of this class are 0-based indices.
         """
+        import os
+        import tempfile
         cols = self.as_dict()
         for key in ("step", "epoch", "batch"):
             cols[key] = cols[key] + 1
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(",".join(cols) + "\n")
-            for row in zip(*cols.values()):
-                f.write(",".join(repr(float(v)) if isinstance(v, np.floating) else str(int(v)) for v in row) + "\n")
+        path = os.fspath(path)  # written whole or not at all: a temporary file beside it, renamed over it
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".history-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(",".join(cols) + "\n")
+                for row in zip(*cols.values()):
+                    f.write(",".join(repr(float(v)) if isinstance(v, np.floating) else str(int(v)) for v in row)
+                            + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def __len__(self):
         return self.n_steps

@@ -970,6 +970,23 @@ def test_resume_keeps_the_runs_target_column_and_its_labels_meaning(capsys, tmp_
     assert {r.split(",")[0] for r in out.splitlines()[1:]} <= {"0", "1", "2"}
 
 
+def test_a_ctrl_c_while_the_outputs_are_written_waits_for_them(capsys, csv_data, tmp_path, monkeypatch):
+    # (the default handler was back by then: the history was cut short, no checkpoint, no --resume line)
+    path, X, y = csv_data
+    real = fb.History.to_csv
+
+    def to_csv(self, out):
+        signal.raise_signal(signal.SIGINT)   # Ctrl-C as the history is written
+        return real(self, out)
+    monkeypatch.setattr(fb.History, "to_csv", to_csv)
+    code, out, err = run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
+    assert code == 0, err                    # the run had ended: a Ctrl-C then interrupts nothing
+    assert fb.Trainer.load(tmp_path / "points-checkpoint.npz").finished
+    assert len((tmp_path / "points-history.csv").read_text().splitlines()) == fb.Trainer.load(
+        tmp_path / "points-checkpoint.npz").step + 1
+    assert not list(tmp_path.glob(".history-*"))
+
+
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
     # pandas writes "0,1,2,..." for unnamed columns: still a header, so a reordered file is matched by it
     path, X, y = csv_data
