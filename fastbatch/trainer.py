@@ -152,6 +152,15 @@ class Trainer:
             raise ValueError(f"the run state's loss is {state.loss!r}, the config's is {cfg['loss']!r}")
         if len(state.val_loss) > len(state.epoch_loss):
             raise ValueError(f"{len(state.val_loss)} validation losses for {len(state.epoch_loss)} finished epochs")
+        scaling = state.scaling or {}
+        for name, on, has in (("standardize", cfg["standardize"], "x_shift" in scaling),
+                              ("standardize_target", cfg["standardize_target"] and state.loss == "mse", "y_shift" in scaling),
+                              ("track_noise", cfg["track_noise"], state.noise_buf is not None),
+                              ("validation_split", cfg["validation_split"] > 0 and not state.generator,
+                               state.n_records < state.n_records_all)):
+            if bool(on) != has:
+                raise ValueError(f"the run state was made {'without' if on else 'with'} {name}, the config has "
+                                 f"{name}={cfg[name]!r}")
         if not state.generator:
             if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
                 raise ValueError("the run state's record counts are inconsistent")

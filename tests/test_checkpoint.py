@@ -250,7 +250,10 @@ def test_pickle_round_trip_for_other_processes():
                                           ({"dtype": "float64"}, "params are float32"),
                                           ({"epochs": 1}, "beyond the"),
                                           ({"batch_size": 64, "drop_last": True}, "steps per epoch do not follow"),
-                                          ({"loss": "mse"}, "loss is 'cross_entropy'")])
+                                          ({"loss": "mse"}, "loss is 'cross_entropy'"),
+                                          ({"standardize": True}, "made without standardize"),
+                                          ({"track_noise": True}, "made without track_noise"),
+                                          ({"validation_split": 0.2}, "made without validation_split")])
 def test_a_run_state_that_does_not_follow_from_the_config_is_refused(other, words):
     # (a batch_size of 7 trained the state past its plan, then failed inside; epochs=1 said "step 15 of 10")
     rng = np.random.default_rng(0)
