@@ -342,9 +342,12 @@ class MainWindow(QMainWindow):
             dtype = np.dtype(DEFAULTS["dtype"])
             with np.errstate(over="ignore"):
                 X = np.ascontiguousarray(X, dtype=dtype)
-            big = np.abs(np.asarray(y, dtype=np.float64)).reshape(len(y), -1).max(axis=1) > np.finfo(dtype).max
-            if not np.isfinite(X).all() or big.any():   # finite in the file, beyond the run's dtype: said now
-                i, j = np.argwhere(~np.isfinite(X))[0] if not np.isfinite(X).all() else (np.flatnonzero(big)[0], -1)
+            top = float(np.finfo(dtype).max)   # (min and max: no temporary array the size of the data)
+            x_ok = bool(len(X) == 0 or np.isfinite(X.min()) and np.isfinite(X.max()))
+            y_ok = bool(len(y) == 0 or max(abs(float(np.min(y))), abs(float(np.max(y)))) <= top)
+            if not (x_ok and y_ok):   # finite in the file, beyond the run's dtype: said now, not at Start
+                big = np.abs(np.asarray(y, dtype=np.float64)).reshape(len(y), -1).max(axis=1) > top
+                i, j = np.argwhere(~np.isfinite(X))[0] if not x_ok else (np.flatnonzero(big)[0], -1)
                 what = f"feature {j + 1}" if j >= 0 else "the target"
                 exc = ValueError(f"record {i + 1}, {what} of {key[1]!r} is too large for {dtype} "
                                  f"(beyond ±{np.finfo(dtype).max:.3g}); scale the data first")
