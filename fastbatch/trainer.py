@@ -16,6 +16,7 @@ import numpy as np
 from . import _data, _driver, _inference, _numpy_backend, _validation as V, config as _config
 from ._network import aligned, init_params, layer_sizes, unpack
 from ._run import RunState
+from .callbacks import Callback
 from .errors import NotFittedError
 from .history import History
 from .schedule import plan as make_plan
@@ -665,6 +666,9 @@ def _physical_memory():
 
 
 def _check_callbacks(callbacks):
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        one = " (one callback: pass [callback])" if isinstance(callbacks, Callback) else ""
+        raise TypeError(f"callbacks must be a list of fastbatch.callbacks.Callback objects, got {callbacks!r}{one}")
     callbacks = list(callbacks or [])
     for cb in callbacks:
         if not any(callable(getattr(cb, h, None)) for h in ("on_run_begin", "on_step_end", "on_epoch_end",

@@ -299,3 +299,11 @@ def test_labels_checked_whole_are_a_copy_of_their_own(dtype):
     _, labels, k = V.check_y(y, "cross_entropy", 12, np.float32)
     assert k == 3 and labels.dtype == np.int64 and not np.shares_memory(labels, y)
     assert np.array_equal(labels, np.arange(12) % 3)
+
+
+def test_callbacks_must_be_a_list_and_the_error_names_it(seed_data):
+    X, y = seed_data
+    tr = fb.Trainer(epochs=1)
+    with pytest.raises(TypeError, match=r"callbacks must be a list .*one callback: pass \[callback\]"):
+        tr.fit(X, y, callbacks=fb.Callback())      # ('Callback' object is not iterable)
+    assert not tr.started
