@@ -156,12 +156,13 @@ class Trainer:
         scaling = state.scaling or {}
         for name, on, has in (("standardize", cfg["standardize"], "x_shift" in scaling),
                               ("standardize_target", cfg["standardize_target"] and state.loss == "mse", "y_shift" in scaling),
-                              ("track_noise", cfg["track_noise"], state.noise_buf is not None),
-                              ("validation_split", cfg["validation_split"] > 0 and not state.generator,
-                               state.n_records < state.n_records_all)):
+                              ("track_noise", cfg["track_noise"], state.noise_buf is not None)):
             if bool(on) != has:
                 raise ValueError(f"the run state was made {'without' if on else 'with'} {name}, the config has "
                                  f"{name}={cfg[name]!r}")
+        if state.n_records < state.n_records_all and not cfg["validation_split"]:  # (a split's run; the other way
+            raise ValueError("the run state holds records out for validation, the config has "  # round is a run
+                             "validation_split=0.0")                                             # of validation_data)
         if not state.generator:
             if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
                 raise ValueError("the run state's record counts are inconsistent")
@@ -173,8 +174,8 @@ class Trainer:
             if state.step > plan.total_steps:
                 raise ValueError(f"the run state's step {state.step} is beyond the {plan.total_steps} steps of "
                                  f"epochs={cfg['epochs']}")
-            ended = state.step // state.steps_per_epoch   # (the last one may wait to be closed: an interrupt came
-            if not ended - (state.step % state.steps_per_epoch == 0) <= len(state.epoch_loss) <= ended:  # first)
+            ended = state.step // state.steps_per_epoch   # (some may wait to be closed: an interrupt came first)
+            if len(state.epoch_loss) > ended:
                 raise ValueError(f"{len(state.epoch_loss)} epoch losses for {ended} finished epochs")
         schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         if state.schedule_state:

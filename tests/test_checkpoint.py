@@ -253,14 +253,15 @@ def test_pickle_round_trip_for_other_processes():
                                           ({"loss": "mse"}, "loss is 'cross_entropy'"),
                                           ({"standardize": True}, "made without standardize"),
                                           ({"track_noise": True}, "made without track_noise"),
-                                          ({"validation_split": 0.2}, "made without validation_split")])
+                                          ({"validation_split": 0.0, "_split": 0.2}, "records out for validation")])
 def test_a_run_state_that_does_not_follow_from_the_config_is_refused(other, words):
     # (a batch_size of 7 trained the state past its plan, then failed inside; epochs=1 said "step 15 of 10")
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(200, 4)).astype(np.float32), rng.integers(0, 3, 200)
     cfg = dict(hidden=(8,), batch_size=32, epochs=3, seed=0)
-    tr = fb.Trainer(**cfg)
-    tr.fit(X, y, steps=15)
+    split = other.pop("_split", 0.0)      # (the state's own split: validation_split 0.0 then refuses it)
+    tr = fb.Trainer(**cfg, validation_split=split)
+    tr.fit(X, y, steps=15 if not split else 10)
     other_tr = fb.Trainer(**{**cfg, **other})
     with pytest.raises(ValueError, match=words):
         other_tr.adopt_run_state(tr.run_state)
@@ -285,3 +286,15 @@ def test_a_checkpoint_saved_after_an_interrupt_left_an_epoch_unclosed_loads_and_
     back.fit(X, y)
     assert np.array_equal(back.history.val_loss, ref.history.val_loss)
     assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(back.get_params(), ref.get_params()))
+
+
+def test_a_run_of_validation_data_with_a_split_in_its_config_loads(tmp_path):
+    # validation_data replaces the split: the run trains on every record though its config has a split
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 3)), rng.integers(0, 2, 100)
+    tr = fb.Trainer(validation_split=0.2, epochs=3)
+    tr.fit(X, y, validation_data=(X[:20], y[:20]), steps=5)
+    tr.save(tmp_path / "c.npz")
+    back = fb.Trainer.load(tmp_path / "c.npz")   # (refused for a while: "made without validation_split")
+    assert back.step == 5 and back.run_state.n_records == 100
+
