@@ -55,3 +55,23 @@ def interrupt_before_closing(monkeypatch, at_chunk):
         monkeypatch.setattr(driver, "_undo", real_undo)
         return real_close(*args)
     monkeypatch.setattr(driver, "_close_epochs", close)
+
+
+def run_interrupted_before_closing(monkeypatch, epochs, at_chunk):
+    """(trainer, reference, X, y): a validation-split run of ``epochs`` epochs (8 steps each) interrupted as
+    ``interrupt_before_closing`` says, and the same run uninterrupted."""
+    import numpy as np
+    import pytest
+
+    import fastbatch as fb
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
+    cfg = dict(hidden=(8,), batch_size=20, epochs=epochs, seed=0, validation_split=0.25)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+    tr = fb.Trainer(**cfg)
+    interrupt_before_closing(monkeypatch, at_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y)
+    monkeypatch.undo()
+    return tr, ref, X, y

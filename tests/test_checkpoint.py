@@ -269,17 +269,8 @@ def test_a_run_state_that_does_not_follow_from_the_config_is_refused(other, word
 
 
 def test_a_checkpoint_saved_after_an_interrupt_left_an_epoch_unclosed_loads_and_goes_on(tmp_path, monkeypatch):
-    from helpers import interrupt_before_closing
-    rng = np.random.default_rng(1)
-    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
-    cfg = dict(hidden=(8,), batch_size=20, epochs=5, seed=0, validation_split=0.25)
-    ref = fb.Trainer(**cfg)
-    ref.fit(X, y)
-    tr = fb.Trainer(**cfg)
-    interrupt_before_closing(monkeypatch, at_chunk=1)
-    with pytest.raises(KeyboardInterrupt):
-        tr.fit(X, y)
-    monkeypatch.undo()
+    from helpers import run_interrupted_before_closing
+    tr, ref, X, y = run_interrupted_before_closing(monkeypatch, epochs=5, at_chunk=1)
     assert tr.step == 8 and len(tr.run_state.epoch_loss) == 0     # its first epoch ended, not closed
     tr.save(tmp_path / "ck.npz")
     back = fb.Trainer.load(tmp_path / "ck.npz")

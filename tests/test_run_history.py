@@ -9,7 +9,7 @@ import pytest
 import fastbatch as fb
 from fastbatch import checkpoint
 from fastbatch._run import RateLog
-from helpers import interrupt_before_closing, make_data
+from helpers import make_data, run_interrupted_before_closing
 
 
 def test_rate_log_records_runs_and_gives_every_step():
@@ -287,16 +287,7 @@ def test_a_resumed_generator_run_with_dropped_batches_skips_only_the_batches_it_
 def test_an_epoch_left_unclosed_by_an_interrupt_after_its_chunk_is_closed_first_by_the_next_call(monkeypatch):
     # Ctrl-C landing between a chunk's commit and its epoch's closing (outside either's undo): the next fit call
     # closes that epoch first, at the params it ended with, so the run is the uninterrupted one exactly
-    rng = np.random.default_rng(1)
-    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
-    cfg = dict(hidden=(8,), batch_size=20, epochs=5, seed=0, validation_split=0.25)
-    ref = fb.Trainer(**cfg)
-    ref.fit(X, y)
-    tr = fb.Trainer(**cfg)
-    interrupt_before_closing(monkeypatch, at_chunk=3)
-    with pytest.raises(KeyboardInterrupt):
-        tr.fit(X, y)
-    monkeypatch.undo()
+    tr, ref, X, y = run_interrupted_before_closing(monkeypatch, epochs=5, at_chunk=3)
     assert tr.step == 3 * 8 and len(tr.history.epoch_loss) == 3 and len(tr.run_state.epoch_loss) == 2
     tr.fit(X, y)
     _same_run(tr, ref)
@@ -304,16 +295,7 @@ def test_an_epoch_left_unclosed_by_an_interrupt_after_its_chunk_is_closed_first_
 
 def test_an_interrupt_before_a_runs_last_epoch_closed_is_made_good_by_the_next_call(monkeypatch):
     # the run's last chunk done, its epoch not closed: the run is finished, and a fit call still closes it
-    rng = np.random.default_rng(1)
-    X, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 2, 200)
-    cfg = dict(hidden=(8,), batch_size=20, epochs=2, seed=0, validation_split=0.25)
-    ref = fb.Trainer(**cfg)
-    ref.fit(X, y)
-    tr = fb.Trainer(**cfg)
-    interrupt_before_closing(monkeypatch, at_chunk=2)
-    with pytest.raises(KeyboardInterrupt):
-        tr.fit(X, y)
-    monkeypatch.undo()
+    tr, ref, X, y = run_interrupted_before_closing(monkeypatch, epochs=2, at_chunk=2)
     assert tr.finished and len(tr.run_state.epoch_loss) == 1
     tr.fit(X, y)                                   # (it warned "finished, trains nothing" and left it open)
     _same_run(tr, ref)
