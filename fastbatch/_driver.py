@@ -309,6 +309,8 @@ class BatchSource:
         self.iterator = None
         self.skip = state.batch if state is not None else 0  # batches of this epoch already trained on
         self.scaling = state.scaling if state is not None else None
+        # a new run's loss and outputs (decided by _first_pass, over all of the first epoch's batches)
+        self.loss = self.n_out = None
         self.stats_done = state is not None
         self.epoch_batches = None  # batches an epoch trains on, counted first when the rates need them (_epoch_batches)
         self.specs = {}
@@ -316,13 +318,13 @@ class BatchSource:
 
     def _check(self, xb, yb):
         tr = self.trainer
-        return check_batch(tr._cfg, tr._state, xb, yb, self.n_outputs)
+        return check_batch(tr._cfg, tr._state, xb, yb, self.n_out, self.loss)
 
     def next_chunk(self, trainer, end, hooks):
         cfg = trainer._cfg
         dtype = np.dtype(cfg["dtype"])
         if not self.stats_done:
-            self.scaling = _batch_scaling(self.batches, cfg, self._check)
+            self.loss, self.n_out, self.scaling = _first_pass(self.batches, cfg, self.n_outputs)
             self.stats_done = True
         state = trainer._state
         if self.epoch_batches is None and not (state is not None and state.steps_per_epoch) \
@@ -432,7 +434,12 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         if look and (state.step >= end or trainer.finished):
             break
         look = True
-        chunk = source.next_chunk(trainer, end, hooks)
+        try:
+            chunk = source.next_chunk(trainer, end, hooks)
+        except (ValueError, TypeError):  # a batch refused by its check: as if this fit call had not been made
+            if call_start is not None:
+                _undo(trainer, trainer._state, call_start)
+            raise
         state = trainer._state
         if chunk is EPOCH_END:
             before = state.snapshot(rows)
@@ -729,31 +736,52 @@ def _epoch_batches(batches, cfg):
     return n
 
 
-def _batch_scaling(batches, cfg, check):
-    """A first pass over ``batches()`` for the run's standardisation statistics (only when asked for)."""
-    if not cfg["standardize"] and not cfg["standardize_target"]:
-        return None
-    xs, ys, loss = _data.RunningStats(), _data.RunningStats(), None
+def _first_pass(batches, cfg, n_outputs):
+    """A new run's pass over ``batches()`` before its first step, for what its first batch cannot tell:
+    ``(loss, n_outputs, scaling)``. With loss="auto" the task is the rule over all the epoch's targets (a first
+    batch of one class of data sorted by class is not a regression), a classification's outputs come from the
+    largest label of them all (unless ``n_outputs`` is given), and the standardisation statistics when asked for.
+    No pass when none of them is needed. The batches are checked again as they are trained on."""
+    loss = cfg["loss"]
+    classes = n_outputs is None and loss in ("auto", "cross_entropy")
+    scaled = cfg["standardize"] or cfg["standardize_target"]
+    if loss != "auto" and not classes and not scaled:
+        return loss, n_outputs, None
+    dtype = np.dtype(cfg["dtype"])
+    scan, xs, ys, n_features = _task.TaskScan("y"), _data.RunningStats(), _data.RunningStats(), None
     for xb, yb in _pairs(batches):
-        Xb, t, _, _, loss = check(xb, yb)
-        if xs.n and Xb.shape[1] != xs.shift.shape[0]:
-            raise ValueError(f"X batch has {Xb.shape[1]} features, but the first batch had {xs.shift.shape[0]}")
+        Xb = V.check_X(xb, dtype, name="X batch")
+        if n_features is not None and Xb.shape[1] != n_features:
+            raise ValueError(f"X batch has {Xb.shape[1]} features, but the first batch had {n_features}")
+        n_features = Xb.shape[1]
         if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
-            continue
-        xs.add(Xb)
-        if t.size:
-            ys.add(t)
-    if not xs.n:
-        return None  # no batch: the training loop says so
+            continue  # not trained on: not among the epoch's targets either
+        scan.add(yb)
+        if scaled:
+            xs.add(Xb)
+            if cfg["standardize_target"] and scan.numbers and np.size(yb):
+                ys.add(np.asarray(yb, dtype=np.float64).reshape(np.shape(yb)[0], -1))
+    task = scan.result(loss)
+    if loss == "auto" and scan.seen:
+        task.warn()
+    loss = task.loss
+    if loss == "cross_entropy" and n_outputs is None and scan.whole and scan.top is not None and scan.top >= 0:
+        n_outputs = int(scan.top) + 1  # (a label out of range is named by the batch's check)
+    if not scaled or not xs.n:
+        return loss, n_outputs, None  # (no batch: the training loop says so)
     y_stats = ys.result() if cfg["standardize_target"] and loss == "mse" and ys.n else None
-    return _data.scaling_from(xs.result(), y_stats, cfg)
+    return loss, n_outputs, _data.scaling_from(xs.result(), y_stats, cfg)
 
 
-def check_batch(cfg, state, xb, yb, n_outputs):
-    """One generator batch, checked: (X, targets, labels, n_outputs, loss)."""
+def check_batch(cfg, state, xb, yb, n_outputs, loss=None):
+    """One generator batch, checked: (X, targets, labels, n_outputs, loss). A new run's ``loss``: the one
+    :func:`_first_pass` decided (None: the config's, or the rule over this batch)."""
     dtype = np.dtype(cfg["dtype"])
     first = state is None
     Xb = V.check_X(xb, dtype, name="X batch", n_features=None if first else state.n_features)
-    loss = _task.decide(yb, cfg["loss"], "y").loss if first else state.loss
+    if first:
+        loss = loss or _task.decide(yb, cfg["loss"], "y").loss
+    else:
+        loss = state.loss
     t, lab, k = V.check_y(yb, loss, Xb.shape[0], dtype, n_outputs if first else state.n_outputs, name="y batch")
     return Xb, t, lab, k, loss

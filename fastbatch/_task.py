@@ -75,21 +75,72 @@ _last = (None, None, None, None, None)
 def _decide(a, name):
     """The rule, for an array of numbers."""
     if a.ndim == 2 and a.shape[1] > 1:
-        return Task("mse", "regression", f"{name}: {a.shape[1]} target columns -> regression (mse)", True)
+        return _rule(a.shape[1], a.dtype.kind, False, None, name)
     flat = a.reshape(-1)
     whole = a.dtype.kind in "biu" or bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
-    n_distinct = _n_distinct(flat) if whole else None
-    if whole and n_distinct == 1 and a.dtype.kind == "f":
+    return _rule(1, a.dtype.kind, whole, _n_distinct(flat) if whole else None, name)
+
+
+def _rule(columns, kind, whole, n_distinct, name, more=False):
+    """The rule itself, from what the targets are: their columns, dtype kind, whether every value is a whole
+    number, and how many distinct values they hold (``more``: at least that many, the count stopped there)."""
+    if columns > 1:
+        return Task("mse", "regression", f"{name}: {columns} target columns -> regression (mse)", True)
+    if whole and n_distinct == 1 and kind == "f":
         return Task("mse", "regression", f"{name}: one value only -> regression (mse)", True)
-    if whole and n_distinct <= MAX_AUTO_CLASSES:
-        obvious = a.dtype.kind in "biu"
+    if whole and n_distinct <= MAX_AUTO_CLASSES and not more:
+        obvious = kind in "biu"
         how = "" if obvious else " (whole-number floats)"
         return Task("cross_entropy", "classification",
                     f"{name}: {n_distinct} distinct whole-number values{how} -> classification (cross_entropy); "
                     "pass loss='mse' for regression", obvious)
     if whole:
+        count = f"more than {MAX_AUTO_CLASSES}" if more else f"{n_distinct}"
         return Task("mse", "regression",
-                    f"{name}: {n_distinct} distinct whole-number values (more than {MAX_AUTO_CLASSES}) -> "
-                    "regression (mse); pass loss='cross_entropy' to classify", a.dtype.kind not in "biu")
+                    f"{name}: {count} distinct whole-number values{'' if more else f' (more than {MAX_AUTO_CLASSES})'} "
+                    "-> regression (mse); pass loss='cross_entropy' to classify", kind not in "biu")
     return Task("mse", "regression", f"{name}: real-valued -> regression (mse); pass loss='cross_entropy' "
                 "to classify whole-number labels", True)
+
+
+class TaskScan:
+    """:func:`decide` over targets seen in parts (``fit_batches``' batches): the Task that ``decide`` gives
+    for all of them at once, in bounded memory (distinct values are kept while they could be classes:
+    at most ``MAX_AUTO_CLASSES + 1`` of them). Also the largest whole-number value seen (``top``)."""
+
+    def __init__(self, name="target"):
+        self.name = name
+        self.columns, self.kind, self.whole, self.numbers, self.seen = 1, "b", True, True, False
+        self.values, self.more, self.top = set(), False, None  # more: over MAX_AUTO_CLASSES distinct values
+
+    def add(self, y):
+        a = np.asarray(y)
+        if a.dtype.kind not in "biuf":
+            self.numbers = False
+        if not self.numbers or not a.size:
+            return
+        self.seen = True
+        if a.ndim == 2 and a.shape[1] > 1:
+            self.columns = max(self.columns, a.shape[1])
+        if "biuf".index(a.dtype.kind) > "biuf".index(self.kind):  # (the kind np.concatenate of them all has)
+            self.kind = a.dtype.kind
+        if not self.whole or self.columns > 1:
+            return
+        flat = a.reshape(-1)
+        if a.dtype.kind == "f" and not (np.all(np.isfinite(flat)) and np.all(flat == np.round(flat))):
+            self.whole = False
+            return
+        top = flat.max()
+        self.top = top if self.top is None else max(self.top, top)
+        if not self.more:
+            distinct = np.unique(flat)
+            self.values.update(distinct[:MAX_AUTO_CLASSES + 1].tolist())
+            self.more = len(distinct) > MAX_AUTO_CLASSES or len(self.values) > MAX_AUTO_CLASSES
+
+    def result(self, loss="auto"):
+        """The Task, as ``decide(all of them, loss)`` gives it."""
+        if loss != "auto":
+            return decide(np.zeros(0), loss, self.name)
+        if not self.numbers or not self.seen:
+            return Task("mse", "regression", f"{self.name}: not numbers", True)
+        return _rule(self.columns, self.kind, self.whole, len(self.values), self.name, self.more)

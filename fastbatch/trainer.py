@@ -374,6 +374,11 @@ class Trainer:
         if not state.generator:
             self._spec = _driver.kernel_spec(self._cfg, state)
 
+    def _unstart(self, pending_params, pending_scaling):
+        """Back to before the run began (a first call refused): no run, and what set_params had set pending."""
+        self._state, self._spec, self._plan = None, None, None
+        self._pending_params, self._pending_scaling = pending_params, pending_scaling
+
     def _start_generator_run(self, n_features, loss, n_outputs):
         self._begin(self._new_state(n_features, loss, n_outputs, 0, 0, 0, True)[0])
         return self._state
@@ -532,8 +537,7 @@ class Trainer:
         except BaseException:
             if source is None or source.bad_input:  # refused: as if never called
                 if st is None:
-                    self._state, self._spec, self._plan, self._pending_params = None, None, None, pending
-                    self._pending_scaling = pending_scaling
+                    self._unstart(pending, pending_scaling)
                 if undo is not None:
                     self._cfg, self._plan = undo[0], None
                     if st is not None:
@@ -548,8 +552,11 @@ class Trainer:
         iterable one epoch, up to ``epochs`` epochs. With ``drop_last=True`` a batch
         smaller than ``batch_size`` (the last, partial one) is skipped; otherwise it
         is trained on like any other. A run stopped mid-epoch resumes by skipping the
-        batches it already trained on. For cross_entropy pass ``n_outputs`` (the
-        number of classes) unless the first batch shows the largest label.
+        batches it already trained on. A new run makes a first pass over the batches when
+        it needs their targets whole (loss="auto": the task rule over all of them; a
+        classification without ``n_outputs``: the largest label) or standardisation's
+        statistics. A batch its checks refuse undoes the call (a first call leaves the
+        trainer unstarted).
         """
         if not callable(batches):
             hint = (" (a generator can be iterated only once: pass a function that makes a new one, "
@@ -570,7 +577,13 @@ class Trainer:
                 return self.history
             hooks = _driver.Hooks(self, on_progress, None, callbacks)
             source = _driver.BatchSource(self, batches, n_outputs, validation_data, self._backend())
-            _driver.run(self, source, math.inf, hooks, stop)
+            pending = None if self._state is not None else (self._pending_params, self._pending_scaling)
+            try:
+                _driver.run(self, source, math.inf, hooks, stop)
+            except (ValueError, TypeError):  # a refused batch: the run undid this call; a run it began is not begun
+                if pending is not None:
+                    self._unstart(*pending)
+                raise
             return self.history
 
     # ------------------------------------------------------------------ using the model

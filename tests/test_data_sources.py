@@ -379,3 +379,52 @@ def test_fit_batches_gives_the_first_epoch_the_rates_fit_gives(seed_data, schedu
     cut.fit_batches(seed_generator(X, y, 64), n_outputs=2, callbacks=[cb])
     hc = cut.fit_batches(seed_generator(X, y, 64), n_outputs=2)
     assert np.array_equal(hc.learning_rate, h.learning_rate) and np.array_equal(hc.loss, h.loss)
+
+
+def test_fit_batches_decides_the_task_and_classes_from_all_the_batches():
+    """Data sorted by class: the first batch holds one class (one value: "a regression" by the rule, and one
+    output), or a few of many integer targets ("a classification"). The run is what fit makes of all of them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 4))
+    y = np.repeat([0.0, 1.0, 2.0], 50)                    # as np.loadtxt gives iris' labels
+    with pytest.warns(UserWarning, match="whole-number floats"):
+        tr = fb.Trainer(epochs=2, batch_size=32)
+        tr.fit_batches(seed_generator(X, y, 32))
+    assert tr.run_state.loss == "cross_entropy" and tr.run_state.n_outputs == 3
+    tr = fb.Trainer(epochs=2, batch_size=32, loss="cross_entropy")
+    tr.fit_batches(seed_generator(X, y.astype(int), 32))    # (the last label only in the last batches)
+    assert tr.run_state.n_outputs == 3
+    targets = np.sort(rng.integers(25, 347, 150))[::-1]      # diabetes-like, sorted: 16 at a time look like classes
+    with pytest.warns(UserWarning, match="more than 20 distinct whole-number values -> regression"):
+        tr = fb.Trainer(epochs=1, batch_size=16)
+        tr.fit_batches(seed_generator(X, targets, 16))
+    assert tr.run_state.loss == "mse"
+    ref = fb.Trainer(epochs=1, batch_size=16, shuffle=False, loss="mse")
+    ref.fit_batches(seed_generator(X, targets, 16))
+    assert np.array_equal(ref.get_params()[0][0], tr.get_params()[0][0])   # the same run as loss="mse" asked
+
+
+def test_a_refused_batch_undoes_the_fit_batches_call(seed_data):
+    """As fit: a batch its checks refuse (NaN, a label out of range) leaves the trainer as the call found it;
+    a first call leaves it unstarted, and the call made again on good batches is the uninterrupted run."""
+    X, y = seed_data
+    X, y = X[:300].copy(), y[:300]
+    kw = dict(batch_size=32, epochs=3, shuffle=False)
+    ref = fb.Trainer(**kw)
+    ref.fit_batches(seed_generator(X, y, 32), n_outputs=2)
+    bad = X.copy()
+    bad[100, 2] = np.nan
+    tr = fb.Trainer(**kw)
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit_batches(seed_generator(bad, y, 32), n_outputs=2)
+    assert not tr.started and tr.step == 0
+    tr.fit_batches(seed_generator(X, y, 32), n_outputs=2, callbacks=[
+        fb.LambdaCallback(on_epoch_end=lambda t, epoch, logs: epoch == 0)])   # one epoch, then stop
+    params, step = [a.copy() for a in tr.get_params()[0]], tr.step
+    assert step == 10
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit_batches(seed_generator(bad, y, 32), n_outputs=2)     # the resumed call's 4th batch is refused
+    assert tr.step == step and all(np.array_equal(a, b) for a, b in zip(tr.get_params()[0], params))
+    h = tr.fit_batches(seed_generator(X, y, 32), n_outputs=2)
+    assert np.array_equal(h.loss, ref.history.loss)
+    assert np.array_equal(tr.get_params()[0][0], ref.get_params()[0][0])

@@ -40,3 +40,24 @@ def test_diabetes_like_targets_are_regression():
     y = np.random.default_rng(0).integers(25, 347, 400).astype(float)
     task = _task.decide(y, name="target 'target'")
     assert task.loss == "mse" and "regression" in task.reason and "cross_entropy" in task.reason
+
+
+@pytest.mark.parametrize("y", [
+    np.repeat([0.0, 1.0, 2.0], 50),                                    # iris' float labels, sorted by class
+    np.sort(np.random.default_rng(1).integers(25, 347, 442))[::-1],    # diabetes' integer targets, sorted
+    np.random.default_rng(2).normal(size=100),
+    np.zeros(40),
+    np.repeat(np.arange(21), 3), np.repeat(np.arange(20), 3),          # either side of MAX_AUTO_CLASSES
+    np.random.default_rng(3).normal(size=(50, 2)),
+    np.arange(60) % 2 == 0,
+    np.concatenate([np.arange(10), np.arange(10) + 0.5]),              # whole numbers first, then fractions
+])
+@pytest.mark.parametrize("part", [1, 7, 16, 1000])
+def test_a_scan_of_parts_decides_as_decide_does_on_them_all(y, part):
+    scan = _task.TaskScan("y")
+    for i in range(0, len(y), part):
+        scan.add(y[i:i + part])
+    whole, parts = _task.decide(y, name="y"), scan.result()
+    assert (parts.loss, parts.kind, parts.obvious) == (whole.loss, whole.kind, whole.obvious)
+    if part >= len(y):  # one part: the same words too
+        assert parts.reason == whole.reason or "more than" in parts.reason
