@@ -97,6 +97,12 @@ class Trainer:
                 # counts afresh (the best it stopped on would end the run again at the next epoch)
                 self._state.stopped_early, self._state.best = False, None
         self._cfg = _config.check_config({**self._cfg, name: value})
+        pending = self._pending_params
+        if name == "hidden" and pending is not None and tuple(W.shape[1] for W, _ in pending[:-1]) != self._cfg["hidden"]:
+            self._pending_params = self._pending_scaling = None
+            warnings.warn(f"hidden={self._cfg['hidden']} drops the params given to set_params (hidden widths "
+                          f"{tuple(W.shape[1] for W, _ in pending[:-1])}): the first fit initialises the params from "
+                          "the seed; call set_params again for params of the new widths", UserWarning, stacklevel=3)
         if name == "optimizer" or _config.BY_NAME[name].optimizers:
             _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
         if name in ("lr_schedule", "warmup_steps"):
@@ -344,6 +350,9 @@ class Trainer:
         sizes = layer_sizes(n_features, cfg["hidden"], n_outputs)
         if self._pending_params is not None:
             p = self._pending_params
+            if tuple(W.shape[1] for W, _ in p[:-1]) != tuple(cfg["hidden"]):  # (hidden= drops them: never here)
+                raise ValueError(f"the params set with set_params have hidden widths "
+                                 f"{tuple(W.shape[1] for W, _ in p[:-1])}, but hidden={cfg['hidden']}")
             if p[0][0].shape[0] != n_features or p[-1][0].shape[1] != n_outputs:
                 raise ValueError(f"the params set with set_params map {p[0][0].shape[0]} features to "
                                  f"{p[-1][0].shape[1]} outputs, but the data has {n_features} features "

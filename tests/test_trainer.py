@@ -199,6 +199,27 @@ def test_set_params_before_fit_and_get_params_copies(seed_data):
     assert not np.allclose(tr.get_params()[0][0], 0)
 
 
+def test_hidden_assigned_after_set_params_drops_them_with_a_warning(seed_data):
+    """Before the first fit every parameter can be assigned and applies: hidden= of other widths than the
+    params set_params took drops them, saying so (fit raised "theta must have shape (59,), got (43,)")."""
+    X, y = seed_data
+    rng = np.random.default_rng(1)
+    params = [(rng.normal(size=(10, 5)), np.zeros(5)), (rng.normal(size=(5, 2)), np.zeros(2))]
+    tr = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1})
+    tr.set_params(params)
+    tr.hidden = (5,)                                   # the same widths: kept
+    tr.fit(X, y, steps=1)
+    assert tr.run_state.sizes.tolist() == [10, 5, 2]
+    tr = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1})
+    tr.set_params(params)
+    with pytest.warns(UserWarning, match=r"hidden=\(7,\) drops the params given to set_params"):
+        tr.hidden = (7,)
+    tr.fit(X, y, steps=1)
+    fresh = fb.Trainer(**{**SEED_RUN, "hidden": (7,), "epochs": 1})
+    fresh.fit(X, y, steps=1)
+    assert np.array_equal(tr.get_params()[0][0], fresh.get_params()[0][0])   # the seed's params
+
+
 def test_learning_rate_change_applies_from_next_step(seed_data):
     X, y = seed_data
     tr = fb.Trainer(epochs=1)
