@@ -999,7 +999,13 @@ def _recorded_target(trainer, data, target):
     index = trainer.info.get("target_column")
     if index is None and isinstance(recorded, str) and recorded.isdigit():
         index = int(recorded)
-    return index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(columns) else None
+    if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(columns)):
+        return None
+    if not named:  # (said: a file laid out otherwise than the training file would be read wrongly, silently)
+        print(f"{data} has no column names: its columns are taken in the training file's order, the target "
+              f"({recorded!r}) as column {index + 1} of {len(columns)}; pass --target to name another column",
+              file=sys.stderr)
+    return index
 
 
 def cmd_evaluate(args):
