@@ -4,9 +4,9 @@ Any other arguments are the ``fastbatch`` command's: ``python -m fastbatch --hel
 """
 import sys
 
+from .cli import main
+
 args = sys.argv[1:]
 if not args or args == ["--steps"]:
-    from .demo import main
-    sys.exit(main(show_every_step=bool(args)))
-from .cli import main
+    args = ["demo", *args]  # (through the command's error handling: `python -m fastbatch --steps | head`)
 sys.exit(main(args))

@@ -246,7 +246,8 @@ def main(argv=None):
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return EXIT_DATA
     except (ValueError, TypeError, OSError, RuntimeError) as exc:  # FileNotFoundError is an OSError
-        _err(f"fastbatch {args.command}: {_describe(exc)}")
+        _err(f"fastbatch {args.command}: {_describe(exc)}".replace(  # (the library's advice, in the command's words)
+            "call reset() to start a new run on other data", "train without --resume to start a new run on it"))
         return EXIT_DATA
     except MemoryError as exc:
         _err(f"fastbatch {args.command}: out of memory ({exc or 'no detail'}); a smaller network or file needs less")
