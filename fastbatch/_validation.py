@@ -32,7 +32,10 @@ def check_float(name, value, low=None, high=None, low_open=False, high_open=Fals
     """A finite real number within the given bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range (10**400)
+        raise ValueError(f"{name} must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
     bad = not math.isfinite(value)
     if low is not None:
         bad |= value <= low if low_open else value < low

@@ -194,7 +194,7 @@ def load(cls, path):
     trainer = cls.__new__(cls)
     try:
         from_arrays(trainer, arrays)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:  # (Overflow: a JSON integer beyond float's range)
         raise _bad(path, f"its contents are inconsistent ({exc})") from None
     return trainer
 

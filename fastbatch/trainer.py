@@ -172,6 +172,10 @@ class Trainer:
         if not state.generator:
             if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
                 raise ValueError("the run state's record counts are inconsistent")
+            need, memory = state.steps_per_epoch * EPOCH_BYTES_PER_STEP, _physical_memory()
+            if memory is not None and need > memory // 2:  # (a number a file declares allocates nothing unchecked)
+                raise ValueError(f"the run state's {state.steps_per_epoch:,} steps per epoch need {need / 2**30:,.1f} GB "
+                                 f"for the epoch's batch sizes; this machine has {memory / 2**30:,.1f} GB")
             plan = make_plan(state.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
             if plan.steps_per_epoch != state.steps_per_epoch:
                 raise ValueError(f"the run state's {state.steps_per_epoch} steps per epoch do not follow from its "
@@ -360,7 +364,7 @@ class Trainer:
             def make_theta():
                 return aligned(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]).astype(dtype, copy=False))
         else:
-            _check_network_fits(sizes, dtype, cfg["hidden"])
+            _check_network_fits(sizes, dtype, cfg["hidden"], _driver.opt_rows(cfg))
             make_theta = functools.partial(init_params, sizes, cfg["activation"], cfg["seed"], dtype)
         theta = make_theta()
         n_threads = cfg["n_threads"] or default_threads()
@@ -661,22 +665,44 @@ class Trainer:
         from_arrays(self, state)
 
 
-def _check_network_fits(sizes, dtype, hidden):
-    """ValueError naming hidden when the params and their optimizer state could not fit in memory."""
-    need = _run_bytes(sizes.tobytes(), dtype.itemsize)
+# what a run holds per step of an epoch: the batch sizes as int64 (the plan's) and float64 (the driver's weights)
+EPOCH_BYTES_PER_STEP = 16
+
+
+def _check_network_fits(sizes, dtype, hidden, rows):
+    """ValueError naming hidden when a run of this network (``rows``: its optimizer's rows) could not fit in the
+    memory the machine has free (read only for a network of over a quarter of the machine's memory)."""
+    need = _run_bytes(sizes.tobytes(), dtype.itemsize, rows)
     memory = _physical_memory()
-    if memory is not None and need > memory:
-        from ._network import n_params
-        raise ValueError(f"hidden={hidden} makes a network of {n_params(sizes):,} params for these data, which "
-                         f"needs about {need / 2**30:,.1f} GB with its optimizer state; this machine has "
-                         f"{memory / 2**30:,.1f} GB")
+    if memory is not None and need > memory // 4:
+        free = _available_memory() or memory
+        if need > free:
+            from ._network import n_params
+            raise ValueError(f"hidden={hidden} makes a network of layers {tuple(int(v) for v in sizes)} for these "
+                             f"data ({n_params(sizes):,} params), which needs about {need / 2**30:,.1f} GB to train "
+                             f"with its optimizer state; this machine has {free / 2**30:,.1f} GB free "
+                             f"({memory / 2**30:,.1f} GB in all)")
 
 
 @functools.lru_cache(maxsize=64)
-def _run_bytes(sizes_bytes, itemsize):
-    """The memory a run of these int64 layer sizes needs: params, gradient, 3 optimizer rows, a snapshot."""
+def _run_bytes(sizes_bytes, itemsize, rows):
+    """The memory a run of these int64 layer sizes needs at its peak, with ``rows`` optimizer rows: the params,
+    their gradient and the kernel's aligned copy (3), the optimizer rows, the driver's three snapshots of the
+    params and rows (a chunk's, the one before, the call's first), and the initialisation's float64 draws."""
     from ._network import n_params
-    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * itemsize * 6
+    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * (itemsize * (3 + rows + 3 * (1 + rows)) + 8)
+
+
+def _available_memory():
+    """The memory free for a new allocation (Linux' MemAvailable), in bytes; None where the OS does not say."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=1)

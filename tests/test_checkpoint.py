@@ -159,7 +159,9 @@ def forge(path, change, out):
 @pytest.mark.parametrize("what", ["stopped_early a string", "generator a number", "plateau scale negative",
                                   "plateau state incomplete", "target scaling on a classifier",
                                   "a shift without its scale", "the best's metric kind a string",
-                                  "epoch metrics not dicts", "more validation losses than epochs"])
+                                  "epoch metrics not dicts", "more validation losses than epochs",
+                                  "an epoch loss beyond float's range", "a learning rate beyond float's range",
+                                  "a hundred billion records"])
 def test_forged_run_facts_are_refused(tmp_path, what):
     # a forger who recomputes the digest: facts the run could never have reached are refused
     X, y = data()
@@ -181,8 +183,18 @@ def test_forged_run_facts_are_refused(tmp_path, what):
         "epoch metrics not dicts": lambda a, f: f.__setitem__("epoch_metrics", [1] * len(f["epoch_metrics"])),
         "more validation losses than epochs": lambda a, f: (f.__setitem__("val_loss", [1.0] * 9),
                                                             f.__setitem__("val_accuracy", [1.0] * 9)),
+        # (a raw OverflowError before)
+        "an epoch loss beyond float's range": lambda a, f: f.__setitem__("epoch_loss", [10 ** 400]),
+        "a learning rate beyond float's range": lambda a, f: a.__setitem__("config", np.array(json.dumps(
+            {**json.loads(str(a["config"])), "learning_rate": 10 ** 400}))),
+        # a small file whose epoch's batch sizes alone would take 93 GB (a raw MemoryError at their first use)
+        "a hundred billion records": lambda a, f: f.update(n_records=10 ** 11, n_records_all=10 ** 11,
+                                                           steps_per_epoch=-(-10 ** 11 // KW["batch_size"]),
+                                                           epoch_loss=[], epoch_metrics=[], val_loss=[],
+                                                           val_accuracy=[], hit_sums={}),
     }[what]
-    with pytest.raises(ValueError, match="not a valid fastbatch checkpoint"):
+    with pytest.raises(ValueError, match="not a valid fastbatch checkpoint.*" + (
+            "for the epoch's batch sizes" if what == "a hundred billion records" else "")):
         fb.Trainer.load(forge(good, change, tmp_path / "forged.npz"))
 
 

@@ -307,3 +307,9 @@ def test_callbacks_must_be_a_list_and_the_error_names_it(seed_data):
     with pytest.raises(TypeError, match=r"callbacks must be a list .*one callback: pass \[callback\]"):
         tr.fit(X, y, callbacks=fb.Callback())      # ('Callback' object is not iterable)
     assert not tr.started
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "eps", "momentum", "weight_decay", "validation_split"])
+def test_an_integer_beyond_floats_range_is_a_value_error_naming_the_parameter(name):
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number, got an integer of 401 digits"):
+        fb.Trainer(**{name: 10 ** 400})    # (OverflowError: int too large to convert to float)
