@@ -51,6 +51,8 @@ __all__ = ["FastBatchClassifier", "FastBatchRegressor"]
 
 # the epoch budget of partial_fit's open-ended run (calls past it start a new run)
 PARTIAL_FIT_EPOCHS = 1_000_000
+# what a partial_fit run sets apart from the estimator's parameters (one open-ended run, an epoch a call)
+PARTIAL_OVERRIDES = dict(epochs=PARTIAL_FIT_EPOCHS, validation_split=0.0, patience=None)
 
 # the Trainer parameters the estimators take, in the Trainer's names and with its defaults
 # (loss is set by the estimator)
@@ -96,11 +98,25 @@ class _FastBatchEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ driving the Trainer
 
-    def _new_trainer(self, partial):
+    def _trainer_params(self, partial):
         params = {name: getattr(self, name) for name in TRAINER_PARAMS}
         if partial:
-            params.update(epochs=PARTIAL_FIT_EPOCHS, validation_split=0.0, patience=None)
-        return Trainer(loss=self._loss, **params)  # checks every parameter: ValueError / TypeError
+            params.update(PARTIAL_OVERRIDES)
+        return params
+
+    def _new_trainer(self, partial):
+        return Trainer(loss=self._loss, **self._trainer_params(partial))  # checks every parameter: ValueError / TypeError
+
+    def _changed_since(self, trainer):
+        """The parameters set on the estimator (set_params) since ``trainer`` was made: {name: checked value}
+        (a look at the values as given first: a partial_fit call pays no check when nothing changed)."""
+        given = self._trainer_params(partial=True)
+        if given == getattr(self, "_partial_params", None):
+            return {}
+        want = _config.check_config({**given, "loss": self._loss})
+        have = trainer.config
+        self._partial_params = given
+        return {name: want[name] for name in TRAINER_PARAMS if want[name] != have[name]}
 
     def _fit(self, X, y_train, sample_weight=None):
         """A new run over (X, y_train), ``epochs`` epochs."""
@@ -120,9 +136,19 @@ class _FastBatchEstimator(BaseEstimator):
         n = X.shape[0]
         same_run = (trainer is not None and self._partial_run and trainer.plan is not None
                     and trainer.plan.n_records == n and not trainer.finished)
+        if same_run:  # parameters set since: the learning rate applies from the next step, others make a new run
+            changed = self._changed_since(trainer)
+            if set(changed) - set(_config.LIVE):
+                same_run = False
+            else:
+                for name, value in changed.items():
+                    setattr(trainer, name, value)
         if not same_run:  # a new run, from the current network (and its standardisation) if there is one
             previous, trainer = trainer, self._new_trainer(partial=True)
             if previous is not None and previous.run_state is not None:
+                if trainer.hidden != previous.hidden:
+                    raise ValueError(f"hidden={trainer.hidden} differs from the network's {previous.hidden}, which "
+                                     "partial_fit goes on training: fit() starts a new network")
                 trainer._continue_network(previous)
         plan = trainer.plan if same_run else make_plan(n, trainer.batch_size, 1, trainer.drop_last)
         done = trainer.step
@@ -138,6 +164,7 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
+            self._partial_params = self._trainer_params(partial=True)
         self._record(trainer, done, history)
         return self
 

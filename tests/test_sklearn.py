@@ -111,6 +111,30 @@ def test_partial_fit_on_the_same_data_continues_one_run_exactly():
     assert clf.n_iter_ == 3 and clf.t_ == 900 and len(clf.epoch_loss_) == 3
 
 
+def test_parameters_set_between_partial_fit_calls_apply():
+    """set_params between partial_fit calls is not ignored (as SGDClassifier's eta0 is not): the learning rate
+    applies from the next step of the same run (the run with that rate set by hand on its trainer); batch_size
+    makes a new run from the network; hidden, which the network cannot follow, is a ValueError naming it."""
+    X, y = blobs()
+    kw = dict(optimizer="sgd", batch_size=32, seed=1, learning_rate=0.01)
+    clf = FastBatchClassifier(**kw)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    clf.set_params(learning_rate=0.5)
+    clf.partial_fit(X, y)
+    ref = FastBatchClassifier(**kw)
+    ref.partial_fit(X, y, classes=[0, 1, 2])
+    ref.trainer_.learning_rate = 0.5
+    ref.partial_fit(X, y)
+    assert clf.trainer_.learning_rate == 0.5 and clf.trainer_.history.learning_rate[-1] == 0.5
+    assert np.array_equal(clf.loss_curve_, ref.loss_curve_) and clf.t_ == ref.t_ == 600
+    clf.set_params(batch_size=7)
+    clf.partial_fit(X, y)
+    assert clf.trainer_.batch_size == 7 and clf.trainer_.step == -(-len(X) // 7)
+    clf.set_params(hidden=(5,))
+    with pytest.raises(ValueError, match=r"hidden=\(5,\) differs from the network's \(64,\)"):
+        clf.partial_fit(X, y)
+
+
 def test_partial_fit_chunks_of_equal_size_stay_in_one_run():
     X, y = blobs(n=400)
     clf = FastBatchClassifier()
