@@ -4,6 +4,7 @@ It implements exactly what the Cython kernel (``_kernel.pyx.tp``) does, one step
 time, so that anyone can check the algorithm by eye and the tests can hold the
 kernel to it. It has the kernel's signature (see ``_kernel_spec.py`` and ``_kernel.train_steps``).
 """
+import os
 import time
 
 import numpy as np
@@ -117,8 +118,9 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     holds the optimizer's buffers; ``order_cache`` (n + 1 int64: an epoch, then its record
     order; -1 when empty) keeps the current epoch's order between calls; ``losses`` (X's dtype)
     receives each step's loss (one beyond the dtype's range is ``NONFINITE``); ``noise`` (n_steps, 2)
-    receives each step's |G_B|^2 and S, or is (0, 2). ``fd`` and ``data_offset`` are the
-    kernel's (it reads rows from a file); here X is always read from memory. ``hits`` (n_steps,),
+    receives each step's |G_B|^2 and S, or is (0, 2). With ``fd >= 0`` the rows are read from that
+    file (row i at ``data_offset + i * row bytes``, as the kernel reads them: a file cut short is
+    ``READ_ERROR``, never a SIGBUS from touching its map); X gives the shape. ``hits`` (n_steps,),
     for a classification loss, receives each step's (weighted) fraction of its batch classified right.
     ``x_affine`` (2, n_features) float64 standardises the records a step reads:
     ``(x - x_affine[0]) * x_affine[1]`` in float64, rounded to X's dtype (None or empty: none).
@@ -126,11 +128,28 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
                             start_step, n_steps, opt_t, stop, max_seconds, hits,
-                            None if x_affine is None or not x_affine.size else x_affine)
+                            None if x_affine is None or not x_affine.size else x_affine, fd, data_offset)
+
+
+def _rows(X, idx, fd, data_offset):
+    """X's rows ``idx``: indexed in memory, or read from ``fd`` (None when the file cannot give them)."""
+    if fd < 0:
+        return X[idx]
+    row_bytes = X.shape[1] * X.dtype.itemsize
+    out = np.empty((len(idx), X.shape[1]), dtype=X.dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    for r, i in enumerate(idx):
+        try:
+            got = os.preadv(fd, [view[r * row_bytes:(r + 1) * row_bytes]], data_offset + int(i) * row_bytes)
+        except OSError:
+            return None
+        if got != row_bytes:
+            return None
+    return out
 
 
 def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                 start_step, n_steps, opt_t, stop, max_seconds, hits=None, x_affine=None):
+                 start_step, n_steps, opt_t, stop, max_seconds, hits=None, x_affine=None, fd=-1, data_offset=0):
     n = X.shape[0]
     B = min(spec.batch_size, n)
     sizes, activation = spec.sizes, spec.activation
@@ -157,7 +176,11 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
             scale = np.full(rows, 1.0 / rows)
 
         # forward: keep every layer's pre-activation z and activation a
-        xb = X[idx] if x_affine is None else ((X[idx] - x_affine[0]) * x_affine[1]).astype(X.dtype)
+        xb = _rows(X, idx, fd, data_offset)
+        if xb is None:
+            return i, Status.READ_ERROR
+        if x_affine is not None:
+            xb = ((xb - x_affine[0]) * x_affine[1]).astype(X.dtype)
         a, zs, acts = xb, [], [xb]
         for layer, (W, b) in enumerate(params):
             z = a @ W + b

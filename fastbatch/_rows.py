@@ -10,9 +10,13 @@ Inputs are read-only to fastbatch:
   and checked to be the map's own file (device and inode as the OS lists the map, size
   covering the rows). A file replaced or deleted by name after ``np.load`` is not that
   file: the map itself (the data the caller passed) is read instead.
-- A file that shrinks under a map would kill the process with SIGBUS at the next touch of a
-  missing page, so every read of a map checks the size of its file first and raises an
-  ``OSError`` naming it.
+- A file that shrinks under a map kills the process with SIGBUS at the next touch of a
+  missing page. So every read of a map checks the size of its file first and raises an
+  ``OSError`` naming it, and the backends never touch a map during a step: any map that is
+  not read from its own file (a writable or private one, or one whose file was replaced by
+  name) is read through ``pread`` on ``/proc/self/mem`` at the map's address, which gives
+  what the map holds (the caller's edits too) and an error (EIO), not SIGBUS, for a page the
+  file no longer has.
 """
 import mmap
 import os
@@ -117,9 +121,11 @@ class RowSource:
         self._end = 0            # file offset just past the last byte the array covers
         self._identity = None    # (device, inode, size, mtime) of fd when it was opened
         self._release = False    # a read-only shared map of a file: pages may be dropped
+        self._in_memory = False  # fd is /proc/self/mem, data_offset the map's address of row 0
 
     def __repr__(self):
-        how = f"pread from fd {self.fd} at {self.data_offset}" if self.fd >= 0 else (
+        how = ("pread from the process's memory" if self._in_memory else
+               f"pread from fd {self.fd} at {self.data_offset}") if self.fd >= 0 else (
             "memory map" if self._mm is not None else "memory")
         return f"RowSource({self.array.shape} {self.array.dtype}, {how})"
 
@@ -142,8 +148,18 @@ class RowSource:
         self._release = is_read_only_file_map(X)
         if self._release and X.flags.c_contiguous and self.path:
             self._open_file(map_start + (low - map_base), _mapped_file_id(map_base))
+        if self.fd < 0 and X.flags.c_contiguous:
+            self._open_memory(X)
         if self._release and self.fd < 0:
             read_randomly(X)
+
+    def _open_memory(self, X):
+        """Read the map's rows with pread from /proc/self/mem (a page its file lost: EIO, not SIGBUS)."""
+        try:
+            fd = os.open("/proc/self/mem", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return  # (no /proc: the map itself is read)
+        self.fd, self.data_offset, self._in_memory = fd, X.ctypes.data, True
 
     def _open_file(self, offset, mapped_id):
         """Read rows with pread from the map's own file, if the file at its path is still that file."""
@@ -179,7 +195,7 @@ class RowSource:
                 raise OSError(f"{self.path or 'the file behind ' + self.name} is {size} bytes, shorter than "
                               f"the {self._end} bytes its memory map of {self.name} covers: it was truncated after "
                               "it was loaded; reload it")
-        if self.fd >= 0:
+        if self.fd >= 0 and not self._in_memory:
             st = os.fstat(self.fd)
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:
                 raise OSError(f"{self.path} changed while fastbatch was reading it (size {self._identity[2]} -> "
@@ -195,9 +211,14 @@ class RowSource:
             buf = bytearray(want)
             view, got = memoryview(buf), 0
             while got < want:
-                n = os.preadv(self.fd, [view[got:]], self.data_offset + start * row_bytes + got)
+                try:
+                    n = os.preadv(self.fd, [view[got:]], self.data_offset + start * row_bytes + got)
+                except OSError:
+                    n = -1  # (EIO: a page the file no longer has)
                 if n <= 0:
-                    raise OSError(f"{self.path} ended early: could not read rows {start}..{stop - 1}")
+                    self.check()  # a file cut short since the last look: its own message
+                    raise OSError(f"{self.path or 'the file behind ' + self.name} ended early: could not read "
+                                  f"rows {start}..{stop - 1}")
                 got += n
             return np.frombuffer(buf, dtype=X.dtype).reshape(stop - start, X.shape[1])
         if self._mm is not None:

@@ -174,7 +174,9 @@ def test_edits_in_a_private_or_writable_map_survive_fit_and_predict(tmp_path, mo
     tr.predict(X)
     assert np.array_equal(np.asarray(X), centred) and abs(X.mean(0)).max() < 1e-5
     with _rows.RowSource.open(X) as rows:
-        assert rows.fd == -1 and rows.array is X  # read from memory, as it is
+        # read as the map holds it (its edits too), through /proc/self/mem: never touched by a step (SIGBUS)
+        assert rows.fd >= 0 and rows.data_offset == X.ctypes.data and rows.array is X
+        assert np.array_equal(rows.read(0, 1000), centred)
         rows.after_chunk()
     assert np.array_equal(np.asarray(X), centred)
 
@@ -245,7 +247,7 @@ def test_a_file_replaced_after_load_is_not_trained_on(tmp_path):
     np.save(tmp_path / "other.npy", X0[::-1] * 100)
     os.replace(tmp_path / "other.npy", tmp_path / "X.npy")
     with _rows.RowSource.open(X) as rows:
-        assert rows.fd == -1  # not the map's file any more: the map is read
+        assert rows.data_offset == X.ctypes.data  # not the map's file any more: the map is read (its memory)
         assert np.array_equal(rows.read(0, 3), X0[:3])
     kw = dict(epochs=2, batch_size=32)
     assert np.array_equal(fb.Trainer(**kw).fit(X, y).loss, fb.Trainer(**kw).fit(X0, y).loss)
@@ -329,6 +331,36 @@ cut = fb.LambdaCallback(on_epoch_end=lambda t, e, logs: os.truncate(path, 1000) 
 tr = fb.Trainer(epochs=3, batch_size=32, backend=backend, n_threads=1)
 fit_or_oserror("validation", tr, X, y, validation_data=(Xv, np.arange(3000) % 2), callbacks=[cut])
 """
+
+
+IN_CALL_SCRIPT = r"""
+import os, sys, threading, time, numpy as np, fastbatch as fb
+path, mode, backend = sys.argv[1:]
+X = np.random.default_rng(0).random((400_000, 32), dtype=np.float32)
+np.save(path, X)
+Xm = np.load(path, mmap_mode=mode)
+started = threading.Event()
+def cut():
+    started.wait()
+    time.sleep(0.05)
+    os.truncate(path, 4096)
+threading.Thread(target=cut).start()
+tr = fb.Trainer(hidden=(16,), epochs=3, batch_size=8, backend=backend, n_threads=1)
+try:
+    tr.fit(Xm, (X[:, 0] > 0.5).astype(int), on_progress=lambda h: started.set())
+    print("no error")
+except OSError as exc:
+    print("error:", exc)
+"""
+
+
+@pytest.mark.parametrize("mode, backend", [("r+", "cython"), ("c", "cython"), ("r", "numpy"), ("c", "numpy")])
+def test_a_file_truncated_inside_a_kernel_call_is_an_error_not_sigbus(tmp_path, mode, backend):
+    """The backends read every map with pread (its file, or /proc/self/mem at the map's address), so a page its
+    file loses while a call runs is a read error, never a touch of the map: that killed the process with SIGBUS
+    for writable and private maps (and with the numpy backend, which read even read-only maps directly)."""
+    lines = script_lines(IN_CALL_SCRIPT, str(tmp_path / "X.npy"), mode, backend)
+    assert len(lines) == 1 and lines[0].startswith("error:") and "X.npy" in lines[0], lines
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
