@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
         self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
+        self._decisions = None   # (targets, loss, the library's Task): see _decided
         self._map_is_run = False   # the batch map shows the run (its progress is drawn), not a preview of settings
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
@@ -366,7 +367,7 @@ class MainWindow(QMainWindow):
             return self._coded[1]
         coded = y
         whole = y.dtype.kind in "iub" or bool(np.isfinite(y).all() and (y == np.round(y)).all())
-        if y.ndim == 1 and len(y) and whole and decide_task(y, loss).kind == "classification":  # (fractional
+        if y.ndim == 1 and len(y) and whole and self._decided(y).kind == "classification":  # (fractional
             # targets are not labels: a classification of them gets the library's error, not a class a value)
             values, codes = np.unique(y, return_inverse=True)
             if not (values[0] == 0 and values[-1] == len(values) - 1):
@@ -464,7 +465,7 @@ class MainWindow(QMainWindow):
         """The library's decision: classification or regression, and why (None without data)."""
         try:
             _, y = self.data()
-            return decide_task(y, TASKS[self.controls.config()["task"]][1])
+            return self._decided(y)
         except (ValueError, TypeError, OSError):
             return None
 
@@ -473,13 +474,32 @@ class MainWindow(QMainWindow):
         text = re.sub(r"<br>", "\n", self.readout.text())
         return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ").strip()
 
+    def _decided(self, y):
+        """The library's task for targets ``y`` with the task box's loss (``decide_task``), kept per targets
+        and loss: a 2M-record y is looked at once, not at each redraw of the readout or preview."""
+        loss = TASKS[self.controls.config()["task"]][1]
+        if self._coded is not None and y is self._coded[1] and self._data is not None:
+            y = self._data[1]   # a file's class codes: decided as the labels they stand for (the same task)
+        memo = self._decisions
+        if memo is not None and memo[0] is y and memo[1] == loss:
+            return memo[2]
+        task = decide_task(y, loss)
+        self._decisions = (y, loss, task)   # (holding y: its id is not reused while it is kept)
+        return task
+
+    def _is_classification(self, y):
+        """True when the run on ``y`` will be a classification (the task box, else the library's rule)."""
+        try:
+            return self._decided(y).kind == "classification"
+        except (ValueError, TypeError):
+            return False
+
     def _surface_suits(self, X, y):
         """Two features (or a 2-D dataset) and class labels: a decision surface can be drawn."""
         y = np.asarray(y)
-        if self.controls.config()["task"] == "regression":
-            return False
-        return X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
-                                                    or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
+        return (X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
+                                                     or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
+                and self._is_classification(y))   # (the cheap conditions first)
 
     def _surface_wanted(self, X, y):
         return self._surface_suits(X, y) and self._n_outputs(y) <= MAX_SURFACE_OUTPUTS
@@ -521,7 +541,7 @@ class MainWindow(QMainWindow):
     def _class_labels(self, y, train):
         """The training records' classes (for the batch map's colours); None for a regression."""
         y = np.asarray(y)
-        if y.ndim != 1 or y.dtype.kind not in "iub" or self.controls.config()["task"] == "regression":
+        if y.ndim != 1 or y.dtype.kind not in "iub" or not self._is_classification(y):
             return None
         return y if len(train) == len(y) else y[train]
 

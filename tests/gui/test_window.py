@@ -443,3 +443,25 @@ def test_tens_of_thousands_of_epochs_paused_and_resumed_stay_bounded(qtbot, wind
     pixels = max(int(plot.getPlotItem().getViewBox().width()), 100)
     assert len(trace.raw.xData) <= 2 * pixels and len(trace.means_item.xData) <= 2 * pixels
     assert plot.n_epoch_lines <= MAX_EPOCH_LINES + 2
+
+
+def test_a_whole_number_regression_target_of_two_features_gets_no_surface_and_trains_to_the_end(qtbot, window,
+                                                                                                  tmp_path):
+    rng = np.random.default_rng(0)                  # 2 features, 55 distinct whole numbers: the rule says regression
+    X = rng.normal(size=(300, 2))
+    y = np.concatenate([np.arange(55), rng.integers(0, 61, 245)])
+    (tmp_path / "r.csv").write_text("a,b,age\n" + "".join(f"{a},{b},{t}\n" for (a, b), t in zip(X, y)))
+    assert fb.decide_task(y, "auto").kind == "regression"
+    assert window.load_file(str(tmp_path / "r.csv"))
+    assert "-> regression" in window.readout_text() and "no decision surface" not in window.readout_text()
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())   # the preview: points, and the map's colours
+    assert not window.surface_plot.isVisible() and window.batch_map.labels is None
+    set_spins(window, batch_size=50, epochs=2, optimizer="adam", learning_rate=0.01)
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    assert run_to_end(qtbot, window) == "finished"         # (predict_proba on a regression errored the run)
+    assert jobs and all(job.grid is None for job in jobs) and window.batch_map.labels is None
+    assert not window.surface_plot.isVisible()
+    set_spins(window, task="classification")               # the task box still makes it classes
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    assert window.batch_map.labels is not None and window.surface_plot.isVisible()
