@@ -85,6 +85,9 @@ class TrainingWorker(QObject):
     SURFACE_ROWS = 1024       # grid points evaluated at a time: a stop request is looked at between them
     QUICK_SURFACE_MACS = 2e8  # a surface of at most this many multiply-adds is drawn as a stopped job ends
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
+    FULL_LOSS_MACS = 2e8      # training records evaluated at a time: about this many multiply-adds (a stop request
+                              # is looked at between them; a big network's full pass takes tens of seconds)
+    QUICK_FULL_LOSS_MACS = 2e8   # a full-loss point of at most this many multiply-adds is measured as a stopped job ends
     FULL_LOSS_FREE = 0.05     # ...after this many seconds of it
     LESSON_STEPS = 2000       # runs this short get a full-loss point after every step
     FULL_LOSS_POINTS = 2000   # a longer run gets at most about this many (+ one per epoch while fewer epochs)
@@ -161,8 +164,11 @@ class TrainingWorker(QObject):
         if job.cancelled:   # nobody will draw them; the window waits for this thread to end
             return history
         self._send_means(history, job)
-        if job.full_loss and full["last"] != tr.step and tr.step > 0:
-            self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
+        if job.full_loss and full["last"] != tr.step and tr.step > 0 and (not job.stop_requested or (
+                full["cost"] <= self.SURFACE_SECONDS if full["cost"] is not None
+                else len(job.train_X) * tr.run_state.theta.size <= self.QUICK_FULL_LOSS_MACS)):
+            # where the job ends: a step, the run's end, or (when quick) a pause or stop
+            self._measure_full_loss(job, full, forced=True)
         if job.grid is not None and tr.step > 0 and (not job.stop_requested or (
                 surface_cost <= self.SURFACE_SECONDS if surface_cost is not None
                 else len(job.grid) * tr.run_state.theta.size <= self.QUICK_SURFACE_MACS)):
@@ -195,7 +201,8 @@ class TrainingWorker(QObject):
             lesson = job.plan.total_steps <= self.LESSON_STEPS
             st = {"trainer": weakref.ref(job.trainer), "every": 1 if lesson else job.plan.steps_per_epoch,
                   "eval_seconds": 0.0, "train_seconds": 0.0,
-                  "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf")}
+                  "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf"),
+                  "cost": None}   # seconds the last full evaluation took (None: none finished yet)
             self._full = {key: st}
         return st
 
@@ -213,10 +220,13 @@ class TrainingWorker(QObject):
         if over and not forced:
             return
         t0 = time.perf_counter()
-        loss = job.trainer.evaluate(job.train_X, job.train_y)["loss"]
+        loss = self._full_loss(job, stoppable=not job.stop_requested)   # (asked after a stop: it is quick)
         cost = time.perf_counter() - t0
         st["eval_seconds"] += cost
+        if loss is None:   # abandoned for a stop request
+            return
         st["last"] = job.trainer.step
+        st["cost"] = cost
         if job.plan.total_steps <= self.LESSON_STEPS:
             st["every"] = 1          # a lesson-sized run gets a point after every step
         elif st["rate_steps"]:
@@ -226,6 +236,23 @@ class TrainingWorker(QObject):
             spe = job.plan.steps_per_epoch
             st["every"] = every if every < spe else math.ceil(every / spe) * spe   # at epoch ends then
         self.fullLoss.emit(job.trainer.step, float(loss))
+
+    def _full_loss(self, job, stoppable=True):
+        """``trainer.evaluate``'s loss on all training records, a block of rows at a time (about FULL_LOSS_MACS
+        each), the blocks' mean losses weighted by their rows; None when a stop request (when ``stoppable``)
+        abandoned it between blocks."""
+        tr, X, y = job.trainer, job.train_X, job.train_y
+        n = len(X)
+        rows = max(1, int(self.FULL_LOSS_MACS // max(tr.run_state.theta.size, 1)))
+        if rows >= n:
+            return float(tr.evaluate(X, y)["loss"])   # one block: evaluate's own value
+        total = 0.0
+        for lo in range(0, n, rows):
+            if stoppable and job.stop_requested:
+                return None
+            hi = min(lo + rows, n)
+            total += tr.evaluate(X[lo:hi], y[lo:hi])["loss"] * (hi - lo)
+        return total / n
 
     # ------------------------------------------------------------------ one stepped batch
 
