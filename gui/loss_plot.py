@@ -36,6 +36,9 @@ MIN_SPAN = 0.10            # the y range spans at least this share of the values
 MEAN_LABEL = "epoch mean, weighted by batch size"
 VAL_LABEL = "validation loss at epoch end"
 FULL_LABEL = "loss on all training records"
+LOSS_LABEL = "loss"
+# a regression run of standardize_target: History (and so every loss drawn) is in the standardised target's units
+STANDARDIZED_LOSS_LABEL = "loss (of the standardised target)"
 
 
 def nice_step(n, cap):
@@ -375,7 +378,7 @@ class LossPlot(pg.PlotWidget):
         self._range = None        # the last range set while following the data
         self._labels_shown = None
         pi = self.getPlotItem()
-        pi.setLabel("left", "loss")
+        pi.setLabel("left", LOSS_LABEL)
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.getAxis("bottom").enableAutoSIPrefix(False)
         pi.setLabel("bottom", X_AXES[self.axis])
@@ -550,6 +553,10 @@ class LossPlot(pg.PlotWidget):
         trace.rates.append(rate)
         self._rebuild_legend()
         self._dirty = True
+
+    def set_loss_label(self, text):
+        """The loss axis's title (what units the newest run's losses are in)."""
+        self.getPlotItem().setLabel("left", text)
 
     # ------------------------------------------------------------------ legend
 

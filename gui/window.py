@@ -26,7 +26,7 @@ from .controls import ControlPanel
 from .data_memory import check_room
 from .fmt import clock, count, esc, load_error, num
 from .lesson import RANDOM_HINT, TASKS, sorted_by_class
-from .loss_plot import X_AXES, LossPlot
+from .loss_plot import LOSS_LABEL, STANDARDIZED_LOSS_LABEL, X_AXES, LossPlot
 from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread, stop_thread
@@ -699,6 +699,8 @@ class MainWindow(QMainWindow):
         self.step_panel.clear()
         self._grid = None
         X, y = self._run_data
+        scaled = trainer.config.get("standardize_target") and not self._is_classification(y)
+        self.loss_plot.set_loss_label(STANDARDIZED_LOSS_LABEL if scaled else LOSS_LABEL)
         c = self.controls.config()
         self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         self._map_is_run = True

@@ -60,6 +60,23 @@ def batch_records(plan, seed, shuffle, step):
     return order[start:start + int(plan.batch_sizes()[batch])]
 
 
+def training_loss(trainer, X, y):
+    """``trainer.evaluate``'s loss on (X, y) in the units of the run's History: a run that standardises its
+    regression target (``standardize_target``) trains on, and records, the standardised target's loss, while
+    evaluate scores the predictions in the data's units (its loss is then the scale squared times larger)."""
+    loss = float(trainer.evaluate(X, y)["loss"])
+    scaling = trainer.run_state.scaling or {}
+    if "y_scale" not in scaling:
+        return loss
+    scale = np.asarray(scaling["y_scale"], dtype=np.float64).ravel()
+    if scale.size == 1:
+        return loss / float(scale[0]) ** 2
+    # several outputs, each of its own scale: the mean of the standardised squared errors (the mse itself)
+    z = np.asarray(trainer.predict(X), dtype=np.float64).reshape(len(X), -1)
+    t = np.asarray(y, dtype=np.float64).reshape(len(X), -1)
+    return float(np.mean(((z - t) / scale) ** 2))
+
+
 def _flat(params):
     return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in params]).astype(np.float64)
 
@@ -245,13 +262,13 @@ class TrainingWorker(QObject):
         n = len(X)
         rows = max(1, int(self.FULL_LOSS_MACS // max(tr.run_state.theta.size, 1)))
         if rows >= n:
-            return float(tr.evaluate(X, y)["loss"])   # one block: evaluate's own value
+            return training_loss(tr, X, y)   # one block: evaluate's own value
         total = 0.0
         for lo in range(0, n, rows):
             if stoppable and job.stop_requested:
                 return None
             hi = min(lo + rows, n)
-            total += tr.evaluate(X[lo:hi], y[lo:hi])["loss"] * (hi - lo)
+            total += training_loss(tr, X[lo:hi], y[lo:hi]) * (hi - lo)
         return total / n
 
     # ------------------------------------------------------------------ one stepped batch
@@ -269,13 +286,13 @@ class TrainingWorker(QObject):
         h = tr.history
         idx = batch_records(job.plan, job.seed, job.shuffle, s)
         after = self._params(tr)
-        res = tr.evaluate(job.train_X[idx], job.train_y[idx])
+        loss_after = training_loss(tr, job.train_X[idx], job.train_y[idx])   # (in the units of loss_before)
         spe = job.plan.steps_per_epoch
         self.stepped.emit({
             "step": s + 1, "epoch": s // spe + 1, "batch": s % spe + 1, "batches": spe,
             "batch_size": len(idx), "records": idx, "loss_before": float(h.loss[s]),
             # the rate the app set for this one-step call (History.learning_rate would expand every step's)
-            "loss_after": float(res["loss"]), "learning_rate": float(tr.learning_rate),
+            "loss_after": loss_after, "learning_rate": float(tr.learning_rate),
             "update_norm": None if before is None else float(np.linalg.norm(after - before)),
             "param_norm": float(np.linalg.norm(after)),
         })

@@ -465,3 +465,31 @@ def test_a_whole_number_regression_target_of_two_features_gets_no_surface_and_tr
     set_spins(window, task="classification")               # the task box still makes it classes
     qtbot.waitUntil(lambda: not window._data_timer.isActive())
     assert window.batch_map.labels is not None and window.surface_plot.isVisible()
+
+
+def regression_csv(path, n=400, seed=0):
+    """A regression file of small features and whole-number targets in the hundreds (as scikit-learn's diabetes)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10)) * 0.05
+    y = np.round(150 + 1500 * X @ rng.normal(size=10) / np.sqrt(10) + 20 * rng.normal(size=n)).astype(int)
+    path.write_text(",".join(f"f{i}" for i in range(10)) + ",target\n"
+                    + "".join(",".join(map(str, r)) + f",{t}\n" for r, t in zip(X, y)))
+    return X, y
+
+
+def test_a_regression_target_in_the_hundreds_trains_with_the_defaults(qtbot, window, tmp_path):
+    from fastbatch_gui.loss_plot import STANDARDIZED_LOSS_LABEL
+    X, y = regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    assert "target" in find(window, QCheckBox, "standardizeCheck").text()
+    window.full_loss_check.setChecked(True)
+    assert run_to_end(qtbot, window) == "finished"          # (it diverged at step 5: features scaled, targets not)
+    tr = window.trainer
+    assert tr.config["standardize_target"] and np.isfinite(tr.history.loss).all()
+    assert tr.history.epoch_loss[-1] < 0.5                   # it learned: the standardised target's variance is 1
+    # History's losses are the standardised target's; so is every loss drawn: the full-loss line is evaluate's
+    # (in the data's units) over the target's variance, within float rounding (1e-12 relative)
+    scale = tr.run_state.scaling["y_scale"][0]
+    assert window.loss_plot.current.full_loss[-1] == pytest.approx(tr.evaluate(X, y)["loss"] / scale ** 2, rel=1e-12)
+    assert window.loss_plot.getPlotItem().getAxis("left").labelText == STANDARDIZED_LOSS_LABEL
+    assert tr.predict(X).mean() == pytest.approx(y.mean(), rel=0.2)   # predictions in the data's units
