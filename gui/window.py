@@ -798,9 +798,11 @@ class MainWindow(QMainWindow):
         if exc is None:
             return
         text = str(exc)
-        if isinstance(exc, fb.DivergenceError):   # the library's advice, in the app's words: its controls
-            text = text.replace(" (e.g. trainer.learning_rate /= 100)", " (the learning rate box, then Resume)")
-            text = text.replace("reset() starts the run over", "Reset starts the run over")
+        if isinstance(exc, fb.DivergenceError):   # the library's advice, in the app's words: what the app can do
+            text = text[:text.index(". ", text.index("; ")) + 1] if "; " in text else text   # (up to its advice)
+            scale = "" if self.controls.config()["standardize"] else ", or tick standardize"
+            text += (" This run has ended: lower the learning rate" + scale + ", then Start (or Step) trains a new "
+                     "run from the first step.")
         self.readout.setText(error_html(text))
 
     def _on_run_ended(self, how):

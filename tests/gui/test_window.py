@@ -407,8 +407,16 @@ def test_a_failed_fit_reaches_the_window_as_the_exception(qtbot, window, monkeyp
     assert window.run.error is boom and window.state == "idle"
     said = window.readout_text()      # the library's message, its advice in the app's words
     assert str(boom).split(". Continue")[0] in said and "trainer.learning_rate" not in said
-    assert "the learning rate box" in said
+    # an errored run cannot be resumed: the advice names what does work (standardize is already checked)
+    assert "lower the learning rate, then Start (or Step) trains a new run from the first step" in said
+    assert "Resume" not in said and "standardize" not in said
     assert "failed" in window.status_labels["elapsed"].text()
+    monkeypatch.undo()
+    set_spins(window, standardize=False)
+    run_to_end(qtbot, window)         # Start after the error: a new run, from the first step
+    assert window.trainer.step == window.run_plan.total_steps and window.trainer.history.n_steps == 80
+    window._show_error(boom)
+    assert "lower the learning rate, or tick standardize, then Start" in window.readout_text()
 
 
 def test_count_axes_tick_whole_numbers_with_separators(window):
