@@ -790,6 +790,11 @@ class MainWindow(QMainWindow):
         if self.trainer is not None and self.trainer.step:
             self._latest = self.trainer.history
             self._on_frame()
+        info = self.step_panel.info
+        if info is not None and (self.trainer is None or info["step"] > self.trainer.step):
+            self.step_panel.clear()   # a divergence rewound the run: that step no longer exists (as after Reset)
+            if self._grid is not None:
+                self.surface_plot.highlight((), ())
         self._show_error(exc)
         self.run.errored(exc)
         self.fitReturned.emit()

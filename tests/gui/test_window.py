@@ -475,11 +475,12 @@ def test_a_whole_number_regression_target_of_two_features_gets_no_surface_and_tr
     assert window.batch_map.labels is not None and window.surface_plot.isVisible()
 
 
-def regression_csv(path, n=400, seed=0):
+def regression_csv(path, n=400, seed=0, feature_std=0.05):
     """A regression file of small features and whole-number targets in the hundreds (as scikit-learn's diabetes)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 10)) * 0.05
     y = np.round(150 + 1500 * X @ rng.normal(size=10) / np.sqrt(10) + 20 * rng.normal(size=n)).astype(int)
+    X = X * (feature_std / 0.05)
     path.write_text(",".join(f"f{i}" for i in range(10)) + ",target\n"
                     + "".join(",".join(map(str, r)) + f",{t}\n" for r, t in zip(X, y)))
     return X, y
@@ -501,3 +502,20 @@ def test_a_regression_target_in_the_hundreds_trains_with_the_defaults(qtbot, win
     assert window.loss_plot.current.full_loss[-1] == pytest.approx(tr.evaluate(X, y)["loss"] / scale ** 2, rel=1e-12)
     assert window.loss_plot.getPlotItem().getAxis("left").labelText == STANDARDIZED_LOSS_LABEL
     assert tr.predict(X).mean() == pytest.approx(y.mean(), rel=0.2)   # predictions in the data's units
+
+
+def test_a_divergence_that_rewinds_the_run_clears_the_step_it_undid(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv", feature_std=1.0)
+    assert window.load_file(str(tmp_path / "d.csv"))
+    set_spins(window, standardize=False, learning_rate=0.3, batch_size=8)   # targets in the hundreds, unscaled
+    for _ in range(30):
+        with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+            find(window, QPushButton, "stepBatchButton").click()
+        if window.run.ended == "errored":
+            break
+    assert isinstance(window.run.error, fb.DivergenceError)
+    steps = window.trainer.step                        # the library went back to its last finite params
+    assert steps < window.run.error.bad_step + 1
+    # the panel showed the undone step (past the run's end): it goes, as after Reset
+    assert window.step_panel.info is None and not window.step_panel.isVisible()
+    assert window.loss_plot.current.n == steps
