@@ -169,6 +169,8 @@ class MainWindow(QMainWindow):
         self.log_x_check.setObjectName("logXCheck")
         self.log_y_check = QCheckBox("log loss")
         self.log_y_check.setObjectName("logYCheck")
+        self.log_y_check.setToolTip("a logarithmic loss axis; a step's loss of exactly 0 (log 0 is -∞) is drawn "
+                                    "at the bottom, at the smallest positive loss in view")
         self.full_loss_check = QCheckBox("loss on all training records")
         self.full_loss_check.setObjectName("fullLossCheck")
         self.full_loss_check.setToolTip("measured between steps (at most 10% of the training time): the real "
