@@ -132,6 +132,8 @@ class MainWindow(QMainWindow):
         self._data_key, self._data = None, None
         self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
         self._decisions = None   # (targets, loss, the library's Task): see _decided
+        self._class_names = None   # a file's text target: its class names, in code order (else None)
+        self._feature_names = None   # a file's feature columns' names (else None)
         self._map_is_run = False   # the batch map shows the run (its progress is drawn), not a preview of settings
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
@@ -333,7 +335,11 @@ class MainWindow(QMainWindow):
             if self._data_failure is not None and self._data_failure[0] == key:
                 raise self._data_failure[1]
             try:
-                X, y = datasets.load(key[1], target=key[2]) if key[0] == "file" else datasets.make(*key[:4])
+                if key[0] == "file":   # (load's X and y, with the class names of a text target)
+                    table = datasets.load_table(key[1], target=key[2])
+                    X, y, names, features = table.X, table.y, table.classes, table.features
+                else:
+                    (X, y), names, features = datasets.make(*key[:4]), None, None
             except Exception as exc:   # whatever a hostile file raises reaches the readout, not stderr
                 exc = load_error(exc, repr(key[1]) if key[0] == "file" else f"the {key[0]} dataset")
                 self._data_failure = (key, exc)
@@ -357,6 +363,7 @@ class MainWindow(QMainWindow):
                 self._data_failure = (key, exc)
                 raise exc
             self._data, self._data_key, self._coded = (X, y), key, None
+            self._class_names, self._feature_names = names, features
         if key[0] != "file":
             return self._data
         return self._data[0], self._class_codes(self._data[1])
@@ -433,7 +440,13 @@ class MainWindow(QMainWindow):
             notes.append(f"no decision surface: the labels need {count(outputs, 'output')}, and it is drawn for at "
                          f"most {num(MAX_SURFACE_OUTPUTS)}")
         task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
-        if task is not None:
+        if task is not None and self._class_names is not None and c["dataset"] == "file" \
+                and task.kind == "classification":
+            names = self._class_names
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            notes.append(f"target: {count(len(names), 'class name')} ({shown}) -> classification (cross_entropy); "
+                         "the task box overrides it")
+        elif task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
         if task is not None and self._coded is not None and self._coded[1] is not self._data[1]:
             values = np.unique(self._data[1])
@@ -549,6 +562,8 @@ class MainWindow(QMainWindow):
 
     def _show_surface(self, show):
         self.surface_plot.setVisible(show)
+        if show:   # the file's names for its features and classes (generated data: feature 1, 2 and class codes)
+            self.surface_plot.set_names(self._feature_names, self._class_names)
 
     def load_file(self, path, target=None):
         """Use the records in ``path`` (.csv, .npy, .npz); False when they cannot be used.

@@ -519,3 +519,24 @@ def test_a_divergence_that_rewinds_the_run_clears_the_step_it_undid(qtbot, windo
     # the panel showed the undone step (past the run's end): it goes, as after Reset
     assert window.step_panel.info is None and not window.step_panel.isVisible()
     assert window.loss_plot.current.n == steps
+
+
+def test_a_text_target_is_described_by_its_class_names(qtbot, window, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2))
+    kinds = np.array(["virginica", "setosa", "versicolor"])[np.arange(90) % 3]
+    (tmp_path / "iris2d.csv").write_text("petal length,petal width,species\n"
+                                         + "".join(f"{a},{b},{k}\n" for (a, b), k in zip(X, kinds)))
+    assert window.load_file(str(tmp_path / "iris2d.csv"))
+    # (it said "3 distinct whole-number values": the codes the loader gave the names)
+    assert "target: 3 class names (setosa, versicolor, virginica) -> classification" in window.readout_text()
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    pi = window.surface_plot.getPlotItem()             # the file's names on the surface
+    assert (pi.getAxis("bottom").labelText, pi.getAxis("left").labelText) == ("petal length", "petal width")
+    assert "blue: setosa, orange: versicolor, green: virginica" in window.surface_plot.toolTip()
+    set_spins(window, dataset="moons")
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    assert pi.getAxis("bottom").labelText == "feature 1" and window.surface_plot.toolTip() == ""
+    (tmp_path / "many.csv").write_text("a,b,k\n" + "".join(f"{i},{i % 7},c{i % 8}\n" for i in range(80)))
+    assert window.load_file(str(tmp_path / "many.csv"))
+    assert "target: 8 class names (c0, c1, c2, c3, c4, ...) -> classification" in window.readout_text()
