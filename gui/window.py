@@ -435,6 +435,10 @@ class MainWindow(QMainWindow):
             notes.append(f"Start continues the finished run to {count(plan.epochs, 'epoch')}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
+        if not c["standardize"]:   # the library's warning (a sample of rows, its one rule), here and not on stderr
+            unscaled = self._unscaled_message()
+            if unscaled:
+                notes.append(unscaled)
         outputs = self._surface_outputs_skipped() if c["dataset"] == "file" else None   # generated: few classes
         if outputs:
             notes.append(f"no decision surface: the labels need {count(outputs, 'output')}, and it is drawn for at "
@@ -454,6 +458,16 @@ class MainWindow(QMainWindow):
             notes.append(f"the labels {shown} are the network's classes 0 to {len(values) - 1}, in that order")
         note = "".join(f"<br><span style='color:#8a5a00'>{esc(n)}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{esc(text)}</span>{note}")
+
+    def _unscaled_message(self):
+        """The library's "X looks unscaled" message for the data (``unscaled_sample_message``), or None."""
+        from fastbatch._data import unscaled_sample_message
+        try:
+            X, _ = self.data()
+        except (ValueError, TypeError, OSError):
+            return None
+        message = unscaled_sample_message(X) if X.ndim == 2 and len(X) else None
+        return message and message.replace("Pass standardize=True", "Tick standardize")   # (the app's control)
 
     def _step_memory(self, plan):
         """The library's bytes per step for this network (``Plan.step_memory``), as text; None when unknown."""

@@ -540,3 +540,18 @@ def test_a_text_target_is_described_by_its_class_names(qtbot, window, tmp_path):
     (tmp_path / "many.csv").write_text("a,b,k\n" + "".join(f"{i},{i % 7},c{i % 8}\n" for i in range(80)))
     assert window.load_file(str(tmp_path / "many.csv"))
     assert "target: 8 class names (c0, c1, c2, c3, c4, ...) -> classification" in window.readout_text()
+
+
+def test_unscaled_features_are_said_in_the_readout_when_standardize_is_off(window, tmp_path):
+    from fastbatch._data import unscaled_sample_message
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3)) * np.array([1.0, 100.0, 10_000.0])   # scales 10,000x apart (as wine's)
+    (tmp_path / "w.csv").write_text("a,b,c,k\n" + "".join(f"{a},{b},{c},{i % 3}\n" for i, (a, b, c) in enumerate(X)))
+    assert window.load_file(str(tmp_path / "w.csv"))
+    message = unscaled_sample_message(window.data()[0]).split(". Pass standardize=True")[0]
+    assert message and message not in window.readout_text()   # standardized: nothing to say
+    set_spins(window, standardize=False)
+    assert message in window.readout_text()                     # (it went to stderr only, at the first fit)
+    assert "Tick standardize" in window.readout_text()
+    set_spins(window, dataset="moons")
+    assert "unscaled" not in window.readout_text()
