@@ -156,11 +156,13 @@ class ControlPanel(QWidget):
         w["sorted_by_class"].setObjectName("sortedByClassCheck")
         w["sorted_by_class"].setToolTip("put the records in label order: with shuffle off, each epoch walks "
                                         "through one class, then the next (the shuffle lesson)")
-        w["standardize"] = QCheckBox("standardize features")
+        w["standardize"] = QCheckBox("standardize (features, and a regression's target)")
         w["standardize"].setObjectName("standardizeCheck")
         w["standardize"].setChecked(True)
-        w["standardize"].setToolTip("scale each feature to mean 0, std 1 over the training records (kept with "
-                                    "the params); unscaled data makes the loss jump and stall")
+        w["standardize"].setToolTip("scale each feature to mean 0, std 1 over the training records, and a "
+                                    "regression's target too (kept with the params; predictions come back in the "
+                                    "data's units, the plotted losses are then those of the standardised target); "
+                                    "unscaled data makes the loss jump, stall or diverge")
         w["task"] = _combo("taskCombo", [(k, v[0]) for k, v in TASKS.items()])
         w["task"].setToolTip("auto: whole-number targets with few values are classes, anything else is a "
                              "quantity (the library's rule); or choose")
@@ -285,6 +287,7 @@ class ControlPanel(QWidget):
                     learning_rate=self.learning_rate(), optimizer=c["optimizer"], shuffle=c["shuffle"],
                     drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
                     validation_split=c["validation_split"], standardize=c["standardize"],
+                    standardize_target=c["standardize"],   # (the library scales mse targets only)
                     loss=TASKS[c["task"]][1], n_threads=c["threads"] or None)
 
     def set_value(self, name, value):

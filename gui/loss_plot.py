@@ -36,6 +36,9 @@ MIN_SPAN = 0.10            # the y range spans at least this share of the values
 MEAN_LABEL = "epoch mean, weighted by batch size"
 VAL_LABEL = "validation loss at epoch end"
 FULL_LABEL = "loss on all training records"
+LOSS_LABEL = "loss"
+# a regression run of standardize_target: History (and so every loss drawn) is in the standardised target's units
+STANDARDIZED_LOSS_LABEL = "loss (of the standardised target)"
 
 
 def nice_step(n, cap):
@@ -375,7 +378,7 @@ class LossPlot(pg.PlotWidget):
         self._range = None        # the last range set while following the data
         self._labels_shown = None
         pi = self.getPlotItem()
-        pi.setLabel("left", "loss")
+        pi.setLabel("left", LOSS_LABEL)
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.getAxis("bottom").enableAutoSIPrefix(False)
         pi.setLabel("bottom", X_AXES[self.axis])
@@ -551,6 +554,10 @@ class LossPlot(pg.PlotWidget):
         self._rebuild_legend()
         self._dirty = True
 
+    def set_loss_label(self, text):
+        """The loss axis's title (what units the newest run's losses are in)."""
+        self.getPlotItem().setLabel("left", text)
+
     # ------------------------------------------------------------------ legend
 
     def _rebuild_legend(self):
@@ -695,6 +702,10 @@ class LossPlot(pg.PlotWidget):
             else:
                 xs = np.linspace(x0, x1, pixels + 1)
             x, y, sx, sy, count = r.step_view(a, z, axis, w, pixels, r.steps_at_many(xs, axis))
+            if self.log_y:   # log 0 = -inf breaks the curve: a loss of 0 (or less) at the bottom instead
+                floor = self._log_floor(y)
+                y = np.maximum(y, floor)
+                sy = None if sy is None else np.maximum(sy, floor)
             markers = count < MARKERS_BELOW
             r.raw.setData(x, y, symbol="o" if markers else None, symbolSize=5, symbolBrush=r.color,
                           symbolPen=None)
@@ -731,6 +742,13 @@ class LossPlot(pg.PlotWidget):
         r.full_item.setData(fx, fv)
         out.append(fv)
         return out
+
+    @staticmethod
+    def _log_floor(y):
+        """Where a loss of 0 is drawn on the log axis: the smallest positive loss in view (float32's smallest
+        normal number when none is)."""
+        positive = y[y > 0]
+        return float(positive.min()) if len(positive) else float(np.finfo(np.float32).tiny)
 
     # where the legend may sit: (its corner, the plot's corner, offset in pixels); the top ones below the epoch labels
     LEGEND_CORNERS = {"bottom left": ((0, 1), (0, 1), (10, -10)), "top right": ((1, 0), (1, 0), (-10, 48)),
@@ -911,8 +929,8 @@ class LossPlot(pg.PlotWidget):
                            f"({num(int(trace.batch_size(batch)))} records)\nloss {loss:.5g}")
         xi = float(trace.x_mid(i, self.axis))
         px = math.log10(xi) if self.log_x else xi
-        py = math.log10(loss) if self.log_y and loss > 0 else loss
-        (v0, v1), _ = self.getPlotItem().getViewBox().viewRange()
+        (v0, v1), (w0, _) = self.getPlotItem().getViewBox().viewRange()
+        py = (math.log10(loss) if loss > 0 else w0) if self.log_y else loss   # (a 0 sits at the log axis's bottom)
         right = px > (v0 + v1) / 2        # keep the box inside the plot
         self._hover_label.setAnchor((1, 1) if right else (0, 1))
         self._hover_label.setText(self.hover_text)

@@ -3,6 +3,8 @@
 After a stepped batch, its records are drawn large with a dark ring, this epoch's records
 already trained on are faded, and held-out (validation) records are hollow.
 """
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
@@ -43,6 +45,21 @@ class SurfacePlot(pg.PlotWidget):
         self.highlighted = np.empty(0, dtype=np.int64)
         self._X = self._y = None
         self._held = np.zeros(0, dtype=bool)
+
+    def set_names(self, features=None, classes=None):
+        """Axis titles from the first two feature names (default feature 1, feature 2) and, in the tooltip,
+        which colour is which class (``classes``: names in code order; default the codes)."""
+        pi = self.getPlotItem()
+        features = list(features or ())[:2]
+        for axis, j in (("bottom", 0), ("left", 1)):
+            pi.setLabel(axis, html.escape(str(features[j])) if j < len(features) else f"feature {j + 1}")
+        colours = ("blue", "orange", "green", "red", "purple", "brown")
+        if classes is not None:
+            shown = [f"{colours[i % len(colours)]}: {name}" for i, name in enumerate(list(classes)[:12])]
+            text = "classes by colour: " + ", ".join(shown) + (", ..." if len(classes) > 12 else "")
+            self.setToolTip(f"<span>{html.escape(text)}</span>")   # (shown as named: markup in a name stays text)
+        else:
+            self.setToolTip("")
 
     def set_data(self, X, y, held_out=(), seed=0):
         """Show the records (features 1 and 2) and fit the view and the grid to them; clears the surface."""

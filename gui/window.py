@@ -26,7 +26,7 @@ from .controls import ControlPanel
 from .data_memory import check_room
 from .fmt import clock, count, esc, load_error, num
 from .lesson import RANDOM_HINT, TASKS, sorted_by_class
-from .loss_plot import X_AXES, LossPlot
+from .loss_plot import LOSS_LABEL, STANDARDIZED_LOSS_LABEL, X_AXES, LossPlot
 from .run_controller import IDLE, PAUSED, RUNNING, RunController
 from .surface_plot import SurfacePlot
 from .worker import Job, start_worker_thread, stop_thread
@@ -131,6 +131,9 @@ class MainWindow(QMainWindow):
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
         self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
+        self._decisions = None   # (targets, loss, the library's Task): see _decided
+        self._class_names = None   # a file's text target: its class names, in code order (else None)
+        self._feature_names = None   # a file's feature columns' names (else None)
         self._map_is_run = False   # the batch map shows the run (its progress is drawn), not a preview of settings
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
@@ -168,6 +171,8 @@ class MainWindow(QMainWindow):
         self.log_x_check.setObjectName("logXCheck")
         self.log_y_check = QCheckBox("log loss")
         self.log_y_check.setObjectName("logYCheck")
+        self.log_y_check.setToolTip("a logarithmic loss axis; a step's loss of exactly 0 (log 0 is -∞) is drawn "
+                                    "at the bottom, at the smallest positive loss in view")
         self.full_loss_check = QCheckBox("loss on all training records")
         self.full_loss_check.setObjectName("fullLossCheck")
         self.full_loss_check.setToolTip("measured between steps (at most 10% of the training time): the real "
@@ -330,7 +335,11 @@ class MainWindow(QMainWindow):
             if self._data_failure is not None and self._data_failure[0] == key:
                 raise self._data_failure[1]
             try:
-                X, y = datasets.load(key[1], target=key[2]) if key[0] == "file" else datasets.make(*key[:4])
+                if key[0] == "file":   # (load's X and y, with the class names of a text target)
+                    table = datasets.load_table(key[1], target=key[2])
+                    X, y, names, features = table.X, table.y, table.classes, table.features
+                else:
+                    (X, y), names, features = datasets.make(*key[:4]), None, None
             except Exception as exc:   # whatever a hostile file raises reaches the readout, not stderr
                 exc = load_error(exc, repr(key[1]) if key[0] == "file" else f"the {key[0]} dataset")
                 self._data_failure = (key, exc)
@@ -354,6 +363,7 @@ class MainWindow(QMainWindow):
                 self._data_failure = (key, exc)
                 raise exc
             self._data, self._data_key, self._coded = (X, y), key, None
+            self._class_names, self._feature_names = names, features
         if key[0] != "file":
             return self._data
         return self._data[0], self._class_codes(self._data[1])
@@ -366,7 +376,7 @@ class MainWindow(QMainWindow):
             return self._coded[1]
         coded = y
         whole = y.dtype.kind in "iub" or bool(np.isfinite(y).all() and (y == np.round(y)).all())
-        if y.ndim == 1 and len(y) and whole and decide_task(y, loss).kind == "classification":  # (fractional
+        if y.ndim == 1 and len(y) and whole and self._decided(y).kind == "classification":  # (fractional
             # targets are not labels: a classification of them gets the library's error, not a class a value)
             values, codes = np.unique(y, return_inverse=True)
             if not (values[0] == 0 and values[-1] == len(values) - 1):
@@ -425,12 +435,22 @@ class MainWindow(QMainWindow):
             notes.append(f"Start continues the finished run to {count(plan.epochs, 'epoch')}")
         if c["dataset"] == "random":
             notes.append(RANDOM_HINT)
+        if not c["standardize"]:   # the library's warning (a sample of rows, its one rule), here and not on stderr
+            unscaled = self._unscaled_message()
+            if unscaled:
+                notes.append(unscaled)
         outputs = self._surface_outputs_skipped() if c["dataset"] == "file" else None   # generated: few classes
         if outputs:
             notes.append(f"no decision surface: the labels need {count(outputs, 'output')}, and it is drawn for at "
                          f"most {num(MAX_SURFACE_OUTPUTS)}")
         task = self._task() if c["dataset"] == "file" or c["task"] != "auto" else None   # generated: classes
-        if task is not None:
+        if task is not None and self._class_names is not None and c["dataset"] == "file" \
+                and task.kind == "classification":
+            names = self._class_names
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            notes.append(f"target: {count(len(names), 'class name')} ({shown}) -> classification (cross_entropy); "
+                         "the task box overrides it")
+        elif task is not None:
             notes.append(task.reason.split(";")[0] + "; the task box overrides it")
         if task is not None and self._coded is not None and self._coded[1] is not self._data[1]:
             values = np.unique(self._data[1])
@@ -438,6 +458,16 @@ class MainWindow(QMainWindow):
             notes.append(f"the labels {shown} are the network's classes 0 to {len(values) - 1}, in that order")
         note = "".join(f"<br><span style='color:#8a5a00'>{esc(n)}</span>" for n in notes)
         self.readout.setText(f"<span style='font-size:13pt; color:#1a1a1a'>{esc(text)}</span>{note}")
+
+    def _unscaled_message(self):
+        """The library's "X looks unscaled" message for the data (``unscaled_sample_message``), or None."""
+        from fastbatch._data import unscaled_sample_message
+        try:
+            X, _ = self.data()
+        except (ValueError, TypeError, OSError):
+            return None
+        message = unscaled_sample_message(X) if X.ndim == 2 and len(X) else None
+        return message and message.replace("Pass standardize=True", "Tick standardize")   # (the app's control)
 
     def _step_memory(self, plan):
         """The library's bytes per step for this network (``Plan.step_memory``), as text; None when unknown."""
@@ -464,7 +494,7 @@ class MainWindow(QMainWindow):
         """The library's decision: classification or regression, and why (None without data)."""
         try:
             _, y = self.data()
-            return decide_task(y, TASKS[self.controls.config()["task"]][1])
+            return self._decided(y)
         except (ValueError, TypeError, OSError):
             return None
 
@@ -473,13 +503,32 @@ class MainWindow(QMainWindow):
         text = re.sub(r"<br>", "\n", self.readout.text())
         return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ").strip()
 
+    def _decided(self, y):
+        """The library's task for targets ``y`` with the task box's loss (``decide_task``), kept per targets
+        and loss: a 2M-record y is looked at once, not at each redraw of the readout or preview."""
+        loss = TASKS[self.controls.config()["task"]][1]
+        if self._coded is not None and y is self._coded[1] and self._data is not None:
+            y = self._data[1]   # a file's class codes: decided as the labels they stand for (the same task)
+        memo = self._decisions
+        if memo is not None and memo[0] is y and memo[1] == loss:
+            return memo[2]
+        task = decide_task(y, loss)
+        self._decisions = (y, loss, task)   # (holding y: its id is not reused while it is kept)
+        return task
+
+    def _is_classification(self, y):
+        """True when the run on ``y`` will be a classification (the task box, else the library's rule)."""
+        try:
+            return self._decided(y).kind == "classification"
+        except (ValueError, TypeError):
+            return False
+
     def _surface_suits(self, X, y):
         """Two features (or a 2-D dataset) and class labels: a decision surface can be drawn."""
         y = np.asarray(y)
-        if self.controls.config()["task"] == "regression":
-            return False
-        return X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
-                                                    or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
+        return (X.ndim == 2 and X.shape[1] >= 2 and (self.controls.config()["dataset"] in datasets.TWO_FEATURE
+                                                     or X.shape[1] == 2) and y.dtype.kind in "iub" and y.ndim == 1
+                and self._is_classification(y))   # (the cheap conditions first)
 
     def _surface_wanted(self, X, y):
         return self._surface_suits(X, y) and self._n_outputs(y) <= MAX_SURFACE_OUTPUTS
@@ -521,12 +570,14 @@ class MainWindow(QMainWindow):
     def _class_labels(self, y, train):
         """The training records' classes (for the batch map's colours); None for a regression."""
         y = np.asarray(y)
-        if y.ndim != 1 or y.dtype.kind not in "iub" or self.controls.config()["task"] == "regression":
+        if y.ndim != 1 or y.dtype.kind not in "iub" or not self._is_classification(y):
             return None
         return y if len(train) == len(y) else y[train]
 
     def _show_surface(self, show):
         self.surface_plot.setVisible(show)
+        if show:   # the file's names for its features and classes (generated data: feature 1, 2 and class codes)
+            self.surface_plot.set_names(self._feature_names, self._class_names)
 
     def load_file(self, path, target=None):
         """Use the records in ``path`` (.csv, .npy, .npz); False when they cannot be used.
@@ -679,6 +730,8 @@ class MainWindow(QMainWindow):
         self.step_panel.clear()
         self._grid = None
         X, y = self._run_data
+        scaled = trainer.config.get("standardize_target") and not self._is_classification(y)
+        self.loss_plot.set_loss_label(STANDARDIZED_LOSS_LABEL if scaled else LOSS_LABEL)
         c = self.controls.config()
         self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         self._map_is_run = True
@@ -768,6 +821,11 @@ class MainWindow(QMainWindow):
         if self.trainer is not None and self.trainer.step:
             self._latest = self.trainer.history
             self._on_frame()
+        info = self.step_panel.info
+        if info is not None and (self.trainer is None or info["step"] > self.trainer.step):
+            self.step_panel.clear()   # a divergence rewound the run: that step no longer exists (as after Reset)
+            if self._grid is not None:
+                self.surface_plot.highlight((), ())
         self._show_error(exc)
         self.run.errored(exc)
         self.fitReturned.emit()
@@ -776,9 +834,11 @@ class MainWindow(QMainWindow):
         if exc is None:
             return
         text = str(exc)
-        if isinstance(exc, fb.DivergenceError):   # the library's advice, in the app's words: its controls
-            text = text.replace(" (e.g. trainer.learning_rate /= 100)", " (the learning rate box, then Resume)")
-            text = text.replace("reset() starts the run over", "Reset starts the run over")
+        if isinstance(exc, fb.DivergenceError):   # the library's advice, in the app's words: what the app can do
+            text = text[:text.index(". ", text.index("; ")) + 1] if "; " in text else text   # (up to its advice)
+            scale = "" if self.controls.config()["standardize"] else ", or tick standardize"
+            text += (" This run has ended: lower the learning rate" + scale + ", then Start (or Step) trains a new "
+                     "run from the first step.")
         self.readout.setText(error_html(text))
 
     def _on_run_ended(self, how):

@@ -60,6 +60,23 @@ def batch_records(plan, seed, shuffle, step):
     return order[start:start + int(plan.batch_sizes()[batch])]
 
 
+def training_loss(trainer, X, y):
+    """``trainer.evaluate``'s loss on (X, y) in the units of the run's History: a run that standardises its
+    regression target (``standardize_target``) trains on, and records, the standardised target's loss, while
+    evaluate scores the predictions in the data's units (its loss is then the scale squared times larger)."""
+    loss = float(trainer.evaluate(X, y)["loss"])
+    scaling = trainer.run_state.scaling or {}
+    if "y_scale" not in scaling:
+        return loss
+    scale = np.asarray(scaling["y_scale"], dtype=np.float64).ravel()
+    if scale.size == 1:
+        return loss / float(scale[0]) ** 2
+    # several outputs, each of its own scale: the mean of the standardised squared errors (the mse itself)
+    z = np.asarray(trainer.predict(X), dtype=np.float64).reshape(len(X), -1)
+    t = np.asarray(y, dtype=np.float64).reshape(len(X), -1)
+    return float(np.mean(((z - t) / scale) ** 2))
+
+
 def _flat(params):
     return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in params]).astype(np.float64)
 
@@ -85,6 +102,9 @@ class TrainingWorker(QObject):
     SURFACE_ROWS = 1024       # grid points evaluated at a time: a stop request is looked at between them
     QUICK_SURFACE_MACS = 2e8  # a surface of at most this many multiply-adds is drawn as a stopped job ends
     FULL_LOSS_SHARE = 0.10    # the full-loss line costs at most this share of training time
+    FULL_LOSS_MACS = 2e8      # training records evaluated at a time: about this many multiply-adds (a stop request
+                              # is looked at between them; a big network's full pass takes tens of seconds)
+    QUICK_FULL_LOSS_MACS = 2e8   # a full-loss point of at most this many multiply-adds is measured as a stopped job ends
     FULL_LOSS_FREE = 0.05     # ...after this many seconds of it
     LESSON_STEPS = 2000       # runs this short get a full-loss point after every step
     FULL_LOSS_POINTS = 2000   # a longer run gets at most about this many (+ one per epoch while fewer epochs)
@@ -161,8 +181,11 @@ class TrainingWorker(QObject):
         if job.cancelled:   # nobody will draw them; the window waits for this thread to end
             return history
         self._send_means(history, job)
-        if job.full_loss and full["last"] != tr.step and tr.step > 0:
-            self._measure_full_loss(job, full, forced=True)   # where the job ends: a step, a pause, the run's end
+        if job.full_loss and full["last"] != tr.step and tr.step > 0 and (not job.stop_requested or (
+                full["cost"] <= self.SURFACE_SECONDS if full["cost"] is not None
+                else len(job.train_X) * tr.run_state.theta.size <= self.QUICK_FULL_LOSS_MACS)):
+            # where the job ends: a step, the run's end, or (when quick) a pause or stop
+            self._measure_full_loss(job, full, forced=True)
         if job.grid is not None and tr.step > 0 and (not job.stop_requested or (
                 surface_cost <= self.SURFACE_SECONDS if surface_cost is not None
                 else len(job.grid) * tr.run_state.theta.size <= self.QUICK_SURFACE_MACS)):
@@ -195,7 +218,8 @@ class TrainingWorker(QObject):
             lesson = job.plan.total_steps <= self.LESSON_STEPS
             st = {"trainer": weakref.ref(job.trainer), "every": 1 if lesson else job.plan.steps_per_epoch,
                   "eval_seconds": 0.0, "train_seconds": 0.0,
-                  "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf")}
+                  "rate_seconds": 0.0, "rate_steps": 0, "last": -1, "overhead": float("inf"),
+                  "cost": None}   # seconds the last full evaluation took (None: none finished yet)
             self._full = {key: st}
         return st
 
@@ -213,10 +237,13 @@ class TrainingWorker(QObject):
         if over and not forced:
             return
         t0 = time.perf_counter()
-        loss = job.trainer.evaluate(job.train_X, job.train_y)["loss"]
+        loss = self._full_loss(job, stoppable=not job.stop_requested)   # (asked after a stop: it is quick)
         cost = time.perf_counter() - t0
         st["eval_seconds"] += cost
+        if loss is None:   # abandoned for a stop request
+            return
         st["last"] = job.trainer.step
+        st["cost"] = cost
         if job.plan.total_steps <= self.LESSON_STEPS:
             st["every"] = 1          # a lesson-sized run gets a point after every step
         elif st["rate_steps"]:
@@ -226,6 +253,23 @@ class TrainingWorker(QObject):
             spe = job.plan.steps_per_epoch
             st["every"] = every if every < spe else math.ceil(every / spe) * spe   # at epoch ends then
         self.fullLoss.emit(job.trainer.step, float(loss))
+
+    def _full_loss(self, job, stoppable=True):
+        """``trainer.evaluate``'s loss on all training records, a block of rows at a time (about FULL_LOSS_MACS
+        each), the blocks' mean losses weighted by their rows; None when a stop request (when ``stoppable``)
+        abandoned it between blocks."""
+        tr, X, y = job.trainer, job.train_X, job.train_y
+        n = len(X)
+        rows = max(1, int(self.FULL_LOSS_MACS // max(tr.run_state.theta.size, 1)))
+        if rows >= n:
+            return training_loss(tr, X, y)   # one block: evaluate's own value
+        total = 0.0
+        for lo in range(0, n, rows):
+            if stoppable and job.stop_requested:
+                return None
+            hi = min(lo + rows, n)
+            total += training_loss(tr, X[lo:hi], y[lo:hi]) * (hi - lo)
+        return total / n
 
     # ------------------------------------------------------------------ one stepped batch
 
@@ -242,13 +286,13 @@ class TrainingWorker(QObject):
         h = tr.history
         idx = batch_records(job.plan, job.seed, job.shuffle, s)
         after = self._params(tr)
-        res = tr.evaluate(job.train_X[idx], job.train_y[idx])
+        loss_after = training_loss(tr, job.train_X[idx], job.train_y[idx])   # (in the units of loss_before)
         spe = job.plan.steps_per_epoch
         self.stepped.emit({
             "step": s + 1, "epoch": s // spe + 1, "batch": s % spe + 1, "batches": spe,
             "batch_size": len(idx), "records": idx, "loss_before": float(h.loss[s]),
             # the rate the app set for this one-step call (History.learning_rate would expand every step's)
-            "loss_after": float(res["loss"]), "learning_rate": float(tr.learning_rate),
+            "loss_after": loss_after, "learning_rate": float(tr.learning_rate),
             "update_norm": None if before is None else float(np.linalg.norm(after - before)),
             "param_norm": float(np.linalg.norm(after)),
         })

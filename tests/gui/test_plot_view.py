@@ -271,3 +271,24 @@ def test_a_big_networks_decision_surface_has_fewer_points(qtbot):
     pts, (n, m) = plot.grid(3_150_000)
     assert n == m and n * n * 3_150_000 <= SURFACE_MACS < (n + 1) ** 2 * 3_150_000 and pts.shape == (n * n, 2)
     assert plot.grid(10 ** 12)[1] == (MIN_GRID, MIN_GRID)
+
+
+@pytest.mark.parametrize("n", [300, 100_000])   # each step drawn; min/max pairs per column
+def test_a_loss_of_zero_on_the_log_axis_is_drawn_at_the_bottom(qtbot, n):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(800, 400)
+    plot.show()
+    plot.begin_run("batch 1", 0.1, fb.plan(n, 1, 1))
+    loss = np.random.default_rng(0).random(n).astype(np.float32) + 0.01
+    loss[::2] = 0.0                                  # (batch 1 on separable data: half the float32 losses are 0)
+    plot.update_history(fake_history(loss))
+    plot.set_log_y(True)
+    plot.redraw(force=True)
+    y = plot.current.raw.yData
+    assert len(y) and (y > 0).all()                  # log10 of every value drawn is finite: the curve is whole
+    if n == 300:                                     # at the smallest positive loss in view
+        assert y.min() == loss[loss > 0].min() and np.array_equal(y[1::2], loss[1::2])
+    plot.set_log_y(False)
+    plot.redraw(force=True)
+    assert plot.current.raw.yData.min() == 0.0       # the linear axis draws them as they are

@@ -207,9 +207,9 @@ def test_an_unexpected_error_from_a_loader_reaches_the_readout(window, tmp_path,
     assert window.load_file(str(good))
     later = write_good_csv(tmp_path / "later.csv", n=30)
 
-    def load(path, target=None):
+    def load(path, target=None, **kw):
         raise MemoryError()                       # not a ValueError: it must not escape to stderr
-    monkeypatch.setattr(datasets, "load", load)
+    monkeypatch.setattr(datasets, "load_table", load)
     assert not window.load_file(str(later))
     assert "MemoryError" in window.readout_text() and "later.csv" in window.readout_text()
     assert not start_button(window).isEnabled()

@@ -407,8 +407,16 @@ def test_a_failed_fit_reaches_the_window_as_the_exception(qtbot, window, monkeyp
     assert window.run.error is boom and window.state == "idle"
     said = window.readout_text()      # the library's message, its advice in the app's words
     assert str(boom).split(". Continue")[0] in said and "trainer.learning_rate" not in said
-    assert "the learning rate box" in said
+    # an errored run cannot be resumed: the advice names what does work (standardize is already checked)
+    assert "lower the learning rate, then Start (or Step) trains a new run from the first step" in said
+    assert "Resume" not in said and "standardize" not in said
     assert "failed" in window.status_labels["elapsed"].text()
+    monkeypatch.undo()
+    set_spins(window, standardize=False)
+    run_to_end(qtbot, window)         # Start after the error: a new run, from the first step
+    assert window.trainer.step == window.run_plan.total_steps and window.trainer.history.n_steps == 80
+    window._show_error(boom)
+    assert "lower the learning rate, or tick standardize, then Start" in window.readout_text()
 
 
 def test_count_axes_tick_whole_numbers_with_separators(window):
@@ -443,3 +451,107 @@ def test_tens_of_thousands_of_epochs_paused_and_resumed_stay_bounded(qtbot, wind
     pixels = max(int(plot.getPlotItem().getViewBox().width()), 100)
     assert len(trace.raw.xData) <= 2 * pixels and len(trace.means_item.xData) <= 2 * pixels
     assert plot.n_epoch_lines <= MAX_EPOCH_LINES + 2
+
+
+def test_a_whole_number_regression_target_of_two_features_gets_no_surface_and_trains_to_the_end(qtbot, window,
+                                                                                                  tmp_path):
+    rng = np.random.default_rng(0)                  # 2 features, 55 distinct whole numbers: the rule says regression
+    X = rng.normal(size=(300, 2))
+    y = np.concatenate([np.arange(55), rng.integers(0, 61, 245)])
+    (tmp_path / "r.csv").write_text("a,b,age\n" + "".join(f"{a},{b},{t}\n" for (a, b), t in zip(X, y)))
+    assert fb.decide_task(y, "auto").kind == "regression"
+    assert window.load_file(str(tmp_path / "r.csv"))
+    assert "-> regression" in window.readout_text() and "no decision surface" not in window.readout_text()
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())   # the preview: points, and the map's colours
+    assert not window.surface_plot.isVisible() and window.batch_map.labels is None
+    set_spins(window, batch_size=50, epochs=2, optimizer="adam", learning_rate=0.01)
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    assert run_to_end(qtbot, window) == "finished"         # (predict_proba on a regression errored the run)
+    assert jobs and all(job.grid is None for job in jobs) and window.batch_map.labels is None
+    assert not window.surface_plot.isVisible()
+    set_spins(window, task="classification")               # the task box still makes it classes
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    assert window.batch_map.labels is not None and window.surface_plot.isVisible()
+
+
+def regression_csv(path, n=400, seed=0, feature_std=0.05):
+    """A regression file of small features and whole-number targets in the hundreds (as scikit-learn's diabetes)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10)) * 0.05
+    y = np.round(150 + 1500 * X @ rng.normal(size=10) / np.sqrt(10) + 20 * rng.normal(size=n)).astype(int)
+    X = X * (feature_std / 0.05)
+    path.write_text(",".join(f"f{i}" for i in range(10)) + ",target\n"
+                    + "".join(",".join(map(str, r)) + f",{t}\n" for r, t in zip(X, y)))
+    return X, y
+
+
+def test_a_regression_target_in_the_hundreds_trains_with_the_defaults(qtbot, window, tmp_path):
+    from fastbatch_gui.loss_plot import STANDARDIZED_LOSS_LABEL
+    X, y = regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    assert "target" in find(window, QCheckBox, "standardizeCheck").text()
+    window.full_loss_check.setChecked(True)
+    assert run_to_end(qtbot, window) == "finished"          # (it diverged at step 5: features scaled, targets not)
+    tr = window.trainer
+    assert tr.config["standardize_target"] and np.isfinite(tr.history.loss).all()
+    assert tr.history.epoch_loss[-1] < 0.5                   # it learned: the standardised target's variance is 1
+    # History's losses are the standardised target's; so is every loss drawn: the full-loss line is evaluate's
+    # (in the data's units) over the target's variance, within float rounding (1e-12 relative)
+    scale = tr.run_state.scaling["y_scale"][0]
+    assert window.loss_plot.current.full_loss[-1] == pytest.approx(tr.evaluate(X, y)["loss"] / scale ** 2, rel=1e-12)
+    assert window.loss_plot.getPlotItem().getAxis("left").labelText == STANDARDIZED_LOSS_LABEL
+    assert tr.predict(X).mean() == pytest.approx(y.mean(), rel=0.2)   # predictions in the data's units
+
+
+def test_a_divergence_that_rewinds_the_run_clears_the_step_it_undid(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv", feature_std=1.0)
+    assert window.load_file(str(tmp_path / "d.csv"))
+    set_spins(window, standardize=False, learning_rate=0.3, batch_size=8)   # targets in the hundreds, unscaled
+    for _ in range(30):
+        with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+            find(window, QPushButton, "stepBatchButton").click()
+        if window.run.ended == "errored":
+            break
+    assert isinstance(window.run.error, fb.DivergenceError)
+    steps = window.trainer.step                        # the library went back to its last finite params
+    assert steps < window.run.error.bad_step + 1
+    # the panel showed the undone step (past the run's end): it goes, as after Reset
+    assert window.step_panel.info is None and not window.step_panel.isVisible()
+    assert window.loss_plot.current.n == steps
+
+
+def test_a_text_target_is_described_by_its_class_names(qtbot, window, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2))
+    kinds = np.array(["virginica", "setosa", "versicolor"])[np.arange(90) % 3]
+    (tmp_path / "iris2d.csv").write_text("petal length,petal width,species\n"
+                                         + "".join(f"{a},{b},{k}\n" for (a, b), k in zip(X, kinds)))
+    assert window.load_file(str(tmp_path / "iris2d.csv"))
+    # (it said "3 distinct whole-number values": the codes the loader gave the names)
+    assert "target: 3 class names (setosa, versicolor, virginica) -> classification" in window.readout_text()
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    pi = window.surface_plot.getPlotItem()             # the file's names on the surface
+    assert (pi.getAxis("bottom").labelText, pi.getAxis("left").labelText) == ("petal length", "petal width")
+    assert "blue: setosa, orange: versicolor, green: virginica" in window.surface_plot.toolTip()
+    set_spins(window, dataset="moons")
+    qtbot.waitUntil(lambda: not window._data_timer.isActive())
+    assert pi.getAxis("bottom").labelText == "feature 1" and window.surface_plot.toolTip() == ""
+    (tmp_path / "many.csv").write_text("a,b,k\n" + "".join(f"{i},{i % 7},c{i % 8}\n" for i in range(80)))
+    assert window.load_file(str(tmp_path / "many.csv"))
+    assert "target: 8 class names (c0, c1, c2, c3, c4, ...) -> classification" in window.readout_text()
+
+
+def test_unscaled_features_are_said_in_the_readout_when_standardize_is_off(window, tmp_path):
+    from fastbatch._data import unscaled_sample_message
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3)) * np.array([1.0, 100.0, 10_000.0])   # scales 10,000x apart (as wine's)
+    (tmp_path / "w.csv").write_text("a,b,c,k\n" + "".join(f"{a},{b},{c},{i % 3}\n" for i, (a, b, c) in enumerate(X)))
+    assert window.load_file(str(tmp_path / "w.csv"))
+    message = unscaled_sample_message(window.data()[0]).split(". Pass standardize=True")[0]
+    assert message and message not in window.readout_text()   # standardized: nothing to say
+    set_spins(window, standardize=False)
+    assert message in window.readout_text()                     # (it went to stderr only, at the first fit)
+    assert "Tick standardize" in window.readout_text()
+    set_spins(window, dataset="moons")
+    assert "unscaled" not in window.readout_text()

@@ -2,6 +2,7 @@
 import types
 
 import numpy as np
+import pytest
 
 import fastbatch as fb
 from fastbatch import datasets
@@ -187,3 +188,57 @@ def test_a_job_stopped_before_its_first_step_ends_cleanly_with_a_surface_to_draw
     with qtbot.waitSignal(w.finished):
         w.run(job)
     assert not errors and job.trainer.step == 0
+
+
+def slow_evaluate(monkeypatch, seconds_per_record):
+    """Trainer.evaluate taking ``seconds_per_record`` a record (a big network's full pass takes tens of seconds)."""
+    import time
+    real = fb.Trainer.evaluate
+
+    def slow(self, X, y, **kw):
+        time.sleep(seconds_per_record * len(X))
+        return real(self, X, y, **kw)
+    monkeypatch.setattr(fb.Trainer, "evaluate", slow)
+
+
+def test_a_stop_or_pause_never_waits_for_the_loss_on_all_training_records(qtbot, monkeypatch):
+    import threading
+    import time
+    slow_evaluate(monkeypatch, 0.003)            # all 1,000 training records: 3 s
+    X, y = datasets.make("moons", 1000, 2, seed=0)
+    tr = fb.Trainer(batch_size=1, epochs=100_000, learning_rate=0.01, optimizer="sgd", hidden=(8,))
+    job = Job(tr, X, y, None, train_X=X, train_y=y, plan=fb.plan(1000, 1, 100_000), full_loss=True)
+    w = TrainingWorker()
+    w.FULL_LOSS_MACS = 42 * 50                   # 50 records a block (the network has 42 params): 0.15 s each
+    w.QUICK_FULL_LOSS_MACS = 0                   # (the sleep makes this small network slow: its size would say quick)
+    points = []
+    w.fullLoss.connect(lambda step, loss: points.append(step))
+    stopped_at = []
+    timer = threading.Timer(1.0, lambda: (stopped_at.append(time.perf_counter()), job.request_stop()))
+    timer.start()                                # the first point (after an epoch's 1,000 steps) is under way then
+    w.run(job)
+    ended = time.perf_counter()
+    timer.join()
+    assert 0 < tr.step < tr.total_steps and not points
+    assert ended - stopped_at[0] < 0.5           # a block and a step, not the rest of the evaluation (2 s)
+    # a stopped job's last point is measured only when it is known to be quick: not a 3 s pass
+    job = Job(tr, X, y, None, train_X=X, train_y=y, plan=job.plan, full_loss=True)
+    job.request_stop()
+    t0 = time.perf_counter()
+    w.run(job)
+    assert time.perf_counter() - t0 < 0.5 and not points
+
+
+def test_the_loss_on_all_training_records_in_blocks_is_evaluates(qtbot):
+    X, y = datasets.make("moons", 1000, 2, seed=0)
+    tr = fb.Trainer(batch_size=10, epochs=3, learning_rate=0.1, optimizer="sgd", hidden=(8,))
+    job = Job(tr, X, y, 150, train_X=X, train_y=y, plan=fb.plan(1000, 10, 3), full_loss=True)
+    w = TrainingWorker()
+    w.FULL_LOSS_MACS = 42 * 64                   # blocks of 64 records (the last of 40)
+    points = []
+    w.fullLoss.connect(lambda step, loss: points.append((step, loss)))
+    w.run(job)
+    assert points and points[-1][0] == 150
+    # the blocks' means weighted by their records: evaluate's mean within float rounding (float64 sums of
+    # float32 losses: 1e-12 relative)
+    assert points[-1][1] == pytest.approx(tr.evaluate(X, y)["loss"], rel=1e-12)
