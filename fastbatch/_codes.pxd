@@ -26,3 +26,4 @@ cpdef enum Status:
     TIME_UP = 3
     READ_ERROR = 4
     BAD_INPUT = 5      # a record the kernel read holds a value it cannot train on
+    BLOWN_UP = 6       # a step's loss, finite, beyond the limit the call was given: the run has diverged

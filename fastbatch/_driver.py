@@ -34,6 +34,9 @@ from .errors import DivergenceError
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
 BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
+# a step loss beyond this many times the run's first (at least 1) ends it as a divergence, though finite: a
+# float32 run on unscaled targets went 7e3 -> 4e13 -> 7e36 and on, and returned an r2 of -3e17 without a word
+LOSS_LIMIT = 1e6
 
 
 _specs = {}  # the specs made lately, by their fields: equal runs share one (a KernelSpec never changes)
@@ -182,6 +185,7 @@ class ArraySource:
         self.weights = np.asarray(batch_sizes, dtype=np.float64)
         self.records = float(self.weights.sum())
         self.bad_input = False  # set when the kernel met a record it cannot train on
+        self.limit = math.inf  # the run's loss_limit, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
 
@@ -232,6 +236,8 @@ class ArraySource:
         n = end - start
         if n > MAX_CHUNK_STEPS:
             n = MAX_CHUNK_STEPS
+        if start == 0:
+            n = 1  # the run's first step alone: its loss sets the loss_limit of the calls after it
         if hooks.epoch_state:
             n = min(n, spe - start % spe)
         if hooks.step_hooks:
@@ -243,15 +249,17 @@ class ArraySource:
         return Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
-        affine = self.affine
+        affine, limit = self.affine, self.limit
+        if limit == math.inf and state.step:
+            limit = self.limit = loss_limit(state)
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
-                              self.fd, self.data_offset, hits, self.bad, affine)
+                              self.fd, self.data_offset, hits, self.bad, affine, limit)
         kw = {"fd": self.fd, "data_offset": self.data_offset} if self.fd >= 0 else {}
         if affine is not None:
             kw["x_affine"] = affine
         return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
-                          hits=hits, **kw)
+                          hits=hits, loss_limit=limit, **kw)
 
     def input_error(self):
         """The error for the bad record the kernel found: the whole check's, which names the value."""
@@ -374,7 +382,7 @@ class BatchSource:
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         # a batch is checked whole before it trains (check_batch): no bad record reaches the kernel
         return self.backend.train_steps(*chunk.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop,
-                                        max_seconds, hits=hits)
+                                        max_seconds, hits=hits, loss_limit=loss_limit(state))
 
     def add_hits(self, state, chunk, done, hits):
         if done:
@@ -488,7 +496,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
                 raise source.read_error(chunk, done)
             if status == _BAD_INPUT:
                 raise _BadRecord
-            if status == _NONFINITE or (look_at_params and not _all_finite(state.theta)):
+            if status == _NONFINITE or status == _BLOWN_UP or (look_at_params and not _all_finite(state.theta)):
                 _rewind(trainer, source, state, snap, chunk, done, status, prev)
             _record(source, state, chunk, done, hits)
             source.commit(state, chunk, done)
@@ -531,8 +539,14 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
 
 
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
-_READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED = (int(v) for v in (Status.READ_ERROR, Status.BAD_INPUT,
-                                                                 Status.NONFINITE, Status.STOPPED))
+_READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED, _BLOWN_UP = (int(v) for v in (
+    Status.READ_ERROR, Status.BAD_INPUT, Status.NONFINITE, Status.STOPPED, Status.BLOWN_UP))
+
+
+def loss_limit(state):
+    """The loss beyond which a step means the run has diverged: LOSS_LIMIT times its first step's (at least 1);
+    none before its first step."""
+    return LOSS_LIMIT * max(abs(float(state.loss_buf.item(0))), 1.0) if state.step else math.inf
 
 
 def unclosed_epochs(state):
@@ -651,8 +665,9 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     call). Continuing with a smaller rate redoes that step's update.
     """
     step0 = chunk.step0
+    limit = loss_limit(state) if status == Status.BLOWN_UP else None  # (before the rewind changes the step)
     state.detach_history()  # (it may go back into the last call: the History that call returned stays as it was)
-    if status == Status.NONFINITE and np.isfinite(state.theta).all():
+    if status in (Status.NONFINITE, Status.BLOWN_UP) and np.isfinite(state.theta).all():
         bad = step0 + done
     else:  # the params went non-finite at some step of the chunk: replay from the snapshot to find it
         lo, hi = 0, done  # finite after lo steps, non-finite after hi
@@ -687,8 +702,8 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     lr = float(trainer.learning_rate * trainer._schedule.factors([target], state.steps_per_epoch or 1,
                                                                  trainer.total_steps or 1)[0])
     epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)
-    what = "the loss" if status == Status.NONFINITE and bad == step0 + done else "the params"
-    raise DivergenceError(target, epoch, batch, lr, what, bad, sane)
+    what = "the loss" if status in (Status.NONFINITE, Status.BLOWN_UP) and bad == step0 + done else "the params"
+    raise DivergenceError(target, epoch, batch, lr, what, bad, sane, limit if what == "the loss" else None)
 
 
 def _record(source, state, chunk, done, hits):

@@ -4,6 +4,7 @@ It implements exactly what the Cython kernel (``_kernel.pyx.tp``) does, one step
 time, so that anyone can check the algorithm by eye and the tests can hold the
 kernel to it. It has the kernel's signature (see ``_kernel_spec.py`` and ``_kernel.train_steps``).
 """
+import math
 import os
 import time
 
@@ -111,13 +112,15 @@ def _update(spec, p, g, state, lr, t):
 
 
 def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0, hits=None, x_affine=None):
+                start_step, n_steps, opt_t, stop, max_seconds, fd=-1, data_offset=0, hits=None, x_affine=None,
+                loss_limit=math.inf):
     """Run up to ``n_steps`` steps from global step ``start_step``; return (steps done, status).
 
     ``spec`` is a ``KernelSpec``; ``weights`` (n,) or (0,) for none; ``opt_state`` (3, P)
     holds the optimizer's buffers; ``order_cache`` (n + 1 int64: an epoch, then its record
     order; -1 when empty) keeps the current epoch's order between calls; ``losses`` (X's dtype)
-    receives each step's loss (one beyond the dtype's range is ``NONFINITE``); ``noise`` (n_steps, 2)
+    receives each step's loss (one beyond the dtype's range is ``NONFINITE``, a finite one beyond
+    ``loss_limit`` is ``BLOWN_UP``: that step makes no update); ``noise`` (n_steps, 2)
     receives each step's |G_B|^2 and S, or is (0, 2). With ``fd >= 0`` the rows are read from that
     file (row i at ``data_offset + i * row bytes``, as the kernel reads them: a file cut short is
     ``READ_ERROR``, never a SIGBUS from touching its map); X gives the shape. ``hits`` (n_steps,),
@@ -128,7 +131,7 @@ def train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache
     with np.errstate(all="ignore"):  # non-finite values are reported through the status, as the kernel does
         return _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
                             start_step, n_steps, opt_t, stop, max_seconds, hits,
-                            None if x_affine is None or not x_affine.size else x_affine, fd, data_offset)
+                            None if x_affine is None or not x_affine.size else x_affine, fd, data_offset, loss_limit)
 
 
 def _rows(X, idx, fd, data_offset):
@@ -149,7 +152,8 @@ def _rows(X, idx, fd, data_offset):
 
 
 def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cache, lrs, losses, noise,
-                 start_step, n_steps, opt_t, stop, max_seconds, hits=None, x_affine=None, fd=-1, data_offset=0):
+                 start_step, n_steps, opt_t, stop, max_seconds, hits=None, x_affine=None, fd=-1, data_offset=0,
+                 loss_limit=math.inf):
     n = X.shape[0]
     B = min(spec.batch_size, n)
     sizes, activation = spec.sizes, spec.activation
@@ -191,6 +195,8 @@ def _train_steps(spec, X, targets, labels, weights, theta, opt_state, order_cach
                                          labels[idx] if labels.size else None, scale)
         if not np.isfinite(step_loss) or abs(step_loss) > np.finfo(X.dtype).max:  # (a float32 loss beyond it: inf)
             return i, Status.NONFINITE
+        if abs(step_loss) > loss_limit:
+            return i, Status.BLOWN_UP
         losses[i] = step_loss
         if hits is not None and spec.loss != Loss.MSE:
             right = (a.argmax(axis=1) == labels[idx]) if spec.loss == Loss.CROSS_ENTROPY else \

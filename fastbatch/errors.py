@@ -2,7 +2,8 @@
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss or non-finite params.
+    """Training produced a non-finite loss or non-finite params, or a loss beyond ``limit`` (a million times
+    the run's first loss, at least 1e6: a run that diverged without overflowing).
 
     The trainer is rewound to the last params whose batch loss was finite (``step``,
     0-based, with its optimizer state and history), before the update that produced the
@@ -11,10 +12,10 @@ class DivergenceError(FloatingPointError):
     calls): the message then says so, and to start over.
     """
 
-    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True):
+    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True, limit=None):
         bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
-        self.bad_step, self.what, self.sane = bad_step, what, sane
+        self.bad_step, self.what, self.sane, self.limit = bad_step, what, sane, limit
         where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
                  f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
@@ -26,12 +27,13 @@ class DivergenceError(FloatingPointError):
                     f"already blown up there")
             advice = ("A smaller learning rate may not bring these params back: reset() starts the run over "
                       "(or load a checkpoint from before), with a smaller rate or scaled inputs (standardize=True).")
-        super().__init__(f"training diverged: {what} became NaN or infinite at step {bad_step + 1} with "
+        how = "became NaN or infinite" if limit is None else f"grew beyond {limit:.3g} (a million times the run's first)"
+        super().__init__(f"training diverged: {what} {how} at step {bad_step + 1} with "
                          f"learning_rate={learning_rate:g}; {back}. {advice}")
 
     def __reduce__(self):  # (pickled to another process: a Dask or joblib worker's error reaches the caller)
         return type(self), (self.step, self.epoch, self.batch, self.learning_rate, self.what, self.bad_step,
-                            self.sane)
+                            self.sane, self.limit)
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -354,6 +354,37 @@ def test_divergence_rewinds_to_params_that_can_go_on(backend):
     assert recovered >= 0.9 * runs
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_loss_that_blows_up_without_overflowing_is_a_divergence(backend):
+    """Unscaled diabetes targets at SGD's usual rate: the float32 loss went 7.3e3 -> 4.3e13 -> 7.3e36 and drifted
+    there, never inf, and fit returned an r2 of -3e17 without a word. A step loss over a million times the run's
+    first ends the run as a divergence, rewound to params that go on at a smaller rate."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_diabetes(scaled=False, return_X_y=True)
+    tr = fb.Trainer(optimizer="sgd", learning_rate=0.01, seed=0, backend=backend, epochs=5)
+    with pytest.raises(fb.DivergenceError, match=r"the loss grew beyond 7.\d+e\+09 \(a million times the run's "
+                                                 r"first\) at step \d") as info:
+        tr.fit(X, y)
+    first = tr.history.loss[0] if tr.step else None
+    assert info.value.limit == pytest.approx(1e6 * (first if first is not None else 7.31e3), rel=0.01)
+    assert tr.step == info.value.step and np.isfinite(tr.history.loss).all()
+    assert all(loss <= info.value.limit for loss in tr.history.loss)
+    tr.learning_rate = 1e-6
+    tr.fit(X, y)                                      # goes on, at a rate that trains
+    assert tr.finished and tr.history.loss[-1] < 1e5
+
+
+def test_a_loss_within_a_million_times_the_first_is_not_a_divergence():
+    """The limit is generous: a loss may rise 100,000-fold (an unlucky rate's spike) and the run goes on."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    y = np.where(np.arange(64) < 63, 0.0, 3e2)       # one record's target 300: its batches' losses ~1e5x the first
+    tr = fb.Trainer(hidden=(4,), loss="mse", optimizer="sgd", learning_rate=1e-9, batch_size=1, shuffle=False,
+                    epochs=1)
+    h = tr.fit(X, y)
+    assert tr.finished and h.loss.max() > 1e4 * max(h.loss[0], 1e-3)
+
+
 # ---------------------------------------------------------------------------- epoch hooks
 
 
@@ -439,13 +470,13 @@ def test_a_divergence_rewinds_before_the_blow_up_even_past_a_lucky_zero_loss():
     assert tr.evaluate(X, y)["loss"] < 1.0  # it trains on (1e35 before)
 
 
-def diverge_in_calls_of_3_steps(dtype):
+def diverge_in_calls_of_3_steps(dtype, learning_rate=0.5):
     """(trainer, X, y, its DivergenceError): an mse run at a rate far too high, trained 3 steps a call."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(256, 4))
     y = X @ [1.0, 2.0, 3.0, 4.0]
     tr = fb.Trainer(hidden=(16,), loss="mse", epochs=20, batch_size=8, optimizer="sgd", momentum=0.9,
-                    learning_rate=0.5, dtype=dtype)
+                    learning_rate=learning_rate, dtype=dtype)
     with pytest.raises(fb.DivergenceError) as info:
         while True:
             tr.fit(X, y, steps=3)
@@ -470,7 +501,7 @@ def test_a_divergence_in_a_run_of_short_calls_rewinds_into_the_call_before():
 
 def test_a_divergence_that_cannot_go_back_far_enough_says_so_and_pickles():
     import pickle
-    err = diverge_in_calls_of_3_steps("float64")[3]
+    err = diverge_in_calls_of_3_steps("float64", 0.12)[3]   # (a slow blow-up: 10x, 100x... over several calls)
     assert not err.sane and "reset() starts the run over" in str(err)  # not "the last params ... finite"
     back = pickle.loads(pickle.dumps(err))  # (a Dask or joblib worker's error reaches the caller)
     assert (back.step, back.bad_step, back.sane, str(back)) == (err.step, err.bad_step, err.sane, str(err))
