@@ -119,13 +119,21 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
         raise TypeError(f"{name} must hold real numbers, got dtype {w.dtype}")
     if w.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) (one weight per record), got {w.shape}")
-    w = np.ascontiguousarray(w, dtype=dtype)
+    given = w
+    with np.errstate(over="ignore", under="ignore"):
+        w = np.ascontiguousarray(w, dtype=dtype)
     if not np.isfinite(w).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+        i = int(np.flatnonzero(~np.isfinite(w))[0])
+        if np.isfinite(given[i]):  # finite as given, beyond the run's dtype
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype)} (max {np.finfo(dtype).max:.3g}): "
+                             f"{name}[{i}] is {float(given[i])!r}; scale the weights (only their ratios matter)")
+        raise ValueError(f"{name} holds NaN or infinite values ({name}[{i}] is {float(given[i])!r})")
     if (w < 0).any():
         raise ValueError(f"{name} must be >= 0, got {float(w.min())!r}")
     if not (w > 0).any():
-        raise ValueError(f"{name} must have at least one positive weight, got all zeros")
+        tiny = "" if not (given > 0).any() else (f" ({name} as given is positive, but below {np.dtype(dtype)}'s "
+                                                  "smallest number: scale the weights, only their ratios matter)")
+        raise ValueError(f"{name} must have at least one positive weight, got all zeros{tiny}")
     return w
 
 

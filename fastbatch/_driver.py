@@ -434,9 +434,17 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     look = False  # the callers look at trainer.finished before the loop (and end is past the step)
     if state is not None and state.steps_per_epoch and source.may_end_epochs(state):
         # an epoch the last call ended but did not close (an interrupt between its chunk and its closing):
-        # closed now, at the params it ended with, before any step of this call
-        if _close_epochs(trainer, source, state, hooks) or state.step >= end:
-            return
+        # closed now, at the params it ended with, before any step of this call (whole, or not at all)
+        before = state.snapshot(rows)
+        state.snapshot_into(before)
+        try:
+            if _close_epochs(trainer, source, state, hooks) or state.step >= end:
+                return
+        except BaseException as exc:
+            _undo(trainer, state, before)
+            if isinstance(exc, _Stopped):
+                return
+            raise
     while True:
         state = trainer._state
         if look and (state.step >= end or trainer.finished):
@@ -457,8 +465,10 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
                 stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
                 hooks.report_epochs(epoch, epoch + 1)
                 hooks.progress(force=True)
-            except BaseException:
+            except BaseException as exc:
                 _undo(trainer, state, before)
+                if isinstance(exc, _Stopped):
+                    break
                 raise
             if stop_run:
                 break
@@ -522,8 +532,11 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
                 break
             if hooks.on_progress is not None:
                 hooks.progress(force=ended and hooks.epoch_state)
-        except BaseException:
+        except BaseException as exc:
             _undo(trainer, state, snaps[1])
+            if isinstance(exc, _Stopped):  # (the chunk is done again by the next call, with its epoch's closing)
+                prev = None
+                break
             raise
         if status == _STOPPED:
             break
@@ -582,6 +595,11 @@ class _BadRecord(Exception):
     """The kernel met a record it cannot train on (Status.BAD_INPUT)."""
 
 
+class _Stopped(Exception):
+    """stop() came while an epoch was being closed (its validation): the run goes back to before the chunk that
+    ended it (an epoch is closed whole or not at all), and the call returns; the next one does both again."""
+
+
 def _all_finite(a):
     """Whether every value of the vector ``a`` is finite: its dot product with itself says so, unless
     that overflows (values beyond ~1e19 in float32): then each is looked at."""
@@ -593,13 +611,15 @@ def validate(trainer, val):
     """The validation set's score at an epoch end: on the cython backend a kernel call over X
     (``_kernel.score``: the forward pass and the score in C, where numpy's calls cost 10x the
     arithmetic on a small set), else the numpy reference's (``_inference``)."""
-    state, cfg = trainer._state, trainer._cfg
+    state, cfg, stop = trainer._state, trainer._cfg, trainer._stop_flag
     Xv, tv, lv, wv = val
     backend = trainer._backend()
     in_c = hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous
     codes = (ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[state.loss])
     sums, zs = None, []
     for lo, hi, part in _validation_parts(Xv):
+        if stop is not None and stop[0] and lo:  # stop() came: the epoch is not closed (a big set takes a while)
+            raise _Stopped
         if in_c:
             sums = backend.score(state.theta, state.sizes, *codes, part, tv[lo:hi], lv[lo:hi], wv[lo:hi], sums)
         else:
@@ -610,10 +630,13 @@ def validate(trainer, val):
 
 
 def _validation_parts(Xv):
-    """(lo, hi, rows) of the validation set: all of it in memory; a memory map's rows read through the
-    row source, a part at a time (a file cut short is an OSError, not a SIGBUS; memory stays bounded)."""
+    """(lo, hi, rows) of the validation set, _inference.CHUNK rows at a time (a stop is looked at between them;
+    scored in parts, the sums are the same bit for bit): views of an array in memory; a memory map's rows read
+    through the row source (a file cut short is an OSError, not a SIGBUS; memory stays bounded)."""
     if not isinstance(Xv, np.memmap):
-        yield 0, len(Xv), Xv
+        for lo in range(0, max(len(Xv), 1), _inference.CHUNK):
+            hi = min(lo + _inference.CHUNK, len(Xv))
+            yield lo, hi, Xv[lo:hi]
         return
     from ._rows import RowSource
     with RowSource.open(Xv, "validation_data X") as src:

@@ -21,7 +21,8 @@ def _activate(code, z):
     if code == Activation.TANH:
         return np.tanh(z)
     if code == Activation.SIGMOID:
-        return (1 / (1 + np.exp(-z))).astype(z.dtype)
+        with np.errstate(over="ignore"):  # exp(-z) overflowing for z < -88 (float32) gives 0, as it should
+            return (1 / (1 + np.exp(-z))).astype(z.dtype)
     return z
 
 

@@ -117,6 +117,50 @@ def test_stop_takes_effect_within_a_step():
     assert len(calls) >= 1 and h.n_steps == calls[-1] < tr.total_steps
 
 
+@pytest.mark.parametrize("where", ["array", "generator"])
+def test_a_stop_during_an_epochs_validation_returns_at_once_and_resumes_exactly(monkeypatch, where):
+    """A big validation set took up to 1.2 s to score before stop() took effect. Now the set is scored in parts
+    with a look at the stop between them; the epoch is closed whole or not at all, so the chunk that ended it is
+    undone and the next call does both again: the same run, bit for bit."""
+    from fastbatch import _driver, _inference
+    monkeypatch.setattr(_inference, "CHUNK", 64)            # parts of 64 records (8192 in use)
+    X, y = make_data(n=200, d=4)
+    Xv, yv = make_data(n=1000, d=4, seed=1)
+    kw = dict(batch_size=16, epochs=3, hidden=(8,))
+
+    def train(tr, **extra):
+        if where == "array":
+            return tr.fit(X, y, validation_data=(Xv, yv), **extra)
+        batches = lambda: ((X[i:i + 16], y[i:i + 16]) for i in range(0, 200, 16))
+        return tr.fit_batches(batches, validation_data=(Xv, yv), n_outputs=3, **extra)
+
+    ref = fb.Trainer(**kw)
+    train(ref)
+    tr = fb.Trainer(**kw)
+    parts, real = [], _driver._validation_parts
+
+    def stop_in_the_second_epochs_validation(Xv_):
+        for i, part in enumerate(real(Xv_)):
+            parts.append(i)
+            if len(tr.history.epoch_loss) == 2 and i == 3:
+                tr.stop()                                    # mid-set: parts 4.. are never scored
+            yield part
+
+    monkeypatch.setattr(_driver, "_validation_parts", stop_in_the_second_epochs_validation)
+    h = train(tr)
+    assert len(h.val_loss) == 1                               # the second epoch is not closed, nor half closed:
+    if where == "array":                                      # the chunk that ended it is undone
+        assert len(h.epoch_loss) == 1 and h.n_steps < 2 * h.steps_per_epoch
+    else:                                                     # its batches are kept, the closing is not made
+        assert tr.run_state.epoch == 1 and h.n_steps == 2 * h.steps_per_epoch
+    assert parts.count(4) == 1                                # (the first epoch's set, whole; the second's cut)
+    monkeypatch.setattr(_driver, "_validation_parts", real)
+    train(tr)
+    assert np.array_equal(tr.history.loss, ref.history.loss)
+    assert np.array_equal(tr.history.val_loss, ref.history.val_loss)
+    assert np.array_equal(tr.get_params()[0][0], ref.get_params()[0][0])
+
+
 def test_progress_hook_sees_the_end_and_reports_often():
     X, y = make_data(n=300, d=4)
     seen = []

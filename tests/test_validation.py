@@ -313,3 +313,14 @@ def test_callbacks_must_be_a_list_and_the_error_names_it(seed_data):
 def test_an_integer_beyond_floats_range_is_a_value_error_naming_the_parameter(name):
     with pytest.raises(ValueError, match=f"^{name} must be a finite number, got an integer of 401 digits"):
         fb.Trainer(**{name: 10 ** 400})    # (OverflowError: int too large to convert to float)
+
+
+def test_sample_weights_beyond_the_dtype_are_named_as_such():
+    """1e300 is finite: it overflows float32 (the message said 'NaN or infinite'); 1e-300 underflows to zeros."""
+    X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
+    with pytest.raises(ValueError, match=r"too large for float32 .* sample_weight\[0\] is 1e\+300"):
+        fb.Trainer(epochs=1).fit(X, y, sample_weight=np.full(20, 1e300))
+    with pytest.raises(ValueError, match="as given is positive, but below float32's smallest number"):
+        fb.Trainer(epochs=1).fit(X, y, sample_weight=np.full(20, 1e-300))
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(sample_weight\[3\] is nan\)"):
+        fb.Trainer(epochs=1).fit(X, y, sample_weight=np.r_[np.ones(3), np.nan, np.ones(16)])
