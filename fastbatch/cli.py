@@ -637,8 +637,9 @@ class Progress:
         self.trainer = trainer
         self.file = file or sys.stderr
         self.bar = None
-        self.t0 = time.perf_counter()  # made just before fit: rates count from here
-        self.step0 = trainer.step if trainer.started else 0
+        self.call = (time.perf_counter(), trainer.step if trainer.started else 0)  # made just before fit
+        self.t0 = None  # rates count from the first report, as tqdm's steps/s does (from the bar's start)
+        self.step0 = 0
         self.seen0 = None
         self.last_len = 0
         try:
@@ -652,12 +653,16 @@ class Progress:
         total = self.trainer.total_steps
         steps = history.n_steps
         seen = int(history.records_seen[-1]) if steps else 0
-        if self.seen0 is None:  # the first report
-            self.seen0 = int(history.records_seen[self.step0 - 1]) if self.step0 else 0
-            self._start(total, self.step0)
-        dt = max(now - self.t0, 1e-9)
-        rate = (seen - self.seen0) / dt
-        step_rate = (steps - self.step0) / dt
+        if self.seen0 is None:  # the first report: the bar starts here, at the steps done
+            self.t0, self.step0, self.seen0 = now, steps, seen
+            self._start(total, steps)
+        t0, step0, seen0 = self.t0, self.step0, self.seen0
+        if steps == step0:  # (no step since the first report, e.g. a run shorter than a report's interval: the call's)
+            t0, step0 = self.call
+            seen0 = int(history.records_seen[step0 - 1]) if step0 else 0
+        dt = max(now - t0, 1e-9)
+        rate = (seen - seen0) / dt
+        step_rate = (steps - step0) / dt
         epoch = int(history.epoch[-1]) + 1 if steps else 0
         epochs = total // history.steps_per_epoch if history.steps_per_epoch else 0
         loss = float(history.loss[-1]) if steps else float("nan")
