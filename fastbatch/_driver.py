@@ -319,6 +319,7 @@ class BatchSource:
         self.scaling = state.scaling if state is not None else None
         # a new run's loss and outputs (decided by _first_pass, over all of the first epoch's batches)
         self.loss = self.n_out = None
+        self.bad_input = False  # set when a batch was refused (the call is undone)
         self.stats_done = state is not None
         self.epoch_batches = None  # batches an epoch trains on, counted first when the rates need them (_epoch_batches)
         self.specs = {}
@@ -453,6 +454,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         try:
             chunk = source.next_chunk(trainer, end, hooks)
         except (ValueError, TypeError):  # a batch refused by its check: as if this fit call had not been made
+            source.bad_input = True
             if call_start is not None:
                 _undo(trainer, trainer._state, call_start)
             raise

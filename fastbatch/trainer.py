@@ -593,8 +593,8 @@ class Trainer:
             pending = None if self._state is not None else (self._pending_params, self._pending_scaling)
             try:
                 _driver.run(self, source, math.inf, hooks, stop)
-            except (ValueError, TypeError):  # a refused batch: the run undid this call; a run it began is not begun
-                if pending is not None:
+            except BaseException:
+                if pending is not None and source.bad_input:  # a refused batch: the call is undone, its run unbegun
                     self._unstart(*pending)
                 raise
             return self.history

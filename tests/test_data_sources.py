@@ -460,3 +460,18 @@ def test_a_refused_batch_undoes_the_fit_batches_call(seed_data):
     h = tr.fit_batches(seed_generator(X, y, 32), n_outputs=2)
     assert np.array_equal(h.loss, ref.history.loss)
     assert np.array_equal(tr.get_params()[0][0], ref.get_params()[0][0])
+
+
+def test_a_callback_error_in_a_first_fit_batches_call_keeps_what_was_trained(seed_data):
+    """Only a refused batch undoes the call: an error of the caller's callback keeps the steps before it (as fit)."""
+    X, y = seed_data
+    X, y = X[:300], y[:300]
+
+    def boom(t, epoch, logs):
+        if epoch == 1:
+            raise ValueError("the caller's own error")
+
+    tr = fb.Trainer(batch_size=32, epochs=3)
+    with pytest.raises(ValueError, match="the caller's own error"):
+        tr.fit_batches(seed_generator(X, y, 32), n_outputs=2, callbacks=[fb.LambdaCallback(on_epoch_end=boom)])
+    assert tr.started and tr.step >= 10     # the first epoch's steps, at least (the failing closing's chunk undone)
