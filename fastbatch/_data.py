@@ -32,10 +32,20 @@ class FitData:
     n_records_all: int         # before the validation split
     val: tuple = None          # (X, targets, labels, weights) held out, or None
     scaling: dict = None       # the run's standardisation (x_shift, x_scale, y_shift, y_scale), or None
+    peak: float = None         # target_peak's, once asked (kept with the FitData a later call on the same arrays gets)
 
     @property
     def n_records(self):
         return self.X.shape[0]
+
+
+def target_peak(targets):
+    """The largest loss a record's targets give a network that outputs 0: the mean of its squared targets (mse;
+    0 without targets). A loss far beyond it is the network's doing, not the data's (``_driver.loss_limit``)."""
+    if not targets.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        return float(np.max(np.einsum("ij,ij->i", targets, targets, dtype=np.float64))) / targets.shape[1]
 
 
 class LastArrays:

@@ -34,8 +34,10 @@ from .errors import DivergenceError
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
 BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
-# a step loss beyond this many times the run's first (at least 1) ends it as a divergence, though finite: a
-# float32 run on unscaled targets went 7e3 -> 4e13 -> 7e36 and on, and returned an r2 of -3e17 without a word
+# a step loss beyond this many times the run's first loss, or its data's largest (target_peak), or 1, ends it as a
+# divergence though finite: a float32 run on unscaled targets went 7e3 -> 4e13 -> 7e36 and on, and returned an r2
+# of -3e17 without a word. (The data's part: a batch holding a rare large target, 1% insurance claims of $20,000,
+# has a loss 1e8 times a first batch without one: the data's, not a divergence.)
 LOSS_LIMIT = 1e6
 
 
@@ -185,15 +187,18 @@ class ArraySource:
         self.weights = np.asarray(batch_sizes, dtype=np.float64)
         self.records = float(self.weights.sum())
         self.bad_input = False  # set when the kernel met a record it cannot train on
-        self.limit = math.inf  # the run's loss_limit, once it has a first step
+        self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
+        self.data_seen = None  # the FitData the limit is for (by identity only: not kept between calls otherwise)
 
     def bind(self, data, rows, recheck):
         """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
         ``_data.prepare``'s arguments, to check the caller's data whole (it raises the ValueError
         that names a bad value) when the kernel reports a bad record (``Status.BAD_INPUT``)."""
         state = self.state
+        if data is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
+            self.data_seen, self.limit = data, math.inf
         self.data, self.rows, self.recheck = data, rows, recheck
         self.check_rows = None if rows is None or not rows.mapped else rows.check
         # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
@@ -251,7 +256,10 @@ class ArraySource:
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         affine, limit = self.affine, self.limit
         if limit == math.inf and state.step:
-            limit = self.limit = loss_limit(state)
+            data = self.data
+            if data.peak is None:
+                data.peak = _data.target_peak(data.targets)
+            limit = self.limit = loss_limit(state, data.peak)
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
                               self.fd, self.data_offset, hits, self.bad, affine, limit)
@@ -320,6 +328,8 @@ class BatchSource:
         # a new run's loss and outputs (decided by _first_pass, over all of the first epoch's batches)
         self.loss = self.n_out = None
         self.bad_input = False  # set when a batch was refused (the call is undone)
+        self.peak = 0.0  # the largest target_peak of the batches this call trained on
+        self.limit = math.inf  # the loss_limit the last batch was given
         self.stats_done = state is not None
         self.epoch_batches = None  # batches an epoch trains on, counted first when the rates need them (_epoch_batches)
         self.specs = {}
@@ -382,8 +392,10 @@ class BatchSource:
 
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         # a batch is checked whole before it trains (check_batch): no bad record reaches the kernel
+        self.peak = max(self.peak, _data.target_peak(chunk.head[2]))  # (the batches' so far: a stream's targets)
+        self.limit = loss_limit(state, self.peak)
         return self.backend.train_steps(*chunk.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop,
-                                        max_seconds, hits=hits, loss_limit=loss_limit(state))
+                                        max_seconds, hits=hits, loss_limit=self.limit)
 
     def add_hits(self, state, chunk, done, hits):
         if done:
@@ -558,10 +570,10 @@ _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED, _BLOWN_UP = (int(v) for v in (
     Status.READ_ERROR, Status.BAD_INPUT, Status.NONFINITE, Status.STOPPED, Status.BLOWN_UP))
 
 
-def loss_limit(state):
-    """The loss beyond which a step means the run has diverged: LOSS_LIMIT times its first step's (at least 1);
-    none before its first step."""
-    return LOSS_LIMIT * max(abs(float(state.loss_buf.item(0))), 1.0) if state.step else math.inf
+def loss_limit(state, peak=0.0):
+    """The loss beyond which a step means the run has diverged: LOSS_LIMIT times the largest of its first step's,
+    ``peak`` (the largest a record of its data gives, _data.target_peak) and 1; none before its first step."""
+    return LOSS_LIMIT * max(abs(float(state.loss_buf.item(0))), peak, 1.0) if state.step else math.inf
 
 
 def unclosed_epochs(state):
@@ -690,7 +702,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     call). Continuing with a smaller rate redoes that step's update.
     """
     step0 = chunk.step0
-    limit = loss_limit(state) if status == Status.BLOWN_UP else None  # (before the rewind changes the step)
+    limit = source.limit if status == Status.BLOWN_UP else None  # (the one the kernel call was given)
     state.detach_history()  # (it may go back into the last call: the History that call returned stays as it was)
     if status in (Status.NONFINITE, Status.BLOWN_UP) and np.isfinite(state.theta).all():
         bad = step0 + done

@@ -3,7 +3,8 @@
 
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or non-finite params, or a loss beyond ``limit`` (a million times
-    the run's first loss, at least 1e6: a run that diverged without overflowing).
+    the run's first loss, or the largest loss a record's targets give an output of 0, or 1: a run that diverged
+    without overflowing).
 
     The trainer is rewound to the last params whose batch loss was finite (``step``,
     0-based, with its optimizer state and history), before the update that produced the
@@ -27,7 +28,8 @@ class DivergenceError(FloatingPointError):
                     f"already blown up there")
             advice = ("A smaller learning rate may not bring these params back: reset() starts the run over "
                       "(or load a checkpoint from before), with a smaller rate or scaled inputs (standardize=True).")
-        how = "became NaN or infinite" if limit is None else f"grew beyond {limit:.3g} (a million times the run's first)"
+        how = "became NaN or infinite" if limit is None else (
+            f"grew beyond {limit:.3g} (a million times the run's first loss or the largest its data gives)")
         super().__init__(f"training diverged: {what} {how} at step {bad_step + 1} with "
                          f"learning_rate={learning_rate:g}; {back}. {advice}")
 

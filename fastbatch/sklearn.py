@@ -53,6 +53,9 @@ __all__ = ["FastBatchClassifier", "FastBatchRegressor"]
 PARTIAL_FIT_EPOCHS = 1_000_000
 # what a partial_fit run sets apart from the estimator's parameters (one open-ended run, an epoch a call)
 PARTIAL_OVERRIDES = dict(epochs=PARTIAL_FIT_EPOCHS, validation_split=0.0, patience=None)
+# what a trained network is (its layers and activation) and the inputs and targets it learned on (standardised
+# or not): set_params of another value between partial_fit calls is a ValueError (fit starts a new network)
+NETWORK_PARAMS = ("hidden", "activation", "standardize", "standardize_target")
 
 # the Trainer parameters the estimators take, in the Trainer's names and with its defaults
 # (loss is set by the estimator)
@@ -115,7 +118,6 @@ class _FastBatchEstimator(BaseEstimator):
             return {}
         want = _config.check_config({**given, "loss": self._loss})
         have = trainer.config
-        self._partial_params = given
         return {name: want[name] for name in TRAINER_PARAMS if want[name] != have[name]}
 
     def _fit(self, X, y_train, sample_weight=None):
@@ -136,19 +138,21 @@ class _FastBatchEstimator(BaseEstimator):
         n = X.shape[0]
         same_run = (trainer is not None and self._partial_run and trainer.plan is not None
                     and trainer.plan.n_records == n and not trainer.finished)
-        if same_run:  # parameters set since: the learning rate applies from the next step, others make a new run
+        if trainer is not None:  # parameters set since (set_params)
             changed = self._changed_since(trainer)
+            fixed = [name for name in NETWORK_PARAMS if name in changed]
+            if fixed:  # what the network is, or the inputs it was trained on: partial_fit cannot go on with it
+                raise ValueError(", ".join(f"{name}={changed[name]!r}" for name in fixed) + " differs from the "
+                                 f"network's {', '.join(f'{n}={trainer.config[n]!r}' for n in fixed)}, which "
+                                 "partial_fit goes on training: fit() starts a new network")
             if set(changed) - set(_config.LIVE):
-                same_run = False
-            else:
+                same_run = False  # a new run from the network (a batch size, an optimizer...)
+            elif same_run:  # the learning rate applies from the next step
                 for name, value in changed.items():
                     setattr(trainer, name, value)
         if not same_run:  # a new run, from the current network (and its standardisation) if there is one
             previous, trainer = trainer, self._new_trainer(partial=True)
             if previous is not None and previous.run_state is not None:
-                if trainer.hidden != previous.hidden:
-                    raise ValueError(f"hidden={trainer.hidden} differs from the network's {previous.hidden}, which "
-                                     "partial_fit goes on training: fit() starts a new network")
                 trainer._continue_network(previous)
         plan = trainer.plan if same_run else make_plan(n, trainer.batch_size, 1, trainer.drop_last)
         done = trainer.step
@@ -164,7 +168,7 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-            self._partial_params = self._trainer_params(partial=True)
+        self._partial_params = self._trainer_params(partial=True)  # (the parameters the run goes on with)
         self._record(trainer, done, history)
         return self
 

@@ -131,7 +131,17 @@ def test_parameters_set_between_partial_fit_calls_apply():
     clf.partial_fit(X, y)
     assert clf.trainer_.batch_size == 7 and clf.trainer_.step == -(-len(X) // 7)
     clf.set_params(hidden=(5,))
-    with pytest.raises(ValueError, match=r"hidden=\(5,\) differs from the network's \(64,\)"):
+    for _ in range(2):  # (the second call too: it trained the old network, hidden=(5,) ignored)
+        with pytest.raises(ValueError, match=r"hidden=\(5,\) differs from the network's hidden=\(64,\)"):
+            clf.partial_fit(X, y)
+    clf.set_params(hidden=(64,), standardize=True)     # inputs standardised now: not what the network learned on
+    with pytest.raises(ValueError, match="standardize=True differs from the network's standardize=False"):
+        clf.partial_fit(X, y)
+    clf.set_params(standardize=False)
+    clf.partial_fit(X, y)
+    clf.fit(X, y)
+    clf.set_params(activation="tanh")                 # after fit too: partial_fit goes on with its network
+    with pytest.raises(ValueError, match="activation='tanh' differs"):
         clf.partial_fit(X, y)
 
 
