@@ -342,13 +342,15 @@ class BatchSource:
     def next_chunk(self, trainer, end, hooks):
         cfg = trainer._cfg
         dtype = np.dtype(cfg["dtype"])
+        counted = None
         if not self.stats_done:
-            self.loss, self.n_out, self.scaling = _first_pass(self.batches, cfg, self.n_outputs)
+            self.loss, self.n_out, self.scaling, counted = _first_pass(self.batches, cfg, self.n_outputs,
+                                                                       trainer._stop_flag)
             self.stats_done = True
         state = trainer._state
         if self.epoch_batches is None and not (state is not None and state.steps_per_epoch) \
                 and not trainer._schedule._constant_rate:
-            self.epoch_batches = _epoch_batches(self.batches, cfg)
+            self.epoch_batches = counted if counted is not None else _epoch_batches(self.batches, cfg)
         if self.iterator is None:
             self.iterator, self.k, self.seen = _pairs(self.batches), 0, 0
         for xb, yb in self.iterator:
@@ -465,6 +467,8 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         look = True
         try:
             chunk = source.next_chunk(trainer, end, hooks)
+        except _Stopped:  # (in fit_batches' first pass over the batches: no step yet)
+            break
         except (ValueError, TypeError):  # a batch refused by its check: as if this fit call had not been made
             source.bad_input = True
             if call_start is not None:
@@ -621,11 +625,13 @@ def _all_finite(a):
         return bool(np.isfinite(np.dot(a, a))) or bool(np.isfinite(a).all())
 
 
-def validate(trainer, val):
+def validate(trainer, val, epoch=None):
     """The validation set's score at an epoch end: on the cython backend a kernel call over X
     (``_kernel.score``: the forward pass and the score in C, where numpy's calls cost 10x the
     arithmetic on a small set), else the numpy reference's (``_inference``)."""
     state, cfg, stop = trainer._state, trainer._cfg, trainer._stop_flag
+    if epoch is None or state.stopped_closing == epoch:  # (a second try at an epoch's closing goes through)
+        stop = None
     Xv, tv, lv, wv = val
     backend = trainer._backend()
     in_c = hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous
@@ -633,6 +639,7 @@ def validate(trainer, val):
     sums, zs = None, []
     for lo, hi, part in _validation_parts(Xv):
         if stop is not None and stop[0] and lo:  # stop() came: the epoch is not closed (a big set takes a while)
+            state.stopped_closing = epoch
             raise _Stopped
         if in_c:
             sums = backend.score(state.theta, state.sizes, *codes, part, tv[lo:hi], lv[lo:hi], wv[lo:hi], sums)
@@ -665,7 +672,7 @@ def end_epoch(trainer, epoch, hooks):
     metric = state.epoch_loss[-1]
     logs = {"epoch": epoch, "loss": metric}
     if hooks.val is not None:
-        res = validate(trainer, hooks.val)
+        res = validate(trainer, hooks.val, epoch)
         for values in (state.val_loss, state.val_accuracy):  # NaN for epochs that ended without validation
             values.extend([math.nan] * (epoch - len(values)))
         state.val_loss.append(res["loss"])
@@ -788,26 +795,30 @@ def _epoch_batches(batches, cfg):
     return n
 
 
-def _first_pass(batches, cfg, n_outputs):
+def _first_pass(batches, cfg, n_outputs, stop=None):
     """A new run's pass over ``batches()`` before its first step, for what its first batch cannot tell:
-    ``(loss, n_outputs, scaling)``. With loss="auto" the task is the rule over all the epoch's targets (a first
-    batch of one class of data sorted by class is not a regression), a classification's outputs come from the
-    largest label of them all (unless ``n_outputs`` is given), and the standardisation statistics when asked for.
-    No pass when none of them is needed. The batches are checked again as they are trained on."""
+    ``(loss, n_outputs, scaling, batches counted)``. With loss="auto" the task is the rule over all the epoch's
+    targets (a first batch of one class of data sorted by class is not a regression), a classification's outputs
+    come from the largest label of them all (unless ``n_outputs`` is given), and the standardisation statistics
+    when asked for. No pass when none of them is needed (counted: None). The batches are checked again as they
+    are trained on. A stop() between two batches ends it (_Stopped): nothing has changed yet."""
     loss = cfg["loss"]
     classes = n_outputs is None and loss in ("auto", "cross_entropy")
     scaled = cfg["standardize"] or cfg["standardize_target"]
     if loss != "auto" and not classes and not scaled:
-        return loss, n_outputs, None
+        return loss, n_outputs, None, None
     dtype = np.dtype(cfg["dtype"])
-    scan, xs, ys, n_features = _task.TaskScan("y"), _data.RunningStats(), _data.RunningStats(), None
+    scan, xs, ys, n_features, counted = _task.TaskScan("y"), _data.RunningStats(), _data.RunningStats(), None, 0
     for xb, yb in _pairs(batches):
+        if stop is not None and stop[0]:
+            raise _Stopped
         Xb = V.check_X(xb, dtype, name="X batch")
         if n_features is not None and Xb.shape[1] != n_features:
             raise ValueError(f"X batch has {Xb.shape[1]} features, but the first batch had {n_features}")
         n_features = Xb.shape[1]
         if cfg["drop_last"] and Xb.shape[0] < cfg["batch_size"]:
             continue  # not trained on: not among the epoch's targets either
+        counted += 1
         scan.add(yb)
         if scaled:
             xs.add(Xb)
@@ -818,11 +829,11 @@ def _first_pass(batches, cfg, n_outputs):
         task.warn()
     loss = task.loss
     if loss == "cross_entropy" and n_outputs is None and scan.whole and scan.top is not None and scan.top >= 0:
-        n_outputs = int(scan.top) + 1  # (a label out of range is named by the batch's check)
+        n_outputs = V.n_classes(scan.top)  # (a label out of range is named by the batch's check)
     if not scaled or not xs.n:
-        return loss, n_outputs, None  # (no batch: the training loop says so)
+        return loss, n_outputs, None, counted  # (no batch: the training loop says so)
     y_stats = ys.result() if cfg["standardize_target"] and loss == "mse" and ys.n else None
-    return loss, n_outputs, _data.scaling_from(xs.result(), y_stats, cfg)
+    return loss, n_outputs, _data.scaling_from(xs.result(), y_stats, cfg), counted
 
 
 def check_batch(cfg, state, xb, yb, n_outputs, loss=None):

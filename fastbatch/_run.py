@@ -126,6 +126,9 @@ class RunState:
     # the last call's last chunk, (snapshot, chunk, step after it): a divergence at the next call's
     # start rewinds into it (a run of short calls could otherwise never go back before one)
     carried: tuple = None
+    # the epoch whose closing a stop() cut short (the next call closes it whatever stops come: no run is stopped
+    # again and again at the same closing and never gets past it); not saved
+    stopped_closing: int = None
     layer_views: list = None     # [(W, b), ...] views into theta (it changes in place), made once
     affine: np.ndarray = None    # the x_affine the backend standardises records with (from scaling), made once
     schedule_state: dict = dataclasses.field(default_factory=dict)

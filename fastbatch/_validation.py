@@ -262,6 +262,12 @@ def in_memory(a, name):
         return np.asarray(src.read(0, a.shape[0])).reshape(a.shape)
 
 
+def n_classes(top):
+    """A cross_entropy network's outputs for labels up to ``top``: one per label 0..top, and at least two (data of
+    one class still trains a classifier of it and the rest)."""
+    return max(int(top) + 1, 2)
+
+
 def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy=True):
     """Return (targets, labels, n_outputs).
 
@@ -322,9 +328,10 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
                              f"at most {MAX_CLASSES:,} classes. Is this a regression target? Pass loss='mse'")
         labels = flat.astype(np.int64, copy=not private)  # (a copy of our own is not copied again)
         hi = int(hi)
-        k = max(hi + 1, 2) if n_outputs is None else n_outputs
+        k = n_classes(hi) if n_outputs is None else n_outputs
         if hi >= k:
-            raise ValueError(f"{name} has label {hi}, but this network has {k} outputs (labels 0..{k - 1})")
+            given = "" if n_outputs is None else f" (n_outputs={n_outputs})"
+            raise ValueError(f"{name} has label {hi}, but this network has {k} outputs{given} (labels 0..{k - 1})")
         return empty_t, np.ascontiguousarray(labels), k
     targets = raw.reshape(n_records, -1) if raw.ndim == 1 else raw
     if loss == "binary_crossentropy":

@@ -475,3 +475,36 @@ def test_a_callback_error_in_a_first_fit_batches_call_keeps_what_was_trained(see
     with pytest.raises(ValueError, match="the caller's own error"):
         tr.fit_batches(seed_generator(X, y, 32), n_outputs=2, callbacks=[fb.LambdaCallback(on_epoch_end=boom)])
     assert tr.started and tr.step >= 10     # the first epoch's steps, at least (the failing closing's chunk undone)
+
+
+def test_fit_batches_first_pass_counts_the_batches_and_heeds_a_stop():
+    """The first pass counts the epoch's batches for a schedule (a cosine run called batches() 4 times for 2
+    epochs), a single class still makes a two-output classifier (as fit), and stop() ends the pass (it ran on)."""
+    import threading
+    import time
+    rng = np.random.default_rng(0)
+    X, y = rng.random((100, 3)), np.arange(100) % 2
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return ((X[i:i + 10], y[i:i + 10]) for i in range(0, 100, 10))
+
+    fb.Trainer(hidden=(4,), batch_size=10, epochs=2, lr_schedule="cosine").fit_batches(counting)
+    assert len(calls) == 3                           # the first pass, then the two epochs
+    one = fb.Trainer(hidden=(4,), batch_size=10, epochs=1)
+    one.fit_batches(lambda: ((X[i:i + 10], np.zeros(10, int)) for i in range(0, 100, 10)))
+    assert one.run_state.n_outputs == 2               # (1 before: every probability 1.0, every loss 0)
+
+    def slow():
+        for i in range(0, 100, 10):
+            time.sleep(0.05)
+            yield X[i:i + 10], y[i:i + 10]
+
+    tr = fb.Trainer(hidden=(4,), batch_size=10, epochs=2)
+    timer = threading.Timer(0.12, tr.stop)
+    timer.start()
+    h = tr.fit_batches(slow)
+    timer.join()
+    assert h.n_steps == 0 and not tr.started          # stopped in the first pass: nothing began
+    assert tr.fit_batches(slow).n_steps == 20

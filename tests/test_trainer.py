@@ -161,6 +161,35 @@ def test_a_stop_during_an_epochs_validation_returns_at_once_and_resumes_exactly(
     assert np.array_equal(tr.get_params()[0][0], ref.get_params()[0][0])
 
 
+def test_stops_at_the_same_epochs_validation_again_and_again_still_get_past_it(monkeypatch):
+    """Time-slicing models (a fit call, then stop()) met every epoch's closing on a big validation set: each call
+    was stopped there and undone, and the run never got past its first epoch. The second try at an epoch's
+    closing goes through whatever stops come (then the stop ends the call)."""
+    from fastbatch import _driver, _inference
+    monkeypatch.setattr(_inference, "CHUNK", 64)
+    X, y = make_data(n=200, d=4)
+    Xv, yv = make_data(n=1000, d=4, seed=1)
+    tr = fb.Trainer(batch_size=16, epochs=3, hidden=(8,))
+    real = _driver._validation_parts
+
+    def always_stopped(Xv_):
+        for i, part in enumerate(real(Xv_)):
+            if i == 1:
+                tr.stop()
+            yield part
+
+    monkeypatch.setattr(_driver, "_validation_parts", always_stopped)
+    epochs = []
+    for _ in range(8):
+        epochs.append(len(tr.fit(X, y, validation_data=(Xv, yv)).val_loss))
+    assert epochs[-1] == 3 and tr.finished, epochs     # every epoch closed, at its second try
+    ref = fb.Trainer(batch_size=16, epochs=3, hidden=(8,))
+    monkeypatch.setattr(_driver, "_validation_parts", real)
+    ref.fit(X, y, validation_data=(Xv, yv))
+    assert np.array_equal(tr.history.loss, ref.history.loss) and np.array_equal(tr.history.val_loss,
+                                                                               ref.history.val_loss)
+
+
 def test_progress_hook_sees_the_end_and_reports_often():
     X, y = make_data(n=300, d=4)
     seen = []
