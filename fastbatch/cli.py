@@ -486,7 +486,7 @@ def cmd_train(args):
             raise UsageError(str(exc)) from None
     from . import datasets
     recorded = trainer.info.get("classes") if args.resume else None
-    target = _recorded_target(trainer, args.data, args.target) if args.resume else args.target  # (its own column)
+    target = _recorded_target(trainer, args) if args.resume else args.target  # (its own column)
     table = datasets.load_table(args.data, target, classes=_class_names(recorded), known=_known(trainer))
     if os.path.splitext(os.fspath(args.data))[1].lower() == ".csv" and not _has_header(args.data, trainer):
         print(f"{args.data} has no header row (its first row is a record): its columns are named 0 to "
@@ -831,7 +831,7 @@ def _features(args, trainer):
     one with a column more has the checkpoint's target column (by index; else its last) taken as the target.
     """
     from . import datasets
-    target = _recorded_target(trainer, args.data, args.target)
+    target = _recorded_target(trainer, args)
     trained = _trained_features(trainer)
     known = _known(trainer)
     by_name = _has_header(args.data, trainer) and trained is not None
@@ -841,6 +841,7 @@ def _features(args, trainer):
     table = datasets.load_table(args.data, target, read_target=False, known=known)
     plain = os.path.splitext(os.fspath(args.data))[1].lower() in (".csv", ".npy")
     if not by_name and target is None and plain and table.X.shape[1] + 1 == _n_inputs(trainer):
+        _note_columns_by_position(args, trainer, _has_header(args.data, trainer))
         return _all_columns(args.data, known)  # the last column, taken as the target, was a feature
     return _in_training_order(table, trainer, args)
 
@@ -901,8 +902,10 @@ def _in_training_order(table, trainer, args):
     results; a file without names (.npy, .npz) is taken by position and only their number is checked.
     """
     trained = _trained_features(trainer)
-    if _has_header(args.data, trainer) and trained is not None:
+    named = _has_header(args.data, trainer)
+    if named and trained is not None:
         return table.X[:, _feature_order(table.features, trained, args)]
+    _note_columns_by_position(args, trainer, named)
     n_inputs = _n_inputs(trainer)
     if table.X.shape[1] != n_inputs:
         hint = " (is the target column missing?)" if table.X.shape[1] + 1 == n_inputs else ""
@@ -985,11 +988,12 @@ def _checked_info(trainer, path):
     return trainer
 
 
-def _recorded_target(trainer, data, target):
+def _recorded_target(trainer, args):
     """``target``, or the column the checkpoint was trained on when the data file has it: by name in a CSV with
     a header; by index in a file without names (.npy, a CSV without a header) of one column more than the
     network's inputs (with exactly its inputs, every column is a feature)."""
     from . import datasets
+    data, target = args.data, args.target
     recorded = trainer.info.get("target")
     if target is not None or recorded is None:
         return target
@@ -1007,11 +1011,29 @@ def _recorded_target(trainer, data, target):
         index = int(recorded)
     if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(columns)):
         return None
-    if not named:  # (said: a file laid out otherwise than the training file would be read wrongly, silently)
-        print(f"{data} has no column names: its columns are taken in the training file's order, the target "
-              f"({recorded!r}) as column {index + 1} of {len(columns)}; pass --target to name another column",
-              file=sys.stderr)
+    if not named:
+        _note_by_position(args, f"{data} has no column names: its columns are taken in the training file's order, "
+                                f"the target ({recorded!r}) as column {index + 1} of {len(columns)}; pass --target "
+                                "to name another column")
     return index
+
+
+def _note_columns_by_position(args, trainer, named):
+    """_note_by_position for a CSV read by position (``named``: it has a header, which the network's unnamed
+    columns cannot be matched by); a .npy has no names, as in training, and needs no note."""
+    if os.path.splitext(os.fspath(args.data))[1].lower() != ".csv":
+        return
+    _note_by_position(args, f"the network in {args.checkpoint} was trained on columns without names: the columns "
+                            f"of {args.data} are taken in the training file's order, not by their names" if named else
+                            f"{args.data} has no column names: its columns are taken in the training file's order")
+
+
+def _note_by_position(args, text):
+    """Say on stderr (once a command) that a file's columns are taken by position, not by name: a file laid out
+    otherwise than the training file would be read wrongly, without a word."""
+    if not getattr(args, "noted_by_position", False):
+        print(text, file=sys.stderr)
+        args.noted_by_position = True
 
 
 def cmd_evaluate(args):
@@ -1019,7 +1041,7 @@ def cmd_evaluate(args):
     from . import datasets
     trainer = _trained(args.checkpoint)
     recorded = trainer.info.get("target")
-    target = _recorded_target(trainer, args.data, args.target)
+    target = _recorded_target(trainer, args)
     if target is None and recorded is not None and _has_header(args.data, trainer):
         raise ValueError(f"{args.data} has no column {recorded!r}, the target {args.checkpoint} was trained on; "
                          "evaluate needs the true targets (name another column with --target)")

@@ -333,9 +333,16 @@ def csv_header(path, known=None):
         first = next(rows, None)
         if first is None:
             raise ValueError(f"{path!r} is empty: a CSV needs at least one record")
-        return _header_of(first[1], rows, known)
+        names = _header_of(first[1], rows, known)
     finally:
         rows.close()
+    seen = {}
+    for j, name in enumerate(names or ()):
+        if name in seen:  # columns are matched by name (a target, a checkpoint's features): one name, one column
+            raise ValueError(f"{path!r}: the header names column {name!r} twice (columns {seen[name] + 1} and "
+                             f"{j + 1}); give each column its own name")
+        seen[name] = j
+    return names
 
 
 def _load_csv(path, target, classes=None, read_target=True, known=None):
@@ -347,12 +354,6 @@ def _load_csv(path, target, classes=None, read_target=True, known=None):
         rows = itertools.chain([first], rows)
     if len(names) < 2:
         raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target")
-    seen = {}
-    for j, name in enumerate(names):
-        if name in seen:  # columns are matched by name (a target, a checkpoint's features): one name, one column
-            raise ValueError(f"{path!r}: the header names column {name!r} twice (columns {seen[name] + 1} and "
-                             f"{j + 1}); give each column its own name")
-        seen[name] = j
     t = _column_index(target, names, len(names), path)
     feat_cols = [j for j in range(len(names)) if j != t]
     values = array.array("d")   # the features, 8 bytes a value as they are read

@@ -1024,3 +1024,33 @@ def test_python_m_fastbatch_steps_into_a_closed_pipe_is_no_traceback():
     r = subprocess.run(f"{sys.executable} -m fastbatch --steps | head -2", shell=True, capture_output=True,
                        text=True, env=env, timeout=120)
     assert "Traceback" not in r.stderr and len(r.stdout.splitlines()) == 2
+
+
+def test_columns_taken_by_position_are_said_so(capsys, csv_data, tmp_path):
+    """A headerless file of features only, and a file with a header for a network trained without names, are read
+    by position: said on stderr (they were read silently; the reversed header scored 35%)."""
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--out-dir", tmp_path / "named", "--quiet", *TRAIN_OPTS)[0] == 0
+    features = tmp_path / "features.csv"
+    np.savetxt(features, X, delimiter=",")                        # no header, no target
+    code, out, err = run(capsys, "predict", tmp_path / "named" / "points-checkpoint.npz", features)
+    assert code == 0 and "features.csv has no column names: its columns are taken in the training file's order" in err
+    bare = tmp_path / "bare.csv"
+    np.savetxt(bare, np.column_stack([X, y]), delimiter=",")
+    assert run(capsys, "train", bare, "--out-dir", tmp_path / "bare", "--quiet", *TRAIN_OPTS)[0] == 0
+    headed = tmp_path / "headed.csv"
+    write_csv(headed, X[:, ::-1], y)                              # names, in another order
+    for command in ("predict", "evaluate"):
+        code, out, err = run(capsys, command, tmp_path / "bare" / "bare-checkpoint.npz", headed)
+        assert code == 0 and "was trained on columns without names: the columns of" in err, (command, err)
+        assert err.count("taken in the training file's order") == 1
+
+
+def test_a_predict_file_naming_a_column_twice_says_so(capsys, csv_data, tmp_path):
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    dup = tmp_path / "dup.csv"
+    header = path.read_text().splitlines()[0].split(",")
+    dup.write_text(",".join([header[0], header[1], header[0], header[3]]) + "\n1,2,3,4\n")
+    code, out, err = run(capsys, "predict", tmp_path / "points-checkpoint.npz", dup)
+    assert code == cli.EXIT_DATA and f"names column {header[0]!r} twice (columns 1 and 3)" in err, err
