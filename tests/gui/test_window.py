@@ -555,3 +555,61 @@ def test_unscaled_features_are_said_in_the_readout_when_standardize_is_off(windo
     assert "Tick standardize" in window.readout_text()
     set_spins(window, dataset="moons")
     assert "unscaled" not in window.readout_text()
+
+
+def last_epoch_of(history):
+    """The library's last finished epoch, by History.metrics' names (the whole arrays: a test's few epochs)."""
+    return {k: float(v[-1]) for k, v in history.metrics.items()}
+
+
+def test_the_status_bar_shows_the_last_epochs_loss_and_accuracy_with_validation(qtbot, window, monkeypatch):
+    from fastbatch_gui.window import score_text
+    label = window.status_labels["score"]
+    assert label.text() == ""
+    # the app reads the run's last epoch only, never History.metrics' arrays over every epoch
+    metrics = fb.History.metrics
+    monkeypatch.setattr(fb.History, "metrics", property(lambda h: pytest.fail("History.metrics read by the app")))
+    set_spins(window, dataset="blobs", features=2, records=300, batch_size=30, epochs=6, validation_split=0.2)
+    assert run_to_end(qtbot, window) == "finished"
+    monkeypatch.setattr(fb.History, "metrics", metrics)
+    last = last_epoch_of(window.trainer.history)
+    assert set(last) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert window.scores == (6, last)                        # the library's numbers, not computed again
+    text = label.text()
+    assert text == score_text(6, last) and "standardised" not in text
+    assert text.startswith(f"after epoch 6: loss {last['loss']:.4g}, accuracy {100 * last['accuracy']:.4g}%")
+    assert text.endswith(f" · validation loss {last['val_loss']:.4g}, accuracy {100 * last['val_accuracy']:.4g}%")
+    assert "accuracy" in label.toolTip()
+    # a paused run shows its last finished epoch (not the one in progress); Reset clears it
+    set_spins(window, epochs=100_000)
+    find(window, QPushButton, "startButton").click()       # (continues the finished run, for a while)
+    qtbot.waitUntil(lambda: window.trainer.step > 0)
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "pauseButton").click()
+    epochs = window.trainer.step // window.run_plan.steps_per_epoch
+    assert window.scores[0] == epochs and window.scores[1] == last_epoch_of(window.trainer.history)
+    find(window, QPushButton, "stopButton").click()
+    find(window, QPushButton, "resetButton").click()
+    assert label.text() == "" and window.scores is None
+
+
+def test_the_status_bar_shows_a_regressions_r2_and_says_when_its_losses_are_standardised(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    set_spins(window, epochs=8, validation_split=0.25)
+    assert run_to_end(qtbot, window) == "finished"
+    last = last_epoch_of(window.trainer.history)
+    assert {"loss", "r2", "val_loss", "val_r2"} <= set(last)
+    assert window.scores == (8, last)
+    text = window.status_labels["score"].text()
+    assert text == (f"after epoch 8: loss {last['loss']:.4g}, R² {last['r2']:.4g} · validation loss "
+                    f"{last['val_loss']:.4g}, R² {last['val_r2']:.4g} (losses of the standardised target)")
+    # without standardize the losses are in the target's own units: nothing to add
+    set_spins(window, standardize=False, learning_rate=0.001)
+    find(window, QPushButton, "resetButton").click()
+    assert run_to_end(qtbot, window) == "finished"
+    last = last_epoch_of(window.trainer.history)
+    assert window.scores == (8, last) and last["loss"] > 100      # (squared errors of targets in the hundreds)
+    assert window.status_labels["score"].text() == (
+        f"after epoch 8: loss {last['loss']:.4g}, R² {last['r2']:.4g} · validation loss {last['val_loss']:.4g}, "
+        f"R² {last['val_r2']:.4g}")
