@@ -32,6 +32,8 @@ COLUMNS = [("batch_size", "batch"), ("learning_rate", "lr"), ("steps_per_epoch",
            ("last_batch", "last batch"), ("steps_per_s", "steps/s"), ("records_per_s", "records/s"),
            ("seconds_per_epoch", "s / epoch"), ("train_loss", "train loss"), ("val_loss", "val loss"),
            ("noise_scale", "noise scale"), ("suggested", "")]
+LAB_LOSS_LABEL = "loss of each step's batch (thin) · epoch mean (dots)"
+STANDARDIZED = " (standardised target)"   # said after every loss of a regression run with standardize_target
 
 
 def parse_sizes(text, n_records):
@@ -67,6 +69,8 @@ class LabJob:
     reference: int
     stop: threading.Event = field(default_factory=threading.Event)   # Cancel or close: the run in progress
                                                                       # stops within ~0.1 s
+    standardized_target: bool = False   # a regression of standardize_target: History's losses (the plot's and
+                                        # the table's) are the standardised target's
 
 
 class LabWorker(QObject):
@@ -142,7 +146,7 @@ class BatchLab(QWidget):
         self.plot.setObjectName("comparisonPlot")
         pi = self.plot.getPlotItem()
         pi.setMenuEnabled(False)
-        pi.setLabel("left", "loss of each step's batch (thin) · epoch mean (dots)")
+        pi.setLabel("left", LAB_LOSS_LABEL)
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.setLabel("bottom", LAB_AXES["records"])
         self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", labelTextColor="#222222",
@@ -250,8 +254,13 @@ class BatchLab(QWidget):
         self.done.emit(exc)
 
     def show_results(self, histories, rows):
+        scaled = self.job is not None and self.job.standardized_target
         self._end()
         self.histories, self.rows = histories, rows
+        unit = STANDARDIZED if scaled else ""
+        self.table.setHorizontalHeaderLabels([title + (unit if key in ("train_loss", "val_loss") else "")
+                                              for key, title in COLUMNS])
+        self.plot.getPlotItem().setLabel("left", LAB_LOSS_LABEL + unit)
         pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
         noise = pooled_noise_scale(rows)   # the library's pooling of the runs' estimates
         self.status.setText(

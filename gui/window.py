@@ -981,7 +981,8 @@ class MainWindow(QMainWindow):
         params.pop("batch_size")
         params["learning_rate"] = c["learning_rate"]
         scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]
-        job = LabJob(X, y, sizes, params, scale, c["reference_batch"])
+        job = LabJob(X, y, sizes, params, scale, c["reference_batch"],
+                     standardized_target=bool(params["standardize_target"]) and not self._is_classification(y))
         self.lab.begin(job)
         self.labRequested.emit(job)
 

@@ -92,3 +92,28 @@ def test_closing_during_a_comparison_ends_its_thread_at_once(qtbot, window):
     t0 = time.perf_counter()
     window.close()
     assert not window.lab.thread.isRunning() and time.perf_counter() - t0 < 1.5
+
+
+def test_a_regressions_standardised_losses_are_labelled_so_in_the_lab(qtbot, window, tmp_path):
+    from test_window import regression_csv
+    regression_csv(tmp_path / "d.csv")                     # targets in the hundreds
+    assert window.load_file(str(tmp_path / "d.csv"))
+    window.controls.set_value("epochs", 2)
+    window.controls.set_value("validation_split", 0.25)
+    window.lab.sizes_edit.setText("32, full")
+    with qtbot.waitSignal(window.lab.done, timeout=30_000):
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    lab = window.lab
+    assert lab.rows[0]["train_loss"] < 10                  # History's: the standardised target's, not in the 1000s
+    table = window.findChild(QTableWidget, "comparisonTable")
+    titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    assert "train loss (standardised target)" in titles and "val loss (standardised target)" in titles
+    assert "standardised target" in lab.plot.getPlotItem().getAxis("left").labelText
+    # unticked: the target's own units, said as before
+    window.controls.set_value("standardize", False)
+    window.controls.set_value("learning_rate", 0.001)
+    with qtbot.waitSignal(window.lab.done, timeout=30_000):
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    assert "train loss" in titles and not any("standardised" in t for t in titles)
+    assert "standardised" not in lab.plot.getPlotItem().getAxis("left").labelText
