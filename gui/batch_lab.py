@@ -249,8 +249,17 @@ class BatchLab(QWidget):
         self.done.emit(InterruptedError("the batch-size comparison was cancelled"))
 
     def show_error(self, exc):
+        text = str(exc)
+        if isinstance(exc, fb.DivergenceError) and self.job is not None and self._run is not None:
+            # the library's advice is a script's (trainer.learning_rate /= 100, standardize=True) and says where
+            # the trainer is now: a comparison keeps no run, so name the batch size and what the app can do
+            b = num(self._run[1])
+            what = text.split("; ")[0].replace("training diverged", f"batch {b} diverged", 1)
+            scale = "" if self.job.params.get("standardize") else ", or tick standardize"
+            text = (f"{what}. No comparison is shown: lower the learning rate{scale} (or leave batch {b} out), "
+                    "then compare again.")
         self._end()
-        self.status.setText(f"<span style='color:#c00000'>⚠ {esc(exc)}</span>")
+        self.status.setText(f"<span style='color:#c00000'>⚠ {esc(text)}</span>")
         self.done.emit(exc)
 
     def show_results(self, histories, rows):

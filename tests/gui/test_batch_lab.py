@@ -117,3 +117,21 @@ def test_a_regressions_standardised_losses_are_labelled_so_in_the_lab(qtbot, win
     titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
     assert "train loss" in titles and not any("standardised" in t for t in titles)
     assert "standardised" not in lab.plot.getPlotItem().getAxis("left").labelText
+
+
+def test_a_diverged_comparison_names_its_batch_size_and_what_the_app_can_do(qtbot, window, tmp_path):
+    from test_window import regression_csv
+    regression_csv(tmp_path / "d.csv", feature_std=1.0)
+    assert window.load_file(str(tmp_path / "d.csv"))
+    for name, value in (("standardize", False), ("learning_rate", 0.3), ("epochs", 3)):
+        window.controls.set_value(name, value)
+    window.lab.sizes_edit.setText("8, 64")
+    with qtbot.waitSignal(window.lab.done, timeout=30_000) as blocker:
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    assert isinstance(blocker.args[0], fb.DivergenceError)
+    text = window.lab.status.text()
+    assert "batch 8 diverged: the loss grew beyond" in text
+    # (it gave the library's advice for a script: 'trainer.learning_rate /= 100', 'standardize=True', and
+    # where 'the trainer is back to': a comparison's runs are not kept)
+    assert "trainer" not in text and "standardize=True" not in text
+    assert "lower the learning rate, or tick standardize" in text
