@@ -33,7 +33,8 @@ COLUMNS = [("batch_size", "batch"), ("learning_rate", "lr"), ("steps_per_epoch",
            ("seconds_per_epoch", "s / epoch"), ("train_loss", "train loss"), ("val_loss", "val loss"),
            ("noise_scale", "noise scale"), ("suggested", "")]
 LAB_LOSS_LABEL = "loss of each step's batch (thin) · epoch mean (dots)"
-STANDARDIZED = " (standardised target)"   # said after every loss of a regression run with standardize_target
+# a regression run with standardize_target: its losses are the standardised target's (short: the axis is short)
+LAB_STANDARDIZED_LOSS_LABEL = "loss (standardised target): batch (thin) · epoch mean (dots)"
 
 
 def parse_sizes(text, n_records):
@@ -266,10 +267,9 @@ class BatchLab(QWidget):
         scaled = self.job is not None and self.job.standardized_target
         self._end()
         self.histories, self.rows = histories, rows
-        unit = STANDARDIZED if scaled else ""
-        self.table.setHorizontalHeaderLabels([title + (unit if key in ("train_loss", "val_loss") else "")
-                                              for key, title in COLUMNS])
-        self.plot.getPlotItem().setLabel("left", LAB_LOSS_LABEL + unit)
+        self.table.setHorizontalHeaderLabels([title + ("\n(standardised)" if scaled and key in ("train_loss", "val_loss")
+                                                        else "") for key, title in COLUMNS])
+        self.plot.getPlotItem().setLabel("left", LAB_STANDARDIZED_LOSS_LABEL if scaled else LAB_LOSS_LABEL)
         pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
         noise = pooled_noise_scale(rows)   # the library's pooling of the runs' estimates
         self.status.setText(

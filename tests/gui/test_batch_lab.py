@@ -107,7 +107,7 @@ def test_a_regressions_standardised_losses_are_labelled_so_in_the_lab(qtbot, win
     assert lab.rows[0]["train_loss"] < 10                  # History's: the standardised target's, not in the 1000s
     table = window.findChild(QTableWidget, "comparisonTable")
     titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
-    assert "train loss (standardised target)" in titles and "val loss (standardised target)" in titles
+    assert "train loss\n(standardised)" in titles and "val loss\n(standardised)" in titles
     assert "standardised target" in lab.plot.getPlotItem().getAxis("left").labelText
     # unticked: the target's own units, said as before
     window.controls.set_value("standardize", False)
