@@ -195,6 +195,15 @@ class MainWindow(QMainWindow):
         self.readout.setTextFormat(Qt.RichText)   # every string put in it goes through esc()
         self.readout.setWordWrap(True)
         self.readout.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # how the run is doing (the last finished epoch's loss and metric): its own line under the readout, which
+        # wraps (in the status bar it squeezed the step, epoch and rate while running), and stays under an error
+        self.score_label = QLabel()
+        self.score_label.setObjectName("scoreLabel")
+        self.score_label.setTextFormat(Qt.PlainText)
+        self.score_label.setWordWrap(True)
+        self.score_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.score_label.setStyleSheet("font-size: 12pt; color: #1a1a1a")
+        self.score_label.setVisible(False)
         self.x_axis_combo = QComboBox()
         self.x_axis_combo.setObjectName("xAxisCombo")
         for key, text in X_AXES.items():
@@ -253,6 +262,7 @@ class MainWindow(QMainWindow):
         v = QVBoxLayout(right)
         v.setContentsMargins(4, 6, 6, 4)
         v.addWidget(self.readout)
+        v.addWidget(self.score_label)
         v.addLayout(bar)
         v.addWidget(self.step_panel)
         v.addWidget(self.splitter, 1)
@@ -336,14 +346,13 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self):
         sb = self.statusBar()
         self.status_labels = {}
-        for key, width in (("step", 120), ("epoch", 90), ("batch", 90), ("rate", 90), ("elapsed", 90),
-                           ("score", 0)):
+        for key, width in (("step", 120), ("epoch", 90), ("batch", 90), ("rate", 90), ("elapsed", 90)):
             label = QLabel()
             label.setObjectName(f"{key}Status")
             label.setTextFormat(Qt.PlainText)
             label.setMinimumWidth(width)
             label.setContentsMargins(4, 0, 8, 0)
-            sb.addWidget(label, 1 if key == "score" else 0)
+            sb.addWidget(label)
             self.status_labels[key] = label
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progressBar")
@@ -834,14 +843,16 @@ class MainWindow(QMainWindow):
             self._show_scores()
 
     def _show_scores(self):
-        label = self.status_labels["score"]
+        label = self.score_label
         if self.trainer is None or self.scores is None:
             label.setText("")
             label.setToolTip("")
+            label.setVisible(False)
             return
         label.setText(score_text(*self.scores, standardized=self._loss_scaled))
         metric = "R²" if "r2" in self.scores[1] else "accuracy"
         label.setToolTip(SCORE_TIP.format(metric=metric))
+        label.setVisible(True)
 
     def _on_full_loss(self, steps_done, loss):
         if self.trainer is not None:
@@ -919,10 +930,11 @@ class MainWindow(QMainWindow):
         s = self.status_labels
         plan = self.run.plan
         if self.trainer is None or plan is None:
-            self.scores = None
+            if self.scores is not None:
+                self.scores = None
+                self._show_scores()
             for label in s.values():
                 label.setText("")
-                label.setToolTip("")
             s["step"].setText("no run yet")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
