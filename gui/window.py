@@ -123,7 +123,8 @@ class StepPanel(QFrame):
         self.info = None
         self.setVisible(False)
 
-    def show_step(self, d):
+    def show_step(self, d, standardized=False):
+        """``standardized``: the run's losses are its standardised target's (as the loss axis says)."""
         self.info = d
         change = d["loss_after"] - d["loss_before"]
         upd = ("—  (the params are made by the first step)" if d["update_norm"] is None else
@@ -133,7 +134,7 @@ class StepPanel(QFrame):
         before, after = (esc(f"{d[k]:.5g}") for k in ("loss_before", "loss_after"))
         self.label.setText(
             f"<b>This step:</b> {esc(where)}<br>"
-            f"loss on this batch: <b>{before}</b> before the update → <b>{after}</b> after it "
+            f"loss on this batch{' (of the standardised target)' if standardized else ''}: <b>{before}</b> before the update → <b>{after}</b> after it "
             f"({esc(f'{change:+.3g}')})<br>"
             f"size of the update |Δparams|: {esc(upd)}")
         self.setVisible(True)
@@ -859,7 +860,7 @@ class MainWindow(QMainWindow):
             self.loss_plot.add_full_loss(steps_done, loss)
 
     def _on_stepped(self, info):
-        self.step_panel.show_step(info)
+        self.step_panel.show_step(info, standardized=self._loss_scaled)
         self._show_batch_on_surface(info)
 
     def _show_batch_on_surface(self, info):

@@ -631,3 +631,16 @@ def test_the_score_squeezes_nothing_in_the_status_bar_while_running(qtbot, windo
     assert window.score_label.isVisible() and window.score_label.width() >= 300
     with qtbot.waitSignal(window.runEnded, timeout=10_000):
         find(window, QPushButton, "stopButton").click()
+
+
+def test_the_step_panel_says_a_regressions_losses_are_the_standardised_targets(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert "loss on this batch (of the standardised target):" in window.step_panel.label.text()
+    find(window, QPushButton, "stopButton").click()
+    set_spins(window, standardize=False, learning_rate=0.0001)
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert "loss on this batch:" in window.step_panel.label.text()
