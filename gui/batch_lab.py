@@ -32,6 +32,9 @@ COLUMNS = [("batch_size", "batch"), ("learning_rate", "lr"), ("steps_per_epoch",
            ("last_batch", "last batch"), ("steps_per_s", "steps/s"), ("records_per_s", "records/s"),
            ("seconds_per_epoch", "s / epoch"), ("train_loss", "train loss"), ("val_loss", "val loss"),
            ("noise_scale", "noise scale"), ("suggested", "")]
+LAB_LOSS_LABEL = "loss of each step's batch (thin) · epoch mean (dots)"
+# a regression run with standardize_target: its losses are the standardised target's (short: the axis is short)
+LAB_STANDARDIZED_LOSS_LABEL = "loss (standardised target): batch (thin) · epoch mean (dots)"
 
 
 def parse_sizes(text, n_records):
@@ -67,6 +70,8 @@ class LabJob:
     reference: int
     stop: threading.Event = field(default_factory=threading.Event)   # Cancel or close: the run in progress
                                                                       # stops within ~0.1 s
+    standardized_target: bool = False   # a regression of standardize_target: History's losses (the plot's and
+                                        # the table's) are the standardised target's
 
 
 class LabWorker(QObject):
@@ -142,7 +147,7 @@ class BatchLab(QWidget):
         self.plot.setObjectName("comparisonPlot")
         pi = self.plot.getPlotItem()
         pi.setMenuEnabled(False)
-        pi.setLabel("left", "loss of each step's batch (thin) · epoch mean (dots)")
+        pi.setLabel("left", LAB_LOSS_LABEL)
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.setLabel("bottom", LAB_AXES["records"])
         self.legend = pi.addLegend(offset=(-10, 10), labelTextSize="10pt", labelTextColor="#222222",
@@ -245,13 +250,26 @@ class BatchLab(QWidget):
         self.done.emit(InterruptedError("the batch-size comparison was cancelled"))
 
     def show_error(self, exc):
+        text = str(exc)
+        if isinstance(exc, fb.DivergenceError) and self.job is not None and self._run is not None:
+            # the library's advice is a script's (trainer.learning_rate /= 100, standardize=True) and says where
+            # the trainer is now: a comparison keeps no run, so name the batch size and what the app can do
+            b = num(self._run[1])
+            what = text.split("; ")[0].replace("training diverged", f"batch {b} diverged", 1)
+            scale = "" if self.job.params.get("standardize") else ", or tick standardize"
+            text = (f"{what}. No comparison is shown: lower the learning rate{scale} (or leave batch {b} out), "
+                    "then compare again.")
         self._end()
-        self.status.setText(f"<span style='color:#c00000'>⚠ {esc(exc)}</span>")
+        self.status.setText(f"<span style='color:#c00000'>⚠ {esc(text)}</span>")
         self.done.emit(exc)
 
     def show_results(self, histories, rows):
+        scaled = self.job is not None and self.job.standardized_target
         self._end()
         self.histories, self.rows = histories, rows
+        self.table.setHorizontalHeaderLabels([title + ("\n(standardised)" if scaled and key in ("train_loss", "val_loss")
+                                                        else "") for key, title in COLUMNS])
+        self.plot.getPlotItem().setLabel("left", LAB_STANDARDIZED_LOSS_LABEL if scaled else LAB_LOSS_LABEL)
         pick = next((r["batch_size"] for r in rows if r["suggested"]), None)
         noise = pooled_noise_scale(rows)   # the library's pooling of the runs' estimates
         self.status.setText(

@@ -75,6 +75,36 @@ def describe(plan):
             f"{count(plan.total_steps, 'step')}")
 
 
+def score_text(epochs, logs, standardized=False):
+    """The last finished epoch's loss and metric (the library's ``History.metrics`` names and values, as
+    ``worker.last_epoch_scores`` gives them), in words: ``"after epoch 5: loss 0.38, accuracy 89.17% ·
+    validation loss 0.365, accuracy 93.33%"``; "" before an epoch has finished. ``standardized``: the run
+    standardised its regression target, so its losses are the standardised target's (R² is unitless)."""
+    if not epochs or not logs:
+        return ""
+
+    def part(prefix):
+        out = []
+        for key, name in (("loss", "loss"), ("accuracy", "accuracy"), ("r2", "R²")):
+            v = logs.get(prefix + key)
+            if v is None or v != v:   # (NaN: an epoch that ended without validation)
+                continue
+            out.append(f"{name} {100 * v:.4g}%" if key == "accuracy" else f"{name} {v:.4g}")
+        return ", ".join(out)
+    text = f"after epoch {num(epochs)}: {part('')}"
+    val = part("val_")
+    if val:
+        text += f" · validation {val}"
+    if standardized:
+        text += " (losses of the standardised target)"
+    return text
+
+
+SCORE_TIP = ("The last finished epoch, as the library's History records it (History.metrics): its training loss and "
+             "{metric} are over the epoch's batches, each measured before its update; the validation ones on the "
+             "held-out records at the epoch's end.")
+
+
 class StepPanel(QFrame):
     """What the last stepped batch did: which step, the batch's loss before and after, the update's size."""
 
@@ -93,7 +123,8 @@ class StepPanel(QFrame):
         self.info = None
         self.setVisible(False)
 
-    def show_step(self, d):
+    def show_step(self, d, standardized=False):
+        """``standardized``: the run's losses are its standardised target's (as the loss axis says)."""
         self.info = d
         change = d["loss_after"] - d["loss_before"]
         upd = ("—  (the params are made by the first step)" if d["update_norm"] is None else
@@ -103,7 +134,7 @@ class StepPanel(QFrame):
         before, after = (esc(f"{d[k]:.5g}") for k in ("loss_before", "loss_after"))
         self.label.setText(
             f"<b>This step:</b> {esc(where)}<br>"
-            f"loss on this batch: <b>{before}</b> before the update → <b>{after}</b> after it "
+            f"loss on this batch{' (of the standardised target)' if standardized else ''}: <b>{before}</b> before the update → <b>{after}</b> after it "
             f"({esc(f'{change:+.3g}')})<br>"
             f"size of the update |Δparams|: {esc(upd)}")
         self.setVisible(True)
@@ -145,6 +176,8 @@ class MainWindow(QMainWindow):
         self._grid = None
         self._run_key = None        # the settings the run was started with
         self._map_drawn = 0.0
+        self.scores = None          # (finished epochs, the last one's metrics) of the current run, from the worker
+        self._loss_scaled = False   # the current run's losses are the standardised target's
         self.run = RunController(self._make_run, self._launch)
         self.run.stateChanged.connect(lambda _: self._apply_state())
         self.run.runStarted.connect(self._on_run_started)
@@ -163,6 +196,15 @@ class MainWindow(QMainWindow):
         self.readout.setTextFormat(Qt.RichText)   # every string put in it goes through esc()
         self.readout.setWordWrap(True)
         self.readout.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # how the run is doing (the last finished epoch's loss and metric): its own line under the readout, which
+        # wraps (in the status bar it squeezed the step, epoch and rate while running), and stays under an error
+        self.score_label = QLabel()
+        self.score_label.setObjectName("scoreLabel")
+        self.score_label.setTextFormat(Qt.PlainText)
+        self.score_label.setWordWrap(True)
+        self.score_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.score_label.setStyleSheet("font-size: 12pt; color: #1a1a1a")
+        self.score_label.setVisible(False)
         self.x_axis_combo = QComboBox()
         self.x_axis_combo.setObjectName("xAxisCombo")
         for key, text in X_AXES.items():
@@ -221,6 +263,7 @@ class MainWindow(QMainWindow):
         v = QVBoxLayout(right)
         v.setContentsMargins(4, 6, 6, 4)
         v.addWidget(self.readout)
+        v.addWidget(self.score_label)
         v.addLayout(bar)
         v.addWidget(self.step_panel)
         v.addWidget(self.splitter, 1)
@@ -257,6 +300,7 @@ class MainWindow(QMainWindow):
         self._worker_links = [(self.runRequested, wk.run), (wk.progress, self._on_progress),
                               (wk.surface, self._on_surface), (wk.fullLoss, self._on_full_loss),
                               (wk.epochMeans, self.loss_plot.add_epoch_means), (wk.stepped, self._on_stepped),
+                              (wk.epochScores, self._on_scores),
                               (wk.finished, self._on_job_returned), (wk.errored, self._on_errored)]
         for signal, slot in self._worker_links:
             signal.connect(slot)
@@ -732,6 +776,8 @@ class MainWindow(QMainWindow):
         X, y = self._run_data
         scaled = trainer.config.get("standardize_target") and not self._is_classification(y)
         self.loss_plot.set_loss_label(STANDARDIZED_LOSS_LABEL if scaled else LOSS_LABEL)
+        self.scores, self._loss_scaled = None, bool(scaled)
+        self._show_scores()
         c = self.controls.config()
         self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
         self._map_is_run = True
@@ -792,12 +838,29 @@ class MainWindow(QMainWindow):
         if self.trainer is not None and self._grid is not None:
             self.surface_plot.set_proba(steps_done, proba)
 
+    def _on_scores(self, epochs, logs):
+        if self.trainer is not None:
+            self.scores = (epochs, logs) if epochs else None
+            self._show_scores()
+
+    def _show_scores(self):
+        label = self.score_label
+        if self.trainer is None or self.scores is None:
+            label.setText("")
+            label.setToolTip("")
+            label.setVisible(False)
+            return
+        label.setText(score_text(*self.scores, standardized=self._loss_scaled))
+        metric = "R²" if "r2" in self.scores[1] else "accuracy"
+        label.setToolTip(SCORE_TIP.format(metric=metric))
+        label.setVisible(True)
+
     def _on_full_loss(self, steps_done, loss):
         if self.trainer is not None:
             self.loss_plot.add_full_loss(steps_done, loss)
 
     def _on_stepped(self, info):
-        self.step_panel.show_step(info)
+        self.step_panel.show_step(info, standardized=self._loss_scaled)
         self._show_batch_on_surface(info)
 
     def _show_batch_on_surface(self, info):
@@ -868,6 +931,9 @@ class MainWindow(QMainWindow):
         s = self.status_labels
         plan = self.run.plan
         if self.trainer is None or plan is None:
+            if self.scores is not None:
+                self.scores = None
+                self._show_scores()
             for label in s.values():
                 label.setText("")
             s["step"].setText("no run yet")
@@ -928,7 +994,8 @@ class MainWindow(QMainWindow):
         params.pop("batch_size")
         params["learning_rate"] = c["learning_rate"]
         scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]
-        job = LabJob(X, y, sizes, params, scale, c["reference_batch"])
+        job = LabJob(X, y, sizes, params, scale, c["reference_batch"],
+                     standardized_target=bool(params["standardize_target"]) and not self._is_classification(y))
         self.lab.begin(job)
         self.labRequested.emit(job)
 

@@ -77,6 +77,22 @@ def training_loss(trainer, X, y):
     return float(np.mean(((z - t) / scale) ** 2))
 
 
+def last_epoch_scores(trainer):
+    """``(finished epochs, the last one's metrics)``: the library's per-epoch record of the run, by
+    ``History.metrics``' names (``loss``, ``accuracy`` or ``r2``, and with validation ``val_loss``,
+    ``val_accuracy`` or ``val_r2``, ``val_mae``); ``(0, None)`` before an epoch has finished.
+
+    Read from the run state's list of per-epoch dicts (``RunState.epoch_metrics``, the list History's
+    ``metrics`` is made from), its last entry only: O(1). ``History.metrics`` builds an array of every
+    epoch, O(epochs), and a run of a few records may have a million. Read between fit calls (on the worker,
+    or once it is idle), when an epoch is closed whole with its validation or not at all."""
+    state = trainer.run_state
+    if state is None or not state.epoch_metrics:
+        return 0, None
+    logs = state.epoch_metrics
+    return len(logs), dict(logs[-1])
+
+
 def _flat(params):
     return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in params]).astype(np.float64)
 
@@ -89,6 +105,7 @@ class TrainingWorker(QObject):
     surface = Signal(int, object)      # (steps done, probabilities of shape (rows, cols, classes))
     fullLoss = Signal(int, float)      # (steps done, mean loss on all training records)
     epochMeans = Signal(int, object)   # (first epoch, the newly finished epochs' mean losses), after epoch ends
+    epochScores = Signal(int, object)  # (finished epochs, the last one's metrics): see last_epoch_scores
     stepped = Signal(object)           # a dict describing the one step a Step-1-batch job trained
     finished = Signal(object)          # History, when the job is done (run over, stopped or paused)
     errored = Signal(object)           # the exception fit raised (the traceback goes to stderr)
@@ -115,6 +132,7 @@ class TrainingWorker(QObject):
         self._full = {}          # per trainer: the full-loss budget's state
         self._means_sent = (None, 0)   # (weakref to the trainer, how many of its finished epochs' means were sent)
         self._means_cost = 0.0   # seconds the last means took (they are sent at most 5% of the time)
+        self._scores_sent = (None, -1)   # (weakref to the trainer, its finished epochs when scores were last sent)
 
     @Slot(object)
     def run(self, job):
@@ -125,6 +143,8 @@ class TrainingWorker(QObject):
             history = self._train(job)
         except Exception as exc:  # reported, never a silent thread death
             traceback.print_exc()
+            if not job.cancelled:
+                self._send_scores(job, force=True)   # (a divergence's rewind may have undone epochs)
             self.errored.emit(exc)
             return
         finally:
@@ -167,6 +187,7 @@ class TrainingWorker(QObject):
             if time.perf_counter() - last_means >= max(self.SURFACE_SECONDS, 20 * self._means_cost):
                 last_means = time.perf_counter()
                 self._send_means(history, job)
+                self._send_scores(job)
             if job.full_loss and done and tr.step == self._next_full_point(job, full, after=tr.step - 1):
                 self._measure_full_loss(job, full)
             now = time.perf_counter()
@@ -181,6 +202,7 @@ class TrainingWorker(QObject):
         if job.cancelled:   # nobody will draw them; the window waits for this thread to end
             return history
         self._send_means(history, job)
+        self._send_scores(job, force=True)
         if job.full_loss and full["last"] != tr.step and tr.step > 0 and (not job.stop_requested or (
                 full["cost"] <= self.SURFACE_SECONDS if full["cost"] is not None
                 else len(job.train_X) * tr.run_state.theta.size <= self.QUICK_FULL_LOSS_MACS)):
@@ -208,6 +230,15 @@ class TrainingWorker(QObject):
             if len(means):
                 self.epochMeans.emit(sent, means)
             self._means_cost = time.perf_counter() - t0
+
+    def _send_scores(self, job, force=False):
+        """The last finished epoch's metrics (``last_epoch_scores``, O(1)) when epochs finished since the last
+        sending, or ``force`` (where a job ends)."""
+        n, logs = last_epoch_scores(job.trainer)
+        ref, sent = self._scores_sent
+        if force or ref is None or ref() is not job.trainer or n != sent:
+            self._scores_sent = (weakref.ref(job.trainer), n)
+            self.epochScores.emit(n, logs)
 
     # ------------------------------------------------------------------ the full-loss line
 

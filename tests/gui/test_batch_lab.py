@@ -92,3 +92,46 @@ def test_closing_during_a_comparison_ends_its_thread_at_once(qtbot, window):
     t0 = time.perf_counter()
     window.close()
     assert not window.lab.thread.isRunning() and time.perf_counter() - t0 < 1.5
+
+
+def test_a_regressions_standardised_losses_are_labelled_so_in_the_lab(qtbot, window, tmp_path):
+    from test_window import regression_csv
+    regression_csv(tmp_path / "d.csv")                     # targets in the hundreds
+    assert window.load_file(str(tmp_path / "d.csv"))
+    window.controls.set_value("epochs", 2)
+    window.controls.set_value("validation_split", 0.25)
+    window.lab.sizes_edit.setText("32, full")
+    with qtbot.waitSignal(window.lab.done, timeout=30_000):
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    lab = window.lab
+    assert lab.rows[0]["train_loss"] < 10                  # History's: the standardised target's, not in the 1000s
+    table = window.findChild(QTableWidget, "comparisonTable")
+    titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    assert "train loss\n(standardised)" in titles and "val loss\n(standardised)" in titles
+    assert "standardised target" in lab.plot.getPlotItem().getAxis("left").labelText
+    # unticked: the target's own units, said as before
+    window.controls.set_value("standardize", False)
+    window.controls.set_value("learning_rate", 0.001)
+    with qtbot.waitSignal(window.lab.done, timeout=30_000):
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    titles = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    assert "train loss" in titles and not any("standardised" in t for t in titles)
+    assert "standardised" not in lab.plot.getPlotItem().getAxis("left").labelText
+
+
+def test_a_diverged_comparison_names_its_batch_size_and_what_the_app_can_do(qtbot, window, tmp_path):
+    from test_window import regression_csv
+    regression_csv(tmp_path / "d.csv", feature_std=1.0)
+    assert window.load_file(str(tmp_path / "d.csv"))
+    for name, value in (("standardize", False), ("learning_rate", 0.3), ("epochs", 3)):
+        window.controls.set_value(name, value)
+    window.lab.sizes_edit.setText("8, 64")
+    with qtbot.waitSignal(window.lab.done, timeout=30_000) as blocker:
+        window.findChild(QPushButton, "compareBatchSizesButton").click()
+    assert isinstance(blocker.args[0], fb.DivergenceError)
+    text = window.lab.status.text()
+    assert "batch 8 diverged: the loss grew beyond" in text
+    # (it gave the library's advice for a script: 'trainer.learning_rate /= 100', 'standardize=True', and
+    # where 'the trainer is back to': a comparison's runs are not kept)
+    assert "trainer" not in text and "standardize=True" not in text
+    assert "lower the learning rate, or tick standardize" in text

@@ -555,3 +555,92 @@ def test_unscaled_features_are_said_in_the_readout_when_standardize_is_off(windo
     assert "Tick standardize" in window.readout_text()
     set_spins(window, dataset="moons")
     assert "unscaled" not in window.readout_text()
+
+
+def last_epoch_of(history):
+    """The library's last finished epoch, by History.metrics' names (the whole arrays: a test's few epochs)."""
+    return {k: float(v[-1]) for k, v in history.metrics.items()}
+
+
+def test_the_last_epochs_loss_and_accuracy_with_validation_are_shown(qtbot, window, monkeypatch):
+    from fastbatch_gui.window import score_text
+    label = window.score_label
+    assert label.text() == "" and not label.isVisible()
+    # the app reads the run's last epoch only, never History.metrics' arrays over every epoch
+    metrics = fb.History.metrics
+    monkeypatch.setattr(fb.History, "metrics", property(lambda h: pytest.fail("History.metrics read by the app")))
+    set_spins(window, dataset="blobs", features=2, records=300, batch_size=30, epochs=6, validation_split=0.2)
+    assert run_to_end(qtbot, window) == "finished"
+    monkeypatch.setattr(fb.History, "metrics", metrics)
+    last = last_epoch_of(window.trainer.history)
+    assert set(last) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert window.scores == (6, last)                        # the library's numbers, not computed again
+    text = label.text()
+    assert text == score_text(6, last) and "standardised" not in text and label.isVisible()
+    assert text.startswith(f"after epoch 6: loss {last['loss']:.4g}, accuracy {100 * last['accuracy']:.4g}%")
+    assert text.endswith(f" · validation loss {last['val_loss']:.4g}, accuracy {100 * last['val_accuracy']:.4g}%")
+    assert "accuracy" in label.toolTip()
+    # a paused run shows its last finished epoch (not the one in progress); Reset clears it
+    set_spins(window, epochs=100_000)
+    find(window, QPushButton, "startButton").click()       # (continues the finished run, for a while)
+    qtbot.waitUntil(lambda: window.trainer.step > 0)
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "pauseButton").click()
+    epochs = window.trainer.step // window.run_plan.steps_per_epoch
+    assert window.scores[0] == epochs and window.scores[1] == last_epoch_of(window.trainer.history)
+    find(window, QPushButton, "stopButton").click()
+    find(window, QPushButton, "resetButton").click()
+    assert label.text() == "" and window.scores is None and not label.isVisible()
+
+
+def test_a_regressions_r2_is_shown_and_its_losses_said_to_be_standardised(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    set_spins(window, epochs=8, validation_split=0.25)
+    assert run_to_end(qtbot, window) == "finished"
+    last = last_epoch_of(window.trainer.history)
+    assert {"loss", "r2", "val_loss", "val_r2"} <= set(last)
+    assert window.scores == (8, last)
+    text = window.score_label.text()
+    assert text == (f"after epoch 8: loss {last['loss']:.4g}, R² {last['r2']:.4g} · validation loss "
+                    f"{last['val_loss']:.4g}, R² {last['val_r2']:.4g} (losses of the standardised target)")
+    # without standardize the losses are in the target's own units: nothing to add
+    set_spins(window, standardize=False, learning_rate=0.001)
+    find(window, QPushButton, "resetButton").click()
+    assert run_to_end(qtbot, window) == "finished"
+    last = last_epoch_of(window.trainer.history)
+    assert window.scores == (8, last) and last["loss"] > 100      # (squared errors of targets in the hundreds)
+    assert window.score_label.text() == (
+        f"after epoch 8: loss {last['loss']:.4g}, R² {last['r2']:.4g} · validation loss {last['val_loss']:.4g}, "
+        f"R² {last['val_r2']:.4g}")
+
+
+def test_the_score_squeezes_nothing_in_the_status_bar_while_running(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    set_spins(window, batch_size=8, epochs=1_000_000, learning_rate=0.01, validation_split=0.2)
+    find(window, QPushButton, "startButton").click()
+    qtbot.waitUntil(lambda: window.scores is not None and window.scores[0] >= 1000 and window.run.steps_per_second
+                    == window.run.steps_per_second, timeout=20_000)
+    window.layout().activate()                # (the labels change at each frame: laid out now, then measured)
+    window.statusBar().layout().activate()
+    # every status (step 123,456 / 45,000,000, the rate, the clock) is shown whole (the score, in the status bar,
+    # cut them to 'step 644,420 / 45,' and '0:04.0 · runn')
+    for key, label in window.status_labels.items():
+        assert label.width() >= label.sizeHint().width(), (key, label.text())
+    assert window.score_label.isVisible() and window.score_label.width() >= 300
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        find(window, QPushButton, "stopButton").click()
+
+
+def test_the_step_panel_says_a_regressions_losses_are_the_standardised_targets(qtbot, window, tmp_path):
+    regression_csv(tmp_path / "d.csv")
+    assert window.load_file(str(tmp_path / "d.csv"))
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert "loss on this batch (of the standardised target):" in window.step_panel.label.text()
+    find(window, QPushButton, "stopButton").click()
+    set_spins(window, standardize=False, learning_rate=0.0001)
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert "loss on this batch:" in window.step_panel.label.text()
