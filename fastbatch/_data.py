@@ -39,9 +39,12 @@ class FitData:
         return self.X.shape[0]
 
 
-def target_peak(targets):
+def target_peak(targets, weights=None):
     """The largest loss a record's targets give a network that outputs 0: the mean of its squared targets (mse;
-    0 without targets). A loss far beyond it is the network's doing, not the data's (``_driver.loss_limit``)."""
+    0 without targets), over the records of a positive weight (one of weight 0 is in no loss). A loss far beyond
+    it is the network's doing, not the data's (``_driver.loss_limit``)."""
+    if weights is not None and weights.size and targets.size:
+        targets = targets[weights > 0]
     if not targets.size:
         return 0.0
     with np.errstate(over="ignore"):

@@ -258,7 +258,7 @@ class ArraySource:
         if limit == math.inf and state.step:
             data = self.data
             if data.peak is None:
-                data.peak = _data.target_peak(data.targets)
+                data.peak = _data.target_peak(data.targets, data.weights)
             limit = self.limit = loss_limit(state, data.peak)
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,

@@ -126,6 +126,7 @@ class _FastBatchEstimator(BaseEstimator):
         trainer.fit(X, y_train, n_outputs=self._network_outputs(), sample_weight=sample_weight)
         self.trainer_ = trainer
         self._partial_run = False
+        self._partial_params = None  # (the parameters partial_fit's checks compare with: fit's trainer's now)
         self._curves = ([], [])
         self.n_iter_ = 0
         self.t_ = 0
@@ -147,9 +148,10 @@ class _FastBatchEstimator(BaseEstimator):
                                  "partial_fit goes on training: fit() starts a new network")
             if set(changed) - set(_config.LIVE):
                 same_run = False  # a new run from the network (a batch size, an optimizer...)
-            elif same_run:  # the learning rate applies from the next step
+            elif same_run:  # the learning rate applies from the next step (kept if this call fails: so is the record)
                 for name, value in changed.items():
                     setattr(trainer, name, value)
+                self._partial_params = self._trainer_params(partial=True)
         if not same_run:  # a new run, from the current network (and its standardisation) if there is one
             previous, trainer = trainer, self._new_trainer(partial=True)
             if previous is not None and previous.run_state is not None:

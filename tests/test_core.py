@@ -373,6 +373,21 @@ def test_a_loss_that_blows_up_without_overflowing_is_a_divergence(backend):
     assert tr.finished and tr.history.loss[-1] < 1e5
 
 
+def test_a_record_of_weight_0_does_not_raise_the_loss_limit():
+    """A masked record (sample_weight 0) with a target of 1e15 is in no loss: it lifted the limit to 1e36, and a
+    diverging run went on to losses of 1e20 unstopped."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = X[:, 0].copy()
+    y[5] = 1e15
+    w = np.ones(200)
+    w[5] = 0.0
+    kw = dict(hidden=(16,), loss="mse", optimizer="sgd", learning_rate=0.4, dtype="float64", epochs=5, seed=0)
+    with pytest.raises(fb.DivergenceError) as info:
+        fb.Trainer(**kw).fit(X, y, sample_weight=w)
+    assert info.value.limit < 1e9
+
+
 @pytest.mark.parametrize("how", ["fit", "fit_batches", "partial_fit"])
 def test_a_rare_large_target_is_not_a_divergence(how):
     """1% insurance claims of $5,000-20,000: a first batch without one has a loss near 1, a batch with one 1e7 or

@@ -145,6 +145,32 @@ def test_parameters_set_between_partial_fit_calls_apply():
         clf.partial_fit(X, y)
 
 
+def test_partial_fit_after_fit_and_after_a_failed_call_sees_what_changed():
+    """What partial_fit compares the parameters with is fit's trainer after fit (a standardize_target set back
+    after fit trained its network on raw targets: r2 0.9955 -> -0.72), and the rate a failed call already applied
+    (set back, it stayed at the failed call's 0.5)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X @ [1.0, 2.0, 3.0, 4.0]) * 100 + 500
+    reg = FastBatchRegressor(hidden=(16,), standardize_target=False, epochs=3, seed=0)
+    reg.partial_fit(X, y)
+    reg.set_params(standardize_target=True)
+    reg.fit(X, y)
+    reg.set_params(standardize_target=False)
+    with pytest.raises(ValueError, match="standardize_target=False differs from the network's standardize_target=True"):
+        reg.partial_fit(X, y)
+    reg = FastBatchRegressor(hidden=(16,), learning_rate=0.01, seed=0)
+    reg.partial_fit(X, y)
+    reg.set_params(learning_rate=0.5)
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reg.partial_fit(bad, y)
+    reg.set_params(learning_rate=0.01)
+    reg.partial_fit(X, y)
+    assert reg.trainer_.learning_rate == 0.01 and reg.trainer_.history.learning_rate[-1] == 0.01
+
+
 def test_partial_fit_chunks_of_equal_size_stay_in_one_run():
     X, y = blobs(n=400)
     clf = FastBatchClassifier()
