@@ -20,7 +20,8 @@ class DivergenceError(FloatingPointError):
         where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
                  f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
-            back = f"{where}, before the update that produced them: the last params whose batch loss was finite"
+            back = (f"{where}, before the update that produced them: the last params whose batch loss was "
+                    + ("finite" if limit is None else "within that"))
             advice = ("Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100), or scale the "
                       "inputs (standardize=True).")
         else:  # the run had blown up before the earliest step it could go back to
