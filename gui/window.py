@@ -567,6 +567,11 @@ class MainWindow(QMainWindow):
         except (ValueError, TypeError):
             return False
 
+    def _target_standardized(self, params, y):
+        """Whether a run of these Trainer ``params`` on ``y`` records its losses in the standardised target's units
+        (the library standardises an mse target only)."""
+        return bool(params.get("standardize_target")) and not self._is_classification(y)
+
     def _surface_suits(self, X, y):
         """Two features (or a 2-D dataset) and class labels: a decision surface can be drawn."""
         y = np.asarray(y)
@@ -774,7 +779,7 @@ class MainWindow(QMainWindow):
         self.step_panel.clear()
         self._grid = None
         X, y = self._run_data
-        scaled = trainer.config.get("standardize_target") and not self._is_classification(y)
+        scaled = self._target_standardized(trainer.config, y)
         self.loss_plot.set_loss_label(STANDARDIZED_LOSS_LABEL if scaled else LOSS_LABEL)
         self.scores, self._loss_scaled = None, bool(scaled)
         self._show_scores()
@@ -995,7 +1000,7 @@ class MainWindow(QMainWindow):
         params["learning_rate"] = c["learning_rate"]
         scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]
         job = LabJob(X, y, sizes, params, scale, c["reference_batch"],
-                     standardized_target=bool(params["standardize_target"]) and not self._is_classification(y))
+                     standardized_target=self._target_standardized(params, y))
         self.lab.begin(job)
         self.labRequested.emit(job)
 
