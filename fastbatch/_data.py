@@ -57,13 +57,14 @@ class LastArrays:
     made for them. A call on the very same objects, with the same layout, gets that FitData again (its
     arrays put back for the call, let go by ``release`` after it): the checks of types and shapes it
     skips would pass as before, and the kernel reads the arrays' memory as it is then, and looks at
-    each record it reads, on every call alike. Another array, even of the same shape, is checked anew."""
+    each record it reads, on every call alike. Another array, even of the same shape, is checked anew.
+    A 1-D regression target is read as one column: a view of it, not a copy."""
 
-    __slots__ = ("x_ref", "y_ref", "layout", "data", "y_labels")
+    __slots__ = ("x_ref", "y_ref", "layout", "data", "y_as")
 
     def __init__(self):
         self.x_ref = self.y_ref = self.layout = self.data = None
-        self.y_labels = False
+        self.y_as = None  # how the FitData holds y: "labels", "targets", or "column" (targets, a view of y as a column)
 
     def get(self, X, y):
         """The FitData of the last call when X and y are its arrays, unchanged in layout; else None."""
@@ -73,27 +74,41 @@ class LastArrays:
             return None
         data = self.data
         data.X = X
-        if self.y_labels:
+        y_as = self.y_as
+        if y_as == "labels":
             data.labels = y
-        else:
+        elif y_as == "targets":
             data.targets = y
+        else:
+            data.targets = y.reshape(-1, 1)
         return data
 
     def keep(self, X, y, data):
         """Remember ``data`` for X and y when it holds them as they are (else forget the last call)."""
-        if data.X is X and (data.labels is y or data.targets is y):
+        t = data.targets
+        if data.labels is y:
+            y_as = "labels"
+        elif t is y:
+            y_as = "targets"
+        elif type(y) is np.ndarray and y.ndim == 1 and t.ndim == 2 and t.shape == (y.shape[0], 1) \
+                and t.dtype == y.dtype and y.flags.c_contiguous and y.size \
+                and t.__array_interface__["data"][0] == y.__array_interface__["data"][0]:
+            y_as = "column"
+        else:
+            y_as = None
+        if data.X is X and y_as is not None:
             self.x_ref, self.y_ref = weakref.ref(X), weakref.ref(y)
             self.layout = (X.shape, X.strides, X.dtype, y.shape, y.strides, y.dtype)
-            self.data, self.y_labels = data, data.labels is y
+            self.data, self.y_as = data, y_as
         else:
-            self.x_ref = self.y_ref = self.layout = self.data = None
+            self.x_ref = self.y_ref = self.layout = self.data = self.y_as = None
 
     def release(self):
         """The call is over: let go of its arrays (a kept FitData holds no caller's array between calls)."""
         data = self.data
         if data is not None:
             data.X = None
-            if self.y_labels:
+            if self.y_as == "labels":
                 data.labels = None
             else:
                 data.targets = None

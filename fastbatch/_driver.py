@@ -197,8 +197,6 @@ class ArraySource:
         ``_data.prepare``'s arguments, to check the caller's data whole (it raises the ValueError
         that names a bad value) when the kernel reports a bad record (``Status.BAD_INPUT``)."""
         state = self.state
-        if data is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
-            self.data_seen, self.limit = data, math.inf
         self.data, self.rows, self.recheck = data, rows, recheck
         self.check_rows = None if rows is None or not rows.mapped else rows.check
         # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
@@ -253,13 +251,20 @@ class ArraySource:
             self.check_rows()  # a file cut short under a map: an OSError here, not a SIGBUS in the kernel
         return Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
 
-    def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
-        affine, limit = self.affine, self.limit
+    def loss_limit(self, data, state):
+        """The run's loss_limit on ``data`` (the call's FitData): made once the run has a first step, and kept while
+        the calls are on the same arrays."""
+        if data is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
+            self.data_seen, self.limit = data, math.inf
+        limit = self.limit
         if limit == math.inf and state.step:
-            data = self.data
             if data.peak is None:
                 data.peak = _data.target_peak(data.targets, data.weights)
             limit = self.limit = loss_limit(state, data.peak)
+        return limit
+
+    def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
+        affine, limit = self.affine, self.loss_limit(self.data, state)
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
             return self.train(*self.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop, max_seconds,
                               self.fd, self.data_offset, hits, self.bad, affine, limit)
@@ -429,12 +434,14 @@ class BatchSource:
         return ()
 
 
-def run(trainer, source, end, hooks, stop, make_theta=None):
+def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
     """The step loop of ``fit`` and ``fit_batches``: chunks until ``end`` (a step), the budget, or a stop.
 
     ``make_theta``: for a run this call made, a function making its first params again exactly; the
     call's first chunk then snapshots without a copy of them (``RunState.snapshot_start``). Not with
     callbacks (on_run_begin runs before that snapshot, with the trainer in its hands).
+
+    ``call_start``: the snapshot of the call's start, when ``quick`` did its first chunk (the call goes on here).
     """
     cfg = trainer._cfg
     rows = opt_rows(cfg)
@@ -443,7 +450,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
     carried = state.carried if state is not None else None
     if carried is not None and carried[2] == state.step:
         prev = carried[:2]  # the last call's last chunk, nothing changed since (replayed on this call's data)
-    call_start = None  # the snapshot of the call's first chunk: a bad record found later goes back to it
+    # the snapshot of the call's first chunk: a bad record found later goes back to it
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
     look = False  # the callers look at trainer.finished before the loop (and end is past the step)
@@ -569,9 +576,68 @@ def run(trainer, source, end, hooks, stop, make_theta=None):
         fire(hooks.callbacks, "on_run_end", trainer)
 
 
+def quick(trainer, X, y, steps, stop):
+    """``fit(X, y, steps=k)``'s usual call in one kernel call, without run()'s set-up: run()'s first chunk, for a
+    call on the last call's arrays (``LastArrays``: unchanged in layout), with no hook, whose steps end inside the
+    epoch they are in (no epoch to close), on the kernel. What it does is what run() does for that chunk, bit for
+    bit (tests compare the two): snapshot, kernel call, commit, the carried chunk for the next call's rewind.
+
+    Returns None when the call is not that case, or the chunk did not end well (a bad record, a divergence): the
+    state is then as before, and run() does the call (again), with its handling. Else True when the call is done,
+    or (its steps took more than CHUNK_SECONDS) the snapshot of the call's start, for run() to go on from.
+    """
+    state, source, last = trainer._state, trainer._source, trainer._last_arrays
+    if source is None or source.state is not state or state.step == 0 or state.noise_buf is not None \
+            or state.stopped_early or not source.checks_records or source.backend is not trainer._backend() \
+            or isinstance(X, np.memmap):
+        return None
+    spe, start = state.steps_per_epoch, state.step
+    end = total = trainer.plan.total_steps
+    if start + steps < end:
+        end = start + steps
+    n = end - start
+    if n <= 0 or n > MAX_CHUNK_STEPS or start % spe + n >= spe or unclosed_epochs(state):
+        return None
+    data = last.get(X, y)
+    if data is None:
+        return None
+    try:
+        cfg, schedule = trainer._cfg, trainer._schedule
+        rows = opt_rows(cfg)
+        snaps = state.snapshots
+        if snaps is None or snaps[0].opt_rows != rows:
+            snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]
+        snap = snaps[0]
+        state.snapshot_into(snap)
+        if end > len(state.loss_buf):
+            state.reserve(end, total)
+        hits = state.chunk_hits(n)
+        lr = cfg["learning_rate"]
+        lrs = source.lrs = schedule.rates(lr, start, n, spe, total, source.lrs)
+        done, status = source.train(source.spec, data.X, data.targets, data.labels, data.weights, state.theta,
+                                    state.opt_state, state.order_cache, lrs, state.loss_buf[start:end], _NO_NOISE,
+                                    start, n, state.opt_t, stop, CHUNK_SECONDS, -1, 0, hits, source.bad,
+                                    state.x_affine(), source.loss_limit(data, state))
+    finally:
+        last.release()
+    if status != _DONE and status != _STOPPED and status != _TIME_UP:
+        state.restore(snap)  # (the chunk changed the params, the optimizer rows and the order cache only)
+        return None
+    chunk = Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
+    _record(source, state, chunk, done, hits)
+    state.step += done
+    state.opt_t += done
+    snaps[0], snaps[1] = snaps[1], snaps[0]
+    state.carried = (snap, chunk, state.step)
+    if trainer._readers:
+        trainer._yield_to_readers()
+    return snap if status == _TIME_UP and done < n else True
+
+
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them
-_READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED, _BLOWN_UP = (int(v) for v in (
-    Status.READ_ERROR, Status.BAD_INPUT, Status.NONFINITE, Status.STOPPED, Status.BLOWN_UP))
+_DONE, _TIME_UP, _READ_ERROR, _BAD_INPUT, _NONFINITE, _STOPPED, _BLOWN_UP = (int(v) for v in (
+    Status.DONE, Status.TIME_UP, Status.READ_ERROR, Status.BAD_INPUT, Status.NONFINITE, Status.STOPPED,
+    Status.BLOWN_UP))
 
 
 def loss_limit(state, peak=0.0):

@@ -416,6 +416,11 @@ class _Snapshot:
     more: tuple = ()     # epochs closed, validations, schedule state, rate runs, open epochs' hit sums
     initial: object = None  # snapshot_start's make_theta: the params are made again, not copied (None: copied)
 
+    @property
+    def step(self):
+        """The run's step when it was taken."""
+        return self.scalars[0]
+
 
 def _rate_log(starts, values, n, steps):
     """A RateLog from saved runs: starts strictly increasing from 0 below ``steps``, rates finite and >= 0."""

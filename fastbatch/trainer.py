@@ -459,7 +459,11 @@ class Trainer:
         leaves the trainer unstarted). So a call costs O(its steps), not O(records), and an
         array edited in place between calls is seen as it is now.
         """
-        if steps is not None:
+        # the usual call in a loop (fit(X, y, steps=k) on the arrays of the last call): _driver.quick, when it can
+        quick = steps.__class__ is int and steps > 0 and on_progress is None and validation_data is None \
+            and callbacks is None and n_outputs is None and epochs is None and sample_weight is None \
+            and verbose.__class__ is int and verbose == 0 and self._source is not None
+        if steps is not None and not quick:
             steps = V.check_int("steps", steps, 1)
         if n_outputs is not None:
             n_outputs = V.check_int("n_outputs", n_outputs, 1)
@@ -472,13 +476,18 @@ class Trainer:
         stop = self._enter_fit()
         try:
             with self._state_lock:
+                call_start = _driver.quick(self, X, y, steps, stop) if quick else None
+                if call_start is True:
+                    return self.history
+                if call_start is not None:  # (its steps took long: run() goes on, with the steps left)
+                    steps -= self._state.step - call_start.step
                 return self._fit(X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs,
-                                 sample_weight, verbose, stop)
+                                 sample_weight, verbose, stop, call_start)
         finally:
             self._exit_fit()
 
     def _fit(self, X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs, sample_weight, verbose,
-             stop):
+             stop, call_start=None):
         """fit's body, under the fit lock: prepare the data, start the run if new, drive it.
 
         A refused call (bad arguments or data, or a bad record the kernel met) leaves the trainer
@@ -539,7 +548,7 @@ class Trainer:
                 else:
                     hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
-                _driver.run(self, source, end, hooks, stop, make_theta)
+                _driver.run(self, source, end, hooks, stop, make_theta, call_start)
             finally:
                 if source is not None:
                     source.release()

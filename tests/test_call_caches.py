@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastbatch as fb
-from fastbatch import _driver, config as _config
+from fastbatch import _driver, _run, config as _config
 from fastbatch.schedule import epoch_order
 from helpers import make_data
 
@@ -368,3 +368,176 @@ def test_plain_sgds_mapped_optimizer_state_changes_no_result(optimizer, tmp_path
     assert same_params(mapped, zeroed) and same_params(loaded, zeroed)
     assert np.array_equal(mapped.run_state.opt_state, zeroed.run_state.opt_state)
     assert np.array_equal(mapped.history.loss, zeroed.history.loss)
+
+
+# ---------------------------------------------------------------- the quick call (_driver.quick)
+
+def spy_quick(monkeypatch):
+    """A list of what each fit's _driver.quick gave (None: not taken); quick itself runs as it is."""
+    seen, real = [], _driver.quick
+
+    def spy(*args):
+        seen.append(real(*args))
+        return seen[-1]
+    monkeypatch.setattr(_driver, "quick", spy)
+    return seen
+
+
+def run_state_facts(tr):
+    st, h = tr._state, tr.history
+    return (tr.get_params(), st.opt_state.copy(), h.loss.copy(), h.learning_rate.copy(), list(h.epoch_loss),
+            [dict(m) for m in st.epoch_metrics], dict(st.hit_sums or {}), st.step, st.opt_t)
+
+
+def assert_same_facts(a, b):
+    for x, y in zip(a, b):
+        if isinstance(x, list) and x and isinstance(x[0], tuple):  # get_params: [(W, b), ...]
+            assert all(np.array_equal(p, q) for px, py in zip(x, y) for p, q in zip(px, py))
+        elif isinstance(x, np.ndarray):
+            assert np.array_equal(x, y)
+        else:
+            assert x == y
+
+
+CASES = {
+    "sgd": (dict(optimizer="sgd", learning_rate=0.05), "cross_entropy"),
+    "adam, cosine": (dict(optimizer="adam", learning_rate=0.01, lr_schedule="cosine"), "cross_entropy"),
+    # (a standardised target is scaled by each call: not the quick call's case)
+    "momentum, mse, standardized X": (dict(optimizer="sgd", momentum=0.9, learning_rate=0.01, standardize=True,
+                                           standardize_target=False), "mse"),
+    "rmsprop, binary": (dict(optimizer="rmsprop", learning_rate=0.01, loss="binary_crossentropy"),
+                        "binary_crossentropy"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_quick_calls_equal_the_step_loops_bit_for_bit(case, monkeypatch):
+    # fit(X, y, steps=k) on the same arrays, inside an epoch, takes _driver.quick; the rest takes run(): the
+    # two together give what run() alone gives, step for step (params, optimizer rows, history, epoch metrics)
+    kw, loss = CASES[case]
+    X, y = make_data(n=50, d=4, loss=loss, k=1 if loss != "cross_entropy" else 3)
+    X, y = X.astype(np.float32), (y.astype(np.int64) if loss == "cross_entropy" else y.astype(np.float32))
+    kw = dict(hidden=(6,), batch_size=3, epochs=30, seed=3, **kw)
+    sizes = np.random.default_rng(0).integers(1, 12, 40)  # 17 steps an epoch: some calls end in one, some past it
+    with monkeypatch.context() as m:
+        m.setattr(_driver, "quick", lambda *a: None)
+        ref = fb.Trainer(**kw)
+        for k in sizes:
+            ref.fit(X, y, steps=int(k))
+    seen = spy_quick(monkeypatch)
+    tr = fb.Trainer(**kw)
+    for k in sizes:
+        tr.fit(X, y, steps=int(k))
+    assert seen.count(True) >= 10 and seen.count(None) >= 10  # both paths were taken
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+    tr.fit(X, y)  # and the rest of the run, as one call
+    ref.fit(X, y)
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+
+
+def test_quick_calls_follow_a_rate_changed_between_them(monkeypatch):
+    X, y = plain()
+    seen = spy_quick(monkeypatch)
+    tr, ref = fb.Trainer(**KW), fb.Trainer(**KW)
+    tr.fit(X, y, steps=1)
+    ref.fit(X, y, steps=1)
+    for rate in (0.05, 0.2, 0.01, 0.01):
+        tr.learning_rate = rate
+        tr.fit(X, y, steps=2)
+        ref.learning_rate = rate
+        ref.fit(X.copy(), y.copy(), steps=2)  # other arrays: run()
+    assert seen.count(True) == 3  # (tr's second call keeps its arrays' checked data: run() still)
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+    assert list(tr.history.learning_rate) == [0.05] + [0.05] * 2 + [0.2] * 2 + [0.01] * 4
+
+
+def test_a_bad_record_a_quick_call_meets_is_named_and_the_call_undone(monkeypatch):
+    X, y = plain()
+    seen = spy_quick(monkeypatch)
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=2)
+    before = run_state_facts(tr)
+    X[:, 1] = np.nan  # every record: the next step meets one
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y, steps=3)
+    assert seen[-1] is None  # quick left it to run(), which named it
+    assert_same_facts(run_state_facts(tr), before)
+    X[:, 1] = 0.0
+    tr.fit(X, y, steps=3)
+    assert tr.step == 5 and seen[-1] is True
+
+
+def test_a_divergence_in_a_quick_call_rewinds_as_the_step_loop_does(monkeypatch):
+    X, y = plain()
+    X *= 10
+    kw = {**KW, "learning_rate": 0.5, "batch_size": 2}  # diverges at step 11 of 32 in the first epoch
+
+    def diverge(tr):
+        for _ in range(200):
+            try:
+                tr.fit(X, y, steps=1)
+            except fb.DivergenceError as err:
+                return err.step, err.what, run_state_facts(tr)
+        raise AssertionError("no divergence")
+
+    with monkeypatch.context() as m:
+        m.setattr(_driver, "quick", lambda *a: None)
+        ref = diverge(fb.Trainer(**kw))
+    seen = spy_quick(monkeypatch)
+    got = diverge(fb.Trainer(**kw))
+    assert seen.count(True) >= 5 and seen[-1] is None
+    assert got[:2] == ref[:2] and got[0] > 5
+    assert_same_facts(got[2], ref[2])
+
+
+def test_a_long_quick_call_goes_on_in_the_step_loop_and_undoes_all_of_itself_on_a_bad_record(monkeypatch):
+    # a call whose steps take more than CHUNK_SECONDS: quick's chunk, then run()'s, as one call. A bad record in a
+    # later chunk undoes the whole call, quick's chunk too.
+    monkeypatch.setattr(_driver, "CHUNK_SECONDS", 0.0)  # one step a chunk (a step this big looks at the clock)
+    X, y = plain()  # 64 records, batch 4: 16 steps an epoch
+    seen = spy_quick(monkeypatch)
+    kw = {**KW, "hidden": (2048, 2048), "learning_rate": 0.001}
+    tr, ref = fb.Trainer(**kw), fb.Trainer(**kw)
+    for t in (tr, ref):
+        t.fit(X, y, steps=1)
+        t.fit(X, y, steps=1)
+    assert tr.fit(X, y, steps=5).n_steps == 7
+    assert isinstance(seen[-1], _run._Snapshot) and seen[-1].step == 2  # quick's chunk, then run() went on
+    ref.fit(X.copy(), y.copy(), steps=5)
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+    before = run_state_facts(tr)
+    order = tr._state.order_cache[1:].copy()
+    X[order[10 * 4:11 * 4]] = np.nan  # step 10, the next call's 4th, reads these
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(X, y, steps=6)
+    assert_same_facts(run_state_facts(tr), before)
+
+
+def test_a_stop_during_a_quick_call_ends_it_and_the_run_goes_on_bit_for_bit(monkeypatch):
+    import threading
+    X, y = make_data(n=400_000, d=4)
+    X, y = X.astype(np.float32), y.astype(np.int64)
+    kw = dict(hidden=(8,), batch_size=1, epochs=2, optimizer="sgd", learning_rate=0.01, seed=1)
+    seen = spy_quick(monkeypatch)
+    tr = fb.Trainer(**kw)
+    tr.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)
+    returned = threading.Event()
+
+    def stopper():  # stop() is a no-op until the call runs: asked every millisecond
+        while not returned.is_set():
+            tr.stop()
+            returned.wait(0.001)
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    try:
+        tr.fit(X, y, steps=60_000)  # (at most MAX_CHUNK_STEPS, in one epoch: quick)
+    finally:
+        returned.set()
+        thread.join()
+    assert seen[-1] is True and 2 < tr.step < 60_002  # stopped in quick's chunk
+    done = tr.step
+    tr.fit(X, y, steps=500)
+    ref = fb.Trainer(**kw)
+    ref.fit(X, y, steps=done + 500)
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))

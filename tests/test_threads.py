@@ -166,7 +166,7 @@ def test_a_team_stops_when_asked(columns):
     r = train("cython", X, y, hidden=(48,), batch_size=64, epochs=10 ** 5, dtype="float32", n_threads=2,
               split_columns=columns, stop=stop)
     timer.join()
-    assert r.status == 1 and 0 < r.done < 10 ** 5 * 32  # STOPPED
+    assert r.status == 1 and r.done < 10 ** 5 * 32  # STOPPED (done may be 0 on a slow machine: the stop came first)
     assert np.isfinite(r.losses[:r.done]).all()
 
 
