@@ -29,6 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("fastbatch.sklearn needs scikit-learn, which is not installed; "
                       "install it with: pip install fastbatch[sklearn]") from exc
 
+import operator
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -61,6 +63,7 @@ NETWORK_PARAMS = ("hidden", "activation", "standardize", "standardize_target")
 # (loss is set by the estimator)
 ESTIMATOR_DEFAULTS = {p.name: p.default for p in _config.PARAMS if p.name != "loss"}
 TRAINER_PARAMS = tuple(ESTIMATOR_DEFAULTS)
+_param_values = operator.attrgetter(*TRAINER_PARAMS)  # an estimator's values of them, as given: a tuple
 
 _COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
@@ -102,7 +105,7 @@ class _FastBatchEstimator(BaseEstimator):
     # ------------------------------------------------------------------ driving the Trainer
 
     def _trainer_params(self, partial):
-        params = {name: getattr(self, name) for name in TRAINER_PARAMS}
+        params = dict(zip(TRAINER_PARAMS, _param_values(self)))
         if partial:
             params.update(PARTIAL_OVERRIDES)
         return params
@@ -113,10 +116,10 @@ class _FastBatchEstimator(BaseEstimator):
     def _changed_since(self, trainer):
         """The parameters set on the estimator (set_params) since ``trainer`` was made: {name: checked value}
         (a look at the values as given first: a partial_fit call pays no check when nothing changed)."""
-        given = self._trainer_params(partial=True)
-        if given == getattr(self, "_partial_params", None):
+        values = _param_values(self)
+        if values == getattr(self, "_partial_params", None):
             return {}
-        want = _config.check_config({**given, "loss": self._loss})
+        want = _config.check_config({**self._trainer_params(partial=True), "loss": self._loss})
         have = trainer.config
         return {name: want[name] for name in TRAINER_PARAMS if want[name] != have[name]}
 
@@ -151,7 +154,7 @@ class _FastBatchEstimator(BaseEstimator):
             elif same_run:  # the learning rate applies from the next step (kept if this call fails: so is the record)
                 for name, value in changed.items():
                     setattr(trainer, name, value)
-                self._partial_params = self._trainer_params(partial=True)
+                self._partial_params = _param_values(self)
         if not same_run:  # a new run, from the current network (and its standardisation) if there is one
             previous, trainer = trainer, self._new_trainer(partial=True)
             if previous is not None and previous.run_state is not None:
@@ -170,7 +173,7 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-        self._partial_params = self._trainer_params(partial=True)  # (the parameters the run goes on with)
+        self._partial_params = _param_values(self)  # (the parameters as given that the run goes on with)
         self._record(trainer, done, history)
         return self
 
