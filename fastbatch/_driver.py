@@ -576,33 +576,41 @@ def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
         fire(hooks.callbacks, "on_run_end", trainer)
 
 
-def quick(trainer, X, y, steps, stop):
+def quick(trainer, X, y, steps, stop, n_outputs=None):
     """``fit(X, y, steps=k)``'s usual call in one kernel call, without run()'s set-up: run()'s first chunk, for a
-    call on the last call's arrays (``LastArrays``: unchanged in layout), with no hook, whose steps end inside the
-    epoch they are in (no epoch to close), on the kernel. What it does is what run() does for that chunk, bit for
-    bit (tests compare the two): snapshot, kernel call, commit, the carried chunk for the next call's rewind.
+    call with no hook, whose steps end inside the epoch they are in or at its end (closed then, as run() closes it
+    without epoch hooks), on arrays that need no conversion (``_data.prepare``'s later-call case: the last call's
+    arrays, ``LastArrays``, cost no check), on the kernel. What it does is what run() does for that chunk, bit for
+    bit (tests compare the two): snapshot, kernel call, commit, the epoch's closing, the carried chunk for the next
+    call's rewind. (``fit(steps=1)`` in a loop; partial_fit's one-epoch calls.)
 
     Returns None when the call is not that case, or the chunk did not end well (a bad record, a divergence): the
     state is then as before, and run() does the call (again), with its handling. Else True when the call is done,
-    or (its steps took more than CHUNK_SECONDS) the snapshot of the call's start, for run() to go on from.
+    or (its steps took more than CHUNK_SECONDS) the snapshot of the call's start, for run() to go on from. A
+    refused argument (a shape, a dtype) is prepare's error, as run()'s call would give it, before any change.
     """
     state, source, last = trainer._state, trainer._source, trainer._last_arrays
     if source is None or source.state is not state or state.step == 0 or state.noise_buf is not None \
             or state.stopped_early or not source.checks_records or source.backend is not trainer._backend() \
-            or isinstance(X, np.memmap):
+            or isinstance(X, np.memmap) or state.n_records != state.n_records_all \
+            or (state.scaling is not None and "y_shift" in state.scaling):  # (a split; a target scaled by each call)
         return None
     spe, start = state.steps_per_epoch, state.step
     end = total = trainer.plan.total_steps
     if start + steps < end:
         end = start + steps
     n = end - start
-    if n <= 0 or n > MAX_CHUNK_STEPS or start % spe + n >= spe or unclosed_epochs(state):
+    left = spe - start % spe  # steps to the epoch's end
+    if n <= 0 or n > MAX_CHUNK_STEPS or n > left or start // spe > len(state.epoch_loss):
         return None
-    data = last.get(X, y)
-    if data is None:
+    hooks = trainer._quiet_hooks
+    if hooks is None:
+        hooks = trainer._quiet_hooks = Hooks(trainer, None, None, ())
+    if n == left and hooks.epoch_state:  # the epoch's closing looks at the params then (early stopping, plateau)
         return None
+    cfg, schedule = trainer._cfg, trainer._schedule
+    data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
     try:
-        cfg, schedule = trainer._cfg, trainer._schedule
         rows = opt_rows(cfg)
         snaps = state.snapshots
         if snaps is None or snaps[0].opt_rows != rows:
@@ -628,6 +636,12 @@ def quick(trainer, X, y, steps, stop):
     state.step += done
     state.opt_t += done
     snaps[0], snaps[1] = snaps[1], snaps[0]
+    if done == left:
+        try:  # closed whole, or (an interrupt) the chunk undone with it
+            _close_epochs(trainer, source, state, hooks)
+        except BaseException:
+            _undo(trainer, state, snap)
+            raise
     state.carried = (snap, chunk, state.step)
     if trainer._readers:
         trainer._yield_to_readers()

@@ -193,11 +193,12 @@ class _FastBatchEstimator(BaseEstimator):
     def _record(self, trainer, done, history=None):
         """Append the trainer's steps from ``done`` on to the fitted attributes, in O(those steps)."""
         history = self.history_ = trainer.history if history is None else history
-        s, spe = trainer.step, history.steps_per_epoch
+        st = trainer.run_state  # (read from the run: the History makes its arrays only when they are asked for)
+        s, spe = (st.step, st.steps_per_epoch) if st is not None else (0, 0)
         steps, epochs = self._curves
-        steps.append(np.asarray(history.loss[done:], dtype=np.float64))
+        steps.append(st.loss_buf[done:s].astype(np.float64) if st is not None else np.empty(0))
         first_epoch = done // spe if spe else 0
-        closed = trainer.run_state.epoch_loss[first_epoch:] if trainer.run_state is not None else []
+        closed = st.epoch_loss[first_epoch:] if st is not None else []
         epochs.append(np.array(closed, dtype=np.float64))
         if spe and s % spe:  # an epoch in progress: its mean so far
             epochs.append(history.epoch_loss[-1:])

@@ -459,9 +459,9 @@ class Trainer:
         leaves the trainer unstarted). So a call costs O(its steps), not O(records), and an
         array edited in place between calls is seen as it is now.
         """
-        # the usual call in a loop (fit(X, y, steps=k) on the arrays of the last call): _driver.quick, when it can
+        # the usual call in a loop (fit(X, y, steps=k), with no hook): _driver.quick, when it can
         quick = steps.__class__ is int and steps > 0 and on_progress is None and validation_data is None \
-            and callbacks is None and n_outputs is None and epochs is None and sample_weight is None \
+            and callbacks is None and epochs is None and sample_weight is None \
             and verbose.__class__ is int and verbose == 0 and self._source is not None
         if steps is not None and not quick:
             steps = V.check_int("steps", steps, 1)
@@ -476,7 +476,7 @@ class Trainer:
         stop = self._enter_fit()
         try:
             with self._state_lock:
-                call_start = _driver.quick(self, X, y, steps, stop) if quick else None
+                call_start = _driver.quick(self, X, y, steps, stop, n_outputs) if quick else None
                 if call_start is True:
                     return self.history
                 if call_start is not None:  # (its steps took long: run() goes on, with the steps left)

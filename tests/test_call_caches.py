@@ -437,16 +437,20 @@ def test_quick_calls_equal_the_step_loops_bit_for_bit(case, monkeypatch):
 
 def test_quick_calls_follow_a_rate_changed_between_them(monkeypatch):
     X, y = plain()
+
+    def train(tr):
+        tr.fit(X, y, steps=1)
+        for rate in (0.05, 0.2, 0.01, 0.01):
+            tr.learning_rate = rate
+            tr.fit(X, y, steps=2)
+        return tr
+
+    with monkeypatch.context() as m:
+        m.setattr(_driver, "quick", lambda *a: None)
+        ref = train(fb.Trainer(**KW))
     seen = spy_quick(monkeypatch)
-    tr, ref = fb.Trainer(**KW), fb.Trainer(**KW)
-    tr.fit(X, y, steps=1)
-    ref.fit(X, y, steps=1)
-    for rate in (0.05, 0.2, 0.01, 0.01):
-        tr.learning_rate = rate
-        tr.fit(X, y, steps=2)
-        ref.learning_rate = rate
-        ref.fit(X.copy(), y.copy(), steps=2)  # other arrays: run()
-    assert seen.count(True) == 3  # (tr's second call keeps its arrays' checked data: run() still)
+    tr = train(fb.Trainer(**KW))
+    assert seen.count(True) == 4
     assert_same_facts(run_state_facts(tr), run_state_facts(ref))
     assert list(tr.history.learning_rate) == [0.05] + [0.05] * 2 + [0.2] * 2 + [0.01] * 4
 
@@ -541,3 +545,81 @@ def test_a_stop_during_a_quick_call_ends_it_and_the_run_goes_on_bit_for_bit(monk
     ref = fb.Trainer(**kw)
     ref.fit(X, y, steps=done + 500)
     assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+
+
+def test_quick_calls_that_end_an_epoch_close_it_as_the_step_loop_does_and_undo_it_on_an_interrupt(monkeypatch):
+    X, y = plain()  # 16 steps an epoch
+    with monkeypatch.context() as m:
+        m.setattr(_driver, "quick", lambda *a: None)
+        ref = fb.Trainer(**KW)
+        for k in (1, 1, 14, 16, 3):
+            ref.fit(X, y, steps=k)
+    seen = spy_quick(monkeypatch)
+    tr = fb.Trainer(**KW)
+    for k in (1, 1, 14):
+        tr.fit(X, y, steps=k)
+    before = run_state_facts(tr)
+    real, calls = _run.RunState.close_epoch, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(args[0])
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(_run.RunState, "close_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tr.fit(X, y, steps=16)
+    assert calls == [1] and len(seen) == 2  # (the interrupt came in quick's closing: it never returned)
+    assert_same_facts(run_state_facts(tr), before)  # the chunk undone with its epoch's closing
+    assert _run.RunState.close_epoch is real
+    tr.fit(X, y, steps=16)
+    tr.fit(X, y, steps=3)
+    assert seen == [True] * 4  # (the first call starts the run: run())
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+    assert len(tr.history.epoch_loss) == 3 and tr.history.epoch_loss[1] == ref.history.epoch_loss[1]
+
+
+def test_a_quick_call_refuses_what_the_step_loop_refuses(monkeypatch):
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=2)
+    seen = spy_quick(monkeypatch)
+    for bad, match in (((X[:, :3], y), "features"), ((X, y[:10]), "entries|records"), ((X[:10], y[:10]), "records")):
+        with pytest.raises(ValueError, match=match):
+            tr.fit(*bad, steps=1)
+    with pytest.raises(ValueError, match="n_outputs=5"):
+        tr.fit(X, y, steps=1, n_outputs=5)
+    assert tr.step == 2 and seen == []  # each refused inside quick (prepare's error), before any change
+    tr.fit(X, y, steps=1, n_outputs=3)  # the run's: fine
+    assert tr.step == 3 and seen[-1] is True
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_partial_fit_through_quick_calls_equals_the_step_loop(kind, monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastbatch.sklearn import FastBatchClassifier, FastBatchRegressor
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    if kind == "classifier":
+        y, make, first = rng.integers(0, 3, 90), FastBatchClassifier, {"classes": [0, 1, 2]}
+    else:
+        y, make, first = rng.normal(size=90), FastBatchRegressor, {}
+    kw = dict(hidden=(7,), batch_size=4, learning_rate=0.02, seed=2)
+
+    def train():
+        est = make(**kw)
+        for i in range(0, 90, 10):  # chunks of 10 records: 3 steps, one epoch, a call
+            est.partial_fit(X[i:i + 10], y[i:i + 10], **(first if i == 0 else {}))
+        est.set_params(learning_rate=0.005)
+        for i in range(0, 90, 10):
+            est.partial_fit(X[i:i + 10], y[i:i + 10])
+        return est
+
+    with monkeypatch.context() as m:
+        m.setattr(_driver, "quick", lambda *a: None)
+        ref = train()
+    seen = spy_quick(monkeypatch)
+    est = train()
+    assert seen.count(True) == 17
+    assert same_params(est.trainer_, ref.trainer_)
+    assert np.array_equal(est.loss_curve_, ref.loss_curve_) and np.array_equal(est.epoch_loss_, ref.epoch_loss_)
+    assert (est.n_iter_, est.t_) == (ref.n_iter_, ref.t_) == (18, 180)
