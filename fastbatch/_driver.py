@@ -434,23 +434,28 @@ class BatchSource:
         return ()
 
 
-def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
+def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
     """The step loop of ``fit`` and ``fit_batches``: chunks until ``end`` (a step), the budget, or a stop.
 
     ``make_theta``: for a run this call made, a function making its first params again exactly; the
     call's first chunk then snapshots without a copy of them (``RunState.snapshot_start``). Not with
     callbacks (on_run_begin runs before that snapshot, with the trainer in its hands).
 
-    ``call_start``: the snapshot of the call's start, when ``quick`` did its first chunk (the call goes on here).
+    ``first``: (snapshot, chunk) of the call's first chunk, when ``quick`` did it (the call goes on here).
     """
     cfg = trainer._cfg
     rows = opt_rows(cfg)
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
     state = trainer._state
-    carried = state.carried if state is not None else None
-    if carried is not None and carried[2] == state.step:
+    # the last call's last chunk (state.carried), kept whole while this call runs: a call undone by a bad record
+    # gives it back, so the next call may still rewind into it
+    kept = carried = state.carried if state is not None else None
+    if first is not None:
+        prev = first
+    elif carried is not None and carried[2] == state.step:
         prev = carried[:2]  # the last call's last chunk, nothing changed since (replayed on this call's data)
     # the snapshot of the call's first chunk: a bad record found later goes back to it
+    call_start = None if first is None else first[0]
     began = trainer._state is not None and trainer._state.step > 0
     look_at_params = not source.checks_params  # else the kernel's status says so
     look = False  # the callers look at trainer.finished before the loop (and end is past the step)
@@ -480,6 +485,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
             source.bad_input = True
             if call_start is not None:
                 _undo(trainer, trainer._state, call_start)
+                trainer._state.carried = kept
             raise
         state = trainer._state
         if chunk is EPOCH_END:
@@ -505,10 +511,13 @@ def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
         snaps = state.snapshots
         if snaps is None or snaps[0].opt_rows != rows:
             snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]  # two take turns (+ a spare, below)
-        if snaps[0] is call_start:  # its turn again (a third chunk): keep it, and take the spare
-            if len(snaps) == 2:
+        if snaps[0] is call_start or (kept is not None and snaps[0] is kept[0]):  # its turn again: keep it, take a spare
+            spare = next((i for i in range(2, len(snaps)) if snaps[i] is not call_start
+                          and (kept is None or snaps[i] is not kept[0])), None)
+            if spare is None:  # (at most two: a run keeps four snapshots at most)
+                spare = len(snaps)
                 snaps.append(state.snapshot(rows))
-            snaps[0], snaps[2] = snaps[2], snaps[0]
+            snaps[0], snaps[spare] = snaps[spare], snaps[0]
         snap = snaps[0]
         if call_start is None:
             call_start = snap
@@ -541,6 +550,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, call_start=None):
             raise  # _rewind left the state at the last params whose loss was finite
         except _BadRecord:
             _undo(trainer, state, call_start)  # as if this fit call had not been made
+            state.carried = kept
             raise source.input_error() from None
         except BaseException:
             _undo(trainer, state, snap)
@@ -586,8 +596,9 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
 
     Returns None when the call is not that case, or the chunk did not end well (a bad record, a divergence): the
     state is then as before, and run() does the call (again), with its handling. Else True when the call is done,
-    or (its steps took more than CHUNK_SECONDS) the snapshot of the call's start, for run() to go on from. A
-    refused argument (a shape, a dtype) is prepare's error, as run()'s call would give it, before any change.
+    or (its steps took more than CHUNK_SECONDS) the chunk's (snapshot, chunk), for run() to go on from (``first``).
+    A refused argument (a shape, a dtype) is prepare's error, as run()'s call would give it, before any change; an
+    error after the kernel call (an interrupt) undoes the chunk, as run() does.
     """
     state, source, last = trainer._state, trainer._source, trainer._last_arrays
     if source is None or source.state is not state or state.step == 0 or state.noise_buf is not None \
@@ -617,35 +628,37 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
             snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]
         snap = snaps[0]
         state.snapshot_into(snap)
-        if end > len(state.loss_buf):
-            state.reserve(end, total)
-        hits = state.chunk_hits(n)
-        lr = cfg["learning_rate"]
-        lrs = source.lrs = schedule.rates(lr, start, n, spe, total, source.lrs)
-        done, status = source.train(source.spec, data.X, data.targets, data.labels, data.weights, state.theta,
-                                    state.opt_state, state.order_cache, lrs, state.loss_buf[start:end], _NO_NOISE,
-                                    start, n, state.opt_t, stop, CHUNK_SECONDS, -1, 0, hits, source.bad,
-                                    state.x_affine(), source.loss_limit(data, state))
-    finally:
-        last.release()
-    if status != _DONE and status != _STOPPED and status != _TIME_UP:
-        state.restore(snap)  # (the chunk changed the params, the optimizer rows and the order cache only)
-        return None
-    chunk = Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
-    _record(source, state, chunk, done, hits)
-    state.step += done
-    state.opt_t += done
-    snaps[0], snaps[1] = snaps[1], snaps[0]
-    if done == left:
-        try:  # closed whole, or (an interrupt) the chunk undone with it
-            _close_epochs(trainer, source, state, hooks)
+        try:
+            if end > len(state.loss_buf):
+                state.reserve(end, total)
+            hits = state.chunk_hits(n)
+            lr = cfg["learning_rate"]
+            lrs = source.lrs = schedule.rates(lr, start, n, spe, total, source.lrs)
+            done, status = source.train(source.spec, data.X, data.targets, data.labels, data.weights, state.theta,
+                                        state.opt_state, state.order_cache, lrs, state.loss_buf[start:end],
+                                        _NO_NOISE, start, n, state.opt_t, stop, CHUNK_SECONDS, -1, 0, hits,
+                                        source.bad, state.x_affine(), source.loss_limit(data, state))
+            if status != _DONE and status != _STOPPED and status != _TIME_UP:
+                state.restore(snap)  # (the chunk changed the params, the optimizer rows and the order cache only)
+                return None
+            chunk = Chunk(start, start, n, lrs, None, 0, lr if schedule._constant_rate else None)
+            _record(source, state, chunk, done, hits)
+            state.step += done
+            state.opt_t += done
+            snaps[0], snaps[1] = snaps[1], snaps[0]
+            if done == left:  # the epoch closed whole, or (an interrupt) the chunk undone with it
+                _close_epochs(trainer, source, state, hooks)
         except BaseException:
             _undo(trainer, state, snap)
             raise
+    finally:
+        last.release()
+    if status == _TIME_UP and done < n:
+        return snap, chunk  # (state.carried stays the last call's: run() keeps it for an undo of the whole call)
     state.carried = (snap, chunk, state.step)
     if trainer._readers:
         trainer._yield_to_readers()
-    return snap if status == _TIME_UP and done < n else True
+    return True
 
 
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them

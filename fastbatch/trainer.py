@@ -460,7 +460,7 @@ class Trainer:
         array edited in place between calls is seen as it is now.
         """
         # the usual call in a loop (fit(X, y, steps=k), with no hook): _driver.quick, when it can
-        quick = steps.__class__ is int and steps > 0 and on_progress is None and validation_data is None \
+        quick = steps.__class__ is int and 0 < steps < V.INT_LIMIT and on_progress is None and validation_data is None \
             and callbacks is None and epochs is None and sample_weight is None \
             and verbose.__class__ is int and verbose == 0 and self._source is not None
         if steps is not None and not quick:
@@ -476,18 +476,18 @@ class Trainer:
         stop = self._enter_fit()
         try:
             with self._state_lock:
-                call_start = _driver.quick(self, X, y, steps, stop, n_outputs) if quick else None
-                if call_start is True:
+                first = _driver.quick(self, X, y, steps, stop, n_outputs) if quick else None
+                if first is True:
                     return self.history
-                if call_start is not None:  # (its steps took long: run() goes on, with the steps left)
-                    steps -= self._state.step - call_start.step
+                if first is not None:  # (its steps took long: run() goes on, with the steps left)
+                    steps -= self._state.step - first[0].step
                 return self._fit(X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs,
-                                 sample_weight, verbose, stop, call_start)
+                                 sample_weight, verbose, stop, first)
         finally:
             self._exit_fit()
 
     def _fit(self, X, y, steps, on_progress, validation_data, callbacks, n_outputs, epochs, sample_weight, verbose,
-             stop, call_start=None):
+             stop, first=None):
         """fit's body, under the fit lock: prepare the data, start the run if new, drive it.
 
         A refused call (bad arguments or data, or a bad record the kernel met) leaves the trainer
@@ -548,7 +548,7 @@ class Trainer:
                 else:
                     hooks = _driver.Hooks(self, on_progress, val, callbacks, verbose)
                 end = plan.total_steps if steps is None else min(plan.total_steps, state.step + steps)
-                _driver.run(self, source, end, hooks, stop, make_theta, call_start)
+                _driver.run(self, source, end, hooks, stop, make_theta, first)
             finally:
                 if source is not None:
                     source.release()
@@ -696,10 +696,11 @@ def _check_network_fits(sizes, dtype, hidden, rows):
 @functools.lru_cache(maxsize=64)
 def _run_bytes(sizes_bytes, itemsize, rows):
     """The memory a run of these int64 layer sizes needs at its peak, with ``rows`` optimizer rows: the params,
-    their gradient and the kernel's aligned copy (3), the optimizer rows, the driver's three snapshots of the
-    params and rows (a chunk's, the one before, the call's first), and the initialisation's float64 draws."""
+    their gradient and the kernel's aligned copy (3), the optimizer rows, the driver's four snapshots of the
+    params and rows (a chunk's, the one before, the call's first, the last call's last), and the initialisation's
+    float64 draws."""
     from ._network import n_params
-    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * (itemsize * (3 + rows + 3 * (1 + rows)) + 8)
+    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * (itemsize * (3 + rows + 4 * (1 + rows)) + 8)
 
 
 def _available_memory():

@@ -506,7 +506,7 @@ def test_a_long_quick_call_goes_on_in_the_step_loop_and_undoes_all_of_itself_on_
         t.fit(X, y, steps=1)
         t.fit(X, y, steps=1)
     assert tr.fit(X, y, steps=5).n_steps == 7
-    assert isinstance(seen[-1], _run._Snapshot) and seen[-1].step == 2  # quick's chunk, then run() went on
+    assert isinstance(seen[-1], tuple) and seen[-1][0].step == 2  # quick's chunk, then run() went on
     ref.fit(X.copy(), y.copy(), steps=5)
     assert_same_facts(run_state_facts(tr), run_state_facts(ref))
     before = run_state_facts(tr)
@@ -623,3 +623,75 @@ def test_partial_fit_through_quick_calls_equals_the_step_loop(kind, monkeypatch)
     assert same_params(est.trainer_, ref.trainer_)
     assert np.array_equal(est.loss_curve_, ref.loss_curve_) and np.array_equal(est.epoch_loss_, ref.epoch_loss_)
     assert (est.n_iter_, est.t_) == (ref.n_iter_, ref.t_) == (18, 180)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_interrupt_as_a_quick_calls_chunk_is_committed_undoes_the_chunk(optimizer, monkeypatch):
+    # a Ctrl-C during the kernel (which runs without the GIL) is raised at the first bytecode after it: there
+    X, y = plain()
+    kw = {**KW, "optimizer": optimizer}
+    tr = fb.Trainer(**kw)
+    tr.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)
+    before = run_state_facts(tr)
+    real = _driver._record
+
+    def interrupted(*args):
+        monkeypatch.setattr(_driver, "_record", real)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_driver, "_record", interrupted)
+    seen = spy_quick(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(X, y, steps=5)
+    assert seen == []  # (raised inside quick)
+    assert_same_facts(run_state_facts(tr), before)
+    ref = fb.Trainer(**kw)
+    ref.fit(X, y, steps=2)
+    tr.fit(X, y, steps=5)
+    ref.fit(X, y, steps=5)
+    assert_same_facts(run_state_facts(tr), run_state_facts(ref))
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "run only"])
+def test_a_long_call_undone_by_a_bad_record_leaves_the_next_rewind_as_if_it_was_never_made(quick, monkeypatch):
+    # the last call's last chunk (state.carried: where a divergence at the next call's start rewinds into) survives
+    # a call undone by a bad record in its second chunk: its snapshot is not overwritten, nor replaced by quick's
+    monkeypatch.setattr(_driver, "CHUNK_SECONDS", 0.0)  # chunks of ~7 steps (this network looks at the clock so)
+    if not quick:
+        monkeypatch.setattr(_driver, "quick", lambda *a: None)
+    rng = np.random.default_rng(0)
+    X0, y0 = rng.normal(size=(400, 32)).astype(np.float32), rng.normal(size=400).astype(np.float32)
+    kw = dict(hidden=(256, 256), batch_size=16, epochs=4, seed=2, learning_rate=0.001, optimizer="sgd", loss="mse")
+
+    def scenario(undone_call):
+        X, y = X0.copy(), y0.copy()
+        tr = fb.Trainer(**kw)
+        for k in (1, 1, 6):
+            tr.fit(X, y, steps=k)
+        tr.learning_rate = 0.02
+        tr.fit(X, y, steps=6)  # one chunk: steps 8..13, its loss jumps at step 9 (not past the limit)
+        if undone_call:
+            order = tr._state.order_cache[1:].copy()
+            X[order[22 * 16:23 * 16]] = np.nan  # step 22's batch: in the next call's second chunk
+            with pytest.raises(ValueError, match="NaN"):
+                tr.fit(X, y, steps=10)
+            X[...] = X0
+            assert tr.step == 14
+        tr.learning_rate = 100.0
+        with pytest.raises(fb.DivergenceError) as err:
+            tr.fit(X, y, steps=3)
+        return err.value.step, run_state_facts(tr)
+
+    clean, undone = scenario(False), scenario(True)
+    assert undone[0] == clean[0] == 8
+    assert_same_facts(undone[1], clean[1])
+
+
+def test_steps_beyond_int64_are_refused_on_every_call():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="below 2\\*\\*63"):
+            tr.fit(X, y, steps=2 ** 63)
+        tr.fit(X, y, steps=1)
+    assert tr.step == 3
