@@ -65,6 +65,11 @@ ESTIMATOR_DEFAULTS = {p.name: p.default for p in _config.PARAMS if p.name != "lo
 TRAINER_PARAMS = tuple(ESTIMATOR_DEFAULTS)
 _param_values = operator.attrgetter(*TRAINER_PARAMS)  # an estimator's values of them, as given: a tuple
 
+
+def _given_values(estimator):
+    """_param_values, with a list or dict copied: one edited in place afterwards (est.hidden.append(8)) differs."""
+    return tuple(v.copy() if type(v) in (list, dict) else v for v in _param_values(estimator))
+
 _COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
 _ATTRS_DOC = """
@@ -154,7 +159,7 @@ class _FastBatchEstimator(BaseEstimator):
             elif same_run:  # the learning rate applies from the next step (kept if this call fails: so is the record)
                 for name, value in changed.items():
                     setattr(trainer, name, value)
-                self._partial_params = _param_values(self)
+                self._partial_params = _given_values(self)
         if not same_run:  # a new run, from the current network (and its standardisation) if there is one
             previous, trainer = trainer, self._new_trainer(partial=True)
             if previous is not None and previous.run_state is not None:
@@ -173,7 +178,8 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-        self._partial_params = _param_values(self)  # (the parameters as given that the run goes on with)
+        if not same_run or _param_values(self) != self._partial_params:  # (the parameters the run goes on with)
+            self._partial_params = _given_values(self)
         self._record(trainer, done, history)
         return self
 

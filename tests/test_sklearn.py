@@ -171,6 +171,21 @@ def test_partial_fit_after_fit_and_after_a_failed_call_sees_what_changed():
     assert reg.trainer_.learning_rate == 0.01 and reg.trainer_.history.learning_rate[-1] == 0.01
 
 
+def test_partial_fit_sees_a_list_parameter_edited_in_place():
+    # what partial_fit compares the parameters with is a copy of a list's or a dict's values, not the same object
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    reg = FastBatchRegressor(hidden=[5], seed=0)
+    reg.partial_fit(X, y)
+    reg.partial_fit(X, y)
+    reg.hidden.append(3)
+    with pytest.raises(ValueError, match=r"hidden=\(5, 3\) differs from the network.s hidden=\(5,\)"):
+        reg.partial_fit(X, y)
+    reg.hidden.pop()
+    reg.partial_fit(X, y)
+    assert reg.n_iter_ == 3
+
+
 def test_partial_fit_chunks_of_equal_size_stay_in_one_run():
     X, y = blobs(n=400)
     clf = FastBatchClassifier()
