@@ -191,6 +191,10 @@ class ArraySource:
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
         self.data_seen = None  # the FitData the limit is for (by identity only: not kept between calls otherwise)
+        # whether fit's quick calls (quick) may take this run: on the kernel, with no split, no target that each call
+        # scales and no noise numbers (all fixed for the run)
+        self.quick = (self.checks_records and state.n_records == state.n_records_all and state.noise_buf is None
+                      and not (state.scaling and "y_shift" in state.scaling))
 
     def bind(self, data, rows, recheck):
         """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
@@ -600,11 +604,9 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     A refused argument (a shape, a dtype) is prepare's error, as run()'s call would give it, before any change; an
     error after the kernel call (an interrupt) undoes the chunk, as run() does.
     """
-    state, source, last = trainer._state, trainer._source, trainer._last_arrays
-    if source is None or source.state is not state or state.step == 0 or state.noise_buf is not None \
-            or state.stopped_early or not source.checks_records or source.backend is not trainer._backend() \
-            or isinstance(X, np.memmap) or state.n_records != state.n_records_all \
-            or (state.scaling is not None and "y_shift" in state.scaling):  # (a split; a target scaled by each call)
+    state, source = trainer._state, trainer._source
+    if source is None or not source.quick or source.state is not state or state.step == 0 or state.stopped_early \
+            or isinstance(X, np.memmap):
         return None
     spe, start = state.steps_per_epoch, state.step
     end = total = trainer.plan.total_steps
@@ -614,13 +616,17 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     left = spe - start % spe  # steps to the epoch's end
     if n <= 0 or n > MAX_CHUNK_STEPS or n > left or start // spe > len(state.epoch_loss):
         return None
-    hooks = trainer._quiet_hooks
-    if hooks is None:
-        hooks = trainer._quiet_hooks = Hooks(trainer, None, None, ())
-    if n == left and hooks.epoch_state:  # the epoch's closing looks at the params then (early stopping, plateau)
-        return None
-    cfg, schedule = trainer._cfg, trainer._schedule
-    data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
+    hooks = None
+    if n == left:
+        hooks = trainer._quiet_hooks
+        if hooks is None:
+            hooks = trainer._quiet_hooks = Hooks(trainer, None, None, ())
+        if hooks.epoch_state:  # the epoch's closing looks at the params then (early stopping, plateau)
+            return None
+    cfg, schedule, last = trainer._cfg, trainer._schedule, trainer._last_arrays
+    data = last.get(X, y) if n_outputs is None else None  # (prepare's first look, without its call)
+    if data is None:
+        data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
     try:
         rows = opt_rows(cfg)
         snaps = state.snapshots
