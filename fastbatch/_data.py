@@ -69,7 +69,7 @@ class LastArrays:
     def get(self, X, y):
         """The FitData of the last call when X and y are its arrays, unchanged in layout; else None."""
         ref = self.x_ref
-        if ref is None or ref() is not X or self.y_ref() is not y \
+        if ref is None or X is None or y is None or ref() is not X or self.y_ref() is not y \
                 or (X.shape, X.strides, X.dtype, y.shape, y.strides, y.dtype) != self.layout:
             return None
         data = self.data

@@ -468,6 +468,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
         # closed now, at the params it ended with, before any step of this call (whole, or not at all)
         before = state.snapshot(rows)
         state.snapshot_into(before)
+        call_start = before  # (a refused batch or record later undoes the closing too: as if never called)
         try:
             if _close_epochs(trainer, source, state, hooks) or state.step >= end:
                 return
@@ -495,6 +496,8 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
         if chunk is EPOCH_END:
             before = state.snapshot(rows)
             state.snapshot_into(before)
+            if call_start is None:  # (a refused batch later undoes this closing too: as if never called)
+                call_start = before
             try:  # an epoch is closed whole, or not at all
                 epoch = source.close_epoch(state)
                 stop_run = end_epoch(trainer, epoch, hooks) if hooks.epoch_state else False
@@ -512,16 +515,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
             began = True
             if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
                 break
-        snaps = state.snapshots
-        if snaps is None or snaps[0].opt_rows != rows:
-            snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]  # two take turns (+ a spare, below)
-        if snaps[0] is call_start or (kept is not None and snaps[0] is kept[0]):  # its turn again: keep it, take a spare
-            spare = next((i for i in range(2, len(snaps)) if snaps[i] is not call_start
-                          and (kept is None or snaps[i] is not kept[0])), None)
-            if spare is None:  # (at most two: a run keeps four snapshots at most)
-                spare = len(snaps)
-                snaps.append(state.snapshot(rows))
-            snaps[0], snaps[spare] = snaps[spare], snaps[0]
+        snaps = _snapshots(state, rows, call_start, None if kept is None else kept[0])
         snap = snaps[0]
         if call_start is None:
             call_start = snap
@@ -628,10 +622,8 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     if data is None:
         data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
     try:
-        rows = opt_rows(cfg)
-        snaps = state.snapshots
-        if snaps is None or snaps[0].opt_rows != rows:
-            snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]
+        carried = state.carried
+        snaps = _snapshots(state, opt_rows(cfg), None if carried is None else carried[0])
         snap = snaps[0]
         state.snapshot_into(snap)
         try:
@@ -665,6 +657,22 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     if trainer._readers:
         trainer._yield_to_readers()
     return True
+
+
+def _snapshots(state, rows, *keep):
+    """The run's snapshot buffers, the first free for the next chunk: not one of ``keep`` (the call's first, the
+    last call's carried chunk's; an error after a chunk may leave one first). Two take turns, and a spare stands in
+    for one kept: four at most."""
+    snaps = state.snapshots
+    if snaps is None or snaps[0].opt_rows != rows:
+        snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]
+    if any(snaps[0] is k for k in keep):
+        spare = next((i for i in range(2, len(snaps)) if all(snaps[i] is not k for k in keep)), None)
+        if spare is None:
+            spare = len(snaps)
+            snaps.append(state.snapshot(rows))
+        snaps[0], snaps[spare] = snaps[spare], snaps[0]
+    return snaps
 
 
 _NO_NOISE = np.zeros((0, 2))  # the noise numbers' buffer of a run that does not track them

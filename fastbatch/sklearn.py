@@ -67,8 +67,17 @@ _param_values = operator.attrgetter(*TRAINER_PARAMS)  # an estimator's values of
 
 
 def _given_values(estimator):
-    """_param_values, with a list or dict copied: one edited in place afterwards (est.hidden.append(8)) differs."""
-    return tuple(v.copy() if type(v) in (list, dict) else v for v in _param_values(estimator))
+    """_param_values, with a list, dict or array copied: one edited in place afterwards (est.hidden.append(8))
+    differs."""
+    return tuple(v.copy() if isinstance(v, (list, dict, np.ndarray)) else v for v in _param_values(estimator))
+
+
+def _same_values(values, given):
+    """Whether the estimator's ``values`` are the ones ``given`` before (an array's, never: it is checked again)."""
+    try:
+        return values == given
+    except (ValueError, TypeError):  # (an array's truth value)
+        return False
 
 _COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
@@ -121,8 +130,7 @@ class _FastBatchEstimator(BaseEstimator):
     def _changed_since(self, trainer):
         """The parameters set on the estimator (set_params) since ``trainer`` was made: {name: checked value}
         (a look at the values as given first: a partial_fit call pays no check when nothing changed)."""
-        values = _param_values(self)
-        if values == getattr(self, "_partial_params", None):
+        if _same_values(_param_values(self), getattr(self, "_partial_params", None)):
             return {}
         want = _config.check_config({**self._trainer_params(partial=True), "loss": self._loss})
         have = trainer.config
@@ -178,7 +186,7 @@ class _FastBatchEstimator(BaseEstimator):
         if not same_run:
             self.trainer_ = trainer
             self._partial_run = True
-        if not same_run or _param_values(self) != self._partial_params:  # (the parameters the run goes on with)
+        if not same_run or not _same_values(_param_values(self), self._partial_params):  # (those the run goes on with)
             self._partial_params = _given_values(self)
         self._record(trainer, done, history)
         return self

@@ -695,3 +695,99 @@ def test_steps_beyond_int64_are_refused_on_every_call():
             tr.fit(X, y, steps=2 ** 63)
         tr.fit(X, y, steps=1)
     assert tr.step == 3
+
+
+@pytest.mark.parametrize("how", ["callback", "close_epoch"])
+def test_a_call_after_one_interrupted_in_its_epochs_closing_keeps_the_carried_chunk(how, monkeypatch):
+    # an error after a chunk (in its epoch's closing) leaves the last call's carried snapshot first in the run's
+    # buffers: the next call (quick or run()) takes another, so a divergence there still rewinds into that chunk
+    rng = np.random.default_rng(0)
+    X0, y0 = rng.normal(size=(400, 32)).astype(np.float32), rng.normal(size=400).astype(np.float32)
+    kw = dict(hidden=(64, 64), batch_size=16, epochs=4, seed=2, learning_rate=0.001, optimizer="sgd", loss="mse")
+
+    class Boom(fb.callbacks.Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            raise KeyboardInterrupt
+
+    def boom(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    tr = fb.Trainer(**kw)
+    for k in (1, 1, 6):
+        tr.fit(X0, y0, steps=k)
+    tr.learning_rate = 0.02
+    tr.fit(X0, y0, steps=6)  # steps 8..13, carried; the loss jumps at step 9
+    with pytest.raises(KeyboardInterrupt):
+        if how == "callback":  # run()'s closing
+            tr.fit(X0, y0, steps=11, callbacks=[Boom()])
+        else:  # quick's
+            with monkeypatch.context() as m:
+                m.setattr(_run.RunState, "close_epoch", boom)
+                tr.fit(X0, y0, steps=11)
+    assert tr.step == 14
+    tr.learning_rate = 100.0
+    with pytest.raises(fb.DivergenceError) as err:
+        tr.fit(X0, y0, steps=3)
+    ref = fb.Trainer(**kw)  # the same run to step 10, where the rewind goes
+    for k in (1, 1, 6):
+        ref.fit(X0, y0, steps=k)
+    ref.learning_rate = 0.02
+    ref.fit(X0, y0, steps=2)
+    assert err.value.step == tr.step == 10
+    assert same_params(tr, ref) and np.array_equal(tr.history.loss, ref.history.loss)
+    assert len(tr._state.snapshots) <= 4
+
+
+def test_a_fit_batches_call_that_closes_the_last_calls_epoch_and_meets_a_bad_batch_is_undone_whole():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 8)).astype(np.float32), rng.normal(size=120).astype(np.float32)
+    kw = dict(hidden=(16,), batch_size=10, epochs=5, seed=1, optimizer="sgd", learning_rate=0.01, loss="mse")
+    bad = []  # [passes over the batches]: the bad call's second pass (after the closing) has a bad first batch
+
+    def batches():
+        if bad:
+            bad[0] += 1
+        for i in range(0, 120, 10):
+            xb = X[i:i + 10]
+            if bad and bad[0] >= 2 and i == 0:
+                xb = xb.copy()
+                xb[0, 0] = np.nan
+            yield xb, y[i:i + 10]
+
+    class StopAfter(fb.callbacks.Callback):
+        def __init__(self, n):
+            self.n = n
+
+        def on_step_end(self, trainer, step, loss):
+            self.n -= 1
+            return self.n <= 0
+
+    def train(undone_call):
+        bad.clear()
+        tr = fb.Trainer(**kw)
+        tr.fit_batches(batches, callbacks=[StopAfter(12)])  # the first epoch's 12 batches, stopped before its closing
+        if undone_call:
+            bad.append(0)
+            with pytest.raises(ValueError, match="NaN"):
+                tr.fit_batches(batches, validation_data=(X[:20], y[:20]))  # closes epoch 0, then the bad batch
+            bad.clear()
+            st = tr._state
+            assert (st.step, st.epoch_loss, st.val_loss, st.steps_per_epoch) == (12, [], [], 0)
+        tr.fit_batches(batches, callbacks=[StopAfter(3)])
+        return run_state_facts(tr)
+
+    assert_same_facts(train(True), train(False))
+
+
+def test_none_for_an_array_is_a_type_error_after_the_kept_arrays_are_gone():
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=1)
+    tr.fit(X, y, steps=1)  # kept (weakly)
+    X2 = X.copy()
+    del X, y
+    gc.collect()
+    with pytest.raises(TypeError, match="y must be an array"):
+        tr.fit(X2, None, steps=1)
+    with pytest.raises(TypeError, match="X must be"):
+        tr.fit(None, None, steps=1)

@@ -405,3 +405,19 @@ def test_a_bad_class_weight_is_named_as_class_weight(weights, error):
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(error, match="class_weight"):
         FastBatchClassifier(class_weight=weights, epochs=1).fit(X, np.arange(20) % 2)
+
+
+def test_partial_fit_sees_an_array_parameter_edited_in_place_and_takes_an_equal_new_one():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    reg = FastBatchRegressor(hidden=np.array([5, 4]), seed=0)
+    reg.partial_fit(X, y)
+    reg.hidden[0] = 7
+    with pytest.raises(ValueError, match=r"hidden=\(7, 4\) differs from the network's hidden=\(5, 4\)"):
+        reg.partial_fit(X, y)
+    reg.hidden[0] = 5
+    reg.set_params(betas=np.array([0.9, 0.99]))
+    reg.partial_fit(X, y)
+    reg.set_params(betas=np.array([0.9, 0.99]))  # an equal new array: no "truth value is ambiguous"
+    reg.partial_fit(X, y)
+    assert reg.trainer_.config["betas"] == (0.9, 0.99) and reg.n_iter_ == 3
