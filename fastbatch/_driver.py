@@ -451,12 +451,15 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
     rows = opt_rows(cfg)
     prev = None  # (snapshot, chunk) of the previous kernel call: a divergence may rewind into it
     state = trainer._state
-    # the last call's last chunk (state.carried), kept whole while this call runs: a call undone by a bad record
-    # gives it back, so the next call may still rewind into it
-    kept = carried = state.carried if state is not None else None
+    carried = state.carried if state is not None else None
+    if carried is not None and carried[2] != (state.step if first is None else first[0].step):
+        carried = None  # (something moved the run since: not the chunk before this call's)
+    # the last call's last chunk (state.carried): a call undone by a bad record gives it back while its snapshot is
+    # whole (a later chunk's snapshot takes its buffer: then none, and the next rewind goes no further than its call)
+    kept = carried
     if first is not None:
         prev = first
-    elif carried is not None and carried[2] == state.step:
+    elif carried is not None:
         prev = carried[:2]  # the last call's last chunk, nothing changed since (replayed on this call's data)
     # the snapshot of the call's first chunk: a bad record found later goes back to it
     call_start = None if first is None else first[0]
@@ -515,8 +518,10 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
             began = True
             if state.step == 0 and fire(hooks.callbacks, "on_run_begin", trainer):
                 break
-        snaps = _snapshots(state, rows, call_start, None if kept is None else kept[0])
+        snaps = _snapshots(state, rows, call_start, None if prev is None else prev[0])
         snap = snaps[0]
+        if kept is not None and snap is kept[0]:
+            kept = None
         if call_start is None:
             call_start = snap
             if make_theta is not None and not hooks.callbacks and state.step == 0:
@@ -622,8 +627,8 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     if data is None:
         data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
     try:
-        carried = state.carried
-        snaps = _snapshots(state, opt_rows(cfg), None if carried is None else carried[0])
+        carried = state.carried  # (the chunk a divergence in this one may rewind into: its snapshot stays whole)
+        snaps = _snapshots(state, opt_rows(cfg), None if carried is None or carried[2] != start else carried[0])
         snap = snaps[0]
         state.snapshot_into(snap)
         try:
@@ -660,9 +665,9 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
 
 
 def _snapshots(state, rows, *keep):
-    """The run's snapshot buffers, the first free for the next chunk: not one of ``keep`` (the call's first, the
-    last call's carried chunk's; an error after a chunk may leave one first). Two take turns, and a spare stands in
-    for one kept: four at most."""
+    """The run's snapshot buffers, the first free for the next chunk: not one of ``keep``, the snapshots still needed
+    (the call's first, for an undo of the call; the previous chunk's, for a rewind into it: an error after a chunk
+    may leave that one first). Two take turns, and a spare stands in for one kept: three at most."""
     snaps = state.snapshots
     if snaps is None or snaps[0].opt_rows != rows:
         snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]

@@ -696,11 +696,10 @@ def _check_network_fits(sizes, dtype, hidden, rows):
 @functools.lru_cache(maxsize=64)
 def _run_bytes(sizes_bytes, itemsize, rows):
     """The memory a run of these int64 layer sizes needs at its peak, with ``rows`` optimizer rows: the params,
-    their gradient and the kernel's aligned copy (3), the optimizer rows, the driver's four snapshots of the
-    params and rows (a chunk's, the one before, the call's first, the last call's last), and the initialisation's
-    float64 draws."""
+    their gradient and the kernel's aligned copy (3), the optimizer rows, the driver's three snapshots of the
+    params and rows (a chunk's, the one before, the call's first), and the initialisation's float64 draws."""
     from ._network import n_params
-    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * (itemsize * (3 + rows + 4 * (1 + rows)) + 8)
+    return n_params(np.frombuffer(sizes_bytes, dtype=np.int64)) * (itemsize * (3 + rows + 3 * (1 + rows)) + 8)
 
 
 def _available_memory():
