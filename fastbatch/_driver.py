@@ -664,15 +664,15 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     return True
 
 
-def _snapshots(state, rows, *keep):
-    """The run's snapshot buffers, the first free for the next chunk: not one of ``keep``, the snapshots still needed
-    (the call's first, for an undo of the call; the previous chunk's, for a rewind into it: an error after a chunk
-    may leave that one first). Two take turns, and a spare stands in for one kept: three at most."""
+def _snapshots(state, rows, keep, keep2=None):
+    """The run's snapshot buffers, the first free for the next chunk: not ``keep`` or ``keep2`` (None, or snapshots
+    still needed: the call's first, for an undo of the call; the previous chunk's, for a rewind into it: an error
+    after a chunk may leave that one first). Two take turns, and a spare stands in for one kept: three at most."""
     snaps = state.snapshots
     if snaps is None or snaps[0].opt_rows != rows:
         snaps = state.snapshots = [state.snapshot(rows) for _ in range(2)]
-    if any(snaps[0] is k for k in keep):
-        spare = next((i for i in range(2, len(snaps)) if all(snaps[i] is not k for k in keep)), None)
+    if snaps[0] is keep or snaps[0] is keep2:
+        spare = next((i for i in range(2, len(snaps)) if snaps[i] is not keep and snaps[i] is not keep2), None)
         if spare is None:
             spare = len(snaps)
             snaps.append(state.snapshot(rows))
