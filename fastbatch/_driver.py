@@ -294,6 +294,10 @@ class ArraySource:
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
+            if stop - s == 1:   # (an epoch of one step: no array call)
+                state.add_hits(e, hits.item(s - chunk.step0) * self.weights.item(s - e * spe))
+                s = stop
+                continue
             sizes = self.weights[s - e * spe:stop - e * spe]
             # einsum, not np.dot: a BLAS dot of a chunk's length wakes OpenBLAS's thread pool, whose threads
             # then spin for a while; called every chunk, they kept a core busy (training and the app's GUI
