@@ -298,8 +298,15 @@ class ArraySource:
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
+            if stop - s == 1:   # (an epoch of one step: no array call)
+                state.add_hits(e, hits.item(s - chunk.step0) * self.weights.item(s - e * spe))
+                s = stop
+                continue
             sizes = self.weights[s - e * spe:stop - e * spe]
-            state.add_hits(e, np.dot(hits[s - chunk.step0:stop - chunk.step0], sizes))
+            # einsum, not np.dot: a BLAS dot of a chunk's length wakes OpenBLAS's thread pool, whose threads
+            # then spin for a while; called every chunk, they kept a core busy (training and the app's GUI
+            # thread lost it on two cores)
+            state.add_hits(e, np.einsum("i,i->", hits[s - chunk.step0:stop - chunk.step0], sizes))
             s = stop
 
     def read_error(self, chunk, done):

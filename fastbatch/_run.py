@@ -302,7 +302,9 @@ class RunState:
             w = np.asarray(batch_sizes, dtype=np.float64)
             if records is None:
                 records = float(w.sum())
-            loss = float(np.dot(self.loss_buf[first_step:end_step], w) / records) if len(w) else math.nan
+            # (einsum, not np.dot: a BLAS dot this long wakes OpenBLAS's threads, which then spin; see add_hits)
+            loss = float(np.einsum("i,i->", self.loss_buf[first_step:end_step], w, dtype=np.float64) / records) \
+                if len(w) else math.nan
         self.epoch_loss.append(loss)
         logs = {"loss": loss}
         if self.loss == "mse" and self.target_var:

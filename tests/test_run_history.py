@@ -385,3 +385,25 @@ def test_a_history_a_call_returned_keeps_its_steps_when_a_divergence_rewinds_int
     tr.fit(X, y, steps=30)                      # new steps over the ones h holds
     assert np.array_equal(h.loss, loss) and np.array_equal(h.epoch_loss, epochs)   # (they changed under it)
     assert np.array_equal(h.learning_rate, rates)
+
+
+def test_epoch_sums_do_not_call_a_blas_dot_over_a_chunk(monkeypatch):
+    """A fit call's hit fractions and an epoch's mean loss are summed without numpy's BLAS dot: a dot of a
+    chunk's length wakes OpenBLAS's thread pool, whose threads then spin, and one per chunk kept a second
+    core busy for the whole run (training, and the app's GUI thread, lost it on two cores)."""
+    X, y = make_data(n=6000, d=4, loss="cross_entropy", k=3)
+    tr = fb.Trainer(hidden=(8,), batch_size=1, epochs=3, seed=0)
+    tr.fit(X, y, steps=100)                    # the run begun: the calls below are the chunks of a running app
+    real_dot, lengths = np.dot, []
+
+    def dot(a, b, *args, **kwargs):
+        lengths.append(max(np.size(a), np.size(b)))
+        return real_dot(a, b, *args, **kwargs)
+    monkeypatch.setattr(np, "dot", dot)
+    while not tr.finished:
+        tr.fit(X, y, steps=2500)               # through two epoch ends
+    monkeypatch.setattr(np, "dot", real_dot)
+    assert max(lengths, default=0) < 1000      # (theta's finiteness check may dot the params: 71 here)
+    h = tr.history
+    assert len(h.epoch_loss) == 3 and np.allclose(h.epoch_loss, [np.mean(h.loss[e * 6000:(e + 1) * 6000])
+                                                                 for e in range(3)])

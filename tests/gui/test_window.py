@@ -435,18 +435,21 @@ def test_a_run_of_one_step(qtbot, window):
 
 
 def test_tens_of_thousands_of_epochs_paused_and_resumed_stay_bounded(qtbot, window):
-    set_spins(window, records=2, batch_size=2, epochs=20_000)   # one step an epoch
-    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+    set_spins(window, records=2, batch_size=2, epochs=100_000)   # one step an epoch
+    pause = find(window, QPushButton, "pauseButton")
+
+    def pause_once(history):   # at the first report, ~30 ms in: a one-step epoch run is ~30,000 steps on by then
+        window.worker.progress.disconnect(pause_once)
+        pause.click()          # mid-chunk
+    window.worker.progress.connect(pause_once)
+    with qtbot.waitSignal(window.fitReturned, timeout=10_000):
         find(window, QPushButton, "startButton").click()
-    qtbot.waitUntil(lambda: window.trainer.step > 2000, timeout=10_000)
-    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
-        find(window, QPushButton, "pauseButton").click()      # mid-chunk
-    assert window.state == "paused"
+    assert window.state == "paused" and 0 < window.trainer.step < 100_000
     assert run_to_end(qtbot, window, "pauseButton", timeout=60_000) == "finished"   # Resume
     plot = window.loss_plot
     plot.redraw(force=True)
     trace = plot.current
-    assert trace.n == 20_000
+    assert trace.n == 100_000
     assert np.array_equal(trace.epoch_means, window.trainer.history.epoch_loss)   # each epoch's mean, once
     pixels = max(int(plot.getPlotItem().getViewBox().width()), 100)
     assert len(trace.raw.xData) <= 2 * pixels and len(trace.means_item.xData) <= 2 * pixels
