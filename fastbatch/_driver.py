@@ -30,6 +30,7 @@ from .config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
 from .callbacks import Callback
 from .errors import DivergenceError
+from .history import weighted_sum
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
@@ -303,10 +304,7 @@ class ArraySource:
                 s = stop
                 continue
             sizes = self.weights[s - e * spe:stop - e * spe]
-            # einsum, not np.dot: a BLAS dot of a chunk's length wakes OpenBLAS's thread pool, whose threads
-            # then spin for a while; called every chunk, they kept a core busy (training and the app's GUI
-            # thread lost it on two cores)
-            state.add_hits(e, np.einsum("i,i->", hits[s - chunk.step0:stop - chunk.step0], sizes))
+            state.add_hits(e, weighted_sum(hits[s - chunk.step0:stop - chunk.step0], sizes))
             s = stop
 
     def read_error(self, chunk, done):

@@ -15,6 +15,7 @@ import operator
 import numpy as np
 
 from ._network import aligned, n_params, unpack
+from .history import weighted_sum
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
@@ -219,9 +220,9 @@ class RunState:
             self.chunk_out = np.zeros(n)
         return self.chunk_out
 
-    def add_hits(self, epoch, weighted_sum):
+    def add_hits(self, epoch, value):
         """Add steps' hit fractions, weighted by their batch sizes, to ``epoch``'s sum."""
-        self.hit_sums[epoch] = self.hit_sums.get(epoch, 0.0) + float(weighted_sum)
+        self.hit_sums[epoch] = self.hit_sums.get(epoch, 0.0) + float(value)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -302,9 +303,7 @@ class RunState:
             w = np.asarray(batch_sizes, dtype=np.float64)
             if records is None:
                 records = float(w.sum())
-            # (einsum, not np.dot: a BLAS dot this long wakes OpenBLAS's threads, which then spin; see add_hits)
-            loss = float(np.einsum("i,i->", self.loss_buf[first_step:end_step], w, dtype=np.float64) / records) \
-                if len(w) else math.nan
+            loss = weighted_sum(self.loss_buf[first_step:end_step], w) / records if len(w) else math.nan
         self.epoch_loss.append(loss)
         logs = {"loss": loss}
         if self.loss == "mse" and self.target_var:

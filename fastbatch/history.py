@@ -4,6 +4,13 @@ import functools
 import numpy as np
 
 
+def weighted_sum(values, weights):
+    """sum(values * weights), in float64: an epoch's sums of its steps (its loss, its hits) are these. numpy's own
+    loop (einsum), not a BLAS dot: a dot this long wakes OpenBLAS's thread pool, whose threads then spin for a while;
+    called every chunk, they kept the other core busy (training and the app's GUI thread lost it on two cores)."""
+    return float(np.einsum("i,i->", values, weights, dtype=np.float64))
+
+
 class History:
     """The record of a training run, as numpy arrays over all steps so far.
 
@@ -180,7 +187,7 @@ class History:
             if first >= self.n_steps:
                 return self._closed
             w = self.batch_size_of(first, self.n_steps).astype(np.float64)   # O(the epoch's steps), not the run's
-            return np.append(self._closed, np.dot(self.loss[first:], w) / w.sum())
+            return np.append(self._closed, weighted_sum(self.loss[first:], w) / w.sum())
         ends = np.append(self.epoch_starts[1:], self.n_steps)
         w = self.batch_size.astype(np.float64)
         wl = np.add.reduceat(self.loss * w, self.epoch_starts)
