@@ -16,6 +16,10 @@ A run advances in chunks, each one call of a backend's ``train_steps``:
 
 Between chunks the state is consistent (step, params and history agree): that is when
 other threads may read it (``Trainer._consistent``) and when callbacks run.
+
+``quick`` is ``run``'s first chunk for ``fit``'s usual call in a loop (no hooks, the chunk
+inside one epoch or ending it), without the loop's set-up: the same steps 2 and 3, bit for
+bit (tests compare the two); any other case, or a chunk that did not end well, goes to ``run``.
 """
 import dataclasses
 import math
