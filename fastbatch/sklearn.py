@@ -164,7 +164,7 @@ class _FastBatchEstimator(BaseEstimator):
                                  "partial_fit goes on training: fit() starts a new network")
             if set(changed) - set(_config.LIVE):
                 same_run = False  # a new run from the network (a batch size, an optimizer...)
-            elif same_run and changed:  # the rate applies from the next step (kept if this call fails: so is the record)
+            elif same_run and changed:  # the rate applies from the next step (kept if this call fails, as the record)
                 for name, value in changed.items():
                     setattr(trainer, name, value)
                 self._partial_params = _given_values(self)

@@ -460,9 +460,9 @@ class Trainer:
         array edited in place between calls is seen as it is now.
         """
         # the usual call in a loop (fit(X, y, steps=k), with no hook): _driver.quick, when it can
-        quick = steps.__class__ is int and 0 < steps < V.INT_LIMIT and on_progress is None and validation_data is None \
-            and callbacks is None and epochs is None and sample_weight is None \
-            and verbose.__class__ is int and verbose == 0 and self._source is not None
+        quick = steps.__class__ is int and 0 < steps < V.INT_LIMIT and self._source is not None \
+            and on_progress is None and validation_data is None and callbacks is None and epochs is None \
+            and sample_weight is None and verbose.__class__ is int and verbose == 0
         if steps is not None and not quick:
             steps = V.check_int("steps", steps, 1)
         if n_outputs is not None:
