@@ -165,6 +165,12 @@ def check_weights(sample_weight, n, dtype, name="sample_weight"):
     return w
 
 
+def scales_targets(run):
+    """Whether each call of the run (a RunState) scales its targets (standardize_target): a copy, so never a later
+    call that only looks at its arrays' shapes and types."""
+    return run.scaling is not None and "y_shift" in run.scaling
+
+
 def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, last=None, split=None, scaling=None):
     """Check, convert and split (X, y) for a run (``run``: its RunState once it has started).
 
@@ -185,7 +191,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
     dtype = np.dtype(cfg["dtype"])
     split = cfg["validation_split"] if split is None else split
     if not scan and run is not None and sample_weight is None and not split \
-            and (run.scaling is None or "y_shift" not in run.scaling):  # a later call: shapes and types only
+            and not scales_targets(run):  # a later call: shapes and types only
         if last is not None and n_outputs is None:
             data = last.get(X, y)
             if data is not None:

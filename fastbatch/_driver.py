@@ -199,7 +199,7 @@ class ArraySource:
         # whether fit's quick calls (quick) may take this run: on the kernel, with no split, no target that each call
         # scales and no noise numbers (all fixed for the run)
         self.quick = (self.checks_records and state.n_records == state.n_records_all and state.noise_buf is None
-                      and not (state.scaling and "y_shift" in state.scaling))
+                      and not _data.scales_targets(state))
 
     def bind(self, data, rows, recheck):
         """This call's data (``rows``: its RowSource, or None for an array in memory). ``recheck``:
