@@ -75,6 +75,24 @@ def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None)
     return spec
 
 
+_last_weights = (None, None, 0.0)  # epoch_weights' last: (the batch sizes, their float64 copy, its sum)
+
+
+def epoch_weights(batch_sizes):
+    """(float64 weights, their sum) of an epoch's batch sizes, read-only: the very arrays of the last call when
+    ``batch_sizes`` is the same read-only array (``Plan.shared_batch_sizes``: a fresh run of the same shape does
+    not convert and sum an epoch's sizes again)."""
+    global _last_weights
+    last = _last_weights
+    if last[0] is not batch_sizes:
+        weights = np.array(batch_sizes, dtype=np.float64)  # (a copy: its own, made read-only)
+        weights.flags.writeable = False
+        last = (batch_sizes, weights, float(weights.sum()))
+        if isinstance(batch_sizes, np.ndarray) and not batch_sizes.flags.writeable:  # (never changes: kept)
+            _last_weights = last
+    return last[1], last[2]
+
+
 def opt_rows(cfg):
     """How many rows of opt_state the optimizer uses (the rest need no snapshot)."""
     if cfg["optimizer"] == "sgd":
@@ -189,8 +207,7 @@ class ArraySource:
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
         self.lrs = None  # the last chunk's rates (a constant schedule's are reused while the rate stays the same)
         # every step's batch size of an epoch as float64 (the weights of its mean loss and accuracy), and their sum
-        self.weights = np.asarray(batch_sizes, dtype=np.float64)
-        self.records = float(self.weights.sum())
+        self.weights, self.records = epoch_weights(batch_sizes)
         self.bad_input = False  # set when the kernel met a record it cannot train on
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders

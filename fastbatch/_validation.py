@@ -314,7 +314,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
     if loss == "cross_entropy":
         if raw.ndim != 1 and not (raw.ndim == 2 and raw.shape[1] == 1):
             raise ValueError(f"{name} for cross_entropy must be a vector of integer labels, got shape {raw.shape}")
-        flat = raw.reshape(-1)
+        flat = raw if raw.ndim == 1 else raw.reshape(-1)
         if not scan:
             return empty_t, np.ascontiguousarray(flat, dtype=np.int64), n_outputs
         if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
@@ -326,7 +326,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
         if hi >= MAX_CLASSES:
             raise ValueError(f"{name} has label {_number(hi)}; cross_entropy needs one output per class 0..label, "
                              f"at most {MAX_CLASSES:,} classes. Is this a regression target? Pass loss='mse'")
-        labels = flat.astype(np.int64, copy=not private)  # (a copy of our own is not copied again)
+        labels = flat.astype(np.int64, copy=copy and not private)  # (a copy of our own is not copied again)
         hi = int(hi)
         k = n_classes(hi) if n_outputs is None else n_outputs
         if hi >= k:

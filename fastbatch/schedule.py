@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import check_choice, check_float, check_int
+from .config import OPTIMIZERS
 
 __all__ = ["Plan", "plan", "steps_per_epoch", "last_batch_size", "epoch_order", "schedule_lines"]
 
@@ -147,7 +148,6 @@ def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="flo
             raise ValueError(f"layers must list at least the inputs and the outputs, got {layers!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    from .config import OPTIMIZERS  # (config imports this module)
     check_choice("optimizer", optimizer, OPTIMIZERS)
     return Plan(n, b, e, bool(drop_last), spe, _last_batch(n, b, drop_last), spe * e, layers, dtype, optimizer)
 

@@ -273,6 +273,36 @@ def test_a_runs_batch_sizes_are_read_only_and_shared_by_equal_plans():
     assert c.shared_batch_sizes().tolist() == [4, 4] and a.batch_sizes().flags.writeable
 
 
+def test_an_epochs_weights_are_read_only_and_shared_by_runs_of_equal_plans():
+    from fastbatch.schedule import plan
+    sizes = plan(10, 4, 3).shared_batch_sizes()
+    weights, records = _driver.epoch_weights(sizes)
+    assert weights.dtype == np.float64 and weights.tolist() == [4.0, 4.0, 2.0] and records == 10.0
+    assert not weights.flags.writeable
+    assert _driver.epoch_weights(plan(10, 4, 9).shared_batch_sizes())[0] is weights  # (another run, the same batches)
+    own = np.array([4, 4, 2])  # a writeable array: converted anew each time (it may change), never kept
+    first = _driver.epoch_weights(own)[0]
+    own[2] = 1
+    again, records = _driver.epoch_weights(own)
+    assert again.tolist() == [4.0, 4.0, 1.0] and records == 9.0 and first.tolist() == [4.0, 4.0, 2.0]
+    a, b = fb.Trainer(**KW), fb.Trainer(**KW)
+    X, y = plain()
+    a.fit(X, y, steps=1)
+    b.fit(X, y, steps=1)
+    assert a._source.weights is b._source.weights and a._source.records == b._source.records == 64.0
+
+
+def test_a_new_runs_labels_are_the_callers_array_on_the_kernel_and_a_copy_on_numpy():
+    # the kernel looks at each record it reads (no copy of y is needed); the numpy backend trains on a checked copy
+    from fastbatch import _data
+    X, y = plain()
+    cfg = fb.Trainer(**KW)._cfg
+    data = _data.prepare(X, y, cfg, scan=False)
+    assert data.labels is y and data.n_outputs == 3
+    data = _data.prepare(X, y, cfg, scan=True)
+    assert not np.shares_memory(data.labels, y) and np.array_equal(data.labels, y)
+
+
 def test_one_step_calls_equal_one_call_with_hooks_between():
     X, y = plain()
     seen = []
