@@ -82,7 +82,7 @@ class FastbatchThreads(FastbatchRun):
             from fastbatch import _kernel
             spec = self.tr._spec
             for key, ws in getattr(_kernel._local, "workspaces", {}).items():
-                if key[0] == id(spec) and ws.way["begun"]:
+                if key[0] == getattr(spec, "key", id(spec)) and ws.way["begun"]:  # (workspaces by the spec's key)
                     w = ws.way
                     return (f"{w['way']}, {w['switches']} sw, {w['tries']} tr "
                             f"{100 * w['try_seconds'] / max(w['seconds'], 1e-9):.1f}%")

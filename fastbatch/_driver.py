@@ -76,6 +76,7 @@ def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None)
 
 
 _last_weights = (None, None, 0.0)  # epoch_weights' last: (the batch sizes, their float64 copy, its sum)
+KEEP_WEIGHTS_MAX = 1 << 16         # steps per epoch at most for it (kept after the run: a small array only)
 
 
 def epoch_weights(batch_sizes):
@@ -88,7 +89,8 @@ def epoch_weights(batch_sizes):
         weights = np.array(batch_sizes, dtype=np.float64)  # (a copy: its own, made read-only)
         weights.flags.writeable = False
         last = (batch_sizes, weights, float(weights.sum()))
-        if isinstance(batch_sizes, np.ndarray) and not batch_sizes.flags.writeable:  # (never changes: kept)
+        if isinstance(batch_sizes, np.ndarray) and not batch_sizes.flags.writeable \
+                and len(batch_sizes) <= KEEP_WEIGHTS_MAX:  # (never changes: kept, if small)
             _last_weights = last
     return last[1], last[2]
 

@@ -290,6 +290,8 @@ def test_an_epochs_weights_are_read_only_and_shared_by_runs_of_equal_plans():
     a.fit(X, y, steps=1)
     b.fit(X, y, steps=1)
     assert a._source.weights is b._source.weights and a._source.records == b._source.records == 64.0
+    big = plan(_driver.KEEP_WEIGHTS_MAX + 1, 1, 1).shared_batch_sizes()  # too big to keep after its run
+    assert _driver.epoch_weights(big)[1] == len(big) and _driver._last_weights[0] is not big
 
 
 def test_a_new_runs_labels_are_the_callers_array_on_the_kernel_and_a_copy_on_numpy():
