@@ -33,6 +33,7 @@ class FitData:
     val: tuple = None          # (X, targets, labels, weights) held out, or None
     scaling: dict = None       # the run's standardisation (x_shift, x_scale, y_shift, y_scale), or None
     peak: float = None         # target_peak's, once asked (kept with the FitData a later call on the same arrays gets)
+    token: object = None       # who this FitData is, for a cache kept beyond it (never the FitData: it holds arrays)
 
     @property
     def n_records(self):

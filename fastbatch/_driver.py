@@ -35,6 +35,7 @@ from ._kernel_spec import KernelSpec
 from .callbacks import Callback
 from .errors import DivergenceError
 from .history import weighted_sum
+from .schedule import SHARED_MAX_STEPS
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
@@ -76,7 +77,6 @@ def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None)
 
 
 _last_weights = (None, None, 0.0)  # epoch_weights' last: (the batch sizes, their float64 copy, its sum)
-KEEP_WEIGHTS_MAX = 1 << 16         # steps per epoch at most for it (kept after the run: a small array only)
 
 
 def epoch_weights(batch_sizes):
@@ -90,7 +90,7 @@ def epoch_weights(batch_sizes):
         weights.flags.writeable = False
         last = (batch_sizes, weights, float(weights.sum()))
         if isinstance(batch_sizes, np.ndarray) and not batch_sizes.flags.writeable \
-                and len(batch_sizes) <= KEEP_WEIGHTS_MAX:  # (never changes: kept, if small)
+                and len(batch_sizes) <= SHARED_MAX_STEPS:  # (never changes: kept, if small)
             _last_weights = last
     return last[1], last[2]
 
@@ -214,7 +214,7 @@ class ArraySource:
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
-        self.data_seen = None  # the FitData the limit is for (by identity only: not kept between calls otherwise)
+        self.data_seen = None  # the token of the FitData the limit is for (never the FitData: it holds the caller's arrays)
         # whether fit's quick calls (quick) may take this run: on the kernel, with no split, no target that each call
         # scales and no noise numbers (all fixed for the run)
         self.quick = (self.checks_records and state.n_records == state.n_records_all and state.noise_buf is None
@@ -282,8 +282,11 @@ class ArraySource:
     def loss_limit(self, data, state):
         """The run's loss_limit on ``data`` (the call's FitData): made once the run has a first step, and kept while
         the calls are on the same arrays."""
-        if data is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
-            self.data_seen, self.limit = data, math.inf
+        token = data.token
+        if token is None:
+            token = data.token = object()
+        if token is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
+            self.data_seen, self.limit = token, math.inf
         limit = self.limit
         if limit == math.inf and state.step:
             if data.peak is None:

@@ -83,13 +83,16 @@ class Plan:
 
     def shared_batch_sizes(self):
         """``batch_sizes()``, read-only, and the very array of the last plan with the same batches
-        (what a run keeps: a fresh run of the same shape does not make it again)."""
+        (what a run keeps: a fresh run of the same shape does not make it again), for an epoch of up
+        to SHARED_MAX_STEPS steps (a bigger one is made anew: it is not kept after its run)."""
         global _last_sizes
         key = (self.steps_per_epoch, self.effective_batch_size, self.last_batch_size)
         last = _last_sizes
         if last[0] != key:
             sizes = self.batch_sizes()
             sizes.flags.writeable = False
+            if self.steps_per_epoch > SHARED_MAX_STEPS:
+                return sizes
             _last_sizes = last = (key, sizes)
         return last[1]
 
@@ -128,6 +131,7 @@ class Plan:
 
 
 _last_sizes = (None, None)  # Plan.shared_batch_sizes: (steps, batch, last batch) and its array
+SHARED_MAX_STEPS = 1 << 16  # an epoch's arrays shared by equal runs, kept after them, have at most this many steps
 
 
 def plan(n_records, batch_size, epochs, drop_last=False, layers=None, dtype="float32", optimizer="sgd"):

@@ -10,7 +10,7 @@ import pytest
 
 import fastbatch as fb
 from fastbatch import _driver, _run, config as _config
-from fastbatch.schedule import epoch_order
+from fastbatch.schedule import SHARED_MAX_STEPS, epoch_order
 from helpers import make_data
 
 KW = dict(hidden=(8,), batch_size=4, epochs=20, optimizer="sgd", learning_rate=0.05)
@@ -36,6 +36,19 @@ def test_a_warm_trainer_keeps_no_reference_to_the_callers_arrays():
     gc.collect()
     assert refs[0]() is None and refs[1]() is None
 
+
+
+@pytest.mark.parametrize("steps", [None, 3])
+def test_a_first_fit_keeps_no_reference_to_the_callers_arrays(steps):
+    # a first call trains on the caller's float32 X and int64 y as they are (no copy): the run's loss limit
+    # remembers which data it is for by a token, never by the call's FitData, which holds them
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=steps)
+    refs = weakref.ref(X), weakref.ref(y)
+    del X, y
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None
 
 
 @pytest.mark.parametrize("hooks", [{}, {"on_progress": lambda h: None}], ids=["quiet", "on_progress"])
@@ -290,7 +303,9 @@ def test_an_epochs_weights_are_read_only_and_shared_by_runs_of_equal_plans():
     a.fit(X, y, steps=1)
     b.fit(X, y, steps=1)
     assert a._source.weights is b._source.weights and a._source.records == b._source.records == 64.0
-    big = plan(_driver.KEEP_WEIGHTS_MAX + 1, 1, 1).shared_batch_sizes()  # too big to keep after its run
+    big_plan = plan(SHARED_MAX_STEPS + 1, 1, 1)  # too big to keep after its run: made anew, never kept
+    big = big_plan.shared_batch_sizes()
+    assert big_plan.shared_batch_sizes() is not big and not big.flags.writeable
     assert _driver.epoch_weights(big)[1] == len(big) and _driver._last_weights[0] is not big
 
 
