@@ -28,8 +28,8 @@ ROW_LAYOUT_STEPS = 64      # ...and there are at most this many per epoch
 BIG = 200_000         # more records than this: the epoch's order is computed off the GUI thread
 
 
-def _epoch_order(n, seed, epoch, shuffle):
-    """``fb.epoch_order``: the kernel's own C version (the same permutation, in O(n): numpy's argsort took
+def epoch_order(n, seed, epoch, shuffle):
+    """``fb.epoch_order`` for the app (the batch map, the Step panel, the surface's highlight): the kernel's own C version (the same permutation, in O(n): numpy's argsort took
     50-60 ms of the GUI thread at each epoch change for 200k records; for millions, off the GUI thread, it
     holds the GIL for none of its work, so a low-priority thread computing it never keeps the GUI thread
     waiting for the GIL), else the library's numpy one."""
@@ -136,7 +136,7 @@ class BatchMap(pg.PlotWidget):
     def _fetch_order(self, epoch):
         n = self.plan.n_records
         if n <= BIG:
-            self._order = (epoch, _epoch_order(n, self.seed, epoch, self.shuffle))
+            self._order = (epoch, epoch_order(n, self.seed, epoch, self.shuffle))
             return True
         p = self._pending
         if p is not None and p["epoch"] == epoch:
@@ -149,7 +149,7 @@ class BatchMap(pg.PlotWidget):
 
             def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
                 _yield_cpu()
-                job["order"] = _epoch_order(n, seed, job["epoch"], shuffle)
+                job["order"] = epoch_order(n, seed, job["epoch"], shuffle)
             job["thread"] = threading.Thread(target=work, daemon=True)
             job["thread"].start()
             self._pending = job

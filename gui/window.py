@@ -21,7 +21,7 @@ from fastbatch.compare import write_comparison_csv
 from fastbatch.schedule import format_bytes
 
 from .batch_lab import BatchLab, LabJob, parse_sizes
-from .batch_map import BatchMap
+from .batch_map import BatchMap, epoch_order
 from .controls import ControlPanel
 from .data_memory import check_room
 from .fmt import clock, count, esc, load_error, num
@@ -875,7 +875,7 @@ class MainWindow(QMainWindow):
         train = self._rows[0]
         plan, c = self.run.plan, self.controls.config()
         e, b = info["epoch"] - 1, info["batch"] - 1
-        order = fb.epoch_order(plan.n_records, c["seed"], e, c["shuffle"])
+        order = epoch_order(plan.n_records, c["seed"], e, c["shuffle"])
         seen = order[:b * plan.effective_batch_size]
         self.surface_plot.highlight(train[info["records"]], train[seen])
 

@@ -17,6 +17,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 import fastbatch as fb
 
+from .batch_map import epoch_order
+
 
 @dataclass
 class Job:
@@ -55,7 +57,7 @@ class Job:
 def batch_records(plan, seed, shuffle, step):
     """Indices (into the training records) of the batch of ``step`` (0-based), from ``fb.epoch_order``."""
     epoch, batch = divmod(step, plan.steps_per_epoch)
-    order = fb.epoch_order(plan.n_records, seed, epoch, shuffle)
+    order = epoch_order(plan.n_records, seed, epoch, shuffle)
     start = batch * plan.effective_batch_size
     return order[start:start + int(plan.batch_sizes()[batch])]
 

@@ -71,10 +71,10 @@ def test_a_batch_of_many_rows_is_outlined_whole(qtbot):
 
 
 def test_an_epochs_order_is_the_librarys():
-    from fastbatch_gui.batch_map import _epoch_order
+    from fastbatch_gui.batch_map import epoch_order
     for n, epoch, shuffle in ((300_001, 2, True), (250_000, 0, False), (200_000, 1, True), (1000, 3, True),
                               (1, 0, True)):
-        assert np.array_equal(_epoch_order(n, 7, epoch, shuffle), fb.epoch_order(n, 7, epoch, shuffle))
+        assert np.array_equal(epoch_order(n, 7, epoch, shuffle), fb.epoch_order(n, 7, epoch, shuffle))
 
 
 def test_after_a_run_a_preview_of_new_settings_shows_no_old_progress_and_a_continued_run_shows_its_own(qtbot, window):
