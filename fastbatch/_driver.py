@@ -35,7 +35,6 @@ from ._kernel_spec import KernelSpec
 from .callbacks import Callback
 from .errors import DivergenceError
 from .history import weighted_sum
-from .schedule import SHARED_MAX_STEPS
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
@@ -74,25 +73,6 @@ def kernel_spec(cfg, state, batch_size=None, steps_per_epoch=None, shuffle=None)
                 _specs.clear()
             _specs[key] = spec
     return spec
-
-
-_last_weights = (None, None, 0.0)  # epoch_weights' last: (the batch sizes, their float64 copy, its sum)
-
-
-def epoch_weights(batch_sizes):
-    """(float64 weights, their sum) of an epoch's batch sizes, read-only: the very arrays of the last call when
-    ``batch_sizes`` is the same read-only array (``Plan.shared_batch_sizes``: a fresh run of the same shape does
-    not convert and sum an epoch's sizes again)."""
-    global _last_weights
-    last = _last_weights
-    if last[0] is not batch_sizes:
-        weights = np.array(batch_sizes, dtype=np.float64)  # (a copy: its own, made read-only)
-        weights.flags.writeable = False
-        last = (batch_sizes, weights, float(weights.sum()))
-        if isinstance(batch_sizes, np.ndarray) and not batch_sizes.flags.writeable \
-                and len(batch_sizes) <= SHARED_MAX_STEPS:  # (never changes: kept, if small)
-            _last_weights = last
-    return last[1], last[2]
 
 
 def opt_rows(cfg):
@@ -200,7 +180,7 @@ class ArraySource:
     (the caller's arrays are never kept between calls).
     """
 
-    def __init__(self, backend, batch_sizes, spec, state):
+    def __init__(self, backend, batch_sizes, records, spec, state):
         self.backend = backend
         self.train = backend.train_steps
         self.spec, self.state = spec, state
@@ -208,8 +188,9 @@ class ArraySource:
         self.checks_records = getattr(backend, "CHECKS_RECORDS", False)
         self.checks_params = getattr(backend, "CHECKS_PARAMS", False)
         self.lrs = None  # the last chunk's rates (a constant schedule's are reused while the rate stays the same)
-        # every step's batch size of an epoch as float64 (the weights of its mean loss and accuracy), and their sum
-        self.weights, self.records = epoch_weights(batch_sizes)
+        # every step's batch size of an epoch (the plan's read-only int64 array: the weights of its mean loss and
+        # accuracy, summed in float64 by weighted_sum, exactly as a float64 copy would be), and their sum
+        self.weights, self.records = batch_sizes, float(records)
         self.bad_input = False  # set when the kernel met a record it cannot train on
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders

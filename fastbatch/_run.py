@@ -300,7 +300,7 @@ class RunState:
         if len(batch_sizes) == 1:  # a one-step epoch (e.g. partial_fit on one batch): no array work
             loss, records = self.loss_buf.item(first_step), float(batch_sizes[0])
         else:
-            w = np.asarray(batch_sizes, dtype=np.float64)
+            w = np.asarray(batch_sizes)  # (integers or floats: weighted_sum sums them in float64)
             if records is None:
                 records = float(w.sum())
             loss = weighted_sum(self.loss_buf[first_step:end_step], w) / records if len(w) else math.nan

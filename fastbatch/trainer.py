@@ -538,7 +538,8 @@ class Trainer:
                 bound = self._source
                 if bound is None or bound.state is not state or bound.backend is not backend:  # (once a run)
                     state.ensure_order_cache()
-                    bound = self._source = _driver.ArraySource(backend, self._batch_sizes, self._spec, state)
+                    bound = self._source = _driver.ArraySource(backend, self._batch_sizes, plan.records_per_epoch,
+                                                                self._spec, state)
                 bound.bind(data, rows, (X, y, cfg, state, n_outputs, sample_weight, True, None, split))
                 source = bound
                 if on_progress is None and val is None and not callbacks and not verbose:

@@ -286,27 +286,26 @@ def test_a_runs_batch_sizes_are_read_only_and_shared_by_equal_plans():
     assert c.shared_batch_sizes().tolist() == [4, 4] and a.batch_sizes().flags.writeable
 
 
-def test_an_epochs_weights_are_read_only_and_shared_by_runs_of_equal_plans():
+def test_an_epochs_weights_are_the_plans_shared_batch_sizes_and_a_huge_plans_are_not_kept():
+    from fastbatch.history import weighted_sum
     from fastbatch.schedule import plan
-    sizes = plan(10, 4, 3).shared_batch_sizes()
-    weights, records = _driver.epoch_weights(sizes)
-    assert weights.dtype == np.float64 and weights.tolist() == [4.0, 4.0, 2.0] and records == 10.0
-    assert not weights.flags.writeable
-    assert _driver.epoch_weights(plan(10, 4, 9).shared_batch_sizes())[0] is weights  # (another run, the same batches)
-    own = np.array([4, 4, 2])  # a writeable array: converted anew each time (it may change), never kept
-    first = _driver.epoch_weights(own)[0]
-    own[2] = 1
-    again, records = _driver.epoch_weights(own)
-    assert again.tolist() == [4.0, 4.0, 1.0] and records == 9.0 and first.tolist() == [4.0, 4.0, 2.0]
-    a, b = fb.Trainer(**KW), fb.Trainer(**KW)
+    a, b = fb.Trainer(**KW), fb.Trainer(**dict(KW, batch_size=5, drop_last=True))
     X, y = plain()
-    a.fit(X, y, steps=1)
-    b.fit(X, y, steps=1)
-    assert a._source.weights is b._source.weights and a._source.records == b._source.records == 64.0
+    for tr in (a, b):
+        tr.fit(X, y, steps=40)
+        sizes = tr.plan.shared_batch_sizes()
+        # the run weighs its epochs' steps by the plan's own read-only int64 array (no float64 copy of an epoch)
+        assert tr._source.weights is sizes and not sizes.flags.writeable
+        assert tr._source.records == float(sizes.sum()) == tr.plan.records_per_epoch
+        spe = tr.plan.steps_per_epoch
+        loss = tr._state.loss_buf
+        for e, got in enumerate(tr._state.epoch_loss):  # the closed epochs: the same bits as float64 weights give
+            want = weighted_sum(loss[e * spe:(e + 1) * spe], sizes.astype(np.float64)) / float(sizes.sum())
+            assert got == want
+    assert b._source.records == 60.0  # 12 full batches of 5; the last 4 records dropped
     big_plan = plan(SHARED_MAX_STEPS + 1, 1, 1)  # too big to keep after its run: made anew, never kept
     big = big_plan.shared_batch_sizes()
     assert big_plan.shared_batch_sizes() is not big and not big.flags.writeable
-    assert _driver.epoch_weights(big)[1] == len(big) and _driver._last_weights[0] is not big
 
 
 def test_a_new_runs_labels_are_the_callers_array_on_the_kernel_and_a_copy_on_numpy():
