@@ -275,6 +275,24 @@ class ArraySource:
             limit = self.limit = loss_limit(state, data.peak)
         return limit
 
+    def limit_was_stale(self, state):
+        """After a call that ended BLOWN_UP: whether the loss_limit it was given is below the one of its targets as
+        they are now (a later call on the same arrays keeps their peak, taken when they were first seen: targets
+        scaled up in place since would end the run as a false divergence). Then the limit is raised to theirs, for
+        the caller to do the chunk again. O(records), on this rare path only."""
+        data = self.data
+        if data is None or not state.step:
+            return False
+        peak = _data.target_peak(data.targets, data.weights)
+        if data.peak is not None and peak <= data.peak:
+            return False
+        data.peak = peak
+        limit = loss_limit(state, peak)
+        if limit <= self.limit:
+            return False
+        self.limit = limit
+        return True
+
     def call(self, chunk, state, losses, noise, n, stop, max_seconds, hits=None):
         affine, limit = self.affine, self.loss_limit(self.data, state)
         if self.checks_records:  # the kernel looks at each record it reads, and says which was bad
@@ -420,6 +438,10 @@ class BatchSource:
         return self.backend.train_steps(*chunk.head, chunk.lrs, losses, noise, chunk.start, n, state.opt_t, stop,
                                         max_seconds, hits=hits, loss_limit=self.limit)
 
+    def limit_was_stale(self, state):
+        """Never: each batch's own targets set the limit of its call (``call``)."""
+        return False
+
     def add_hits(self, state, chunk, done, hits):
         if done:
             state.add_hits(state.epoch, hits[0] * chunk.rows)
@@ -555,6 +577,9 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
                 raise source.read_error(chunk, done)
             if status == _BAD_INPUT:
                 raise _BadRecord
+            if status == _BLOWN_UP and source.limit_was_stale(state):
+                state.restore(snap)  # (the chunk changed the params, the optimizer rows and the order cache only)
+                continue             # the chunk again, with the limit of the targets as they are now
             if status == _NONFINITE or status == _BLOWN_UP or (look_at_params and not _all_finite(state.theta)):
                 _rewind(trainer, source, state, snap, chunk, done, status, prev)
             _record(source, state, chunk, done, hits)
