@@ -123,7 +123,7 @@ class Trainer:
         self._check_not_fitting("reset")
         self._state = None
         self._spec = None
-        self._plan = None
+        self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), when it has one
         self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
         self._last_arrays = None  # the run's _data.LastArrays
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
@@ -225,8 +225,12 @@ class Trainer:
         if st is None or st.generator:
             return None
         if self._plan is None:
-            self._plan = make_plan(st.n_records, self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])
-            self._batch_sizes = self._plan.shared_batch_sizes()
+            plan = make_plan(st.n_records, self._cfg["batch_size"], self._cfg["epochs"], self._cfg["drop_last"])
+            sizes = self._batch_sizes
+            if sizes is None or len(sizes) != plan.steps_per_epoch or sizes[-1] != plan.last_batch_size \
+                    or sizes[0] != plan.effective_batch_size:  # (the same batches, e.g. epochs raised: kept, one array)
+                sizes = plan.shared_batch_sizes()
+            self._plan, self._batch_sizes = plan, sizes
         return self._plan
 
     @property
@@ -675,8 +679,8 @@ class Trainer:
         from_arrays(self, state)
 
 
-# what a run holds per step of an epoch: the batch sizes as int64 (the plan's) and float64 (the driver's weights)
-EPOCH_BYTES_PER_STEP = 16
+# what a run holds per step of an epoch: the batch sizes as int64 (the plan's; the driver weighs the steps by them)
+EPOCH_BYTES_PER_STEP = 8
 
 
 def _check_network_fits(sizes, dtype, hidden, rows):

@@ -346,6 +346,12 @@ def test_an_epochs_weights_are_the_plans_shared_batch_sizes_and_a_huge_plans_are
     big_plan = plan(SHARED_MAX_STEPS + 1, 1, 1)  # too big to keep after its run: made anew, never kept
     big = big_plan.shared_batch_sizes()
     assert big_plan.shared_batch_sizes() is not big and not big.flags.writeable
+    run = fb.Trainer(hidden=(2,), batch_size=1, epochs=1)  # such a run holds one array, its epochs raised or not
+    Xb, yb = plain(SHARED_MAX_STEPS + 1)
+    run.fit(Xb, yb, steps=2)
+    run.epochs = 3
+    run.fit(Xb, yb, steps=2)
+    assert run._source.weights is run._batch_sizes and len(run._batch_sizes) == SHARED_MAX_STEPS + 1
 
 
 def test_a_new_runs_labels_are_the_callers_array_on_the_kernel_and_a_copy_on_numpy():
