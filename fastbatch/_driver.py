@@ -195,7 +195,7 @@ class ArraySource:
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
-        self.data_seen = None  # the token of the FitData the limit is for (never the FitData: it holds the caller's arrays)
+        self.data_seen = None  # the token of the FitData the limit is for (not the FitData: it holds the arrays)
         # whether fit's quick calls (quick) may take this run: on the kernel, with no split, no target that each call
         # scales and no noise numbers (all fixed for the run)
         self.quick = (self.checks_records and state.n_records == state.n_records_all and state.noise_buf is None

@@ -123,7 +123,7 @@ class Trainer:
         self._check_not_fitting("reset")
         self._state = None
         self._spec = None
-        self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), when it has one
+        self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), if any
         self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
         self._last_arrays = None  # the run's _data.LastArrays
         self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])

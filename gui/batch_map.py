@@ -29,10 +29,11 @@ BIG = 200_000         # more records than this: the epoch's order is computed of
 
 
 def epoch_order(n, seed, epoch, shuffle):
-    """``fb.epoch_order`` for the app (the batch map, the Step panel, the surface's highlight): the kernel's own C version (the same permutation, in O(n): numpy's argsort took
-    50-60 ms of the GUI thread at each epoch change for 200k records; for millions, off the GUI thread, it
-    holds the GIL for none of its work, so a low-priority thread computing it never keeps the GUI thread
-    waiting for the GIL), else the library's numpy one."""
+    """``fb.epoch_order`` for the app (the batch map, the Step panel, the surface's highlight): the kernel's own
+    C version (the same permutation, in O(n): numpy's argsort took 50-60 ms of the GUI thread at each epoch
+    change for 200k records; for millions, off the GUI thread, it holds the GIL for none of its work, so a
+    low-priority thread computing it never keeps the GUI thread waiting for the GIL), else the library's numpy
+    one."""
     try:
         from fastbatch import _kernel
         return _kernel.epoch_order(n, seed, epoch, shuffle)
