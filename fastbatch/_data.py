@@ -43,13 +43,19 @@ class FitData:
 def target_peak(targets, weights=None):
     """The largest loss a record's targets give a network that outputs 0: the mean of its squared targets (mse;
     0 without targets), over the records of a positive weight (one of weight 0 is in no loss). A loss far beyond
-    it is the network's doing, not the data's (``_driver.loss_limit``)."""
+    it is the network's doing, not the data's (``_driver.loss_limit``). A record whose targets are not finite is
+    no peak: the kernel names it as a bad record when a step reads it."""
     if weights is not None and weights.size and targets.size:
         targets = targets[weights > 0]
     if not targets.size:
         return 0.0
-    with np.errstate(over="ignore"):
-        return float(np.max(np.einsum("ij,ij->i", targets, targets, dtype=np.float64))) / targets.shape[1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", targets, targets, dtype=np.float64)
+        peak = np.max(squares)
+        if not np.isfinite(peak):
+            squares = squares[np.isfinite(squares)]
+            peak = np.max(squares) if squares.size else 0.0
+    return float(peak) / targets.shape[1]
 
 
 class LastArrays:

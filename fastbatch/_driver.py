@@ -305,8 +305,12 @@ class ArraySource:
                           hits=hits, loss_limit=limit, **kw)
 
     def input_error(self):
-        """The error for the bad record the kernel found: the whole check's, which names the value."""
+        """The error for the bad record the kernel found: the whole check's, which names the value. The call is
+        refused: the loss limit is made again from the targets the next call has (these were edited, or bad)."""
         self.bad_input = True
+        self.limit, self.data_seen = math.inf, None
+        if self.data is not None:
+            self.data.peak = None
         _data.prepare(*self.recheck)
         record, what = (int(v) for v in self.bad)
         part = "X" if what == 0 else "y"

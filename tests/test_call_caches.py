@@ -153,6 +153,55 @@ def test_targets_scaled_up_in_place_between_calls_get_the_loss_limit_of_their_ne
         tr._last_arrays.release()
 
 
+_HOSTILE_KW = dict(hidden=(4,), batch_size=8, epochs=10, loss="mse", learning_rate=1e-3)
+
+
+def _hostile_data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 3)).astype(np.float32), rng.normal(size=64).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_an_inf_target_met_on_the_retry_path_does_not_switch_off_the_divergence_check(backend):
+    # targets scaled up in place and one made inf: the call blows past the cached limit first, and the peak of the
+    # targets as they are is taken over their finite records; the call is refused (the inf record named), and the
+    # next call makes its limit again from the targets it has: put right, a real divergence is one again
+    X, y = _hostile_data()
+    tr = fb.Trainer(backend=backend, **_HOSTILE_KW)
+    tr.fit(X, y, steps=3)
+    tr.fit(X, y, steps=1)  # (a later call: its FitData, with the targets' peak, kept for the next calls)
+    y_then = y.copy()
+    y *= np.float32(1e5)
+    y[5] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="inf"):
+            tr.fit(X, y, steps=10)
+        assert tr.step == 4
+        y[:] = y_then  # put right, in place
+        tr.fit(X, y, steps=2)
+        tr.learning_rate = 1e4
+        with pytest.raises(fb.DivergenceError):  # as on a new array of these values, and on the numpy backend
+            tr.fit(X, y, steps=20)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_a_nan_target_in_targets_scaled_up_in_place_is_named_not_a_divergence(backend):
+    # a NaN target is no peak (it was: NaN, which no limit compares with): the limit of the finite targets lets the
+    # call go on to the NaN record, named, the call undone, never a false divergence rewinding into the call before
+    X, y = _hostile_data()
+    tr = fb.Trainer(backend=backend, **_HOSTILE_KW)
+    tr.fit(X, y, steps=3)
+    tr.fit(X, y, steps=1)
+    y *= np.float32(1e5)
+    y[5] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="nan"):
+            tr.fit(X, y, steps=10)
+    assert tr.step == 4  # the call undone, nothing before it
+
+
 def test_a_bad_value_written_between_calls_is_named_and_the_call_undone():
     X, y = plain()
     tr = fb.Trainer(**{**KW, "batch_size": 64})  # every step reads every record
