@@ -999,5 +999,6 @@ def check_batch(cfg, state, xb, yb, n_outputs, loss=None):
         loss = loss or _task.decide(yb, cfg["loss"], "y").loss
     else:
         loss = state.loss
-    t, lab, k = V.check_y(yb, loss, Xb.shape[0], dtype, n_outputs if first else state.n_outputs, name="y batch")
+    t, lab, k = V.check_y(yb, loss, Xb.shape[0], dtype, n_outputs if first else state.n_outputs, name="y batch",
+                          run_outputs=None if first else V.TRAIN_OUTPUTS_HINT)
     return Xb, t, lab, k, loss

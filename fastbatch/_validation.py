@@ -268,7 +268,11 @@ def n_classes(top):
     return max(int(top) + 1, 2)
 
 
-def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy=True):
+# check_y's run_outputs for a call that trains on: the run's outputs are fixed
+TRAIN_OUTPUTS_HINT = "; a run keeps its outputs: call reset() to start a new run on these labels"
+
+
+def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy=True, run_outputs=None):
     """Return (targets, labels, n_outputs).
 
     ``targets`` is a C-contiguous 2-D float array for mse / binary_crossentropy
@@ -278,6 +282,8 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
     binary targets' 0 / 1. Float labels are still checked whole (NaN has no integer).
     A whole look is made on a copy of y (what is checked is what is trained on, whatever another
     thread writes into y), unless ``copy=False``: for such a kernel, which checks what it reads.
+    ``run_outputs``: ``n_outputs`` is a started run's, not the caller's argument: a label beyond it is named
+    as the run's, followed by this text (e.g. what to do about it).
     """
     y = in_memory(y, name)
     if not scan and n_outputs is not None and type(y) is np.ndarray and y.shape[0] == n_records \
@@ -330,6 +336,9 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
         hi = int(hi)
         k = n_classes(hi) if n_outputs is None else n_outputs
         if hi >= k:
+            if run_outputs is not None:
+                raise ValueError(f"{name} has label {hi}, but this run's network has {k} outputs "
+                                 f"(labels 0..{k - 1}){run_outputs}")
             given = "" if n_outputs is None else f" (n_outputs={n_outputs})"
             raise ValueError(f"{name} has label {hi}, but this network has {k} outputs{given} (labels 0..{k - 1})")
         return empty_t, np.ascontiguousarray(labels), k
@@ -350,3 +359,4 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype)} (max {np.finfo(dtype).max:.8g}): entry "
                          f"{where} is {float(targets.reshape(-1)[where])!r}; scale the targets, or use dtype='float64'")
     return out, empty_l, k
+

@@ -650,7 +650,7 @@ class Trainer:
         Xc = self._checked_X(X)
         st = self._state
         dtype = np.dtype(self._cfg["dtype"])
-        t, lab, _ = V.check_y(y, st.loss, Xc.shape[0], dtype, st.n_outputs)
+        t, lab, _ = V.check_y(y, st.loss, Xc.shape[0], dtype, st.n_outputs, run_outputs="")
         w = _data.check_weights(sample_weight, Xc.shape[0], np.float64)
         return _inference.score(self._outputs(Xc), st.loss, t, lab, w)
 

@@ -118,6 +118,23 @@ def test_continuing_with_other_shapes_is_refused():
     assert_same_state(before, state_of(tr))
 
 
+def test_a_new_label_on_a_started_run_names_the_runs_outputs_not_an_argument():
+    """A label beyond a started run's outputs is the run's limit: the message says so and how to start over,
+    and never shows an n_outputs the caller did not pass."""
+    tr = fb.Trainer(epochs=3, batch_size=8)
+    tr.fit(X0, Y0, steps=3)
+    y = np.where(np.arange(50) == 1, 3, Y0)
+    for call in (lambda: tr.fit(X0, y), lambda: tr.fit(X0, y, steps=200), lambda: tr.evaluate(X0, y)):
+        with pytest.raises(ValueError) as info:
+            call()
+        msg = str(info.value)
+        assert "label 3" in msg and "this run's network has 3 outputs" in msg and "n_outputs=" not in msg
+    with pytest.raises(ValueError, match="reset()"):
+        tr.fit(X0, y)
+    with pytest.raises(ValueError, match=r"\(n_outputs=3\)"):  # an argument the caller passed is named as such
+        fb.Trainer(epochs=1).fit(X0, y, n_outputs=3)
+
+
 def test_predict_before_training_and_with_wrong_features():
     tr = fb.Trainer()
     with pytest.raises(fb.NotFittedError, match="fit"):
