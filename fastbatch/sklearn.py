@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
                       "install it with: pip install fastbatch[sklearn]") from exc
 
 import operator
+import threading
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -78,6 +79,57 @@ def _same_values(values, given):
         return values == given
     except (ValueError, TypeError):  # (an array's truth value)
         return False
+
+
+# the estimators in a fit or partial_fit call now, by id: another call on one of them is a RuntimeError
+_running = set()
+_running_lock = threading.Lock()
+
+
+class _Call:
+    """One fit or partial_fit call on an estimator: one at a time (another thread's call is a RuntimeError, as
+    the Trainer's), and a call that raises leaves the estimator's attributes as they were (scikit-learn's
+    validate_data resets n_features_in_ and the like before the Trainer runs: a refused fit must not pair a new
+    classes_ with the old network). A partial_fit run keeps the steps done before its error (the Trainer's rule):
+    the fitted attributes are read from the run, so they show them, and what partial_fit compares the parameters
+    with stays what that trainer now has (a rate the failed call already applied stays applied)."""
+
+    __slots__ = ("estimator", "saved")
+
+    KEPT = ("_partial_params",)  # what mirrors the trainer, which keeps what the failed call did to it
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def __enter__(self):
+        key = id(self.estimator)
+        with _running_lock:
+            if key in _running:
+                raise RuntimeError(f"fit() or partial_fit() is already running on this {type(self.estimator).__name__} "
+                                   "in another thread; use one estimator per thread (e.g. sklearn.base.clone)")
+            _running.add(key)
+        self.saved = dict(self.estimator.__dict__)
+        return self
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is not None:
+                d = self.estimator.__dict__
+                kept = {name: d[name] for name in self.KEPT if name in d}
+                for name in [name for name in d if name not in self.saved]:
+                    del d[name]
+                d.update(self.saved)
+                d.update(kept)
+        finally:
+            with _running_lock:
+                _running.discard(id(self.estimator))
+        return False
+
+
+def _run_record(history):
+    """What the fitted attributes keep of a finished run (a partial_fit stream's earlier run): its steps' losses,
+    its epochs' mean losses, and the records it trained on."""
+    return history.loss.astype(np.float64), np.asarray(history.epoch_loss, dtype=np.float64), history.records_trained
 
 _COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
@@ -143,10 +195,7 @@ class _FastBatchEstimator(BaseEstimator):
         self.trainer_ = trainer
         self._partial_run = False
         self._partial_params = None  # (the parameters partial_fit's checks compare with: fit's trainer's now)
-        self._curves = ([], [])
-        self.n_iter_ = 0
-        self.t_ = 0
-        self._record(trainer, 0)
+        self._earlier_runs = ()  # (the runs before trainer_'s, since this fit: partial_fit's runs of other sizes)
         return self
 
     def _partial_fit(self, X, y_train, sample_weight=None):
@@ -173,22 +222,18 @@ class _FastBatchEstimator(BaseEstimator):
             if previous is not None and previous.run_state is not None:
                 trainer._continue_network(previous)
         plan = trainer.plan if same_run else make_plan(n, trainer.batch_size, 1, trainer.drop_last)
-        done = trainer.step
-        if getattr(self, "_curves", None) is None:
-            self._curves, self.n_iter_, self.t_ = ([], []), 0, 0
-        try:
-            history = trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs(),
-                                  sample_weight=sample_weight)
-        except BaseException:
-            if same_run:  # the trainer keeps the steps before the error (e.g. DivergenceError): so do we
-                self._record(trainer, done)
-            raise  # a new run that failed is dropped: the estimator stays as it was
+        # (a failed call: the trainer of the same run keeps the steps before the error, e.g. a DivergenceError, and
+        # the fitted attributes, read from it, show them; a new run that failed is dropped, _Call puts back the rest)
+        trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs(),
+                    sample_weight=sample_weight)
         if not same_run:
+            previous = getattr(self, "trainer_", None)
+            if previous is not None and previous.run_state is not None:  # its run stays in the curves
+                self._earlier_runs = (*getattr(self, "_earlier_runs", ()), _run_record(previous.history))
             self.trainer_ = trainer
             self._partial_run = True
         if not same_run or not _same_values(_param_values(self), self._partial_params):  # (those the run goes on with)
             self._partial_params = _given_values(self)
-        self._record(trainer, done, history)
         return self
 
     def _network_outputs(self):
@@ -204,41 +249,44 @@ class _FastBatchEstimator(BaseEstimator):
                 and not hasattr(self, "feature_names_in_")
                 and type(y) is np.ndarray and y.ndim == 1 and y.shape[0] == X.shape[0])
 
-    def _record(self, trainer, done, history=None):
-        """Append the trainer's steps from ``done`` on to the fitted attributes, in O(those steps)."""
-        history = self.history_ = trainer.history if history is None else history
-        st = trainer.run_state  # (read from the run: the History makes its arrays only when they are asked for)
-        s, spe = (st.step, st.steps_per_epoch) if st is not None else (0, 0)
-        steps, epochs = self._curves
-        steps.append(st.loss_buf[done:s].astype(np.float64) if st is not None else np.empty(0))
-        first_epoch = done // spe if spe else 0
-        closed = st.epoch_loss[first_epoch:] if st is not None else []
-        epochs.append(np.array(closed, dtype=np.float64))
-        if spe and s % spe:  # an epoch in progress: its mean so far
-            epochs.append(history.epoch_loss[-1:])
-        self.n_iter_ += len(closed) + (1 if spe and s % spe else 0)
-        if spe and s - done == spe and done % spe == 0:  # one whole epoch (partial_fit): its records
-            self.t_ += trainer.plan.records_per_epoch
-        else:
-            self.t_ += int(history.batch_size_of(done, s).sum())
+    # the fitted attributes are read from the runs (trainer_'s as it is now, and a partial_fit stream's earlier
+    # runs): they always agree with the network, also after a call that ended mid-epoch (a divergence's rewind,
+    # stop(), an interrupt), and a reader in another thread sees a whole moment of them
+
+    def _runs(self):
+        """[(step losses, epoch losses, records), ...] of the runs since the last fit, trainer_'s last (as now)."""
+        trainer = getattr(self, "trainer_", None)
+        if trainer is None:
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet")
+        return [*getattr(self, "_earlier_runs", ()), _run_record(trainer.history)]
+
+    @property
+    def history_(self):
+        """``trainer_.history``: the last run's steps, epochs, losses and validation, as they are now."""
+        trainer = getattr(self, "trainer_", None)
+        if trainer is None:
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet")
+        return trainer.history
 
     @property
     def loss_curve_(self):
         """Every step's loss, over all fit / partial_fit calls of this run (float64)."""
-        return self._curve(0)
+        return np.concatenate([run[0] for run in self._runs()])
 
     @property
     def epoch_loss_(self):
-        """Every epoch's mean loss (float64)."""
-        return self._curve(1)
+        """Every epoch's mean loss (float64); an epoch in progress (a call that ended inside it): its mean so far."""
+        return np.concatenate([run[1] for run in self._runs()])
 
-    def _curve(self, i):
-        parts = getattr(self, "_curves", None)
-        if parts is None:
-            raise AttributeError("this estimator is not fitted yet")
-        if len(parts[i]) != 1:  # joined once when read, then kept joined
-            parts[i][:] = [np.concatenate(parts[i]) if parts[i] else np.empty(0)]
-        return parts[i][0]
+    @property
+    def n_iter_(self):
+        """Epochs run (an epoch in progress counts once)."""
+        return sum(len(run[1]) for run in self._runs())
+
+    @property
+    def t_(self):
+        """Records trained on (as ``MLPClassifier.t_``)."""
+        return sum(run[2] for run in self._runs())
 
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
@@ -299,12 +347,13 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         -------
         self : FastBatchClassifier
         """
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C")
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        self.classes_, y_train = np.unique(y, return_inverse=True)
-        weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
-        return self._fit(X, y_train.astype(np.int64).reshape(-1), weights)
+        with _Call(self):
+            X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C")
+            y = column_or_1d(y, warn=True)
+            check_classification_targets(y)
+            self.classes_, y_train = np.unique(y, return_inverse=True)
+            weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
+            return self._fit(X, y_train.astype(np.int64).reshape(-1), weights)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -324,33 +373,34 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         -------
         self : FastBatchClassifier
         """
-        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
-            raise ValueError("class_weight='balanced' is not supported by partial_fit (a chunk does not show the "
-                             "labels' frequencies): pass class_weight=dict(zip(classes, compute_class_weight("
-                             "'balanced', classes=classes, y=y_sample))) from a large enough sample of the targets")
-        first = not hasattr(self, "classes_")
-        if first or not self._plain(X, y):  # (plain arrays: labels outside classes_ are refused below)
-            X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C", reset=first)
-            y = column_or_1d(y, warn=True)
-            check_classification_targets(y)
-        if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit "
-                                 "(all the labels that will ever appear)")
-            classes = np.unique(np.asarray(classes))
-            if classes.size == 0:
-                raise ValueError("classes must hold at least one label, got an empty array")
-            self.classes_ = classes
-        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes={np.asarray(classes)!r} differs from the classes of the first "
-                             f"partial_fit call, {self.classes_!r}")
-        y_train = np.searchsorted(self.classes_, y)
-        unseen = (y_train >= len(self.classes_)) | (self.classes_[np.minimum(y_train, len(self.classes_) - 1)] != y)
-        if unseen.any():
-            raise ValueError(f"y holds labels not in classes: {np.unique(y[unseen])!r}; "
-                             f"classes are {self.classes_!r}")
-        weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
-        return self._partial_fit(X, y_train.astype(np.int64), weights)
+        with _Call(self):
+            if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+                raise ValueError("class_weight='balanced' is not supported by partial_fit (a chunk does not show the "
+                                 "labels' frequencies): pass class_weight=dict(zip(classes, compute_class_weight("
+                                 "'balanced', classes=classes, y=y_sample))) from a large enough sample of the targets")
+            first = not hasattr(self, "classes_")
+            if first or not self._plain(X, y):  # (plain arrays: labels outside classes_ are refused below)
+                X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C", reset=first)
+                y = column_or_1d(y, warn=True)
+                check_classification_targets(y)
+            if first:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit "
+                                     "(all the labels that will ever appear)")
+                classes = np.unique(np.asarray(classes))
+                if classes.size == 0:
+                    raise ValueError("classes must hold at least one label, got an empty array")
+                self.classes_ = classes
+            elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+                raise ValueError(f"classes={np.asarray(classes)!r} differs from the classes of the first "
+                                 f"partial_fit call, {self.classes_!r}")
+            y_train = np.searchsorted(self.classes_, y)
+            unseen = (y_train >= len(self.classes_)) | (self.classes_[np.minimum(y_train, len(self.classes_) - 1)] != y)
+            if unseen.any():
+                raise ValueError(f"y holds labels not in classes: {np.unique(y[unseen])!r}; "
+                                 f"classes are {self.classes_!r}")
+            weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
+            return self._partial_fit(X, y_train.astype(np.int64), weights)
 
     def _network_outputs(self):
         # every class gets an output, also when this chunk's labels do not show the largest
@@ -437,8 +487,9 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         -------
         self : FastBatchRegressor
         """
-        X, y = self._check(X, y, reset=True)
-        return self._fit(X, y, sample_weight)
+        with _Call(self):
+            X, y = self._check(X, y, reset=True)
+            return self._fit(X, y, sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -449,11 +500,12 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         -------
         self : FastBatchRegressor
         """
-        first = not hasattr(self, "trainer_")
-        if not first and self._plain(X, y) and y.dtype.kind == "f" and self._n_outputs == 1:
-            return self._partial_fit(X, np.asarray(y, dtype=np.float64), sample_weight)
-        X, y = self._check(X, y, reset=first)
-        return self._partial_fit(X, y, sample_weight)
+        with _Call(self):
+            first = not hasattr(self, "trainer_")
+            if not first and self._plain(X, y) and y.dtype.kind == "f" and self._n_outputs == 1:
+                return self._partial_fit(X, np.asarray(y, dtype=np.float64), sample_weight)
+            X, y = self._check(X, y, reset=first)
+            return self._partial_fit(X, y, sample_weight)
 
     def predict(self, X):
         """The predicted targets, shape (n,) (or (n, n_outputs) when fitted on 2-D y)."""

@@ -2,6 +2,7 @@
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -361,6 +362,116 @@ def test_a_failed_partial_fit_run_leaves_the_estimator_as_it_was():
         clf.partial_fit(X[:100] * 1e3, y[:100])  # another record count: a new run, which diverges
     assert clf.trainer_ is tr and np.array_equal(clf.loss_curve_, curve)
     assert np.array_equal(clf.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("how", ["divergence", "bad value"])
+def test_a_refused_fit_leaves_every_fitted_attribute_as_it_was(how):
+    """scikit-learn's validate_data sets n_features_in_ (and fit sets classes_) before the Trainer runs: a fit the
+    Trainer then refuses must not leave the new labels paired with the old network (predict naming the refused
+    fit's labels from the old outputs)."""
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=3, seed=0).fit(X, y)
+    before = {k: v for k, v in vars(clf).items()}
+    proba, curve = clf.predict_proba(X), clf.loss_curve_
+    X2, y2 = (X * 1e3, np.array(["a", "b"])[y % 2]) if how == "divergence" else (X.copy(), np.array(["a", "b"])[y % 2])
+    if how == "divergence":
+        clf.set_params(learning_rate=1e12, optimizer="sgd")
+        before["learning_rate"], before["optimizer"] = 1e12, "sgd"
+        with pytest.raises(fb.DivergenceError):
+            clf.fit(X2, y2)
+    else:
+        X2[5, 0] = 1e39  # beyond float32: the Trainer's refusal, after validate_data passed it
+        with pytest.raises(ValueError, match="too large"):
+            clf.fit(X2, y2)
+    assert vars(clf).keys() == before.keys() and all(vars(clf)[k] is v for k, v in before.items())
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.n_features_in_ == 4
+    assert np.array_equal(clf.predict_proba(X), proba) and np.array_equal(clf.loss_curve_, curve)
+    reg = FastBatchRegressor(epochs=2, seed=0).fit(X, X[:, :2])  # (2 outputs)
+    Xbad = X[:, :3].copy()
+    Xbad[0, 0] = np.inf
+    with pytest.raises(ValueError):
+        reg.fit(Xbad, X[:, 0])
+    assert reg.n_features_in_ == 4 and reg.predict(X).shape == (300, 2)
+
+
+def test_fitted_attributes_follow_the_run_after_a_call_that_ends_mid_epoch():
+    """n_iter_, t_, loss_curve_ and epoch_loss_ are the run's as it is: a call that ended inside an epoch (its
+    trainer driven by hand, a divergence's rewind) counts that epoch once, and undone steps are not in the curve."""
+    X, y = blobs()
+    clf = FastBatchClassifier(batch_size=32, seed=0, optimizer="sgd", learning_rate=0.01)  # 10 steps an epoch
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    clf.trainer_.fit(X, y, steps=3)  # the run now ends inside its second epoch
+    for calls in range(1, 4):
+        clf.partial_fit(X, y)
+        tr = clf.trainer_
+        assert tr.step == 13 + 10 * calls and clf.n_iter_ == calls + 2 == len(clf.epoch_loss_)
+        assert np.array_equal(clf.loss_curve_, tr.history.loss.astype(np.float64))
+        assert np.array_equal(clf.epoch_loss_, tr.history.epoch_loss)
+        assert clf.t_ == int(tr.history.records_seen[-1])
+    clf.set_params(learning_rate=1e9)
+    with pytest.raises(fb.DivergenceError):
+        clf.partial_fit(X * 1e3, y)  # the same record count: the same run, rewound before its blow-up
+    tr = clf.trainer_
+    assert len(clf.loss_curve_) == tr.step and clf.n_iter_ == -(-tr.step // 10) == len(clf.epoch_loss_)
+    assert clf.t_ == int(tr.history.records_seen[-1])
+    small = FastBatchClassifier(batch_size=32, seed=0)
+    small.partial_fit(X[:64], y[:64], classes=[0, 1, 2])  # a run of 2 steps an epoch, then one of 10
+    small.partial_fit(X, y)
+    assert small.n_iter_ == 2 and small.t_ == 64 + 300 and len(small.loss_curve_) == 2 + 10
+
+
+def test_a_call_from_another_thread_during_a_call_is_refused_and_changes_nothing(monkeypatch):
+    X, y = blobs()
+    clf = FastBatchClassifier(batch_size=32, seed=0).partial_fit(X, y, classes=[0, 1, 2])
+    entered, release = threading.Event(), threading.Event()
+    real = fb.Trainer.fit
+
+    def held(self, *args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fb.Trainer, "fit", held)
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(clf.partial_fit(X, y) and None))
+    worker.start()
+    try:
+        assert entered.wait(30)
+        state = (clf.n_iter_, clf.t_, len(clf.loss_curve_), clf.trainer_)
+        for call in (lambda: clf.partial_fit(X, y), lambda: clf.fit(X, y), lambda: clf.partial_fit(X[:50], y[:50])):
+            with pytest.raises(RuntimeError, match="already running on this FastBatchClassifier"):
+                call()
+        assert (clf.n_iter_, clf.t_, len(clf.loss_curve_), clf.trainer_) == state
+    finally:
+        release.set()
+        worker.join()
+    assert errors == [None] and clf.n_iter_ == 2 == len(clf.epoch_loss_) and len(clf.loss_curve_) == 20
+    monkeypatch.undo()
+    clf.partial_fit(X, y)  # (the estimator is free again)
+    assert clf.n_iter_ == 3
+
+
+def test_reading_the_curves_during_partial_fit_loses_no_step():
+    """loss_curve_ read in another thread while partial_fit calls append: every step is there at the end (the
+    curve was once joined in place, and an append between the read and the join was lost)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(8, 3)), np.arange(8) % 2
+    clf = FastBatchClassifier(batch_size=8, seed=0).partial_fit(X, y, classes=[0, 1])
+    done = threading.Event()
+
+    def read():
+        while not done.is_set():
+            clf.loss_curve_, clf.epoch_loss_, clf.n_iter_
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(1500):
+            clf.partial_fit(X, y)
+    finally:
+        done.set()
+        reader.join()
+    assert len(clf.loss_curve_) == len(clf.epoch_loss_) == clf.n_iter_ == clf.trainer_.step == 1501
 
 
 @pytest.mark.parametrize("Est", [FastBatchClassifier, FastBatchRegressor])
