@@ -3,8 +3,9 @@
 With ``loss="auto"``, a target is a set of class labels when its values are whole
 numbers (of an integer, bool or float dtype) with at most ``MAX_AUTO_CLASSES``
 distinct values; anything else is a regression target. The choice always comes with
-its reason, and where it is not obvious (whole-number floats taken as classes, or many
-distinct integers taken as a regression target) the library warns and names ``loss=``.
+its reason, and where it is not obvious (whole-number floats taken as classes, many
+distinct integers taken as a regression target, or labels that leave most of their network's
+outputs unused, such as years) the library warns and names ``loss=``.
 """
 import dataclasses
 import warnings
@@ -46,8 +47,9 @@ def _n_distinct(flat):
     return len(np.unique(flat))
 
 
-def decide(y, loss="auto", name="target"):
-    """The :class:`Task` for targets ``y`` (any array-like of numbers) and the ``loss`` asked for."""
+def decide(y, loss="auto", name="target", coded=False):
+    """The :class:`Task` for targets ``y`` (any array-like of numbers) and the ``loss`` asked for. ``coded``: the
+    caller codes whole-number labels as 0..k-1 itself (the CLI), so their values leave no output unused."""
     if loss != "auto":
         kind = "regression" if loss == "mse" else "classification"
         return Task(loss, kind, f"{name}: loss={loss!r} was asked for -> {kind}", True)
@@ -55,35 +57,37 @@ def decide(y, loss="auto", name="target"):
     if a.dtype.kind not in "biuf" or a.size == 0:
         return Task("mse", "regression", f"{name}: not numbers", True)  # check_y then says what is wrong
     if a.nbytes > MEMO_BYTES:
-        return _decide(a, name)
+        return _decide(a, name, coded)
     global _last
     raw = np.ascontiguousarray(a).tobytes()
     last = _last
-    if last[0] == raw and last[1] == a.dtype and last[2] == a.shape and last[3] == name:
+    if last[0] == raw and last[1] == a.dtype and last[2] == a.shape and last[3] == (name, coded):
         return last[4]
-    task = _decide(a, name)
-    _last = (raw, a.dtype, a.shape, name, task)
+    task = _decide(a, name, coded)
+    _last = (raw, a.dtype, a.shape, (name, coded), task)
     return task
 
 
-# the last targets decided on (up to MEMO_BYTES): (their bytes, dtype, shape, name) and the Task,
+# the last targets decided on (up to MEMO_BYTES): (their bytes, dtype, shape, (name, coded)) and the Task,
 # so a new run on the same values (a fresh Trainer, a grid search) does not look at them again
 MEMO_BYTES = 1 << 20
 _last = (None, None, None, None, None)
 
 
-def _decide(a, name):
+def _decide(a, name, coded=False):
     """The rule, for an array of numbers."""
     if a.ndim == 2 and a.shape[1] > 1:
         return _rule(a.shape[1], a.dtype.kind, False, None, name)
     flat = a.reshape(-1)
     whole = a.dtype.kind in "biu" or bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
-    return _rule(1, a.dtype.kind, whole, _n_distinct(flat) if whole else None, name)
+    return _rule(1, a.dtype.kind, whole, _n_distinct(flat) if whole else None, name,
+                 top=flat.max() if whole and flat.size and not coded else None)
 
 
-def _rule(columns, kind, whole, n_distinct, name, more=False):
+def _rule(columns, kind, whole, n_distinct, name, more=False, top=None):
     """The rule itself, from what the targets are: their columns, dtype kind, whether every value is a whole
-    number, and how many distinct values they hold (``more``: at least that many, the count stopped there)."""
+    number, and how many distinct values they hold (``more``: at least that many, the count stopped there),
+    and the largest (``top``: a label's network has an output for each of 0..top)."""
     if columns > 1:
         return Task("mse", "regression", f"{name}: {columns} target columns -> regression (mse)", True)
     if whole and n_distinct == 1 and kind == "f":
@@ -91,9 +95,10 @@ def _rule(columns, kind, whole, n_distinct, name, more=False):
     if whole and n_distinct <= MAX_AUTO_CLASSES and not more:
         obvious = kind in "biu"
         how = "" if obvious else " (whole-number floats)"
+        unused = "" if top is None else _unused_outputs(top, n_distinct)
         return Task("cross_entropy", "classification",
-                    f"{name}: {n_distinct} distinct whole-number values{how} -> classification (cross_entropy); "
-                    "pass loss='mse' for regression", obvious)
+                    f"{name}: {n_distinct} distinct whole-number values{how} -> classification (cross_entropy)"
+                    f"{unused}; pass loss='mse' for regression", obvious and not unused)
     if whole:
         count = f"more than {MAX_AUTO_CLASSES}" if more else f"{n_distinct}"
         return Task("mse", "regression",
@@ -101,6 +106,20 @@ def _rule(columns, kind, whole, n_distinct, name, more=False):
                     "-> regression (mse); pass loss='cross_entropy' to classify", kind not in "biu")
     return Task("mse", "regression", f"{name}: real-valued -> regression (mse); pass loss='cross_entropy' "
                 "to classify whole-number labels", True)
+
+
+def _unused_outputs(top, n_distinct):
+    """The words on labels that leave most of their network's outputs unused (a label's network has one per
+    0..top: years 1990..2009 as classes make 2,010 outputs for 20 labels), or "" when they do not."""
+    try:
+        outputs = int(top) + 1
+    except (OverflowError, ValueError):
+        return ""
+    if outputs <= max(2 * n_distinct, 2):
+        return ""
+    return (f" with {outputs:,} outputs (one per label 0..{outputs - 1:,}), {outputs - n_distinct:,} of them for "
+            "labels never seen; encode the labels as 0..k-1 first (np.unique(y, return_inverse=True), or "
+            "fastbatch.sklearn.FastBatchClassifier, which does)")
 
 
 class TaskScan:
@@ -143,4 +162,5 @@ class TaskScan:
             return decide(np.zeros(0), loss, self.name)
         if not self.numbers or not self.seen:
             return Task("mse", "regression", f"{self.name}: not numbers", True)
-        return _rule(self.columns, self.kind, self.whole, len(self.values), self.name, self.more)
+        return _rule(self.columns, self.kind, self.whole, len(self.values), self.name, self.more,
+                     top=self.top if self.whole else None)

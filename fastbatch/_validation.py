@@ -76,6 +76,8 @@ def check_hidden(value):
     for w in widths:
         if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1:
             raise ValueError(f"hidden must be a tuple of positive integers, got {value!r} (bad width {w!r})")
+        if w >= INT_LIMIT:  # (the layer sizes are int64; the memory check refuses widths far below this)
+            raise ValueError(f"hidden widths must be below 2**63, got {value!r} (bad width {w!r})")
     return tuple(int(w) for w in widths)
 
 

@@ -376,7 +376,7 @@ def _decide_task(args, trainer, table):
     from . import _task
     name = _target_name(table)
     asked = trainer.config["loss"]
-    task = _task.decide(table.y, asked, name)
+    task = _task.decide(table.y, asked, name, coded=True)  # (_as_class_codes codes whole-number labels 0..k-1)
     if table.classes is not None and task.loss not in CLASS_LOSSES:  # (the codes of names are not quantities)
         raise ValueError(f"{args.data}: the {name} holds class names ({_listed(table.classes, 5)}), which a "
                          f"regression (--loss {task.loss}) cannot fit; drop --task regression / --loss mse")

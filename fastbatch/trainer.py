@@ -308,8 +308,9 @@ class Trainer:
         with self._consistent():
             st = self._state
             if st is None:
-                if self._pending_params is not None:
-                    return [(W.copy(), b.copy()) for W, b in self._pending_params]
+                if self._pending_params is not None:  # (in the dtype the run will have, as a run's params are)
+                    dtype = np.dtype(self._cfg["dtype"])
+                    return [(W.astype(dtype), b.astype(dtype)) for W, b in self._pending_params]
                 raise NotFittedError("this trainer has no params yet: call fit() first (or set_params())")
             return [(W.copy(), b.copy()) for W, b in unpack(st.theta, st.sizes)]
 
@@ -326,9 +327,9 @@ class Trainer:
                 W0[...] = W
                 b0[...] = b
             st.carried = None  # (a divergence must not rewind to params from before these)
-        else:
-            dtype = np.dtype(self._cfg["dtype"])
-            self._pending_params = [(W.astype(dtype), b.astype(dtype)) for W, b in layers]
+        else:  # kept as given (in float64: exact for float32 and float64 params), rounded to the dtype the run has
+            # when it starts: a dtype set after this call applies to them too
+            self._pending_params = [(W.astype(np.float64), b.astype(np.float64)) for W, b in layers]
             self._pending_scaling = None
 
     def _continue_network(self, other):
@@ -365,6 +366,11 @@ class Trainer:
                 raise ValueError(f"the params set with set_params map {p[0][0].shape[0]} features to "
                                  f"{p[-1][0].shape[1]} outputs, but the data has {n_features} features "
                                  f"and needs {n_outputs} outputs")
+            big = max(max(float(np.abs(W).max(initial=0)), float(np.abs(b).max(initial=0))) for W, b in p)
+            if big > float(np.finfo(dtype).max):
+                raise ValueError(f"the params set with set_params hold values too large for {dtype} (largest "
+                                 f"{big:.3g}, max {np.finfo(dtype).max:.3g}): scale them, or use dtype='float64'")
+
             def make_theta():
                 return aligned(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p]).astype(dtype, copy=False))
         else:

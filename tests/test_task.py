@@ -36,6 +36,29 @@ def test_the_trainer_warns_where_the_choice_is_not_obvious():
         fb.Trainer(epochs=1, loss="mse").fit(X, (X[:, 0] > 0).astype(float))  # asked for: no warning
 
 
+@pytest.mark.parametrize("y, outputs, unseen", [
+    (np.repeat(np.arange(1990, 2010), 5), "2,010", "1,990"),  # years as classes: 20 labels, 2,010 outputs
+    (np.array([0, 1000] * 30), "1,001", "999"),
+    (np.repeat([10.0, 20.0, 30.0], 10), "31", "28"),           # (whole-number floats warn anyway: now with why)
+])
+def test_labels_that_leave_most_outputs_unused_are_warned_about(y, outputs, unseen):
+    """Whole-number labels are classes with one output per 0..largest: labels far from 0..k-1 make a softmax of
+    mostly unused outputs, which the rule now says (with how to code them), where it was silent."""
+    task = _task.decide(y, name="y")
+    assert task.loss == "cross_entropy" and not task.obvious
+    assert f"{outputs} outputs" in task.reason and f"{unseen} of them" in task.reason and "0..k-1" in task.reason
+    X = np.random.default_rng(0).normal(size=(len(y), 3))
+    with pytest.warns(UserWarning, match="outputs"):
+        fb.Trainer(epochs=1).fit(X, y)
+    assert _task.decide(y, name="y", coded=True).reason.endswith("pass loss='mse' for regression")  # (the CLI's)
+    scan = _task.TaskScan("y")
+    for i in range(0, len(y), 7):
+        scan.add(y[i:i + 7])
+    assert scan.result().reason == task.reason  # fit_batches' rule says the same
+    for fine in (np.arange(60) % 3, np.arange(60) % 3 + 1, np.arange(60) % 10 + 1):  # (1..k: one output unused)
+        assert _task.decide(fine).obvious
+
+
 def test_diabetes_like_targets_are_regression():
     y = np.random.default_rng(0).integers(25, 347, 400).astype(float)
     task = _task.decide(y, name="target 'target'")

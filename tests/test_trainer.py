@@ -272,6 +272,35 @@ def test_set_params_before_fit_and_get_params_copies(seed_data):
     assert not np.allclose(tr.get_params()[0][0], 0)
 
 
+def test_a_dtype_assigned_after_set_params_applies_to_them_exactly(seed_data, tmp_path):
+    """set_params keeps the params as given until the run starts: dtype='float64' assigned after it trains on
+    them exactly, as a trainer made with dtype='float64' does (they were rounded to float32 at set_params);
+    params too large for the run's dtype are a ValueError naming them, not an overflow to inf."""
+    X, y = seed_data
+    rng = np.random.default_rng(1)
+    params = [(rng.normal(size=(10, 5)), rng.normal(size=5)), (rng.normal(size=(5, 2)), rng.normal(size=2))]
+    late = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1})
+    late.set_params(params)
+    assert late.get_params()[0][0].dtype == np.float32  # (in the dtype the run would have now)
+    late.dtype = "float64"
+    assert all(np.array_equal(W, P) and W.dtype == np.float64 for (W, _), (P, _) in zip(late.get_params(), params))
+    made = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1, "dtype": "float64"})
+    made.set_params(params)
+    assert np.array_equal(late.fit(X, y).loss, made.fit(X, y).loss)
+    saved = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1})
+    saved.set_params(params)
+    saved.save(tmp_path / "pending.npz")  # (a checkpoint keeps them in the run's dtype, as before)
+    assert np.array_equal(fb.Trainer.load(tmp_path / "pending.npz").get_params()[0][0], params[0][0].astype(np.float32))
+    params[0][0][0, 0] = 1e39
+    big = fb.Trainer(**{**SEED_RUN, "hidden": (5,), "epochs": 1})
+    big.set_params(params)
+    with pytest.raises(ValueError, match="too large for float32"):
+        big.fit(X, y)
+    assert not big.started
+    big.dtype = "float64"
+    big.fit(X, y, steps=1)
+
+
 def test_hidden_assigned_after_set_params_drops_them_with_a_warning(seed_data):
     """Before the first fit every parameter can be assigned and applies: hidden= of other widths than the
     params set_params took drops them, saying so (fit raised "theta must have shape (59,), got (43,)")."""
