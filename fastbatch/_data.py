@@ -40,6 +40,15 @@ class FitData:
         return self.X.shape[0]
 
 
+def token_of(data):
+    """Who ``data`` (a FitData) is, for what is kept beyond it (a later call on the same arrays gets the same
+    FitData, so the same token; never the FitData itself: it holds the caller's arrays): made when first asked."""
+    token = data.token
+    if token is None:
+        token = data.token = object()
+    return token
+
+
 def target_peak(targets, weights=None):
     """The largest loss a record's targets give a network that outputs 0: the mean of its squared targets (mse;
     0 without targets), over the records of a positive weight (one of weight 0 is in no loss). A loss far beyond
@@ -243,7 +252,7 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
     if run is not None:
         scaling = run.scaling
     elif scaling is None:
-        scaling = fit_scaling(Xc, targets, cfg, loss)
+        scaling = fit_scaling(Xc, targets, cfg, loss, weights)
     if scaling is not None:
         targets = scale_targets(scaling, targets, dtype)  # X: as each record is read (RunState.x_affine)
         if val is not None:
@@ -261,12 +270,14 @@ WARN_SAMPLE_VALUES = 1 << 12
 
 
 class RunningStats:
-    """Column means and standard deviations over chunks of rows, in one streaming pass (float64)."""
+    """Column means and standard deviations over chunks of rows, in one streaming pass (float64); with
+    per-row weights, the weighted ones (as StandardScaler's with sample_weight: a weight of 2 counts a row
+    twice, a weight of 0 not at all)."""
 
     def __init__(self):
         self.n, self.shift, self.total, self.sq = 0, None, None, None
 
-    def add(self, part):
+    def add(self, part, weights=None):
         part = np.asarray(part, dtype=np.float64)
         if not part.shape[0]:
             return
@@ -275,9 +286,15 @@ class RunningStats:
             self.total, self.sq = np.zeros(part.shape[1]), np.zeros(part.shape[1])
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite statistics: the kernel names the value
             d = part - self.shift
-            self.total += d.sum(axis=0)
-            self.sq += np.einsum("ij,ij->j", d, d)
-        self.n += part.shape[0]
+            if weights is None:
+                self.total += d.sum(axis=0)
+                self.sq += np.einsum("ij,ij->j", d, d)
+                self.n += part.shape[0]
+            else:
+                w = np.asarray(weights, dtype=np.float64)
+                self.total += w @ d
+                self.sq += w @ (d * d)
+                self.n += float(w.sum())
 
     def result(self):
         mean = self.total / self.n
@@ -294,27 +311,31 @@ def sample_stats(S):
         return m + S[0], np.sqrt(np.maximum(w @ (d * d) - m * m, 0.0))
 
 
-def column_stats(X):
-    """(mean, std) of each column of a checked X, float64, in one streaming pass (memory maps in chunks)."""
+def column_stats(X, weights=None):
+    """(mean, std) of each column of a checked X, float64, in one streaming pass (memory maps in chunks);
+    weighted by the records' ``weights`` when they are given and not all 0 (None or empty: unweighted)."""
     from ._rows import RowSource
+    if weights is not None and (not len(weights) or not weights.any()):
+        weights = None
     stats = RunningStats()
     with RowSource.open(X) as src:
-        for _, part in src.chunks():
-            stats.add(part)
+        for start, part in src.chunks():
+            stats.add(part, None if weights is None else weights[start:start + part.shape[0]])
     return stats.result()
 
 
-def fit_scaling(X, targets, cfg, loss):
-    """The run's standardisation from its training records (None when off); warns once about unscaled X.
+def fit_scaling(X, targets, cfg, loss, weights=None):
+    """The run's standardisation from its training records (None when off), weighted by their sample weights
+    (``weights``: None or empty for none); warns once about unscaled X.
 
     Without standardisation the statistics only feed the warning: an in-memory X is then
     sampled (evenly spaced rows, see WARN_SAMPLE_VALUES), so a first fit does not pay a pass over it.
     """
-    y_stats = column_stats(targets) if cfg["standardize_target"] and loss == "mse" else None
+    y_stats = column_stats(targets, weights) if cfg["standardize_target"] and loss == "mse" else None
     if not cfg["standardize"] and not isinstance(X, np.memmap):
         _warn(unscaled_sample_message(X))
         return scaling_from(None, y_stats, cfg)
-    return scaling_from(column_stats(X), y_stats, cfg)
+    return scaling_from(column_stats(X, weights), y_stats, cfg)
 
 
 # the last sample the unscaled-X warning looked at (up to _task.MEMO_BYTES): (its bytes, dtype, shape) and its message,

@@ -35,6 +35,7 @@ from ._kernel_spec import KernelSpec
 from .callbacks import Callback
 from .errors import DivergenceError
 from .history import weighted_sum
+from .schedule import epoch_order as schedule_epoch_order
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
@@ -192,6 +193,10 @@ class ArraySource:
         # accuracy, summed in float64 by weighted_sum, exactly as a float64 copy would be), and their sum
         self.weights, self.records = batch_sizes, float(records)
         self.bad_input = False  # set when the kernel met a record it cannot train on
+        self.counts = True  # the call's data has no sample weights: a step's hits are a count (add_hits)
+        # with sample weights: the call's (n,) weights, and (epoch, its steps' batch weights) for the last epoch
+        # asked (epoch_weights): an epoch's means weigh its steps by their batches' weights, not their sizes
+        self.sample_weights, self.batch_weights = None, None
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
@@ -207,6 +212,7 @@ class ArraySource:
         that names a bad value) when the kernel reports a bad record (``Status.BAD_INPUT``)."""
         state = self.state
         self.data, self.rows, self.recheck = data, rows, recheck
+        self.weigh(data)
         self.check_rows = None if rows is None or not rows.mapped else rows.check
         # the kernel's arguments that stay the same for the whole fit call (arrays change in place)
         self.head = (self.spec, data.X, data.targets, data.labels, data.weights, state.theta, state.opt_state,
@@ -263,9 +269,7 @@ class ArraySource:
     def loss_limit(self, data, state):
         """The run's loss_limit on ``data`` (the call's FitData): made once the run has a first step, and kept while
         the calls are on the same arrays."""
-        token = data.token
-        if token is None:
-            token = data.token = object()
+        token = _data.token_of(data)
         if token is not self.data_seen:  # (a later call on the same arrays gets the same FitData: nothing to do)
             self.data_seen, self.limit = token, math.inf
         limit = self.limit
@@ -274,6 +278,16 @@ class ArraySource:
                 data.peak = _data.target_peak(data.targets, data.weights)
             limit = self.limit = loss_limit(state, data.peak)
         return limit
+
+    def data_token(self):
+        """Who this call's data is (_data.token_of), kept with the run's carried chunk."""
+        return _data.token_of(self.data)
+
+    def replays(self, token):
+        """Whether the last call's chunk (trained on the data of ``token``) may be run again on this call's data (a
+        divergence's rewind into it): only on the same arrays (the same FitData). Other arrays of the same shape (a
+        partial_fit stream's next chunk) are other records: the rewind then goes back to the chunk's start."""
+        return token is not None and token is _data.token_of(self.data)
 
     def limit_was_stale(self, state):
         """After a call that ended BLOWN_UP: whether the loss_limit it was given is below the one of its targets as
@@ -317,23 +331,64 @@ class ArraySource:
         return ValueError(f"{part} of record {record} holds a value the network cannot train on "
                           f"(non-finite, too large for the run's dtype, or not a valid label / target)")
 
+    def weigh(self, data):
+        """Take the call's sample weights (none: ``counts``)."""
+        weights = data.weights
+        self.counts = not weights.size
+        if self.sample_weights is not weights:
+            self.sample_weights, self.batch_weights = (None if self.counts else weights), None
+
+    def epoch_weights(self, state, epoch):
+        """(weights of the epoch's steps, their sum): the batch sizes (the plan's), or with sample weights each
+        batch's sum of them (the epoch's order decides its batches: O(records), once an epoch). An epoch's mean
+        loss and accuracy weigh its steps so: the sample-weighted means over its records, where a batch of weights
+        0 (its loss 0 by the rule) counts for nothing."""
+        w = self.sample_weights
+        if w is None:
+            return self.weights, self.records
+        kept = self.batch_weights
+        if kept is not None and kept[0] == epoch:
+            return kept[1], kept[2]
+        cache = state.order_cache
+        if cache is not None and cache.item(0) == epoch:
+            order = cache[1:]
+        else:
+            order = getattr(self.backend, "epoch_order", schedule_epoch_order)(state.n_records, self.spec.seed,
+                                                                               epoch, self.spec.shuffle)
+        sizes = self.weights
+        starts = np.zeros(len(sizes), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        per_step = np.add.reduceat(w[order[:int(self.records)]].astype(np.float64), starts)
+        total = float(per_step.sum())
+        if not total > 0:  # (an epoch of weights 0 only: its records' means are none; its batches' sizes then)
+            per_step, total = sizes, self.records
+        self.batch_weights = (epoch, per_step, total)
+        return per_step, total
+
     def add_hits(self, state, chunk, done, hits):
-        """The chunk's first ``done`` hit fractions, weighted by batch size, into their epochs' sums."""
+        """The chunk's first ``done`` hit fractions, weighted by their steps' weights (``epoch_weights``), into
+        their epochs' sums. Without sample weights a step's fraction times its batch size is its count of records
+        classified right, a whole number: it is added as one, so an epoch's sum is exact, the same however its
+        steps were cut into calls (a run fit in pieces gives the accuracy of the run in one call, bit for bit)."""
         spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
-        if done == 1:
+        counts = self.counts
+        if done == 1 and counts:
             e = s // spe
             sums = state.hit_sums
-            sums[e] = sums.get(e, 0.0) + hits.item(0) * self.weights.item(s - e * spe)
+            sums[e] = sums.get(e, 0.0) + round(hits.item(0) * self.weights.item(s - e * spe))
             return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
+            steps = self.epoch_weights(state, e)[0]
             if stop - s == 1:   # (an epoch of one step: no array call)
-                state.add_hits(e, hits.item(s - chunk.step0) * self.weights.item(s - e * spe))
+                v = hits.item(s - chunk.step0) * steps[s - e * spe]
+                state.add_hits(e, round(v) if counts else v)
                 s = stop
                 continue
-            sizes = self.weights[s - e * spe:stop - e * spe]
-            state.add_hits(e, weighted_sum(hits[s - chunk.step0:stop - chunk.step0], sizes))
+            sizes = steps[s - e * spe:stop - e * spe]
+            part = hits[s - chunk.step0:stop - chunk.step0]
+            state.add_hits(e, float(np.rint(part * sizes).sum()) if counts else weighted_sum(part, sizes))
             s = stop
 
     def read_error(self, chunk, done):
@@ -354,7 +409,7 @@ class ArraySource:
         """The epochs ended and not closed yet, closed one by one: [(epoch, ...)]."""
         spe = state.steps_per_epoch
         for epoch in range(len(state.epoch_loss), state.step // spe):
-            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, self.weights, self.records)
+            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, *self.epoch_weights(state, epoch))
             yield epoch
 
 
@@ -417,8 +472,10 @@ class BatchSource:
                 state = trainer._start_generator_run(Xb.shape[1], loss, kk)
                 state.scaling = self.scaling
             spe = state.steps_per_epoch or self.epoch_batches or (state.batch + 1)
-            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
-                                                                    spe * cfg["epochs"])
+            # the schedule's step in an epoch of spe steps (the first epoch's batches): an epoch that yields more
+            # batches keeps its last step's rate for them (an epoch's schedule never moves on inside it)
+            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + min(state.batch, spe - 1)],
+                                                                    spe, spe * cfg["epochs"])
             spec = self.specs.get(Xb.shape[0])  # one per batch size: the kernel keeps its buffers per spec
             if spec is None:
                 spec = self.specs[Xb.shape[0]] = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1,
@@ -445,6 +502,13 @@ class BatchSource:
     def limit_was_stale(self, state):
         """Never: each batch's own targets set the limit of its call (``call``)."""
         return False
+
+    def data_token(self):
+        return None  # (a chunk carries its own batch: ``replays`` needs no token)
+
+    def replays(self, token):
+        """Always: a chunk carries its batch (``Chunk.head``), so it runs again on its own records."""
+        return True
 
     def add_hits(self, state, chunk, done, hits):
         if done:
@@ -495,10 +559,14 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
     # the last call's last chunk (state.carried): a call undone by a bad record gives it back while its snapshot is
     # whole (a later chunk's snapshot takes its buffer: then none, and the next rewind goes no further than its call)
     kept = carried
+    # whether prev's steps may be run again (a divergence's rewind into it) on this call's data: a chunk of this
+    # call, yes; the last call's only on the same arrays (source.replays): others of the same shape (a partial_fit
+    # stream's next chunk) are other records, so a rewind into it goes back to its start and runs none of its steps
+    prev_ours = first is not None or (carried is not None and source.replays(carried[3]))
     if first is not None:
         prev = first
     elif carried is not None:
-        prev = carried[:2]  # the last call's last chunk, nothing changed since (replayed on this call's data)
+        prev = carried[:2]  # the last call's last chunk, nothing changed since
     # the snapshot of the call's first chunk: a bad record found later goes back to it
     call_start = None if first is None else first[0]
     began = trainer._state is not None and trainer._state.step > 0
@@ -585,7 +653,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
                 state.restore(snap)  # (the chunk changed the params, the optimizer rows and the order cache only)
                 continue             # the chunk again, with the limit of the targets as they are now
             if status == _NONFINITE or status == _BLOWN_UP or (look_at_params and not _all_finite(state.theta)):
-                _rewind(trainer, source, state, snap, chunk, done, status, prev)
+                _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours)
             _record(source, state, chunk, done, hits)
             source.commit(state, chunk, done)
             state.step += done
@@ -600,7 +668,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
             _undo(trainer, state, snap)
             raise
         snaps[0], snaps[1] = snaps[1], snaps[0]
-        prev = (snaps[1], chunk)
+        prev, prev_ours = (snaps[1], chunk), True
         # the chunk's step hook and the epochs it ended, closed whole (validation, schedule, early stopping,
         # callbacks), or on an error (KeyboardInterrupt, a validation file cut short) the chunk undone with them
         try:
@@ -623,7 +691,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
             trainer._yield_to_readers()
     state = trainer._state
     if state is not None:
-        state.carried = None if prev is None else (*prev, state.step)
+        state.carried = None if prev is None else (*prev, state.step, source.data_token())
     if hooks.on_progress is not None:
         hooks.progress(force=True)
     if hooks.callbacks and trainer.finished:
@@ -667,6 +735,7 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     data = last.get(X, y) if n_outputs is None else None  # (prepare's first look, without its call)
     if data is None:
         data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
+    source.weigh(data)
     try:
         carried = state.carried  # (the chunk a divergence in this one may rewind into: its snapshot stays whole)
         snaps = _snapshots(state, opt_rows(cfg), None if carried is None or carried[2] != start else carried[0])
@@ -699,7 +768,7 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
         last.release()
     if status == _TIME_UP and done < n:
         return snap, chunk  # (state.carried stays the last call's: run() keeps it for an undo of the whole call)
-    state.carried = (snap, chunk, state.step)
+    state.carried = (snap, chunk, state.step, _data.token_of(data))
     if trainer._readers:
         trainer._yield_to_readers()
     return True
@@ -850,7 +919,7 @@ def end_epoch(trainer, epoch, hooks):
     return bool(stop) or state.stopped_early
 
 
-def _rewind(trainer, source, state, snap, chunk, done, status, prev):
+def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=True):
     """Rewind to params from before the blow-up, and raise DivergenceError.
 
     The first bad state is the params before step ``bad`` (0-based): their batch loss is
@@ -859,7 +928,9 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
     finite but huge diverge again at any rate. So the run goes back to the step before the
     first loss more than ``BLOW_UP`` times the lowest so far (at least one step before
     ``bad``, and no further back than the snapshots kept: the start of the previous kernel
-    call). Continuing with a smaller rate redoes that step's update.
+    call). Continuing with a smaller rate redoes that step's update. A step is only run again
+    on the data it was trained on: a target inside ``prev``, the last fit call's chunk on other
+    arrays (``prev_ours`` False), goes back to that chunk's start.
     """
     step0 = chunk.step0
     limit = source.limit if status == Status.BLOWN_UP else None  # (the one the kernel call was given)
@@ -888,7 +959,11 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev):
         sane = not len(blown) or target < earliest + int(blown[0])
     for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
         if target >= ch.step0:
-            _replay(source, state, snapshot, ch, target - ch.step0, record=True)
+            if ch is not chunk and not prev_ours:  # (the last call's steps: not run again on this call's data)
+                state.restore(snapshot)
+                target = ch.step0
+            else:
+                _replay(source, state, snapshot, ch, target - ch.step0, record=True)
             break
     else:  # nothing earlier to go back to: the run's first params already give a non-finite loss
         state.restore(snap)

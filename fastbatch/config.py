@@ -125,8 +125,8 @@ PARAMS = (
     Param("lr_schedule", "constant", "schedule", "'constant', 'step', 'exponential', 'cosine' or 'plateau' "
           "(or a dict with 'name' and its settings).", SCHEDULES),
     Param("warmup_steps", 0, "int", "Linear warm-up of the rate over the first steps.", low=0),
-    Param("standardize", False, "bool", "Standardise each feature with the training records' mean and std "
-          "(stored with the params; predict and evaluate apply it)."),
+    Param("standardize", False, "bool", "Standardise each feature with the training records' mean and std, "
+          "weighted by sample_weight when given (stored with the params; predict and evaluate apply it)."),
     Param("standardize_target", False, "bool", "Standardise mse targets too (predictions come back in the "
           "data's units; History's losses are in standardised units)."),
     Param("track_noise", False, "bool", "Record each step's squared norm of the batch's mean gradient and the "

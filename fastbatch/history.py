@@ -25,7 +25,9 @@ class History:
     epoch_starts : ndarray of int64
         The step index at which each started epoch begins (the epoch boundaries).
     epoch_loss : ndarray of float64
-        Per started epoch, the mean of its step losses weighted by batch size.
+        Per started epoch, the mean of its step losses weighted by batch size (with sample weights, a
+        finished epoch's weighs each step by its batch's weights: the weighted mean over its records;
+        the epoch in progress is weighted by batch size until it closes).
     val_loss, val_accuracy : ndarray of float64
         Per finished epoch, on the validation data: empty when no epoch was validated, NaN for an
         epoch that ended without validation (validation_data given on some fit calls only).
@@ -179,15 +181,29 @@ class History:
         return np.cumsum(self.batch_size)
 
     @property
+    def records_trained(self):
+        """Records trained on over all the steps (``records_seen[-1]``, 0 before a step), in O(an epoch's steps)."""
+        n = self.n_steps
+        if self._per_step is not None or not self.steps_per_epoch:
+            return int(self.batch_size.sum())
+        full, part = divmod(n, self.steps_per_epoch)
+        return full * int(self._sizes.sum()) + int(self._sizes[:part].sum())
+
+    @property
     def epoch_loss(self):
         if not self.n_steps:
             return np.empty(0)
-        if self._closed is not None:  # only the epoch in progress is summed here: O(its steps)
-            first = self._epoch_first_step(len(self._closed))
-            if first >= self.n_steps:
-                return self._closed
-            w = self.batch_size_of(first, self.n_steps).astype(np.float64)   # O(the epoch's steps), not the run's
-            return np.append(self._closed, weighted_sum(self.loss[first:], w) / w.sum())
+        if self._closed is not None:  # only the epochs not closed by the run are summed here: O(their steps)
+            # (the one in progress; and one that ended but is not closed yet: a divergence's rewind or an interrupt
+            # came before its closing, which the next fit call makes)
+            means, epoch = [], len(self._closed)
+            first = self._epoch_first_step(epoch)
+            while first < self.n_steps:
+                end = min(self._epoch_first_step(epoch + 1), self.n_steps)
+                w = self.batch_size_of(first, end).astype(np.float64)   # O(the epoch's steps), not the run's
+                means.append(weighted_sum(self.loss[first:end], w) / w.sum())
+                epoch, first = epoch + 1, end
+            return np.append(self._closed, means) if means else self._closed
         ends = np.append(self.epoch_starts[1:], self.n_steps)
         w = self.batch_size.astype(np.float64)
         wl = np.add.reduceat(self.loss * w, self.epoch_starts)

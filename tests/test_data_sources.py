@@ -413,6 +413,27 @@ def test_fit_batches_gives_the_first_epoch_the_rates_fit_gives(seed_data, schedu
     assert np.array_equal(hc.learning_rate, h.learning_rate) and np.array_equal(hc.loss, h.loss)
 
 
+@pytest.mark.parametrize("schedule, rates", [({"name": "exponential", "gamma": 0.5}, (1.0, 0.5, 0.25)),
+                                             ({"name": "step", "step_epochs": 1, "gamma": 0.1}, (1.0, 0.1, 0.01))])
+def test_an_epoch_based_schedule_keeps_one_rate_per_epoch_when_a_later_epoch_yields_more_batches(schedule, rates):
+    """A generator's epochs need not yield the same number of batches: an epoch with more than the first had
+    keeps its rate to its end (it moved to the next epoch's rate at the first epoch's batch count)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 5)), (rng.normal(size=200) > 0).astype(int)
+    calls = []
+
+    def batches():  # the first pass and the first epoch: 3 batches; later epochs: 6
+        calls.append(1)
+        for i in range(3 if len(calls) <= 2 else 6):
+            yield X[20 * i:20 * i + 20], y[20 * i:20 * i + 20]
+
+    tr = fb.Trainer(hidden=(4,), epochs=3, batch_size=20, learning_rate=1.0, lr_schedule=schedule)
+    h = tr.fit_batches(batches, n_outputs=2)
+    assert np.bincount(h.epoch).tolist() == [3, 6, 6]
+    for e, rate in enumerate(rates):
+        np.testing.assert_allclose(h.learning_rate[h.epoch == e], rate, rtol=1e-12)
+
+
 def test_fit_batches_decides_the_task_and_classes_from_all_the_batches():
     """Data sorted by class: the first batch holds one class (one value: "a regression" by the rule, and one
     output), or a few of many integer targets ("a classification"). The run is what fit makes of all of them."""

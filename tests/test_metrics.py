@@ -48,6 +48,54 @@ def test_sample_weight_of_ones_changes_nothing_and_zero_weights_drop_records():
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("batch_size", [1, 8, 30])
+def test_an_epochs_loss_and_accuracy_with_sample_weights_are_the_weighted_means_over_its_records(backend, batch_size):
+    """With sample weights an epoch's steps weigh by their batches' weights, not their sizes: a batch of weights 0
+    (whose loss is 0 by the rule) counts for nothing. With params that do not move (a rate of 1e-30) each epoch's
+    loss and accuracy are then the weighted ones evaluate gives over all the records (a 0/1 mask gave 0.57 where
+    the masked records were classified right 100%: every all-0 batch counted as loss 0 and accuracy 0)."""
+    X, y = make_data(n=200, d=5, k=3, seed=4)
+    rng = np.random.default_rng(5)
+    w = (rng.random(200) < 0.2) * rng.uniform(0.5, 2.0, 200)
+    tr = fb.Trainer(hidden=(8,), batch_size=batch_size, epochs=3, learning_rate=1e-30, optimizer="sgd",
+                    dtype="float64", backend=backend)
+    h = tr.fit(X, y, sample_weight=w)
+    want = tr.evaluate(X, y, sample_weight=w)
+    np.testing.assert_allclose(h.epoch_loss, want["loss"], rtol=1e-9)
+    np.testing.assert_allclose(h.metrics["accuracy"], want["accuracy"], rtol=1e-12)
+    unweighted = fb.Trainer(hidden=(8,), batch_size=batch_size, epochs=1, learning_rate=1e-30, optimizer="sgd",
+                            dtype="float64", backend=backend)
+    h1 = unweighted.fit(X, y, sample_weight=np.ones(200))  # (weights of 1: the plain means, by batch size)
+    np.testing.assert_allclose(h1.epoch_loss, unweighted.evaluate(X, y)["loss"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("target", [False, True])
+def test_standardisation_is_weighted_by_sample_weight_as_duplicated_records(target):
+    """With sample weights, standardize (and standardize_target) take the weighted mean and std, as
+    StandardScaler(sample_weight=...) does: a weight of 2 is the record twice, a weight of 0 leaves it out."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 4)) * [1.0, 50.0, 0.01, 7.0] + [0.0, 300.0, -2.0, 1.0]
+    y = X @ [0.5, 0.01, 30.0, -0.2] + 5.0
+    w = np.ones(90)
+    w[::3], w[1::7] = 2.0, 0.0
+    reps = w.astype(int)
+    kw = dict(hidden=(6,), batch_size=10 ** 6, epochs=4, dtype="float64", standardize=True,
+              standardize_target=target, loss="mse", shuffle=False)
+    a, b = fb.Trainer(**kw), fb.Trainer(**kw)
+    a.fit(X, y, sample_weight=w)
+    b.fit(np.repeat(X, reps, axis=0), np.repeat(y, reps))
+    sa, sb = a.run_state.scaling, b.run_state.scaling
+    assert set(sa) == set(sb) and ("y_shift" in sa) == target
+    for key in sa:
+        np.testing.assert_allclose(sa[key], sb[key], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.history.loss, b.history.loss, rtol=1e-9)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-9, atol=1e-9)
+    unweighted = fb.Trainer(**kw)
+    unweighted.fit(X, y)
+    assert not np.allclose(unweighted.run_state.scaling["x_shift"], sa["x_shift"])  # (the weights do matter here)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_weighted_r2_is_scikit_learns(backend):
     # evaluate and the per-epoch validation weight r2 as they weight the loss and mae (r2_score(sample_weight=))
     metrics = pytest.importorskip("sklearn.metrics")

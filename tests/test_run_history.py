@@ -408,3 +408,80 @@ def test_epoch_sums_do_not_call_a_blas_dot_over_a_chunk(monkeypatch):
     h = tr.history
     assert len(h.epoch_loss) == 3 and np.allclose(h.epoch_loss, [np.mean(h.loss[e * 6000:(e + 1) * 6000])
                                                                  for e in range(3)])
+
+
+def test_epoch_losses_of_a_run_rewound_past_an_epochs_end_before_its_closing_are_each_epochs_own():
+    """A divergence rewinds the run to before its blow-up, which may leave an epoch that ended but is not closed
+    yet (the next call closes it) and the next one begun: History.epoch_loss gives each its own mean, not one
+    mean over both."""
+    from fastbatch.schedule import epoch_order
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=4.0, size=(3, 4))
+    y = rng.integers(0, 3, 300)
+    X = centers[y] + rng.normal(size=(300, 4))
+    tr = fb.Trainer(batch_size=32, seed=0, optimizer="sgd", learning_rate=0.01, epochs=100)  # 10 steps an epoch
+    tr.fit(X, y, steps=33)
+    later = set(epoch_order(300, 0, 3)[3 * 32:].tolist())  # (epoch 3's records after step 33)
+    X[next(i for i in epoch_order(300, 0, 4)[2 * 32:3 * 32] if i not in later)] = 1e30  # met at step 42 only
+    with pytest.raises(fb.DivergenceError):
+        tr.fit(X, y, steps=20)
+    st, h = tr.run_state, tr.history
+    assert st.step == 41 and len(st.epoch_loss) == 3  # (the case: epoch 3 ended, not closed; epoch 4 begun)
+    assert len(h.epoch_loss) == 5
+    w = h.batch_size.astype(np.float64)
+    for e, mean in enumerate(h.epoch_loss):
+        part = slice(10 * e, min(10 * e + 10, st.step))
+        np.testing.assert_allclose(mean, np.sum(h.loss[part] * w[part]) / w[part].sum(), rtol=1e-12)
+    X[np.abs(X) > 1e20] = 0.0
+    tr.fit(X, y, steps=5)  # the next call closes epoch 3 first: the same mean
+    assert tr.history.epoch_loss[3] == h.epoch_loss[3]
+
+
+def test_a_rewind_into_the_last_call_runs_none_of_its_steps_again_on_this_calls_data():
+    """A divergence may rewind into the last fit call's steps; those are never run again on this call's arrays
+    (another chunk of a stream, or the arrays edited since): the run goes back to the start of that call's chunk,
+    exactly as it was then (it was replayed on the new data: the history held losses of steps never trained so,
+    and the params were another run's)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=4.0, size=(3, 4))
+    y = rng.integers(0, 3, 300)
+    X = centers[y] + rng.normal(size=(300, 4))
+    for backend in ("cython", "numpy"):
+        runs = []
+        for calls in ((10, 3, 10, 10, 10), (10, 3, 10, 10)):
+            tr = fb.Trainer(batch_size=32, seed=0, optimizer="sgd", learning_rate=0.01, epochs=100, backend=backend)
+            for steps in calls:
+                tr.fit(X, y, steps=steps)
+            runs.append(tr)
+        tr, ref = runs
+        tr.learning_rate = 1e9
+        with pytest.raises(fb.DivergenceError, match="back to 33 steps done"):
+            tr.fit(X * 1e3, y, steps=10)  # its blow-up is found in the last call's steps (after 33)
+        assert tr.step == ref.step == 33 and np.array_equal(tr.history.loss, ref.history.loss)
+        assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(tr.get_params(), ref.get_params()))
+        tr.learning_rate = ref.learning_rate = 0.01
+        tr.fit(X, y, steps=20)
+        ref.fit(X, y, steps=20)
+        assert np.array_equal(tr.history.loss, ref.history.loss)
+        assert np.array_equal(tr.history.epoch_loss, ref.history.epoch_loss)
+        m, r = tr.history.metrics, ref.history.metrics
+        assert m.keys() == r.keys() and all(np.array_equal(m[k], r[k]) for k in m)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_an_epochs_accuracy_is_the_same_however_its_steps_were_cut_into_calls(backend):
+    """Without sample weights a step's hits are a whole count of records, added as one: an epoch's accuracy is
+    count / records exactly, the same bits for a run fit in pieces of any size as in one call (it differed in
+    the last bits: fractions summed per call round differently)."""
+    X, y = make_data(n=450, d=6, k=4, seed=3)
+    cfg = dict(hidden=(16,), batch_size=50, epochs=4, optimizer="adam", learning_rate=0.01, backend=backend)
+    ref = fb.Trainer(**cfg)
+    ref.fit(X, y)
+    acc = ref.history.metrics["accuracy"]
+    assert np.array_equal(acc, np.round(acc * 450) / 450)  # (whole counts over the epoch's records)
+    for k in (1, 3, 7, 13):
+        tr = fb.Trainer(**cfg)
+        while not tr.finished:
+            tr.fit(X, y, steps=k)
+        assert np.array_equal(tr.history.loss, ref.history.loss)
+        assert np.array_equal(tr.history.metrics["accuracy"], acc)
