@@ -207,6 +207,9 @@ def main(argv=None):
     status = {"code": 0}
 
     def finish(how="finished"):
+        if status.get("finished"):   # (a start refused and its run's end may both report)
+            return
+        status["finished"] = True
         try:
             if args.export_history and window.trainer is not None:
                 window.export_history(args.export_history)

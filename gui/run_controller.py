@@ -3,12 +3,17 @@
     idle --start/step--> running --fit returns--> paused --resume/step--> running
     running --run over--> idle ("finished"), --stop--> idle ("stopped"), --error--> idle ("errored")
 
+Starting is all or nothing: when anything raises while a new run is set up or its first fit call
+handed over (a window slot included), the run is discarded (``runDiscarded``) and the controller
+is idle again, with ``error`` saying why; it is never left running without a job.
+
 The window turns buttons into these calls and draws what the controller says; the worker
 tells it when a fit call returned (:meth:`fit_returned`) or raised (:meth:`errored`).
 Nothing here imports Qt, so the rules are unit-tested without a window.
 """
 import collections
 import time
+import traceback
 
 IDLE, RUNNING, PAUSED = "idle", "running", "paused"
 
@@ -37,8 +42,9 @@ class RunController:
         ValueError / TypeError / OSError / ImportError when they are invalid (no run starts).
     launch : callable(trainer, steps) -> job
         Hands one fit call (``steps`` more steps, None: to the end) to the worker; the job
-        returned has ``request_stop()``. When it raises, no job runs: the error is kept and the
-        run goes back to paused (or ends, "errored", when it was not paused).
+        returned has ``request_stop()``. When it raises (or a ``stateChanged`` slot does as the run
+        goes to running), no job runs: the error is kept and the run goes back to paused, ends
+        "errored" (a finished run continued), or, a new run that has trained nothing, is discarded.
     clock : callable() -> float, optional
         Seconds (``time.perf_counter``); tests pass a fake.
     """
@@ -62,6 +68,7 @@ class RunController:
         self.runStarted = Event()     # (trainer), before its first fit call
         self.rateChanged = Event()    # (steps done, new rate): a rate change between fit calls
         self.runEnded = Event()       # ("finished" | "stopped" | "errored")
+        self.runDiscarded = Event()   # () the run is gone: reset, or a new run whose start failed
 
     def __repr__(self):
         step = self.trainer.step if self.trainer is not None else 0
@@ -150,6 +157,7 @@ class RunController:
         self._elapsed, self._t0 = 0.0, None
         self._samples.clear()
         self.steps_per_second = float("nan")
+        self.runDiscarded.emit()
         self.stateChanged.emit(self.state)
         return True
 
@@ -219,7 +227,11 @@ class RunController:
         self._elapsed, self._t0 = 0.0, None
         self._samples.clear()
         self.steps_per_second = float("nan")
-        self.runStarted.emit(trainer)
+        try:
+            self.runStarted.emit(trainer)
+        except Exception as exc:   # a slot failed half-way: no half-drawn run is left behind
+            self._discard_failed_start(exc)
+            return False
         return True
 
     def _launch(self, steps):
@@ -234,19 +246,40 @@ class RunController:
         self._samples.clear()
         self._samples.append((self._t0, tr.step))
         self.state = RUNNING
-        self.stateChanged.emit(self.state)
-        try:
+        try:   # the job is made last: when anything before it raises, no job runs
+            self.stateChanged.emit(self.state)
             self.job = self._launch_fn(tr, steps)
         except Exception as exc:   # no job would ever report back: a RUNNING state here could not be left
             self._stop_clock()
-            self.error = exc
             if before == PAUSED:   # the run's steps so far stay; it can be resumed, stopped or reset
+                self.error = exc
                 self.state = PAUSED
-                self.stateChanged.emit(self.state)
-            else:
-                self._end("errored")
+                _quietly(self.stateChanged.emit, self.state)
+            elif tr.step == 0:     # a new run that never trained: gone, as if Start had not been pressed
+                self._discard_failed_start(exc)
+            else:                  # a finished run continued: it ends where it was
+                self.error = exc
+                self.state = IDLE
+                self.ended = "errored"
+                _quietly(self.stateChanged.emit, self.state)
+                _quietly(self.runEnded.emit, "errored")
             return False
         return True
+
+    def _discard_failed_start(self, exc):
+        """A new run whose start raised ``exc``: the run is discarded and the controller idle, ``error`` = exc."""
+        if not isinstance(exc, (ValueError, TypeError, OSError, ImportError)):
+            traceback.print_exception(exc)   # a bug, not a setting: its traceback for the report
+        self.trainer = self.plan = None
+        self.job = None
+        self.state = IDLE
+        self.ended = None
+        self.error = exc
+        self._elapsed, self._t0 = 0.0, None
+        self._samples.clear()
+        self.steps_per_second = float("nan")
+        _quietly(self.runDiscarded.emit)
+        _quietly(self.stateChanged.emit, self.state)
 
     def _stop_clock(self):
         if self._t0 is not None:
@@ -258,3 +291,12 @@ class RunController:
         self.ended = how
         self.stateChanged.emit(self.state)
         self.runEnded.emit(how)
+
+
+def _quietly(fn, *args):
+    """``fn(*args)`` while undoing a failed launch: a slot that raises again is reported on stderr, and the
+    controller's state (already set) stands."""
+    try:
+        fn(*args)
+    except Exception:
+        traceback.print_exc()

@@ -33,6 +33,8 @@ from .worker import Job, start_worker_thread, stop_thread
 
 FPS = 20   # frames a second: smooth enough, and it leaves the CPU to training
 SMOOTHING_STEPS = 1000   # the smoothing slider moves in steps of 0.001
+PROGRESS_SCALE = 1000   # the progress bar counts per mille: a QProgressBar holds a C int, and a run may have
+                        # more than 2^31 - 1 steps (3,000 records at batch 1 for 1,000,000 epochs)
 MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
 MAX_SURFACE_OUTPUTS = 64   # the surface's predict_proba is 14,400 grid points x outputs, on the worker between
                            # chunks: 10,000 outputs (a label 9999) would take minutes and GBs, and Stop would wait
@@ -46,6 +48,13 @@ TRAINING_BLOCKS_LAB = "a run is training (Train tab): compare batch sizes once i
 def error_html(message):
     """The readout's error line."""
     return f"<span style='font-size:13pt; color:#c00000'>⚠ {esc(message)}</span>"
+
+
+def progress_value(done, total):
+    """The progress bar's value for ``done`` of ``total`` steps, in PROGRESS_SCALE parts (full only when done)."""
+    if total <= 0:
+        return 0
+    return PROGRESS_SCALE if done >= total else min(done * PROGRESS_SCALE // total, PROGRESS_SCALE - 1)
 
 
 def training_records(n, split):
@@ -183,6 +192,8 @@ class MainWindow(QMainWindow):
         self.run.runStarted.connect(self._on_run_started)
         self.run.rateChanged.connect(lambda step, lr: self.loss_plot.add_lr_marker(step, lr))
         self.run.runEnded.connect(self._on_run_ended)
+        self.run.runDiscarded.connect(self._on_run_discarded)
+        self._run_trace = None      # the loss plot's trace of the current run (None before it is drawn)
 
         self.controls = ControlPanel()
         scroll = QScrollArea()
@@ -359,6 +370,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.setObjectName("progressBar")
         self.progress_bar.setMaximumWidth(170)
         self.progress_bar.setFormat("%p%")
+        self.progress_bar.setRange(0, PROGRESS_SCALE)
         sb.addPermanentWidget(self.progress_bar)
         self._update_status()
 
@@ -742,14 +754,20 @@ class MainWindow(QMainWindow):
 
     def reset(self):
         """Discard the current run (its curve too) and go back to editing the settings."""
-        if self.run.reset():
-            self._run_data = None
+        self.run.reset()
+
+    def _on_run_discarded(self):
+        """The run is gone (Reset, or a start that failed half-way): its curve and marks go, the settings are
+        editable again."""
+        self._run_data = None
+        if self._run_trace is not None and self.loss_plot.current is self._run_trace:
             self.loss_plot.discard_current_run()
-            self.surface_plot.clear_surface()
-            self.step_panel.clear()
-            self._settings_changed()
-            self._refresh_preview()
-            self._update_status()
+        self._run_trace = None
+        self.surface_plot.clear_surface()
+        self.step_panel.clear()
+        self._settings_changed()
+        self._refresh_preview()
+        self._update_status()
 
     def clear_runs(self):
         """Clear runs: the earlier runs go; the current one stays until Reset (it may be resumed or continued,
@@ -775,7 +793,8 @@ class MainWindow(QMainWindow):
         if c["optimizer"] != "sgd":
             label += f", {c['optimizer']}"
         label += self._differs_from_last_run(c)
-        self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan).config = dict(c)
+        self._run_trace = self.loss_plot.begin_run(label, trainer.learning_rate, self.run.plan)
+        self._run_trace.config = dict(c)
         self.step_panel.clear()
         self._grid = None
         X, y = self._run_data
@@ -942,7 +961,6 @@ class MainWindow(QMainWindow):
             for label in s.values():
                 label.setText("")
             s["step"].setText("no run yet")
-            self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
             return
         trace = self.loss_plot.current
@@ -957,8 +975,7 @@ class MainWindow(QMainWindow):
         shown = self.state == RUNNING and rate == rate
         s["rate"].setText(f"{num(round(rate))} steps/s · {num(round(records))} records/s" if shown else "")
         s["elapsed"].setText(f"{clock(self.run.elapsed())} · {self.run.status_word()}")
-        self.progress_bar.setRange(0, plan.total_steps)
-        self.progress_bar.setValue(step)
+        self.progress_bar.setValue(progress_value(step, plan.total_steps))
 
     def _apply_state(self):
         ok = self.plan_error is None

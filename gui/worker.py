@@ -104,8 +104,9 @@ class TrainingWorker(QObject):
 
     started = Signal()
     progress = Signal(object)          # History, at most every PROGRESS_SECONDS
-    surface = Signal(int, object)      # (steps done, probabilities of shape (rows, cols, classes))
-    fullLoss = Signal(int, float)      # (steps done, mean loss on all training records)
+    # (step counts travel as object: a Qt int is 32 bits, and a run may have more than 2^31 - 1 steps)
+    surface = Signal(object, object)   # (steps done, probabilities of shape (rows, cols, classes))
+    fullLoss = Signal(object, float)   # (steps done, mean loss on all training records)
     epochMeans = Signal(int, object)   # (first epoch, the newly finished epochs' mean losses), after epoch ends
     epochScores = Signal(int, object)  # (finished epochs, the last one's metrics): see last_epoch_scores
     stepped = Signal(object)           # a dict describing the one step a Step-1-batch job trained

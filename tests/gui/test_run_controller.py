@@ -183,10 +183,35 @@ def test_a_launch_that_raises_never_leaves_a_job_less_running_state(rig):
     c.stop()                                           # no job to ask: it ends at once
     assert c.state == IDLE and c.ended == "stopped"
     c.reset()
-    assert not c.start()                               # a new run whose first launch fails ends, "errored"
-    assert c.state == IDLE and c.ended == "errored" and c.can("reset") and c.can("start")
+    discarded = []
+    c.runDiscarded.connect(lambda: discarded.append(c.state))
+    assert not c.start()                               # a new run whose first launch fails is discarded
+    assert c.state == IDLE and c.trainer is None and c.job is None and isinstance(c.error, IndexError)
+    assert discarded == [IDLE] and not c.can("reset") and c.can("start") and c.can("edit_settings")
     c._launch_fn = real
-    assert c.reset() and c.start() and c.state == RUNNING
+    assert c.start() and c.state == RUNNING
+
+
+def test_a_start_whose_slot_raises_is_undone_whole(rig):
+    c = rig.c
+    fail = {"on": RUNNING}
+
+    def slot(state):   # a window slot that fails on the way to running (once: OverflowError in a progress bar)
+        if state == fail["on"]:
+            fail["on"] = None
+            raise OverflowError("a count beyond a C int")
+    c.stateChanged.connect(slot)
+    assert not c.start()
+    assert c.state == IDLE and c.trainer is None and c.job is None and not rig.jobs   # no job was ever handed over
+    assert isinstance(c.error, OverflowError) and c.can("start") and not c.can("stop") and not c.can("pause")
+    c.stop()                                           # nothing to stop: no AttributeError on a missing job
+    assert c.start() and c.state == RUNNING and len(rig.jobs) == 1
+    rig.finish(3)
+    fail["on"] = RUNNING                               # a resume that fails the same way stays paused
+    assert not c.pause_or_resume() and c.state == PAUSED and c.trainer.step == 3 and len(rig.jobs) == 1
+    c.runStarted.connect(lambda trainer: [][0])        # a failing runStarted slot: the new run is discarded
+    c.stop()
+    assert c.reset() and not c.step_batch() and c.trainer is None and c.state == IDLE
 
 
 def test_invalid_settings_start_nothing(rig):

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QPushButton, QSpinBox
 
 import fastbatch as fb
 from fastbatch_gui.loss_plot import MAX_EPOCH_LINES, MEAN_LABEL
+from fastbatch_gui.window import PROGRESS_SCALE, progress_value
 
 
 
@@ -86,7 +87,7 @@ def test_a_run_plots_every_step_and_each_epoch_line(qtbot, window):
     assert list(plot.current.means_item.xData) == [8, 24, 40, 56, 72]
     assert plot.legend_labels() == ["batch 64, lr 0.1", MEAN_LABEL]
     assert window.status_labels["step"].text() == "step 80 / 80"
-    assert window.progress_bar.value() == window.progress_bar.maximum() == 80
+    assert window.progress_bar.value() == window.progress_bar.maximum() == PROGRESS_SCALE
     # the run is over: everything is editable again
     assert find(window, QSpinBox, "recordsSpin").isEnabled() and find(window, QPushButton, "startButton").isEnabled()
     assert not find(window, QPushButton, "stopButton").isEnabled()
@@ -647,3 +648,51 @@ def test_the_step_panel_says_a_regressions_losses_are_the_standardised_targets(q
     with qtbot.waitSignal(window.fitReturned, timeout=10_000):
         find(window, QPushButton, "stepBatchButton").click()
     assert "loss on this batch:" in window.step_panel.label.text()
+
+
+def test_a_run_of_more_steps_than_a_qt_int_holds_starts_shows_its_progress_and_stops(qtbot, window):
+    # 3,000,000,000 steps: a QProgressBar (a C int) fed the step count raised OverflowError inside Start, leaving
+    # the run "running" with no job, Stop raising, the settings locked and the error repeated every frame
+    set_spins(window, records=3000, batch_size=1, epochs=1_000_000)
+    assert window.plan.total_steps == 3_000_000_000 > 2 ** 31 - 1
+    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+        find(window, QPushButton, "startButton").click()
+    assert window.state == "running" and window.run.job is not None
+    qtbot.waitUntil(lambda: window.loss_plot.current.n > 0, timeout=5_000)
+    window._on_frame()
+    assert window.status_labels["step"].text().endswith(" / 3,000,000,000")
+    assert window.progress_bar.maximum() == PROGRESS_SCALE and 0 <= window.progress_bar.value() < PROGRESS_SCALE
+    with qtbot.waitSignal(window.runEnded, timeout=5_000) as blocker:
+        find(window, QPushButton, "stopButton").click()
+    assert blocker.args == ["stopped"] and window.state == "idle"
+    assert find(window, QPushButton, "resetButton").isEnabled() and find(window, QSpinBox, "batchSizeSpin").isEnabled()
+    # per mille of any count, full only at the end
+    assert progress_value(0, 3_000_000_000) == 0 and progress_value(2_999_999_999, 3_000_000_000) == PROGRESS_SCALE - 1
+    assert progress_value(1_500_000_000, 3_000_000_000) == PROGRESS_SCALE // 2
+    assert progress_value(3_000_000_000, 3_000_000_000) == PROGRESS_SCALE
+
+
+def test_a_start_that_raises_half_way_leaves_the_window_idle_and_usable(qtbot, window):
+    set_spins(window, records=200, batch_size=10, epochs=2)
+    real = window._update_status
+
+    def broken():   # a window slot that fails as the run goes to running (as the progress bar's overflow did)
+        if window.state == "running":
+            raise RuntimeError("drawing failed")
+        real()
+    window._update_status = broken
+    find(window, QPushButton, "startButton").click()
+    assert window.state == "idle" and window.run.job is None and window.trainer is None
+    assert "drawing failed" in window.readout_text() and window.loss_plot.runs == []
+    assert find(window, QPushButton, "startButton").isEnabled() and find(window, QSpinBox, "recordsSpin").isEnabled()
+    assert not find(window, QPushButton, "stopButton").isEnabled()
+    assert not find(window, QPushButton, "pauseButton").isEnabled()
+    # a slot of the run's start that fails (the batch map here) discards the run as well
+    set_map = window.batch_map.set_run
+    window._update_status = real
+    window.batch_map.set_run = lambda *a: [][0]
+    find(window, QPushButton, "stepBatchButton").click()
+    assert window.state == "idle" and window.trainer is None and window.loss_plot.runs == []
+    window.batch_map.set_run = set_map
+    assert run_to_end(qtbot, window) == "finished" and window.trainer.finished
+    assert window.status_labels["step"].text() == "step 40 / 40" and len(window.loss_plot.runs) == 1
