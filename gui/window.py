@@ -170,6 +170,8 @@ class MainWindow(QMainWindow):
         self.plan_error = None
         self._latest = None         # the newest History from the worker, not yet drawn
         self._data_key, self._data = None, None
+        self._plan_spec = None      # the data (``_data_spec``) the plan was made from
+        self._reloaded = None       # the data file's name when it changed on disk after it was first loaded
         self._coded = None   # (task's loss, a file's targets as class codes): see _class_codes
         self._decisions = None   # (targets, loss, the library's Task): see _decided
         self._class_names = None   # a file's text target: its class names, in code order (else None)
@@ -418,6 +420,9 @@ class MainWindow(QMainWindow):
                                  f"(beyond ±{np.finfo(dtype).max:.3g}); scale the data first")
                 self._data_failure = (key, exc)
                 raise exc
+            old = self._data_key
+            same_file = old is not None and old[0] == "file" and key[0] == "file" and old[1:3] == key[1:3]
+            self._reloaded = os.path.basename(key[1]) if same_file else None   # (only its time changed)
             self._data, self._data_key, self._coded = (X, y), key, None
             self._class_names, self._feature_names = names, features
         if key[0] != "file":
@@ -463,8 +468,9 @@ class MainWindow(QMainWindow):
             n_train, n_val = training_records(self._n_records(), c["validation_split"])
             self.plan = fb.plan(n_train, c["batch_size"], c["epochs"], c["drop_last"])
             self.plan_error = None
+            self._plan_spec = self._data_spec()
         except (ValueError, TypeError, OSError) as exc:
-            self.plan, self.plan_error = None, str(exc)
+            self.plan, self.plan_error, self._plan_spec = None, str(exc), None
         if self.plan_error is None:
             self._show_readout(self.plan, n_val)
         else:
@@ -478,6 +484,9 @@ class MainWindow(QMainWindow):
         if n_val:
             text += f"  ({count(n_val, 'record')} held out for validation)"
         notes = []
+        if c["dataset"] == "file" and self._reloaded is not None:
+            notes.append(f"{self._reloaded} changed on disk after it was loaded: read again, "
+                         f"{count(plan.n_records, 'record')} to train on now")
         memory = self._step_memory(plan)
         if memory:
             notes.append(f"batch {num(plan.batch_size)}: {memory} per step (the batch, activations, gradients, "
@@ -774,10 +783,17 @@ class MainWindow(QMainWindow):
         and the status bar counts its steps)."""
         self.loss_plot.clear_runs(keep_current=self.trainer is not None)
 
-    def _make_run(self):
-        """For the controller: a new Trainer and the plan it follows (raises on invalid settings)."""
+    def _follow_the_data(self):
+        """Before a run or a comparison: when the data file changed on disk since the plan was made, it is read
+        again and the plan and readout (records, steps, the note that it changed) follow what will train."""
+        if self.plan_error is None and self._data_spec() != self._plan_spec:
+            self._settings_changed()
         if self.plan_error is not None:
             raise ValueError(self.plan_error)
+
+    def _make_run(self):
+        """For the controller: a new Trainer and the plan it follows (raises on invalid settings)."""
+        self._follow_the_data()
         self._data_timer.stop()  # a pending preview must not clear this run's surface
         X, y = self.data()
         c = self.controls.config()
@@ -1007,6 +1023,7 @@ class MainWindow(QMainWindow):
         if self.plan_error is not None:
             return self.lab.show_error(self.plan_error)
         try:
+            self._follow_the_data()
             sizes = parse_sizes(text, self.plan.n_records)
             X, y = self.data()
         except (ValueError, OSError) as exc:

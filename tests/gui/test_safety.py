@@ -201,6 +201,32 @@ def test_a_data_file_changed_while_paused_leaves_the_run_on_the_records_it_start
         assert window.readout_text().startswith(f"{30 if change == 'fewer rows' else 60} records")
 
 
+def test_a_data_file_changed_after_loading_is_read_again_at_start_and_every_number_follows_it(qtbot, window,
+                                                                                             tmp_path):
+    path = write_good_csv(tmp_path / "data.csv", n=40)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=3)
+    assert window.readout_text().startswith("40 records / batch 10 -> 4 steps per epoch")
+    write_good_csv(path, n=60)                           # rewritten on disk; no widget is touched
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))   # a new mtime
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    with qtbot.waitSignal(window.runEnded, timeout=10_000) as blocker:
+        start_button(window).click()
+    assert blocker.args == ["finished"]
+    # the plan, the status bar, the epoch lines and the batch map are those of the 60 records that trained
+    assert len(jobs[0].X) == 60 and window.run_plan.n_records == 60 and window.trainer.step == 18
+    assert window.run_plan.total_steps == window.trainer.plan.total_steps == 18
+    assert window.status_labels["step"].text() == "step 18 / 18"
+    assert window.status_labels["epoch"].text() == "epoch 3 / 3"
+    assert window.status_labels["batch"].text() == "batch 6 / 6"
+    assert [line.value() for _, line in window.loss_plot.epoch_lines] == [0, 6, 12, 18]
+    assert window.batch_map.plan.n_records == 60 and window.batch_map.n_rows == 6
+    lines = window.readout_text().splitlines()          # and the user is told
+    assert lines[0].startswith("60 records / batch 10 -> 6 steps per epoch")
+    assert "data.csv changed on disk after it was loaded: read again, 60 records to train on now" in lines
+
+
 def test_an_unexpected_error_from_a_loader_reaches_the_readout(window, tmp_path, monkeypatch, capfd):
     from fastbatch import datasets
     good = write_good_csv(tmp_path / "good.csv")
