@@ -2,6 +2,10 @@
 
 After a stepped batch, its records are drawn large with a dark ring, this epoch's records
 already trained on are faded, and held-out (validation) records are hollow.
+
+The records are one scatter item whose colours are set once per data set; a highlight only
+fills two small items over it (the batch, and a white veil over the faded records, all of
+one brush), so a Step or Start never rebuilds a colour per record on the GUI thread.
 """
 import html
 
@@ -16,6 +20,7 @@ SURFACE_MACS = 2e9  # ...or fewer, so that one costs at most about this many mul
 MIN_GRID = 16       # 14,400 predictions took tens of seconds); never fewer than MIN_GRID x MIN_GRID
 MAX_POINTS = 2500   # points drawn at most (a seeded subsample of bigger datasets)
 PAD = 0.08          # the view spans the data plus this share on each side
+FADE_ALPHA = 185    # the veil over a record this epoch has already trained on: its colour shows at about 27%
 
 
 class SurfacePlot(pg.PlotWidget):
@@ -35,6 +40,9 @@ class SurfacePlot(pg.PlotWidget):
         pi.addItem(self.image)
         self.points = pg.ScatterPlotItem(size=5, pen=pg.mkPen(255, 255, 255, 160, width=0.6))
         pi.addItem(self.points)
+        self.seen_points = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(255, 255, 255, FADE_ALPHA))
+        self.seen_points.setZValue(2)
+        pi.addItem(self.seen_points)
         self.batch_points = pg.ScatterPlotItem(size=11, pen=pg.mkPen("#111111", width=2))
         self.batch_points.setZValue(5)
         pi.addItem(self.batch_points)
@@ -43,8 +51,12 @@ class SurfacePlot(pg.PlotWidget):
         self.steps_shown = -1
         self.shown = np.empty(0, dtype=np.int64)   # the record index of each drawn point
         self.highlighted = np.empty(0, dtype=np.int64)
+        self.faded = np.empty(0, dtype=np.int64)   # the record index of each drawn point shown faded
         self._X = self._y = None
         self._held = np.zeros(0, dtype=bool)
+        self._data_id = None      # (X, y, held-out records, seed) of the records drawn
+        self._n = 0               # records in the data set
+        self._lit = None          # (batch, seen) of the highlight drawn
 
     def set_names(self, features=None, classes=None):
         """Axis titles from the first two feature names (default feature 1, feature 2) and, in the tooltip,
@@ -64,14 +76,24 @@ class SurfacePlot(pg.PlotWidget):
     def set_data(self, X, y, held_out=(), seed=0):
         """Show the records (features 1 and 2) and fit the view and the grid to them; clears the surface."""
         X = np.asarray(X)
+        held_out = np.asarray(held_out, dtype=np.int64)
+        same = self._data_id is not None and self._data_id[0] is X and self._data_id[1] is y and \
+            self._data_id[3] == seed and np.array_equal(self._data_id[2], held_out)
+        if same:   # the records drawn already (the preview's, as Start begins the run): only the surface goes
+            self.highlight((), ())
+            self.clear_surface()
+            return
+        self._data_id = (X, y, held_out, seed)
         self.n_features = X.shape[1]
-        n = len(X)
+        n = self._n = len(X)
         self.shown = (np.sort(np.random.default_rng(seed).choice(n, MAX_POINTS, replace=False))
                       if n > MAX_POINTS else np.arange(n))
         self._X, self._y = X[self.shown, :2], np.asarray(y)[self.shown].astype(np.int64)
         held = np.zeros(n, dtype=bool)
-        held[np.asarray(held_out, dtype=np.int64)] = True
+        held[held_out] = True
         self._held = held[self.shown]
+        self._draw_points()
+        self._lit = None
         self.highlight((), ())
         lo, hi = self._X.min(axis=0).astype(np.float64), self._X.max(axis=0).astype(np.float64)
         pad = PAD * np.maximum(hi - lo, 1e-9)   # (in float64: a float32 span of values near its limit is inf)
@@ -80,27 +102,42 @@ class SurfacePlot(pg.PlotWidget):
         self.clear_surface()
         self.getPlotItem().getViewBox().setRange(self.rect, padding=0)
 
+    def _draw_points(self):
+        """The records in their class colours, held-out ones hollow: once per data set (a brush and a pen per
+        class, shared by its records)."""
+        k = len(CLASS_COLORS)
+        cols = CLASS_COLORS.astype(int)
+        fill = np.array([pg.mkBrush(*c) for c in cols] + [pg.mkBrush(255, 255, 255, 0)], dtype=object)
+        rim = np.array([pg.mkPen(*c, width=1.3) for c in cols] + [pg.mkPen(255, 255, 255, 160, width=0.6)],
+                       dtype=object)
+        code = self._y % k
+        self.points.setData(x=self._X[:, 0], y=self._X[:, 1], brush=list(fill[np.where(self._held, k, code)]),
+                            pen=list(rim[np.where(self._held, code, k)]))
+        self._batch_brushes = fill[:k]
+
+    def _drawn(self, records):
+        """Which drawn points are among ``records`` (indices into the data): a mask over ``shown``, O(n)."""
+        mask = np.zeros(self._n, dtype=bool)
+        mask[np.asarray(records, dtype=np.int64)] = True
+        return mask[self.shown]
+
     def highlight(self, batch, seen):
         """Draw the records ``batch`` (indices into the data) large, and the records ``seen`` faded."""
         if self._X is None:
             return
-        cols = CLASS_COLORS[self._y % len(CLASS_COLORS)].astype(int)
-        seen_mask = np.isin(self.shown, np.asarray(seen, dtype=np.int64))
-        brushes, pens = [], []
-        for c, s, h in zip(cols, seen_mask, self._held):
-            alpha = 70 if s else 255
-            if h:   # held out for validation: hollow
-                brushes.append(pg.mkBrush(255, 255, 255, 0))
-                pens.append(pg.mkPen(*c, alpha, width=1.3))
-            else:
-                brushes.append(pg.mkBrush(*c, alpha))
-                pens.append(pg.mkPen(255, 255, 255, 160 if not s else 60, width=0.6))
-        self.points.setData(x=self._X[:, 0], y=self._X[:, 1], brush=brushes, pen=pens)
-        in_batch = np.isin(self.shown, np.asarray(batch, dtype=np.int64))
+        batch, seen = np.asarray(batch, dtype=np.int64), np.asarray(seen, dtype=np.int64)
+        lit = self._lit
+        if lit is not None and np.array_equal(lit[0], batch) and np.array_equal(lit[1], seen):
+            return   # drawn already
+        self._lit = (batch, seen)
+        faded = self._drawn(seen) & ~self._held
+        self.faded = self.shown[faded]
+        self.seen_points.setData(x=self._X[faded, 0], y=self._X[faded, 1])
+        in_batch = self._drawn(batch)
         self.highlighted = self.shown[in_batch]
         bx = self._X[in_batch]
         self.batch_points.setData(x=bx[:, 0], y=bx[:, 1],
-                                  brush=[pg.mkBrush(*c) for c in cols[in_batch]])
+                                  brush=list(self._batch_brushes[self._y[in_batch] % len(CLASS_COLORS)]))
 
     def clear_surface(self):
         self.image.clear()

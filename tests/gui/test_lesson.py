@@ -90,6 +90,39 @@ def test_the_step_panel_equals_the_librarys_loss_on_that_batch(qtbot, window):
     assert set(window.surface_plot.highlighted) <= set(rows.tolist()) and len(window.surface_plot.highlighted) > 0
 
 
+def test_the_surfaces_highlight_never_recolours_the_records(qtbot, window, monkeypatch):
+    # a highlight rebuilt a brush and a pen for every drawn record (2,500), 2-3 times per press: Start and Step 1
+    # batch froze the window 0.3-0.7 s; the records' colours are now set once per data set
+    set_values(window, records=3000, batch_size=100, epochs=3, validation_split=0.2)
+    sp = window.surface_plot
+    qtbot.waitUntil(lambda: sp.isVisible() and len(sp.shown) == 2500, timeout=5_000)   # the preview drew them
+    calls = []
+    for name in ("setData", "setBrush", "setPen"):
+        real = getattr(sp.points, name)
+        monkeypatch.setattr(sp.points, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name),
+                                                                                       _real(*a, **k)))
+    import fastbatch_gui.surface_plot as surface_module
+    brushes = []
+    real_brush = surface_module.pg.mkBrush
+    monkeypatch.setattr(surface_module.pg, "mkBrush", lambda *a, **k: (brushes.append(a), real_brush(*a, **k))[1])
+    lit = []
+    real_batch = sp.batch_points.setData
+    monkeypatch.setattr(sp.batch_points, "setData", lambda *a, **k: (lit.append(k), real_batch(*a, **k)))
+    for _ in range(3):
+        press(qtbot, window, "stepBatchButton")
+    assert calls == [] and len(brushes) < 20         # the same records: never redrawn, no brush made per record
+    assert len(lit) == 3                             # the batch drawn once a press
+    info = window.step_panel.info
+    train = window._rows[0]
+    order = fb.epoch_order(window.run.plan.n_records, 0, 0, True)
+    batch, seen = set(train[info["records"]].tolist()), set(train[order[:200]].tolist())
+    assert set(sp.highlighted.tolist()) == batch & set(sp.shown.tolist()) and len(sp.highlighted)
+    assert set(sp.faded.tolist()) == seen & set(sp.shown.tolist()) and len(sp.faded)
+    assert len(sp.batch_points.data) == len(sp.highlighted) and len(sp.seen_points.data) == len(sp.faded)
+    press(qtbot, window, "pauseButton", "runEnded")  # Resume to the end: no batch is "this step" any more
+    assert calls == [] and len(sp.highlighted) == 0 and len(sp.faded) == 0
+
+
 def test_full_loss_line_is_the_loss_on_all_training_records(qtbot, window):
     set_values(window, records=500, batch_size=50, epochs=3, validation_split=0.2)
     window.full_loss_check.setChecked(True)
