@@ -81,7 +81,7 @@ class RunController:
         idle, running, paused = self.state == IDLE, self.state == RUNNING, self.state == PAUSED
         rules = {
             "start": idle and settings_ok,
-            "pause": running or paused,            # Pause, or Resume while paused
+            "pause": (running and not self.stopping) or paused,   # Pause, or Resume while paused; never after Stop
             "step": (idle and settings_ok) or paused,
             "stop": running or paused,
             "reset": not running and self.trainer is not None,
@@ -111,8 +111,16 @@ class RunController:
         self.ended = None
         return self._launch(steps)
 
+    @property
+    def stopping(self):
+        """Stop was pressed and the running fit call has not returned yet."""
+        return self.state == RUNNING and self._after_fit == "stop"
+
     def pause_or_resume(self):
-        """Pause while running, resume while paused; False when the resume could not launch (see ``error``)."""
+        """Pause while running, resume while paused; False when the resume could not launch (see ``error``).
+        A pause asked for after Stop does nothing: the run ends stopped."""
+        if self.stopping:
+            return True
         if self.state == RUNNING:
             self._after_fit = "pause"
             self.job.request_stop()
@@ -142,6 +150,7 @@ class RunController:
         if self.state == RUNNING:
             self._after_fit = "stop"
             self.job.request_stop()
+            self.stateChanged.emit(self.state)   # (still running, but Pause is off from now on)
         elif self.state == PAUSED:
             self._end("stopped")
 

@@ -280,3 +280,21 @@ def test_a_rate_change_before_the_first_step_is_reported_too(rig):
     c.pause_or_resume()
     assert ("rate", 0, 0.01) in rig.events and c.trainer.learning_rate == 0.01
 
+
+
+def test_pause_pressed_after_stop_leaves_the_run_stopped(rig):
+    c = rig.c
+    c.start()
+    c.stop()                                           # the fit call has not returned yet
+    assert c.state == RUNNING and c.stopping and not c.can("pause") and rig.jobs[-1].stop_requested
+    assert rig.events[-1] == ("state", RUNNING)        # (the window redraws its buttons: Pause goes off)
+    c.pause_or_resume()                                # a click that got through: Stop wins
+    rig.finish(5)
+    assert c.state == IDLE and c.ended == "stopped" and not c.can("pause") and c.can("start")
+    assert rig.events[-1] == ("ended", "stopped")
+    c.reset()
+    c.start()
+    c.pause_or_resume()                                # Pause, then Stop before the fit returns: stopped too
+    c.stop()
+    rig.finish(5)
+    assert c.state == IDLE and c.ended == "stopped"

@@ -696,3 +696,20 @@ def test_a_start_that_raises_half_way_leaves_the_window_idle_and_usable(qtbot, w
     window.batch_map.set_run = set_map
     assert run_to_end(qtbot, window) == "finished" and window.trainer.finished
     assert window.status_labels["step"].text() == "step 40 / 40" and len(window.loss_plot.runs) == 1
+
+
+def test_pause_after_stop_cannot_undo_the_stop(qtbot, window, monkeypatch):
+    set_spins(window, records=2000, batch_size=1, epochs=1000)
+    with qtbot.waitSignal(window.worker.progress, timeout=10_000):
+        find(window, QPushButton, "startButton").click()
+    job = window.run.job
+    monkeypatch.setattr(job, "request_stop", lambda: None)   # the worker has not seen the stop yet
+    find(window, QPushButton, "stopButton").click()
+    assert window.state == "running" and not find(window, QPushButton, "pauseButton").isEnabled()
+    window.pause_or_resume()                            # (a click that got through before the button went off)
+    monkeypatch.undo()
+    with qtbot.waitSignal(window.runEnded, timeout=5_000) as blocker:
+        job.request_stop()
+    assert blocker.args == ["stopped"] and window.state == "idle" and window.run.ended == "stopped"
+    assert "stopped" in window.status_labels["elapsed"].text()
+    assert not find(window, QPushButton, "pauseButton").isEnabled()
