@@ -459,6 +459,10 @@ class MainWindow(QMainWindow):
 
     def _settings_changed(self):
         """Recompute the readout; invalid settings are shown there and disable Start."""
+        if self.state == PAUSED and self.run.plan is not None:
+            # only the rate can change while paused: the readout's rate line follows it (the plan is the run's)
+            self._show_readout(self.run.plan, len(self._rows[1]))
+            return
         if self.state != IDLE:
             return
         c = self.controls.config()

@@ -713,3 +713,24 @@ def test_pause_after_stop_cannot_undo_the_stop(qtbot, window, monkeypatch):
     assert blocker.args == ["stopped"] and window.state == "idle" and window.run.ended == "stopped"
     assert "stopped" in window.status_labels["elapsed"].text()
     assert not find(window, QPushButton, "pauseButton").isEnabled()
+
+
+def test_the_readouts_scaled_rate_follows_a_rate_changed_while_paused(qtbot, window):
+    set_spins(window, records=2000, batch_size=128, epochs=3, lr_scaling="linear", reference_batch=64,
+              learning_rate=0.1)
+
+    def rate_line():
+        return [line for line in window.readout_text().splitlines() if line.startswith("learning rate")]
+    assert rate_line() == ["learning rate 0.1 × linear(batch 128 / 64) = 0.2"]
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert window.state == "paused"
+    set_spins(window, learning_rate=0.02)            # (it applies from the next step)
+    assert rate_line() == ["learning rate 0.02 × linear(batch 128 / 64) = 0.04"]
+    assert window.readout_text().splitlines()[0].startswith("2,000 records / batch 128 -> 16 steps per epoch")
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        find(window, QPushButton, "stepBatchButton").click()
+    assert window.trainer.learning_rate == pytest.approx(0.04)
+    with qtbot.waitSignal(window.runEnded, timeout=5_000):
+        find(window, QPushButton, "stopButton").click()
+    assert rate_line() == ["learning rate 0.02 × linear(batch 128 / 64) = 0.04"]
