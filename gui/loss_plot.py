@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetricsF
 from .decimate import Pyramid, debias, ema_filter
 from .fmt import num
 
@@ -30,7 +31,8 @@ SPILL_STEPS = 1 << 23      # an older run longer than this moves its per-step lo
 SPILL_CHUNK = 1 << 22      # ...this many a frame (16 MB of float32: a few ms)
 RAW_LIMIT = 4096           # at most this many steps in view: drawn one by one from the History
 MARKERS_BELOW = 200        # fewer points than this in view: each carries a marker
-LABEL_PIXELS = 70          # epoch labels at least this far apart
+LABEL_PIXELS = 70          # epoch labels at least this far apart (their middles), or their widest one's width...
+LABEL_GAP = 6              # ...and this many pixels: never less between two labels' edges, as drawn
 MANY_EPOCH_MARKS = 400     # more epoch means (or validation points) in view than this: a line, no markers
 MIN_SPAN = 0.10            # the y range spans at least this share of the values shown
 MEAN_LABEL = "epoch mean, weighted by batch size"
@@ -832,7 +834,8 @@ class LossPlot(pg.PlotWidget):
             px = max(vb.width(), 1) / max(d1 - d0, 1e-12)      # pixels per display unit
             begun = min(-(-trace.n // trace.spe), trace.plan.epochs)
             width = float(trace.epoch_x(1, self.axis))
-            k = 1 if self.log_x else nice_step(max(1, math.ceil(LABEL_PIXELS / max(width * px, 1e-9))), 1)
+            apart = max(LABEL_PIXELS, self._label_width(f"epoch {num(begun)}") + LABEL_GAP)   # the widest label's
+            k = 1 if self.log_x else nice_step(max(1, math.ceil(apart / max(width * px, 1e-9))), 1)
             first = max(0, int(max(x0, 0) / width))
             e = first if self.log_x else first // k * k
             last_px = -1e18
@@ -846,11 +849,11 @@ class LossPlot(pg.PlotWidget):
                     lo, hi = (math.log10(lo), math.log10(hi)) if hi > lo else (0.0, 0.0)
                 if hi > lo:
                     mid = (lo + hi) / 2
-                    if (mid - last_px) * px >= LABEL_PIXELS:
+                    if (mid - last_px) * px >= apart:
                         want.append((e, mid))
                         last_px = mid
                 if self.log_x and last_px > -1e18:   # the next label's span ends at or after 10^(last + gap)
-                    nxt = 10 ** min(last_px + LABEL_PIXELS / px, 300.0) / width - 1
+                    nxt = 10 ** min(last_px + apart / px, 300.0) / width - 1
                     e = max(e + 1, int(min(nxt, float(begun))))
                 else:
                     e += k
@@ -859,26 +862,45 @@ class LossPlot(pg.PlotWidget):
             return
         self._labels_shown = key
         while len(self.epoch_labels) < len(want):
-            line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(None), movable=False, label="",
-                                   labelOpts=dict(position=0.965, color="#444444", anchors=[(0.5, 0), (0.5, 0)],
-                                                  fill=pg.mkBrush(255, 255, 255, 190)))
-            line.setZValue(20)
-            pi.addItem(line, ignoreBounds=True)
-            self.epoch_labels.append(line)
+            self._new_epoch_label()
         vb = pi.getViewBox()
         (d0, d1), _ = vb.viewRange()
         px = max(vb.width(), 1) / max(d1 - d0, 1e-12)
+        right = -math.inf   # the right edge (display units) of the last label kept
         for i, line in enumerate(self.epoch_labels):
             if i < len(want):
                 e, x = want[i]
                 text = f"epoch {num(e + 1)}" if i == 0 or len(want) <= 8 else num(e + 1)
-                half = (7 * len(text) + 10) / 2 / px     # about half the label's width: kept inside the plot
                 line.setVisible(True)   # first: a hidden label does not take a new text
                 line.label.setFormat(text)
                 line.label.setColor(trace.color)
-                line.setValue(min(max(x, d0 + half), d1 - half))
+                half = line.label.boundingRect().width() / 2 / px   # its drawn width, in display units
+                x = min(max(x, d0 + half), d1 - half)               # kept inside the plot...
+                if x - half < right + LABEL_GAP / px:               # ...where it would cover the one before: left out
+                    line.setVisible(False)
+                    continue
+                line.setValue(x)
+                right = x + half
             else:
                 line.setVisible(False)
+
+    def _new_epoch_label(self):
+        line = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(None), movable=False, label="",
+                               labelOpts=dict(position=0.965, color="#444444", anchors=[(0.5, 0), (0.5, 0)],
+                                              fill=pg.mkBrush(255, 255, 255, 190)))
+        line.setZValue(20)
+        line.setVisible(False)
+        self.getPlotItem().addItem(line, ignoreBounds=True)
+        self.epoch_labels.append(line)
+        return line
+
+    def _label_width(self, text):
+        """Pixels an epoch label showing ``text`` takes, as drawn (its font and margins)."""
+        if not self.epoch_labels:
+            self._new_epoch_label()
+        item = self.epoch_labels[0].label.textItem
+        margin = item.boundingRect().width() - QFontMetricsF(item.font()).horizontalAdvance(item.toPlainText())
+        return QFontMetricsF(item.font()).horizontalAdvance(text) + margin
 
     # ------------------------------------------------------------------ queries (and tests)
 

@@ -734,3 +734,32 @@ def test_the_readouts_scaled_rate_follows_a_rate_changed_while_paused(qtbot, win
     with qtbot.waitSignal(window.runEnded, timeout=5_000):
         find(window, QPushButton, "stopButton").click()
     assert rate_line() == ["learning rate 0.02 × linear(batch 128 / 64) = 0.04"]
+
+
+def drawn_label_overlaps(plot):
+    """Pairs of visible epoch labels whose drawn boxes overlap (pixels)."""
+    boxes = sorted((line.label.sceneBoundingRect().left(), line.label.sceneBoundingRect().right(), line.label.format)
+                   for line in plot.epoch_labels if line.isVisible())
+    return [(a[2], b[2]) for a, b in zip(boxes, boxes[1:]) if a[1] > b[0]]
+
+
+def test_epoch_labels_never_cover_each_other(qtbot, window):
+    # 143 epochs: labels every 20 epochs were narrower apart than 'epoch 121' is wide, and the last one, pushed
+    # inside the plot after the spacing check, covered its neighbour ('epoch 121' read 'epoch 12')
+    set_spins(window, records=100, batch_size=1, epochs=143)
+    assert run_to_end(qtbot, window) == "finished"
+    plot = window.loss_plot
+    for log_x in (False, True):
+        window.log_x_check.setChecked(log_x)
+        plot.redraw(force=True)
+        qtbot.wait(50)
+        plot.redraw(force=True)
+        texts = plot.epoch_label_texts()
+        assert len(texts) >= 3 and texts[0] == "epoch 1", texts
+        assert drawn_label_overlaps(plot) == [], (log_x, texts)
+        (d0, d1), _ = plot.getPlotItem().getViewBox().viewRange()
+        view = plot.getPlotItem().getViewBox().sceneBoundingRect()
+        for line in plot.epoch_labels:                 # and each is inside the plot
+            if line.isVisible():
+                r = line.label.sceneBoundingRect()
+                assert view.left() - 1 <= r.left() and r.right() <= view.right() + 1, line.label.format
