@@ -335,9 +335,11 @@ class RunTrace:
                 sx = self.x_mid(ends - 1, axis)
         return x, y, sx, sy, z - a
 
-    def epoch_view(self, es, offset, x0, x1, axis, pixels):
+    def epoch_view(self, es, offset, x0, x1, axis, pixels, log_x=False):
         """(x, y, each) of a per-epoch series (value i drawn at ``i + offset`` epochs) within [x0, x1]:
-        each value when they are at most ``pixels`` (``each`` True), else min/max pairs per bucket."""
+        each value when they are at most ``pixels`` (``each`` True), else min/max pairs per bucket of
+        about a pixel column: equal ones, or on a log axis (``log_x``) ones that widen to the right as its
+        columns do (the first epochs each their own, drawn where they belong)."""
         n = len(es)
         width = float(self.epoch_x(1, axis))
         a = max(0, math.ceil(x0 / width - offset - 1e-9))
@@ -346,7 +348,14 @@ class RunTrace:
             return np.empty(0), np.empty(0), True
         if z - a <= pixels:
             return self.epoch_x(np.arange(a, z) + offset, axis), es.values[a:z].copy(), True
-        starts, ends, mins, maxs = es.pyramid.buckets(es.values, a, z, pixels)
+        if log_x:   # the columns' edges, as the values drawn in them: value i sits at (i + offset) epochs
+            lo = max(x0, float(self.epoch_x(a + offset, axis)))
+            xs = 10 ** np.linspace(math.log10(lo), math.log10(max(x1, lo)), pixels + 1)
+            edges = np.clip(np.ceil(xs / width - offset - 1e-9), a, z)
+            edges[0], edges[-1] = a, z
+            starts, ends, mins, maxs = es.pyramid.columns(es.values, edges)
+        else:
+            starts, ends, mins, maxs = es.pyramid.buckets(es.values, a, z, pixels)
         x = np.repeat(self.epoch_x((starts + ends - 1) / 2 + offset, axis), 2)
         y = np.empty(2 * len(mins))
         y[0::2], y[1::2] = mins, maxs
@@ -725,7 +734,7 @@ class LossPlot(pg.PlotWidget):
         out = [y] if sy is None or r.pyramid.ema_pending else [sy]
         dark = pg.mkColor(r.color).darker(160)
         for item, es, offset, symbol in ((r.means_item, r.means, 0.5, "o"), (r.val_item, r.vals, 1.0, "t1")):
-            xs, vs, each = r.epoch_view(es, offset, x0, x1, axis, pixels)
+            xs, vs, each = r.epoch_view(es, offset, x0, x1, axis, pixels, self.log_x)
             many = not each or len(xs) > MANY_EPOCH_MARKS     # a line without markers
             if item is r.val_item and not many:
                 pen = pg.mkPen(dark, width=2, style=Qt.DashLine)

@@ -763,3 +763,23 @@ def test_epoch_labels_never_cover_each_other(qtbot, window):
             if line.isVisible():
                 r = line.label.sceneBoundingRect()
                 assert view.left() - 1 <= r.left() and r.right() <= view.right() + 1, line.label.format
+
+
+def test_on_a_log_x_axis_the_first_epoch_means_are_drawn_mid_epoch(qtbot, window):
+    # more epochs than pixel columns: the means were bucketed on a linear grid, so on a log axis one stroke at
+    # step ~12 stood for epochs 1-6; the buckets now widen to the right as the log axis's columns do
+    set_spins(window, records=20, batch_size=10, epochs=3000, hidden=4)   # 2 steps per epoch
+    assert run_to_end(qtbot, window) == "finished"
+    window.log_x_check.setChecked(True)
+    plot = window.loss_plot
+    plot.redraw(force=True)
+    item, means = plot.current.means_item, window.trainer.history.epoch_loss
+    assert len(means) == 3000 > plot.getPlotItem().getViewBox().width()
+    x, y = np.asarray(item.xData), np.asarray(item.yData)
+    assert list(x[:6]) == [1.0, 1.0, 3.0, 3.0, 5.0, 5.0]                # (min, max) at the middles of epochs 1-3,
+    assert list(y[:6]) == pytest.approx(list(np.repeat(means[:3], 2)))  # each epoch its own bucket
+    # to the right the buckets widen, and together they still hold every epoch's mean (min/max pairs)
+    assert np.all(np.diff(x) >= 0) and x[-1] <= 6000 and y.max() == pytest.approx(means.max())
+    window.log_x_check.setChecked(False)
+    plot.redraw(force=True)
+    assert item.xData[0] > 5.0                                          # (linear: a bucket of several epochs)
