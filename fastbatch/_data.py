@@ -230,8 +230,9 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
     else:
         loss = run.loss
     n = Xc.shape[0]
+    # (a kernel that checks each record it reads needs no copy of y)
     targets, labels, k = V.check_y(y, loss, n, dtype, n_outputs if run is None else run.n_outputs, scan=scan,
-                                   copy=scan_x, run_outputs=None if run is None else V.TRAIN_OUTPUTS_HINT)  # (a kernel that checks each record it reads needs no copy of y)
+                                   copy=scan_x, run_outputs=None if run is None else V.TRAIN_OUTPUTS_HINT)
     if run is not None and n_outputs is not None and n_outputs != run.n_outputs:
         raise ValueError(f"n_outputs={n_outputs} does not fit the run, which has {run.n_outputs} outputs")
     if n_outputs is not None and n_outputs != k:

@@ -17,7 +17,8 @@ BAD_PARAMS = [
     ("optimizer", "lbfgs", ValueError), ("loss", "hinge", ValueError), ("activation", "gelu", ValueError),
     ("backend", "cuda", ValueError), ("dtype", "float16", ValueError), ("dtype", int, TypeError),
     ("hidden", (0,), ValueError), ("hidden", (32, -1), ValueError), ("hidden", (2.5,), ValueError),
-    ("hidden", "32", TypeError), ("hidden", (2 ** 63,), ValueError), ("hidden", (8, 10 ** 30), ValueError), ("seed", -1, ValueError), ("seed", 1.5, TypeError), ("seed", "0", TypeError),
+    ("hidden", "32", TypeError), ("hidden", (2 ** 63,), ValueError), ("hidden", (8, 10 ** 30), ValueError),
+    ("seed", -1, ValueError), ("seed", 1.5, TypeError), ("seed", "0", TypeError),
     ("shuffle", "yes", TypeError), ("drop_last", 1, TypeError), ("nesterov", True, ValueError),  # needs momentum
     ("validation_split", 1.0, ValueError), ("patience", 0, ValueError),
 ]
