@@ -581,7 +581,7 @@ class MainWindow(QMainWindow):
         memo = self._decisions
         if memo is not None and memo[0] is y and memo[1] == loss:
             return memo[2]
-        task = decide_task(y, loss)
+        task = decide_task(y, loss, coded=True)   # (the window codes class labels 0..k-1 itself: _class_codes)
         self._decisions = (y, loss, task)   # (holding y: its id is not reused while it is kept)
         return task
 

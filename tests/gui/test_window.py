@@ -326,6 +326,11 @@ def test_a_files_labels_other_than_0_to_k_are_coded_and_a_value_beyond_float32_i
     assert window.load_file(str(tmp_path / "neg.csv"))
     assert "the labels -1, 1 are the network's classes 0 to 1" in window.readout_text()
     assert np.array_equal(window.data()[1], (y > 0).astype(int))
+    years = 1990 + np.arange(100) % 20
+    (tmp_path / "years.csv").write_text("a,b,year\n" + "".join(f"{a},{b},{t}\n" for (a, b), t in zip(X, years)))
+    assert window.load_file(str(tmp_path / "years.csv"))   # coded 0..19 here: no word of unused outputs
+    assert "are the network's classes 0 to 19" in window.readout_text() and "never seen" not in window.readout_text()
+    assert window.load_file(str(tmp_path / "neg.csv"))
     assert run_to_end(qtbot, window) == "finished"          # (the first fit raised: labels must be 0..k-1)
     set_spins(window, task="regression")                     # a regression fits the numbers themselves
     assert np.array_equal(window.data()[1], y) and "are the network's classes" not in window.readout_text()
