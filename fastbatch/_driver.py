@@ -193,10 +193,7 @@ class ArraySource:
         # accuracy, summed in float64 by weighted_sum, exactly as a float64 copy would be), and their sum
         self.weights, self.records = batch_sizes, float(records)
         self.bad_input = False  # set when the kernel met a record it cannot train on
-        self.counts = True  # the call's data has no sample weights: a step's hits are a count (add_hits)
-        # with sample weights: the call's (n,) weights, and (epoch, its steps' batch weights) for the last epoch
-        # asked (epoch_weights): an epoch's means weigh its steps by their batches' weights, not their sizes
-        self.sample_weights, self.batch_weights = None, None
+        self.sample_weights = None  # the call's (n,) sample weights (None: none; epoch_weights)
         self.limit = math.inf  # the run's loss_limit for this call's data, once it has a first step
         self.order_kept = False  # the first epoch's order was looked at for _first_orders
         self.data = self.rows = self.recheck = self.head = self.check_rows = None
@@ -279,16 +276,6 @@ class ArraySource:
             limit = self.limit = loss_limit(state, data.peak)
         return limit
 
-    def data_token(self):
-        """Who this call's data is (_data.token_of), kept with the run's carried chunk."""
-        return _data.token_of(self.data)
-
-    def replays(self, token):
-        """Whether the last call's chunk (trained on the data of ``token``) may be run again on this call's data (a
-        divergence's rewind into it): only on the same arrays (the same FitData). Other arrays of the same shape (a
-        partial_fit stream's next chunk) are other records: the rewind then goes back to the chunk's start."""
-        return token is not None and token is _data.token_of(self.data)
-
     def limit_was_stale(self, state):
         """After a call that ended BLOWN_UP: whether the loss_limit it was given is below the one of its targets as
         they are now (a later call on the same arrays keeps their peak, taken when they were first seen: targets
@@ -332,23 +319,24 @@ class ArraySource:
                           f"(non-finite, too large for the run's dtype, or not a valid label / target)")
 
     def weigh(self, data):
-        """Take the call's sample weights (none: ``counts``)."""
+        """Take the call's sample weights (None when it has none)."""
         weights = data.weights
-        self.counts = not weights.size
-        if self.sample_weights is not weights:
-            self.sample_weights, self.batch_weights = (None if self.counts else weights), None
+        self.sample_weights = weights if weights.size else None
 
     def epoch_weights(self, state, epoch):
-        """(weights of the epoch's steps, their sum): the batch sizes (the plan's), or with sample weights each
-        batch's sum of them (the epoch's order decides its batches: O(records), once an epoch). An epoch's mean
-        loss and accuracy weigh its steps so: the sample-weighted means over its records, where a batch of weights
-        0 (its loss 0 by the rule) counts for nothing."""
+        """(weights of the epoch's steps, their sum, whether they are sample weights): the batch sizes (the plan's),
+        or with sample weights each batch's sum of them. An epoch's mean loss and accuracy weigh its steps so: the
+        sample-weighted means over its records, where a batch of weights 0 (its loss 0 by the rule) counts for
+        nothing. Decided once an epoch, by the first call that adds to its sums (its weights; the epoch's order
+        decides its batches: O(records), once), and kept with the run (RunState.epoch_weights): every step of the
+        epoch, and its closing, weigh the same way, whatever weights later calls pass."""
+        kept = state.epoch_weights
+        if kept is not None and kept[0] == epoch:
+            return kept[1:]
         w = self.sample_weights
         if w is None:
-            return self.weights, self.records
-        kept = self.batch_weights
-        if kept is not None and kept[0] == epoch:
-            return kept[1], kept[2]
+            state.epoch_weights = (epoch, self.weights, self.records, False)
+            return self.weights, self.records, False
         cache = state.order_cache
         if cache is not None and cache.item(0) == epoch:
             order = cache[1:]
@@ -360,10 +348,11 @@ class ArraySource:
         np.cumsum(sizes[:-1], out=starts[1:])
         per_step = np.add.reduceat(w[order[:int(self.records)]].astype(np.float64), starts)
         total = float(per_step.sum())
-        if not total > 0:  # (an epoch of weights 0 only: its records' means are none; its batches' sizes then)
+        weighted = total > 0
+        if not weighted:  # (an epoch of weights 0 only: its records' means are none; its batches' sizes then)
             per_step, total = sizes, self.records
-        self.batch_weights = (epoch, per_step, total)
-        return per_step, total
+        state.epoch_weights = (epoch, per_step, total, weighted)
+        return per_step, total, weighted
 
     def add_hits(self, state, chunk, done, hits):
         """The chunk's first ``done`` hit fractions, weighted by their steps' weights (``epoch_weights``), into
@@ -371,19 +360,16 @@ class ArraySource:
         classified right, a whole number: it is added as one, so an epoch's sum is exact, the same however its
         steps were cut into calls (a run fit in pieces gives the accuracy of the run in one call, bit for bit)."""
         spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
-        counts = self.counts
-        if done == 1 and counts:
-            e = s // spe
-            sums = state.hit_sums
-            sums[e] = sums.get(e, 0.0) + round(hits.item(0) * self.weights.item(s - e * spe))
-            return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
-            steps = self.epoch_weights(state, e)[0]
-            if stop - s == 1:   # (an epoch of one step: no array call)
-                v = hits.item(s - chunk.step0) * steps[s - e * spe]
-                state.add_hits(e, round(v) if counts else v)
+            kept = state.epoch_weights
+            steps, _, weighted = kept[1:] if kept is not None and kept[0] == e else self.epoch_weights(state, e)
+            counts = not weighted
+            if stop - s == 1:   # (one step: no array call)
+                v = hits.item(s - chunk.step0) * steps.item(s - e * spe)
+                sums = state.hit_sums
+                sums[e] = sums.get(e, 0.0) + (round(v) if counts else v)
                 s = stop
                 continue
             sizes = steps[s - e * spe:stop - e * spe]
@@ -409,7 +395,7 @@ class ArraySource:
         """The epochs ended and not closed yet, closed one by one: [(epoch, ...)]."""
         spe = state.steps_per_epoch
         for epoch in range(len(state.epoch_loss), state.step // spe):
-            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, *self.epoch_weights(state, epoch))
+            state.close_epoch(epoch, epoch * spe, (epoch + 1) * spe, *self.epoch_weights(state, epoch)[:2])
             yield epoch
 
 
@@ -472,10 +458,9 @@ class BatchSource:
                 state = trainer._start_generator_run(Xb.shape[1], loss, kk)
                 state.scaling = self.scaling
             spe = state.steps_per_epoch or self.epoch_batches or (state.batch + 1)
-            # the schedule's step in an epoch of spe steps (the first epoch's batches): an epoch that yields more
-            # batches keeps its last step's rate for them (an epoch's schedule never moves on inside it)
-            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + min(state.batch, spe - 1)],
-                                                                    spe, spe * cfg["epochs"])
+            # (an epoch that yields more batches than the first: a schedule by epoch keeps its rate to its end)
+            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
+                                                                    spe * cfg["epochs"], epochs=[state.epoch])
             spec = self.specs.get(Xb.shape[0])  # one per batch size: the kernel keeps its buffers per spec
             if spec is None:
                 spec = self.specs[Xb.shape[0]] = kernel_spec(cfg, state, batch_size=Xb.shape[0], steps_per_epoch=1,
@@ -502,13 +487,6 @@ class BatchSource:
     def limit_was_stale(self, state):
         """Never: each batch's own targets set the limit of its call (``call``)."""
         return False
-
-    def data_token(self):
-        return None  # (a chunk carries its own batch: ``replays`` needs no token)
-
-    def replays(self, token):
-        """Always: a chunk carries its batch (``Chunk.head``), so it runs again on its own records."""
-        return True
 
     def add_hits(self, state, chunk, done, hits):
         if done:
@@ -560,9 +538,9 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
     # whole (a later chunk's snapshot takes its buffer: then none, and the next rewind goes no further than its call)
     kept = carried
     # whether prev's steps may be run again (a divergence's rewind into it) on this call's data: a chunk of this
-    # call, yes; the last call's only on the same arrays (source.replays): others of the same shape (a partial_fit
-    # stream's next chunk) are other records, so a rewind into it goes back to its start and runs none of its steps
-    prev_ours = first is not None or (carried is not None and source.replays(carried[3]))
+    # call, yes; the last call's, no: its arrays may be others of the same shape (a partial_fit stream's next chunk)
+    # or edited in place since, so a rewind into it goes back to its start, its snapshot, and runs none of its steps
+    prev_ours = first is not None
     if first is not None:
         prev = first
     elif carried is not None:
@@ -691,7 +669,7 @@ def run(trainer, source, end, hooks, stop, make_theta=None, first=None):
             trainer._yield_to_readers()
     state = trainer._state
     if state is not None:
-        state.carried = None if prev is None else (*prev, state.step, source.data_token())
+        state.carried = None if prev is None else (*prev, state.step)
     if hooks.on_progress is not None:
         hooks.progress(force=True)
     if hooks.callbacks and trainer.finished:
@@ -768,7 +746,7 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
         last.release()
     if status == _TIME_UP and done < n:
         return snap, chunk  # (state.carried stays the last call's: run() keeps it for an undo of the whole call)
-    state.carried = (snap, chunk, state.step, _data.token_of(data))
+    state.carried = (snap, chunk, state.step)
     if trainer._readers:
         trainer._yield_to_readers()
     return True
@@ -929,8 +907,9 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
     first loss more than ``BLOW_UP`` times the lowest so far (at least one step before
     ``bad``, and no further back than the snapshots kept: the start of the previous kernel
     call). Continuing with a smaller rate redoes that step's update. A step is only run again
-    on the data it was trained on: a target inside ``prev``, the last fit call's chunk on other
-    arrays (``prev_ours`` False), goes back to that chunk's start.
+    on the data it was trained on: a target inside ``prev``, the last fit call's chunk
+    (``prev_ours`` False: its arrays may be others now, or edited since), goes back to that
+    chunk's start.
     """
     step0 = chunk.step0
     limit = source.limit if status == Status.BLOWN_UP else None  # (the one the kernel call was given)

@@ -124,10 +124,13 @@ class RunState:
     best: dict = None            # early stopping: {"metric", "epoch", "theta"}
     scaling: dict = None         # standardisation: x_shift, x_scale (n_features), y_shift, y_scale (n_outputs)
     snapshots: list = None       # the driver's three snapshot buffers, kept between calls (not saved)
-    # the last call's last chunk, (snapshot, chunk, step after it, its data's token): a divergence at the next
-    # call's start rewinds into it (a run of short calls could otherwise never go back before one), running its
-    # steps again only on the same data (ArraySource.replays), else going back to its start
+    # the last call's last chunk, (snapshot, chunk, step after it): a divergence at the next call's start rewinds
+    # into it (a run of short calls could otherwise never go back before one), to its start (none of its steps is
+    # run again: this call's arrays may not be the ones it trained on)
     carried: tuple = None
+    # how the open epoch's steps weigh in its means (ArraySource.epoch_weights): (epoch, per-step weights, their
+    # sum, whether they are sample weights), decided by its first call; not saved (made again from the data)
+    epoch_weights: tuple = None
     # the epoch whose closing a stop() cut short (the next call closes it whatever stops come: no run is stopped
     # again and again at the same closing and never gets past it); not saved
     stopped_closing: int = None

@@ -437,26 +437,34 @@ def test_epoch_losses_of_a_run_rewound_past_an_epochs_end_before_its_closing_are
     assert tr.history.epoch_loss[3] == h.epoch_loss[3]
 
 
-def test_a_rewind_into_the_last_call_runs_none_of_its_steps_again_on_this_calls_data():
+@pytest.mark.parametrize("edit", ["new array", "in place"])
+def test_a_rewind_into_the_last_call_runs_none_of_its_steps_again_on_this_calls_data(edit):
     """A divergence may rewind into the last fit call's steps; those are never run again on this call's arrays
-    (another chunk of a stream, or the arrays edited since): the run goes back to the start of that call's chunk,
-    exactly as it was then (it was replayed on the new data: the history held losses of steps never trained so,
-    and the params were another run's)."""
+    (another chunk of a stream, or the same arrays edited in place since): the run goes back to the start of that
+    call's chunk, exactly as it was then (it was replayed on the new data: the history held losses of steps never
+    trained so, and the params were another run's)."""
     rng = np.random.default_rng(0)
     centers = rng.normal(scale=4.0, size=(3, 4))
     y = rng.integers(0, 3, 300)
-    X = centers[y] + rng.normal(size=(300, 4))
+    X0 = centers[y] + rng.normal(size=(300, 4))  # (float64, trained as float64: the kernel reads it in place)
     for backend in ("cython", "numpy"):
+        X = X0.copy()
         runs = []
         for calls in ((10, 3, 10, 10, 10), (10, 3, 10, 10)):
-            tr = fb.Trainer(batch_size=32, seed=0, optimizer="sgd", learning_rate=0.01, epochs=100, backend=backend)
+            tr = fb.Trainer(batch_size=32, seed=0, optimizer="sgd", learning_rate=0.01, epochs=100, backend=backend,
+                            dtype="float64")
             for steps in calls:
                 tr.fit(X, y, steps=steps)
             runs.append(tr)
         tr, ref = runs
         tr.learning_rate = 1e9
         with pytest.raises(fb.DivergenceError, match="back to 33 steps done"):
-            tr.fit(X * 1e3, y, steps=10)  # its blow-up is found in the last call's steps (after 33)
+            if edit == "new array":
+                tr.fit(X * 1e3, y, steps=10)  # its blow-up is found in the last call's steps (after 33)
+            else:
+                X *= 1e3
+                tr.fit(X, y, steps=10)
+        X[...] = X0
         assert tr.step == ref.step == 33 and np.array_equal(tr.history.loss, ref.history.loss)
         assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(tr.get_params(), ref.get_params()))
         tr.learning_rate = ref.learning_rate = 0.01
