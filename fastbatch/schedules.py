@@ -40,9 +40,16 @@ class Schedule:
             return rates
         return learning_rate * self.factors(np.arange(start, start + n), steps_per_epoch, total_steps)
 
-    def factors(self, steps, steps_per_epoch, total_steps):
+    # whether the factor is a function of the epoch alone (steps // steps_per_epoch): step and exponential decay
+    by_epoch = False
+
+    def factors(self, steps, steps_per_epoch, total_steps, epochs=None):
+        """The multiplier of each step. ``epochs``: each step's epoch, when epochs need not hold
+        ``steps_per_epoch`` steps (fit_batches: a generator's later epoch may yield more batches than its first);
+        a schedule by epoch then follows them, never moving on inside an epoch, and the others the steps."""
         steps = np.asarray(steps, dtype=np.float64)
-        f = self._factors(steps, steps_per_epoch, total_steps)
+        at = steps if epochs is None or not self.by_epoch else np.asarray(epochs, dtype=np.float64) * steps_per_epoch
+        f = self._factors(at, steps_per_epoch, total_steps)
         if self.warmup_steps:  # linear warm-up from 1/warmup to 1
             f = f * np.minimum(1.0, (steps + 1) / self.warmup_steps)
         return f
@@ -73,6 +80,7 @@ class StepDecay(Schedule):
     """Multiply the rate by ``gamma`` every ``step_epochs`` epochs."""
 
     name = "step"
+    by_epoch = True
 
     def __init__(self, step_epochs=10, gamma=0.1, warmup_steps=0):
         super().__init__(warmup_steps)
@@ -87,6 +95,7 @@ class Exponential(Schedule):
     """Multiply the rate by ``gamma`` each epoch."""
 
     name = "exponential"
+    by_epoch = True
 
     def __init__(self, gamma=0.95, warmup_steps=0):
         super().__init__(warmup_steps)

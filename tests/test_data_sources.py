@@ -432,6 +432,15 @@ def test_an_epoch_based_schedule_keeps_one_rate_per_epoch_when_a_later_epoch_yie
     assert np.bincount(h.epoch).tolist() == [3, 6, 6]
     for e, rate in enumerate(rates):
         np.testing.assert_allclose(h.learning_rate[h.epoch == e], rate, rtol=1e-12)
+    calls.clear()
+    warm = fb.Trainer(hidden=(4,), epochs=3, batch_size=20, learning_rate=1.0,
+                      lr_schedule={**schedule, "warmup_steps": 8})  # a warm-up goes on by steps, not epochs
+    r = warm.fit_batches(batches, n_outputs=2).learning_rate
+    assert r[7] == rates[1] * 1.0 and r[6] < r[7]   # (step 8 ends the warm-up inside epoch 1's longer run)
+    calls.clear()
+    cos = fb.Trainer(hidden=(4,), epochs=3, batch_size=20, learning_rate=1.0, lr_schedule="cosine")
+    r = cos.fit_batches(batches, n_outputs=2).learning_rate
+    assert np.all(np.diff(r[:9]) < 0)   # a schedule by steps follows the steps (it was held at the epoch's last)
 
 
 def test_fit_batches_decides_the_task_and_classes_from_all_the_batches():
