@@ -34,6 +34,7 @@ import threading
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -131,6 +132,11 @@ def _run_record(history):
     its epochs' mean losses, and the records it trained on."""
     return history.loss.astype(np.float64), np.asarray(history.epoch_loss, dtype=np.float64), history.records_trained
 
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
 _COMMON_DOC = "\n    " + _config.numpydoc(ESTIMATOR_DEFAULTS).replace("\n", "\n    ") + "\n"
 
 _ATTRS_DOC = """
@@ -192,11 +198,25 @@ class _FastBatchEstimator(BaseEstimator):
         """A new run over (X, y_train), ``epochs`` epochs."""
         trainer = self._new_trainer(partial=False)
         trainer.fit(X, y_train, n_outputs=self._network_outputs(), sample_weight=sample_weight)
-        self.trainer_ = trainer
         self._partial_run = False
         self._partial_params = None  # (the parameters partial_fit's checks compare with: fit's trainer's now)
-        self._earlier_runs = ()  # (the runs before trainer_'s, since this fit: partial_fit's runs of other sizes)
+        self._commit(trainer, ())
         return self
+
+    def _commit(self, trainer, earlier):
+        """Make ``trainer`` the estimator's network, with ``earlier`` (the runs before its, since the last fit:
+        partial_fit's runs of other sizes) and what the call decided beside it (the classes, the targets' shape),
+        in one assignment (``_stream``), which a reader in another thread sees whole: predict never pairs a new
+        fit's labels with the old network, nor n_iter_ a run twice."""
+        self._stream = (earlier, trainer, self.__dict__.get("classes_"), self.__dict__.get("_y_1d"))
+        self.trainer_ = trainer
+
+    def _fitted(self):
+        """(earlier runs, trainer, classes, targets 1-D) as the last fit or partial_fit call made them."""
+        stream = self.__dict__.get("_stream")
+        if stream is None:  # (NotFittedError is an AttributeError too: hasattr(est, "n_iter_") is False)
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit or partial_fit first")
+        return stream
 
     def _partial_fit(self, X, y_train, sample_weight=None):
         """One more epoch of the open-ended partial_fit run (a new run if the record count changed)."""
@@ -227,11 +247,12 @@ class _FastBatchEstimator(BaseEstimator):
         trainer.fit(X, y_train, steps=plan.steps_per_epoch, n_outputs=self._network_outputs(),
                     sample_weight=sample_weight)
         if not same_run:
-            previous = getattr(self, "trainer_", None)
-            if previous is not None and previous.run_state is not None:  # its run stays in the curves
-                self._earlier_runs = (*getattr(self, "_earlier_runs", ()), _run_record(previous.history))
-            self.trainer_ = trainer
+            stream = self.__dict__.get("_stream")
+            earlier = () if stream is None else stream[0]
+            if stream is not None and stream[1].run_state is not None:  # its run stays in the curves
+                earlier = (*earlier, _run_record(stream[1].history))
             self._partial_run = True
+            self._commit(trainer, earlier)
         if not same_run or not _same_values(_param_values(self), self._partial_params):  # (those the run goes on with)
             self._partial_params = _given_values(self)
         return self
@@ -255,43 +276,59 @@ class _FastBatchEstimator(BaseEstimator):
 
     def _runs(self):
         """[(step losses, epoch losses, records), ...] of the runs since the last fit, trainer_'s last (as now)."""
-        trainer = getattr(self, "trainer_", None)
-        if trainer is None:
-            raise AttributeError(f"this {type(self).__name__} is not fitted yet")
-        return [*getattr(self, "_earlier_runs", ()), _run_record(trainer.history)]
+        earlier, trainer = self._fitted()[:2]
+        return [*earlier, _run_record(trainer.history)]
+
+    def _curves(self):
+        """(loss_curve_, epoch_loss_), made again only when the run has moved since they were last asked (a stream
+        that reads them after each call pays for its new steps only when it reads them, not for the whole run)."""
+        earlier, trainer = self._fitted()[:2]
+        st = trainer.run_state
+        key = (earlier, trainer, st.loss_buf if st is not None else None)
+        counts = (st.step, len(st.epoch_loss)) if st is not None else (0, 0)
+        kept = self.__dict__.get("_curves_kept")
+        if kept is not None and kept[1] == counts and all(a is b for a, b in zip(kept[0], key)):
+            return kept[2]
+        runs = self._runs()
+        curves = (_read_only(np.concatenate([run[0] for run in runs])),
+                  _read_only(np.concatenate([run[1] for run in runs])))
+        self._curves_kept = (key, counts, curves)
+        return curves
 
     @property
     def history_(self):
         """``trainer_.history``: the last run's steps, epochs, losses and validation, as they are now."""
-        trainer = getattr(self, "trainer_", None)
-        if trainer is None:
-            raise AttributeError(f"this {type(self).__name__} is not fitted yet")
-        return trainer.history
+        return self._fitted()[1].history
 
     @property
     def loss_curve_(self):
-        """Every step's loss, over all fit / partial_fit calls of this run (float64)."""
-        return np.concatenate([run[0] for run in self._runs()])
+        """Every step's loss, over all fit / partial_fit calls of this run (float64, read-only)."""
+        return self._curves()[0]
 
     @property
     def epoch_loss_(self):
-        """Every epoch's mean loss (float64); an epoch in progress (a call that ended inside it): its mean so far."""
-        return np.concatenate([run[1] for run in self._runs()])
+        """Every epoch's mean loss (float64, read-only); an epoch in progress (a call that ended inside it): its
+        mean so far."""
+        return self._curves()[1]
 
     @property
     def n_iter_(self):
         """Epochs run (an epoch in progress counts once)."""
-        return sum(len(run[1]) for run in self._runs())
+        earlier, trainer = self._fitted()[:2]
+        st = trainer.run_state
+        begun = -(-st.step // st.steps_per_epoch) if st is not None and st.steps_per_epoch else 0
+        return sum(len(run[1]) for run in earlier) + begun
 
     @property
     def t_(self):
         """Records trained on (as ``MLPClassifier.t_``)."""
-        return sum(run[2] for run in self._runs())
+        earlier, trainer = self._fitted()[:2]
+        return sum(run[2] for run in earlier) + trainer.history.records_trained
 
-    def _outputs(self, X):
+    def _outputs(self, X, trainer=None):
         check_is_fitted(self, "trainer_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
-        return self.trainer_.decision_function(X).astype(np.float64)
+        return (trainer or self._fitted()[1]).decision_function(X).astype(np.float64)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -413,8 +450,9 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
 
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
-        z = self._outputs(X)
-        if len(self.classes_) == 1:  # one class seen: it is every record's, with probability 1 (a row sums to 1)
+        _, trainer, classes, _ = self._fitted()  # (the network and the classes of one call, together)
+        z = self._outputs(X, trainer)
+        if len(classes) == 1:  # one class seen: it is every record's, with probability 1 (a row sums to 1)
             return np.ones((z.shape[0], 1))
         if z.shape[1] == 2:  # from the log-odds, so proba ranks exactly as decision_function
             p = sigmoid(z[:, 1] - z[:, 0])
@@ -431,8 +469,9 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
 
     def predict(self, X):
         """The most likely label of each record, from ``classes_``."""
-        z = self._outputs(X)[:, :len(self.classes_)]
-        return self.classes_[z.argmax(axis=1)]
+        _, trainer, classes, _ = self._fitted()  # (the network and the classes of one call, together)
+        z = self._outputs(X, trainer)[:, :len(classes)]
+        return classes[z.argmax(axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -509,8 +548,9 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
 
     def predict(self, X):
         """The predicted targets, shape (n,) (or (n, n_outputs) when fitted on 2-D y)."""
-        z = self._outputs(X)
-        return z[:, 0] if self._y_1d else z
+        _, trainer, _, y_1d = self._fitted()  # (the network and its targets' shape, of one call)
+        z = self._outputs(X, trainer)
+        return z[:, 0] if y_1d else z
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

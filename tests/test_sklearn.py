@@ -371,8 +371,8 @@ def test_a_refused_fit_leaves_every_fitted_attribute_as_it_was(how):
     fit's labels from the old outputs)."""
     X, y = blobs()
     clf = FastBatchClassifier(epochs=3, seed=0).fit(X, y)
-    before = {k: v for k, v in vars(clf).items()}
     proba, curve = clf.predict_proba(X), clf.loss_curve_
+    before = {k: v for k, v in vars(clf).items()}
     X2, y2 = (X * 1e3, np.array(["a", "b"])[y % 2]) if how == "divergence" else (X.copy(), np.array(["a", "b"])[y % 2])
     if how == "divergence":
         clf.set_params(learning_rate=1e12, optimizer="sgd")
@@ -449,6 +449,37 @@ def test_a_call_from_another_thread_during_a_call_is_refused_and_changes_nothing
     monkeypatch.undo()
     clf.partial_fit(X, y)  # (the estimator is free again)
     assert clf.n_iter_ == 3
+
+
+def test_predict_during_a_refit_gives_the_old_networks_labels_and_the_curves_are_kept_until_the_run_moves(
+        monkeypatch):
+    """The network and the labels it was fit on are committed together, at the end of a call: a predict while a
+    refit on other labels runs answers with the old network's own labels (it named the new fit's labels from the
+    old outputs). loss_curve_ and epoch_loss_ are made again only when the run has moved (a stream reading them
+    after each call paid for the whole run each time)."""
+    X, y = blobs()
+    clf = FastBatchClassifier(epochs=2, seed=0).fit(X, np.array(["cat", "dog", "cow"])[y])
+    old = clf.predict(X)
+    curve = clf.loss_curve_
+    assert clf.loss_curve_ is curve and clf.epoch_loss_ is clf.epoch_loss_ and not curve.flags.writeable
+    entered, release = threading.Event(), threading.Event()
+    real = fb.Trainer.fit
+
+    def held(self, *args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fb.Trainer, "fit", held)
+    worker = threading.Thread(target=lambda: clf.fit(X, np.array(["apple", "pear", "fig"])[y]))
+    worker.start()
+    try:
+        assert entered.wait(30)
+        assert np.array_equal(clf.predict(X), old) and clf.loss_curve_ is curve
+    finally:
+        release.set()
+        worker.join()
+    assert set(clf.predict(X)) <= {"apple", "pear", "fig"} and clf.loss_curve_ is not curve
 
 
 def test_reading_the_curves_during_partial_fit_loses_no_step():
