@@ -436,11 +436,18 @@ def prepare_validation(validation_data, loss, n_outputs, dtype, n_features, scal
     return Xv, t, lab, np.empty(0, dtype=dtype)
 
 
-def pooled_variance(targets):
-    """The mean over outputs of the targets' variance (the denominator of a pooled r2); None without targets."""
+def pooled_variance(targets, weights=None):
+    """The mean over outputs of the targets' variance (the denominator of a pooled r2), weighted by the records'
+    sample ``weights`` when there are some (as the epoch's loss is, and evaluate's r2); None without targets."""
     if not targets.size:
         return None
-    var = float(np.mean(np.var(np.asarray(targets, dtype=np.float64), axis=0)))
+    t = np.asarray(targets, dtype=np.float64)
+    if weights is not None and weights.size and weights.any():
+        w = np.asarray(weights, dtype=np.float64)
+        d = t - (w @ t) / w.sum()
+        var = float(np.mean((w @ (d * d)) / w.sum()))
+    else:
+        var = float(np.mean(np.var(t, axis=0)))
     return var if var > 0 else None
 
 

@@ -532,7 +532,7 @@ class Trainer:
                 plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
                 new, make_theta = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
                                       data.n_records_all, plan.steps_per_epoch, False, data.scaling,
-                                      _data.pooled_variance(data.targets))
+                                      _data.pooled_variance(data.targets, data.weights))
             elif self.finished and not _driver.unclosed_epochs(st):  # (else its last epoch is closed, below)
                 warnings.warn(f"this run is finished ({self.step} of {self.total_steps} steps); fit() trains "
                               "nothing. Raise epochs to continue it, or call reset() to start over.",

@@ -69,6 +69,21 @@ def test_an_epochs_loss_and_accuracy_with_sample_weights_are_the_weighted_means_
     np.testing.assert_allclose(h1.epoch_loss, unweighted.evaluate(X, y)["loss"], rtol=1e-9)
 
 
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_an_epochs_r2_with_sample_weights_is_evaluates_weighted_r2(backend):
+    """A regression's epoch r2 takes the weighted variance of the targets, as its weighted loss and evaluate's r2
+    do (it took the unweighted one: 0.32 where evaluate gave -3967 for the same loss)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = np.where(np.arange(400) < 200, rng.normal(0, 10, 400), rng.normal(5, 0.1, 400))
+    w = np.where(np.arange(400) < 200, 0.0, 1.0)
+    tr = fb.Trainer(hidden=(4,), epochs=2, batch_size=50, learning_rate=1e-300, optimizer="sgd", loss="mse",
+                    dtype="float64", backend=backend)
+    h = tr.fit(X, y, sample_weight=w)
+    want = tr.evaluate(X, y, sample_weight=w)
+    np.testing.assert_allclose(h.metrics["r2"], want["r2"], rtol=1e-9)
+
+
 @pytest.mark.parametrize("target", [False, True])
 def test_standardisation_is_weighted_by_sample_weight_as_duplicated_records(target):
     """With sample weights, standardize (and standardize_target) take the weighted mean and std, as
