@@ -330,6 +330,11 @@ class _FastBatchEstimator(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), order="C")
         return (trainer or self._fitted()[1]).decision_function(X).astype(np.float64)
 
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # (a copy: object.__getstate__ gives the live __dict__)
+        state.pop("_curves_kept", None)  # (a cache of what the runs give again: not pickled)
+        return state
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False

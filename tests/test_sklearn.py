@@ -336,7 +336,9 @@ def test_pickled_estimator_continues_identically():
     clf = FastBatchClassifier(optimizer="adam")
     clf.partial_fit(X, y, classes=[0, 1, 2])
     clf.partial_fit(X[:100], y[:100])
+    curve = clf.loss_curve_  # (its cache is not pickled, and the live estimator keeps it)
     twin = pickle.loads(pickle.dumps(clf))
+    assert "_curves_kept" not in vars(twin) and clf.loss_curve_ is curve and np.array_equal(twin.loss_curve_, curve)
     for est in (clf, twin):
         est.partial_fit(X[:100], y[:100])
     assert np.array_equal(clf.loss_curve_, twin.loss_curve_)
