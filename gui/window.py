@@ -178,6 +178,8 @@ class MainWindow(QMainWindow):
         self._feature_names = None   # a file's feature columns' names (else None)
         self._map_is_run = False   # the batch map shows the run (its progress is drawn), not a preview of settings
         self._data_failure = None   # (spec, exception) of the last data that failed to load: not read again
+        self._disk_retry = False    # the plan's error is the loaded data file as it is on disk now (changed or gone
+                                    # since it loaded): Start and Step stay on, and read it again when pressed
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
                                     # is chosen)
         self._closed = False
@@ -475,12 +477,36 @@ class MainWindow(QMainWindow):
             self._plan_spec = self._data_spec()
         except (ValueError, TypeError, OSError) as exc:
             self.plan, self.plan_error, self._plan_spec = None, str(exc), None
+        self._disk_retry = self.plan_error is not None and self._loaded_file_changed()
         if self.plan_error is None:
             self._show_readout(self.plan, n_val)
         else:
-            self.readout.setText(error_html(self.plan_error))
+            retry = (f"<br><span style='color:#8a5a00'>{esc(os.path.basename(c['data_path']))} changed on disk "
+                     "after it was loaded: Start (or Step) reads it again</span>") if self._disk_retry else ""
+            self.readout.setText(error_html(self.plan_error) + retry)
         self._data_timer.start()
         self._apply_state()
+
+    def _loaded_file_changed(self):
+        """True when the chosen data file (this path and target) loaded before and is not that file now on disk
+        (rewritten or gone): no widget changes when it is fixed, so Start must stay able to read it again."""
+        c, old = self.controls.config(), self._data_key
+        if c["dataset"] != "file" or self._file_error is not None or old is None or old[0] != "file" \
+                or old[1:3] != (c["data_path"], c["target"]):
+            return False
+        try:
+            return self._data_spec() != old
+        except OSError:   # gone since it loaded
+            return True
+
+    def _plan_ready(self):
+        """Before Start, Step or a comparison: True when the settings make a plan. After the loaded data file
+        failed to read as it is now on disk, it is read again first (its error is not kept: a file fixed within
+        the same mtime tick is read too), so a file fixed on disk trains without touching a setting."""
+        if self.plan_error is not None and self._disk_retry and self.state == IDLE:
+            self._data_failure = None
+            self._settings_changed()
+        return self.plan_error is None
 
     def _show_readout(self, plan, n_val):
         c = self.controls.config()
@@ -713,11 +739,16 @@ class MainWindow(QMainWindow):
 
     def start(self):
         """Start a new run with the current settings, or continue the finished one when only epochs rose."""
-        if self.plan_error is not None or self._refused_for_lab():
+        if self._refused_for_lab() or not self._plan_ready():
             return
         if self._continues():
             self._continue_finished(None)
         elif not self.run.start():
+            self._show_refusal()
+
+    def _show_refusal(self):
+        """A refused Start or Step: why, in the readout (a plan's error is there already, with its note)."""
+        if self.plan_error is None or str(self.run.error) != self.plan_error:
             self._show_error(self.run.error)
 
     def _continue_finished(self, steps):
@@ -742,8 +773,8 @@ class MainWindow(QMainWindow):
         if self.state == IDLE and self._continues():
             return self._continue_finished(1)
         self._sync_rate()
-        if (self.state != IDLE or self.plan_error is None) and not self.run.step_batch():
-            self._show_error(self.run.error)
+        if (self.state != IDLE or self._plan_ready()) and not self.run.step_batch():
+            self._show_refusal()
 
     def step_epoch(self):
         """Train to the end of the current epoch (as step_batch: a new run, or the finished one going on)."""
@@ -752,8 +783,8 @@ class MainWindow(QMainWindow):
         if self.state == IDLE and self._continues():
             return self._continue_finished(self.plan.steps_per_epoch)   # (a finished run is at an epoch's end)
         self._sync_rate()
-        if (self.state != IDLE or self.plan_error is None) and not self.run.step_epoch():
-            self._show_error(self.run.error)
+        if (self.state != IDLE or self._plan_ready()) and not self.run.step_epoch():
+            self._show_refusal()
 
     def stop(self):
         self.run.stop()
@@ -790,7 +821,13 @@ class MainWindow(QMainWindow):
     def _follow_the_data(self):
         """Before a run or a comparison: when the data file changed on disk since the plan was made, it is read
         again and the plan and readout (records, steps, the note that it changed) follow what will train."""
-        if self.plan_error is None and self._data_spec() != self._plan_spec:
+        if self.plan_error is not None:
+            return
+        try:
+            changed = self._data_spec() != self._plan_spec
+        except OSError:   # gone since the plan was made: said as a failed read is (and Start stays on)
+            changed = True
+        if changed:
             self._settings_changed()
         if self.plan_error is not None:
             raise ValueError(self.plan_error)
@@ -998,7 +1035,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.setValue(progress_value(step, plan.total_steps))
 
     def _apply_state(self):
-        ok = self.plan_error is None
+        ok = self.plan_error is None or self._disk_retry   # (a file fixed on disk: pressing reads it again)
         r, c = self.run, self.controls
         c.set_editable(self.state == RUNNING, self.state == PAUSED)
         lab = self.lab.running   # then the state is idle or paused: nothing may train
@@ -1024,7 +1061,7 @@ class MainWindow(QMainWindow):
             return
         if self.state == RUNNING:
             return self.lab.show_error(TRAINING_BLOCKS_LAB)
-        if self.plan_error is not None:
+        if not self._plan_ready():
             return self.lab.show_error(self.plan_error)
         try:
             self._follow_the_data()

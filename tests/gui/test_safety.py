@@ -195,10 +195,61 @@ def test_a_data_file_changed_while_paused_leaves_the_run_on_the_records_it_start
     assert blocker.args == ["finished"] and window.state == "idle" and window.trainer.step == 12
     assert all(np.array_equal(job.X, X0) for job in jobs)   # the records it started with, not the new ones
     window.reset()                                     # a new run reads the file again
-    if change == "deleted":
-        assert window.readout_text().startswith("⚠") and not start_button(window).isEnabled()
+    if change == "deleted":   # said, and Start stays on: it reads the file again once it is back
+        assert window.readout_text().startswith("⚠") and "data.csv changed on disk" in window.readout_text()
+        assert start_button(window).isEnabled()
     else:
         assert window.readout_text().startswith(f"{30 if change == 'fewer rows' else 60} records")
+
+
+def new_mtime(path):
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+
+
+@pytest.mark.parametrize("press", ["start", "step"])
+@pytest.mark.parametrize("bad", [k for k in sorted(BAD_FILES) if k.endswith(".csv")] + ["deleted", "folder"])
+def test_a_loaded_file_unreadable_at_start_is_read_again_at_the_next_press_and_trains_once_fixed(
+        qtbot, window, tmp_path, monkeypatch, bad, press):
+    from fastbatch import datasets
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    reads = []
+    real_load = datasets.load_table
+    monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
+    if bad == "deleted":
+        path.unlink()
+    elif bad == "folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        content, _ = BAD_FILES[bad]
+        path.write_text(content)
+        new_mtime(path)
+    button = start_button(window) if press == "start" else window.controls.step_batch_button
+    for attempt in range(2):   # pressed again while still bad: read again, refused again
+        button.click()
+        assert window.state == "idle" and window.trainer is None
+        text = window.readout_text()
+        assert text.startswith("⚠") and "data.csv changed on disk after it was loaded: Start (or Step) reads it " \
+                                          "again" in text
+        assert start_button(window).isEnabled() and window.controls.step_batch_button.isEnabled()
+        if bad not in ("deleted", "folder"):
+            assert len(reads) == attempt + 1   # each press read the file again
+    if bad == "folder":
+        path.rmdir()
+    write_good_csv(path, n=30)                 # fixed on disk; no widget is touched
+    new_mtime(path)
+    assert start_button(window).isEnabled()
+    if press == "start":
+        with qtbot.waitSignal(window.runEnded, timeout=10_000) as blocker:
+            button.click()
+        assert blocker.args == ["finished"] and window.trainer.step == 6
+    else:
+        with qtbot.waitSignal(window.fitReturned, timeout=10_000):
+            button.click()
+        assert window.state == "paused" and window.trainer.step == 1
+    assert window.run_plan.n_records == 30 and window.readout_text().startswith("30 records / batch 10")
 
 
 def test_a_data_file_changed_after_loading_is_read_again_at_start_and_every_number_follows_it(qtbot, window,
