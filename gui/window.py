@@ -389,7 +389,11 @@ class MainWindow(QMainWindow):
         return (c["dataset"], c["records"], c["features"], c["seed"], c["sorted_by_class"])
 
     def data(self):
-        """``(X, y)`` for the current settings (generated or loaded once, then cached)."""
+        """``(X, y)`` for the current settings (generated or loaded once, then cached); while a run is in progress
+        (running or paused), the records it trains on: it never reads its file again (nor does anything that
+        describes it), a change on disk applies to the next run."""
+        if self.state != IDLE and self._run_data is not None:
+            return self._run_data
         key = self._data_spec()
         if key != self._data_key:
             if self._data_failure is not None and self._data_failure[0] == key:
@@ -487,6 +491,15 @@ class MainWindow(QMainWindow):
         self._data_timer.start()
         self._apply_state()
 
+    def _run_file_changed(self):
+        """True when the run in progress's data file is not, on disk, what it read (rewritten or gone)."""
+        if self._run_key is None:
+            return False
+        try:
+            return self._data_spec() != self._run_key[2]
+        except OSError:
+            return True
+
     def _loaded_file_changed(self):
         """True when the chosen data file (this path and target) loaded before and is not that file now on disk
         (rewritten or gone): no widget changes when it is fixed, so Start must stay able to read it again."""
@@ -514,7 +527,12 @@ class MainWindow(QMainWindow):
         if n_val:
             text += f"  ({count(n_val, 'record')} held out for validation)"
         notes = []
-        if c["dataset"] == "file" and self._reloaded is not None:
+        if c["dataset"] == "file" and self.state != IDLE:
+            if self._run_file_changed():
+                notes.append(f"{os.path.basename(c['data_path'])} changed on disk since this run read it: the run "
+                             f"goes on with its {count(plan.n_records + n_val, 'record')}; the change applies to "
+                             "the next run (Reset, then Start)")
+        elif c["dataset"] == "file" and self._reloaded is not None:
             notes.append(f"{self._reloaded} changed on disk after it was loaded: read again, "
                          f"{count(plan.n_records, 'record')} to train on now")
         memory = self._step_memory(plan)

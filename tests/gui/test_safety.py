@@ -252,6 +252,40 @@ def test_a_loaded_file_unreadable_at_start_is_read_again_at_the_next_press_and_t
     assert window.run_plan.n_records == 30 and window.readout_text().startswith("30 records / batch 10")
 
 
+@pytest.mark.parametrize("change", ["more rows", "deleted"])
+def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_on_disk(qtbot, window, tmp_path,
+                                                                                       monkeypatch, change):
+    from fastbatch import datasets
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        window.controls.step_batch_button.click()
+    reads = []
+    real_load = datasets.load_table
+    monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
+    if change == "deleted":
+        path.unlink()
+    else:
+        write_good_csv(path, n=90)
+        new_mtime(path)
+    window.controls.set_value("learning_rate", 0.05)   # the paused readout is drawn again
+    lines = window.readout_text().splitlines()
+    assert lines[0].startswith("60 records / batch 10 -> 6 steps per epoch") and not reads   # not read again
+    assert not any("read again" in line for line in lines)
+    assert ("data.csv changed on disk since this run read it: the run goes on with its 60 records; the change "
+            "applies to the next run (Reset, then Start)") in lines
+    assert len(window.data()[0]) == 60 and not reads
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        window.controls.pause_button.click()           # Resume: the run ends on its own records
+    assert window.trainer.step == 12
+    window.reset()                                     # the next run's plan is the file's as it is now
+    if change == "deleted":
+        assert window.readout_text().startswith("⚠")
+    else:
+        assert window.readout_text().startswith("90 records") and reads
+
+
 def test_a_data_file_changed_after_loading_is_read_again_at_start_and_every_number_follows_it(qtbot, window,
                                                                                              tmp_path):
     path = write_good_csv(tmp_path / "data.csv", n=40)
