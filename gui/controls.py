@@ -324,21 +324,39 @@ class ControlPanel(QWidget):
             if chosen is None:
                 raise ValueError(f"target column {target!r} not found in {path!r}; the columns are {names}")
         self.data_path = os.fspath(path)
-        tc = self.w["target"]
-        tc.blockSignals(True)
-        tc.clear()
-        if names is None:
-            tc.addItem("y (from the .npz)", None)
-        else:
-            for j, name in enumerate(names):
-                tc.addItem(name if name == str(j) else f"{name}  (column {j})", name)
-            tc.setCurrentIndex(chosen)
-        tc.blockSignals(False)
+        self._fill_target(names, None if names is None else names[chosen])
         self.file_label.setText(os.path.basename(self.data_path))
         self.file_label.setToolTip(f"<span>{esc(self.data_path)}</span>")   # shown as typed
         self.set_value("dataset", "file")
         self._dataset_changed()
         self.changed.emit()
+
+    def _fill_target(self, names, chosen):
+        """The target box: the file's columns ``names`` (None: a .npz's y), ``chosen`` selected; a chosen name the
+        file no longer has stays listed as such (the plan's error names the columns it has). No signal."""
+        items = [("y (from the .npz)", None)] if names is None else [
+            (name if name == str(j) else f"{name}  (column {j})", name) for j, name in enumerate(names)]
+        if chosen not in [data for _, data in items]:
+            items.append((f"{chosen}  (not in the file now)", chosen))
+        tc = self.w["target"]
+        if [(tc.itemText(i), tc.itemData(i)) for i in range(tc.count())] == items:
+            return
+        tc.blockSignals(True)
+        tc.clear()
+        for text, data in items:
+            tc.addItem(text, data)
+        tc.setCurrentIndex([data for _, data in items].index(chosen))
+        tc.blockSignals(False)
+
+    def follow_columns(self):
+        """Before the data file is read again (it changed on disk): the target box lists its columns as they are
+        now, the chosen target kept by name. An unreadable header changes nothing (reading the records says
+        what is wrong)."""
+        try:
+            names = datasets.columns(self.data_path)
+        except Exception:   # whatever a hostile file raises: the read that follows reports it
+            return
+        self._fill_target(names, self.w["target"].currentData())
 
     def _choose_file(self):
         path, _ = QFileDialog.getOpenFileName(self, "Load records", "", "Data (*.csv *.npy *.npz);;All files (*)")

@@ -398,6 +398,8 @@ class MainWindow(QMainWindow):
         if key != self._data_key:
             if self._data_failure is not None and self._data_failure[0] == key:
                 raise self._data_failure[1]
+            if key[0] == "file" and self._data_key is not None and self._data_key[:2] == key[:2]:
+                self.controls.follow_columns()   # read again (changed on disk): the target box lists its columns now
             try:
                 if key[0] == "file":   # (load's X and y, with the class names of a text target)
                     table = datasets.load_table(key[1], target=key[2])

@@ -286,6 +286,38 @@ def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_
         assert window.readout_text().startswith("90 records") and reads
 
 
+def target_items(window):
+    box = window.controls.w["target"]
+    return [box.itemData(i) for i in range(box.count())], box.currentData()
+
+
+def test_the_target_box_follows_the_columns_of_a_file_read_again(qtbot, window, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i * 0.5},{i % 2}\n" for i in range(40)))
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=1)
+    path.write_text("a,b,c,label\n" + "".join(f"{i},{i * 0.5},1,{i % 2}\n" for i in range(40)))
+    new_mtime(path)
+    start_button(window).click()                    # read again: its target 'y' is gone
+    assert window.trainer is None and "target column 'y' not found" in window.readout_text()
+    assert target_items(window) == (["a", "b", "c", "label", "y"], "y")   # the file's columns, 'y' as missing
+    assert window.controls.w["target"].currentText() == "y  (not in the file now)"
+    window.controls.set_value("target", "label")    # now it can be chosen
+    assert target_items(window) == (["a", "b", "c", "label"], "label")
+    assert window.readout_text().startswith("40 records")
+    jobs = []
+    window.runRequested.connect(jobs.append)
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        start_button(window).click()
+    assert jobs[0].X.shape == (40, 3)
+    window.reset()
+    path.write_text("a,b,c,d,label\n" + "".join(f"{i},{i * 0.5},1,2,{i % 2}\n" for i in range(40)))
+    new_mtime(path)                                 # the target survives; a column is new
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        start_button(window).click()
+    assert target_items(window) == (["a", "b", "c", "d", "label"], "label") and jobs[-1].X.shape == (40, 4)
+
+
 def test_a_data_file_changed_after_loading_is_read_again_at_start_and_every_number_follows_it(qtbot, window,
                                                                                              tmp_path):
     path = write_good_csv(tmp_path / "data.csv", n=40)
