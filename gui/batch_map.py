@@ -41,6 +41,13 @@ def epoch_order(n, seed, epoch, shuffle):
         return fb.epoch_order(n, seed, epoch, shuffle)
 
 
+def positions(order):
+    """Each record's place in the visiting ``order`` (its inverse permutation)."""
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank
+
+
 def _yield_cpu():
     """Lowest CPU priority for the calling thread (Linux: a thread's own nice value), so that a sort
     of millions of keys at each epoch end takes idle time and never the GUI thread's or training's:
@@ -77,6 +84,7 @@ class BatchMap(pg.PlotWidget):
         self.hover_text = ""
         self._order = None        # (epoch, order) of the epoch shown
         self._pending = None      # a thread computing a big epoch's order
+        self._positions = None    # (epoch, each training record's place in its order): see positions_of
         self._steps = -1
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
@@ -103,7 +111,7 @@ class BatchMap(pg.PlotWidget):
             pos = (r * self.cols + c) * self.block
             valid = pos < n
         self._pos = np.where(valid, pos, -1)
-        self._order, self._steps = None, -1
+        self._order, self._steps, self._positions = None, -1, None
         self.box.setVisible(False)
         self.show_steps(0)
 
@@ -117,6 +125,27 @@ class BatchMap(pg.PlotWidget):
 
     def order(self):
         return None if self._order is None else self._order[1]
+
+    def order_of(self, epoch):
+        """The run's visiting order of ``epoch`` (0-based), computed once per epoch and kept (the Step panel's
+        highlight of each step reads it here: at 2M records computing it took ~110 ms of the GUI thread at every
+        step). Above :data:`BIG` records the map computes it off the GUI thread; asked for before that is done (the
+        first step of an epoch), it is computed here once, and the map draws from it too."""
+        if self._order is None or self._order[0] != epoch:
+            if not self._fetch_order(epoch):
+                self._order = (epoch, epoch_order(self.plan.n_records, self.seed, epoch, self.shuffle))
+                if self._pending is not None and self._pending["epoch"] == epoch:
+                    self._pending = None   # (its thread's result is no longer wanted)
+        return self._order[1]
+
+    def positions_of(self, epoch):
+        """Where each training record comes in ``epoch``'s visiting order (the inverse of :meth:`order_of`), kept
+        per epoch: which of some records an epoch has visited by a batch is then O(those records), not O(n)."""
+        if self._positions is None or self._positions[0] != epoch:
+            order = self.order_of(epoch)   # (above BIG, the thread that made it made them too)
+            if self._positions is None or self._positions[0] != epoch:
+                self._positions = (epoch, positions(order))
+        return self._positions[1]
 
     # ------------------------------------------------------------------ progress
 
@@ -143,14 +172,16 @@ class BatchMap(pg.PlotWidget):
         if p is not None and p["epoch"] == epoch:
             if p["order"] is None:
                 return False
-            self._order, self._pending = (epoch, p["order"]), None
+            self._order, self._positions, self._pending = (epoch, p["order"]), (epoch, p["rank"]), None
             return True
         if p is None or not p["thread"].is_alive():
             job = {"epoch": epoch, "order": None}
 
             def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
                 _yield_cpu()
-                job["order"] = epoch_order(n, seed, job["epoch"], shuffle)
+                order = epoch_order(n, seed, job["epoch"], shuffle)
+                job["rank"] = positions(order)   # (its scatter took ~200 ms of the GUI thread at 2M records)
+                job["order"] = order   # (last: the GUI thread takes both once this is set)
             job["thread"] = threading.Thread(target=work, daemon=True)
             job["thread"].start()
             self._pending = job

@@ -1,5 +1,6 @@
 """The batch map against the library: its cells are fb.epoch_order's visiting order, its rows the plan's batches."""
 import numpy as np
+import pytest
 from PySide6.QtWidgets import QPushButton
 
 import fastbatch as fb
@@ -97,3 +98,31 @@ def test_after_a_run_a_preview_of_new_settings_shows_no_old_progress_and_a_conti
         window.findChild(QPushButton, "startButton").click()
     window._on_frame()
     assert window.trainer.step == 12 and bmap.plan.epochs == 3 and bmap.current_batch == 3
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_the_surfaces_highlight_reads_the_epochs_order_once_per_epoch(qtbot, window, monkeypatch, big):
+    from fastbatch_gui import batch_map, window as window_module
+    if big:   # the map's order made off the GUI thread (as above BIG records)
+        monkeypatch.setattr(batch_map, "BIG", 100)
+    calls = []
+    real = batch_map.epoch_order
+    counted = lambda n, seed, epoch, shuffle: calls.append(epoch) or real(n, seed, epoch, shuffle)
+    monkeypatch.setattr(batch_map, "epoch_order", counted)
+    monkeypatch.setattr(window_module, "epoch_order", counted)
+    for name, value in dict(records=300, batch_size=10, epochs=2, validation_split=0.2).items():
+        window.controls.set_value(name, value)
+    sp, train, held = window.surface_plot, None, None
+    for k in range(1, 31):   # 24 steps per epoch: across the epoch boundary
+        press(qtbot, window, "stepBatchButton")
+        if train is None:
+            train, held = window._rows
+        info = window.step_panel.info
+        e, b = info["epoch"] - 1, info["batch"] - 1
+        order = real(len(train), 0, e, True)
+        seen = set(train[order[:b * 10]].tolist()) & set(sp.shown.tolist())
+        assert set(sp.faded.tolist()) == seen and not set(sp.faded.tolist()) & set(held.tolist())
+        assert set(sp.highlighted.tolist()) == set(train[info["records"]].tolist()) & set(sp.shown.tolist())
+    assert info["epoch"] == 2 and info["batch"] == 6
+    # each epoch's order made once (the batch map's), not once a step; off the GUI thread at most once more
+    assert sorted(set(calls)) == [0, 1] and len(calls) <= (4 if big else 2)
