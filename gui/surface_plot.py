@@ -20,7 +20,20 @@ SURFACE_MACS = 2e9  # ...or fewer, so that one costs at most about this many mul
 MIN_GRID = 16       # 14,400 predictions took tens of seconds); never fewer than MIN_GRID x MIN_GRID
 MAX_POINTS = 2500   # points drawn at most (a seeded subsample of bigger datasets)
 PAD = 0.08          # the view spans the data plus this share on each side
+FLAT_SPAN = 1e-6    # records spanning less than this share of their values' size span nothing (float32: ~1.2e-7)
+MIN_SPAN_SHARE = 0.1   # ...and the view spans this share of their size instead (at least 1)
 FADE_ALPHA = 185    # the veil over a record this epoch has already trained on: its colour shows at about 27%
+
+
+def view_span(lo, hi):
+    """The view's (low, high) per axis for records spanning ``lo``..``hi``, plus PAD on each side. A span that is
+    no span (one record, or all on one line: below float32's resolution of the values) gets MIN_SPAN_SHARE of
+    the values' size, at least 1, centred on them (a span of ~1e-9 filled the axes with overlapping ten-digit
+    ticks). In float64: a float32 span of values near its limit is inf."""
+    mid, span = (lo + hi) / 2, hi - lo
+    degenerate = span <= FLAT_SPAN * np.abs(mid)
+    span = np.where(degenerate, np.maximum(MIN_SPAN_SHARE * np.abs(mid), 1.0), span)
+    return mid - (0.5 + PAD) * span, mid + (0.5 + PAD) * span
 
 
 class SurfacePlot(pg.PlotWidget):
@@ -96,8 +109,7 @@ class SurfacePlot(pg.PlotWidget):
         self._lit = None
         self.highlight((), ())
         lo, hi = self._X.min(axis=0).astype(np.float64), self._X.max(axis=0).astype(np.float64)
-        pad = PAD * np.maximum(hi - lo, 1e-9)   # (in float64: a float32 span of values near its limit is inf)
-        lo, hi = lo - pad, hi + pad
+        lo, hi = view_span(lo, hi)
         self.rect = QRectF(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
         self.clear_surface()
         self.getPlotItem().getViewBox().setRange(self.rect, padding=0)

@@ -292,3 +292,21 @@ def test_a_loss_of_zero_on_the_log_axis_is_drawn_at_the_bottom(qtbot, n):
     plot.set_log_y(False)
     plot.redraw(force=True)
     assert plot.current.raw.yData.min() == 0.0       # the linear axis draws them as they are
+
+
+@pytest.mark.parametrize("X, width", [([[-0.43033382, 0.97289216]], (1.0, 1.0)),      # one record
+                                      ([[1e6, 5.0], [1e6, 7.0]], (1e5, 2.0)),         # one column constant
+                                      ([[0.0, 0.0], [0.0, 0.0]], (1.0, 1.0)),
+                                      ([[0.0, 1e-12], [0.01, 3e-12]], (0.01, 2e-12))])  # small, not degenerate
+def test_the_surfaces_view_spans_a_sensible_width_for_records_on_a_point_or_a_line(qtbot, X, width):
+    from fastbatch_gui.surface_plot import PAD, SurfacePlot
+    sp = SurfacePlot()
+    qtbot.addWidget(sp)
+    X = np.asarray(X, dtype=np.float32)
+    sp.set_data(X, np.zeros(len(X), dtype=np.int64))
+    got = (sp.rect.width(), sp.rect.height())
+    assert got == pytest.approx(tuple(w * (1 + 2 * PAD) for w in width), rel=1e-3)
+    centre = (X.min(axis=0).astype(np.float64) + X.max(axis=0)) / 2
+    assert (sp.rect.center().x(), sp.rect.center().y()) == pytest.approx(tuple(centre), rel=1e-6, abs=1e-15)
+    (x0, x1), (y0, y1) = sp.getPlotItem().getViewBox().viewRange()
+    assert x1 - x0 == pytest.approx(got[0], rel=1e-3) and y1 - y0 == pytest.approx(got[1], rel=1e-3)
