@@ -332,7 +332,7 @@ class ArraySource:
         epoch, and its closing, weigh the same way, whatever weights later calls pass."""
         kept = state.epoch_weights
         if kept is not None and kept[0] == epoch:
-            return kept[1:]
+            return kept[1:] if kept[1] is not None else (self.weights, self.records, False)  # (None: batch sizes)
         w = self.sample_weights
         if w is None:
             state.epoch_weights = (epoch, self.weights, self.records, False)
@@ -360,11 +360,17 @@ class ArraySource:
         classified right, a whole number: it is added as one, so an epoch's sum is exact, the same however its
         steps were cut into calls (a run fit in pieces gives the accuracy of the run in one call, bit for bit)."""
         spe, s, end = state.steps_per_epoch, chunk.step0, chunk.step0 + done
+        if done == 1:  # (fit(steps=1) in a loop: an epoch weighed by batch sizes, decided already)
+            e = s // spe
+            kept = state.epoch_weights
+            if kept is not None and kept[0] == e and not kept[3]:
+                sums = state.hit_sums
+                sums[e] = sums.get(e, 0.0) + round(hits.item(0) * self.weights.item(s - e * spe))
+                return
         while s < end:  # one piece per epoch the chunk touches
             e = s // spe
             stop = min(end, (e + 1) * spe)
-            kept = state.epoch_weights
-            steps, _, weighted = kept[1:] if kept is not None and kept[0] == e else self.epoch_weights(state, e)
+            steps, _, weighted = self.epoch_weights(state, e)
             counts = not weighted
             if stop - s == 1:   # (one step: no array call)
                 v = hits.item(s - chunk.step0) * steps.item(s - e * spe)
@@ -713,7 +719,7 @@ def quick(trainer, X, y, steps, stop, n_outputs=None):
     data = last.get(X, y) if n_outputs is None else None  # (prepare's first look, without its call)
     if data is None:
         data = _data.prepare(X, y, cfg, state, n_outputs, scan=False, last=last, split=0.0)
-    source.weigh(data)
+    source.sample_weights = None  # (a quick call has no sample weights)
     try:
         carried = state.carried  # (the chunk a divergence in this one may rewind into: its snapshot stays whole)
         snaps = _snapshots(state, opt_rows(cfg), None if carried is None or carried[2] != start else carried[0])

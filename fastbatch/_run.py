@@ -129,7 +129,9 @@ class RunState:
     # run again: this call's arrays may not be the ones it trained on)
     carried: tuple = None
     # how the open epoch's steps weigh in its means (ArraySource.epoch_weights): (epoch, per-step weights, their
-    # sum, whether they are sample weights), decided by its first call; not saved (made again from the data)
+    # sum, whether they are sample weights), decided by its first call; saved with the run (its sample weights'
+    # per-step sums: a checkpoint resumed with other weights closes the epoch as the run would have); the
+    # per-step weights None: the plan's batch sizes
     epoch_weights: tuple = None
     # the epoch whose closing a stop() cut short (the next call closes it whatever stops come: no run is stopped
     # again and again at the same closing and never gets past it); not saved
@@ -258,7 +260,7 @@ class RunState:
         snap.scalars = _snapshot_scalars(self)
         # schedule_state is replaced, never changed in place (end_epoch, restore): kept by reference
         snap.more = (len(self.epoch_loss), len(self.val_loss), self.schedule_state, self.rates.n,
-                     None if hit_sums is None else hit_sums.copy())
+                     None if hit_sums is None else hit_sums.copy(), self.epoch_weights)
 
     def detach_history(self):
         """New copies of what the Histories taken so far read (the per-step buffers, the rate log, the epoch
@@ -284,7 +286,7 @@ class RunState:
                 self.opt_state[:snap.opt_rows] = snap.opt
         for name, value in zip(_SNAPSHOT_SCALARS, snap.scalars):
             setattr(self, name, value)
-        n_epochs, n_val, schedule_state, n_rates, hit_sums = snap.more
+        n_epochs, n_val, schedule_state, n_rates, hit_sums, self.epoch_weights = snap.more
         self.schedule_state = dict(schedule_state)
         self.rates.n = n_rates
         self.hit_sums = None if hit_sums is None else dict(hit_sums)
@@ -329,6 +331,8 @@ class RunState:
                  "epoch_metrics": self.epoch_metrics, "target_var": self.target_var,
                  "schedule_state": self.schedule_state, "rate_runs": self.rates.n,
                  "hit_sums": None if self.hit_sums is None else {str(e): v for e, v in self.hit_sums.items()},
+                 "epoch_weights": None if not self._open_epoch_weights() else
+                 {"epoch": self.epoch_weights[0], "weighted": bool(self.epoch_weights[3])},
                  "best": None if self.best is None else {k: self.best[k] for k in ("metric", "epoch", "validated")
                                                          if k in self.best}}
         lr_starts, lr_values = self.rates.runs()
@@ -340,7 +344,13 @@ class RunState:
             arrays[key] = value
         if self.noise_buf is not None:
             arrays["noise"] = self.noise_buf[:s]
+        if self._open_epoch_weights() and self.epoch_weights[3]:
+            arrays["epoch_step_weights"] = self.epoch_weights[1]
         return facts, arrays
+
+    def _open_epoch_weights(self):
+        """Whether epoch_weights are an open epoch's (a closed one's are of no more use: not saved)."""
+        return self.epoch_weights is not None and self.epoch_weights[0] >= len(self.epoch_loss)
 
     @classmethod
     def from_arrays(cls, facts, arrays, dtype, hidden):
@@ -387,6 +397,8 @@ class RunState:
         st.schedule_state = dict(facts["schedule_state"] or {})
         if st.hit_sums is not None and facts.get("hit_sums"):
             st.hit_sums = _hit_sums(facts["hit_sums"], st.step, st.steps_per_epoch, len(st.epoch_loss))
+        st.epoch_weights = _epoch_weights(facts.get("epoch_weights"), arrays.get("epoch_step_weights"),
+                                          st.steps_per_epoch, len(st.epoch_loss), st.step)
         if "noise" in arrays:
             st.noise_buf = np.zeros((len(st.loss_buf), 2))
             st.noise_buf[:step] = _float_array(arrays["noise"], np.float64, (step, 2), "noise")
@@ -440,6 +452,28 @@ def _rate_log(starts, values, n, steps):
     if steps and not n:
         raise ValueError(f"no learning rate is recorded for the run's {steps} steps")
     return RateLog(starts, values)
+
+
+def _epoch_weights(saved, per_step, steps_per_epoch, closed, step):
+    """RunState.epoch_weights from a checkpoint's facts (None: none saved, as before they were) and its per-step
+    sample weights: an open epoch's, finite, >= 0, of a positive sum."""
+    if saved is None:
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("weighted"), bool):
+        raise ValueError("epoch_weights must be a mapping with a bool 'weighted'")
+    epoch = _count(saved, "epoch")
+    if not steps_per_epoch or not closed <= epoch <= step // steps_per_epoch:
+        raise ValueError(f"epoch_weights names epoch {epoch}; only epochs {closed} to {step // max(1, steps_per_epoch)} "
+                         "are open")
+    if not saved["weighted"]:
+        if per_step is not None:
+            raise ValueError("epoch_weights of batch sizes come with no epoch_step_weights")
+        return epoch, None, None, False
+    w = _float_array(per_step, np.float64, (steps_per_epoch,), "epoch_step_weights")
+    total = float(w.sum())
+    if (w < 0).any() or not total > 0:
+        raise ValueError("epoch_step_weights must be >= 0, with a positive sum")
+    return epoch, w, total, True
 
 
 def _hit_sums(saved, step, steps_per_epoch, closed):

@@ -123,6 +123,11 @@ def read_arrays(path):
                 expected["best_theta"] = (dtype, (P,))
             if "noise" in names:
                 expected["noise"] = (f64, (step, 2))
+            if "epoch_step_weights" in names:  # (an open epoch's per-step sample weights: RunState.epoch_weights)
+                spe = facts.get("steps_per_epoch")
+                if isinstance(spe, bool) or not isinstance(spe, int) or not 0 < spe <= MAX_STEPS:
+                    raise _bad(path, f"its steps_per_epoch {spe!r} is not a count of steps")
+                expected["epoch_step_weights"] = (f64, (spe,))
             if "hits" in names and version == 2:
                 expected["hits"] = (f64, (step,))
             for key, size in (("x_shift", sizes[0]), ("x_scale", sizes[0]), ("y_shift", sizes[-1]),

@@ -85,6 +85,8 @@ def _same_values(values, given):
 # the estimators in a fit or partial_fit call now, by id: another call on one of them is a RuntimeError
 _running = set()
 _running_lock = threading.Lock()
+# by id, what a running fit decided and holds back until it commits (_Call.stage): ({name: value}, [names gone])
+_staged = {}
 
 
 class _Call:
@@ -112,7 +114,27 @@ class _Call:
         self.saved = dict(self.estimator.__dict__)
         return self
 
+    # what a fit decides before it trains (scikit-learn's validate_data sets the first two at once): held back by
+    # ``stage`` and made the estimator's by ``_commit``, with the network, at the call's end
+    STAGED = ("n_features_in_", "feature_names_in_", "classes_", "_n_outputs", "_y_1d")
+
+    def stage(self, **decided):
+        """Hold back what this fit decided (validate_data's n_features_in_ / feature_names_in_, and ``decided``:
+        classes_, ...) until its ``_commit``: the estimator shows the last fit whole while this one trains (a
+        predict, or a pickle, took the new width and labels beside the old network)."""
+        d, saved = self.estimator.__dict__, self.saved
+        new = {name: d[name] for name in self.STAGED if name in d and (name not in saved or d[name] is not saved[name])}
+        new.update(decided)
+        gone = [name for name in self.STAGED if name in saved and name not in d]
+        for name in self.STAGED:
+            if name in saved:
+                d[name] = saved[name]
+            else:
+                d.pop(name, None)
+        _staged[id(self.estimator)] = (new, gone)
+
     def __exit__(self, kind, value, tb):
+        _staged.pop(id(self.estimator), None)
         try:
             if kind is not None:
                 d = self.estimator.__dict__
@@ -194,10 +216,11 @@ class _FastBatchEstimator(BaseEstimator):
         have = trainer.config
         return {name: want[name] for name in TRAINER_PARAMS if want[name] != have[name]}
 
-    def _fit(self, X, y_train, sample_weight=None):
-        """A new run over (X, y_train), ``epochs`` epochs."""
+    def _fit(self, X, y_train, sample_weight=None, outputs=None):
+        """A new run over (X, y_train), ``epochs`` epochs (``outputs``: the network's, when the targets alone do
+        not tell)."""
         trainer = self._new_trainer(partial=False)
-        trainer.fit(X, y_train, n_outputs=self._network_outputs(), sample_weight=sample_weight)
+        trainer.fit(X, y_train, n_outputs=outputs, sample_weight=sample_weight)
         self._partial_run = False
         self._partial_params = None  # (the parameters partial_fit's checks compare with: fit's trainer's now)
         self._commit(trainer, ())
@@ -208,7 +231,12 @@ class _FastBatchEstimator(BaseEstimator):
         partial_fit's runs of other sizes) and what the call decided beside it (the classes, the targets' shape),
         in one assignment (``_stream``), which a reader in another thread sees whole: predict never pairs a new
         fit's labels with the old network, nor n_iter_ a run twice."""
-        self._stream = (earlier, trainer, self.__dict__.get("classes_"), self.__dict__.get("_y_1d"))
+        d = self.__dict__
+        new, gone = _staged.pop(id(self), ({}, ()))
+        d.update(new)
+        for name in gone:
+            d.pop(name, None)
+        self._stream = (earlier, trainer, d.get("classes_"), d.get("_y_1d"))
         self.trainer_ = trainer
 
     def _fitted(self):
@@ -389,13 +417,14 @@ class FastBatchClassifier(ClassifierMixin, _FastBatchEstimator):
         -------
         self : FastBatchClassifier
         """
-        with _Call(self):
+        with _Call(self) as call:
             X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), order="C")
             y = column_or_1d(y, warn=True)
             check_classification_targets(y)
-            self.classes_, y_train = np.unique(y, return_inverse=True)
-            weights = _class_weights(self.class_weight, self.classes_, y_train, sample_weight, X.shape[0])
-            return self._fit(X, y_train.astype(np.int64).reshape(-1), weights)
+            classes, y_train = np.unique(y, return_inverse=True)
+            call.stage(classes_=classes)
+            weights = _class_weights(self.class_weight, classes, y_train, sample_weight, X.shape[0])
+            return self._fit(X, y_train.astype(np.int64).reshape(-1), weights, outputs=max(len(classes), 2))
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one more epoch on (X, y), continuing from the current network.
@@ -531,8 +560,9 @@ class FastBatchRegressor(RegressorMixin, _FastBatchEstimator):
         -------
         self : FastBatchRegressor
         """
-        with _Call(self):
+        with _Call(self) as call:
             X, y = self._check(X, y, reset=True)
+            call.stage()
             return self._fit(X, y, sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):

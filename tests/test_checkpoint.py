@@ -191,7 +191,7 @@ def test_forged_run_facts_are_refused(tmp_path, what):
         "a hundred billion records": lambda a, f: f.update(n_records=10 ** 11, n_records_all=10 ** 11,
                                                            steps_per_epoch=-(-10 ** 11 // KW["batch_size"]),
                                                            epoch_loss=[], epoch_metrics=[], val_loss=[],
-                                                           val_accuracy=[], hit_sums={}),
+                                                           val_accuracy=[], hit_sums={}, epoch_weights=None),
     }[what]
     with pytest.raises(ValueError, match="not a valid fastbatch checkpoint.*" + (
             "for the epoch's batch sizes" if what == "a hundred billion records" else "")):

@@ -1,4 +1,6 @@
 """Per-epoch metrics, Keras-style epoch lines, sample weights and class weights."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,47 @@ def test_an_epochs_loss_and_accuracy_with_sample_weights_are_the_weighted_means_
                             dtype="float64", backend=backend)
     h1 = unweighted.fit(X, y, sample_weight=np.ones(200))  # (weights of 1: the plain means, by batch size)
     np.testing.assert_allclose(h1.epoch_loss, unweighted.evaluate(X, y)["loss"], rtol=1e-9)
+
+
+def test_an_epochs_weighting_survives_a_refused_call_and_a_checkpoint_as_the_run_would_have_it(tmp_path):
+    """An epoch's step weights are decided by its first call and kept with the run: a call refused for a bad
+    record leaves them as they were (its own weights had stayed), and a checkpoint taken mid-epoch carries them,
+    so an epoch resumed with other weights closes as it would have in one process (it reported accuracy 1.28)."""
+    X, y = make_data(n=120, d=4, k=3, seed=6)
+    rng = np.random.default_rng(7)
+    w1, w2 = rng.uniform(0.1, 3.0, 120), rng.uniform(0.1, 3.0, 120)
+    kw = dict(hidden=(8,), batch_size=10, epochs=3, seed=1)
+
+    def calls(tr, between=None):
+        tr.fit(X, y, steps=4, sample_weight=w1)
+        if between is not None:
+            tr = between(tr)
+        tr.fit(X, y, sample_weight=w2)
+        return tr.history
+
+    ref = calls(fb.Trainer(**kw))
+
+    def saved(tr):
+        tr.save(tmp_path / "mid.npz")
+        return fb.Trainer.load(tmp_path / "mid.npz")
+
+    for between in (saved, lambda tr: pickle.loads(pickle.dumps(tr))):
+        h = calls(fb.Trainer(**kw), between)
+        assert np.array_equal(h.loss, ref.loss) and np.array_equal(h.epoch_loss, ref.epoch_loss)
+        assert np.array_equal(h.metrics["accuracy"], ref.metrics["accuracy"]) and max(ref.metrics["accuracy"]) <= 1
+    # a call that begins epoch 1 with other weights and is refused at a record late in it: epoch 1 is then
+    # weighed by the calls that train it, as if the refused call had not been made
+    tr, one = fb.Trainer(**kw), fb.Trainer(**kw)
+    for t in (tr, one):
+        t.fit(X, y, steps=12, sample_weight=w1)  # (epoch 0 whole)
+    bad = X.copy()
+    bad[fb.epoch_order(120, 1, 1)[100]] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        tr.fit(bad, y, sample_weight=w2)
+    for t in (tr, one):
+        t.fit(X, y, sample_weight=w1)
+    assert np.array_equal(tr.history.epoch_loss, one.history.epoch_loss)
+    assert np.array_equal(tr.history.metrics["accuracy"], one.history.metrics["accuracy"])
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])

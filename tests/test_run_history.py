@@ -118,6 +118,11 @@ def test_version_2_checkpoints_still_load(tmp_path):
     lambda f, a: f.__setitem__("hit_sums", {"0": 1.0}),                       # a closed epoch's sum
     lambda f, a: f.__setitem__("hit_sums", {"1": float("nan")}),
     lambda f, a: f.__setitem__("rate_runs", 10 ** 9),                         # more runs than steps
+    lambda f, a: f.__setitem__("epoch_weights", {"epoch": 0, "weighted": False}),  # a closed epoch's
+    lambda f, a: f.__setitem__("epoch_weights", {"epoch": 1, "weighted": "yes"}),
+    lambda f, a: (f.__setitem__("epoch_weights", {"epoch": 1, "weighted": True}),  # its weights: < 0, or none
+                  a.__setitem__("epoch_step_weights", -np.ones(8))),
+    lambda f, a: f.__setitem__("epoch_weights", {"epoch": 1, "weighted": True}),
 ])
 def test_forged_rate_runs_and_hit_sums_are_refused(tmp_path, change):
     X, y = make_data(n=70, d=4, loss="cross_entropy", k=3)

@@ -473,15 +473,20 @@ def test_predict_during_a_refit_gives_the_old_networks_labels_and_the_curves_are
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(fb.Trainer, "fit", held)
-    worker = threading.Thread(target=lambda: clf.fit(X, np.array(["apple", "pear", "fig"])[y]))
+    wider = np.column_stack([X, X[:, :1]])
+    worker = threading.Thread(target=lambda: clf.fit(wider, np.array(["apple", "pear", "fig"])[y]))
     worker.start()
     try:
         assert entered.wait(30)
         assert np.array_equal(clf.predict(X), old) and clf.loss_curve_ is curve
+        assert clf.n_features_in_ == 4 and clf.classes_.tolist() == ["cat", "cow", "dog"]  # (the last fit, whole)
+        snapshot = pickle.loads(pickle.dumps(clf))
     finally:
         release.set()
         worker.join()
-    assert set(clf.predict(X)) <= {"apple", "pear", "fig"} and clf.loss_curve_ is not curve
+    assert np.array_equal(snapshot.predict(X), old)  # (a pickle taken during the refit is the last fit)
+    assert set(clf.predict(wider)) <= {"apple", "pear", "fig"} and clf.loss_curve_ is not curve
+    assert clf.n_features_in_ == 5
 
 
 def test_reading_the_curves_during_partial_fit_loses_no_step():
