@@ -112,6 +112,8 @@ class BatchMap(pg.PlotWidget):
             valid = pos < n
         self._pos = np.where(valid, pos, -1)
         self._order, self._steps, self._positions = None, -1, None
+        if self._pending is not None and self._pending["key"] != self._key():
+            self._pending = None   # (a thread's order for other records or another seed: never this run's)
         self.box.setVisible(False)
         self.show_steps(0)
 
@@ -134,7 +136,8 @@ class BatchMap(pg.PlotWidget):
         if self._order is None or self._order[0] != epoch:
             if not self._fetch_order(epoch):
                 self._order = (epoch, epoch_order(self.plan.n_records, self.seed, epoch, self.shuffle))
-                if self._pending is not None and self._pending["epoch"] == epoch:
+                if self._pending is not None and self._pending["epoch"] == epoch and \
+                        self._pending["key"] == self._key():
                     self._pending = None   # (its thread's result is no longer wanted)
         return self._order[1]
 
@@ -163,19 +166,28 @@ class BatchMap(pg.PlotWidget):
         self.current_batch = batch
         self._draw(batch)
 
+    def _key(self):
+        """What an epoch's order is a function of, besides the epoch: a thread's result is taken for these only."""
+        return self.plan.n_records, self.seed, self.shuffle
+
+    def waiting(self):
+        """True while the map shows nothing yet because a thread is still computing its epoch's order (the window
+        asks again at its next frame, a preview too)."""
+        return self.plan is not None and self._order is None and self._pending is not None
+
     def _fetch_order(self, epoch):
         n = self.plan.n_records
         if n <= BIG:
             self._order = (epoch, epoch_order(n, self.seed, epoch, self.shuffle))
             return True
         p = self._pending
-        if p is not None and p["epoch"] == epoch:
+        if p is not None and p["epoch"] == epoch and p["key"] == self._key():
             if p["order"] is None:
                 return False
             self._order, self._positions, self._pending = (epoch, p["order"]), (epoch, p["rank"]), None
             return True
-        if p is None or not p["thread"].is_alive():
-            job = {"epoch": epoch, "order": None}
+        if p is None or not p["thread"].is_alive() or p["key"] != self._key():
+            job = {"epoch": epoch, "order": None, "key": self._key()}
 
             def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
                 _yield_cpu()

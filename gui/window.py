@@ -1035,6 +1035,8 @@ class MainWindow(QMainWindow):
                 self.state != RUNNING or now - self._map_drawn >= MAP_SECONDS):
             self._map_drawn = now   # at full speed the map shows the epoch's progress a few times a second
             self.batch_map.show_steps(self.loss_plot.current.n)
+        elif not self._map_is_run and self.batch_map.waiting():   # a preview whose order a thread computes
+            self.batch_map.show_steps(0)
         if self.state == RUNNING or h is not None:
             self._update_status()
 

@@ -126,3 +126,26 @@ def test_the_surfaces_highlight_reads_the_epochs_order_once_per_epoch(qtbot, win
     assert info["epoch"] == 2 and info["batch"] == 6
     # each epoch's order made once (the batch map's), not once a step; off the GUI thread at most once more
     assert sorted(set(calls)) == [0, 1] and len(calls) <= (4 if big else 2)
+
+
+@pytest.mark.parametrize("change", ["records", "seed", "shuffle"])
+def test_an_order_a_thread_made_for_other_settings_is_never_taken(qtbot, monkeypatch, change):
+    """Above BIG records a thread computes an epoch's order; settings changed before it is taken (other records,
+    another seed, shuffle off) must not get it: it drew the old order (the Step panel and the map disagreed) or
+    indexed past the new records (an IndexError that undid the run). A preview's order is drawn when the thread
+    is done (nothing asked for it again while idle)."""
+    from fastbatch_gui import batch_map
+    monkeypatch.setattr(batch_map, "BIG", 100)
+    bmap = BatchMap()
+    qtbot.addWidget(bmap)
+    bmap.set_run(fb.plan(3000, 10, 2), 0, True, None)   # (a thread makes epoch 0's order)
+    qtbot.waitUntil(lambda: bmap._pending is None or bmap._pending["order"] is not None, timeout=10_000)
+    n, seed, shuffle = {"records": (2500, 0, True), "seed": (3000, 7, True), "shuffle": (3000, 0, False)}[change]
+    bmap.set_run(fb.plan(n, 10, 2), seed, shuffle, None)
+    want = fb.epoch_order(n, seed, 0, shuffle)
+    assert np.array_equal(bmap.order_of(0), want)
+    assert np.array_equal(bmap.positions_of(0)[want], np.arange(n))
+    bmap.set_run(fb.plan(n, 10, 2), seed, shuffle, None)   # a preview, left to its thread
+    qtbot.waitUntil(lambda: not bmap.waiting() or bmap._pending["order"] is not None, timeout=10_000)
+    bmap.show_steps(0)   # (what the window's frame does while the map waits)
+    assert bmap.order() is not None and np.array_equal(bmap.order(), want)
