@@ -463,8 +463,8 @@ def _epoch_weights(saved, per_step, steps_per_epoch, closed, step):
         raise ValueError("epoch_weights must be a mapping with a bool 'weighted'")
     epoch = _count(saved, "epoch")
     if not steps_per_epoch or not closed <= epoch <= step // steps_per_epoch:
-        raise ValueError(f"epoch_weights names epoch {epoch}; only epochs {closed} to {step // max(1, steps_per_epoch)} "
-                         "are open")
+        last = step // max(1, steps_per_epoch)
+        raise ValueError(f"epoch_weights names epoch {epoch}; only epochs {closed} to {last} are open")
     if not saved["weighted"]:
         if per_step is not None:
             raise ValueError("epoch_weights of batch sizes come with no epoch_step_weights")
