@@ -131,14 +131,16 @@ class BatchMap(pg.PlotWidget):
     def order_of(self, epoch):
         """The run's visiting order of ``epoch`` (0-based), computed once per epoch and kept (the Step panel's
         highlight of each step reads it here: at 2M records computing it took ~110 ms of the GUI thread at every
-        step). Above :data:`BIG` records the map computes it off the GUI thread; asked for before that is done (the
-        first step of an epoch), it is computed here once, and the map draws from it too."""
+        step). Above :data:`BIG` records the map computes it off the GUI thread, the next epoch's ahead as soon as it
+        has one; asked for before that is done, it is computed here once, and the map draws from it too."""
         if self._order is None or self._order[0] != epoch:
             if not self._fetch_order(epoch):
                 self._order = (epoch, epoch_order(self.plan.n_records, self.seed, epoch, self.shuffle))
                 if self._pending is not None and self._pending["epoch"] == epoch and \
                         self._pending["key"] == self._key():
                     self._pending = None   # (its thread's result is no longer wanted)
+                if self.plan.n_records > BIG:
+                    self._compute(epoch + 1)   # (the next epoch's, ahead)
         return self._order[1]
 
     def positions_of(self, epoch):
@@ -185,19 +187,26 @@ class BatchMap(pg.PlotWidget):
             if p["order"] is None:
                 return False
             self._order, self._positions, self._pending = (epoch, p["order"]), (epoch, p["rank"]), None
+            self._compute(epoch + 1)   # the next epoch's, ahead (its first step then finds it made)
             return True
-        if p is None or not p["thread"].is_alive() or p["key"] != self._key():
-            job = {"epoch": epoch, "order": None, "key": self._key()}
-
-            def work(job=job, n=n, seed=self.seed, shuffle=self.shuffle):
-                _yield_cpu()
-                order = epoch_order(n, seed, job["epoch"], shuffle)
-                job["rank"] = positions(order)   # (its scatter took ~200 ms of the GUI thread at 2M records)
-                job["order"] = order   # (last: the GUI thread takes both once this is set)
-            job["thread"] = threading.Thread(target=work, daemon=True)
-            job["thread"].start()
-            self._pending = job
+        self._compute(epoch)
         return False
+
+    def _compute(self, epoch):
+        """Start a thread making ``epoch``'s order and positions (above BIG records), unless one is at work."""
+        p = self._pending
+        if p is not None and p["thread"].is_alive() and p["key"] == self._key():
+            return
+        job = {"epoch": epoch, "order": None, "key": self._key()}
+
+        def work(job=job, n=self.plan.n_records, seed=self.seed, shuffle=self.shuffle):
+            _yield_cpu()
+            order = epoch_order(n, seed, job["epoch"], shuffle)
+            job["rank"] = positions(order)   # (its scatter took ~200 ms of the GUI thread at 2M records)
+            job["order"] = order   # (last: the GUI thread takes both once this is set)
+        job["thread"] = threading.Thread(target=work, daemon=True)
+        job["thread"].start()
+        self._pending = job
 
     def _draw(self, batch):
         plan, order = self.plan, self._order[1]

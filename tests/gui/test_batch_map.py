@@ -124,8 +124,9 @@ def test_the_surfaces_highlight_reads_the_epochs_order_once_per_epoch(qtbot, win
         assert set(sp.faded.tolist()) == seen and not set(sp.faded.tolist()) & set(held.tolist())
         assert set(sp.highlighted.tolist()) == set(train[info["records"]].tolist()) & set(sp.shown.tolist())
     assert info["epoch"] == 2 and info["batch"] == 6
-    # each epoch's order made once (the batch map's), not once a step; off the GUI thread at most once more
-    assert sorted(set(calls)) == [0, 1] and len(calls) <= (4 if big else 2)
+    # each epoch's order made once (the batch map's), not once a step; off the GUI thread at most once more, and
+    # there the next epoch's ahead (its first step then finds it made: at 2M records it took 144-207 ms there)
+    assert sorted(set(calls)) == ([0, 1, 2] if big else [0, 1]) and len(calls) <= (6 if big else 2)
 
 
 @pytest.mark.parametrize("change", ["records", "seed", "shuffle"])
