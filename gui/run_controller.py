@@ -158,17 +158,21 @@ class RunController:
         """Discard the run (not while training); True when there was one."""
         if self.state == RUNNING or self.trainer is None:
             return False
+        self._clear(None)
+        self.runDiscarded.emit()
+        self.stateChanged.emit(self.state)
+        return True
+
+    def _clear(self, error):
+        """No run: idle, nothing ended, ``error`` kept (None, or why a start failed), the clock at zero."""
         self.trainer = self.plan = None
         self.job = None
         self.state = IDLE
         self.ended = None
-        self.error = None
+        self.error = error
         self._elapsed, self._t0 = 0.0, None
         self._samples.clear()
         self.steps_per_second = float("nan")
-        self.runDiscarded.emit()
-        self.stateChanged.emit(self.state)
-        return True
 
     def set_learning_rate(self, rate):
         """The rate from the next step on (applied when the next fit call starts)."""
@@ -279,14 +283,7 @@ class RunController:
         """A new run whose start raised ``exc``: the run is discarded and the controller idle, ``error`` = exc."""
         if not isinstance(exc, (ValueError, TypeError, OSError, ImportError)):
             traceback.print_exception(exc)   # a bug, not a setting: its traceback for the report
-        self.trainer = self.plan = None
-        self.job = None
-        self.state = IDLE
-        self.ended = None
-        self.error = exc
-        self._elapsed, self._t0 = 0.0, None
-        self._samples.clear()
-        self.steps_per_second = float("nan")
+        self._clear(exc)
         _quietly(self.runDiscarded.emit)
         _quietly(self.stateChanged.emit, self.state)
 

@@ -422,9 +422,8 @@ def test_fitted_attributes_follow_the_run_after_a_call_that_ends_mid_epoch():
     assert small.n_iter_ == 2 and small.t_ == 64 + 300 and len(small.loss_curve_) == 2 + 10
 
 
-def test_a_call_from_another_thread_during_a_call_is_refused_and_changes_nothing(monkeypatch):
-    X, y = blobs()
-    clf = FastBatchClassifier(batch_size=32, seed=0).partial_fit(X, y, classes=[0, 1, 2])
+def _hold_trainer_fit(monkeypatch):
+    """(entered, release): every Trainer.fit sets ``entered``, then waits for ``release`` before it trains."""
     entered, release = threading.Event(), threading.Event()
     real = fb.Trainer.fit
 
@@ -434,6 +433,13 @@ def test_a_call_from_another_thread_during_a_call_is_refused_and_changes_nothing
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(fb.Trainer, "fit", held)
+    return entered, release
+
+
+def test_a_call_from_another_thread_during_a_call_is_refused_and_changes_nothing(monkeypatch):
+    X, y = blobs()
+    clf = FastBatchClassifier(batch_size=32, seed=0).partial_fit(X, y, classes=[0, 1, 2])
+    entered, release = _hold_trainer_fit(monkeypatch)
     errors = []
     worker = threading.Thread(target=lambda: errors.append(clf.partial_fit(X, y) and None))
     worker.start()
@@ -464,15 +470,7 @@ def test_predict_during_a_refit_gives_the_old_networks_labels_and_the_curves_are
     old = clf.predict(X)
     curve = clf.loss_curve_
     assert clf.loss_curve_ is curve and clf.epoch_loss_ is clf.epoch_loss_ and not curve.flags.writeable
-    entered, release = threading.Event(), threading.Event()
-    real = fb.Trainer.fit
-
-    def held(self, *args, **kwargs):
-        entered.set()
-        assert release.wait(30)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(fb.Trainer, "fit", held)
+    entered, release = _hold_trainer_fit(monkeypatch)
     wider = np.column_stack([X, X[:, :1]])
     worker = threading.Thread(target=lambda: clf.fit(wider, np.array(["apple", "pear", "fig"])[y]))
     worker.start()
