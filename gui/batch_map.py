@@ -193,9 +193,11 @@ class BatchMap(pg.PlotWidget):
         return False
 
     def _compute(self, epoch):
-        """Start a thread making ``epoch``'s order and positions (above BIG records), unless one is at work."""
+        """Start a thread making ``epoch``'s order and positions (above BIG records), unless one is at work for this
+        run (one at a time: the window asks again at its next frame). A finished thread's result for another epoch
+        is dropped for it (its thread could still be alive for a moment after setting it)."""
         p = self._pending
-        if p is not None and p["thread"].is_alive() and p["key"] == self._key():
+        if p is not None and p["order"] is None and p["thread"].is_alive() and p["key"] == self._key():
             return
         job = {"epoch": epoch, "order": None, "key": self._key()}
 
