@@ -250,6 +250,10 @@ def prepare(X, y, cfg, run=None, n_outputs=None, sample_weight=None, scan=True, 
             return prepare(X, y, cfg, run, n_outputs, sample_weight, split=split)
         Xc = V.take_rows(Xc, tr_idx, dtype)
         targets, labels, weights = _rows(targets, tr_idx), _rows(labels, tr_idx), _rows(weights, tr_idx)
+        if weights.size and not (weights > 0).any():  # (every step's loss 0 by the rule: nothing would train)
+            raise ValueError(f"sample_weight: the {len(tr_idx)} training records validation_split={split} leaves "
+                             f"all weigh 0 (the positive weights are all in the {len(va_idx)} held out); "
+                             "give training records weight, or pass validation_data instead")
     if run is not None:
         scaling = run.scaling
     elif scaling is None:

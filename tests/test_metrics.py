@@ -49,6 +49,22 @@ def test_sample_weight_of_ones_changes_nothing_and_zero_weights_drop_records():
         fb.Trainer().fit(X, y, sample_weight=np.ones(3))
 
 
+def test_a_split_that_leaves_the_training_records_only_weights_0_is_refused_before_the_run_starts():
+    """Positive weights only on the records validation_split holds out: every training step's loss is 0 by the
+    rule, so the run trained nothing and reported loss 0 (r2 1). A ValueError naming sample_weight and the split,
+    and the trainer stays unstarted."""
+    X, y = make_data(n=100, d=4)
+    tr = fb.Trainer(validation_split=0.2, epochs=2)
+    _, va = fb._data.split_indices(100, 0.2, tr.config["seed"])
+    w = np.zeros(100)
+    w[va] = 1.0
+    with pytest.raises(ValueError, match=r"sample_weight.*validation_split=0\.2"):
+        tr.fit(X, y, sample_weight=w)
+    assert tr.step == 0 and tr.history.epoch_loss.size == 0
+    w[np.setdiff1d(np.arange(100), va)[0]] = 1.0   # one training record weighs: it trains
+    assert np.isfinite(tr.fit(X, y, sample_weight=w).epoch_loss).all() and tr.step > 0
+
+
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("batch_size", [1, 8, 30])
 def test_an_epochs_loss_and_accuracy_with_sample_weights_are_the_weighted_means_over_its_records(backend, batch_size):
