@@ -28,8 +28,8 @@ def to_arrays(trainer):
     cfg = trainer.config
     arrays = {"config": _json(cfg), "info": _json(trainer.info)}
     st = trainer.run_state
-    if st is None and trainer.has_params:  # params set with set_params before the first fit
-        p = trainer.get_params()
+    if st is None and trainer.has_params:  # params set with set_params before the first fit: in float64, as the
+        p = trainer._pending_params        # trainer keeps them (a dtype set after loading applies to them exactly)
         arrays["pending_theta"] = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in p])
         arrays["pending_sizes"] = np.array([p[0][0].shape[0]] + [W.shape[1] for W, _ in p], dtype=np.int64)
     if st is not None:
@@ -98,7 +98,9 @@ def read_arrays(path):
         if "pending_sizes" in names:
             sizes = _sizes(ar, "pending_sizes", len(cfg["hidden"]) + 2, path)
             arrays["pending_sizes"] = sizes
-            expected["pending_theta"] = (dtype, (n_params(sizes),))
+            stored = np.float64 if "pending_theta" in names and ar.member_info("pending_theta")[0] == np.float64 \
+                else dtype  # (float64 since pending params are kept so; the run's dtype before)
+            expected["pending_theta"] = (np.dtype(stored), (n_params(sizes),))
         if "state" in names:
             facts = _read_json(ar, "state", raw)
             if not isinstance(facts, dict):
@@ -218,8 +220,8 @@ def from_arrays(trainer, arrays):
     if "pending_theta" in arrays:
         sizes = [int(s) for s in arrays["pending_sizes"]]
         flat = np.asarray(arrays["pending_theta"])
-        if flat.dtype != dtype or flat.shape != (n_params(sizes),):
-            raise ValueError(f"pending_theta must be {dtype} of shape ({n_params(sizes)},)")
+        if flat.dtype not in (dtype, np.float64) or flat.shape != (n_params(sizes),):
+            raise ValueError(f"pending_theta must be float64 (or {dtype}) of shape ({n_params(sizes)},)")
         layers, pos = [], 0
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers.append((flat[pos:pos + a * b].reshape(a, b), flat[pos + a * b:pos + a * b + b]))

@@ -73,6 +73,35 @@ def test_unstarted_trainer_with_set_params_round_trips(tmp_path):
     assert fb.Trainer.load(tmp_path / "b.npz").step == 0
 
 
+def test_params_set_before_the_first_fit_keep_their_exact_values_through_a_checkpoint_and_a_pickle(tmp_path):
+    """set_params keeps params as given until the run starts (a dtype set afterwards applies exactly); a
+    checkpoint or pickle of that trainer stored them in the run's dtype (0.1 came back 0.1 + 1.5e-9 in float64),
+    and params too large for float32 made a checkpoint that could not load. They are stored in float64 now; a
+    checkpoint that stored them in the run's dtype still loads."""
+    import pickle
+    params = [(np.full((5, 3), 0.1), np.zeros(3)), (np.full((3, 2), 1e39), np.full(2, 0.3))]
+    tr = fb.Trainer(hidden=(3,))
+    tr.set_params(params)
+    tr.save(tmp_path / "a.npz")
+    for back in (fb.Trainer.load(tmp_path / "a.npz"), pickle.loads(pickle.dumps(tr))):
+        back.dtype = "float64"
+        for (W, b), (W0, b0) in zip(back.get_params(), params):
+            assert W.dtype == np.float64 and np.array_equal(W, W0) and np.array_equal(b, b0)
+        with pytest.raises(ValueError, match="too large for float32"):   # (as the trainer itself: at fit)
+            fb.Trainer.load(tmp_path / "a.npz").fit(np.ones((4, 5)), np.array([0, 1, 0, 1]))
+    # a checkpoint of the earlier form: pending_theta in the run's dtype
+    with np.load(tmp_path / "a.npz") as f:
+        assert f["pending_theta"].dtype == np.float64
+    small = fb.Trainer(hidden=(3,))
+    small.set_params([(np.full((5, 3), 0.5), np.zeros(3)), (np.ones((3, 2)), np.zeros(2))])
+    from fastbatch.checkpoint import from_arrays, to_arrays
+    arrays = to_arrays(small)
+    arrays["pending_theta"] = arrays["pending_theta"].astype(np.float32)
+    old = fb.Trainer.__new__(fb.Trainer)
+    from_arrays(old, arrays)
+    assert np.array_equal(old.get_params()[0][0], np.full((5, 3), 0.5, np.float32))
+
+
 def test_early_stopping_and_plateau_state_round_trip(tmp_path):
     X, y = data()
     kw = dict(KW, lr_schedule={"name": "plateau", "patience": 1, "factor": 0.5}, patience=3, epochs=8,
