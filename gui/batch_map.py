@@ -90,9 +90,12 @@ class BatchMap(pg.PlotWidget):
 
     # ------------------------------------------------------------------ the run
 
-    def set_run(self, plan, seed, shuffle, labels):
-        """A new run over ``plan.n_records`` training records with these class ``labels`` (None: one colour)."""
+    def set_run(self, plan, seed, shuffle, labels, rows=None):
+        """A new run over ``plan.n_records`` training records with these class ``labels`` (None: one colour);
+        ``rows``: each training record's row in the data (a validation split holds the others out; None: the
+        same numbers), which the hover names."""
         self.plan, self.seed, self.shuffle = plan, seed, shuffle
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n = plan.n_records
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         B, spe = plan.effective_batch_size, plan.steps_per_epoch
@@ -257,6 +260,8 @@ class BatchMap(pg.PlotWidget):
         spe, B = self.plan.steps_per_epoch, self.plan.effective_batch_size
         epoch = self._order[0]
         rec = int(self._order[1][p])
+        if self.rows is not None:   # the data's row, not the place among the training records
+            rec = int(self.rows[rec])
         what = f"record {num(rec)}" if self.block == 1 else \
             f"{count(min(self.block, self.plan.n_records - p), 'record')} from record {num(rec)}"
         if p // B >= spe:

@@ -684,7 +684,7 @@ class MainWindow(QMainWindow):
         train, val = split_rows(len(X), c["validation_split"], c["seed"])
         if show:
             self.surface_plot.set_data(X, y, held_out=val, seed=0)
-        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, train))
+        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, train), train)
         self._map_is_run = False   # (the last run's progress is not drawn over the new settings' records)
 
     def _class_labels(self, y, train):
@@ -779,7 +779,8 @@ class MainWindow(QMainWindow):
         self._settings_changed()   # the readout, without "Start continues ..." (done now)
         self._data_timer.stop()    # (a preview must not clear this run's surface)
         c, (_, y) = self.controls.config(), self._run_data
-        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
+        self.batch_map.set_run(self.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]),
+                               self._rows[0])
         self._map_is_run = True
         self.loss_plot.extend_run(self.plan)
         self.loss_plot.current.config = dict(c)
@@ -880,7 +881,8 @@ class MainWindow(QMainWindow):
         self.scores, self._loss_scaled = None, bool(scaled)
         self._show_scores()
         c = self.controls.config()
-        self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]))
+        self.batch_map.set_run(self.run.plan, c["seed"], c["shuffle"], self._class_labels(y, self._rows[0]),
+                               self._rows[0])
         self._map_is_run = True
         if self._surface_wanted(X, y):
             self._show_surface(True)

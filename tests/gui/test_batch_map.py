@@ -100,6 +100,21 @@ def test_after_a_run_a_preview_of_new_settings_shows_no_old_progress_and_a_conti
     assert window.trainer.step == 12 and bmap.plan.epochs == 3 and bmap.current_batch == 3
 
 
+def test_the_hover_names_the_datas_row_of_each_record_of_a_validation_split(qtbot, window):
+    """With records held out, the map's records are the training records: its hover names each one's row in the
+    data, the records the step panel and the surface's highlight name (it named the place among the training
+    records: 'record 2' for row 6)."""
+    for name, value in dict(records=10, validation_split=0.5, batch_size=5, epochs=2).items():
+        window.controls.set_value(name, value)
+    press(qtbot, window, "stepBatchButton")
+    window._on_frame()
+    bmap, train = window.batch_map, window._rows[0]
+    assert len(train) == 5 and not np.array_equal(train, np.arange(5))
+    batch = train[window.step_panel.info["records"]]
+    assert [bmap.describe_cell(0, c) for c in range(5)] == [
+        f"record {r} · epoch 1 · batch 1 · step 1" for r in batch]
+
+
 @pytest.mark.parametrize("big", [False, True])
 def test_the_surfaces_highlight_reads_the_epochs_order_once_per_epoch(qtbot, window, monkeypatch, big):
     from fastbatch_gui import batch_map, window as window_module
