@@ -1018,6 +1018,11 @@ class MainWindow(QMainWindow):
         self.readout.setText(error_html(text))
 
     def _on_run_ended(self, how):
+        if how != "errored" and self.controls.config()["dataset"] == "file" and self._run_file_changed():
+            # the run no longer goes on with its records: the readout describes the file as it is now (the next
+            # run's), not "the run goes on with its N records" of a run that has ended
+            self._settings_changed()
+            self._data_timer.stop()   # (a preview must not clear the ended run's surface and batch map)
         self._update_status()
         self.runEnded.emit(how)
 

@@ -286,6 +286,28 @@ def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_
         assert window.readout_text().startswith("90 records") and reads
 
 
+@pytest.mark.parametrize("end", ["stop", "finish"])
+def test_once_the_run_ends_the_readout_describes_the_file_changed_under_it(qtbot, window, tmp_path, end):
+    """The note that the paused run goes on with its records goes when the run ends: the readout then describes
+    the file as it is now, what Start trains (it kept "the run goes on with its 60 records ... (Reset, then
+    Start)" and the run's plan until a setting was touched)."""
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        window.controls.step_batch_button.click()
+    write_good_csv(path, n=90)
+    new_mtime(path)
+    window.controls.set_value("learning_rate", 0.05)   # the paused readout is drawn again
+    assert "the run goes on with its 60 records" in window.readout_text()
+    with qtbot.waitSignal(window.runEnded, timeout=10_000):
+        (window.controls.stop_button if end == "stop" else window.controls.pause_button).click()
+    text = window.readout_text()
+    assert text.startswith("90 records / batch 10 -> 9 steps per epoch") and "goes on" not in text
+    assert "data.csv changed on disk after it was loaded: read again, 90 records to train on now" in text
+    assert window.batch_map.plan is window.run_plan and window.trainer.step == (1 if end == "stop" else 12)
+
+
 def target_items(window):
     box = window.controls.w["target"]
     return [box.itemData(i) for i in range(box.count())], box.currentData()
