@@ -125,3 +125,13 @@ def test_the_threads_control_and_flag_reach_the_trainer(window, qtbot):
     assert window.trainer.n_threads == 1 and window.trainer.run_state.n_threads == 1   # the run's team: one thread
     with pytest.raises(SystemExit):
         check_args(parser, parser.parse_args(["--threads", "-1", "--exit-when-done"]))
+
+
+def test_python_m_fastbatch_gui_runs_the_app(tmp_path):
+    """``python -m fastbatch_gui`` is the ``fastbatch-gui`` command (it was 'No module named fastbatch_gui.__main__')."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-m", "fastbatch_gui", "--records", "100", "--epochs", "1", "--autorun",
+                        "--export-history", "h.csv", "--exit-when-done"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "h.csv").read_text().splitlines()) == 1 + 2   # 100 records / batch 64: 2 steps
