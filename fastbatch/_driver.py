@@ -40,6 +40,10 @@ from .schedule import epoch_order as schedule_epoch_order
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
 BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
+# ... where a loss is the mean over about this many records (the steps before it): one record's loss varies
+# 1000-fold in a healthy run (a batch-1 run on digits rewound 1,500 steps, to its first, on the lowest record's)
+BLOW_UP_RECORDS = 64
+BLOW_UP_LOOKBACK = 1 << 16  # steps before the earliest step a rewind may go back to, that "so far" looks at
 # a step loss beyond this many times the run's first loss, or its data's largest (target_peak), or 1, ends it as a
 # divergence though finite: a float32 run on unscaled targets went 7e3 -> 4e13 -> 7e36 and on, and returned an r2
 # of -3e17 without a word. (The data's part: a batch holding a rare large target, 1% insurance claims of $20,000,
@@ -935,13 +939,7 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
     earliest = prev[1].step0 if prev is not None else step0
     target, sane = earliest, False  # sane: the target's own loss was finite and not blown up
     if bad > earliest:
-        losses = np.abs(state.loss_buf[:bad])  # the steps before `bad` all had finite losses
-        lowest = np.minimum.accumulate(losses)
-        # the step before the first blown-up loss: a blown-up network can still score a record exactly
-        # (a loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params
-        blown = np.flatnonzero(~(losses[earliest:bad] <= BLOW_UP * np.maximum(lowest[earliest:bad], 1e-30)))
-        target = max(earliest, min(earliest + int(blown[0]) - 1 if len(blown) else bad - 1, bad - 1))
-        sane = not len(blown) or target < earliest + int(blown[0])
+        target, sane = _before_blow_up(state, earliest, bad)
     for snapshot, ch in ((snap, chunk),) + ((prev,) if prev is not None else ()):
         if target >= ch.step0:
             if ch is not chunk and not prev_ours:  # (the last call's steps: not run again on this call's data)
@@ -961,6 +959,38 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
     epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)
     what = "the loss" if status in (Status.NONFINITE, Status.BLOWN_UP) and bad == step0 + done else "the params"
     raise DivergenceError(target, epoch, batch, lr, what, bad, sane, limit if what == "the loss" else None)
+
+
+def _before_blow_up(state, earliest, bad):
+    """(target, sane): the step ``_rewind`` goes back to, in earliest..bad-1 (the steps before ``bad`` all had
+    finite losses), and whether its loss was not blown up. A step's level is the mean loss of the steps over its
+    last ~BLOW_UP_RECORDS records; the first step whose level is more than BLOW_UP times the lowest level so far
+    is blown, and the blow-up began at the first step of that window whose own loss is more than BLOW_UP times the
+    level before the window (or of the steps above it that run into the window): the target is the step before
+    that one. A blown-up network can still score a record
+    exactly (a loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params: the first
+    blown step decides."""
+    per_step = state.n_records / state.steps_per_epoch if state.steps_per_epoch else BLOW_UP_RECORDS / 8
+    window = max(1, min(BLOW_UP_RECORDS, math.ceil(BLOW_UP_RECORDS / max(per_step, 1.0))))
+    lo = max(0, earliest - BLOW_UP_LOOKBACK)
+    losses = np.abs(state.loss_buf[lo:bad].astype(np.float64))
+    counts = np.minimum(np.arange(1, len(losses) + 1), window)
+    level = np.convolve(losses, np.ones(window))[:len(losses)] / counts  # (sums, not a cumsum's differences)
+    lowest = np.minimum.accumulate(level)
+    off = earliest - lo
+    blown = np.flatnonzero(~(level[off:] <= BLOW_UP * np.maximum(lowest[off:], 1e-30)))
+    if not len(blown):
+        return bad - 1, True
+    i = off + int(blown[0])
+    first = max(0, i - window + 1)
+    base = BLOW_UP * max(lowest[first - 1] if first else level[0], 1e-30)
+    spikes = np.flatnonzero(~(losses[first:i + 1] <= base))
+    begin = first + (int(spikes[0]) if len(spikes) else 0)
+    if begin == first:  # above the level before it from the window's first step: it began before, where?
+        calm = np.flatnonzero(losses[:first] <= base)
+        begin = int(calm[-1]) + 1 if len(calm) else 0
+    target = lo + begin - 1
+    return min(max(target, earliest), bad - 1), target >= earliest
 
 
 def _record(source, state, chunk, done, hits):
