@@ -113,7 +113,7 @@ class Trainer:
 
     def __repr__(self):
         diff = ", ".join(f"{k}={v!r}" for k, v in self._cfg.items()
-                         if v != _config.DEFAULTS[k] and k != "lr_schedule")
+                         if v != _config.DEFAULTS[k] and not (k == "lr_schedule" and v == {"name": "constant"}))
         return f"Trainer({diff}) at step {self.step}/{self.total_steps or '?'}"
 
     # ------------------------------------------------------------------ position in the run

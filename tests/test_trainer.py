@@ -372,3 +372,10 @@ def test_validation_data_replaces_the_split_for_the_whole_run():
     split.fit(X, y, steps=3)
     h = split.fit(X, y, validation_data=(Xv, yv))
     assert h.n_records == 80 and len(h.val_loss) == 2
+
+
+def test_repr_names_a_learning_rate_schedule():
+    # it left lr_schedule out always: Trainer(lr_schedule="cosine") showed as Trainer()
+    assert "lr_schedule='cosine'" in repr(fb.Trainer(lr_schedule="cosine"))
+    assert "'step_epochs': 3" in repr(fb.Trainer(lr_schedule={"name": "step", "step_epochs": 3}))
+    assert repr(fb.Trainer(lr_schedule={"name": "constant"})).startswith("Trainer() ")
