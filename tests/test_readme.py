@@ -26,3 +26,19 @@ def test_python_example_runs(i, tmp_path, monkeypatch):
         pytest.importorskip("distributed")
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[i], f"README.md python block {i + 1}", "exec"), {"__name__": "__readme__"})
+
+
+def test_a_callback_returning_true_does_what_the_readme_says():
+    # the README said such a callback "stops the run": it makes fit return, and a later fit continues
+    assert "one that returns True makes `fit` return" in " ".join(README.split())
+    import numpy as np
+    import fastbatch as fb
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 3)), rng.integers(0, 2, 100)
+    ended = []
+    cb = fb.LambdaCallback(on_step_end=lambda tr, step, loss: step == 4, on_run_end=lambda tr: ended.append(tr.step))
+    tr = fb.Trainer(hidden=(4,), batch_size=10, epochs=2)
+    tr.fit(X, y, callbacks=[cb])
+    assert tr.step == 5 and not tr.finished and ended == []
+    tr.fit(X, y, callbacks=[fb.LambdaCallback(on_run_end=lambda tr: ended.append(tr.step))])
+    assert tr.step == 20 and ended == [20]
