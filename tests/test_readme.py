@@ -42,3 +42,20 @@ def test_a_callback_returning_true_does_what_the_readme_says():
     assert tr.step == 5 and not tr.finished and ended == []
     tr.fit(X, y, callbacks=[fb.LambdaCallback(on_run_end=lambda tr: ended.append(tr.step))])
     assert tr.step == 20 and ended == [20]
+
+
+def test_partial_fit_equals_fit_except_for_cosine_as_the_readme_says():
+    # the README said k partial_fit calls equal fit(epochs=k) "schedule included": not for cosine
+    pytest.importorskip("sklearn")
+    assert "except a `cosine` schedule" in README
+    import numpy as np
+    from fastbatch.sklearn import FastBatchClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    y = (X[:, 0] > 0).astype(int)
+    for schedule, same in (("exponential", True), ("cosine", False)):
+        a = FastBatchClassifier(hidden=(4,), epochs=3, lr_schedule=schedule)
+        for _ in range(3):
+            a.partial_fit(X, y, classes=[0, 1])
+        b = FastBatchClassifier(hidden=(4,), epochs=3, lr_schedule=schedule).fit(X, y)
+        assert np.array_equal(a.loss_curve_, b.loss_curve_) == same
