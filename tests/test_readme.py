@@ -59,3 +59,27 @@ def test_partial_fit_equals_fit_except_for_cosine_as_the_readme_says():
             a.partial_fit(X, y, classes=[0, 1])
         b = FastBatchClassifier(hidden=(4,), epochs=3, lr_schedule=schedule).fit(X, y)
         assert np.array_equal(a.loss_curve_, b.loss_curve_) == same
+
+
+def test_the_batch_size_table_does_not_promise_the_same_losses_on_any_machine():
+    # "the losses are exact (seeded) and repeat on any machine": batch 1's row depends on the CPU's vector width
+    assert "repeat on any machine" not in README
+    pytest.importorskip("sklearn")
+    import numpy as np
+    import fastbatch as fb
+    from fastbatch import _kernel
+    top = _kernel._isa_level()
+    if top == 0:
+        pytest.skip("one ISA level on this CPU")
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    ends = []
+    for level in (top, 0):
+        was = _kernel._use_isa_level(level)
+        try:
+            tr = fb.Trainer(batch_size=1, epochs=2, standardize=True)
+            tr.fit(X, y)
+            ends.append(tr.get_params()[0][0])
+        finally:
+            _kernel._use_isa_level(was)
+    assert not np.array_equal(ends[0], ends[1])
