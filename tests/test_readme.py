@@ -83,3 +83,18 @@ def test_the_batch_size_table_does_not_promise_the_same_losses_on_any_machine():
         finally:
             _kernel._use_isa_level(was)
     assert not np.array_equal(ends[0], ends[1])
+
+
+def test_history_metrics_and_the_verbose_line_are_as_the_readme_says(capsys):
+    # the README left out the training accuracy that metrics and the verbose line carry for a classification
+    import numpy as np
+    import fastbatch as fb
+    text = " ".join(README.split())
+    assert "(`loss`, `accuracy` for classification or `r2` for regression" in text
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 3)), rng.integers(0, 2, 100)
+    h = fb.Trainer(hidden=(4,), epochs=1, validation_split=0.2).fit(X, y, verbose=1)
+    assert sorted(h.metrics) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    line = capsys.readouterr().out.strip()
+    shown = re.search(r"`(Epoch 3/20 - .*?)`", README).group(1)
+    assert [p.split(":")[0] for p in line.split(" - ")[3:]] == [p.split(":")[0] for p in shown.split(" - ")[3:]]
