@@ -958,7 +958,10 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
                                                                  trainer.total_steps or 1)[0])
     epoch, batch = (state.epoch, state.batch) if state.generator else divmod(target, state.steps_per_epoch)
     what = "the loss" if status in (Status.NONFINITE, Status.BLOWN_UP) and bad == step0 + done else "the params"
-    raise DivergenceError(target, epoch, batch, lr, what, bad, sane, limit if what == "the loss" else None)
+    cfg = trainer._cfg  # the advice names only a scaling the run does not do
+    scale = ("the inputs (standardize=True)" if not cfg["standardize"] else
+             "the targets (standardize_target=True)" if state.loss == "mse" and not cfg["standardize_target"] else None)
+    raise DivergenceError(target, epoch, batch, lr, what, bad, sane, limit if what == "the loss" else None, scale)
 
 
 def _before_blow_up(state, earliest, bad):

@@ -13,22 +13,25 @@ class DivergenceError(FloatingPointError):
     calls): the message then says so, and to start over.
     """
 
-    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True, limit=None):
+    def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True, limit=None,
+                 scale="the inputs (standardize=True)"):
+        # scale: what the run could scale that it does not (None: it scales all it can), for the advice
         bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
-        self.bad_step, self.what, self.sane, self.limit = bad_step, what, sane, limit
+        self.bad_step, self.what, self.sane, self.limit, self.scale = bad_step, what, sane, limit, scale
         where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
                  f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
             back = (f"{where}, before the update that produced them: the last params whose batch loss was "
                     + ("finite" if limit is None else "within that"))
-            advice = ("Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100), or scale the "
-                      "inputs (standardize=True).")
+            advice = ("Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100)"
+                      + (f", or scale {scale}." if scale else "."))
         else:  # the run had blown up before the earliest step it could go back to
             back = (f"{where}, as far back as it keeps (the start of its previous kernel call), but the loss had "
                     f"already blown up there")
             advice = ("A smaller learning rate may not bring these params back: reset() starts the run over "
-                      "(or load a checkpoint from before), with a smaller rate or scaled inputs (standardize=True).")
+                      "(or load a checkpoint from before), with a smaller rate"
+                      + (f", or scale {scale}." if scale else "."))
         how = "became NaN or infinite" if limit is None else (
             f"grew beyond {limit:.3g} (a million times the run's first loss or the largest its data gives)")
         super().__init__(f"training diverged: {what} {how} at step {bad_step + 1} with "
@@ -36,7 +39,7 @@ class DivergenceError(FloatingPointError):
 
     def __reduce__(self):  # (pickled to another process: a Dask or joblib worker's error reaches the caller)
         return type(self), (self.step, self.epoch, self.batch, self.learning_rate, self.what, self.bad_step,
-                            self.sane, self.limit)
+                            self.sane, self.limit, self.scale)
 
 
 class NotFittedError(ValueError, AttributeError):

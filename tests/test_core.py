@@ -374,6 +374,26 @@ def test_a_loss_that_blows_up_without_overflowing_is_a_divergence(backend):
     assert tr.finished and tr.history.loss[-1] < 1e5
 
 
+@pytest.mark.parametrize("standardize, standardize_target, advice", [
+    (False, False, "or scale the inputs (standardize=True)."),
+    (True, False, "or scale the targets (standardize_target=True)."),
+    (True, True, "trainer.learning_rate /= 100)."),
+])
+def test_a_divergences_advice_names_only_a_scaling_the_run_does_not_do(standardize, standardize_target, advice):
+    """It said "or scale the inputs (standardize=True)" to a run that had them standardised (the CLI's default),
+    diverging on unscaled regression targets, which standardize_target scales."""
+    import pickle
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_diabetes(scaled=False, return_X_y=True)
+    tr = fb.Trainer(optimizer="sgd", learning_rate=0.01 if not standardize_target else 1e3, seed=0, epochs=5,
+                    standardize=standardize, standardize_target=standardize_target)
+    with pytest.raises(fb.DivergenceError) as info:
+        tr.fit(X, y)
+    assert str(info.value).endswith(advice)
+    assert ("standardize=True" in str(info.value)) == (not standardize)
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+
+
 def test_a_record_of_weight_0_does_not_raise_the_loss_limit():
     """A masked record (sample_weight 0) with a target of 1e15 is in no loss: it lifted the limit to 1e36, and a
     diverging run went on to losses of 1e20 unstopped."""
