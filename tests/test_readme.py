@@ -98,3 +98,13 @@ def test_history_metrics_and_the_verbose_line_are_as_the_readme_says(capsys):
     line = capsys.readouterr().out.strip()
     shown = re.search(r"`(Epoch 3/20 - .*?)`", README).group(1)
     assert [p.split(":")[0] for p in line.split(" - ")[3:]] == [p.split(":")[0] for p in shown.split(" - ")[3:]]
+
+
+def test_the_layout_names_every_module():
+    # the Layout table ("each file has one job") left out _network.py, callbacks.py, errors.py, __main__.py,
+    # _codes.pyx and the app's fmt.py and data_memory.py
+    layout = re.search(r"^## Layout$(.*)", README, re.S | re.M).group(1)
+    named = set(re.findall(r"`(?:fastbatch/|gui/)?([\w.]+\.(?:py|pyx|pxd))`", layout))
+    files = {p.name for d in ("fastbatch", "gui") for p in (ROOT / d).iterdir()
+             if p.suffix in (".py", ".pyx", ".pxd") and p.name != "__init__.py"}
+    assert files - named == set()
