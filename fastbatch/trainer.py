@@ -600,6 +600,10 @@ class Trainer:
             raise TypeError(f"on_progress must be callable, got {on_progress!r}")
         if n_outputs is not None:
             n_outputs = V.check_int("n_outputs", n_outputs, 1)
+        if self._cfg["validation_split"]:  # (it held nothing out: every record trained, no validation said so)
+            raise ValueError(f"validation_split={self._cfg['validation_split']} cannot hold records out of "
+                             "fit_batches()' batches (they come from your generator): pass "
+                             "validation_data=(X_val, y_val), or set validation_split=0.0")
         callbacks = _check_callbacks(callbacks)
         with self._fitting() as stop:
             if self._state is not None and not self._state.generator:

@@ -75,6 +75,19 @@ def test_fit_batches_checks_each_batch(seed_data):
         started.fit_batches(seed_generator(X, y, 64))
 
 
+def test_fit_batches_refuses_a_validation_split_it_cannot_make(seed_data):
+    """fit_batches' records come from the generator: a validation_split held nothing out (every record trained and
+    no epoch was validated, without a word). It is a ValueError naming it, before the run starts."""
+    X, y = seed_data
+    tr = fb.Trainer(epochs=2, validation_split=0.2)
+    with pytest.raises(ValueError, match=r"validation_split=0\.2 .*validation_data"):
+        tr.fit_batches(seed_generator(X, y, 64), n_outputs=2)
+    assert tr.run_state is None
+    h = fb.Trainer(epochs=2).fit_batches(seed_generator(X, y, 64), n_outputs=2,
+                                         validation_data=(X[:100], y[:100]))
+    assert len(h.val_loss) == 2 and np.isfinite(h.val_loss).all()
+
+
 def test_memmap_input_is_not_copied(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     X = rng.random((3000, 8)).astype(np.float32)
