@@ -331,7 +331,7 @@ def check_y(y, loss, n_records, dtype, n_outputs=None, name="y", scan=True, copy
         lo, hi = flat.min(), flat.max()  # in y's own dtype: a uint64 label above 2**63 stays what it is
         if lo < 0:
             raise ValueError(f"{name} for cross_entropy must be labels 0..k-1, got a negative label {_number(lo)}")
-        if hi >= MAX_CLASSES:
+        if (float(hi) if flat.dtype.kind == "f" else hi) >= MAX_CLASSES:  # (float16 has no 100,000: it overflowed)
             raise ValueError(f"{name} has label {_number(hi)}; cross_entropy needs one output per class 0..label, "
                              f"at most {MAX_CLASSES:,} classes. Is this a regression target? Pass loss='mse'")
         labels = flat.astype(np.int64, copy=copy and not private)  # (a copy of our own is not copied again)

@@ -342,3 +342,18 @@ def test_sample_weights_beyond_the_dtype_are_named_as_such():
         fb.Trainer(epochs=1).fit(X, y, sample_weight=np.full(20, 1e-300))
     with pytest.raises(ValueError, match=r"NaN or infinite values \(sample_weight\[3\] is nan\)"):
         fb.Trainer(epochs=1).fit(X, y, sample_weight=np.r_[np.ones(3), np.nan, np.ones(16)])
+
+
+def test_float16_labels_train_without_an_overflow_warning():
+    """float16 labels 0..2 are valid whole-number labels; the class-count check compared them with 100,000 in
+    float16, which overflowed: a RuntimeWarning 'overflow encountered in cast' on a valid fit."""
+    import warnings
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.integers(0, 3, 60).astype(np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # (whole-number floats taken as classes: said, as it should be)
+        tr = fb.Trainer(hidden=(4,), epochs=1)
+        tr.fit(X, y)
+        assert tr.run_state.n_outputs == 3
+        assert set(tr.evaluate(X, y)) == {"loss", "accuracy"}
