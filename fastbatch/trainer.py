@@ -529,7 +529,13 @@ class Trainer:
                 val = _data.prepare_validation(validation_data, data.loss, data.n_outputs, cfg["dtype"],
                                                data.X.shape[1], st.scaling if st is not None else data.scaling)
             if st is None:
-                plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+                try:
+                    plan = make_plan(data.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+                except ValueError as exc:  # (n_records: the split's training part, not the records passed)
+                    if data.n_records == data.n_records_all:
+                        raise
+                    raise ValueError(f"{exc} (the {data.n_records} records are the training part that "
+                                     f"validation_split={split} leaves of the {data.n_records_all} passed)") from None
                 new, make_theta = self._new_state(data.X.shape[1], data.loss, data.n_outputs, data.n_records,
                                       data.n_records_all, plan.steps_per_epoch, False, data.scaling,
                                       _data.pooled_variance(data.targets, data.weights))

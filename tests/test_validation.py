@@ -357,3 +357,17 @@ def test_float16_labels_train_without_an_overflow_warning():
         tr.fit(X, y)
         assert tr.run_state.n_outputs == 3
         assert set(tr.evaluate(X, y)) == {"loss", "accuracy"}
+
+
+def test_drop_last_with_a_split_names_the_split_that_left_too_few_records():
+    """150 records, validation_split=0.5, batch 100, drop_last: the error said n_records=75 with no word of the
+    split (the user passed 150). It names the split and the records passed, and the trainer stays unstarted."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(150, 3)), rng.integers(0, 3, 150)
+    tr = fb.Trainer(batch_size=100, drop_last=True, validation_split=0.5)
+    with pytest.raises(ValueError, match=r"drop_last=True .*n_records=75.*validation_split=0\.5 leaves of the 150"):
+        tr.fit(X, y)
+    assert tr.run_state is None
+    with pytest.raises(ValueError, match=r"n_records=60 leaves no full batch; use a smaller batch_size or "
+                                         r"drop_last=False$"):  # (no split: as before)
+        fb.Trainer(batch_size=100, drop_last=True).fit(X[:60], y[:60])
