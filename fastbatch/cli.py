@@ -740,6 +740,9 @@ def cmd_compare(args):
                                                                 _stem(args.data) + "-compare")
     if os.path.isdir(prefix):
         raise UsageError(f"--out {prefix} is a folder; give a prefix like {os.path.join(prefix, 'compare')}")
+    for written in (prefix + ".csv", prefix + ".png"):  # checked before any run: the data must never be overwritten
+        if os.path.exists(written) and os.path.exists(args.data) and os.path.samefile(written, args.data):
+            raise UsageError(f"--out {prefix} would write {written}, the data file, over it; give another prefix")
     from . import datasets
     table = _prepared(args, trainer, datasets.load_table(args.data, args.target), say=not args.quiet)
     from .schedule import split_sizes

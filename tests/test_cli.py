@@ -606,6 +606,16 @@ def test_compare_without_matplotlib_writes_the_csv(capsys, csv_data, tmp_path, m
     assert (tmp_path / "cmp.csv").exists() and not (tmp_path / "cmp.png").exists()
 
 
+def test_compare_never_writes_over_its_data(capsys, csv_data, tmp_path):
+    """--out names a prefix: PREFIX.csv (or .png) being the data file is refused before any run, the data intact."""
+    path, _, _ = csv_data
+    before = path.read_bytes()
+    for prefix in (tmp_path / "points", os.path.relpath(tmp_path / "points")):
+        code, out, err = run(capsys, "compare", path, "--batch-sizes", "8", "--out", prefix, *COMPARE_OPTS)
+        assert code == 2 and "the data file" in err and "training" not in err and out == ""
+        assert path.read_bytes() == before
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--batch-size", "8"], "--batch-sizes, not --batch-size"),
     (["--batch-sizes", "0,8"], "at least 1"),
