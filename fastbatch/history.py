@@ -300,12 +300,13 @@ class History:
         ``Epoch: 1, Batch: 1, Step: 1``); the arrays of this class are 0-based indices.
         """
         import os
-        import tempfile
+        from ._archive import _create_temporary
         cols = self.as_dict()
         for key in ("step", "epoch", "batch"):
             cols[key] = cols[key] + 1
         path = os.fspath(path)  # written whole or not at all: a temporary file beside it, renamed over it
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".history-", suffix=".tmp")
+        # (made as the checkpoint's is: its mode follows the umask, not mkstemp's 0600)
+        fd, tmp = _create_temporary(os.path.dirname(os.path.abspath(path)))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(",".join(cols) + "\n")

@@ -997,7 +997,22 @@ def test_a_ctrl_c_while_the_outputs_are_written_waits_for_them(capsys, csv_data,
     assert fb.Trainer.load(tmp_path / "points-checkpoint.npz").finished
     assert len((tmp_path / "points-history.csv").read_text().splitlines()) == fb.Trainer.load(
         tmp_path / "points-checkpoint.npz").step + 1
-    assert not list(tmp_path.glob(".history-*"))
+    assert not list(tmp_path.glob(".history-*")) and not list(tmp_path.glob(".fastbatch-*"))
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_train_outputs_have_the_modes_the_umask_gives(capsys, csv_data, tmp_path, mask):
+    """The history CSV as the checkpoint and the plot: 0644 under umask 022 (it was mkstemp's 0600, whatever the umask)."""
+    import stat
+    path, _, _ = csv_data
+    old = os.umask(mask)
+    try:
+        code, _, err = run(capsys, "train", path, "--out-dir", tmp_path / "run", "--quiet", *TRAIN_OPTS)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    for name in ("points-history.csv", "points-checkpoint.npz"):
+        assert stat.S_IMODE(os.stat(tmp_path / "run" / name).st_mode) == 0o666 & ~mask, name
 
 
 def test_a_csv_header_of_numbers_is_matched_by_name_too(capsys, csv_data, tmp_path):
