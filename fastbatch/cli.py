@@ -345,6 +345,13 @@ def _out_paths(args):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
+    from ._archive import _create_temporary
+    try:  # a folder the outputs cannot be written to is said now, not after the run (which would be lost)
+        fd, probe = _create_temporary(out_dir)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc}: the outputs cannot be written to that folder", out_dir) from None
+    os.close(fd)
+    os.unlink(probe)
     return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
 
 

@@ -1000,6 +1000,27 @@ def test_a_ctrl_c_while_the_outputs_are_written_waits_for_them(capsys, csv_data,
     assert not list(tmp_path.glob(".history-*")) and not list(tmp_path.glob(".fastbatch-*"))
 
 
+def test_an_out_dir_that_cannot_be_written_is_refused_before_the_run(capsys, csv_data, tmp_path, monkeypatch):
+    """A read-only --out-dir was found out by the checkpoint's save, after the whole run: the run was lost."""
+    import errno
+    from fastbatch import _archive
+    path, _, _ = csv_data
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = _archive._create_temporary
+
+    def create(folder):  # as the OS refuses a non-root user a folder of mode 0555 (root is never refused)
+        if os.path.samefile(folder, locked):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(folder)
+    monkeypatch.setattr(_archive, "_create_temporary", create)
+    fits = []
+    monkeypatch.setattr(fb.Trainer, "fit", lambda self, *a, **k: fits.append(1))
+    code, out, err = run(capsys, "train", path, "--out-dir", locked, "--quiet", *TRAIN_OPTS)
+    assert code == 1 and not fits
+    assert "Permission denied" in err and str(locked) in err and "cannot be written" in err
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_train_outputs_have_the_modes_the_umask_gives(capsys, csv_data, tmp_path, mask):
     """The history CSV as the checkpoint and the plot: 0644 under umask 022 (it was mkstemp's 0600, whatever the umask)."""
