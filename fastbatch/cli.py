@@ -345,14 +345,20 @@ def _out_paths(args):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
+    _check_writable(out_dir)
+    return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def _check_writable(folder):
+    """A folder the outputs cannot be written to is said now, not after the run (which would be lost)."""
     from ._archive import _create_temporary
-    try:  # a folder the outputs cannot be written to is said now, not after the run (which would be lost)
-        fd, probe = _create_temporary(out_dir)
+    try:
+        fd, probe = _create_temporary(folder or ".")
     except OSError as exc:
-        raise OSError(exc.errno, f"{exc.strerror or exc}: the outputs cannot be written to that folder", out_dir) from None
+        raise OSError(exc.errno, f"{exc.strerror or exc}: the outputs cannot be written to that folder",
+                      folder or ".") from None
     os.close(fd)
     os.unlink(probe)
-    return {k: os.path.join(out_dir, stem + suffix) for k, suffix in OUTPUT_SUFFIXES.items()}
 
 
 def _resumed_trainer(args, opts):
@@ -757,6 +763,7 @@ def cmd_compare(args):
     sizes = sorted({n_train if b == "full" else b for b in args.batch_sizes})
     if os.path.dirname(prefix):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    _check_writable(os.path.dirname(prefix))
     params = {**CLI_DEFAULTS, **opts, "loss": trainer.loss}
     _err(f"fastbatch compare: training {len(sizes)} runs of {_epochs(trainer.config['epochs'], 1)}: batch "
          + ", ".join(f"{b:,}" for b in sizes))

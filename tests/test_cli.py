@@ -1019,6 +1019,11 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_the_run(capsys, csv
     code, out, err = run(capsys, "train", path, "--out-dir", locked, "--quiet", *TRAIN_OPTS)
     assert code == 1 and not fits
     assert "Permission denied" in err and str(locked) in err and "cannot be written" in err
+    import fastbatch.compare
+    runs = []  # compare: its runs were all trained before PREFIX.csv was refused
+    monkeypatch.setattr(fastbatch.compare, "compare_batch_sizes", lambda *a, **k: runs.append(1))
+    code, out, err = run(capsys, "compare", path, "--out", locked / "cmp", "--batch-sizes", "8", *COMPARE_OPTS)
+    assert code == 1 and not runs and "cannot be written" in err and str(locked) in err
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
