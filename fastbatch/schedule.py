@@ -4,7 +4,6 @@ One epoch is one pass over all records. The records are split into batches of
 ``batch_size`` (the last one smaller, unless dropped). One step trains on one batch,
 so ``steps_per_epoch`` is the number of batches.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,7 @@ def steps_per_epoch(n_records, batch_size, drop_last=False):
                 f"drop_last=True with batch_size={b} larger than n_records={n} leaves no full batch; "
                 "use a smaller batch_size or drop_last=False")
         return n // b
-    return math.ceil(n / b)
+    return -(-n // b)  # (exact: n / b is a float, which rounds n above 2**53)
 
 
 def last_batch_size(n_records, batch_size, drop_last=False):

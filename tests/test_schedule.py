@@ -24,6 +24,15 @@ def test_steps_per_epoch_and_last_batch(n, b, drop, spe, last):
     assert p.batch_sizes()[-1] == last
 
 
+@pytest.mark.parametrize("n, b", [(2 ** 63 - 1, 1), (2 ** 53 + 1, 2), (2 ** 62 + 1, 3), (10 ** 18 + 1, 10 ** 9)])
+def test_steps_per_epoch_is_exact_for_counts_beyond_a_float(n, b):
+    # ceil(n / b) in floats rounded n: 2**63 - 1 records of batch 1 gave 2**63 steps per epoch (fastbatch plan said so)
+    spe = fb.steps_per_epoch(n, b)
+    assert spe == (n + b - 1) // b and (spe - 1) * b < n <= spe * b
+    p = fb.plan(n, b, 2)
+    assert p.total_steps == 2 * spe and p.last_batch_size == n - (spe - 1) * b
+
+
 def test_seed_plan():
     p = fb.plan(1000, 64, 5)
     assert p.total_steps == 80
