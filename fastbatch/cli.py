@@ -282,6 +282,11 @@ def cmd_plan(args):
     layers = None
     if args.features is not None:
         hidden = DEFAULTS["hidden"] if args.hidden is None else args.hidden
+        for flag, widths in (("--features", [args.features]), ("--hidden", hidden), ("--outputs", [args.outputs])):
+            bad = [w for w in widths if not 1 <= w < 2 ** 63]  # (said by its flag, not as the plan's "layers")
+            if bad:
+                raise UsageError(f"{flag} must be {'widths' if flag == '--hidden' else 'a whole number'} from 1 to "
+                                 f"2**63 - 1, got {bad[0]}")
         layers = (args.features, *hidden, args.outputs)
     try:
         p = plan(args.records, args.batch_size, args.epochs, args.drop_last, layers=layers,
