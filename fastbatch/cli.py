@@ -232,6 +232,10 @@ def main(argv=None):
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from .errors import DivergenceError
     try:
+        target = getattr(args, "target", None)
+        if target is not None and target != "y" and os.path.splitext(os.fspath(args.data))[1].lower() == ".npz":
+            raise UsageError(f"--target {target}: a .npz file's target is its array y, it has no columns to name "
+                             "(leave --target out)")  # (it was ignored without a word)
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *rest: _err(f"fastbatch {args.command}: warning: {message}")
             return COMMANDS[args.command](args)

@@ -279,6 +279,24 @@ def test_npz_data_and_regression(capsys, tmp_path):
     assert code == 0 and out.splitlines()[0] == "prediction" and len(out.splitlines()) == 201
 
 
+def test_a_target_column_for_npz_data_is_a_usage_error_not_ignored(capsys, tmp_path):
+    # a .npz's target is its y: --target 0 (say, meaning its first column) trained on y without a word
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    for command in (["train", tmp_path / "d.npz", "--out-dir", tmp_path, "--quiet", "--epochs", "1"],
+                    ["compare", tmp_path / "d.npz", "--out", tmp_path / "cmp", "--epochs", "1"]):
+        code, out, err = run(capsys, *command, "--target", "0")
+        assert code == 2 and "--target 0" in err and "array y" in err and out == ""
+    assert not list(tmp_path.glob("d-*")) and not list(tmp_path.glob("cmp*"))
+    code, _, err = run(capsys, "train", tmp_path / "d.npz", "--out-dir", tmp_path, "--quiet", "--epochs", "1",
+                       "--target", "y")  # (its name: what it is anyway)
+    assert code == 0, err
+    for command in ("evaluate", "predict"):
+        code, out, err = run(capsys, command, tmp_path / "d-checkpoint.npz", tmp_path / "d.npz", "--target", "2")
+        assert code == 2 and "--target 2" in err and out == ""
+
+
 @pytest.mark.parametrize("make_argv, code_expected, words", [
     (lambda p, d: ["train", d / "nope.csv", "--target", "label"], 1, "nope.csv"),
     (lambda p, d: ["train", p, "--target", "no_such_column"], 1, "no_such_column"),
