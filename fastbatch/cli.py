@@ -552,12 +552,14 @@ def cmd_train(args):
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
     h = trainer.history
+    # (History's losses of a standardised target are in its standardised units; evaluate's are in the data's)
+    units = " (standardised target units)" if trainer.config["standardize_target"] and trainer.loss == "mse" else ""
     summary = [trainer.plan.describe(),
                f"trained {h.n_steps} of {trainer.total_steps} steps ({_epochs(h.n_steps, h.steps_per_epoch)}), "
-               f"last epoch loss {h.epoch_loss[-1]:.6g}" if len(h.epoch_loss) else
+               f"last epoch loss {h.epoch_loss[-1]:.6g}{units}" if len(h.epoch_loss) else
                f"trained {h.n_steps} of {trainer.total_steps} steps"]
     if len(h.val_loss):
-        summary.append(f"validation loss {h.val_loss[-1]:.6g}"
+        summary.append(f"validation loss {h.val_loss[-1]:.6g}{units}"
                        + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))
     if trainer.config["track_noise"]:
         summary.append(noise_suggestion(h))

@@ -279,6 +279,23 @@ def test_npz_data_and_regression(capsys, tmp_path):
     assert code == 0 and out.splitlines()[0] == "prediction" and len(out.splitlines()) == 201
 
 
+def test_train_says_a_standardised_targets_losses_are_in_its_units(capsys, tmp_path):
+    # train said "last epoch loss 0.49" where evaluate on the same data said "loss 2704": one scale, unnamed
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    np.savez(tmp_path / "reg.npz", X=X, y=X @ [100.0, -50.0, 20.0] + 500)
+    code, out, err = run(capsys, "train", tmp_path / "reg.npz", "--out-dir", tmp_path, "--quiet", "--epochs", "3",
+                         "--validation-split", "0.2", "--standardize-target")
+    assert code == 0, err
+    trained = fb.Trainer.load(tmp_path / "reg-checkpoint.npz")
+    loss_line = next(line for line in out.splitlines() if "last epoch loss" in line)
+    val_line = next(line for line in out.splitlines() if line.startswith("validation loss"))
+    assert f"{trained.history.epoch_loss[-1]:.6g} (standardised target units)" in loss_line
+    assert val_line == f"validation loss {trained.history.val_loss[-1]:.6g} (standardised target units)"
+    code, out, err = run(capsys, "train", tmp_path / "reg.npz", "--out-dir", tmp_path, "--quiet", "--epochs", "3")
+    assert code == 0 and "standardised target units" not in out
+
+
 def test_a_target_column_for_npz_data_is_a_usage_error_not_ignored(capsys, tmp_path):
     # a .npz's target is its y: --target 0 (say, meaning its first column) trained on y without a word
     rng = np.random.default_rng(1)
