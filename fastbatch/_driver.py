@@ -844,7 +844,11 @@ def validate(trainer, val, epoch=None):
         stop = None
     Xv, tv, lv, wv = val
     backend = trainer._backend()
-    in_c = hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous
+    # a standardised target's mae is said in the data's units (its loss stays the standardised one, as the
+    # training losses are): one output's is a factor; several outputs' need each output's errors (numpy's path)
+    y_scale = (state.scaling or {}).get("y_scale") if state.loss == "mse" else None
+    in_c = hasattr(backend, "score") and len(Xv) and Xv.dtype == state.theta.dtype and Xv.flags.c_contiguous \
+        and (y_scale is None or len(y_scale) == 1)
     codes = (ACTIVATION_CODES[cfg["activation"]], LOSS_CODES[state.loss])
     sums, zs = None, []
     for lo, hi, part in _validation_parts(Xv):
@@ -856,8 +860,15 @@ def validate(trainer, val, epoch=None):
         else:
             zs.append(_inference.forward_views(state.layers(), cfg["activation"], part))
     if in_c:
-        return _inference.score_of_sums(sums, state.loss, tv, wv)
-    return _inference.score(zs[0] if len(zs) == 1 else np.concatenate(zs), state.loss, tv, lv, wv)
+        out = _inference.score_of_sums(sums, state.loss, tv, wv)
+        if y_scale is not None:
+            out["mae"] *= float(y_scale[0])
+        return out
+    z = zs[0] if len(zs) == 1 else np.concatenate(zs)
+    out = _inference.score(z, state.loss, tv, lv, wv)
+    if y_scale is not None:
+        out["mae"] = _inference.score(z * y_scale, state.loss, tv * y_scale, lv, wv)["mae"]
+    return out
 
 
 def _validation_parts(Xv):

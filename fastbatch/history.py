@@ -233,7 +233,8 @@ class History:
     def metrics(self):
         """Per finished epoch, every metric by name: ``loss``, ``accuracy`` or ``r2`` (of the epoch's
         steps, before each update), and with validation ``val_loss``, ``val_accuracy`` or ``val_r2`` and
-        ``val_mae`` (at the epoch's end). A metric missing in an epoch is NaN.
+        ``val_mae`` (at the epoch's end; with ``standardize_target`` in the data's units, as ``evaluate``'s,
+        where the losses are the standardised targets'). A metric missing in an epoch is NaN.
 
         With several mse outputs the two r2 differ in kind: ``r2`` comes from the epoch's mean loss, so it
         is pooled over the outputs (1 - loss / the targets' mean variance: scikit-learn's
