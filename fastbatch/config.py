@@ -128,7 +128,7 @@ PARAMS = (
     Param("standardize", False, "bool", "Standardise each feature with the training records' mean and std, "
           "weighted by sample_weight when given (stored with the params; predict and evaluate apply it)."),
     Param("standardize_target", False, "bool", "Standardise mse targets too (predictions come back in the "
-          "data's units; History's losses are in standardised units)."),
+          "data's units; History's losses are in standardised units, its `val_mae` in the data's)."),
     Param("track_noise", False, "bool", "Record each step's squared norm of the batch's mean gradient and the "
           "mean squared norm of its records' gradients, for History.noise_scale()."),
     Param("n_threads", None, "optional_int", "Threads of the kernel's team, at most; None: the BLAS's thread "
