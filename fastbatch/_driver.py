@@ -468,8 +468,9 @@ class BatchSource:
                 state = trainer._start_generator_run(Xb.shape[1], loss, kk)
                 state.scaling = self.scaling
             spe = state.steps_per_epoch or self.epoch_batches or (state.batch + 1)
-            # (an epoch that yields more batches than the first: a schedule by epoch keeps its rate to its end)
-            lrs = trainer.learning_rate * trainer._schedule.factors([state.epoch * spe + state.batch], spe,
+            # (an epoch that yields more batches than the first: a schedule by epoch keeps its rate to its end; the
+            # others, and the warm-up, go by the run's steps, whatever the lengths of the epochs before)
+            lrs = trainer.learning_rate * trainer._schedule.factors([state.step], spe,
                                                                     spe * cfg["epochs"], epochs=[state.epoch])
             spec = self.specs.get(Xb.shape[0])  # one per batch size: the kernel keeps its buffers per spec
             if spec is None:

@@ -456,6 +456,32 @@ def test_an_epoch_based_schedule_keeps_one_rate_per_epoch_when_a_later_epoch_yie
     assert np.all(np.diff(r[:9]) < 0)   # a schedule by steps follows the steps (it was held at the epoch's last)
 
 
+def test_a_generator_run_warms_up_and_decays_by_its_steps_when_epochs_differ_in_length():
+    """The warm-up and a schedule by steps follow the run's steps, whatever the lengths of the epochs before: a
+    warm-up went back down (or jumped to the full rate) at an epoch after one shorter or longer than the first,
+    and cosine rose again there (they were given epoch * first epoch's batches + batch, not the step)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 5)), (rng.normal(size=200) > 0).astype(int)
+    lengths = [4, 4, 7, 2, 5]   # the first pass, then epochs of 4, 7, 2 and 5 batches
+    calls = []
+
+    def batches():
+        n = lengths[len(calls)]
+        calls.append(1)
+        for i in range(n):
+            yield X[20 * i:20 * i + 20], y[20 * i:20 * i + 20]
+
+    tr = fb.Trainer(hidden=(4,), epochs=4, batch_size=20, learning_rate=1.0, warmup_steps=16)
+    h = tr.fit_batches(batches, n_outputs=2)
+    assert np.bincount(h.epoch).tolist() == [4, 7, 2, 5]
+    steps = np.arange(h.n_steps)
+    np.testing.assert_allclose(h.learning_rate, np.minimum(1.0, (steps + 1) / 16), rtol=1e-12)
+    calls.clear()
+    cos = fb.Trainer(hidden=(4,), epochs=4, batch_size=20, learning_rate=1.0, lr_schedule="cosine")
+    r = cos.fit_batches(batches, n_outputs=2).learning_rate
+    assert np.all(np.diff(r) <= 0) and np.all(np.diff(r[:15]) < 0)
+
+
 def test_fit_batches_decides_the_task_and_classes_from_all_the_batches():
     """Data sorted by class: the first batch holds one class (one value: "a regression" by the rule, and one
     output), or a few of many integer targets ("a classification"). The run is what fit makes of all of them."""
