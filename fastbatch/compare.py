@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ._validation import check_float, check_int
+from .errors import DivergenceError
 from .trainer import Trainer
 
 LR_SCALINGS = (None, "linear", "sqrt")
@@ -94,7 +95,11 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         tr = trainers[b]
         watch = None if stop is None else (lambda history: tr.stop() if stop.is_set() else None)
         t0 = time.perf_counter()
-        h = tr.fit(X, y, on_progress=watch)
+        try:
+            h = tr.fit(X, y, on_progress=watch)
+        except DivergenceError as exc:  # (its message spoke of a trainer the caller never sees, of no batch size)
+            raise DivergenceError(exc.step, exc.epoch, exc.batch, exc.learning_rate, exc.what, exc.bad_step,
+                                  exc.sane, exc.limit, exc.scale, run=f"batch size {b}") from None
         timed[b] = (h, time.perf_counter() - t0)
 
     if threads and len(sizes) > 1:

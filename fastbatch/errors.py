@@ -14,11 +14,14 @@ class DivergenceError(FloatingPointError):
     """
 
     def __init__(self, step, epoch, batch, learning_rate, what="the loss", bad_step=None, sane=True, limit=None,
-                 scale="the inputs (standardize=True)"):
+                 scale="the inputs (standardize=True)", run=None):
         # scale: what the run could scale that it does not (None: it scales all it can), for the advice
+        # run: which run of several diverged, for a caller that holds none of their trainers (a comparison's
+        # "batch size 4"): the message names it, and its advice is the caller's, not the trainer's
         bad_step = step if bad_step is None else bad_step
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
         self.bad_step, self.what, self.sane, self.limit, self.scale = bad_step, what, sane, limit, scale
+        self.run = run
         where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
                  f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
@@ -34,12 +37,17 @@ class DivergenceError(FloatingPointError):
                       + (f", or scale {scale}." if scale else "."))
         how = "became NaN or infinite" if limit is None else (
             f"grew beyond {limit:.3g} (a million times the run's first loss or the largest its data gives)")
+        if run is not None:
+            super().__init__(f"training diverged at {run}: {what} {how} at step {bad_step + 1} (epoch {epoch + 1}) "
+                             f"with learning_rate={learning_rate:g}. Try a smaller learning rate for it, or leave it "
+                             "out" + (f", or scale {scale}." if scale else "."))
+            return
         super().__init__(f"training diverged: {what} {how} at step {bad_step + 1} with "
                          f"learning_rate={learning_rate:g}; {back}. {advice}")
 
     def __reduce__(self):  # (pickled to another process: a Dask or joblib worker's error reaches the caller)
         return type(self), (self.step, self.epoch, self.batch, self.learning_rate, self.what, self.bad_step,
-                            self.sane, self.limit, self.scale)
+                            self.sane, self.limit, self.scale, self.run)
 
 
 class NotFittedError(ValueError, AttributeError):
