@@ -756,6 +756,9 @@ def cmd_compare(args):
         raise UsageError("compare takes its batch sizes as --batch-sizes, not --batch-size")
     if args.reference_batch_size is not None and args.reference_batch_size < 1:
         raise UsageError(f"--reference-batch-size must be at least 1, got {args.reference_batch_size}")
+    if opts.get("patience") is not None:
+        raise UsageError(f"--patience {opts['patience']}: compare trains every batch size for the same --epochs "
+                         "(early stopping would end each run at an epoch of its own); leave --patience out")
     try:
         trainer = Trainer(**{**CLI_DEFAULTS, **opts})  # checks every option before any data is read
     except (ValueError, TypeError) as exc:

@@ -84,6 +84,10 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
         raise ValueError(f"batch_sizes has repeats: {sizes}")
     if "batch_size" in trainer_params:
         raise TypeError("pass the batch sizes as batch_sizes, not batch_size")
+    if trainer_params.get("patience") is not None:  # (each run would stop at its own epoch, on its own best params)
+        raise ValueError(f"patience={trainer_params['patience']!r} cannot apply to a batch-size comparison: early "
+                         "stopping ends each run at an epoch of its own, and the runs are compared on one budget "
+                         "of epochs; leave patience out")
     reference = min(sizes) if reference_batch_size is None else check_int("reference_batch_size",
                                                                             reference_batch_size, 1)
     base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)

@@ -112,3 +112,13 @@ def test_a_diverging_batch_size_is_named_in_the_error(threads):
     assert exc.run == "batch size 4" and exc.learning_rate == 0.5 and "trainer" not in str(exc)
     back = pickle.loads(pickle.dumps(exc))
     assert str(back) == str(exc) and back.run == exc.run
+
+
+def test_early_stopping_is_refused_before_any_run():
+    """patience made each run stop at an epoch of its own (batch 8 after 11 of 20 epochs, 32 after 20) while the
+    table compared them as runs of one budget; it is a ValueError naming it, before any training."""
+    X, y = make_data(n=120, d=4)
+    with pytest.raises(ValueError, match="patience=2 cannot apply to a batch-size comparison"):
+        fb.compare_batch_sizes(X, y, [8, 32], epochs=20, validation_split=0.2, patience=2)
+    histories, _ = fb.compare_batch_sizes(X, y, [8, 32], epochs=2, patience=None)   # (None: no early stopping)
+    assert all(len(h.epoch_loss) == 2 for h in histories.values())
