@@ -255,7 +255,10 @@ class BatchLab(QWidget):
             # the library's advice is a script's (trainer.learning_rate /= 100, standardize=True) and says where
             # the trainer is now: a comparison keeps no run, so name the batch size and what the app can do
             b = num(self._run[1])
-            what = text.split("; ")[0].replace("training diverged", f"batch {b} diverged", 1)
+            # (compare_batch_sizes names the run, DivergenceError.run: "training diverged at batch size 8: ...")
+            head = "training diverged" if exc.run is None else f"training diverged at {exc.run}"
+            what = (text.split("; ")[0] if exc.run is None else text.split(". Try a smaller")[0]).replace(
+                head, f"batch {b} diverged", 1)
             scale = "" if self.job.params.get("standardize") else ", or tick standardize"
             text = (f"{what}. No comparison is shown: lower the learning rate{scale} (or leave batch {b} out), "
                     "then compare again.")
