@@ -336,6 +336,7 @@ def fit_scaling(X, targets, cfg, loss, weights=None):
     Without standardisation the statistics only feed the warning: an in-memory X is then
     sampled (evenly spaced rows, see WARN_SAMPLE_VALUES), so a first fit does not pay a pass over it.
     """
+    warn_unused_target_scaling(cfg, loss)
     y_stats = column_stats(targets, weights) if cfg["standardize_target"] and loss == "mse" else None
     if not cfg["standardize"] and not isinstance(X, np.memmap):
         _warn(unscaled_sample_message(X))
@@ -362,6 +363,14 @@ def unscaled_sample_message(X):
     message = unscaled_message(*sample_stats(np.asarray(sample, dtype=np.float64)))
     _last_sample = (raw, sample.dtype, sample.shape, message)
     return message
+
+
+def warn_unused_target_scaling(cfg, loss):
+    """A new run's warning that standardize_target=True changes nothing: only mse targets are standardised
+    (class labels are not numbers to scale)."""
+    if cfg["standardize_target"] and loss != "mse":
+        _warn(f"standardize_target=True has no effect with loss={loss!r}: only regression (mse) targets are "
+              "standardised, class labels are not; leave it out for a classification")
 
 
 def scaling_from(x_stats, y_stats, cfg):

@@ -1086,6 +1086,7 @@ def _first_pass(batches, cfg, n_outputs, stop=None):
     if loss == "auto" and scan.seen:
         task.warn()
     loss = task.loss
+    _data.warn_unused_target_scaling(cfg, loss)
     if loss == "cross_entropy" and n_outputs is None and scan.whole and scan.top is not None and scan.top >= 0:
         n_outputs = V.n_classes(scan.top)  # (a label out of range is named by the batch's check)
     if not scaled or not xs.n:

@@ -287,7 +287,9 @@ class ControlPanel(QWidget):
                     learning_rate=self.learning_rate(), optimizer=c["optimizer"], shuffle=c["shuffle"],
                     drop_last=c["drop_last"], seed=c["seed"], backend=c["backend"],
                     validation_split=c["validation_split"], standardize=c["standardize"],
-                    standardize_target=c["standardize"],   # (the library scales mse targets only)
+                    # (the library scales mse targets only: a classification is not asked to, the window
+                    # leaves it out for a target the task rule calls classes: Window._trainer_params)
+                    standardize_target=c["standardize"] and c["task"] != "classification",
                     loss=TASKS[c["task"]][1], n_threads=c["threads"] or None)
 
     def set_value(self, name, value):

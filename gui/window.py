@@ -638,6 +638,15 @@ class MainWindow(QMainWindow):
         except (ValueError, TypeError):
             return False
 
+    def _trainer_params(self, y):
+        """The Trainer parameters of a run on ``y``: the controls', without standardize_target for a target the
+        run takes as classes (the standardise box scales the features, and a regression's target: the library
+        warns of a setting that changes nothing)."""
+        params = self.controls.trainer_params()
+        if params["standardize_target"] and self._is_classification(y):
+            params["standardize_target"] = False
+        return params
+
     def _target_standardized(self, params, y):
         """Whether a run of these Trainer ``params`` on ``y`` records its losses in the standardised target's units
         (the library standardises an mse target only)."""
@@ -859,7 +868,7 @@ class MainWindow(QMainWindow):
         self._data_timer.stop()  # a pending preview must not clear this run's surface
         X, y = self.data()
         c = self.controls.config()
-        trainer = fb.Trainer(**self.controls.trainer_params())
+        trainer = fb.Trainer(**self._trainer_params(y))
         self._rows = split_rows(len(X), c["validation_split"], c["seed"])
         self._run_key = self._settings_key()
         self._run_data = X, y
@@ -1109,7 +1118,7 @@ class MainWindow(QMainWindow):
         except (ValueError, OSError) as exc:
             return self.lab.show_error(exc)
         c = self.controls.config()
-        params = self.controls.trainer_params()
+        params = self._trainer_params(y)
         params.pop("batch_size")
         params["learning_rate"] = c["learning_rate"]
         scale = None if c["lr_scaling"] == "none" else c["lr_scaling"]

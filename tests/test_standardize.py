@@ -208,3 +208,21 @@ def test_val_mae_of_a_standardised_target_is_in_the_datas_units_as_evaluates(bac
     np.testing.assert_allclose(h.metrics["val_mae"][-1], ev["mae"], rtol=1e-9)
     np.testing.assert_allclose(h.metrics["val_r2"][-1], ev["r2"], rtol=1e-9)
     assert h.metrics["val_mae"][-1] > 1.0   # (the standardised one is below 1 here)
+
+
+def test_standardize_target_on_a_classification_warns_that_it_changes_nothing():
+    """standardize_target=True on class labels was dropped without a word; a new run now says so, from fit and
+    fit_batches, and a regression (or a classification without it) does not."""
+    from sklearn.datasets import load_diabetes, load_iris
+    X, y = load_iris(return_X_y=True)
+    with pytest.warns(UserWarning, match=r"standardize_target=True has no effect with loss='cross_entropy'"):
+        fb.Trainer(standardize=True, standardize_target=True, epochs=1).fit(X, y)
+    with pytest.warns(UserWarning, match=r"standardize_target=True has no effect with loss='binary_crossentropy'"):
+        fb.Trainer(standardize=True, standardize_target=True, epochs=1, loss="binary_crossentropy").fit(X, y > 0)
+    with pytest.warns(UserWarning, match="standardize_target=True has no effect"):
+        fb.Trainer(standardize=True, standardize_target=True, epochs=1).fit_batches(lambda: [(X, y)])
+    Xd, yd = load_diabetes(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(standardize=True, standardize_target=True, epochs=1).fit(Xd, yd)
+        fb.Trainer(standardize=True, epochs=1).fit(X, y)

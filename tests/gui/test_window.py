@@ -788,3 +788,18 @@ def test_on_a_log_x_axis_the_first_epoch_means_are_drawn_mid_epoch(qtbot, window
     window.log_x_check.setChecked(False)
     plot.redraw(force=True)
     assert item.xData[0] > 5.0                                          # (linear: a bucket of several epochs)
+
+
+@pytest.mark.parametrize("task", ["auto", "classification"])
+def test_a_classification_run_is_not_asked_to_standardise_its_target(qtbot, window, task):
+    """The standardise box asked the library for standardize_target on every task, which means nothing for class
+    labels (the library now warns of it): a classification's Trainer is made without it, a regression's with it."""
+    import warnings
+    set_spins(window, task=task, records=200, batch_size=50, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_to_end(qtbot, window) == "finished"
+    assert window.trainer.config["standardize"] and not window.trainer.config["standardize_target"]
+    set_spins(window, task="regression")
+    assert run_to_end(qtbot, window) == "finished"
+    assert window.trainer.config["standardize_target"]
