@@ -205,6 +205,11 @@ def warn_ignored(cfg, names=None):
     """Warn, once each, of the settings (of ``names``, default all) the chosen optimizer ignores: a setting
     that changes nothing is said, not silently dropped. The warning points at the caller's own line."""
     from ._task import caller_stacklevel
+    if (names is None or "n_threads" in names or "backend" in names) and cfg["backend"] == "numpy" \
+            and cfg["n_threads"] is not None:
+        warnings.warn(f"n_threads={cfg['n_threads']!r} has no effect with backend='numpy': it sizes the compiled "
+                      "kernel's team (numpy's own BLAS threads are set by OPENBLAS_NUM_THREADS or threadpoolctl)",
+                      UserWarning, stacklevel=caller_stacklevel())
     optimizer = cfg["optimizer"]
     for name, default, optimizers in _OPTIMIZER_SETTINGS:
         if (names is None or name in names) and optimizer not in optimizers and cfg[name] != default:

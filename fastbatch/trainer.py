@@ -105,6 +105,8 @@ class Trainer:
                           "the seed; call set_params again for params of the new widths", UserWarning, stacklevel=3)
         if name == "optimizer" or _config.BY_NAME[name].optimizers:
             _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
+        elif name in ("backend", "n_threads"):
+            _config.warn_ignored(self._cfg, (name,))
         if name in ("lr_schedule", "warmup_steps"):
             self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         if name != "learning_rate":  # (the rate may change while fit runs, in another thread: what fit reads stays)

@@ -290,7 +290,8 @@ class ControlPanel(QWidget):
                     # (the library scales mse targets only: a classification is not asked to, the window
                     # leaves it out for a target the task rule calls classes: Window._trainer_params)
                     standardize_target=c["standardize"] and c["task"] != "classification",
-                    loss=TASKS[c["task"]][1], n_threads=c["threads"] or None)
+                    loss=TASKS[c["task"]][1],
+                    n_threads=(c["threads"] or None) if c["backend"] == "cython" else None)  # (the kernel's team)
 
     def set_value(self, name, value):
         """Set one setting as a person would (fires ``changed``)."""

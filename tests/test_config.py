@@ -86,6 +86,21 @@ def test_settings_of_the_chosen_optimizer_and_defaults_raise_no_warning():
         fb.Trainer(optimizer="adam")
 
 
+def test_n_threads_with_the_numpy_backend_is_named_in_a_warning():
+    """n_threads sizes the compiled kernel's team; backend='numpy' dropped it without a word."""
+    with pytest.warns(UserWarning, match="n_threads=2 has no effect with backend='numpy'") as seen:
+        fb.Trainer(backend="numpy", n_threads=2)
+    assert seen[0].filename == __file__
+    tr = fb.Trainer(n_threads=2)
+    with pytest.warns(UserWarning, match="n_threads=2 has no effect with backend='numpy'"):
+        tr.backend = "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fb.Trainer(backend="numpy")
+        fb.Trainer(backend="cython", n_threads=2)
+        fb.Trainer(backend="numpy").n_threads = None
+
+
 def test_an_unknown_setting_of_a_schedule_names_lr_schedule():
     with pytest.raises(TypeError, match="lr_schedule 'step' has no setting.*'foo'"):
         fb.Trainer(lr_schedule={"name": "step", "foo": 1})

@@ -803,3 +803,12 @@ def test_a_classification_run_is_not_asked_to_standardise_its_target(qtbot, wind
     set_spins(window, task="regression")
     assert run_to_end(qtbot, window) == "finished"
     assert window.trainer.config["standardize_target"]
+
+
+def test_the_numpy_backend_is_not_handed_the_kernels_thread_count(window):
+    """n_threads sizes the compiled kernel's team: with the numpy reference the app leaves it out (the library
+    warns of a setting that changes nothing)."""
+    set_spins(window, threads=2)
+    assert window.controls.trainer_params()["n_threads"] == 2
+    set_spins(window, backend="numpy")
+    assert window.controls.trainer_params()["n_threads"] is None
