@@ -756,6 +756,9 @@ def cmd_compare(args):
         raise UsageError("compare takes its batch sizes as --batch-sizes, not --batch-size")
     if args.reference_batch_size is not None and args.reference_batch_size < 1:
         raise UsageError(f"--reference-batch-size must be at least 1, got {args.reference_batch_size}")
+    if args.reference_batch_size is not None and args.scale_lr is None:  # (it was ignored: one rate for every size)
+        raise UsageError(f"--reference-batch-size {args.reference_batch_size} scales the rate only with --scale-lr "
+                         "linear or sqrt; give one, or leave --reference-batch-size out")
     if opts.get("patience") is not None:
         raise UsageError(f"--patience {opts['patience']}: compare trains every batch size for the same --epochs "
                          "(early stopping would end each run at an epoch of its own); leave --patience out")

@@ -666,6 +666,7 @@ def test_compare_never_writes_over_its_data(capsys, csv_data, tmp_path):
     (["--scale-lr", "cubic"], "invalid choice"),
     (["--epochs", "0"], "epochs"),
     (["--patience", "2", "--validation-split", "0.2"], "leave --patience out"),   # (it ran: unequal budgets)
+    (["--reference-batch-size", "8"], "only with --scale-lr"),   # (it was ignored: one rate for every size)
 ])
 def test_compare_usage_errors_exit_2(capsys, csv_data, tmp_path, extra, words):
     path, _, _ = csv_data
