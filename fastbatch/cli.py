@@ -184,7 +184,8 @@ def build_parser():
                                                           "(checked against the checkpoint's fingerprint of it)")
     p.add_argument("--force", action="store_true", help="with --resume: train on data that does not match the "
                                                         "checkpoint's fingerprint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (--track-noise's "
+                   "included): only the task, the summary and the files written are printed")
     _add_trainer_options(p)
 
     p = sub.add_parser("evaluate", help="mean loss (and accuracy) of a checkpoint's network on data")
@@ -535,7 +536,8 @@ def cmd_train(args):
     if in_main_thread:
         signal.signal(signal.SIGINT, on_sigint)
     say = progress.write if progress else print
-    noise = [NoiseReport(say)] if trainer.config["track_noise"] else []
+    # --quiet: no per-epoch lines either (the run's noise scale is still in the summary), so it pays no epoch hook
+    noise = [NoiseReport(say)] if trainer.config["track_noise"] and progress else []
     try:
         try:
             trainer.fit(X, y, on_progress=progress, callbacks=noise, verbose=say if progress else 0)

@@ -693,7 +693,7 @@ def test_comparison_table_format():
 
 def test_train_track_noise_prints_each_epoch_and_a_suggestion(capsys, csv_data, tmp_path):
     path, _, _ = csv_data
-    code, out, err = run(capsys, "train", path, "--batch-size", "16", "--track-noise", "--quiet",
+    code, out, err = run(capsys, "train", path, "--batch-size", "16", "--track-noise",
                          "--out-dir", tmp_path, *COMPARE_OPTS)
     assert code == 0, err
     epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
@@ -703,6 +703,21 @@ def test_train_track_noise_prints_each_epoch_and_a_suggestion(capsys, csv_data, 
     assert "well below waste steps, well above waste records; try " in last
     pick = int(last.rsplit("try ", 1)[1].replace(",", ""))
     assert pick == 300 or pick & (pick - 1) == 0  # a power of two, or all the records
+
+
+def test_train_quiet_prints_no_line_per_epoch(capsys, csv_data, tmp_path, monkeypatch):
+    # --quiet: no progress bar and no per-epoch lines (--track-noise's neither), so the run pays no epoch hook
+    path, _, _ = csv_data
+    hooked = []
+    fit = fb.Trainer.fit
+    monkeypatch.setattr(fb.Trainer, "fit", lambda self, *a, **kw: hooked.append(
+        (kw.get("on_progress"), kw.get("callbacks"), kw.get("verbose"))) or fit(self, *a, **kw))
+    code, out, err = run(capsys, "train", path, "--batch-size", "16", "--track-noise", "--quiet",
+                         "--out-dir", tmp_path, *COMPARE_OPTS)
+    assert code == 0, err
+    assert not [line for line in out.lower().splitlines() if line.startswith("epoch ")], out
+    assert hooked == [(None, [], 0)] and err == ""
+    assert any(line.startswith("measured noise scale") for line in out.splitlines())  # the run's, in the summary
 
 
 def test_train_track_noise_at_batch_1_says_there_is_no_estimate(capsys, csv_data, tmp_path):
