@@ -568,13 +568,22 @@ def cmd_train(args):
     summary += [f"history:    {paths['history']}", f"checkpoint: {paths['checkpoint']}", plot_line]
     print("\n".join(summary))
     if interrupted and not trainer.finished:  # (a Ctrl-C after the last step interrupted nothing)
-        _err(f"fastbatch train: interrupted at step {trainer.step}; continue with "
-             f"--resume {paths['checkpoint']}")
+        _err(f"fastbatch train: interrupted at step {trainer.step}; continue with: "
+             f"{_resume_command(args, paths['checkpoint'])}")
         return EXIT_INTERRUPTED
     if status == EXIT_DATA:
         _err(f"fastbatch train: the checkpoint holds the params from before the bad step; continue with "
              f"--resume {paths['checkpoint']} --learning-rate <smaller>")
     return status
+
+
+def _resume_command(args, checkpoint):
+    """The command that continues this run from ``checkpoint``, as it can be typed (the README promises it)."""
+    import shlex
+    words = ["fastbatch", "train", os.fspath(args.data), "--resume", os.fspath(checkpoint)]
+    if args.out_dir is not None:  # (without it, the outputs go next to the data again: the same files)
+        words += ["--out-dir", os.fspath(args.out_dir)]
+    return " ".join(map(shlex.quote, words))
 
 
 def _epochs(steps, steps_per_epoch):

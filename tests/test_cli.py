@@ -372,6 +372,29 @@ def test_ctrl_c_saves_a_checkpoint_to_resume(tmp_path):
     assert 0 < tr.step < tr.total_steps
 
 
+def test_ctrl_c_prints_the_whole_resume_command(capsys, csv_data, tmp_path, monkeypatch):
+    # (the README: Ctrl-C "saves the outputs and prints the --resume command"; it printed only --resume PATH)
+    import shlex
+    path, _, _ = csv_data
+    real = fb.Trainer.fit
+
+    def fit(self, X, y, **kw):  # 3 steps, then Ctrl-C
+        real(self, X, y, steps=3, **kw)
+        signal.raise_signal(signal.SIGINT)
+        return self
+    monkeypatch.setattr(fb.Trainer, "fit", fit)
+    out_dir = tmp_path / "my run"
+    code, _, err = run(capsys, "train", path, "--out-dir", out_dir, "--quiet", *TRAIN_OPTS)
+    assert code == 130, err
+    command = err.strip().splitlines()[-1].split("continue with: ", 1)[1]
+    ckpt = out_dir / "points-checkpoint.npz"
+    assert shlex.split(command) == ["fastbatch", "train", str(path), "--resume", str(ckpt), "--out-dir", str(out_dir)]
+    monkeypatch.setattr(fb.Trainer, "fit", real)
+    code, _, err = run(capsys, *shlex.split(command)[1:], "--quiet")  # the command as printed continues the run
+    assert code == 0, err
+    assert fb.Trainer.load(ckpt).finished
+
+
 def test_predict_on_features_only_and_npy(capsys, csv_data, tmp_path):
     path, X, y = csv_data
     assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
