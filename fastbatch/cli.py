@@ -372,14 +372,17 @@ def _check_writable(folder):
 
 
 def _resumed_trainer(args, opts):
-    """The checkpoint's trainer, with the options that may change on a live run (--learning-rate, --epochs)."""
+    """The checkpoint's trainer, with the options that may change on a live run (--learning-rate, --epochs).
+
+    Another option is accepted when it equals the checkpoint's (``--batch-size 32`` on a run of batch 32) and
+    refused, naming the flag as typed and both values, when it differs."""
     from .config import LIVE
     from .trainer import Trainer
-    changed = sorted(set(opts) - set(LIVE))
-    if changed:
-        raise UsageError("--resume continues the checkpoint's run with its own options; only "
-                         f"{', '.join(map(_flag, LIVE))} may change, got {', '.join(map(_flag, changed))}")
     trainer = _checked_info(Trainer.load(args.resume), args.resume)
+    differ = _resume_differences(args, opts, trainer.config)
+    if differ:
+        raise UsageError(f"--resume continues the checkpoint's run with its own options (only "
+                         f"{' and '.join(map(_flag, LIVE))} may change): " + "; ".join(differ))
     for name in LIVE:
         if name in opts:
             try:
@@ -387,6 +390,58 @@ def _resumed_trainer(args, opts):
             except (ValueError, TypeError, AttributeError) as exc:
                 raise UsageError(str(exc)) from None
     return trainer
+
+
+def _resume_differences(args, opts, config):
+    """``"--batch-size 16, the checkpoint's run has --batch-size 32"`` for each fixed option given that is not
+    the checkpoint's (each flag as it was typed)."""
+    from .config import BY_NAME, LIVE
+    from .schedules import make_schedule
+    opts = dict(opts)
+    if (args.beta1 is not None or args.beta2 is not None) and args.betas is None:  # the rest: the checkpoint's
+        b1, b2 = config["betas"]
+        opts["betas"] = (b1 if args.beta1 is None else args.beta1, b2 if args.beta2 is None else args.beta2)
+    differ = []
+    for name, value in opts.items():
+        if name in LIVE:
+            continue
+        param, held = BY_NAME[name], config[name]
+        try:
+            value = param.check(value)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        if name == "loss" and value == "auto":  # (the run's loss was decided when it began)
+            continue
+        if param.kind == "schedule":
+            same = make_schedule(value).config() == make_schedule(held).config()
+        else:
+            same = value == param.check(held)
+        if same:
+            continue
+        if name == "loss" and args.loss is None:  # from --task
+            typed = f"--task {args.task}"
+        elif name == "betas" and args.betas is None:
+            typed = " ".join(f"--beta{i} {v:g}" for i, v, given in ((1, value[0], args.beta1),
+                                                                     (2, value[1], args.beta2)) if given is not None)
+        else:
+            typed = _typed(name, value)
+        differ.append(f"got {typed}, the checkpoint's run has {_typed(name, held)}")
+    return differ
+
+
+def _typed(name, value):
+    """``--batch-size 32``, ``--no-standardize``: a Trainer parameter's flag with ``value``, as it is typed."""
+    if isinstance(value, bool):
+        return _flag(name) if value else "--no-" + _flag(name)[2:]
+    if value is None:
+        return f"no {_flag(name)}"
+    if name in ("hidden", "betas"):
+        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    elif isinstance(value, dict):
+        text = "'" + json.dumps(value) + "'"
+    else:
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{_flag(name)} {text}"
 
 
 def _target_name(table):

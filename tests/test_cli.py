@@ -215,6 +215,28 @@ def test_resume_continues_bit_identically(capsys, csv_data, tmp_path):
     assert longer.finished and np.array_equal(longer.history.loss, fb.Trainer(**{**kw, "epochs": 5}).fit(X, y).loss)
 
 
+def test_resume_accepts_the_checkpoints_own_options_and_names_a_different_one_as_typed(capsys, csv_data, tmp_path):
+    # ("--resume CKPT --no-standardize" was refused as "got --standardize", and "--batch-size 32" on a run of
+    # batch 32 was refused too)
+    path, _, _ = csv_data
+    code, _, err = run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", "--betas", "0.8,0.99", *TRAIN_OPTS)
+    assert code == 0, err
+    ckpt = tmp_path / "points-checkpoint.npz"
+    resume = ["train", path, "--resume", ckpt, "--epochs", "4", "--quiet"]
+    code, _, err = run(capsys, *resume, "--out-dir", tmp_path / "same", "--batch-size", "32", "--hidden", "8",
+                       "--standardize", "--seed", "3", "--beta2", "0.99", "--task", "classification")
+    assert code == 0, err
+    assert fb.Trainer.load(tmp_path / "same" / "points-checkpoint.npz").step == 40
+    for flags, said in [(["--no-standardize"], "got --no-standardize, the checkpoint's run has --standardize"),
+                        (["--batch-size", "16"], "got --batch-size 16, the checkpoint's run has --batch-size 32"),
+                        (["--beta1", "0.9"], "got --beta1 0.9, the checkpoint's run has --betas 0.8,0.99"),
+                        (["--task", "regression"], "got --task regression, the checkpoint's run has --loss "
+                                                   "cross_entropy")]:
+        code, out, err = run(capsys, *resume, "--out-dir", tmp_path / "other", *flags)
+        assert code == 2 and said in err and "--epochs and --learning-rate may change" in err, (flags, err)
+    assert not (tmp_path / "other").exists()
+
+
 def test_resume_checks_the_data_fingerprint(capsys, csv_data, tmp_path):
     path, X, y = csv_data
     code, _, err = run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)
