@@ -131,8 +131,12 @@ def _add_trainer_options(p, skip=()):
             continue
         default = CLI_DEFAULTS.get(param.name, param.default)
         default = default if not isinstance(default, tuple) else ",".join(map(str, default))
+        text = param.help
+        if default is None:  # ("None" cannot be typed: what leaving the flag out means, in words)
+            default = UNSET_DEFAULTS[param.name]
+            text = text.replace(UNSET_DEFAULTS_SAID.get(param.name, ""), "")
         kw = {"dest": param.name, "default": None,
-              "help": f"{param.help} (default: {default})".replace("%", "%%")}
+              "help": f"{text} (default: {default})".replace("%", "%%")}
         if param.kind == "bool":
             kw["action"] = argparse.BooleanOptionalAction  # --shuffle / --no-shuffle
         else:
@@ -146,6 +150,11 @@ def _add_trainer_options(p, skip=()):
                    "default: decided from the target, and said")
     g.add_argument("--beta1", type=_float, help="the first of --betas")
     g.add_argument("--beta2", type=_float, help="the second of --betas")
+
+
+# what a Trainer parameter left at None means, for --help (and the words of its help that say it for Python)
+UNSET_DEFAULTS = {"patience": "none, no early stopping", "n_threads": "the BLAS's thread setting when the run starts"}
+UNSET_DEFAULTS_SAID = {"n_threads": "; None: the BLAS's thread setting when the run starts"}
 
 
 TARGET_HELP = "the target column: a CSV header name or a column index (default: the last column; .npz: y)"

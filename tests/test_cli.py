@@ -64,6 +64,19 @@ def test_help_exits_0(capsys):
     assert code == 0 and "--learning-rate" in out and "--warmup-steps" in out and "--resume" in out
 
 
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_says_what_an_unset_default_means(capsys, command):
+    # ("--n-threads ... (default: None)": None cannot be typed)
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and "None" not in out
+    text = " ".join(out.split())
+
+    def said(flag):  # a flag's help, up to the next flag
+        return text.split(f" {flag} {flag[2:].upper().replace('-', '_')} ", 1)[1].split(" --", 1)[0]
+    assert said("--n-threads").endswith("(default: the BLAS's thread setting when the run starts)")
+    assert said("--patience").endswith("(default: none, no early stopping)")
+
+
 def test_demo_runs_the_seed_demo(capsys):
     code, out, _ = run(capsys, "demo")
     assert code == 0 and "x 5 epochs = 80 steps" in out and "epoch 5: loss" in out
