@@ -620,10 +620,12 @@ def cmd_train(args):
     h = trainer.history
     # (History's losses of a standardised target are in its standardised units; evaluate's are in the data's)
     units = " (standardised target units)" if trainer.config["standardize_target"] and trainer.loss == "mse" else ""
+    finished = h.finished_epoch_loss(max(len(h.epoch_loss) - 2, 0)) if h.n_steps else []  # (not an epoch cut short)
+    trained = f"trained {h.n_steps} of {trainer.total_steps} steps"
     summary = [trainer.plan.describe(),
-               f"trained {h.n_steps} of {trainer.total_steps} steps ({_epochs(h.n_steps, h.steps_per_epoch)}), "
-               f"last epoch loss {h.epoch_loss[-1]:.6g}{units}" if len(h.epoch_loss) else
-               f"trained {h.n_steps} of {trainer.total_steps} steps"]
+               f"{trained} ({_epochs(h.n_steps, h.steps_per_epoch)}), " + (
+                   f"last epoch loss {finished[-1]:.6g}{units}" if len(finished) else "no epoch finished")
+               if h.n_steps else trained]
     if len(h.val_loss):
         summary.append(f"validation loss {h.val_loss[-1]:.6g}{units}"
                        + ("" if math.isnan(h.val_accuracy[-1]) else f", accuracy {h.val_accuracy[-1]:.4f}"))

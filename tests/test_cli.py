@@ -385,6 +385,23 @@ def test_divergence_exits_1_and_keeps_a_checkpoint_to_resume(capsys, tmp_path):
     assert np.isfinite(tr.get_params()[0][0]).all()
 
 
+def mid_epoch_divergence(tmp_path):
+    """A regression file and options whose run diverges in its first epoch, after some steps (67 of 125)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3))
+    np.savez(tmp_path / "mid.npz", X=X, y=X @ [1.0, 2.0, 3.0] + rng.normal(size=1000))
+    return [tmp_path / "mid.npz", "--learning-rate", "0.2", "--optimizer", "sgd", "--batch-size", "8", "--hidden", "8",
+            "--epochs", "5", "--out-dir", tmp_path, "--quiet"]
+
+
+def test_a_divergence_before_an_epoch_ended_prints_no_epoch_loss(capsys, tmp_path):
+    code, out, err = run(capsys, "train", *mid_epoch_divergence(tmp_path))
+    assert code == 1 and "diverged" in err
+    tr = fb.Trainer.load(tmp_path / "mid-checkpoint.npz")
+    assert 0 < tr.step < tr.history.steps_per_epoch
+    assert f"trained {tr.step} of 625 steps" in out and "epoch loss" not in out and "no epoch finished" in out
+
+
 def test_ctrl_c_saves_a_checkpoint_to_resume(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "big.npz", X=rng.normal(size=(20000, 20)), y=rng.integers(0, 2, 20000))
