@@ -252,8 +252,8 @@ def main(argv=None):
     except UsageError as exc:
         _err(f"fastbatch {args.command}: {exc}")
         return EXIT_USAGE
-    except DivergenceError as exc:
-        _err(f"fastbatch {args.command}: {exc}")
+    except DivergenceError as exc:  # (train says its own; this is compare's)
+        _err(f"fastbatch {args.command}: {divergence_advice(exc)}")
         return EXIT_DATA
     except BrokenPipeError:  # e.g. `fastbatch plan ... --steps | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -596,6 +596,7 @@ def cmd_train(args):
         trainer.stop()
         signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
 
+    diverged = None
     in_main_thread = _in_main_thread()
     if in_main_thread:
         signal.signal(signal.SIGINT, on_sigint)
@@ -606,12 +607,13 @@ def cmd_train(args):
         try:
             trainer.fit(X, y, on_progress=progress, callbacks=noise, verbose=say if progress else 0)
         except DivergenceError as exc:
-            _err(f"fastbatch train: {exc}")
-            status = EXIT_DATA
+            diverged, status = exc, EXIT_DATA
         finally:
             if progress:
                 progress.close()
         if not trainer.started:
+            if diverged is not None:
+                _err(f"fastbatch train: {divergence_advice(diverged, trainer.learning_rate)}")
             return status or EXIT_DATA
         plot_line = _write_outputs(trainer, paths, args.data)  # (a first Ctrl-C meanwhile waits for them)
     finally:
@@ -637,10 +639,34 @@ def cmd_train(args):
         _err(f"fastbatch train: interrupted at step {trainer.step}; continue with: "
              f"{_resume_command(args, paths['checkpoint'])}")
         return EXIT_INTERRUPTED
-    if status == EXIT_DATA:
-        _err(f"fastbatch train: the checkpoint holds the params from before the bad step; continue with "
-             f"--resume {paths['checkpoint']} --learning-rate <smaller>")
+    if diverged is not None:
+        _err(f"fastbatch train: {divergence_advice(diverged, trainer.learning_rate, args, paths['checkpoint'])}")
     return status
+
+
+def divergence_advice(exc, learning_rate=None, args=None, checkpoint=None):
+    """A DivergenceError said in the command's words: its flags (--learning-rate, --resume, --standardize-target),
+    not the library's Python (``trainer.learning_rate /= 100``, ``standardize_target=True``).
+
+    ``learning_rate``: the run's (base) rate, for a smaller one to suggest; ``checkpoint``: where ``train`` saved
+    the rewound run (None: nothing to resume, as in ``compare``)."""
+    flag = {"the inputs (standardize=True)": "--standardize",
+            "the targets (standardize_target=True)": "--standardize-target"}.get(exc.scale)
+    smaller = "a smaller --learning-rate" + (f" (such as {learning_rate / 100:g})" if learning_rate else "")
+    scale = f", or with {flag}" if flag else ""
+    text = f"{exc.headline} (learning rate {exc.learning_rate:g} at that step)"
+    if checkpoint is None:
+        return f"{text}. Run again with {smaller}{scale}."
+    done = f"{exc.step:,} step{'s' if exc.step != 1 else ''} done"
+    if not exc.sane:
+        return (f"{text}, and the run had already blown up at the earliest step it keeps, where the checkpoint "
+                f"{checkpoint} is ({done}): a smaller rate may not bring it back. Start a new run (without --resume) "
+                f"with {smaller}{scale}.")
+    command = _resume_command(args, checkpoint) + (f" --learning-rate {learning_rate / 100:g}" if learning_rate
+                                                   else " --learning-rate <smaller>")
+    return (f"{text}. The checkpoint holds the run from before it ({done}, the last params whose batch loss was "
+            f"{'finite' if exc.limit is None else 'within that'}). Continue with a smaller rate: {command}"
+            + (f"; or start a new run with {flag}." if flag else "."))
 
 
 def _resume_command(args, checkpoint):

@@ -37,13 +37,13 @@ class DivergenceError(FloatingPointError):
                       + (f", or scale {scale}." if scale else "."))
         how = "became NaN or infinite" if limit is None else (
             f"grew beyond {limit:.3g} (a million times the run's first loss or the largest its data gives)")
+        run_at = "" if run is None else f" at {run}"
+        self.headline = f"training diverged{run_at}: {what} {how} at step {bad_step + 1}"  # (what, without advice)
         if run is not None:
-            super().__init__(f"training diverged at {run}: {what} {how} at step {bad_step + 1} (epoch {epoch + 1}) "
-                             f"with learning_rate={learning_rate:g}. Try a smaller learning rate for it, or leave it "
-                             "out" + (f", or scale {scale}." if scale else "."))
+            super().__init__(f"{self.headline} (epoch {epoch + 1}) with learning_rate={learning_rate:g}. Try a "
+                             "smaller learning rate for it, or leave it out" + (f", or scale {scale}." if scale else "."))
             return
-        super().__init__(f"training diverged: {what} {how} at step {bad_step + 1} with "
-                         f"learning_rate={learning_rate:g}; {back}. {advice}")
+        super().__init__(f"{self.headline} with learning_rate={learning_rate:g}; {back}. {advice}")
 
     def __reduce__(self):  # (pickled to another process: a Dask or joblib worker's error reaches the caller)
         return type(self), (self.step, self.epoch, self.batch, self.learning_rate, self.what, self.bad_step,

@@ -402,6 +402,27 @@ def test_a_divergence_before_an_epoch_ended_prints_no_epoch_loss(capsys, tmp_pat
     assert f"trained {tr.step} of 625 steps" in out and "epoch loss" not in out and "no epoch finished" in out
 
 
+def test_a_divergence_is_advised_in_the_commands_flags(capsys, tmp_path):
+    # (it said "Continue with a smaller learning rate (e.g. trainer.learning_rate /= 100), or scale the targets
+    # (standardize_target=True)", then "--resume CKPT --learning-rate <smaller>" on a line of its own)
+    import shlex
+    code, _, err = run(capsys, "train", *mid_epoch_divergence(tmp_path))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "trainer." not in err and "=True" not in err and "learning_rate" not in err
+    assert "or start a new run with --standardize-target." in err
+    command = err.split("Continue with a smaller rate: ", 1)[1].split(";")[0]
+    ckpt = tmp_path / "mid-checkpoint.npz"
+    assert shlex.split(command) == ["fastbatch", "train", str(tmp_path / "mid.npz"), "--resume", str(ckpt),
+                                    "--out-dir", str(tmp_path), "--learning-rate", "0.002"]
+    step = fb.Trainer.load(ckpt).step
+    code, _, err = run(capsys, *shlex.split(command)[1:], "--quiet", "--epochs", "1")  # as advised: it goes on
+    assert code == 0, err
+    assert fb.Trainer.load(ckpt).step == 125 > step
+    code, _, err = run(capsys, "compare", tmp_path / "mid.npz", "--batch-sizes", "8", "--learning-rate", "0.2",
+                       "--optimizer", "sgd", "--hidden", "8", "--epochs", "5", "--out", tmp_path / "c")
+    assert code == 1 and "Run again with a smaller --learning-rate, or with --standardize-target." in err
+
+
 def test_ctrl_c_saves_a_checkpoint_to_resume(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "big.npz", X=rng.normal(size=(20000, 20)), y=rng.integers(0, 2, 20000))
