@@ -9,6 +9,7 @@ and :func:`write_atomic` write them), so nothing read can outgrow the file itsel
 No pickle, ever.
 """
 import ast
+import contextlib
 import errno
 import os
 import secrets
@@ -70,6 +71,47 @@ def write_atomic(path, arrays):
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def open_atomic_text(path):
+    """``open(path, "w")`` for text that is written whole or not at all: an interrupt, a full disk or any error
+    before the ``with`` block ends leaves the old file as it was (and no temporary file).
+
+    The text goes to a temporary file beside ``path`` (beside the file a symlink names), synced and renamed over
+    it; its mode follows the umask. A ``path`` that is there and not a regular file (a pipe, a device), or one
+    in /dev or /proc (``/dev/stdout``), is written as it is, as ``open`` would.
+    """
+    path = os.fspath(path)
+    real = os.path.realpath(path)
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        regular = True
+    # (/dev/stdout redirected to a file is a regular file, but one the shell holds open: renamed over, the
+    # shell's later output would go to the old one)
+    if not regular or any(os.path.abspath(p).startswith(("/dev/", "/proc/")) for p in (path, real)):
+        with open(path, "w", encoding="utf-8") as f:
+            yield f
+        return
+    try:
+        fd, tmp = _create_temporary(os.path.dirname(real))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, real)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # (a full disk: said with the file it was for)
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from None
+        raise
 
 
 def _create_temporary(folder):

@@ -1250,7 +1250,8 @@ def cmd_predict(args):
         w.writerow([f(v) for f, v in zip(fmt, (*a, *b))])
     text = buf.getvalue()
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
+        from ._archive import open_atomic_text
+        with open_atomic_text(args.out) as f:  # whole or not at all: an interrupt never leaves it cut short
             f.write(text)
         print(f"{len(pred)} predictions written to {args.out}")
     else:

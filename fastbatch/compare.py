@@ -150,9 +150,10 @@ def comparison_rows(histories, rows):
 
 def write_comparison_csv(path, histories, rows):
     """The comparison as CSV: ``batch_size,step,epoch,records_seen,seconds,loss``."""
+    from ._archive import open_atomic_text
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
-    with open(path, "w", encoding="utf-8") as f:
+    with open_atomic_text(path) as f:  # written whole or not at all: an old file is never left cut short
         f.write(",".join(COMPARISON_COLUMNS) + "\n")
         for b, step, epoch, rec, sec, loss in comparison_rows(histories, rows):
             f.write(f"{b},{step},{epoch},{rec},{sec!r},{loss!r}\n")

@@ -468,6 +468,30 @@ def test_ctrl_c_prints_the_whole_resume_command(capsys, csv_data, tmp_path, monk
     assert fb.Trainer.load(ckpt).finished
 
 
+def test_predict_out_is_written_whole_or_not_at_all(capsys, csv_data, tmp_path):
+    # (open(--out, "w") truncated the old file first: a full disk or an interrupt left it cut short)
+    path, X, y = csv_data
+    assert run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
+    ckpt, preds = tmp_path / "points-checkpoint.npz", tmp_path / "preds.csv"
+    preds.write_text("the old predictions\n" * 50)
+
+    def full_disk():  # files of the predict process can grow to 100 bytes only (EFBIG past them)
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+    cmd = [sys.executable, "-m", "fastbatch.cli", "predict", str(ckpt), str(path)]
+    done = subprocess.run(cmd + ["--out", str(preds)], capture_output=True, text=True, preexec_fn=full_disk)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"fastbatch predict: File too large: {preds}\n"
+    assert preds.read_text() == "the old predictions\n" * 50  # as it was
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # (no temporary file left)
+    done = subprocess.run(cmd + ["--out", "/dev/stdout"], capture_output=True, text=True)  # (stdout: a pipe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("prediction,proba_0,proba_1\n") and done.stdout.count("\n") == 302
+    assert run(capsys, "predict", ckpt, path, "--out", preds)[0] == 0
+    assert preds.read_text() == done.stdout.split("300 predictions written")[0]
+
+
 def test_predict_on_features_only_and_npy(capsys, csv_data, tmp_path):
     path, X, y = csv_data
     assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0

@@ -1,5 +1,6 @@
 """Which batch size: the noise scale, the plan's memory, and the batch-size comparison."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -122,3 +123,25 @@ def test_early_stopping_is_refused_before_any_run():
         fb.compare_batch_sizes(X, y, [8, 32], epochs=20, validation_split=0.2, patience=2)
     histories, _ = fb.compare_batch_sizes(X, y, [8, 32], epochs=2, patience=None)   # (None: no early stopping)
     assert all(len(h.epoch_loss) == 2 for h in histories.values())
+
+
+def test_an_interrupted_comparison_csv_leaves_the_old_file(tmp_path, monkeypatch):
+    # (it was written in place with open(path, "w"): a Ctrl-C or a full disk left it cut short, the old one lost)
+    from fastbatch import compare
+    X, y = make_data(64, 3)
+    histories, rows = fb.compare_batch_sizes(X, y, [8, 16], epochs=1, hidden=(4,), track_noise=True)
+    path = tmp_path / "compare.csv"
+    compare.write_comparison_csv(path, histories, rows)
+    whole = path.read_text()
+    assert whole.count("\n") > 3
+    real = compare.comparison_rows
+
+    def rows_then_ctrl_c(*args):
+        for i, row in enumerate(real(*args)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield row
+    monkeypatch.setattr(compare, "comparison_rows", rows_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        compare.write_comparison_csv(path, histories, rows)
+    assert path.read_text() == whole and os.listdir(tmp_path) == ["compare.csv"]
