@@ -325,6 +325,20 @@ def _header_of(first, rows, known=None):
     return names
 
 
+def _warn_numeric_header(path, line, names, known=None):
+    """Warn when a header row (line ``line``) has cells that look like data (numbers) beside its text: it may be
+    a record of a file without a header (``1,2,cat`` over ``3,4,dog``), which would be lost, not trained on."""
+    numbers = [c for c in names if _is_number(c)]
+    if not numbers or len(numbers) == len(names) or (known and set(names) <= set(known)):
+        return
+    import warnings
+    cells = ", ".join(map(repr, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    warnings.warn(f"{path!r}, line {line} ({','.join(names)}) is taken as the header row, though "
+                  f"{'its cells ' + cells + ' are numbers' if len(numbers) > 1 else 'its cell ' + cells + ' is a number'}"
+                  ": if it is a record, it is not trained on; give the file a header row naming its columns",
+                  UserWarning, stacklevel=4)
+
+
 def csv_header(path, known=None):
     """A CSV file's column names from its header row; None when it has none (its first row is a record).
     ``known``: names a network was trained on (a header of them is one, numbers or not)."""
@@ -352,6 +366,8 @@ def _load_csv(path, target, classes=None, read_target=True, known=None):
     if names is None:  # no header: the first row is a record, the columns are named by their indices
         names = [str(j) for j in range(len(first[1]))]
         rows = itertools.chain([first], rows)
+    else:
+        _warn_numeric_header(path, first[0], names, known)
     if len(names) < 2:
         raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target")
     t = _column_index(target, names, len(names), path)

@@ -492,6 +492,14 @@ def test_predict_out_is_written_whole_or_not_at_all(capsys, csv_data, tmp_path):
     assert preds.read_text() == done.stdout.split("300 predictions written")[0]
 
 
+def test_train_warns_of_a_header_row_that_looks_like_a_record(capsys, tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("1,2,cat\n3,4,dog\n5,6,dog\n")
+    code, out, err = run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", "--epochs", "1")
+    assert code == 0, err
+    assert f"fastbatch train: warning: {str(path)!r}, line 1 (1,2,cat) is taken as the header row" in err
+
+
 def test_predict_on_features_only_and_npy(capsys, csv_data, tmp_path):
     path, X, y = csv_data
     assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -183,8 +184,26 @@ def test_a_csv_without_a_header_keeps_its_first_record(tmp_path):
     # pandas' names for unnamed columns are a header; so is any row with text
     for head in ("0,1,2", "a,1,2", "1.5,x,2"):
         p = write(tmp_path, "h.csv", f"{head}\n1,2,0\n3,4,1\n")
-        assert datasets.csv_header(p) == head.split(",") and len(datasets.load(p)[0]) == 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (numbers beside text: a warning, below)
+            assert datasets.csv_header(p) == head.split(",") and len(datasets.load(p)[0]) == 2
     assert len(datasets.load(write(tmp_path, "n.csv", "0,1,2.5\n1,2,0\n"))[0]) == 2   # numbers, not 0,1,2
+
+
+def test_a_header_row_of_numbers_beside_text_is_warned_of(tmp_path):
+    # a file without a header whose first row is numbers and one text cell seen only there: taken as the header
+    # (it may be one: "1,2,cat" names no column) and the record lost without a word; now a warning names the row
+    p = write(tmp_path, "pets.csv", "\n1,2,cat\n3,4,dog\n5,6,dog\n")
+    with pytest.warns(UserWarning, match=r"'.*pets.csv', line 2 \(1,2,cat\) is taken as the header row, though its "
+                                         r"cells '1', '2' are numbers: if it is a record, it is not trained on"):
+        table = datasets.load_table(p)
+    assert len(table.y) == 2 and table.features == ["1", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: names only, numbers only, pandas' 0..n-1, or a network's names
+        for head in ("x1,x2,label", "0,1,2", "1.5,2,3"):
+            datasets.load_table(write(tmp_path, "h.csv", f"{head}\n1,2,0\n3,4,1\n"))
+        datasets.load_table(write(tmp_path, "k.csv", "1990,2000,label\n1,2,0\n3,4,1\n"),
+                            known=["1990", "2000", "label"])
 
 
 # ---------------------------------------------------------------------- hostile files (issue 11)
