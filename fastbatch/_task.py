@@ -97,7 +97,8 @@ def _rule(columns, kind, whole, n_distinct, name, more=False, top=None):
         how = "" if obvious else " (whole-number floats)"
         unused = "" if top is None else _unused_outputs(top, n_distinct)
         return Task("cross_entropy", "classification",
-                    f"{name}: {n_distinct} distinct whole-number values{how} -> classification (cross_entropy)"
+                    f"{name}: {n_distinct} distinct whole-number value{'s' if n_distinct != 1 else ''}{how} -> "
+                    "classification (cross_entropy)"
                     f"{unused}; pass loss='mse' for regression", obvious and not unused)
     if whole:
         count = f"more than {MAX_AUTO_CLASSES}" if more else f"{n_distinct}"

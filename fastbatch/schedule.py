@@ -125,7 +125,7 @@ class Plan:
         total = "step" if self.total_steps == 1 else "steps"
         memory = self.step_memory()
         per_step = f"; {format_bytes(memory['total'])} per step" if memory else ""
-        return (f"{self.n_records} records / batch {self.batch_size} -> {self.steps_per_epoch} {unit} per epoch"
+        return (f"{self.n_records} record{'s' if self.n_records != 1 else ''} / batch {self.batch_size} -> {self.steps_per_epoch} {unit} per epoch"
                 f"{last}{drop} x {self.epochs} {epochs} = {self.total_steps} {total}{per_step}")
 
 

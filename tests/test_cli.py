@@ -500,6 +500,28 @@ def test_train_warns_of_a_header_row_that_looks_like_a_record(capsys, tmp_path):
     assert f"fastbatch train: warning: {str(path)!r}, line 1 (1,2,cat) is taken as the header row" in err
 
 
+def test_counts_of_one_are_singular(capsys, tmp_path):
+    # ("1 class names", "training 1 runs", "1 records / batch 1", "(1 records)", "1 predictions written")
+    path = tmp_path / "one.csv"
+    path.write_text("a,b,c\n1,2,x\n")
+    code, out, err = run(capsys, "train", path, "--out-dir", tmp_path, "--quiet", "--epochs", "1")
+    assert code == 0, err
+    assert "target 'c': 1 class name -> classification" in out
+    assert "1 record / batch 32 -> 1 step per epoch x 1 epoch = 1 step" in out and "trained 1 of 1 step (" in out
+    ckpt = tmp_path / "one-checkpoint.npz"
+    code, out, err = run(capsys, "evaluate", ckpt, path)
+    assert code == 0 and "(1 record)" in out and "class x: 1 record, " in out, err
+    code, out, err = run(capsys, "predict", ckpt, path, "--out", tmp_path / "p.csv")
+    assert code == 0 and out == f"1 prediction written to {tmp_path / 'p.csv'}\n", err
+    (tmp_path / "two.csv").write_text("a,b\n1,3\n2,4\n3,5\n")
+    code, out, err = run(capsys, "compare", tmp_path / "two.csv", "--batch-sizes", "2", "--epochs", "1",
+                         "--out", tmp_path / "c")
+    assert code == 0 and "fastbatch compare: training 1 run of 1 epoch: batch 2" in err, err
+    (tmp_path / "int.csv").write_text("a,b\n1,3\n2,3\n")
+    code, out, err = run(capsys, "train", tmp_path / "int.csv", "--out-dir", tmp_path, "--quiet", "--epochs", "1")
+    assert code == 0 and "target 'b': 1 distinct whole-number value -> classification" in out, err
+
+
 def test_predict_on_features_only_and_npy(capsys, csv_data, tmp_path):
     path, X, y = csv_data
     assert run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", *TRAIN_OPTS)[0] == 0
