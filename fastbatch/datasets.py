@@ -359,6 +359,15 @@ def csv_header(path, known=None):
     return names
 
 
+def _delimiter_hint(cell):
+    """A hint when a CSV cell holds a semicolon or a tab: the file is likely separated by them, not by commas."""
+    for mark, name in ((";", "semicolons"), ("\t", "tabs")):
+        if mark in cell:
+            return (f"; its cells hold {mark!r}: is it separated by {name}? Save it with commas "
+                    "(only comma-separated CSV is read)")
+    return ""
+
+
 def _load_csv(path, target, classes=None, read_target=True, known=None):
     names = csv_header(path, known)
     rows = _csv_rows(path)
@@ -369,7 +378,8 @@ def _load_csv(path, target, classes=None, read_target=True, known=None):
     else:
         _warn_numeric_header(path, first[0], names, known)
     if len(names) < 2:
-        raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target")
+        raise ValueError(f"{path!r} has {len(names)} column; it needs at least one feature and a target"
+                         + _delimiter_hint(first[1][0]))
     t = _column_index(target, names, len(names), path)
     feat_cols = [j for j in range(len(names)) if j != t]
     values = array.array("d")   # the features, 8 bytes a value as they are read
@@ -382,7 +392,7 @@ def _load_csv(path, target, classes=None, read_target=True, known=None):
                 values.append(float(r[j]))
             except ValueError:
                 raise ValueError(f"{path!r}, line {line}, column {names[j]!r}: {r[j]!r} is not a number "
-                                 "(only the target column may hold text)") from None
+                                 "(only the target column may hold text)" + _delimiter_hint(r[j])) from None
         raw.append(r[t].strip())
         lines.append(line)
     if not raw:

@@ -206,6 +206,22 @@ def test_a_header_row_of_numbers_beside_text_is_warned_of(tmp_path):
                             known=["1990", "2000", "label"])
 
 
+def test_a_semicolon_or_tab_separated_csv_is_hinted_at(tmp_path):
+    # (it said only "has 1 column; it needs at least one feature and a target")
+    for text, said in [("a;b;c\n1;2;0\n3;4;1\n", "its cells hold ';': is it separated by semicolons?"),
+                       ("a\tb\tc\n1\t2\t0\n3\t4\t1\n", "its cells hold '\\t': is it separated by tabs?"),
+                       ("1;2;0\n3;4;1\n", "its cells hold ';': is it separated by semicolons?")]:
+        with pytest.raises(ValueError) as info:
+            datasets.load_table(write(tmp_path, "d.csv", text))
+        assert "has 1 column; it needs at least one feature and a target; " + said in str(info.value)
+    with pytest.raises(ValueError, match=r"'1;5' is not a number \(only the target column may hold text\); its "
+                                         "cells hold ';'"):
+        datasets.load_table(write(tmp_path, "d.csv", "a,b,c\n1;5,2,0\n"))
+    with pytest.raises(ValueError) as info:
+        datasets.load_table(write(tmp_path, "d.csv", "abc\n1\n"))
+    assert str(info.value).endswith("has 1 column; it needs at least one feature and a target")
+
+
 # ---------------------------------------------------------------------- hostile files (issue 11)
 
 def test_a_fifo_is_refused_without_waiting(tmp_path):
