@@ -79,7 +79,10 @@ def describe(plan):
     last = "" if plan.last_batch_size == plan.effective_batch_size else f" (last batch {num(plan.last_batch_size)})"
     dropped = plan.n_records - plan.steps_per_epoch * plan.effective_batch_size if plan.drop_last else 0
     drop = f", {count(dropped, 'record')} dropped per epoch" if dropped else ""
-    return (f"{count(plan.n_records, 'record')} / batch {num(plan.batch_size)} -> "
+    # a batch larger than the data is all of it: said, or "batch 64" reads as 64 records a step
+    whole = (f" (each batch is all {count(plan.n_records, 'record')})"
+             if plan.effective_batch_size < plan.batch_size else "")
+    return (f"{count(plan.n_records, 'record')} / batch {num(plan.batch_size)}{whole} -> "
             f"{count(plan.steps_per_epoch, 'step')} per epoch{last}{drop} x {count(plan.epochs, 'epoch')} = "
             f"{count(plan.total_steps, 'step')}")
 
@@ -539,7 +542,7 @@ class MainWindow(QMainWindow):
                          f"{count(plan.n_records, 'record')} to train on now")
         memory = self._step_memory(plan)
         if memory:
-            notes.append(f"batch {num(plan.batch_size)}: {memory} per step (the batch, activations, gradients, "
+            notes.append(f"batch {num(plan.effective_batch_size)}: {memory} per step (the batch, activations, gradients, "
                          "params and optimizer state)")
         if c["dataset"] != "file":
             notes.append(check_room(c["records"], c["features"], DEFAULTS["dtype"]))

@@ -812,3 +812,17 @@ def test_the_numpy_backend_is_not_handed_the_kernels_thread_count(window):
     assert window.controls.trainer_params()["n_threads"] == 2
     set_spins(window, backend="numpy")
     assert window.controls.trainer_params()["n_threads"] is None
+
+
+def test_the_readout_says_a_batch_larger_than_the_records_is_all_of_them(window):
+    """20 records at batch 64: each step trains on the 20 (the plan's effective_batch_size); the readout said
+    "20 records / batch 64 -> 1 step per epoch" and "batch 64: ... per step" of a 20-record batch."""
+    set_spins(window, records=20, batch_size=64, epochs=5)
+    lines = window.readout_text().splitlines()
+    assert lines[0] == "20 records / batch 64 (each batch is all 20 records) -> 1 step per epoch x 5 epochs = 5 steps"
+    memory = fb.plan(20, 64, 5, layers=(2, 32, 2), dtype="float32", optimizer="sgd").step_memory()["total"]
+    assert lines[1].startswith(f"batch 20: {memory / 1024:,.1f} KB per step")
+    set_spins(window, validation_split=0.5)          # 10 records train: the batch is those 10
+    assert window.readout_text().startswith("10 records / batch 64 (each batch is all 10 records) -> 1 step")
+    set_spins(window, validation_split=0.0, batch_size=20)   # a batch of exactly the records: nothing to say
+    assert window.readout_text().splitlines()[0] == "20 records / batch 20 -> 1 step per epoch x 5 epochs = 5 steps"
