@@ -917,13 +917,23 @@ class MainWindow(QMainWindow):
         if last is None:
             return ""
         names = {"data_path": "file", "validation_split": "validation", "sorted_by_class": "sorted"}
+        is_file = c.get("dataset") == "file"
+        # a run on another file (or on a file after a generated dataset) is named by the file's name; its records
+        # and features are the file's, and "dataset file" says nothing: they would take the legend's three slots
+        new_file = is_file and (last.get("dataset") != "file" or c.get("data_path") != last.get("data_path"))
+        skip = {"dataset", "records", "features"} if new_file else set()
+        if not is_file:   # a generated dataset's run: the file chosen (or not) before is none of its settings
+            skip |= {"data_path", "target"}
 
         def shown(k):
             v = c[k]
             if k == "data_path":
                 return os.path.basename(str(v))
             return num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-        parts = [f"{names.get(k, k.replace('_', ' '))} {shown(k)}" for k in self.LABELLED if c.get(k) != last.get(k)]
+        parts = [f"{names.get(k, k.replace('_', ' '))} {shown(k)}" for k in self.LABELLED
+                 if k not in skip and c.get(k) is not None and c.get(k) != last.get(k)]   # (None: a .npz's own y)
+        if new_file and c.get("data_path") == last.get("data_path"):   # the same file again after a generated run
+            parts.insert(0, f"file {shown('data_path')}")
         return "".join(f", {p}" for p in parts[:3])
 
     def _launch(self, trainer, steps):

@@ -826,3 +826,33 @@ def test_the_readout_says_a_batch_larger_than_the_records_is_all_of_them(window)
     assert window.readout_text().startswith("10 records / batch 64 (each batch is all 10 records) -> 1 step")
     set_spins(window, validation_split=0.0, batch_size=20)   # a batch of exactly the records: nothing to say
     assert window.readout_text().splitlines()[0] == "20 records / batch 20 -> 1 step per epoch x 5 epochs = 5 steps"
+
+
+def test_the_legend_names_the_data_file_and_never_prints_none(qtbot, window, tmp_path):
+    """Generated data, then a file: the legend spent its three slots on "dataset file, records 178, features 13"
+    and left out the file's name; a .npz (whose target is its y) added "target None"."""
+    from sklearn.datasets import load_wine
+    X, y = load_wine(return_X_y=True)
+    X, y = X[:60], y[:60]
+    csv = tmp_path / "wine.csv"
+    csv.write_text(",".join(f"f{i}" for i in range(X.shape[1])) + ",class\n"
+                   + "".join(",".join(map(repr, row)) + f",{t}\n" for row, t in zip(X.tolist(), y.tolist())))
+    np.savez(tmp_path / "wine.npz", X=X, y=y)
+    labels = []
+
+    def run():
+        assert run_to_end(qtbot, window) == "finished"
+        labels.append(window.loss_plot.legend_labels()[len(window.loss_plot.runs) - 1])   # (the newest run's)
+    set_spins(window, records=100, batch_size=32, epochs=1)
+    run()
+    assert window.load_file(str(csv))
+    run()
+    assert window.load_file(str(tmp_path / "wine.npz"))
+    run()
+    set_spins(window, dataset="blobs")          # back to generated data: no file in its label
+    run()
+    set_spins(window, dataset="file")           # the same .npz again: named
+    run()
+    assert labels == ["batch 32, lr 0.1", "batch 32, file wine.csv, target class, lr 0.1",
+                      "batch 32, file wine.npz, lr 0.1",
+                      "batch 32, dataset blobs, records 100, features 2, lr 0.1", "batch 32, file wine.npz, lr 0.1"]
