@@ -37,7 +37,64 @@ RUN_FIXED = ("dataset", "records", "features", "seed", "hidden", "layers", "acti
              "sorted_by_class", "lr_scaling", "reference_batch", "standardize", "task", "threads")
 
 
-class ExactSpinBox(QDoubleSpinBox):
+class _SaysCorrections:
+    """A spin box that says what became of text it could not take as typed when an edit ends (focus leaves it,
+    Return, or ``commit``): a number beyond a bound becomes the bound, shown in the box; anything else keeps the
+    previous value. ``corrected`` carries it ("20 is above its maximum 10: set to 10"). Qt's default put the
+    previous value back without a word (and a Step pressed then trained with a rate other than the one typed)."""
+
+    def _init_corrections(self):
+        self._correction = None
+        self.editingFinished.connect(self.report)
+
+    def _shown(self, value):
+        special = self.specialValueText()
+        text = self.textFromValue(value)
+        return f"{text} ({special})" if special and value == self.minimum() else text
+
+    def fixup(self, text):
+        t = text.strip()
+        if t and t == self.specialValueText():   # ("auto": the box's own word for its minimum)
+            return text
+        value = self._number(t)
+        if value is not None:
+            nearest = min(max(value, self.minimum()), self.maximum())
+            if nearest != value:
+                bound = "above its maximum" if value > self.maximum() else "below its minimum"
+                shown = self._shown(nearest)
+                self._correction = f"{t} is {bound} {shown}: set to {shown}"
+            return self.textFromValue(nearest)   # (in range: "1,0000" is 10,000, as Qt's own fixup has it)
+        self._correction = f"{repr(t) if t else 'empty'} is not a number: kept {self._shown(self.value())}"
+        return text
+
+    def commit(self):
+        """Take the text being typed (as leaving the box does) and report what became of it."""
+        self.interpretText()
+        self.report()
+
+    def report(self):
+        correction, self._correction = self._correction, None
+        if correction:
+            self.corrected.emit(correction)
+
+
+class WholeSpinBox(_SaysCorrections, QSpinBox):
+    """An integer spin box that says what became of text it could not take (see ``_SaysCorrections``)."""
+
+    corrected = Signal(str)
+
+    def __init__(self):
+        super().__init__()
+        self._init_corrections()
+
+    def _number(self, t):
+        try:
+            return int(t.replace(self.locale().groupSeparator(), ""))
+        except ValueError:
+            return None
+
+
+class ExactSpinBox(_SaysCorrections, QDoubleSpinBox):
     """A float spin box that keeps the value it is given: 1.5e-05 stays 1.5e-05, not 2e-05.
 
     QDoubleSpinBox rounds every value to ``decimals()`` places; with DECIMALS places each double
@@ -47,10 +104,19 @@ class ExactSpinBox(QDoubleSpinBox):
 
     DECIMALS = 30
     PARTIAL = re.compile(r"[+-]?\d*\.?\d*(?:[eE][+-]?\d*)?")   # what may still become a number as one types
+    corrected = Signal(str)   # (see _SaysCorrections)
 
     def __init__(self):
         super().__init__()
         self.setDecimals(self.DECIMALS)
+        self._init_corrections()
+
+    def _number(self, t):
+        try:
+            value = float(t)
+        except ValueError:
+            return None
+        return value if value == value else None   # (not NaN)
 
     def textFromValue(self, value):
         text = repr(float(value))
@@ -92,7 +158,7 @@ def _spin(name):
         if name == "learning_rate":
             w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
     else:
-        w = QSpinBox()
+        w = WholeSpinBox()
         w.setGroupSeparatorShown(hi >= 10_000)
         if name in ("records", "batch_size", "epochs"):
             w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
@@ -134,8 +200,13 @@ class ControlPanel(QWidget):
         self.data_path = None
         self.w = {}
         w = self.w
+        self.corrections = {}   # box name: what became of text it could not take as typed (the readout says it)
         for name in SPIN_RANGES:
             w[name] = _spin(name)
+            if isinstance(w[name], _SaysCorrections):   # (before ``changed``: a new value drops an old correction)
+                w[name].valueChanged.connect(lambda _, name=name: self.corrections.pop(name, None))
+                w[name].lineEdit().textEdited.connect(lambda _, name=name: self._corrected(name, None))
+                w[name].corrected.connect(lambda text, name=name: self._corrected(name, text))
         w["dataset"] = _combo("datasetCombo", DATASETS)
         w["optimizer"] = _combo("optimizerCombo", OPTIMIZERS)
         w["activation"] = _combo("activationCombo", ACTIVATIONS)
@@ -259,6 +330,23 @@ class ControlPanel(QWidget):
         w["lr_scaling"].currentIndexChanged.connect(self._dataset_changed)
         w["load_file"].clicked.connect(self._choose_file)
         self._dataset_changed()
+
+    def _corrected(self, name, text):
+        """A box's correction is said in the readout until its value changes or it is typed in again."""
+        before = self.corrections.get(name)
+        if text:
+            self.corrections[name] = f"{name.replace('_', ' ')}: {text}"
+        else:
+            self.corrections.pop(name, None)
+        if self.corrections.get(name) != before:
+            self.changed.emit()
+
+    def commit_typing(self):
+        """Before a button acts on the settings: text still being typed in a box is taken (or corrected, and
+        said), so that nothing runs with a value other than the one shown."""
+        for widget in self.w.values():
+            if isinstance(widget, _SaysCorrections) and widget.isEnabled():
+                widget.commit()
 
     # ------------------------------------------------------------------ reading and writing the settings
 

@@ -492,7 +492,9 @@ class MainWindow(QMainWindow):
         else:
             retry = (f"<br><span style='color:#8a5a00'>{esc(os.path.basename(c['data_path']))} changed on disk "
                      "after it was loaded: Start (or Step) reads it again</span>") if self._disk_retry else ""
-            self.readout.setText(error_html(self.plan_error) + retry)
+            fixed = "".join(f"<br><span style='color:#8a5a00'>{esc(n)}</span>"
+                            for n in self.controls.corrections.values())
+            self.readout.setText(error_html(self.plan_error) + retry + fixed)
         self._data_timer.start()
         self._apply_state()
 
@@ -531,7 +533,7 @@ class MainWindow(QMainWindow):
         text = describe(plan)
         if n_val:
             text += f"  ({count(n_val, 'record')} held out for validation)"
-        notes = []
+        notes = list(self.controls.corrections.values())
         if c["dataset"] == "file" and self.state != IDLE:
             if self._run_file_changed():
                 notes.append(f"{os.path.basename(c['data_path'])} changed on disk since this run read it: the run "
@@ -771,6 +773,7 @@ class MainWindow(QMainWindow):
 
     def start(self):
         """Start a new run with the current settings, or continue the finished one when only epochs rose."""
+        self.controls.commit_typing()
         if self._refused_for_lab() or not self._plan_ready():
             return
         if self._continues():
@@ -801,6 +804,7 @@ class MainWindow(QMainWindow):
     def step_batch(self):
         """Train one step (starting a new run when none is in progress; going on with a finished run whose
         epochs were raised, as Start would)."""
+        self.controls.commit_typing()
         if self._refused_for_lab():
             return
         if self.state == IDLE and self._continues():
@@ -811,6 +815,7 @@ class MainWindow(QMainWindow):
 
     def step_epoch(self):
         """Train to the end of the current epoch (as step_batch: a new run, or the finished one going on)."""
+        self.controls.commit_typing()
         if self._refused_for_lab():
             return
         if self.state == IDLE and self._continues():
@@ -823,6 +828,7 @@ class MainWindow(QMainWindow):
         self.run.stop()
 
     def pause_or_resume(self):
+        self.controls.commit_typing()
         if self.state == PAUSED and self._refused_for_lab():
             return
         self._sync_rate()

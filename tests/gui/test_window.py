@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QPushButton, QSpinBox
 
 import fastbatch as fb
@@ -856,3 +856,59 @@ def test_the_legend_names_the_data_file_and_never_prints_none(qtbot, window, tmp
     assert labels == ["batch 32, lr 0.1", "batch 32, file wine.csv, target class, lr 0.1",
                       "batch 32, file wine.npz, lr 0.1",
                       "batch 32, dataset blobs, records 100, features 2, lr 0.1", "batch 32, file wine.npz, lr 0.1"]
+
+
+def type_into(qtbot, spin, text):
+    spin.setFocus()
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), text)
+
+
+def test_a_rate_typed_out_of_range_or_half_typed_is_said_and_never_trained_unseen(qtbot, window):
+    """Typing 20 (above the maximum 10) or '5e-' in the rate box while paused, then pressing Step, put the previous
+    rate back without a word (Qt's default correction); a Step clicked while the text was still being typed
+    trained with the previous rate while the box showed the new one."""
+    set_spins(window, records=1000, batch_size=64, epochs=5, learning_rate=0.1)
+    step = find(window, QPushButton, "stepBatchButton")
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        step.click()
+    window.activateWindow()
+    lr = find(window, QDoubleSpinBox, "learningRateSpin")
+    type_into(qtbot, lr, "20")
+    assert lr.text() == "20" and lr.value() == 0.1
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        qtbot.mouseClick(step, Qt.LeftButton)     # the box loses focus, then Step trains
+    assert lr.text() == "10" and lr.value() == 10.0             # the nearest rate, in the box
+    assert window.trainer.history.learning_rate[-1] == 10.0     # what trained is what is shown
+    assert "learning rate: 20 is above its maximum 10: set to 10" in window.readout_text().splitlines()
+    type_into(qtbot, lr, "5e-")
+    assert "set to 10" not in window.readout_text()            # typing again: the old note goes
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        qtbot.mouseClick(step, Qt.LeftButton)
+    assert lr.text() == "10" and window.trainer.history.learning_rate[-1] == 10.0
+    assert "learning rate: '5e-' is not a number: kept 10" in window.readout_text().splitlines()
+    type_into(qtbot, lr, "0")                                   # below the minimum
+    qtbot.keyClick(lr.lineEdit(), Qt.Key_Return)
+    assert lr.value() == 1e-05 and "learning rate: 0 is below its minimum 1e-05: set to 1e-05" in window.readout_text()
+    type_into(qtbot, lr, "0.05")                                # typed, not yet taken: Step takes it first
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        step.click()
+    assert lr.value() == 0.05 and window.trainer.history.learning_rate[-1] == 0.05
+    assert "learning rate:" not in window.readout_text()        # a rate taken as typed: nothing to say
+
+
+def test_a_whole_number_box_says_what_became_of_text_it_could_not_take(qtbot, window):
+    """The integer boxes put the previous value back without a word too (records '0' became 1,000 again)."""
+    records, epochs = find(window, QSpinBox, "recordsSpin"), find(window, QSpinBox, "epochsSpin")
+    window.activateWindow()
+    type_into(qtbot, records, "0")
+    epochs.setFocus()                                           # the edit ends
+    assert records.value() == 1 and "records: 0 is below its minimum 1: set to 1" in window.readout_text()
+    qtbot.keyClick(epochs.lineEdit(), Qt.Key_A, Qt.ControlModifier)
+    qtbot.keyClick(epochs.lineEdit(), Qt.Key_Delete)
+    assert epochs.text() == ""
+    find(window, QSpinBox, "threadsSpin").setFocus()
+    assert epochs.value() == 5 and "epochs: empty is not a number: kept 5" in window.readout_text()
+    window.controls.commit_typing()                             # 'auto' (threads 0) is a value, not a correction
+    assert not any(line.startswith("threads") for line in window.readout_text().splitlines())
+
