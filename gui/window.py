@@ -38,6 +38,7 @@ PROGRESS_SCALE = 1000   # the progress bar counts per mille: a QProgressBar hold
 MAP_SECONDS = 0.2   # the batch map redraws at most this often while training at full speed
 MAX_SURFACE_OUTPUTS = 64   # the surface's predict_proba is 14,400 grid points x outputs, on the worker between
                            # chunks: 10,000 outputs (a label 9999) would take minutes and GBs, and Stop would wait
+WATCH_MS = 1000   # how often the data file's size and time are looked at while paused or idle (never its records)
 CLOSE_WAIT_SECONDS = 2.0   # closing waits this long for the step in progress; a longer one ends on its own
 # training and a comparison never run together: on a shared machine each would halve the other's speed
 LAB_BLOCKS_TRAINING = ("a batch-size comparison is running (Compare batch sizes tab): training waits until it ends "
@@ -186,6 +187,8 @@ class MainWindow(QMainWindow):
         self._file_error = None     # why the last chosen file could not be used (until a file loads or a dataset
                                     # is chosen)
         self._closed = False
+        self._watched = None        # the data file's (path, size, mtime) when the readout last described it
+        self._seen = None           # ... at the last look (a change is acted on once the file has settled)
         self._rows = None           # (training rows, validation rows) of the current run
         self._run_data = None       # (X, y) the current run trains on: read once when it starts, so a data file
                                     # changed or deleted meanwhile neither breaks nor silently alters a resume
@@ -350,6 +353,10 @@ class MainWindow(QMainWindow):
         self._data_timer.setSingleShot(True)
         self._data_timer.setInterval(150)
         self._data_timer.timeout.connect(self._refresh_preview)
+        self._watch = QTimer(self)          # the data file changed on disk: said without a setting being touched
+        self._watch.setInterval(WATCH_MS)
+        self._watch.timeout.connect(self._watch_data_file)
+        self._watch.start()
         self._settings_changed()
         self._refresh_preview()
 
@@ -468,8 +475,36 @@ class MainWindow(QMainWindow):
         check_room(c["records"], c["features"], DEFAULTS["dtype"])   # refused before it is made, not after
         return c["records"]
 
+    def _file_signature(self):
+        """The chosen data file's (path, size, mtime) on disk ((path, None): gone); None without a data file."""
+        path = self.controls.data_path
+        if path is None or self.controls.w["dataset"].currentData() != "file":
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return path, None
+        return path, st.st_size, st.st_mtime_ns
+
+    def _watch_data_file(self):
+        """While paused or idle: when the data file's size or time on disk changed since the readout described it
+        (and has stayed so for one look: a file being written is not read half-written), the readout is drawn
+        again: paused, the run's own records with the note that the file changed (the file is not read); idle,
+        as when a setting is touched (the file read again once, what Start would train). Each look is one stat."""
+        if self.state == RUNNING or self._closed:
+            return
+        sig, seen = self._file_signature(), self._seen
+        self._seen = sig
+        if sig is None or sig == self._watched or sig != seen:
+            return
+        self._settings_changed()
+        if self.state == IDLE and self.trainer is not None:
+            self._data_timer.stop()   # (a preview must not clear the ended run's surface and batch map)
+
     def _settings_changed(self):
         """Recompute the readout; invalid settings are shown there and disable Start."""
+        if self.state != RUNNING:   # (before the file is read: a change meanwhile is seen at the next look)
+            self._watched = self._file_signature()
         if self.state == PAUSED and self.run.plan is not None:
             # only the rate can change while paused: the readout's rate line follows it (the plan is the run's)
             self._show_readout(self.run.plan, len(self._rows[1]))
@@ -1201,6 +1236,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self._frame.stop()
         self._data_timer.stop()
+        self._watch.stop()
         for signal, slot in self._worker_links:   # nothing the worker still sends reaches a closed window
             signal.disconnect(slot)
         if self.run.job is not None:

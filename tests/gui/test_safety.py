@@ -496,3 +496,54 @@ def test_the_data_size_shown_is_what_making_it_takes(window, dataset, features, 
         tracemalloc.stop()
     kept, estimate = generated_bytes(20_000, features, X.dtype)
     assert kept == X.nbytes + y.nbytes and peak <= estimate < 2 * peak
+
+
+@pytest.mark.parametrize("change", ["more rows", "deleted"])
+def test_paused_the_readout_says_the_file_changed_on_disk_without_a_setting_touched(qtbot, window, tmp_path,
+                                                                                   monkeypatch, change):
+    """The README: paused, the readout says when the file changed. It said nothing until a setting was touched."""
+    from fastbatch import datasets
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
+        window.controls.step_batch_button.click()
+    assert window.state == "paused" and "changed on disk" not in window.readout_text()
+    reads = []
+    real_load = datasets.load_table
+    monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
+    if change == "deleted":
+        path.unlink()
+    else:
+        write_good_csv(path, n=90)
+        new_mtime(path)
+    qtbot.waitUntil(lambda: "data.csv changed on disk since this run read it" in window.readout_text(),
+                    timeout=10_000)   # (the window looks at the file's size and time every second)
+    lines = window.readout_text().splitlines()
+    assert lines[0].startswith("60 records / batch 10 -> 6 steps per epoch") and not reads   # the run's; not read
+    assert window.state == "paused" and window.trainer.step == 1
+
+
+def test_idle_a_data_file_changed_on_disk_is_read_again_once_and_the_readout_follows(qtbot, window, tmp_path,
+                                                                                    monkeypatch):
+    from fastbatch import datasets
+    path = write_good_csv(tmp_path / "data.csv", n=60)
+    assert window.load_file(str(path))
+    set_spins(window, batch_size=10, epochs=2)
+    assert window.readout_text().startswith("60 records")
+    reads = []
+    real_load = datasets.load_table
+    monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
+    qtbot.wait(2_500)                       # looks at an unchanged file read nothing
+    assert not reads
+    write_good_csv(path, n=90)
+    new_mtime(path)
+    qtbot.waitUntil(lambda: window.readout_text().startswith("90 records / batch 10 -> 9 steps per epoch"),
+                    timeout=10_000)
+    assert "data.csv changed on disk after it was loaded: read again, 90 records to train on now" in \
+        window.readout_text()
+    qtbot.wait(2_500)                       # read once per change, not at each look
+    assert len(reads) == 1 and window.plan.n_records == 90
+    path.write_text("a,b,y\n1,x,0\n")       # broken on disk: said, and Start stays on to read it again
+    qtbot.waitUntil(lambda: window.readout_text().startswith("⚠"), timeout=10_000)
+    assert "'x' is not a number" in window.readout_text() and window.controls.start_button.isEnabled()
