@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from . import _text
+
 MAX_AUTO_CLASSES = 20  # whole-number targets with more distinct values are taken as a quantity
 
 
@@ -97,7 +99,7 @@ def _rule(columns, kind, whole, n_distinct, name, more=False, top=None):
         how = "" if obvious else " (whole-number floats)"
         unused = "" if top is None else _unused_outputs(top, n_distinct)
         return Task("cross_entropy", "classification",
-                    f"{name}: {n_distinct} distinct whole-number value{'s' if n_distinct != 1 else ''}{how} -> "
+                    f"{name}: {_text.count(n_distinct, 'distinct whole-number value', sep='')}{how} -> "
                     "classification (cross_entropy)"
                     f"{unused}; pass loss='mse' for regression", obvious and not unused)
     if whole:

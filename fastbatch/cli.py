@@ -27,6 +27,8 @@ import sys
 import time
 import warnings
 
+from ._text import count
+
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 OUTPUT_SUFFIXES = {"history": "-history.csv", "checkpoint": "-checkpoint.npz", "plot": "-loss.png"}
@@ -473,7 +475,7 @@ def _decide_task(args, trainer, table):
     if args.resume:  # (its loss is the run's, decided when it began: nobody asked for it now)
         reason = f"{name}: the resumed run's task -> {task.kind} ({task.loss})"
     elif table.classes is not None and asked == "auto":  # y holds the names' codes, not numbers
-        reason = f"{name}: {_count(len(table.classes), 'class name')} -> classification ({task.loss})"
+        reason = f"{name}: {count(len(table.classes), 'class name', sep='')} -> classification ({task.loss})"
     return re.sub(r"loss='(\w+)'", r"--loss \1", reason)
 
 
@@ -563,7 +565,7 @@ def cmd_train(args):
         trainer = _resumed_trainer(args, opts)
         if trainer.finished:
             _err(f"fastbatch train: the run in {args.resume} is finished ({trainer.step} of "
-                 f"{_count(trainer.total_steps, 'step')}); nothing to train. Raise --epochs to continue it, "
+                 f"{count(trainer.total_steps, 'step', sep='')}); nothing to train. Raise --epochs to continue it, "
                  "or start a new run without --resume.")
             return EXIT_DATA
     else:
@@ -623,7 +625,7 @@ def cmd_train(args):
     # (History's losses of a standardised target are in its standardised units; evaluate's are in the data's)
     units = " (standardised target units)" if trainer.config["standardize_target"] and trainer.loss == "mse" else ""
     finished = h.finished_epoch_loss(max(len(h.epoch_loss) - 2, 0)) if h.n_steps else []  # (not an epoch cut short)
-    trained = f"trained {h.n_steps} of {_count(trainer.total_steps, 'step')}"
+    trained = f"trained {h.n_steps} of {count(trainer.total_steps, 'step', sep='')}"
     summary = [trainer.plan.describe(),
                f"{trained} ({_epochs(h.n_steps, h.steps_per_epoch)}), " + (
                    f"last epoch loss {finished[-1]:.6g}{units}" if len(finished) else "no epoch finished")
@@ -676,14 +678,6 @@ def _resume_command(args, checkpoint):
     if args.out_dir is not None:  # (without it, the outputs go next to the data again: the same files)
         words += ["--out-dir", os.fspath(args.out_dir)]
     return " ".join(map(shlex.quote, words))
-
-
-def _count(n, word, plural=None, sep=""):
-    """``1 run``, ``3 runs`` (the app's fmt.count, whose package the library cannot import; ``plural`` for
-    irregular words). The number as the line around it writes its others: ``sep=","`` for ``1,000 records``."""
-    if plural is None:
-        plural = word + ("es" if word.endswith(("s", "x", "tch", "sh")) else "s")
-    return f"{n:{sep}} {word if n == 1 else plural}"
 
 
 def _epochs(steps, steps_per_epoch):
@@ -893,7 +887,8 @@ def cmd_compare(args):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
     _check_writable(os.path.dirname(prefix))
     params = {**CLI_DEFAULTS, **opts, "loss": trainer.loss}
-    _err(f"fastbatch compare: training {_count(len(sizes), 'run', sep=',')} of {_epochs(trainer.config['epochs'], 1)}: batch "
+    _err(f"fastbatch compare: training {count(len(sizes), 'run')} of {_epochs(trainer.config['epochs'], 1)}: "
+         "batch "
          + ", ".join(f"{b:,}" for b in sizes))
     histories, summary = compare_batch_sizes(table.X, table.y, sizes, scale_lr=args.scale_lr,
                                              reference_batch_size=args.reference_batch_size, **params)
@@ -1199,14 +1194,15 @@ def cmd_evaluate(args):
     for key in ("accuracy", "r2", "mae"):
         if key in res:
             line += f"  {'R2' if key == 'r2' else key.upper() if key == 'mae' else key} {res[key]:.4f}"
-    print(f"{line}  ({_count(X.shape[0], 'record')})")
+    print(f"{line}  ({count(X.shape[0], 'record', sep='')})")
     if "accuracy" in res:  # per class: records, and how many the network got right
         pred = np.asarray(trainer.predict(X))
         names = classes or [str(c) for c in range(int(max(y.max(), pred.max())) + 1)]
         for c, name in enumerate(names):
             n = int((y == c).sum())
             if n or (pred == c).any():
-                print(f"  class {name}: {_count(n, 'record')}, {int(((y == c) & (pred == c)).sum())} predicted right, "
+                print(f"  class {name}: {count(n, 'record', sep='')}, "
+                      f"{int(((y == c) & (pred == c)).sum())} predicted right, "
                       f"{int((pred == c).sum())} predicted as it")
     return EXIT_OK
 
@@ -1261,7 +1257,7 @@ def cmd_predict(args):
         from ._archive import open_atomic_text
         with open_atomic_text(args.out) as f:  # whole or not at all: an interrupt never leaves it cut short
             f.write(text)
-        print(f"{_count(len(pred), 'prediction')} written to {args.out}")
+        print(f"{count(len(pred), 'prediction', sep='')} written to {args.out}")
     else:
         sys.stdout.write(text)
     return EXIT_OK

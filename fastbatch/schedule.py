@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._text import count
 from ._validation import check_choice, check_float, check_int
 from .config import OPTIMIZERS
 
@@ -119,14 +120,12 @@ class Plan:
         """One line of arithmetic, e.g. ``1000 records / batch 64 -> 16 steps per epoch (last batch 40) x 5 epochs = 80 steps``."""
         last = "" if self.last_batch_size == self.effective_batch_size else f" (last batch {self.last_batch_size})"
         dropped = self.n_records - self.steps_per_epoch * self.effective_batch_size if self.drop_last else 0
-        drop = f", {dropped} record{'s' if dropped != 1 else ''} dropped per epoch" if dropped else ""
-        unit = "step" if self.steps_per_epoch == 1 else "steps"
-        epochs = "epoch" if self.epochs == 1 else "epochs"
-        total = "step" if self.total_steps == 1 else "steps"
+        drop = f", {count(dropped, 'record', sep='')} dropped per epoch" if dropped else ""
         memory = self.step_memory()
         per_step = f"; {format_bytes(memory['total'])} per step" if memory else ""
-        return (f"{self.n_records} record{'s' if self.n_records != 1 else ''} / batch {self.batch_size} -> {self.steps_per_epoch} {unit} per epoch"
-                f"{last}{drop} x {self.epochs} {epochs} = {self.total_steps} {total}{per_step}")
+        return (f"{count(self.n_records, 'record', sep='')} / batch {self.batch_size} -> "
+                f"{count(self.steps_per_epoch, 'step', sep='')} per epoch{last}{drop} x "
+                f"{count(self.epochs, 'epoch', sep='')} = {count(self.total_steps, 'step', sep='')}{per_step}")
 
 
 _last_sizes = (None, None)  # Plan.shared_batch_sizes: (steps, batch, last batch) and its array

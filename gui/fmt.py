@@ -1,6 +1,8 @@
 """The numbers and words a learner reads: one number format (thousands separators), plural-aware counts."""
 import html
 
+from fastbatch._text import plural as plural_of
+
 
 def num(value):
     """``1,000`` for whole numbers, ``0.0125`` (4 significant digits) otherwise."""
@@ -12,10 +14,8 @@ def num(value):
 
 
 def count(n, word, plural=None):
-    """``1 epoch``, ``2 epochs``, ``1,000 records`` (``plural`` for irregular words: ``1 batch``, ``2 batches``)."""
-    if plural is None:
-        plural = word + ("es" if word.endswith(("s", "x", "tch", "sh")) else "s")
-    return f"{num(n)} {word if n == 1 else plural}"
+    """``1 epoch``, ``2 epochs``, ``1,000 records`` (``plural`` for irregular words; the library's rule)."""
+    return f"{num(n)} {plural_of(n, word, plural)}"
 
 
 def clock(seconds):
