@@ -252,15 +252,16 @@ def test_a_loaded_file_unreadable_at_start_is_read_again_at_the_next_press_and_t
     assert window.run_plan.n_records == 30 and window.readout_text().startswith("30 records / batch 10")
 
 
-@pytest.mark.parametrize("change", ["more rows", "deleted"])
-def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_on_disk(qtbot, window, tmp_path,
-                                                                                       monkeypatch, change):
+def paused_on_a_file_then_changed(qtbot, window, tmp_path, monkeypatch, change):
+    """A run of a 60-record CSV paused after one step, then the file rewritten with 90 records or deleted:
+    (its path, the list each read of a data file from then on appends to)."""
     from fastbatch import datasets
     path = write_good_csv(tmp_path / "data.csv", n=60)
     assert window.load_file(str(path))
     set_spins(window, batch_size=10, epochs=2)
     with qtbot.waitSignal(window.fitReturned, timeout=5_000):
         window.controls.step_batch_button.click()
+    assert window.state == "paused" and "changed on disk" not in window.readout_text()
     reads = []
     real_load = datasets.load_table
     monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
@@ -269,6 +270,13 @@ def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_
     else:
         write_good_csv(path, n=90)
         new_mtime(path)
+    return path, reads
+
+
+@pytest.mark.parametrize("change", ["more rows", "deleted"])
+def test_the_readout_while_paused_describes_the_runs_records_not_a_file_changed_on_disk(qtbot, window, tmp_path,
+                                                                                       monkeypatch, change):
+    path, reads = paused_on_a_file_then_changed(qtbot, window, tmp_path, monkeypatch, change)
     window.controls.set_value("learning_rate", 0.05)   # the paused readout is drawn again
     lines = window.readout_text().splitlines()
     assert lines[0].startswith("60 records / batch 10 -> 6 steps per epoch") and not reads   # not read again
@@ -502,21 +510,7 @@ def test_the_data_size_shown_is_what_making_it_takes(window, dataset, features, 
 def test_paused_the_readout_says_the_file_changed_on_disk_without_a_setting_touched(qtbot, window, tmp_path,
                                                                                    monkeypatch, change):
     """The README: paused, the readout says when the file changed. It said nothing until a setting was touched."""
-    from fastbatch import datasets
-    path = write_good_csv(tmp_path / "data.csv", n=60)
-    assert window.load_file(str(path))
-    set_spins(window, batch_size=10, epochs=2)
-    with qtbot.waitSignal(window.fitReturned, timeout=5_000):
-        window.controls.step_batch_button.click()
-    assert window.state == "paused" and "changed on disk" not in window.readout_text()
-    reads = []
-    real_load = datasets.load_table
-    monkeypatch.setattr(datasets, "load_table", lambda *a, **kw: reads.append(1) or real_load(*a, **kw))
-    if change == "deleted":
-        path.unlink()
-    else:
-        write_good_csv(path, n=90)
-        new_mtime(path)
+    path, reads = paused_on_a_file_then_changed(qtbot, window, tmp_path, monkeypatch, change)
     qtbot.waitUntil(lambda: "data.csv changed on disk since this run read it" in window.readout_text(),
                     timeout=10_000)   # (the window looks at the file's size and time every second)
     lines = window.readout_text().splitlines()
