@@ -43,6 +43,9 @@ BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many ti
 # ... where a loss is the mean over about this many records (the steps before it): one record's loss varies
 # 1000-fold in a healthy run (a batch-1 run on digits rewound 1,500 steps, to its first, on the lowest record's)
 BLOW_UP_RECORDS = 64
+# ... and a level counts as blown only above BLOW_UP times this share of the run's first level (at the least): a run
+# whose loss fell 1000-fold varies 10-fold near 0 (digits fit to ~1e-5) without blowing up
+BLOW_UP_FLOOR = 1e-2
 BLOW_UP_LOOKBACK = 1 << 16  # steps before the earliest step a rewind may go back to, that "so far" looks at
 # a step loss beyond this many times the run's first loss, or its data's largest (target_peak), or 1, ends it as a
 # divergence though finite: a float32 run on unscaled targets went 7e3 -> 4e13 -> 7e36 and on, and returned an r2
@@ -979,26 +982,36 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
 def _before_blow_up(state, earliest, bad):
     """(target, sane): the step ``_rewind`` goes back to, in earliest..bad-1 (the steps before ``bad`` all had
     finite losses), and whether its loss was not blown up. A step's level is the mean loss of the steps over its
-    last ~BLOW_UP_RECORDS records; the first step whose level is more than BLOW_UP times the lowest level so far
-    is blown, and the blow-up began at the first step of that window whose own loss is more than BLOW_UP times the
-    level before the window (or of the steps above it that run into the window): the target is the step before
-    that one. A blown-up network can still score a record
-    exactly (a loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params: the first
-    blown step decides."""
+    last ~BLOW_UP_RECORDS records, leaving out losses of exactly 0 (a batch whose sample weights are all 0, or
+    records a well-fit network scores exactly: no measure of it); a level is blown when it is more than BLOW_UP
+    times the lowest level so far, the lowest counting as at least BLOW_UP_FLOOR times the run's first level (a
+    run whose loss fell 1000-fold then varies 10-fold near 0 without blowing up). The blow-up is the blown levels
+    after the last level that was not: a healthy run's loss goes 10x over its lowest now and then (the first time
+    is often thousands of steps before the blow-up). It began at the first step of its first blown level's window
+    whose own loss is more than BLOW_UP times the level before the window (or of the steps above it that run into
+    the window): the target is the step before that one. A blown-up network can still score a record exactly (a
+    loss of 0) now and then, so a sane loss after a blown-up one does not mean sane params: only a sane level
+    (a mean over ~64 records, zeros left out) ends a blow-up."""
     per_step = state.n_records / state.steps_per_epoch if state.steps_per_epoch else BLOW_UP_RECORDS / 8
     window = max(1, min(BLOW_UP_RECORDS, math.ceil(BLOW_UP_RECORDS / max(per_step, 1.0))))
     lo = max(0, earliest - BLOW_UP_LOOKBACK)
     losses = np.abs(state.loss_buf[lo:bad].astype(np.float64))
-    counts = np.minimum(np.arange(1, len(losses) + 1), window)
-    level = np.convolve(losses, np.ones(window))[:len(losses)] / counts  # (sums, not a cumsum's differences)
-    lowest = np.minimum.accumulate(level)
-    off = earliest - lo
-    blown = np.flatnonzero(~(level[off:] <= BLOW_UP * np.maximum(lowest[off:], 1e-30)))
-    if not len(blown):
+    ones = np.ones(window)
+    sums = np.convolve(losses, ones)[:len(losses)]  # (sums, not a cumsum's differences)
+    counts = np.convolve((losses != 0).astype(np.float64), ones)[:len(losses)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = sums / counts  # NaN: a window of zeros only (no measure: not blown, not the lowest)
+    head = np.abs(state.loss_buf[:min(window, bad)].astype(np.float64))
+    head = head[head != 0]
+    floor = max(BLOW_UP_FLOOR * float(head.mean()) if len(head) else 0.0, 1e-30)
+    lowest = np.fmax(np.fmin.accumulate(level), floor)  # (NaN before a first level: the floor)
+    sane_levels = np.flatnonzero(~(level > BLOW_UP * lowest))
+    last = int(sane_levels[-1]) if len(sane_levels) else -1
+    if last == len(losses) - 1:
         return bad - 1, True
-    i = off + int(blown[0])
+    i = last + 1
     first = max(0, i - window + 1)
-    base = BLOW_UP * max(lowest[first - 1] if first else level[0], 1e-30)
+    base = BLOW_UP * lowest[first - 1 if first else 0]
     spikes = np.flatnonzero(~(losses[first:i + 1] <= base))
     begin = first + (int(spikes[0]) if len(spikes) else 0)
     if begin == first:  # above the level before it from the window's first step: it began before, where?

@@ -539,6 +539,48 @@ def test_a_batch_1_run_that_blows_up_after_training_well_goes_back_to_where_it_w
     assert err.sane and 2000 <= err.step <= 2003 and err.step < err.bad_step and tr.step == err.step
 
 
+def _digits_blown_up_after(steps, kw, sample_weight=None, calls=None):
+    """A digits run trained ``steps`` steps well (in calls of ``calls`` steps, or one), then at a rate 10,000x
+    higher: its DivergenceError (and the trainer)."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    tr = fb.Trainer(**kw)
+    for k in ([steps] if calls is None else [calls] * (steps // calls)):
+        tr.fit(X, y, steps=k, sample_weight=sample_weight)
+    tr.learning_rate *= 1e4
+    with pytest.raises(fb.DivergenceError) as info:
+        for _ in range(30):
+            tr.fit(X, y, steps=100 if calls else 3000, sample_weight=sample_weight)
+    return info.value, tr, X, y
+
+
+@pytest.mark.parametrize("calls", [None, 100])
+def test_a_run_fit_near_zero_loss_that_blows_up_goes_back_to_where_the_rate_was_raised(calls):
+    """A run whose loss fell from 2.3 to ~1e-4 varies 10-fold there (and did on its way down): the first level
+    10x over the lowest so far was one of those, thousands of steps before the blow-up, so a run trained 3,000
+    steps and then blown up (the rate raised 10,000x) went back to its first step (one call), or said it could
+    not go back far enough (sane False, in calls of 100). The blow-up is the blown levels after the last sane one
+    now, and a level a tenth of the first one's is never blown: it goes back to the rate's change."""
+    kw = dict(hidden=(64,), batch_size=64, learning_rate=1e-2, epochs=500, optimizer="adam", seed=0)
+    err, tr, X, y = _digits_blown_up_after(3000, kw, calls=calls)
+    assert err.sane and 3000 <= err.step < err.bad_step <= 3010 and tr.step == err.step
+    assert np.median(tr.history.loss[2500:3000]) < 1e-3   # (fit near 0: the case)
+    tr.learning_rate /= 100
+    tr.fit(X, y, steps=200)  # (it trains on)
+
+
+def test_a_weighted_run_of_many_zero_weights_that_blows_up_goes_back_to_where_the_rate_was_raised():
+    """A batch whose sample weights are all 0 has a loss of 0 (its records count for nothing): a window of them had
+    a level of 0 as the lowest so far, and every later level was 'blown', so a run trained 3,000 steps on 10% of
+    the records (90% weights 0) and then blown up went back to its first step. Losses of 0 are no measure now."""
+    w = (np.random.default_rng(0).random(1797) > 0.9).astype(float)
+    kw = dict(hidden=(32,), batch_size=8, learning_rate=0.05, epochs=200, optimizer="sgd", seed=0)
+    for calls in (None, 100):
+        err, tr, _, _ = _digits_blown_up_after(3000, kw, sample_weight=w, calls=calls)
+        assert err.sane and 3000 <= err.step < err.bad_step <= 3010 and tr.step == err.step
+
+
 def diverge_in_calls_of_3_steps(dtype, learning_rate=0.5):
     """(trainer, X, y, its DivergenceError): an mse run at a rate far too high, trained 3 steps a call."""
     rng = np.random.default_rng(0)
