@@ -39,7 +39,7 @@ from .schedule import epoch_order as schedule_epoch_order
 
 CHUNK_SECONDS = 0.1        # a kernel call returns after about this long: the loop then reports and yields
 MAX_CHUNK_STEPS = 1 << 16  # steps per kernel call at most (bounds the per-call arrays)
-BLOW_UP = 10.0             # a divergence rewinds to a loss at most this many times the lowest so far
+BLOW_UP = 10.0             # a divergence rewinds to a level at most this many times the lowest so far
 # ... where a loss is the mean over about this many records (the steps before it): one record's loss varies
 # 1000-fold in a healthy run (a batch-1 run on digits rewound 1,500 steps, to its first, on the lowest record's)
 BLOW_UP_RECORDS = 64
@@ -929,9 +929,9 @@ def _rewind(trainer, source, state, snap, chunk, done, status, prev, prev_ours=T
     non-finite, or they are non-finite themselves. A run that diverges usually blows up
     over a few steps first (losses of 1e8, 1e20, then inf), and params whose loss is
     finite but huge diverge again at any rate. So the run goes back to the step before the
-    first loss more than ``BLOW_UP`` times the lowest so far (at least one step before
-    ``bad``, and no further back than the snapshots kept: the start of the previous kernel
-    call). Continuing with a smaller rate redoes that step's update. A step is only run again
+    blow-up began (``_before_blow_up``: mean losses over ~BLOW_UP_RECORDS records against
+    the lowest so far), at least one step before ``bad``, and no further back than the
+    snapshots kept: the start of the previous kernel call. Continuing with a smaller rate redoes that step's update. A step is only run again
     on the data it was trained on: a target inside ``prev``, the last fit call's chunk
     (``prev_ours`` False: its arrays may be others now, or edited since), goes back to that
     chunk's start.
