@@ -6,9 +6,10 @@
  * pools fighting for the cores.
  *
  *  - fb_barrier: a counting barrier. A step has a few of them, microseconds apart, so
- *    a waiter spins first and only sleeps (futex on Linux) if the wait is long; when the
- *    cores are oversubscribed (the caller saw it in the run queue, or a wait here outlasted
- *    the spin) it stops spinning and sleeps at once.
+ *    a waiter spins first and only sleeps (futex on Linux) if the wait is long. When the
+ *    caller saw the cores taken in the run queue, a waiter spins only briefly (the glance
+ *    is often wrong: another library's pool threads spin for ~0.1 s after their last job);
+ *    when a wait outlasted its spin (a member was descheduled), the next waits sleep at once.
  *  - fb_way: whether a row split runs faster on its team or on one thread that runs all the
  *    members (the same sums, the same bits), from the steps per second each way measured
  *    lately; the call runs in pieces and the other way is tried now and then.
@@ -41,6 +42,10 @@
 #define FB_MAX_TEAMS 8          /* pools of members: teams that can run at once without waiting */
 #define FB_SPIN_SECONDS 2e-3    /* a waiter spins this long before it sleeps: waking a
                                    sleeper costs tens of microseconds on a VM */
+#define FB_BRIEF_SPIN_SECONDS 20e-6  /* the spin when the caller saw the cores taken. Wide net, batch 32,
+                                   2 threads, a column split, us a step: idle 128.5 spinning, 152 sleeping
+                                   at once (a false glance), 129-130 spinning this long; next to a busy
+                                   process 391 spinning, 206 sleeping at once, 210 this; 189 one thread */
 #define FB_NO_SPIN_WAITS 64     /* after a wait outlasted the spin, this many waits sleep at once */
 
 /* The one clock of the kernel (seconds, monotonic). */
@@ -117,24 +122,26 @@ typedef struct {
     int count;      /* arrived in the current round */
     int gen;        /* round number; waiters watch it change */
     int sleepers;   /* waiters asleep on gen */
-    int no_spin;    /* waits left that sleep at once (the cores looked oversubscribed) */
+    int brief;      /* the caller saw the cores taken: waiters spin FB_BRIEF_SPIN_SECONDS, not FB_SPIN_SECONDS */
+    int no_spin;    /* waits left that sleep at once (a wait outlasted its spin) */
 } fb_barrier;
 
-/* spin: 0 when the caller already knows the cores are oversubscribed (waiters sleep at once). */
+/* spin: 0 when the caller saw the cores oversubscribed (waiters spin only briefly). */
 static void fb_barrier_init(fb_barrier *b, int n, int spin)
 {
     b->n = n;
     b->count = 0;
     b->gen = 0;
     b->sleepers = 0;
-    b->no_spin = spin ? 0 : 0x7fffffff;
+    b->no_spin = 0;
+    b->brief = !spin;
 }
 
 /* Returns once all b->n threads have called it; memory written before is visible after. */
 static void fb_barrier_wait(fb_barrier *b)
 {
     int gen, i, left;
-    double deadline = 0;
+    double deadline = 0, spin_for;
     if (b->n <= 1)
         return;
     gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
@@ -153,13 +160,14 @@ static void fb_barrier_wait(fb_barrier *b)
            only take a core from it; sleep, and spin again after a while to see */
         __atomic_store_n(&b->no_spin, left - 1, __ATOMIC_RELAXED);
     } else {
+        spin_for = b->brief ? FB_BRIEF_SPIN_SECONDS : FB_SPIN_SECONDS;
         for (i = 1; ; i++) {
             if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
                 return;
             fb_pause();
-            if (i % 256 == 0) {
+            if (i % 32 == 0) {  /* (a pause is ~40 ns on recent Intel cores: the clock every ~1 us) */
                 if (deadline == 0)
-                    deadline = fb_clock() + FB_SPIN_SECONDS;
+                    deadline = fb_clock() + spin_for;
                 else if (fb_clock() > deadline)
                     break;
             }
@@ -262,8 +270,8 @@ static void *fb_member_main(void *p)
  * The caller takes a free pool (or waits for the first one when all are busy): the team
  * never depends on who else is training. If the system refuses a thread, the team is
  * smaller: *n (and *also, if not NULL and larger) and the barrier are set to the size that
- * runs before any member starts. spin: 0 when the cores are known to be busy: the barrier's
- * waiters, the members after the job and the caller waiting for them sleep at once. */
+ * runs before any member starts. spin: 0 when the cores looked busy: the barrier's waiters
+ * spin only briefly, the members after the job and the caller waiting for them sleep at once. */
 static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *bar, int spin)
 {
     pthread_t thread;

@@ -419,9 +419,9 @@ def test_the_way_follows_the_faster_and_comes_back_when_the_load_goes():
 
 
 @pytest.mark.parametrize("columns", [False, True])
-def test_a_team_that_sees_busy_cores_sleeps_at_once_with_the_same_bits(monkeypatch, columns):
-    # the run queue says the cores are taken: the barriers, the members between jobs and the
-    # caller waiting for them sleep at once instead of spinning; the results do not change
+def test_a_team_that_sees_busy_cores_waits_otherwise_with_the_same_bits(monkeypatch, columns):
+    # the run queue says the cores are taken: the barriers spin only briefly, the members between
+    # jobs and the caller waiting for them sleep at once; the results do not change
     kw = dict(n_threads=2, split_columns=columns, weights=np.linspace(0.5, 2, 301), noise=True, epochs=3)
     monkeypatch.setattr(_kernel, "_FORCE_WAY", "team")
     monkeypatch.setattr(_kernel, "_runnable_others", lambda: -10 ** 6)
