@@ -60,7 +60,7 @@ def make_spec(sizes, *, batch_size, spe, activation="relu", loss="cross_entropy"
 def train(backend, X, y, *, hidden=(), loss="cross_entropy", activation="relu", batch_size=16, epochs=1,
           steps=None, lr=0.05, seed=0, shuffle=True, drop_last=False, dtype="float64", params=None,
           weights=None, noise=False, pieces=None, stop=None, max_seconds=3600.0, X_read=None, fd=-1,
-          data_offset=0, **spec_kw):
+          data_offset=0, x_affine=None, **spec_kw):
     """Run ``epochs`` epochs (or ``steps`` steps) on ``backend``; see the module docstring."""
     X, targets, labels, k = data(X, y, loss, dtype)
     if X_read is not None:  # what the kernel is given as X (e.g. a memory map), the data checks done on X
@@ -84,6 +84,7 @@ def train(backend, X, y, *, hidden=(), loss="cross_entropy", activation="relu", 
     nz = np.full((total, 2), np.nan) if noise else np.empty((0, 2))
     stop = np.zeros(1, np.uint8) if stop is None else stop
     be = BACKENDS[backend]
+    affine = {} if x_affine is None else {"x_affine": x_affine}  # standardisation as records are read
     start, status = 0, Status.DONE
     for piece in (pieces or [total]):
         piece = min(piece, total - start)
@@ -92,13 +93,13 @@ def train(backend, X, y, *, hidden=(), loss="cross_entropy", activation="relu", 
         done, status = be.train_steps(spec, X, targets, labels, w, theta, opt_state, order_cache,
                                       lrs[start:start + piece], losses[start:start + piece],
                                       nz[start:start + piece] if noise else nz, start, piece, start, stop,
-                                      max_seconds, fd, data_offset)
+                                      max_seconds, fd, data_offset, **affine)
         start += done
         if status != Status.DONE:
             break
     if pieces and status == Status.DONE and start < total:
         done, status = be.train_steps(spec, X, targets, labels, w, theta, opt_state, order_cache, lrs[start:],
                                       losses[start:], nz[start:] if noise else nz, start, total - start, start,
-                                      stop, max_seconds, fd, data_offset)
+                                      stop, max_seconds, fd, data_offset, **affine)
         start += done
     return Run(losses, theta, opt_state, nz, start, status, spec)

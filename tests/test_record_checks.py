@@ -76,14 +76,20 @@ def test_the_kernel_stops_at_the_first_step_reading_a_bad_record(loss, what, par
 
 
 @pytest.mark.parametrize("split_columns", [False, True])
-def test_a_team_stops_the_same_way(split_columns):
+@pytest.mark.parametrize("part", [0, 1])
+def test_a_team_stops_the_same_way(split_columns, part):
+    # (a column split's members each gather the whole batch from memory: a bad X value in a
+    # record that member 1 gathers too is found once, by member 0)
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(512, 300)), rng.integers(0, 3, 512)
-    y[300] = 9  # step 2 at batch 128 (split_columns: batch 16, step 18)
+    if part:
+        y[300] = 9  # step 2 at batch 128 (split_columns: batch 16, step 18)
+    else:
+        X[300, 7] = np.nan
     batch = 16 if split_columns else 128
     done, status, bad, theta, _ = kernel_call(X, y, "cross_entropy", batch_size=batch, n_threads=2,
                                               split_columns=split_columns, hidden=(256,), steps=25)
-    assert (done, status, bad.tolist()) == (300 // batch, Status.BAD_INPUT, [300, 1])
+    assert (done, status, bad.tolist()) == (300 // batch, Status.BAD_INPUT, [300, part])
     ref = kernel_call(X, y, "cross_entropy", batch_size=batch, n_threads=2, split_columns=split_columns,
                       hidden=(256,), steps=300 // batch)
     assert np.array_equal(theta, ref[3])

@@ -148,6 +148,28 @@ def test_a_team_reads_a_memory_mapped_file(tmp_path, columns):
     np.testing.assert_allclose(got.losses, ref.losses, **TOL["float64"])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_column_split_from_memory_equals_the_same_run_read_from_the_file(tmp_path, dtype):
+    # from memory each member gathers the whole batch into its own copy; from a file they share
+    # the reads: the same rows, standardised as they are read (x_affine), give the same bits
+    X, y = make_data(n=301, d=300, k=5)
+    X = (X * 7 + 3).astype(dtype)
+    affine = np.stack([X.mean(0), 1 / X.std(0)]).astype(np.float64)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    kw = dict(hidden=(256, 40), batch_size=24, epochs=2, seed=1, dtype=dtype, optimizer="adam", noise=True,
+              n_threads=3, split_columns=True, x_affine=affine)
+    mem = train("cython", X, y, **kw)
+    fd = os.open(tmp_path / "X.npy", os.O_RDONLY)
+    try:
+        read = train("cython", X, y, X_read=Xm, fd=fd, data_offset=Xm.offset, **kw)
+    finally:
+        os.close(fd)
+    assert mem.done == read.done == 26 and np.isfinite(mem.losses).all()
+    for a, b in ((mem.losses, read.losses), (mem.theta, read.theta), (mem.noise, read.noise)):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_a_team_stops_on_a_diverging_loss(columns):
     X, y = make_data(n=301, d=40)
