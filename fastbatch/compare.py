@@ -65,7 +65,8 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     validation loss, the measured noise scale, and which one is suggested. Every run is a
     plain :class:`~fastbatch.Trainer` run with ``track_noise=True``: the same as training
     it alone, bit for bit. ``scale_lr`` ("linear" or "sqrt") scales ``learning_rate`` with
-    the batch size against ``reference_batch_size`` (default: the smallest compared).
+    the batch size against ``reference_batch_size`` (default: the smallest compared; one
+    without ``scale_lr`` is a ValueError: it would scale nothing).
 
     With ``threads=True`` (default) each run trains on a thread of its own (the kernel
     releases the GIL; the results are the same as one after another): the runs then share
@@ -90,6 +91,9 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
                          "of epochs; leave patience out")
     reference = min(sizes) if reference_batch_size is None else check_int("reference_batch_size",
                                                                             reference_batch_size, 1)
+    if reference_batch_size is not None and scale_lr is None:  # (it was ignored: one rate for every size)
+        raise ValueError(f"reference_batch_size={reference_batch_size!r} scales the learning rate only with "
+                         f"scale_lr 'linear' or 'sqrt'; give one, or leave reference_batch_size out")
     base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)
     trainers = {b: Trainer(**{**trainer_params, "track_noise": True}, batch_size=b,
                            learning_rate=scaled_learning_rate(base_lr, b, reference, scale_lr)) for b in sizes}
