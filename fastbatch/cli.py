@@ -725,12 +725,9 @@ class NoiseReport:
         self.say = say
 
     def on_epoch_end(self, trainer, epoch, logs):
-        try:
-            scales = trainer.history.noise_scale()
-        except ValueError:  # batch 1: said once, at the end
-            return
-        if epoch < len(scales) and not math.isnan(scales[epoch]):
-            self.say(f"epoch {epoch + 1}: noise scale {_approx_records(scales[epoch])}")
+        scale = trainer.history.epoch_noise_scale(epoch)  # (the epoch's steps only: the whole run's each epoch
+        if not math.isnan(scale):                         # made a long run's reports quadratic)
+            self.say(f"epoch {epoch + 1}: noise scale {_approx_records(scale)}")  # (batch 1: said once, at the end)
 
 
 def _approx_records(scale):
@@ -781,18 +778,18 @@ class Progress:
         now = time.perf_counter()
         total = self.trainer.total_steps
         steps = history.n_steps
-        seen = int(history.records_seen[-1]) if steps else 0
+        seen = history.records_in(steps)  # (O(an epoch): a report per epoch of a long run stays cheap)
         if self.seen0 is None:  # the first report: the bar starts here, at the steps done
             self.t0, self.step0, self.seen0 = now, steps, seen
             self._start(total, steps)
         t0, step0, seen0 = self.t0, self.step0, self.seen0
         if steps == step0:  # (no step since the first report, e.g. a run shorter than a report's interval: the call's)
             t0, step0 = self.call
-            seen0 = int(history.records_seen[step0 - 1]) if step0 else 0
+            seen0 = history.records_in(step0)
         dt = max(now - t0, 1e-9)
         rate = (seen - seen0) / dt
         step_rate = (steps - step0) / dt
-        epoch = int(history.epoch[-1]) + 1 if steps else 0
+        epoch = history.epoch_of(steps - 1) + 1 if steps else 0
         epochs = total // history.steps_per_epoch if history.steps_per_epoch else 0
         loss = float(history.loss[-1]) if steps else float("nan")
         if self.bar is not None:

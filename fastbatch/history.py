@@ -183,11 +183,24 @@ class History:
     @property
     def records_trained(self):
         """Records trained on over all the steps (``records_seen[-1]``, 0 before a step), in O(an epoch's steps)."""
-        n = self.n_steps
+        return self.records_in(self.n_steps)
+
+    def records_in(self, steps):
+        """Records trained on over the first ``steps`` steps (``records_seen[steps - 1]``, 0 for none), in
+        O(an epoch's steps) (a progress report each call reads it: the cumulative sum made them quadratic)."""
+        steps = min(int(steps), self.n_steps)
+        if steps <= 0:
+            return 0
         if self._per_step is not None or not self.steps_per_epoch:
-            return int(self.batch_size.sum())
-        full, part = divmod(n, self.steps_per_epoch)
+            return int(self.batch_size[:steps].sum())
+        full, part = divmod(steps, self.steps_per_epoch)
         return full * int(self._sizes.sum()) + int(self._sizes[:part].sum())
+
+    def epoch_of(self, step):
+        """``epoch[step]``, in O(1)."""
+        if self._per_step is not None:
+            return int(self._per_step["epoch"][step])
+        return int(step) // self.steps_per_epoch if self.steps_per_epoch else int(step)
 
     @property
     def epoch_loss(self):
@@ -259,28 +272,27 @@ class History:
         if self.noise is None:
             raise ValueError("this run did not track the noise scale: train with track_noise=True")
         B = self.batch_size.astype(np.float64)
-        g2, S = self.noise[:, 0], self.noise[:, 1]
-        ok = B > 1
-        if self.n_steps and not ok.any():
+        if self.n_steps and not (B > 1).any():
             raise ValueError("batches of one record carry no noise-scale estimate (it compares records within "
                              "a batch): train with batch_size >= 2")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            trace = np.where(ok, (S - g2) * B / (B - 1), 0.0)
-            true_g2 = np.where(ok, (B * g2 - S) / (B - 1), 0.0)
         if window is None:
             starts = self.epoch_starts
         else:
             from ._validation import check_int
             starts = np.arange(0, self.n_steps, check_int("window", window, 1))
-        if not len(starts):
-            return np.empty(0)
-        num = np.add.reduceat(trace, starts)
-        den = np.add.reduceat(true_g2, starts)
-        count = np.add.reduceat(ok.astype(np.int64), starts)
-        # |G|^2 estimated at or below 0: the noise swamps the gradient, so B_simple is beyond
-        # what the batch can measure: inf (a bigger batch would still help)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(count == 0, np.nan, np.where(den > 0, num / den, np.inf))
+        return _noise_scales(B, self.noise, starts)
+
+    def epoch_noise_scale(self, epoch):
+        """``noise_scale()[epoch]`` (NaN for an epoch of batches of one record), in O(the epoch's
+        steps): a report at each epoch's end reads only that epoch."""
+        if self.noise is None:
+            raise ValueError("this run did not track the noise scale: train with track_noise=True")
+        n = self.n_steps
+        start, stop = min(self._epoch_first_step(epoch), n), min(self._epoch_first_step(epoch + 1), n)
+        if start >= stop:
+            return float("nan")
+        B = self.batch_size_of(start, stop).astype(np.float64)
+        return float(_noise_scales(B, self.noise[start:stop], np.zeros(1, dtype=np.int64))[0])
 
     def run_noise_scale(self):
         """The run's noise scale: the median of its epochs' (NaN when no epoch has an estimate)."""
@@ -326,3 +338,22 @@ class History:
         last = f", last loss {self.loss[-1]:.4g}" if self.n_steps else ""
         return (f"History({self.n_steps} steps, {len(self.epoch_starts)} epochs, "
                 f"{self.steps_per_epoch} steps per epoch over {self.n_records} records{last})")
+
+
+def _noise_scales(B, noise, starts):
+    """B_simple over the windows of steps that begin at ``starts`` (History.noise_scale), from each
+    step's batch size ``B`` (float64) and its ``noise`` row (|G_B|^2, S)."""
+    g2, S = noise[:, 0], noise[:, 1]
+    ok = B > 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trace = np.where(ok, (S - g2) * B / (B - 1), 0.0)
+        true_g2 = np.where(ok, (B * g2 - S) / (B - 1), 0.0)
+    if not len(starts):
+        return np.empty(0)
+    num = np.add.reduceat(trace, starts)
+    den = np.add.reduceat(true_g2, starts)
+    count = np.add.reduceat(ok.astype(np.int64), starts)
+    # |G|^2 estimated at or below 0: the noise swamps the gradient, so B_simple is beyond
+    # what the batch can measure: inf (a bigger batch would still help)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count == 0, np.nan, np.where(den > 0, num / den, np.inf))

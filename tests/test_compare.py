@@ -51,6 +51,37 @@ def test_noise_scale_from_the_step_numbers():
         fb.Trainer(epochs=1).fit(X, y).noise_scale()
 
 
+def test_one_epochs_noise_scale_is_the_runs_for_that_epoch():
+    # epoch_noise_scale (what the command's --track-noise reports each epoch) reads the epoch's steps
+    # only: the same numbers as noise_scale(), for array runs with a last batch of one and generator runs
+    X, y = make_data(n=41, d=3)
+    h = fb.Trainer(batch_size=4, epochs=5, track_noise=True).fit(X, y)
+    assert h.batch_size[10] == 1 and len(h.epoch_starts) == 5
+    whole = h.noise_scale()
+    assert [h.epoch_noise_scale(e) for e in range(5)] == pytest.approx(list(whole), nan_ok=True)
+    assert np.isnan(h.epoch_noise_scale(5))  # (an epoch not trained)
+    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
+    g = fb.Trainer(epochs=3, track_noise=True).fit_batches(lambda: iter(batches))
+    assert len(g.epoch_starts) == 3 and g.n_steps == 9
+    assert [g.epoch_noise_scale(e) for e in range(3)] == pytest.approx(list(g.noise_scale()), nan_ok=True)
+    ones = fb.Trainer(batch_size=1, epochs=1, track_noise=True).fit(X[:5], y[:5])
+    assert np.isnan(ones.epoch_noise_scale(0))  # (noise_scale() raises: a run of batch 1 has no estimate)
+    with pytest.raises(ValueError, match="track_noise"):
+        fb.Trainer(epochs=1).fit(X, y).epoch_noise_scale(0)
+
+
+def test_records_in_and_epoch_of_read_the_per_step_arrays():
+    # the command's progress line reads these each call (O(an epoch) and O(1)): the arrays' numbers
+    X, y = make_data(n=41, d=3)
+    h = fb.Trainer(batch_size=4, epochs=3).fit(X, y)
+    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
+    g = fb.Trainer(epochs=2).fit_batches(lambda: iter(batches))
+    for run in (h, g):
+        seen = run.records_seen
+        assert [run.records_in(k) for k in range(run.n_steps + 2)] == [0, *seen.tolist(), seen[-1]]
+        assert [run.epoch_of(k) for k in range(run.n_steps)] == run.epoch.tolist()
+
+
 def test_a_last_batch_of_one_carries_no_estimate():
     X, y = make_data(n=21, d=3)
     h = fb.Trainer(batch_size=4, epochs=1, track_noise=True).fit(X, y)
