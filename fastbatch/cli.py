@@ -701,9 +701,23 @@ def _write_outputs(trainer, paths, data):
     try:
         write_loss_plot(paths["plot"], h, _plot_title(trainer, data))
     except PlotUnavailable as exc:
+        stale = _remove_stale(paths["plot"])
         paths["plot"] = None
-        return f"loss plot:  not written: {exc}"
+        return f"loss plot:  not written: {exc}" + (f" (removed {stale}: it plotted an earlier run)" if stale else "")
     return f"loss plot:  {paths['plot']}"
+
+
+def _remove_stale(path):
+    """An earlier run's output at ``path``, removed (beside this run's other outputs it would pass for
+    this run's); ``path``, or None when there was none."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # (e.g. a read-only file: said, not fatal: the run's own outputs are written)
+        _err(f"fastbatch: warning: {path} is from an earlier run and could not be removed ({exc.strerror})")
+        return None
+    return path
 
 
 def _plot_title(trainer, data):
@@ -900,7 +914,9 @@ def cmd_compare(args):
                               trainer.loss)
         print(f"figure:     {prefix}.png")
     except PlotUnavailable as exc:
-        print(f"figure:     not written: {exc}")
+        stale = _remove_stale(prefix + ".png")
+        print(f"figure:     not written: {exc}" + (f" (removed {stale}: it plotted an earlier comparison)"
+                                                    if stale else ""))
     return EXIT_OK
 
 

@@ -133,6 +133,14 @@ def test_train_without_matplotlib_says_so(capsys, csv_data, tmp_path, monkeypatc
     assert "loss plot:  not written: matplotlib is not installed: pip install 'fastbatch[plot]'" in out
     assert not (tmp_path / "points-loss.png").exists()
 
+    # an earlier run's plot in the same folder is removed (beside the new history and checkpoint it
+    # would pass for this run's), and the summary says so
+    (tmp_path / "points-loss.png").write_bytes(b"an earlier run's plot")
+    code, out, err = run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", "--epochs", "2")
+    assert code == 0, err
+    assert f"(removed {tmp_path / 'points-loss.png'}: it plotted an earlier run)" in out
+    assert not (tmp_path / "points-loss.png").exists() and (tmp_path / "points-history.csv").exists()
+
 
 # ---------------------------------------------------------------------- the progress line
 
@@ -797,6 +805,11 @@ def test_compare_without_matplotlib_writes_the_csv(capsys, csv_data, tmp_path, m
     assert code == 0, err
     assert "figure:     not written: matplotlib is not installed" in out
     assert (tmp_path / "cmp.csv").exists() and not (tmp_path / "cmp.png").exists()
+    (tmp_path / "cmp.png").write_bytes(b"an earlier comparison's figure")  # (removed: it would pass for this one's)
+    code, out, err = run(capsys, "compare", path, "--batch-sizes", "8", "--out", tmp_path / "cmp", *COMPARE_OPTS)
+    assert code == 0, err
+    assert f"(removed {tmp_path / 'cmp'}.png: it plotted an earlier comparison)" in out
+    assert not (tmp_path / "cmp.png").exists()
 
 
 def test_compare_never_writes_over_its_data(capsys, csv_data, tmp_path):
