@@ -90,8 +90,9 @@ class LabWorker(QObject):
         try:
             for i, b in enumerate(job.sizes):
                 self.runStarted.emit(i, b)
-                h, summary = fb.compare_batch_sizes(job.X, job.y, [b], scale_lr=job.scale_lr,
-                                                    reference_batch_size=job.reference, stop=job.stop, **job.params)
+                h, summary = fb.compare_batch_sizes(  # (one size a call: the reference is the lab's, when it scales)
+                    job.X, job.y, [b], scale_lr=job.scale_lr,
+                    reference_batch_size=job.reference if job.scale_lr else None, stop=job.stop, **job.params)
                 histories.update(h)
                 rows += summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary)
         except InterruptedError:
