@@ -78,8 +78,8 @@ def test_the_kernel_stops_at_the_first_step_reading_a_bad_record(loss, what, par
 @pytest.mark.parametrize("split_columns", [False, True])
 @pytest.mark.parametrize("part", [0, 1])
 def test_a_team_stops_the_same_way(split_columns, part):
-    # (a column split's members each gather the whole batch from memory: a bad X value in a
-    # record that member 1 gathers too is found once, by member 0)
+    # (a column split's members each gather the whole batch from memory and look at their own
+    # copies: a bad X value in a record every member gathers is reported as one record)
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(512, 300)), rng.integers(0, 3, 512)
     if part:
@@ -232,6 +232,41 @@ def test_labels_changed_by_another_thread_mid_fit_never_write_out_of_bounds():
     step = tr.step
     tr.fit(X, y, steps=150)  # the labels left alone again: it trains
     assert tr.step == step + 150
+
+
+def test_an_x_value_made_non_finite_by_another_thread_mid_call_never_trains_a_column_splits_member():
+    # From memory each member of a column split gathers the whole batch into its own copy. A value
+    # another thread makes non-finite meanwhile can reach member 1's copy and not member 0's: it is
+    # still a bad record, ending the call before that step changes anything (its relu outputs are 0,
+    # so the loss stays finite: unchecked, it went into member 1's columns of W as NaN)
+    import threading
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(64, 300)).astype(np.float32)
+    labels = rng.integers(0, 3, 64)
+    spec = make_spec(np.array([300, 256, 3], dtype=np.int64), batch_size=32, spe=2, shuffle=False, n_threads=2,
+                     split_columns=True)
+    done_flipping = threading.Event()
+
+    def flip():  # one column goes non-finite and back, over and over, while the members gather it
+        while not done_flipping.is_set():
+            X[:, 5] = np.nan
+            X[:, 5] = 0.5
+
+    t = threading.Thread(target=flip)
+    t.start()
+    seen = set()
+    try:
+        for _ in range(300):
+            theta = np.random.default_rng(0).normal(size=spec.n_params).astype(np.float32) * 0.05
+            done, status = _kernel.train_steps(spec, X, np.empty((0, 0), np.float32), labels,
+                                               np.empty(0, np.float32), theta, np.zeros((3, len(theta)), np.float32),
+                                               np.full(65, -1, np.int64), np.full(50, 0.05), np.zeros(50, np.float32),
+                                               np.empty((0, 2)), 0, 50, 0, np.zeros(1, np.uint8), 60.0)
+            seen.add((Status(status).name, bool(np.isfinite(theta).all())))
+    finally:
+        done_flipping.set()
+        t.join()
+    assert seen <= {("DONE", True), ("BAD_INPUT", True)}
 
 
 def test_equal_specs_share_a_key_and_different_ones_never_do():
