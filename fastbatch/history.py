@@ -287,6 +287,8 @@ class History:
         steps): a report at each epoch's end reads only that epoch."""
         if self.noise is None:
             raise ValueError("this run did not track the noise scale: train with track_noise=True")
+        from ._validation import check_int
+        epoch = check_int("epoch", epoch, 0)  # (an epoch beyond the run is NaN, as one not trained yet)
         n = self.n_steps
         start, stop = min(self._epoch_first_step(epoch), n), min(self._epoch_first_step(epoch + 1), n)
         if start >= stop:

@@ -82,6 +82,21 @@ def test_records_in_and_epoch_of_read_the_per_step_arrays():
         assert [run.epoch_of(k) for k in range(run.n_steps)] == run.epoch.tolist()
 
 
+def test_one_epochs_noise_scale_names_a_bad_epoch():
+    # a negative epoch was a numpy broadcasting error on an array run and NaN on a generator run (noise_scale()[-1]
+    # is the last epoch's, a number), a fractional one an IndexError from inside: each names epoch, as window does
+    X, y = make_data(n=41, d=3)
+    h = fb.Trainer(batch_size=4, epochs=3, track_noise=True).fit(X, y)
+    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
+    g = fb.Trainer(epochs=3, track_noise=True).fit_batches(lambda: iter(batches))
+    for run in (h, g):
+        with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
+            run.epoch_noise_scale(-1)
+        with pytest.raises(TypeError, match="epoch must be an integer"):
+            run.epoch_noise_scale(1.5)
+        assert run.epoch_noise_scale(np.int64(1)) == run.noise_scale()[1]
+
+
 def test_a_last_batch_of_one_carries_no_estimate():
     X, y = make_data(n=21, d=3)
     h = fb.Trainer(batch_size=4, epochs=1, track_noise=True).fit(X, y)
