@@ -188,8 +188,9 @@ class History:
     def records_in(self, steps):
         """Records trained on over the first ``steps`` steps (``records_seen[steps - 1]``, 0 for none), in
         O(an epoch's steps) (a progress report each call reads it: the cumulative sum made them quadratic)."""
-        steps = min(int(steps), self.n_steps)
-        if steps <= 0:
+        from ._validation import check_int
+        steps = min(check_int("steps", steps, 0), self.n_steps)  # (steps beyond the run: all of them)
+        if not steps:
             return 0
         if self._per_step is not None or not self.steps_per_epoch:
             return int(self.batch_size[:steps].sum())
@@ -198,9 +199,11 @@ class History:
 
     def epoch_of(self, step):
         """``epoch[step]``, in O(1)."""
+        from ._validation import check_int
+        step = check_int("step", step, 0, self.n_steps - 1)  # (arithmetic made up an epoch for -1, or beyond the run)
         if self._per_step is not None:
             return int(self._per_step["epoch"][step])
-        return int(step) // self.steps_per_epoch if self.steps_per_epoch else int(step)
+        return step // self.steps_per_epoch if self.steps_per_epoch else step
 
     @property
     def epoch_loss(self):

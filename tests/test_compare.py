@@ -97,6 +97,27 @@ def test_one_epochs_noise_scale_names_a_bad_epoch():
         assert run.epoch_noise_scale(np.int64(1)) == run.noise_scale()[1]
 
 
+def test_records_in_and_epoch_of_name_a_bad_argument():
+    # epoch_of(-1) was -1 on an array run (epoch[-1] is the last epoch; a generator run's said so), a step beyond
+    # the run an epoch never trained (a generator run's an IndexError); both took 2.7 as 2 and "3" as 3
+    X, y = make_data(n=41, d=3)
+    h = fb.Trainer(batch_size=4, epochs=3).fit(X, y)
+    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
+    g = fb.Trainer(epochs=2).fit_batches(lambda: iter(batches))
+    for run in (h, g):
+        for bad in (-1, run.n_steps):
+            with pytest.raises(ValueError, match=f"step must be an integer in \\[0, {run.n_steps - 1}\\], got {bad}"):
+                run.epoch_of(bad)
+        with pytest.raises(ValueError, match="steps must be an integer >= 0, got -1"):
+            run.records_in(-1)
+        for bad in (2.7, "3", True):
+            with pytest.raises(TypeError, match="step"):
+                run.epoch_of(bad)
+            with pytest.raises(TypeError, match="steps must be an integer"):
+                run.records_in(bad)
+        assert run.epoch_of(np.int64(3)) == run.epoch[3] and run.records_in(np.int64(3)) == run.records_seen[2]
+
+
 def test_a_last_batch_of_one_carries_no_estimate():
     X, y = make_data(n=21, d=3)
     h = fb.Trainer(batch_size=4, epochs=1, track_noise=True).fit(X, y)
