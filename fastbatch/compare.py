@@ -92,7 +92,7 @@ def compare_batch_sizes(X, y, batch_sizes, scale_lr=None, reference_batch_size=N
     reference = min(sizes) if reference_batch_size is None else check_int("reference_batch_size",
                                                                             reference_batch_size, 1)
     if reference_batch_size is not None and scale_lr is None:  # (it was ignored: one rate for every size)
-        raise ValueError(f"reference_batch_size={reference_batch_size!r} scales the learning rate only with "
+        raise ValueError(f"reference_batch_size={reference} scales the learning rate only with "
                          f"scale_lr 'linear' or 'sqrt'; give one, or leave reference_batch_size out")
     base_lr = trainer_params.pop("learning_rate", Trainer().learning_rate)
     trainers = {b: Trainer(**{**trainer_params, "track_noise": True}, batch_size=b,

@@ -104,6 +104,8 @@ def test_trainer_visits_records_in_epoch_order():
      ValueError, "reference_batch_size"),
     (lambda: fb.compare_batch_sizes(np.zeros((10, 1)), np.arange(10) % 2, [2, 4], reference_batch_size=2),
      ValueError, "reference_batch_size=2 scales the learning rate only with scale_lr"),
+    (lambda: fb.compare_batch_sizes(np.zeros((10, 1)), np.arange(10) % 2, [2, 4], reference_batch_size=np.int64(2)),
+     ValueError, "reference_batch_size=2 scales"),   # (not np.int64(2): the number, as check_int says it)
 ])
 def test_the_planning_helpers_name_a_bad_argument(call, error, name):
     with pytest.raises(error, match=name):
