@@ -701,21 +701,21 @@ def _write_outputs(trainer, paths, data):
     try:
         write_loss_plot(paths["plot"], h, _plot_title(trainer, data))
     except PlotUnavailable as exc:
-        stale = _remove_stale(paths["plot"])
+        stale = _remove_stale(paths["plot"], "train")
         paths["plot"] = None
         return f"loss plot:  not written: {exc}" + (f" (removed {stale}: it plotted an earlier run)" if stale else "")
     return f"loss plot:  {paths['plot']}"
 
 
-def _remove_stale(path):
+def _remove_stale(path, command):
     """An earlier run's output at ``path``, removed (beside this run's other outputs it would pass for
     this run's); ``path``, or None when there was none."""
     try:
         os.remove(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:  # (e.g. a read-only file: said, not fatal: the run's own outputs are written)
-        _err(f"fastbatch: warning: {path} is from an earlier run and could not be removed ({exc.strerror})")
+    except OSError as exc:  # (e.g. a folder of that name: said, not fatal: the run's own outputs are written)
+        _err(f"fastbatch {command}: warning: {path} could not be removed ({exc.strerror}): it is not this run's")
         return None
     return path
 
@@ -914,7 +914,7 @@ def cmd_compare(args):
                               trainer.loss)
         print(f"figure:     {prefix}.png")
     except PlotUnavailable as exc:
-        stale = _remove_stale(prefix + ".png")
+        stale = _remove_stale(prefix + ".png", "compare")
         print(f"figure:     not written: {exc}" + (f" (removed {stale}: it plotted an earlier comparison)"
                                                     if stale else ""))
     return EXIT_OK

@@ -142,6 +142,25 @@ def test_train_without_matplotlib_says_so(capsys, csv_data, tmp_path, monkeypatc
     assert not (tmp_path / "points-loss.png").exists() and (tmp_path / "points-history.csv").exists()
 
 
+
+def test_a_plot_that_cannot_be_removed_is_said_in_the_commands_words(capsys, csv_data, tmp_path, monkeypatch):
+    # without matplotlib, a folder where the plot goes is left (a read-only file is not: removing it needs the
+    # folder's write permission, checked before the run) and said as each command says a warning, "fastbatch
+    # train: warning: ..." (it was "fastbatch: warning: ..."), not as an earlier run's plot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    path, _, _ = csv_data
+    (tmp_path / "points-loss.png").mkdir()
+    (tmp_path / "cmp.png").mkdir()
+    code, out, err = run(capsys, "train", path, "--target", "label", "--out-dir", tmp_path, "--quiet", "--epochs", "1")
+    assert code == 0, err
+    assert f"fastbatch train: warning: {tmp_path / 'points-loss.png'} could not be removed (Is a directory)" in err
+    assert "earlier run" not in err and (tmp_path / "points-loss.png").is_dir()
+    code, out, err = run(capsys, "compare", path, "--batch-sizes", "8", "--out", tmp_path / "cmp", *COMPARE_OPTS)
+    assert code == 0, err
+    assert f"fastbatch compare: warning: {tmp_path / 'cmp.png'} could not be removed (Is a directory)" in err
+
+
 # ---------------------------------------------------------------------- the progress line
 
 def test_plain_progress_line_without_tqdm(seed_data):
