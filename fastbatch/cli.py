@@ -733,15 +733,16 @@ NO_ESTIMATE_AT_1 = ("batch 1 carries no noise-scale estimate (it compares the re
 
 
 class NoiseReport:
-    """A callback for ``--track-noise``: each finished epoch's gradient noise scale, one line (History.noise_scale)."""
+    """A callback for ``--track-noise``: each finished epoch's gradient noise scale, one line
+    (History.epoch_noise_scale)."""
 
     def __init__(self, say):
         self.say = say
 
     def on_epoch_end(self, trainer, epoch, logs):
-        scale = trainer.history.epoch_noise_scale(epoch)  # (the epoch's steps only: the whole run's each epoch
-        if not math.isnan(scale):                         # made a long run's reports quadratic)
-            self.say(f"epoch {epoch + 1}: noise scale {_approx_records(scale)}")  # (batch 1: said once, at the end)
+        scale = trainer.history.epoch_noise_scale(epoch)
+        if not math.isnan(scale):  # (an epoch of batch 1 has none: said once, at the end)
+            self.say(f"epoch {epoch + 1}: noise scale {_approx_records(scale)}")
 
 
 def _approx_records(scale):
@@ -792,7 +793,7 @@ class Progress:
         now = time.perf_counter()
         total = self.trainer.total_steps
         steps = history.n_steps
-        seen = history.records_in(steps)  # (O(an epoch): a report per epoch of a long run stays cheap)
+        seen = history.records_in(steps)
         if self.seen0 is None:  # the first report: the bar starts here, at the steps done
             self.t0, self.step0, self.seen0 = now, steps, seen
             self._start(total, steps)

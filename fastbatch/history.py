@@ -182,12 +182,13 @@ class History:
 
     @property
     def records_trained(self):
-        """Records trained on over all the steps (``records_seen[-1]``, 0 before a step), in O(an epoch's steps)."""
+        """Records trained on over all the steps (``records_seen[-1]``, 0 before a step): ``records_in``."""
         return self.records_in(self.n_steps)
 
     def records_in(self, steps):
         """Records trained on over the first ``steps`` steps (``records_seen[steps - 1]``, 0 for none), in
-        O(an epoch's steps) (a progress report each call reads it: the cumulative sum made them quadratic)."""
+        O(an epoch's steps) for an array run (O(steps) for fit_batches'): a progress report each call
+        reads it, where the whole cumulative sum made a long run's reports quadratic."""
         from ._validation import check_int
         steps = min(check_int("steps", steps, 0), self.n_steps)  # (steps beyond the run: all of them)
         if not steps:
@@ -286,8 +287,9 @@ class History:
         return _noise_scales(B, self.noise, starts)
 
     def epoch_noise_scale(self, epoch):
-        """``noise_scale()[epoch]`` (NaN for an epoch of batches of one record), in O(the epoch's
-        steps): a report at each epoch's end reads only that epoch."""
+        """``noise_scale()[epoch]`` (NaN for an epoch of batches of one record, or one not trained), in
+        O(the epoch's steps) for an array run (fit_batches' first finds the epoch's steps): a report
+        at each epoch's end reads only that epoch."""
         if self.noise is None:
             raise ValueError("this run did not track the noise scale: train with track_noise=True")
         from ._validation import check_int
