@@ -51,19 +51,25 @@ def test_noise_scale_from_the_step_numbers():
         fb.Trainer(epochs=1).fit(X, y).noise_scale()
 
 
+def array_and_generator_runs(track_noise=False, epochs=3):
+    """(X, y, an array run of 41 records at batch 4 (a last batch of 1), a fit_batches run of batches
+    of 5, 1 and 9 records) for the History accessors' tests."""
+    X, y = make_data(n=41, d=3)
+    h = fb.Trainer(batch_size=4, epochs=epochs, track_noise=track_noise).fit(X, y)
+    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
+    g = fb.Trainer(epochs=epochs, track_noise=track_noise).fit_batches(lambda: iter(batches))
+    return X, y, h, g
+
+
 def test_one_epochs_noise_scale_is_the_runs_for_that_epoch():
     # epoch_noise_scale (what the command's --track-noise reports each epoch) reads the epoch's steps
     # only: the same numbers as noise_scale(), for array runs with a last batch of one and generator runs
-    X, y = make_data(n=41, d=3)
-    h = fb.Trainer(batch_size=4, epochs=5, track_noise=True).fit(X, y)
-    assert h.batch_size[10] == 1 and len(h.epoch_starts) == 5
-    whole = h.noise_scale()
-    assert [h.epoch_noise_scale(e) for e in range(5)] == pytest.approx(list(whole), nan_ok=True)
-    assert np.isnan(h.epoch_noise_scale(5))  # (an epoch not trained)
-    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
-    g = fb.Trainer(epochs=3, track_noise=True).fit_batches(lambda: iter(batches))
+    X, y, h, g = array_and_generator_runs(track_noise=True)
+    assert h.batch_size[10] == 1 and len(h.epoch_starts) == 3
     assert len(g.epoch_starts) == 3 and g.n_steps == 9
-    assert [g.epoch_noise_scale(e) for e in range(3)] == pytest.approx(list(g.noise_scale()), nan_ok=True)
+    for run in (h, g):
+        assert [run.epoch_noise_scale(e) for e in range(3)] == pytest.approx(list(run.noise_scale()), nan_ok=True)
+        assert np.isnan(run.epoch_noise_scale(3))  # (an epoch not trained)
     ones = fb.Trainer(batch_size=1, epochs=1, track_noise=True).fit(X[:5], y[:5])
     assert np.isnan(ones.epoch_noise_scale(0))  # (noise_scale() raises: a run of batch 1 has no estimate)
     with pytest.raises(ValueError, match="track_noise"):
@@ -72,10 +78,7 @@ def test_one_epochs_noise_scale_is_the_runs_for_that_epoch():
 
 def test_records_in_and_epoch_of_read_the_per_step_arrays():
     # the command's progress line reads these each call (O(an epoch) and O(1)): the arrays' numbers
-    X, y = make_data(n=41, d=3)
-    h = fb.Trainer(batch_size=4, epochs=3).fit(X, y)
-    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
-    g = fb.Trainer(epochs=2).fit_batches(lambda: iter(batches))
+    _, _, h, g = array_and_generator_runs()
     for run in (h, g):
         seen = run.records_seen
         assert [run.records_in(k) for k in range(run.n_steps + 2)] == [0, *seen.tolist(), seen[-1]]
@@ -85,10 +88,7 @@ def test_records_in_and_epoch_of_read_the_per_step_arrays():
 def test_one_epochs_noise_scale_names_a_bad_epoch():
     # a negative epoch was a numpy broadcasting error on an array run and NaN on a generator run (noise_scale()[-1]
     # is the last epoch's, a number), a fractional one an IndexError from inside: each names epoch, as window does
-    X, y = make_data(n=41, d=3)
-    h = fb.Trainer(batch_size=4, epochs=3, track_noise=True).fit(X, y)
-    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
-    g = fb.Trainer(epochs=3, track_noise=True).fit_batches(lambda: iter(batches))
+    _, _, h, g = array_and_generator_runs(track_noise=True)
     for run in (h, g):
         with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
             run.epoch_noise_scale(-1)
@@ -100,10 +100,7 @@ def test_one_epochs_noise_scale_names_a_bad_epoch():
 def test_records_in_and_epoch_of_name_a_bad_argument():
     # epoch_of(-1) was -1 on an array run (epoch[-1] is the last epoch; a generator run's said so), a step beyond
     # the run an epoch never trained (a generator run's an IndexError); both took 2.7 as 2 and "3" as 3
-    X, y = make_data(n=41, d=3)
-    h = fb.Trainer(batch_size=4, epochs=3).fit(X, y)
-    batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
-    g = fb.Trainer(epochs=2).fit_batches(lambda: iter(batches))
+    _, _, h, g = array_and_generator_runs()
     for run in (h, g):
         for bad in (-1, run.n_steps):
             with pytest.raises(ValueError, match=f"step must be an integer in \\[0, {run.n_steps - 1}\\], got {bad}"):
