@@ -51,13 +51,13 @@ def test_noise_scale_from_the_step_numbers():
         fb.Trainer(epochs=1).fit(X, y).noise_scale()
 
 
-def array_and_generator_runs(track_noise=False, epochs=3):
+def array_and_generator_runs(track_noise=False):
     """(X, y, an array run of 41 records at batch 4 (a last batch of 1), a fit_batches run of batches
-    of 5, 1 and 9 records) for the History accessors' tests."""
+    of 5, 1 and 9 records), 3 epochs each, for the History accessors' tests."""
     X, y = make_data(n=41, d=3)
-    h = fb.Trainer(batch_size=4, epochs=epochs, track_noise=track_noise).fit(X, y)
+    h = fb.Trainer(batch_size=4, epochs=3, track_noise=track_noise).fit(X, y)
     batches = [(X[i:i + k], y[i:i + k]) for i, k in ((0, 5), (5, 1), (6, 9))]
-    g = fb.Trainer(epochs=epochs, track_noise=track_noise).fit_batches(lambda: iter(batches))
+    g = fb.Trainer(epochs=3, track_noise=track_noise).fit_batches(lambda: iter(batches))
     return X, y, h, g
 
 
