@@ -170,6 +170,30 @@ def test_a_column_split_from_memory_equals_the_same_run_read_from_the_file(tmp_p
         assert np.array_equal(a, b)
 
 
+def test_a_column_split_over_its_copies_memory_shares_one_copy_with_the_same_bits(monkeypatch):
+    # the members' own copies of the batch are bounded (X_OWN_MAX_BYTES): past it, one copy, its
+    # rows gathered by the members in shares, the same bits
+    X, y = make_data(n=301, d=300, k=5)
+    kw = dict(hidden=(256, 40), batch_size=24, epochs=2, seed=5, dtype="float32", optimizer="adam", noise=True,
+              n_threads=3, split_columns=True)
+
+    def run_on_a_new_workspace():
+        monkeypatch.setattr(_kernel._local, "workspaces", {})
+        monkeypatch.delattr(_kernel._local, "last", raising=False)
+        r = train("cython", X, y, **kw)
+        (ws,) = _kernel._local.workspaces.values()
+        return r, repr(ws)
+
+    own, own_ws = run_on_a_new_workspace()
+    monkeypatch.setattr(_kernel, "X_OWN_MAX_BYTES", 2 * 24 * 300 * 4 - 1)  # (one byte short of 2 copies)
+    shared, shared_ws = run_on_a_new_workspace()
+    assert "members=3, split=columns, own_copies=True" in own_ws
+    assert "members=3, split=columns, own_copies=False" in shared_ws
+    assert own.done == shared.done == 26 and np.isfinite(shared.losses).all()
+    for a, b in ((own.losses, shared.losses), (own.theta, shared.theta), (own.noise, shared.noise)):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_a_team_stops_on_a_diverging_loss(columns):
     X, y = make_data(n=301, d=40)
