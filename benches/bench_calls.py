@@ -22,7 +22,9 @@ Parts (``--parts``):
   without the option), and per training step (a validation split trains on 240 records per
   epoch, not 300, so per step it is the stricter figure).
 - cli: ``fastbatch train data.csv`` (the default progress bar) against ``--quiet``, on the same
-  300 records, batch 1, ``--cli-epochs`` epochs; whole processes, so start-up is in both.
+  300 records, batch 1, ``--cli-epochs`` epochs; and ``--track-noise`` at batch 4 (a line of the
+  noise scale each epoch, under the bar) against ``--track-noise --quiet``; whole processes, so
+  start-up is in both.
 
 Method: warm-up, then ``--repeats`` rounds with the variants interleaved; medians and the
 spread of the repeats. The targets (issues 10 and 12) are printed with PASS / MISS.
@@ -77,9 +79,11 @@ HOOK_COLUMNS = [
     ("ratio_run", "run x none", 10, "{:.2f}x"),
     ("ratio", "step x none", 11, "{:.2f}x"),
 ]
+CLI_NOISE = "fastbatch train --track-noise, batch 4"   # (each epoch's noise scale said under the bar)
+CLI_NOISE_QUIET = "fastbatch train --track-noise --quiet, batch 4"
 CLI_COLUMNS = [
     ("epochs", "epochs", 6, "{}"),
-    ("command", "command", 40, "{}"),
+    ("command", "command", 48, "{}"),
     ("seconds", "seconds", 8, "{:.2f}"),
     ("spread_pct", "spread", 6, "{:.0f}%"),
     ("ratio", "x --quiet", 9, "{:.2f}x"),
@@ -257,7 +261,10 @@ def bench_cli(args):
             base = [sys.executable, "-m", "fastbatch", "train", path, "--target", "label", "--hidden", "32",
                     "--optimizer", "sgd", "--learning-rate", "0.01", "--batch-size", "1", "--epochs", str(epochs),
                     "--out-dir", os.path.join(tmp, "out")]
-            commands = {"fastbatch train (progress bar)": base, "fastbatch train --quiet": base + ["--quiet"]}
+            noise = base[:base.index("--batch-size")] + ["--batch-size", "4", "--track-noise"] + base[
+                base.index("--batch-size") + 2:]
+            commands = {"fastbatch train (progress bar)": base, "fastbatch train --quiet": base + ["--quiet"],
+                        CLI_NOISE: noise, CLI_NOISE_QUIET: noise + ["--quiet"]}
 
             def run(cmd):
                 proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=3600)
@@ -266,10 +273,10 @@ def bench_cli(args):
 
             times = interleaved({label: (lambda c: lambda: run(c))(cmd) for label, cmd in commands.items()},
                                 args.repeats, args.settle)
-            ref = C.median(times["fastbatch train --quiet"])
             for label, ts in times.items():
+                quiet = times[CLI_NOISE_QUIET if label in (CLI_NOISE, CLI_NOISE_QUIET) else "fastbatch train --quiet"]
                 row = {"epochs": epochs, "command": label, "seconds": C.median(ts), "spread_pct": C.spread_pct(ts),
-                       "ratio": C.median(ts) / ref}
+                       "ratio": C.median(ts) / C.median(quiet)}
                 rows.append(row)
                 print(C.table_row(row, CLI_COLUMNS, n_text=2), flush=True)
             print(flush=True)
@@ -298,8 +305,10 @@ def summarize(calls, hooks, cli):
             one(f"{r['hook']}, {r['epochs']} epochs (run, x no hook)", r["ratio_run"], 1.3, "{:.2f}x")
             out[-1] += f"; per step {r['ratio']:.2f}x"
     for r in cli:
-        if r["command"] != "fastbatch train --quiet":
+        if r["command"] == "fastbatch train (progress bar)":
             one(f"CLI progress bar, {r['epochs']} epochs (x --quiet)", r["ratio"], 1.3, "{:.2f}x")
+        elif r["command"] == CLI_NOISE:
+            one(f"CLI --track-noise lines and bar, {r['epochs']} epochs (x --quiet)", r["ratio"], 1.3, "{:.2f}x")
     return ["targets:"] + out if out else []
 
 

@@ -130,11 +130,16 @@ def hooks_table(doc):
         lines.append(f"| {e:,} | " + " | ".join(cells) + " |")
     cli = {r["command"]: r for r in doc.get("cli", [])}
     note = ""
-    if len(cli) == 2:
+    if "fastbatch train (progress bar)" in cli:
         bar, quiet = cli["fastbatch train (progress bar)"], cli["fastbatch train --quiet"]
         note = (f"`fastbatch train` on the same records, {bar['epochs']:,} epochs: {bar['seconds']:.2f} s with the "
                 f"progress bar, {quiet['seconds']:.2f} s with `--quiet` ({bar['ratio']:.2f}x; whole processes, "
                 "start-up included).")
+        noise = [r for k, r in cli.items() if k.startswith("fastbatch train --track-noise") and "--quiet" not in k]
+        if noise:
+            n = noise[0]
+            note += (f" With `--track-noise` at batch 4 (a noise-scale line each epoch, under the bar): "
+                     f"{n['seconds']:.2f} s, {n['ratio']:.2f}x its `--quiet` run.")
     return lines, note
 
 

@@ -154,7 +154,9 @@ def test_bench_calls_quick(tmp_path):
     assert set(hooks) == {"none", "on_progress", "validation_split=0.2", "on_epoch_end callback"}
     assert hooks["none"]["ratio"] == pytest.approx(1.0) and hooks["none"]["ratio_run"] == pytest.approx(1.0)
     assert hooks["validation_split=0.2"]["steps"] < hooks["none"]["steps"] == hooks["on_progress"]["steps"]
-    assert {r["command"] for r in doc["cli"]} == {"fastbatch train (progress bar)", "fastbatch train --quiet"}
+    assert {r["command"] for r in doc["cli"]} == {"fastbatch train (progress bar)", "fastbatch train --quiet",
+                                              "fastbatch train --track-noise, batch 4",
+                                              "fastbatch train --track-noise --quiet, batch 4"}
     assert "fixed cost of fit(steps=1)" in stdout and "targets:" in stdout
 
 
