@@ -142,7 +142,6 @@ def test_train_without_matplotlib_says_so(capsys, csv_data, tmp_path, monkeypatc
     assert not (tmp_path / "points-loss.png").exists() and (tmp_path / "points-history.csv").exists()
 
 
-
 def test_a_plot_that_cannot_be_removed_is_said_in_the_commands_words(capsys, csv_data, tmp_path, monkeypatch):
     # without matplotlib, a folder where the plot goes is left (a read-only file is not: removing it needs the
     # folder's write permission, checked before the run) and said as each command says a warning, "fastbatch
