@@ -32,6 +32,7 @@ from . import _data, _inference, _task, _validation as V
 from ._codes import Status
 from .config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
+from ._text import count
 from .callbacks import Callback
 from .errors import DivergenceError
 from .history import weighted_sum
@@ -135,7 +136,7 @@ class Hooks:
         steps = tr._state.steps_per_epoch
         for e in range(first, last):
             logs = tr._state.epoch_metrics[e]
-            parts = [f"Epoch {e + 1}/{budget}", f"{steps:,} step{'s' if steps != 1 else ''}",
+            parts = [f"Epoch {e + 1}/{budget}", count(steps, "step"),
                      f"{per_epoch * 1000:.3g} ms" if per_epoch < 1 else f"{per_epoch:.3g} s"] + [f"{k}: {v:.4g}" for k, v in logs.items()]
             line = " - ".join(parts)
             if callable(self.verbose):

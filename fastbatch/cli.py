@@ -659,7 +659,7 @@ def divergence_advice(exc, learning_rate=None, args=None, checkpoint=None):
     text = f"{exc.headline} (learning rate {exc.learning_rate:g} at that step)"
     if checkpoint is None:
         return f"{text}. Run again with {smaller}{scale}."
-    done = f"{exc.step:,} step{'s' if exc.step != 1 else ''} done"
+    done = f"{count(exc.step, 'step')} done"
     if not exc.sane:
         return (f"{text}, and the run had already blown up at the earliest step it keeps, where the checkpoint "
                 f"{checkpoint} is ({done}): a smaller rate may not bring it back. Start a new run (without --resume) "

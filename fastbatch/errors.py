@@ -1,4 +1,5 @@
 """Errors fastbatch raises beyond ValueError / TypeError."""
+from ._text import count
 
 
 class DivergenceError(FloatingPointError):
@@ -22,7 +23,7 @@ class DivergenceError(FloatingPointError):
         self.step, self.epoch, self.batch, self.learning_rate = step, epoch, batch, learning_rate
         self.bad_step, self.what, self.sane, self.limit, self.scale = bad_step, what, sane, limit, scale
         self.run = run
-        where = (f"the trainer is back to {step:,} step{'s' if step != 1 else ''} done (its next is step {step + 1}: "
+        where = (f"the trainer is back to {count(step, 'step')} done (its next is step {step + 1}: "
                  f"epoch {epoch + 1}, batch {batch + 1})")
         if sane:
             back = (f"{where}, before the update that produced them: the last params whose batch loss was "
