@@ -379,3 +379,23 @@ def test_repr_names_a_learning_rate_schedule():
     assert "lr_schedule='cosine'" in repr(fb.Trainer(lr_schedule="cosine"))
     assert "'step_epochs': 3" in repr(fb.Trainer(lr_schedule={"name": "step", "step_epochs": 3}))
     assert repr(fb.Trainer(lr_schedule={"name": "constant"})).startswith("Trainer() ")
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_params_drawn_in_chunks_are_one_whole_draw_per_layer(activation, dtype):
+    # init_params draws a wide layer in chunks of rows (INIT_CHUNK): the same stream, so the same bits, as one
+    # draw of each whole layer, a layer of one row wider than a chunk included
+    from fastbatch import _network
+    sizes = np.array([300, _network.INIT_CHUNK + 3, 70, 3])
+    got = _network.init_params(sizes, activation, 5, np.dtype(dtype))
+    rng = np.random.default_rng([5, 0x1417])
+    want = np.zeros_like(got)
+    for W, _ in _network.unpack(want, sizes):
+        fan_in, fan_out = W.shape
+        if activation == "relu":
+            W[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=W.shape)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+    assert got.dtype == np.dtype(dtype) and got.tobytes() == want.tobytes()
