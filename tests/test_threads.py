@@ -28,7 +28,8 @@ OPTIMIZERS = [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9, nestero
 CASES = [
     # (loss, activation, hidden, batch_size): 40 inputs -> 48 runs on BLAS for >= 17 rows, -> 5 on the small loops
     ("cross_entropy", "relu", (48, 5), 100),
-    ("cross_entropy", "relu", (96, 40), 30),  # 96 outputs: 3 members get 32, 32 and 32 columns
+    ("cross_entropy", "relu", (96, 40), 30),  # 96 outputs: 3 members get 32, 32 and 32 columns; 96 -> 40 by rows
+    ("cross_entropy", "tanh", (48, 96, 40), 30),  # split by columns twice (a partial delta), then 96 -> 40 by rows
     ("cross_entropy", "tanh", (20, 96, 8), 40),  # small, then BLAS, then small layers
     ("mse", "tanh", (48,), 64),
     ("binary_crossentropy", "sigmoid", (20,), 50),
@@ -192,6 +193,26 @@ def test_a_column_split_over_its_copies_memory_shares_one_copy_with_the_same_bit
     assert own.done == shared.done == 26 and np.isfinite(shared.losses).all()
     for a, b in ((own.losses, shared.losses), (own.theta, shared.theta), (own.noise, shared.noise)):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("hidden, n_threads, shared", [((96, 40), 2, 1), ((96, 40), 3, 1), ((48, 96, 40), 3, 2),
+                                                      ((256, 10), 2, -1), ((64, 48), 3, -1)])
+def test_a_column_split_shares_the_layer_before_its_tail_by_rows_when_every_member_has_rows(
+        monkeypatch, hidden, n_threads, shared):
+    # the layer before the tail is shared by the rows of its W (the columns of its input the members made) when
+    # the layer before it is shared by columns and every member has some: (256, 10)'s tail is the 10-class
+    # output and the 256 -> 10 layer (member 0's: 10 columns); (64, 48) on 3 members leaves member 2 no rows.
+    # Either way the team trains as the numpy reference
+    monkeypatch.setattr(_kernel._local, "workspaces", {}, raising=False)
+    monkeypatch.delattr(_kernel._local, "last", raising=False)
+    got = run("cross_entropy", "relu", hidden, 30, OPTIMIZERS[3], "float64", n_threads=n_threads, split_columns=True,
+              noise=True)
+    (ws,) = _kernel._local.workspaces.values()
+    assert f"members={n_threads}, split=columns, own_copies=True, rows_shared_layer={shared}," in repr(ws)
+    ref = run("cross_entropy", "relu", hidden, 30, OPTIMIZERS[3], "float64", backend="numpy", noise=True)
+    assert got.done == ref.done == 33
+    for a, b in ((got.losses, ref.losses), (got.theta, ref.theta), (got.noise, ref.noise)):
+        np.testing.assert_allclose(a, b, **TOL["float64"])
 
 
 @pytest.mark.parametrize("columns", [False, True])
