@@ -215,6 +215,26 @@ def test_a_column_split_shares_the_layer_before_its_tail_by_rows_when_every_memb
         np.testing.assert_allclose(a, b, **TOL["float64"])
 
 
+@pytest.mark.parametrize("loss, act", [("cross_entropy", "relu"), ("mse", "tanh")])
+def test_a_column_split_with_no_tail_shares_its_output_layer_by_rows_without_activating_its_outputs(
+        monkeypatch, loss, act):
+    # 20 outputs on 2 members: member 1 has columns of the output layer, so there is no tail and the layer
+    # shared by rows is the output layer itself; its summed partials are the logits (the outputs), which
+    # once went through the hidden layers' activation (relu'd logits: wrong losses from the first step)
+    monkeypatch.setattr(_kernel._local, "workspaces", {}, raising=False)
+    monkeypatch.delattr(_kernel._local, "last", raising=False)
+    X, y = make_data(n=301, d=40, loss=loss, k=20)
+    kw = dict(hidden=(64,), activation=act, loss=loss, batch_size=30, epochs=2, lr=0.01, seed=5, dtype="float64",
+              optimizer="adam", noise=True)
+    got = train("cython", X, y, n_threads=2, split_columns=True, **kw)
+    (ws,) = _kernel._local.workspaces.values()
+    assert "members=2, split=columns, own_copies=True, rows_shared_layer=1," in repr(ws)
+    ref = train("numpy", X, y, **kw)
+    assert got.done == ref.done == 22
+    for a, b in ((got.losses, ref.losses), (got.theta, ref.theta), (got.noise, ref.noise)):
+        np.testing.assert_allclose(a, b, **TOL["float64"])
+
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_a_team_stops_on_a_diverging_loss(columns):
     X, y = make_data(n=301, d=40)
