@@ -266,13 +266,17 @@ static void *fb_member_main(void *p)
     return NULL;
 }
 
-/* Runs fn(arg, tid) for tid = 0 .. n-1, tid 0 on the calling thread, and waits for all.
+/* Tests: 1 makes fb_team_run find no member thread (as when the system refuses them). */
+static int fb_refuse_threads = 0;
+
+/* Runs fn(arg, tid) for tid = 0 .. n-1, tid 0 on the calling thread, and waits for all; returns 1.
  * The caller takes a free pool (or waits for the first one when all are busy): the team
  * never depends on who else is training. If the system refuses a thread, the team is
- * smaller: *n (and *also, if not NULL and larger) and the barrier are set to the size that
- * runs before any member starts. spin: 0 when the cores looked busy: the barrier's waiters
+ * smaller: *n and the barrier are set to the size that runs before any member starts; or,
+ * with all_or_none (a team whose members' buffers are sized for n of them: a column split),
+ * nothing runs and it returns 0. spin: 0 when the cores looked busy: the barrier's waiters
  * spin only briefly, the members after the job and the caller waiting for them sleep at once. */
-static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *bar, int spin)
+static int fb_team_run(fb_task fn, void *arg, int *n, int all_or_none, fb_barrier *bar, int spin)
 {
     pthread_t thread;
     fb_pool *pool = NULL;
@@ -296,11 +300,14 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
         pthread_detach(thread);
         pool->size++;
     }
-    if (want > pool->size + 1)
-        want = pool->size + 1;
+    if (want > (fb_refuse_threads ? 1 : pool->size + 1)) {
+        if (all_or_none) {
+            pthread_mutex_unlock(&pool->lock);
+            return 0;
+        }
+        want = fb_refuse_threads ? 1 : pool->size + 1;
+    }
     *n = want;
-    if (also && *also > want)
-        *also = want;
     fb_barrier_init(bar, want, spin);
     pool->fn = fn;
     pool->arg = arg;
@@ -313,6 +320,7 @@ static void fb_team_run(fb_task fn, void *arg, int *n, int *also, fb_barrier *ba
     while ((left = __atomic_load_n(&pool->left, __ATOMIC_ACQUIRE)) != 0)
         fb_wait_change(&pool->left, left, 0, spin);
     pthread_mutex_unlock(&pool->lock);
+    return 1;
 }
 
 /* ---- a row split's way: its team, or one thread that runs all its members

@@ -610,3 +610,21 @@ def test_the_learning_rate_set_from_another_thread_while_fit_runs_never_breaks_i
         th.join()
         sys.setswitchinterval(old)
     assert tr.step == 1000 and np.isfinite(tr.history.loss).all()
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_the_system_refuses_threads_trains_on_one_as_a_row_split(monkeypatch, columns):
+    # a row split's members run on the threads there are (the same sums); a column split's copies are sized for
+    # its planned members, so it runs all or none of them: without its threads, a row split of the same members
+    kw = dict(hidden=(96, 40), batch_size=30, epochs=2, seed=5, dtype="float64", optimizer="adam", noise=True,
+              n_threads=3)
+    X, y = make_data(n=301, d=40)
+    rows = train("cython", X, y, split_columns=False, **kw)
+    try:
+        _kernel._refuse_threads(True)
+        got = train("cython", X, y, split_columns=columns, **kw)
+    finally:
+        _kernel._refuse_threads(False)
+    assert got.done == rows.done == 22 and got.status == rows.status
+    for a, b in ((got.losses, rows.losses), (got.theta, rows.theta), (got.noise, rows.noise)):
+        assert np.array_equal(a, b)
