@@ -48,7 +48,7 @@ def assert_own_and_gemm_match_numpy(d, hidden, batch, dtype, opt, **kw):
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o["optimizer"] + str(o.get("momentum", "")))
 @pytest.mark.parametrize("d, hidden, batch", [
     (600, (48,), 13),        # k in 3 blocks; 13 rows: a tile of 8, of 4 and of 1; 48 = a pair of vectors + one
-    (40, (96, 80), 45),      # 96 and 80 outputs; 45 rows: more than a block of the gradient's rows
+    (40, (96, 80), 75),      # 96 and 80 outputs; 75 rows: more than a block of the gradient's rows (FB_RC)
     (70, (64, 32), 203),     # full batch: many blocks of rows
     (300, (16,), 37),        # one vector of outputs
 ])
