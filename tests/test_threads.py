@@ -195,22 +195,25 @@ def test_a_column_split_over_its_copies_memory_shares_one_copy_with_the_same_bit
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("hidden, n_threads, shared", [((96, 40), 2, 1), ((96, 40), 3, 1), ((48, 96, 40), 3, 2),
-                                                      ((256, 10), 2, -1), ((64, 48), 3, -1)])
+@pytest.mark.parametrize("hidden, n_threads, shared, batch", [
+    ((96, 40), 2, 1, 30), ((96, 40), 3, 1, 30), ((48, 96, 40), 3, 2, 30), ((256, 10), 2, -1, 30),
+    ((64, 48), 3, -1, 30),
+    # whole vectors of rows, up to 64: the delta through the shared rows on the own tiles (rows_delta)
+    ((96, 40), 2, 1, 32), ((48, 96, 40), 3, 2, 64)])
 def test_a_column_split_shares_the_layer_before_its_tail_by_rows_when_every_member_has_rows(
-        monkeypatch, hidden, n_threads, shared):
+        monkeypatch, hidden, n_threads, shared, batch):
     # the layer before the tail is shared by the rows of its W (the columns of its input the members made) when
     # the layer before it is shared by columns and every member has some: (256, 10)'s tail is the 10-class
     # output and the 256 -> 10 layer (member 0's: 10 columns); (64, 48) on 3 members leaves member 2 no rows.
     # Either way the team trains as the numpy reference
     monkeypatch.setattr(_kernel._local, "workspaces", {}, raising=False)
     monkeypatch.delattr(_kernel._local, "last", raising=False)
-    got = run("cross_entropy", "relu", hidden, 30, OPTIMIZERS[3], "float64", n_threads=n_threads, split_columns=True,
-              noise=True)
+    got = run("cross_entropy", "relu", hidden, batch, OPTIMIZERS[3], "float64", n_threads=n_threads,
+              split_columns=True, noise=True)
     (ws,) = _kernel._local.workspaces.values()
     assert f"members={n_threads}, split=columns, own_copies=True, rows_shared_layer={shared}," in repr(ws)
-    ref = run("cross_entropy", "relu", hidden, 30, OPTIMIZERS[3], "float64", backend="numpy", noise=True)
-    assert got.done == ref.done == 33
+    ref = run("cross_entropy", "relu", hidden, batch, OPTIMIZERS[3], "float64", backend="numpy", noise=True)
+    assert got.done == ref.done == 3 * -(-301 // batch)
     for a, b in ((got.losses, ref.losses), (got.theta, ref.theta), (got.noise, ref.noise)):
         np.testing.assert_allclose(a, b, **TOL["float64"])
 
