@@ -199,7 +199,10 @@ def test_a_column_split_over_its_copies_memory_shares_one_copy_with_the_same_bit
     ((96, 40), 2, 1, 30), ((96, 40), 3, 1, 30), ((48, 96, 40), 3, 2, 30), ((256, 10), 2, -1, 30),
     ((64, 48), 3, -1, 30),
     # whole vectors of rows, up to 64: the delta through the shared rows on the own tiles (rows_delta)
-    ((96, 40), 2, 1, 32), ((48, 96, 40), 3, 2, 64)])
+    ((96, 40), 2, 1, 32), ((48, 96, 40), 3, 2, 64),
+    # small layers before the shared one, 32 -> 12 narrow (its W.T kept in member 0's WT from its forward to its
+    # delta): rows_delta's scratch is not there
+    ((32, 12, 64, 256, 96), 2, 4, 32)])
 def test_a_column_split_shares_the_layer_before_its_tail_by_rows_when_every_member_has_rows(
         monkeypatch, hidden, n_threads, shared, batch):
     # the layer before the tail is shared by the rows of its W (the columns of its input the members made) when
@@ -631,3 +634,25 @@ def test_a_team_the_system_refuses_threads_trains_on_one_as_a_row_split(monkeypa
     assert got.done == rows.done == 22 and got.status == rows.status
     for a, b in ((got.losses, rows.losses), (got.theta, rows.theta), (got.noise, rows.noise)):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_team_whose_threads_were_refused_trains_on_its_workspace_as_before(columns):
+    # a refused column split runs as a row split, whose members leave their shares of the loss in the workspace:
+    # the column split's loss is member 0's alone (it counted the others' shares: every later loss off by the
+    # last one's, or NONFINITE at its first step after a refused call that diverged)
+    from fastbatch._codes import Status
+    kw = dict(hidden=(96, 40), batch_size=32, epochs=1, seed=5, n_threads=2, split_columns=columns)
+    X, y = make_data(n=301, d=40)
+    fresh = train("cython", X, y, **kw)
+    for lr in (0.05, 1e200):
+        try:
+            _kernel._refuse_threads(True)
+            refused = train("cython", X, y, lr=lr, **kw)
+        finally:
+            _kernel._refuse_threads(False)
+        assert refused.status == (Status.DONE if lr < 1 else Status.NONFINITE)
+        got = train("cython", X, y, **kw)
+        assert got.done == fresh.done == 10 and got.status == fresh.status == Status.DONE
+        for a, b in ((got.losses, fresh.losses), (got.theta, fresh.theta)):
+            assert np.array_equal(a, b)
