@@ -266,6 +266,16 @@ static void *fb_member_main(void *p)
     return NULL;
 }
 
+/* Flags a bad record: *slot := key when it holds none (-1) or a greater one, atomically. Members that
+ * find different bad records in one batch report the least (record * 2 + part), whichever flags first. */
+static inline void fb_flag_bad(int64_t *slot, int64_t key)
+{
+    int64_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    while ((cur < 0 || key < cur) &&
+           !__atomic_compare_exchange_n(slot, &cur, key, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
 /* Tests: 1 makes fb_team_run find no member thread (as when the system refuses them). */
 static int fb_refuse_threads = 0;
 

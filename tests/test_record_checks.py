@@ -95,6 +95,20 @@ def test_a_team_stops_the_same_way(split_columns, part):
     assert np.array_equal(theta, ref[3])
 
 
+@pytest.mark.parametrize("split_columns", [False, True])
+def test_two_bad_records_in_a_teams_batch_are_reported_as_the_least_every_time(split_columns):
+    # members that find different bad records in one batch (a row split: each looks at its own rows) report the
+    # least (record, part) whichever flags first, never one record with the other's part
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(512, 300)), rng.integers(0, 3, 512)
+    y[260] = 9          # member 0's rows of step 2 at batch 128 (records 256..383, in order)
+    X[370, 7] = np.nan  # member 1's
+    batch = 16 if split_columns else 128
+    got = {tuple(kernel_call(X, y, "cross_entropy", batch_size=batch, n_threads=2, split_columns=split_columns,
+                             hidden=(256,), steps=25)[:3][2].tolist()) for _ in range(30)}
+    assert got == {(260, 1)}
+
+
 def test_clean_records_are_not_flagged_and_bad_is_left_alone():
     X, y = make_data(n=40, loss="cross_entropy")
     X[5, 1], X[6, 2], X[7, 3] = 1e4, 1e-40, -0.0  # large, subnormal in float32 and negative zero: all fine
