@@ -1,4 +1,6 @@
 """The dense network's parameters: one flat buffer, with (W, b) views per layer."""
+import threading
+
 import numpy as np
 
 
@@ -12,12 +14,12 @@ def n_params(sizes):
     return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
 
 
-def aligned_zeros(n, dtype):
+def aligned_zeros(n, dtype, make=np.zeros):
     """n zeros of ``dtype`` whose first lies on a 64-byte boundary (a cache line): the kernel's
     vector loads and stores of W then never straddle two lines (numpy aligns to 16 bytes), and it
-    need not train on an aligned copy of the params."""
+    need not train on an aligned copy of the params. (``make=np.empty``: n values not yet set.)"""
     dtype = np.dtype(dtype)
-    base = np.zeros(n + 64 // dtype.itemsize, dtype=dtype)
+    base = make(n + 64 // dtype.itemsize, dtype=dtype)
     start = (-base.ctypes.data % 64) // dtype.itemsize
     return base[start:start + n]
 
@@ -28,7 +30,7 @@ def aligned(theta, copy=False):
     checkpoint's): the kernel trains on them where they lie."""
     if not copy and theta.ctypes.data % 64 == 0:
         return theta
-    out = aligned_zeros(theta.shape[0], theta.dtype)
+    out = aligned_zeros(theta.shape[0], theta.dtype, np.empty)
     out[...] = theta
     return out
 
@@ -52,9 +54,37 @@ INIT_CHUNK = 8192
 
 
 def init_params(sizes, activation, seed, dtype):
-    """Seeded initialisation: He normal for relu, Glorot uniform otherwise; zero biases. The draws
-    are made in chunks of whole rows (INIT_CHUNK): the same stream, so the same params, as one draw
-    of each whole layer."""
+    """Seeded initialisation: He normal for relu, Glorot uniform otherwise; zero biases. A new array each
+    call. The params of the last few networks made are kept (INIT_KEPT_BYTES, read-only), and the same
+    network again (a fresh Trainer per fold of a cross-validation, a grid search, a run started over)
+    gets a copy of them: the same bits as drawing them again, at the cost of a copy."""
+    dtype = np.dtype(dtype)
+    key = (tuple(int(v) for v in sizes), activation, int(seed), dtype.str)
+    kept = _kept_params.get(key)
+    if kept is None:
+        kept = _draw_params(sizes, activation, seed, dtype)
+        if kept.nbytes <= INIT_KEPT_BYTES:
+            kept.flags.writeable = False
+            with _kept_lock:  # (the oldest go first; another thread may be adding or reading)
+                while _kept_params and (len(_kept_params) >= INIT_KEPT
+                                        or sum(a.nbytes for a in _kept_params.values()) + kept.nbytes > INIT_KEPT_BYTES):
+                    _kept_params.pop(next(iter(_kept_params)))
+                _kept_params[key] = kept
+        else:
+            return kept
+    return aligned(kept, copy=True)
+
+
+# the params init_params made lately, by (sizes, activation, seed, dtype): at most INIT_KEPT networks of at
+# most INIT_KEPT_BYTES in all
+INIT_KEPT, INIT_KEPT_BYTES = 16, 1 << 23
+_kept_params = {}
+_kept_lock = threading.Lock()
+
+
+def _draw_params(sizes, activation, seed, dtype):
+    """init_params' draws. They are made in chunks of whole rows (INIT_CHUNK): the same stream, so the same
+    params, as one draw of each whole layer."""
     rng = np.random.default_rng([seed, 0x1417])  # a stream of its own, apart from the record order
     theta = aligned_zeros(n_params(sizes), dtype)
     for W, _ in unpack(theta, sizes):

@@ -399,3 +399,60 @@ def test_the_params_drawn_in_chunks_are_one_whole_draw_per_layer(activation, dty
             limit = np.sqrt(6.0 / (fan_in + fan_out))
             W[...] = rng.uniform(-limit, limit, size=W.shape)
     assert got.dtype == np.dtype(dtype) and got.tobytes() == want.tobytes()
+
+
+def test_the_params_made_again_are_a_new_copy_of_the_same_bits():
+    # init_params keeps the last networks' params (a fresh Trainer per fold): the same network again is a copy of
+    # them, bit for bit what a new draw gives, that the caller may write into without changing the next one's
+    from fastbatch import _network
+    sizes = np.array([7, 13, 3])
+    a = _network.init_params(sizes, "tanh", 11, np.dtype("float64"))
+    b = _network.init_params(sizes, "tanh", 11, np.dtype("float64"))
+    assert a is not b and a.flags.writeable and b.flags.writeable and a.ctypes.data % 64 == 0
+    assert a.tobytes() == b.tobytes() == _network._draw_params(sizes, "tanh", 11, np.dtype("float64")).tobytes()
+    a[:] = 5.0
+    c = _network.init_params(sizes, "tanh", 11, np.dtype("float64"))
+    assert c.tobytes() == b.tobytes()
+    # another seed, activation or dtype is another network
+    assert _network.init_params(sizes, "tanh", 12, np.dtype("float64")).tobytes() != b.tobytes()
+    assert _network.init_params(sizes, "relu", 11, np.dtype("float64")).tobytes() != b.tobytes()
+    assert _network.init_params(sizes, "tanh", 11, np.dtype("float32")).dtype == np.float32
+
+
+def test_the_params_kept_are_bounded():
+    from fastbatch import _network
+    for seed in range(3 * _network.INIT_KEPT):
+        _network.init_params(np.array([5, 4, 2]), "relu", seed, np.dtype("float32"))
+    assert len(_network._kept_params) <= _network.INIT_KEPT
+    big = np.array([1000, 1200, 2])  # (1.2M float64 params: 9.6 MB, more than all that is kept)
+    assert n_bytes(big) > _network.INIT_KEPT_BYTES
+    _network.init_params(big, "relu", 0, np.dtype("float64"))
+    for seed in range(4):
+        _network.init_params(np.array([500, 900, 2]), "relu", seed, np.dtype("float64"))  # 3.6 MB each
+    assert sum(a.nbytes for a in _network._kept_params.values()) <= _network.INIT_KEPT_BYTES
+    assert all(not a.flags.writeable for a in _network._kept_params.values())
+
+
+def n_bytes(sizes):
+    from fastbatch import _network
+    return _network.n_params(sizes) * 8
+
+
+def test_trainers_of_one_network_start_from_the_same_params():
+    # the second Trainer's params come from what init_params kept: the first one's starting params, which its
+    # training (in place) did not change
+    from fastbatch import _network
+    X, y = make_data(200, 6, k=3, seed=1)
+    starts = []
+
+    class Keep(fb.callbacks.Callback):
+        def on_run_begin(self, trainer):
+            starts.append(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in trainer.get_params()]))
+
+    first = fb.Trainer(hidden=(9,), seed=4, epochs=2)
+    first.fit(X, y, callbacks=[Keep()])
+    fb.Trainer(hidden=(9,), seed=4, epochs=1).fit(X, y, callbacks=[Keep()])
+    trained = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in first.get_params()])
+    drawn = _network._draw_params(np.array([6, 9, 3]), "relu", 4, np.dtype("float32"))
+    assert not np.array_equal(trained, starts[0])
+    assert starts[0].tobytes() == starts[1].tobytes() == drawn.tobytes()
