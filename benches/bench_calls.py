@@ -16,6 +16,8 @@ Parts (``--parts``):
   parameter initialisation alone (``fastbatch._network.init_params``): its fixed cost is the
   median, over pairs of one call each side by side, of the fresh fit minus the initialisation,
   less the in-kernel step (see paired_difference; the spread is over the repeats' medians).
+  init_params gives a network it made lately as a copy of the params it kept (a fresh Trainer per
+  fold); the row "init_params, a new network" is the draw a network not made before pays.
 - hooks: epoch hooks. 300 records, batch 1, ``--hook-epochs`` epochs: the same run with no hook
   (the reference row), with ``on_progress``, with ``validation_split=0.2`` and with an
   ``on_epoch_end`` callback. Compared as whole runs (the issue's target: the same run with and
@@ -47,6 +49,7 @@ import numpy as np  # noqa: E402
 
 import fastbatch as fb  # noqa: E402
 from bench_vs_numpy import NumpyLoop  # noqa: E402
+from fastbatch import _network  # noqa: E402
 from fastbatch._network import init_params  # noqa: E402
 
 try:
@@ -175,6 +178,8 @@ def bench_calls(args, threads_kw):
                 calls["MLPClassifier.partial_fit (peer)"] = lambda: mlp.partial_fit(X_chunk, y_chunk)
             calls["Trainer(...).fit(steps=1), fresh"] = lambda: fb.Trainer(**kw).fit(X, y, steps=1)
             calls["init_params alone"] = lambda: init_params(np.array(sizes), "relu", 0, "float32")
+            calls["init_params, a new network"] = lambda: (_network._kept_params.clear(),
+                                                           init_params(np.array(sizes), "relu", 0, "float32"))
             for label, fn in calls.items():
                 k = calibrate(loop(fn), args.seconds)
                 fns[label] = (lambda f, k: (lambda: [f() for _ in range(k)]))(fn, k), k
