@@ -1,4 +1,6 @@
 """The dense network's parameters: one flat buffer, with (W, b) views per layer."""
+import operator
+import os
 import threading
 
 import numpy as np
@@ -59,11 +61,12 @@ def init_params(sizes, activation, seed, dtype):
     network again (a fresh Trainer per fold of a cross-validation, a grid search, a run started over)
     gets a copy of them: the same bits as drawing them again, at the cost of a copy."""
     dtype = np.dtype(dtype)
-    key = (tuple(int(v) for v in sizes), activation, int(seed), dtype.str)
+    # (operator.index: a seed the draw refuses, a float, is refused here too, not taken for another's)
+    key = (tuple(int(v) for v in sizes), activation, operator.index(seed), dtype.str)
     kept = _kept_params.get(key)
     if kept is None:
         kept = _draw_params(sizes, activation, seed, dtype)
-        if kept.nbytes <= INIT_KEPT_BYTES:
+        if INIT_KEPT > 0 and kept.nbytes <= INIT_KEPT_BYTES:
             kept.flags.writeable = False
             with _kept_lock:  # (the oldest go first; another thread may be adding or reading)
                 while _kept_params and (len(_kept_params) >= INIT_KEPT
@@ -80,6 +83,17 @@ def init_params(sizes, activation, seed, dtype):
 INIT_KEPT, INIT_KEPT_BYTES = 16, 1 << 23
 _kept_params = {}
 _kept_lock = threading.Lock()
+
+
+def _new_kept_lock():
+    """A forked child has only the thread that forked: a _kept_lock another thread held at the fork would stay
+    held in the child for good (its first init_params of a network not kept would wait forever)."""
+    global _kept_lock
+    _kept_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_kept_lock)
 
 
 def _draw_params(sizes, activation, seed, dtype):

@@ -1,4 +1,5 @@
 """The Trainer API: a run of epochs, continued in pieces, stopped, reset, used."""
+import os
 import threading
 import time
 
@@ -456,3 +457,63 @@ def test_trainers_of_one_network_start_from_the_same_params():
     drawn = _network._draw_params(np.array([6, 9, 3]), "relu", 4, np.dtype("float32"))
     assert not np.array_equal(trained, starts[0])
     assert starts[0].tobytes() == starts[1].tobytes() == drawn.tobytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_adds_kept_params_makes_new_ones():
+    # a fork while another thread is inside init_params' locked section (it adds a network's params): the child
+    # has a _kept_lock of its own, not one held for good by a thread it does not have
+    from fastbatch import _network
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold():
+        with _network._kept_lock:
+            inside.set()
+            leave.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a network not kept
+            try:
+                got = _network.init_params(np.array([5, 7, 2]), "relu", 2 ** 40 + 3, np.dtype("float64"))
+                want = _network._draw_params(np.array([5, 7, 2]), "relu", 2 ** 40 + 3, np.dtype("float64"))
+                os._exit(0 if got.tobytes() == want.tobytes() else 1)
+            except BaseException:
+                os._exit(2)
+    finally:
+        leave.set()
+        holder.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung on init_params' lock")
+
+
+def test_no_params_are_kept_when_init_kept_is_zero(monkeypatch):
+    from fastbatch import _network
+    monkeypatch.setattr(_network, "INIT_KEPT", 0)
+    monkeypatch.setattr(_network, "_kept_params", {})
+    a = _network.init_params(np.array([4, 6, 2]), "tanh", 1, np.dtype("float32"))
+    assert _network._kept_params == {}
+    assert a.tobytes() == _network._draw_params(np.array([4, 6, 2]), "tanh", 1, np.dtype("float32")).tobytes()
+
+
+def test_a_seed_the_draw_refuses_is_refused_when_an_integer_one_is_kept():
+    # the key took int(seed): after seed 3 was kept, seed 3.7 (which the draw refuses) was given seed 3's params
+    from fastbatch import _network
+    sizes = np.array([3, 4, 2])
+    _network.init_params(sizes, "relu", 3, np.dtype("float64"))
+    for seed in (3.0, 3.7, np.float64(3.2)):
+        with pytest.raises(TypeError):
+            _network.init_params(sizes, "relu", seed, np.dtype("float64"))
+    assert _network.init_params(sizes, "relu", np.uint64(3), np.dtype("float64")).tobytes() == \
+        _network._draw_params(sizes, "relu", 3, np.dtype("float64")).tobytes()
