@@ -19,7 +19,32 @@ from .history import weighted_sum
 
 PREALLOCATE_STEPS = 1 << 28  # a planned run up to this many steps gets its history buffers at once
 N_OPT_ROWS = 3  # opt_state rows: m (momentum buffer), v (square average), RMSprop's grad average
-MAPPED_ZEROS_BYTES = 1 << 18  # an opt_state the optimizer never touches, of at least this size, is mapped zeros
+SHARED_ZEROS_KEPT = 8  # opt_state shapes whose shared read-only zeros are kept (RunState.new, opt_untouched)
+
+
+_shared_zeros = {}
+
+
+def shared_zeros(shape, dtype):
+    """Zeros of this shape and dtype in an anonymous map that cannot be written (any write, even the kernel's
+    through a pointer, faults): one for all the runs whose optimizer never touches its state, kept for the last
+    SHARED_ZEROS_KEPT shapes. Its pages are never written, so it costs no memory, and a new run (a fresh
+    Trainer) pays neither a memset of 3 rows of params nor a map and unmap of its own."""
+    key = (shape, np.dtype(dtype).str)
+    out = _shared_zeros.get(key)
+    if out is None:
+        count = math.prod(shape)
+        if hasattr(mmap, "PROT_READ"):
+            out = np.frombuffer(mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize), prot=mmap.PROT_READ),
+                                dtype=dtype, count=count).reshape(shape)
+        else:  # (no protection flags to ask for, e.g. Windows: numpy's read-only flag)
+            out = np.zeros(shape, dtype=dtype)
+            out.flags.writeable = False
+        # the oldest go (list(): one step, whatever other threads add meanwhile; a run keeps its own reference)
+        for old in list(_shared_zeros)[:max(0, len(_shared_zeros) - SHARED_ZEROS_KEPT + 1)]:
+            _shared_zeros.pop(old, None)
+        _shared_zeros[key] = out
+    return out
 
 
 class RateLog:
@@ -143,15 +168,11 @@ class RunState:
     @classmethod
     def new(cls, sizes, loss, theta, n_records, n_records_all, steps_per_epoch, generator, n_threads,
             order_cache=True, opt_untouched=False):
-        """``opt_untouched``: the optimizer never writes opt_state (plain SGD): a large one is then an
-        anonymous map of zeros, whose pages cost nothing until read (no memset of 3 rows of params)."""
+        """``opt_untouched``: the optimizer never writes opt_state (plain SGD): it is then zeros shared by
+        every such run of its shape, read-only (see shared_zeros)."""
         sizes = np.asarray(sizes, dtype=np.int64)
         shape, dtype = (N_OPT_ROWS, theta.shape[0]), theta.dtype
-        nbytes = shape[0] * shape[1] * dtype.itemsize
-        if opt_untouched and nbytes >= MAPPED_ZEROS_BYTES:
-            opt_state = np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
-        else:
-            opt_state = np.zeros(shape, dtype=dtype)
+        opt_state = shared_zeros(shape, dtype) if opt_untouched else np.zeros(shape, dtype=dtype)
         st = cls(sizes=sizes, loss=loss, n_records=int(n_records), n_records_all=int(n_records_all),
                  steps_per_epoch=int(steps_per_epoch), generator=bool(generator), n_threads=int(n_threads),
                  theta=theta, opt_state=opt_state)

@@ -78,7 +78,10 @@ def test_a_fit_calls_history_keeps_none_of_the_runs_big_buffers():
         kept = [tr.fit(X, y, steps=1) for _ in range(2)]
         st = tr.run_state
         copied = [s.theta for s in st.snapshots if s.theta is not None]  # (a new run's first snapshot copies none)
-        refs = [weakref.ref(a) for a in [st.theta, st.opt_state] + copied]
+        # (plain SGD's opt_state is the zeros every such run of its shape shares, kept: not the run's own buffer)
+        own = [st.opt_state] if st.opt_state.flags.writeable else []
+        assert own or st.opt_state is _run.shared_zeros(st.opt_state.shape, st.opt_state.dtype)
+        refs = [weakref.ref(a) for a in [st.theta] + own + copied]
         del st, copied
         del tr
         assert all(r() is None for r in refs)
@@ -476,25 +479,45 @@ def test_trainers_called_at_once_from_threads_each_train_on_their_own_arrays():
 
 
 @pytest.mark.parametrize("optimizer", [dict(optimizer="sgd"), dict(optimizer="sgd", momentum=0.9)])
-def test_plain_sgds_mapped_optimizer_state_changes_no_result(optimizer, tmp_path, monkeypatch):
+def test_plain_sgds_shared_optimizer_state_changes_no_result(optimizer, tmp_path, monkeypatch):
+    # plain SGD's runs share one read-only map of zeros as opt_state (a write to it would fault): the results,
+    # a checkpoint's and its resumption's, are those of a run with zeros of its own
     from fastbatch import _run
     X, y = plain(n=64)
-    X = np.tile(X, (1, 8))  # 80 features, hidden 512: 3 optimizer rows of ~42k params, past MAPPED_ZEROS_BYTES
+    X = np.tile(X, (1, 8))
     kw = {**KW, **optimizer, "hidden": (512,), "epochs": 3}
-    mapped = fb.Trainer(**kw)
-    mapped.fit(X, y, steps=5)
-    assert mapped.run_state.opt_state.nbytes >= _run.MAPPED_ZEROS_BYTES
-    assert (mapped.run_state.opt_state.base is not None) == (optimizer.get("momentum", 0) == 0)
-    mapped.save(tmp_path / "ck.npz")
+    shared = fb.Trainer(**kw)
+    shared.fit(X, y, steps=5)
+    other = fb.Trainer(**kw)
+    other.fit(X, y, steps=2)
+    plain_sgd = optimizer.get("momentum", 0) == 0
+    assert (shared.run_state.opt_state is other.run_state.opt_state) == plain_sgd
+    assert shared.run_state.opt_state.flags.writeable != plain_sgd
+    shared.save(tmp_path / "ck.npz")
     loaded = fb.Trainer.load(tmp_path / "ck.npz")
-    mapped.fit(X, y)
+    shared.fit(X, y)
     loaded.fit(X, y)
-    monkeypatch.setattr(_run, "MAPPED_ZEROS_BYTES", 1 << 62)
+    other.fit(X, y)
+    monkeypatch.setattr(_run, "shared_zeros", lambda shape, dtype: np.zeros(shape, dtype))
     zeroed = fb.Trainer(**kw)
     zeroed.fit(X, y)
-    assert same_params(mapped, zeroed) and same_params(loaded, zeroed)
-    assert np.array_equal(mapped.run_state.opt_state, zeroed.run_state.opt_state)
-    assert np.array_equal(mapped.history.loss, zeroed.history.loss)
+    assert zeroed.run_state.opt_state.flags.writeable
+    assert same_params(shared, zeroed) and same_params(loaded, zeroed) and same_params(other, zeroed)
+    assert np.array_equal(shared.run_state.opt_state, zeroed.run_state.opt_state)
+    assert np.array_equal(shared.history.loss, zeroed.history.loss)
+    if plain_sgd:
+        assert not shared.run_state.opt_state.any()
+
+
+def test_shared_zeros_are_kept_for_a_few_shapes():
+    from fastbatch import _run
+    made = [_run.shared_zeros((3, n), np.float32) for n in range(1, 3 * _run.SHARED_ZEROS_KEPT)]
+    assert len(_run._shared_zeros) <= _run.SHARED_ZEROS_KEPT
+    assert all(not a.flags.writeable and a.shape == (3, n + 1) and not a.any() for n, a in enumerate(made))
+    assert _run.shared_zeros((3, 5), np.float64) is _run.shared_zeros((3, 5), np.float64)
+    assert _run.shared_zeros((3, 5), np.float64) is not _run.shared_zeros((3, 5), np.float32)
+    with pytest.raises(ValueError):
+        made[-1][0, 0] = 1.0
 
 
 # ---------------------------------------------------------------- the quick call (_driver.quick)

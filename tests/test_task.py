@@ -84,3 +84,17 @@ def test_a_scan_of_parts_decides_as_decide_does_on_them_all(y, part):
     assert (parts.loss, parts.kind, parts.obvious) == (whole.loss, whole.kind, whole.obvious)
     if part >= len(y):  # one part: the same words too
         assert parts.reason == whole.reason or "more than" in parts.reason
+
+
+def test_the_last_decision_is_kept_for_equal_values_of_the_same_dtype_only():
+    # decide keeps its last targets and Task: the same values again are the same Task; the same numbers in
+    # another dtype, another name, or one value changed in place are decided again
+    y = np.arange(60) % 3
+    first = _task.decide(y, "auto", "y")
+    assert _task.decide(y.copy(), "auto", "y") is first
+    as_float = _task.decide(y.astype(np.float64), "auto", "y")
+    assert as_float is not first and as_float.loss == first.loss == "cross_entropy"
+    assert first.obvious and not as_float.obvious  # (whole-number floats as classes: warned)
+    assert _task.decide(y, "auto", "labels") is not first
+    y[:] = np.arange(60) * 7  # (in place: the same object, 60 distinct values now)
+    assert _task.decide(y, "auto", "y").loss == "mse"
