@@ -23,7 +23,6 @@ bit (tests compare the two); any other case, or a chunk that did not end well, g
 """
 import dataclasses
 import math
-import threading
 import time
 
 import numpy as np
@@ -32,6 +31,7 @@ from . import _data, _inference, _task, _validation as V
 from ._codes import Status
 from .config import ACTIVATION_CODES, LOSS_CODES, OPTIMIZER_CODES
 from ._kernel_spec import KernelSpec
+from ._locks import ForkSafeLock
 from ._text import count
 from .callbacks import Callback
 from .errors import DivergenceError
@@ -160,7 +160,7 @@ class Hooks:
 FIRST_ORDERS_KEPT = 4
 FIRST_ORDER_MAX = 1 << 20
 _first_orders = {}
-_first_orders_lock = threading.Lock()  # trainers in several threads keep orders at once
+_first_orders_lock = ForkSafeLock()  # trainers in several threads keep orders at once
 
 EPOCH_END = "epoch end"  # what a generator source gives when its iterable is spent
 

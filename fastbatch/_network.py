@@ -1,9 +1,9 @@
 """The dense network's parameters: one flat buffer, with (W, b) views per layer."""
 import operator
-import os
-import threading
 
 import numpy as np
+
+from ._locks import ForkSafeLock
 
 
 def layer_sizes(n_features, hidden, n_outputs):
@@ -82,18 +82,7 @@ def init_params(sizes, activation, seed, dtype):
 # most INIT_KEPT_BYTES in all
 INIT_KEPT, INIT_KEPT_BYTES = 16, 1 << 23
 _kept_params = {}
-_kept_lock = threading.Lock()
-
-
-def _new_kept_lock():
-    """A forked child has only the thread that forked: a _kept_lock another thread held at the fork would stay
-    held in the child for good (its first init_params of a network not kept would wait forever)."""
-    global _kept_lock
-    _kept_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_kept_lock)
+_kept_lock = ForkSafeLock()  # (a forked child gets its own: one another thread held at the fork stays held)
 
 
 def _draw_params(sizes, activation, seed, dtype):

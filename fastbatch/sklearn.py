@@ -30,7 +30,6 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
                       "install it with: pip install fastbatch[sklearn]") from exc
 
 import operator
-import threading
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -46,6 +45,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from . import config as _config
 from ._inference import sigmoid
+from ._locks import ForkSafeLock
 from .schedule import plan as make_plan
 from .trainer import Trainer
 
@@ -84,7 +84,7 @@ def _same_values(values, given):
 
 # the estimators in a fit or partial_fit call now, by id: another call on one of them is a RuntimeError
 _running = set()
-_running_lock = threading.Lock()
+_running_lock = ForkSafeLock()
 # by id, what a running fit decided and holds back until it commits (_Call.stage): ({name: value}, [names gone])
 _staged = {}
 

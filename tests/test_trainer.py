@@ -1,5 +1,4 @@
 """The Trainer API: a run of epochs, continued in pieces, stopped, reset, used."""
-import os
 import threading
 import time
 
@@ -457,45 +456,6 @@ def test_trainers_of_one_network_start_from_the_same_params():
     drawn = _network._draw_params(np.array([6, 9, 3]), "relu", 4, np.dtype("float32"))
     assert not np.array_equal(trained, starts[0])
     assert starts[0].tobytes() == starts[1].tobytes() == drawn.tobytes()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_child_forked_while_another_thread_adds_kept_params_makes_new_ones():
-    # a fork while another thread is inside init_params' locked section (it adds a network's params): the child
-    # has a _kept_lock of its own, not one held for good by a thread it does not have
-    from fastbatch import _network
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold():
-        with _network._kept_lock:
-            inside.set()
-            leave.wait()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    inside.wait()
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child: a network not kept
-            try:
-                got = _network.init_params(np.array([5, 7, 2]), "relu", 2 ** 40 + 3, np.dtype("float64"))
-                want = _network._draw_params(np.array([5, 7, 2]), "relu", 2 ** 40 + 3, np.dtype("float64"))
-                os._exit(0 if got.tobytes() == want.tobytes() else 1)
-            except BaseException:
-                os._exit(2)
-    finally:
-        leave.set()
-        holder.join()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung on init_params' lock")
 
 
 def test_no_params_are_kept_when_init_kept_is_zero(monkeypatch):
