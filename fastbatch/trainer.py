@@ -81,12 +81,22 @@ class Trainer:
         return dict(self._cfg)
 
     def _set_param(self, name, value, inside_fit=False):
+        if inside_fit or name == "learning_rate":  # (the rate may change while fit runs, in another thread)
+            return self._apply_param(name, value)
+        # the fit lock held while the setting changes: a fit starting in another thread meanwhile would read one
+        # config for its network and another for its kernel (a plain SGD run's shared zeros under Adam's updates)
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError(f"cannot change {name} while fit() runs")
+        try:
+            return self._apply_param(name, value)
+        finally:
+            self._fit_lock.release()
+
+    def _apply_param(self, name, value):
         p = _config.BY_NAME[name]
         if self._state is not None and not p.live:
             raise AttributeError(f"cannot change {name} of a run that has started (only "
                                  f"{', '.join(_config.LIVE)} can change); call reset() first, or make a new Trainer")
-        if self._fit_lock.locked() and name != "learning_rate" and not inside_fit:
-            raise RuntimeError(f"cannot change {name} while fit() runs")
         if name == "epochs" and self._state is not None:
             value = p.check(value)
             done = self._epochs_done()
@@ -192,6 +202,8 @@ class Trainer:
         schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
         if state.schedule_state:
             schedule.load_state(state.schedule_state)  # (a ValueError here leaves the trainer as it was)
+        if not state.opt_state.flags.writeable and _driver.opt_rows(cfg):
+            state.opt_state = np.array(state.opt_state)  # (a plain SGD run's shared zeros: this optimizer writes them)
         self._begin(state)
         self._schedule = schedule
 

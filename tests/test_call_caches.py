@@ -2,6 +2,7 @@
 the caller's as it is now, and the memos of fresh runs are keyed by everything they depend on."""
 import dataclasses
 import gc
+import threading
 import warnings
 import weakref
 
@@ -943,3 +944,49 @@ def test_none_for_an_array_is_a_type_error_after_the_kept_arrays_are_gone():
         tr.fit(X2, None, steps=1)
     with pytest.raises(TypeError, match="X must be"):
         tr.fit(None, None, steps=1)
+
+
+@pytest.mark.parametrize("optimizer", [dict(optimizer="adam"), dict(optimizer="sgd", momentum=0.9),
+                                       dict(optimizer="rmsprop")])
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_a_plain_sgd_run_adopted_by_an_optimizer_with_state_gets_zeros_of_its_own(optimizer, backend):
+    # adopt_run_state takes a run made under another optimizer: plain SGD's shared read-only zeros become the
+    # adopting optimizer's rows, which it writes (the kernel faulted on them; numpy refused them)
+    X, y = plain(n=64)
+    a = fb.Trainer(**{**KW, "epochs": 1, "backend": backend})
+    a.fit(X, y)
+    assert not a.run_state.opt_state.flags.writeable
+    first = a.step
+    b = fb.Trainer(**{**KW, **optimizer, "epochs": 2, "backend": backend})
+    b.adopt_run_state(a.run_state)
+    b.fit(X, y)
+    assert b.step == 2 * first and np.isfinite(b.history.loss).all() and b.run_state.opt_state.any()
+    assert not _run.shared_zeros(b.run_state.opt_state.shape, b.run_state.opt_state.dtype).any()
+
+
+def test_a_setting_changed_as_a_first_fit_starts_is_all_or_nothing(monkeypatch):
+    # a setter holds the fit lock while it changes the config: a fit starting in another thread meanwhile is
+    # refused, never started with the old optimizer's network state and the new one's kernel
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    inside, leave = threading.Event(), threading.Event()
+    real = _config.check_config
+
+    def slow_check(params, *args, **kwargs):
+        inside.set()
+        leave.wait(10)
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(_config, "check_config", slow_check)
+    setter = threading.Thread(target=lambda: setattr(tr, "optimizer", "adam"))
+    setter.start()
+    inside.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            tr.fit(X, y, steps=1)
+    finally:
+        leave.set()
+        setter.join()
+    monkeypatch.setattr(_config, "check_config", real)
+    tr.fit(X, y, steps=3)
+    assert tr.optimizer == "adam" and tr.run_state.opt_state.flags.writeable and tr.run_state.opt_state.any()
