@@ -16,6 +16,7 @@ import numpy as np
 from . import _data, _driver, _inference, _numpy_backend, _validation as V, config as _config
 from ._network import aligned, init_params, layer_sizes, unpack
 from ._run import RunState
+from ._task import caller_stacklevel
 from .callbacks import Callback
 from .errors import NotFittedError
 from .history import History
@@ -112,7 +113,8 @@ class Trainer:
             self._pending_params = self._pending_scaling = None
             warnings.warn(f"hidden={self._cfg['hidden']} drops the params given to set_params (hidden widths "
                           f"{tuple(W.shape[1] for W, _ in pending[:-1])}): the first fit initialises the params from "
-                          "the seed; call set_params again for params of the new widths", UserWarning, stacklevel=3)
+                          "the seed; call set_params again for params of the new widths", UserWarning,
+                          stacklevel=caller_stacklevel())
         if name == "optimizer" or _config.BY_NAME[name].optimizers:
             _config.warn_ignored(self._cfg, None if name == "optimizer" else (name,))
         elif name in ("backend", "n_threads"):

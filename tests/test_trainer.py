@@ -477,3 +477,16 @@ def test_a_seed_the_draw_refuses_is_refused_when_an_integer_one_is_kept():
             _network.init_params(sizes, "relu", seed, np.dtype("float64"))
     assert _network.init_params(sizes, "relu", np.uint64(3), np.dtype("float64")).tobytes() == \
         _network._draw_params(sizes, "relu", 3, np.dtype("float64")).tobytes()
+
+
+def test_a_setters_warnings_point_at_the_callers_line():
+    # a setter's warnings (hidden dropping the params set_params gave; a setting the optimizer ignores) name the
+    # line that set it, whatever calls the setter goes through inside fastbatch
+    tr = fb.Trainer(hidden=(4,))
+    tr.set_params([(np.zeros((3, 4)), np.zeros(4)), (np.zeros((4, 2)), np.zeros(2))])
+    with pytest.warns(UserWarning, match="drops the params") as record:
+        tr.hidden = (5,)
+    with pytest.warns(UserWarning, match="no effect") as record2:
+        tr.momentum = 0.5
+        tr.optimizer = "adam"
+    assert {w.filename for w in [*record, *record2]} == {__file__}
