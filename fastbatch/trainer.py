@@ -84,14 +84,10 @@ class Trainer:
     def _set_param(self, name, value, inside_fit=False):
         if inside_fit or name == "learning_rate":  # (the rate may change while fit runs, in another thread)
             return self._apply_param(name, value)
-        # the fit lock held while the setting changes: a fit starting in another thread meanwhile would read one
-        # config for its network and another for its kernel (a plain SGD run's shared zeros under Adam's updates)
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError(f"cannot change {name} while fit() runs")
-        try:
+        # (a fit starting meanwhile would read one config for its network and another for its kernel: a plain SGD
+        # run's shared zeros under Adam's updates)
+        with self._not_fitting(f"cannot change {name} while fit() runs"):
             return self._apply_param(name, value)
-        finally:
-            self._fit_lock.release()
 
     def _apply_param(self, name, value):
         p = _config.BY_NAME[name]
@@ -134,13 +130,13 @@ class Trainer:
 
     def reset(self):
         """Start the run over: the next ``fit`` initialises the params and trains from step 0."""
-        self._check_not_fitting("reset")
-        self._state = None
-        self._spec = None
-        self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), if any
-        self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
-        self._last_arrays = None  # the run's _data.LastArrays
-        self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
+        with self._not_fitting("cannot reset() while fit() is running on this trainer"):
+            self._state = None
+            self._spec = None
+            self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), if any
+            self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
+            self._last_arrays = None  # the run's _data.LastArrays
+            self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     def _sync_schedule(self):
         """The schedule object as the run state says (after the driver restored a snapshot)."""
@@ -163,51 +159,55 @@ class Trainer:
     def adopt_run_state(self, state):
         """Continue the run ``state`` (a checkpoint's, which becomes this trainer's own: not another trainer's);
         the config must be the one it was made with: a state that does not follow from it is a ValueError."""
-        self._check_not_fitting("adopt_run_state")
-        cfg = self._cfg
-        if tuple(int(s) for s in state.sizes[1:-1]) != cfg["hidden"]:
-            raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={cfg['hidden']}")
-        if state.theta.dtype != np.dtype(cfg["dtype"]):
-            raise ValueError(f"the run state's params are {state.theta.dtype}, the config's dtype is {cfg['dtype']}")
-        if cfg["loss"] not in ("auto", state.loss):
-            raise ValueError(f"the run state's loss is {state.loss!r}, the config's is {cfg['loss']!r}")
-        if len(state.val_loss) > len(state.epoch_loss):
-            raise ValueError(f"{len(state.val_loss)} validation losses for {len(state.epoch_loss)} finished epochs")
-        scaling = state.scaling or {}
-        for name, on, has in (("standardize", cfg["standardize"], "x_shift" in scaling),
-                              ("standardize_target", cfg["standardize_target"] and state.loss == "mse", "y_shift" in scaling),
-                              ("track_noise", cfg["track_noise"], state.noise_buf is not None)):
-            if bool(on) != has:
-                raise ValueError(f"the run state was made {'without' if on else 'with'} {name}, the config has "
-                                 f"{name}={cfg[name]!r}")
-        if state.n_records < state.n_records_all and not cfg["validation_split"]:  # (a split's run; the other way
-            raise ValueError("the run state holds records out for validation, the config has "  # round is a run
-                             "validation_split=0.0")                                             # of validation_data)
-        if not state.generator:
-            if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
-                raise ValueError("the run state's record counts are inconsistent")
-            need, memory = state.steps_per_epoch * EPOCH_BYTES_PER_STEP, _physical_memory()
-            if memory is not None and need > memory // 2:  # (a number a file declares allocates nothing unchecked)
-                raise ValueError(f"the run state's {state.steps_per_epoch:,} steps per epoch need {need / 2**30:,.1f} GB "
-                                 f"for the epoch's batch sizes; this machine has {memory / 2**30:,.1f} GB")
-            plan = make_plan(state.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
-            if plan.steps_per_epoch != state.steps_per_epoch:
-                raise ValueError(f"the run state's {state.steps_per_epoch} steps per epoch do not follow from its "
-                                 f"{state.n_records} records at batch_size={cfg['batch_size']}, "
-                                 f"drop_last={cfg['drop_last']}")
-            if state.step > plan.total_steps:
-                raise ValueError(f"the run state's step {state.step} is beyond the {plan.total_steps} steps of "
-                                 f"epochs={cfg['epochs']}")
-            ended = state.step // state.steps_per_epoch   # (some may wait to be closed: an interrupt came first)
-            if len(state.epoch_loss) > ended:
-                raise ValueError(f"{len(state.epoch_loss)} epoch losses for {ended} finished epochs")
-        schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
-        if state.schedule_state:
-            schedule.load_state(state.schedule_state)  # (a ValueError here leaves the trainer as it was)
-        if not state.opt_state.flags.writeable and _driver.opt_rows(cfg):
-            state.opt_state = np.array(state.opt_state)  # (a plain SGD run's shared zeros: this optimizer writes them)
-        self._begin(state)
-        self._schedule = schedule
+        with self._not_fitting("cannot adopt_run_state() while fit() is running on this trainer"):
+            cfg = self._cfg
+            if tuple(int(s) for s in state.sizes[1:-1]) != cfg["hidden"]:
+                raise ValueError(f"the run state's layers {state.sizes.tolist()} do not fit hidden={cfg['hidden']}")
+            if state.theta.dtype != np.dtype(cfg["dtype"]):
+                raise ValueError(f"the run state's params are {state.theta.dtype}, "
+                                 f"the config's dtype is {cfg['dtype']}")
+            if cfg["loss"] not in ("auto", state.loss):
+                raise ValueError(f"the run state's loss is {state.loss!r}, the config's is {cfg['loss']!r}")
+            if len(state.val_loss) > len(state.epoch_loss):
+                raise ValueError(f"{len(state.val_loss)} validation losses for {len(state.epoch_loss)} finished epochs")
+            scaling = state.scaling or {}
+            for name, on, has in (("standardize", cfg["standardize"], "x_shift" in scaling),
+                                  ("standardize_target", cfg["standardize_target"] and state.loss == "mse",
+                                   "y_shift" in scaling),
+                                  ("track_noise", cfg["track_noise"], state.noise_buf is not None)):
+                if bool(on) != has:
+                    raise ValueError(f"the run state was made {'without' if on else 'with'} {name}, the config has "
+                                     f"{name}={cfg[name]!r}")
+            # (a split's run; the other way round is a run of validation_data)
+            if state.n_records < state.n_records_all and not cfg["validation_split"]:
+                raise ValueError("the run state holds records out for validation, the config has "
+                                 "validation_split=0.0")
+            if not state.generator:
+                if state.steps_per_epoch < 1 or state.n_records < 1 or state.n_records_all < state.n_records:
+                    raise ValueError("the run state's record counts are inconsistent")
+                need, memory = state.steps_per_epoch * EPOCH_BYTES_PER_STEP, _physical_memory()
+                if memory is not None and need > memory // 2:  # (a number a file declares allocates nothing unchecked)
+                    raise ValueError(f"the run state's {state.steps_per_epoch:,} steps per epoch need "
+                                     f"{need / 2**30:,.1f} GB for the epoch's batch sizes; this machine has "
+                                     f"{memory / 2**30:,.1f} GB")
+                plan = make_plan(state.n_records, cfg["batch_size"], cfg["epochs"], cfg["drop_last"])
+                if plan.steps_per_epoch != state.steps_per_epoch:
+                    raise ValueError(f"the run state's {state.steps_per_epoch} steps per epoch do not follow from its "
+                                     f"{state.n_records} records at batch_size={cfg['batch_size']}, "
+                                     f"drop_last={cfg['drop_last']}")
+                if state.step > plan.total_steps:
+                    raise ValueError(f"the run state's step {state.step} is beyond the {plan.total_steps} steps of "
+                                     f"epochs={cfg['epochs']}")
+                ended = state.step // state.steps_per_epoch   # (some may wait to be closed: an interrupt came first)
+                if len(state.epoch_loss) > ended:
+                    raise ValueError(f"{len(state.epoch_loss)} epoch losses for {ended} finished epochs")
+            schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
+            if state.schedule_state:
+                schedule.load_state(state.schedule_state)  # (a ValueError here leaves the trainer as it was)
+            if not state.opt_state.flags.writeable and _driver.opt_rows(cfg):  # (a plain SGD run's shared zeros:
+                state.opt_state = np.array(state.opt_state)                     # this optimizer writes them)
+            self._begin(state)
+            self._schedule = schedule
 
     @property
     def started(self):
@@ -313,9 +313,16 @@ class Trainer:
             finally:
                 self._state_lock.acquire()
 
-    def _check_not_fitting(self, what):
-        if self._fit_lock.locked():
-            raise RuntimeError(f"cannot {what}() while fit() is running on this trainer")
+    @contextlib.contextmanager
+    def _not_fitting(self, message):
+        """Hold the fit lock while the run or its config changes (RuntimeError(message) while a fit runs): a fit
+        starting in another thread meanwhile is refused, never started on half of the change."""
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError(message)
+        try:
+            yield
+        finally:
+            self._fit_lock.release()
 
     # ------------------------------------------------------------------ params
 
@@ -332,21 +339,21 @@ class Trainer:
 
     def set_params(self, params):
         """Set the params; before the first ``fit`` they replace the seeded initialisation."""
-        self._check_not_fitting("set_params")
-        layers = _data.check_params(params, self._cfg["hidden"])
-        st = self._state
-        if st is not None:
-            sizes = [layers[0][0].shape[0]] + [W.shape[1] for W, _ in layers]
-            if tuple(sizes) != tuple(int(s) for s in st.sizes):
-                raise ValueError(f"params have layer sizes {tuple(sizes)}, the run has {tuple(st.sizes.tolist())}")
-            for (W, b), (W0, b0) in zip(layers, unpack(st.theta, st.sizes)):
-                W0[...] = W
-                b0[...] = b
-            st.carried = None  # (a divergence must not rewind to params from before these)
-        else:  # kept as given (in float64: exact for float32 and float64 params), rounded to the dtype the run has
-            # when it starts: a dtype set after this call applies to them too
-            self._pending_params = [(W.astype(np.float64), b.astype(np.float64)) for W, b in layers]
-            self._pending_scaling = None
+        with self._not_fitting("cannot set_params() while fit() is running on this trainer"):
+            layers = _data.check_params(params, self._cfg["hidden"])
+            st = self._state
+            if st is not None:
+                sizes = [layers[0][0].shape[0]] + [W.shape[1] for W, _ in layers]
+                if tuple(sizes) != tuple(int(s) for s in st.sizes):
+                    raise ValueError(f"params have layer sizes {tuple(sizes)}, the run has {tuple(st.sizes.tolist())}")
+                for (W, b), (W0, b0) in zip(layers, unpack(st.theta, st.sizes)):
+                    W0[...] = W
+                    b0[...] = b
+                st.carried = None  # (a divergence must not rewind to params from before these)
+            else:  # kept as given (in float64: exact for float32 and float64 params), rounded to the dtype the run has
+                # when it starts: a dtype set after this call applies to them too
+                self._pending_params = [(W.astype(np.float64), b.astype(np.float64)) for W, b in layers]
+                self._pending_scaling = None
 
     def _continue_network(self, other):
         """Start this trainer's first run from the network of ``other`` (a trainer with a run): its params, and

@@ -990,3 +990,35 @@ def test_a_setting_changed_as_a_first_fit_starts_is_all_or_nothing(monkeypatch):
     monkeypatch.setattr(_config, "check_config", real)
     tr.fit(X, y, steps=3)
     assert tr.optimizer == "adam" and tr.run_state.opt_state.flags.writeable and tr.run_state.opt_state.any()
+
+
+@pytest.mark.parametrize("change", ["reset", "set_params"])
+def test_a_change_to_the_run_as_a_fit_starts_is_all_or_nothing(change, monkeypatch):
+    # reset() and set_params() hold the fit lock while they change the trainer: a fit starting in another thread
+    # meanwhile is refused, never started on half of the change
+    from fastbatch import _data, trainer as trainer_module
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    tr.fit(X, y, steps=2)
+    params = tr.get_params()
+    inside, leave = threading.Event(), threading.Event()
+    module, name = (trainer_module, "make_schedule") if change == "reset" else (_data, "check_params")
+    real = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        inside.set()
+        leave.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, slow)
+    worker = threading.Thread(target=tr.reset if change == "reset" else (lambda: tr.set_params(params)))
+    worker.start()
+    inside.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            tr.fit(X, y, steps=1)
+    finally:
+        leave.set()
+        worker.join()
+    monkeypatch.setattr(module, name, real)
+    assert tr.step == (0 if change == "reset" else 2)
