@@ -70,7 +70,7 @@ class Trainer:
         self._pending_params = None
         self._pending_scaling = None           # the standardisation those params were trained under (_continue_network)
         self.info = {}                         # JSON-able facts saved with checkpoints (names, fingerprints)
-        self.reset()
+        self._no_run()  # (reset() without the fit lock: no other thread has this trainer yet)
 
     __init__.__signature__ = _config.signature()
 
@@ -131,12 +131,15 @@ class Trainer:
     def reset(self):
         """Start the run over: the next ``fit`` initialises the params and trains from step 0."""
         with self._not_fitting("cannot reset() while fit() is running on this trainer"):
-            self._state = None
-            self._spec = None
-            self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), if any
-            self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
-            self._last_arrays = None  # the run's _data.LastArrays
-            self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
+            self._no_run()
+
+    def _no_run(self):
+        self._state = None
+        self._spec = None
+        self._plan = self._batch_sizes = None  # the run's plan and one epoch's batch sizes (the plan's), if any
+        self._source = self._quiet_hooks = None  # the run's ArraySource and hook-less Hooks, made at its first fit
+        self._last_arrays = None  # the run's _data.LastArrays
+        self._schedule = make_schedule(self._cfg["lr_schedule"], self._cfg["warmup_steps"])
 
     def _sync_schedule(self):
         """The schedule object as the run state says (after the driver restored a snapshot)."""
