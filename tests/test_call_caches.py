@@ -964,30 +964,36 @@ def test_a_plain_sgd_run_adopted_by_an_optimizer_with_state_gets_zeros_of_its_ow
     assert not _run.shared_zeros(b.run_state.opt_state.shape, b.run_state.opt_state.dtype).any()
 
 
-def test_a_setting_changed_as_a_first_fit_starts_is_all_or_nothing(monkeypatch):
-    # a setter holds the fit lock while it changes the config: a fit starting in another thread meanwhile is
-    # refused, never started with the old optimizer's network state and the new one's kernel
-    X, y = plain()
-    tr = fb.Trainer(**KW)
+def fit_while_changing(tr, X, y, module, name, change, monkeypatch):
+    """Start ``tr.fit`` while another thread runs ``change()`` and is held inside ``module.name`` (which it calls):
+    the fit must be refused (the change holds the fit lock), then the change finishes."""
     inside, leave = threading.Event(), threading.Event()
-    real = _config.check_config
+    real = getattr(module, name)
 
-    def slow_check(params, *args, **kwargs):
+    def slow(*args, **kwargs):
         inside.set()
         leave.wait(10)
-        return real(params, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(_config, "check_config", slow_check)
-    setter = threading.Thread(target=lambda: setattr(tr, "optimizer", "adam"))
-    setter.start()
+    monkeypatch.setattr(module, name, slow)
+    worker = threading.Thread(target=change)
+    worker.start()
     inside.wait(10)
     try:
         with pytest.raises(RuntimeError, match="already running"):
             tr.fit(X, y, steps=1)
     finally:
         leave.set()
-        setter.join()
-    monkeypatch.setattr(_config, "check_config", real)
+        worker.join()
+    monkeypatch.setattr(module, name, real)
+
+
+def test_a_setting_changed_as_a_first_fit_starts_is_all_or_nothing(monkeypatch):
+    # a setter holds the fit lock while it changes the config: a fit starting in another thread meanwhile is
+    # refused, never started with the old optimizer's network state and the new one's kernel
+    X, y = plain()
+    tr = fb.Trainer(**KW)
+    fit_while_changing(tr, X, y, _config, "check_config", lambda: setattr(tr, "optimizer", "adam"), monkeypatch)
     tr.fit(X, y, steps=3)
     assert tr.optimizer == "adam" and tr.run_state.opt_state.flags.writeable and tr.run_state.opt_state.any()
 
@@ -1001,24 +1007,8 @@ def test_a_change_to_the_run_as_a_fit_starts_is_all_or_nothing(change, monkeypat
     tr = fb.Trainer(**KW)
     tr.fit(X, y, steps=2)
     params = tr.get_params()
-    inside, leave = threading.Event(), threading.Event()
-    module, name = (trainer_module, "make_schedule") if change == "reset" else (_data, "check_params")
-    real = getattr(module, name)
-
-    def slow(*args, **kwargs):
-        inside.set()
-        leave.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, slow)
-    worker = threading.Thread(target=tr.reset if change == "reset" else (lambda: tr.set_params(params)))
-    worker.start()
-    inside.wait(10)
-    try:
-        with pytest.raises(RuntimeError, match="already running"):
-            tr.fit(X, y, steps=1)
-    finally:
-        leave.set()
-        worker.join()
-    monkeypatch.setattr(module, name, real)
+    if change == "reset":
+        fit_while_changing(tr, X, y, trainer_module, "make_schedule", tr.reset, monkeypatch)
+    else:
+        fit_while_changing(tr, X, y, _data, "check_params", lambda: tr.set_params(params), monkeypatch)
     assert tr.step == (0 if change == "reset" else 2)
